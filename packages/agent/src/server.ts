@@ -1,0 +1,214 @@
+/**
+ * The agent's gRPC server: AgentService over mutual TLS plus grpc.health.v1.
+ *
+ * A job RPC (Backup, Restore):
+ *   1. take the host lock (busy error if held)
+ *   2. run the job with an AbortSignal tied to the call and to shutdown
+ *   3. stream progress events, then exactly one result, then end the stream
+ * Shutdown (SIGTERM): refuse new jobs, abort running ones (they resume services and
+ * clean up), wait for them, then stop the server.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import {
+  BOXBACK_VERSION,
+  BoxbackError,
+  asBoxbackError,
+  emptyResult,
+  loadServices,
+  resolveInStore,
+  serverCredentials,
+  toServiceError,
+  verifyBackupDir,
+  type AgentInfo,
+  type BackupRequest,
+  type JobEvent,
+  type JobResult,
+  type Logger,
+  type Progress,
+  type RestoreRequest,
+} from '@boxback/common';
+import { runBackup } from './backup/backup.js';
+import { currentQuiesce } from './backup/quiesce-record.js';
+import type { AgentConfig } from './config.js';
+import { acquireHostLock } from './host-lock.js';
+import { ProgressTracker, type JobContext } from './job.js';
+import { readInstalledVersion } from './product-version.js';
+import { runRestore } from './restore/restore.js';
+import { confirmRestore, listSafetyCopies } from './restore/safety-copies.js';
+import { deleteBackup } from './store.js';
+
+interface RunningJob {
+  id: string;
+  kind: 'backup' | 'restore';
+  abort: AbortController;
+  tracker: ProgressTracker;
+  done: Promise<unknown>;
+}
+
+type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>;
+
+export class AgentServer {
+  private server = new grpc.Server();
+  private health = new HealthImplementation({ '': 'SERVING', 'boxback.v1.AgentService': 'SERVING' });
+  private running: RunningJob | undefined;
+  private shuttingDown = false;
+  boundPort = 0;
+
+  constructor(
+    readonly config: AgentConfig,
+    private readonly log: Logger,
+  ) {
+    const { AgentService } = loadServices();
+    this.server.addService(AgentService.service, {
+      GetInfo: this.unary('GetInfo', () => this.getInfo()),
+      Backup: (call: grpc.ServerWritableStream<BackupRequest, JobEvent>) => this.jobCall(call, 'backup'),
+      Restore: (call: grpc.ServerWritableStream<RestoreRequest, JobEvent>) => this.jobCall(call, 'restore'),
+      VerifyBackup: this.unary('VerifyBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) =>
+        verifyBackupDir(resolveInStore(this.config.store, call.request.backupPath)),
+      ),
+      DeleteBackup: this.unary('DeleteBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) => {
+        const r = await deleteBackup(this.config.store, call.request.backupPath);
+        this.log.info({ backupPath: call.request.backupPath, ...r }, 'backup deleted');
+        return r;
+      }),
+      ConfirmRestore: this.unary('ConfirmRestore', async (call: grpc.ServerUnaryCall<{ jobId: string }, unknown>) =>
+        confirmRestore(this.config, call.request.jobId, this.log),
+      ),
+    });
+    this.health.addToServer(this.server);
+  }
+
+  /** Wrap a unary handler: client check, errors to gRPC status. */
+  private unary<Req, Res>(name: string, fn: Handler<Req, Res>) {
+    return (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+      Promise.resolve()
+        .then(() => this.checkClient(call))
+        .then(() => fn(call))
+        .then((res) => cb(null, res))
+        .catch((err: unknown) => {
+          const be = asBoxbackError(err);
+          this.log.warn({ rpc: name, code: be.code, err: be.message }, 'rpc failed');
+          cb(toServiceError(be) as grpc.ServiceError);
+        });
+    };
+  }
+
+  /** Only certificates with an allowed common name may call (any from the CA when none is configured). */
+  private checkClient(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): void {
+    if (this.config.allowedClients.length === 0) return;
+    const cn = call.getAuthContext()?.sslPeerCertificate?.subject?.CN;
+    if (!cn || !this.config.allowedClients.includes(String(cn))) {
+      throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `certificate "${cn ?? 'none'}" may not call agent ${this.config.name}`);
+    }
+  }
+
+  private async getInfo(): Promise<AgentInfo> {
+    const q = currentQuiesce();
+    const copies = await listSafetyCopies(this.config).catch(() => []);
+    return {
+      name: this.config.name,
+      agentVersion: BOXBACK_VERSION,
+      hostname: this.config.hostname,
+      addresses: this.config.addresses,
+      planName: this.config.plan.name,
+      product: this.config.plan.product,
+      productVersion: (await readInstalledVersion(this.config.plan)) ?? '',
+      runningJobId: this.running?.id ?? '',
+      runningJobKind: this.running?.kind ?? '',
+      runningProgress: this.running?.tracker.last ?? null,
+      safetyCopies: copies,
+      quiesced: !!q,
+      quiesceDeadlineMs: q?.deadlineMs ?? 0,
+    };
+  }
+
+  private async jobCall(call: grpc.ServerWritableStream<BackupRequest | RestoreRequest, JobEvent>, kind: 'backup' | 'restore'): Promise<void> {
+    const req = call.request;
+    const jobId = req.jobId || `${kind}-${Date.now().toString(36)}`;
+    const log = this.log.child({ jobId, kind });
+    const fail = (err: unknown) => {
+      const be = asBoxbackError(err);
+      log.warn({ code: be.code, err: be.message }, `${kind} refused`);
+      call.destroy(Object.assign(new Error(be.message), toServiceError(be)));
+    };
+    try {
+      this.checkClient(call);
+      if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `agent ${this.config.name} is shutting down`);
+      if (this.running) {
+        throw new BoxbackError('BOXBACK_ERR_BUSY', `${this.config.name} is busy with ${this.running.kind} job ${this.running.id}; wait for it to finish`);
+      }
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    let lock;
+    try {
+      lock = await acquireHostLock(this.config.name, kind);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const abort = new AbortController();
+    const onCancel = () => {
+      log.warn('caller went away; cancelling the job');
+      abort.abort(new BoxbackError('BOXBACK_ERR_CANCELLED', 'the caller cancelled the job'));
+    };
+    call.on('cancelled', onCancel);
+    const send = (ev: JobEvent) => {
+      if (!call.cancelled && !call.writableEnded) call.write(ev);
+    };
+    const tracker = new ProgressTracker(jobId, (p: Progress) => send({ progress: p }));
+    const ctx: JobContext = { config: this.config, log, jobId, signal: abort.signal, emit: (u) => tracker.emit(u) };
+    let resolveDone!: () => void;
+    const done = new Promise<void>((r) => (resolveDone = r));
+    this.running = { id: jobId, kind, abort, tracker, done };
+    log.info({ req }, `${kind} started`);
+    let result: JobResult;
+    try {
+      result = kind === 'backup' ? await runBackup(ctx, req as BackupRequest) : await runRestore(ctx, req as RestoreRequest);
+    } catch (err) {
+      const be = asBoxbackError(err);
+      log.error({ err }, `${kind} crashed`);
+      result = { ...emptyResult(jobId), errorCode: be.code, errorMessage: be.message };
+    } finally {
+      this.running = undefined;
+      call.off('cancelled', onCancel);
+      await lock.release();
+      resolveDone();
+    }
+    log.info({ status: result.status, errorCode: result.errorCode, error: result.errorMessage, durationMs: result.durationMs }, `${kind} finished`);
+    send({ result });
+    if (!call.writableEnded) call.end();
+  }
+
+  async listen(): Promise<number> {
+    const creds = serverCredentials(this.config.tls, true);
+    this.boundPort = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    return this.boundPort;
+  }
+
+  /** Stop taking jobs, cancel the running one and wait for it to clean up, then close. */
+  async shutdown(graceMs = 30_000): Promise<void> {
+    this.shuttingDown = true;
+    this.health.setStatus('', 'NOT_SERVING');
+    const job = this.running;
+    if (job) {
+      this.log.warn({ jobId: job.id }, 'shutting down: cancelling the running job');
+      job.abort.abort(new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the agent is shutting down'));
+      await Promise.race([job.done, new Promise((r) => setTimeout(r, graceMs))]);
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 5000);
+      this.server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}

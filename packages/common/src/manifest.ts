@@ -1,0 +1,238 @@
+/**
+ * The backup format both sides read: a directory `backup_{YYYYMMdd-HHmmss}` in the store
+ * (under `<store>/<host>/`) holding GoCD's archives, boxback's extra archives and synced
+ * trees, and `manifest.json` describing every file (size, SHA-256, owner, mode), the
+ * source box, the consistency mode and each phase. See docs/design/store-layout.md.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { BoxbackError } from './errors.js';
+import { mapLimit } from './limit.js';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const MANIFEST_FORMAT = 'boxback/manifest@1';
+export const BACKUP_DIR_RE = /^backup_(\d{8}-\d{6})$/;
+
+export type Consistency = 'quiesced' | 'live';
+export type QuiesceMode = 'stop' | 'maintenance' | 'none';
+
+export interface ManifestFile {
+  /** Path relative to the backup directory, '/'-separated. */
+  path: string;
+  type: 'file' | 'symlink' | 'dir';
+  size: number;
+  /** Hex SHA-256 of the content (regular files only). */
+  sha256?: string;
+  /** Permission bits (st_mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+  /** Symlink target, as stored. */
+  target?: string;
+}
+
+export interface ManifestPhase {
+  name: string;
+  state: 'done' | 'failed' | 'skipped';
+  startedAt: string;
+  endedAt: string;
+  durationMs: number;
+  bytes: number;
+  files: number;
+}
+
+export interface ManifestDataset {
+  /** Dataset name from the plan (database, config, config-repo...). */
+  name: string;
+  /** File in the backup directory: db.zip, config-dir.zip, db.<dbname>... */
+  archive: string;
+  kind: 'zip' | 'pg_dump';
+  /** Absolute source paths on the box; each becomes a top-level entry of the archive. */
+  sources: string[];
+  /** Where the archive extracts to on restore (absolute directory). */
+  target: string;
+  owner?: { user: string; group: string };
+  /** Entries and uncompressed bytes in the archive. */
+  entries: number;
+  bytes: number;
+  /** Extra per-kind facts (pg_dump: format, server version). */
+  extra?: Record<string, unknown>;
+}
+
+export interface ManifestTree {
+  /** Tree name from the plan (artifacts, test-reports). */
+  name: string;
+  /** Directory inside the backup directory. */
+  dir: string;
+  /** Absolute source directory on the box (and restore target). */
+  source: string;
+  owner?: { user: string; group: string };
+  files: number;
+  bytes: number;
+  /** Files that cost only a hard link to the previous backup. */
+  linkedFiles: number;
+  /** How the tree was synced: a full rsync pass, or only journaled paths. */
+  syncMode: 'full' | 'journal';
+}
+
+export interface Manifest {
+  format: string;
+  /** Backup ID: "<host>@<YYYYMMdd-HHmmss>". */
+  id: string;
+  host: string;
+  /** UTC timestamp of the directory name. */
+  timestamp: string;
+  createdAt: string;
+  completedAt: string;
+  origin: 'boxback' | 'gocd-import';
+  agentVersion: string;
+  plan: { name: string; product: string };
+  product: { name: string; version: string | null };
+  source: { hostname: string; addresses: string[] };
+  consistency: Consistency;
+  quiesce: { mode: QuiesceMode; windowMs: number };
+  initiatedBy?: string;
+  initiatedVia?: string;
+  /** Store-relative path of the backup the trees were hard-linked against. */
+  previous?: string;
+  phases: ManifestPhase[];
+  datasets: ManifestDataset[];
+  trees: ManifestTree[];
+  /** Every file in the backup directory except manifest.json itself. */
+  files: ManifestFile[];
+  totals: { files: number; bytes: number };
+  warnings: string[];
+}
+
+export function formatTimestamp(d: Date): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;
+}
+
+export function parseTimestamp(ts: string): Date {
+  const m = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})$/.exec(ts);
+  if (!m) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad backup timestamp "${ts}" (want YYYYMMdd-HHmmss)`);
+  return new Date(Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]));
+}
+
+export function backupId(host: string, timestamp: string): string {
+  return `${host}@${timestamp}`;
+}
+
+/** Store-relative directory of a backup: "<host>/backup_<timestamp>". */
+export function backupRelPath(host: string, timestamp: string): string {
+  return `${host}/backup_${timestamp}`;
+}
+
+/** Resolve a store-relative backup path, refusing anything that escapes the store. */
+export function resolveInStore(store: string, rel: string): string {
+  const parts = rel.split('/');
+  if (parts.length !== 2 || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(parts[0]) || !BACKUP_DIR_RE.test(parts[1])) {
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad backup path "${rel}": want "<host>/backup_YYYYMMdd-HHmmss"`);
+  }
+  return path.join(store, parts[0], parts[1]);
+}
+
+export async function hashFile(file: string, onBytes?: (n: number) => void): Promise<string> {
+  const h = createHash('sha256');
+  const rs = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  for await (const chunk of rs) {
+    h.update(chunk as Buffer);
+    onBytes?.((chunk as Buffer).length);
+  }
+  return h.digest('hex');
+}
+
+export async function readManifest(dir: string): Promise<Manifest> {
+  const file = path.join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`);
+  }
+  let m: Manifest;
+  try {
+    m = JSON.parse(text) as Manifest;
+  } catch {
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} is not valid JSON`);
+  }
+  if (m.format !== MANIFEST_FORMAT || !Array.isArray(m.files)) {
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} is not a ${MANIFEST_FORMAT} manifest`);
+  }
+  for (const f of m.files) {
+    if (typeof f.path !== 'string' || f.path.startsWith('/') || f.path.split('/').includes('..')) {
+      throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} names an unsafe path "${String(f.path)}"`);
+    }
+  }
+  return m;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  filesChecked: number;
+  bytesChecked: number;
+  problems: string[];
+  durationMs: number;
+}
+
+export interface VerifyProgress {
+  filesDone: number;
+  filesTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+/** Re-hash every file of a backup directory and compare with its manifest. */
+export async function verifyBackupDir(
+  dir: string,
+  manifest?: Manifest,
+  onProgress?: (p: VerifyProgress) => void,
+  concurrency = 4,
+): Promise<VerifyResult> {
+  const started = Date.now();
+  const m = manifest ?? (await readManifest(dir));
+  const problems: string[] = [];
+  const files = m.files.filter((f) => f.type !== 'dir');
+  const bytesTotal = files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
+  const prog: VerifyProgress = { filesDone: 0, filesTotal: files.length, bytesDone: 0, bytesTotal };
+  let lastEmit = 0;
+  const emit = (force = false) => {
+    const now = Date.now();
+    if (onProgress && (force || now - lastEmit > 200)) {
+      lastEmit = now;
+      onProgress({ ...prog });
+    }
+  };
+  await mapLimit(files, concurrency, async (f) => {
+    const abs = path.join(dir, ...f.path.split('/'));
+    try {
+      const st = await fsp.lstat(abs);
+      if (f.type === 'symlink') {
+        if (!st.isSymbolicLink()) problems.push(`${f.path}: expected a symlink`);
+        else if ((await fsp.readlink(abs)) !== f.target) problems.push(`${f.path}: symlink target changed`);
+      } else if (!st.isFile()) {
+        problems.push(`${f.path}: expected a regular file`);
+      } else if (st.size !== f.size) {
+        problems.push(`${f.path}: size ${st.size}, manifest says ${f.size}`);
+      } else {
+        const sum = await hashFile(abs, (n) => {
+          prog.bytesDone += n;
+          emit();
+        });
+        if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      problems.push(`${f.path}: ${code === 'ENOENT' ? 'missing' : (code ?? (err as Error).message)}`);
+    }
+    prog.filesDone++;
+    emit();
+  });
+  emit(true);
+  problems.sort();
+  return { ok: problems.length === 0, filesChecked: prog.filesDone, bytesChecked: prog.bytesDone, problems, durationMs: Date.now() - started };
+}
