@@ -1,0 +1,357 @@
+/**
+ * The job runner: backups and restores run by agents, watched by the CLI.
+ *
+ * A backup job:
+ *   1. CreateBackup makes one job row per host (Queued); a host with a Queued or Running
+ *      job is refused with BUSY.
+ *   2. The job waits for a permit of its request's bound, then of the fleet-wide bound.
+ *   3. Running: the agent's Backup stream is read; each Progress is kept in memory, sent to
+ *      watchers, and written to the catalog on a phase change or once a second.
+ *   4. The result is recorded: the backup row (from the manifest), then the job row, then
+ *      watchers get the result and their streams end.
+ * A restore job is the same without the fleet bound (a restore is never queued behind
+ * backups). SIGTERM: Queued jobs fail, Running ones get a grace period, then are left
+ * Running in the catalog for `reconcile()` on the next start (see reconcile.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  BoxbackError,
+  asBoxbackError,
+  emptyResult,
+  formatTimestamp,
+  type JobEvent,
+  type JobResult,
+  type Logger,
+  type Progress,
+} from '@boxback/common';
+import type { AgentClients } from './agent-client.js';
+import { rowFromResult } from './backup-record.js';
+import type { BackupRow, Catalog, HostRow, JobKind, JobRow, JobState } from './catalog/types.js';
+import { ACTIVE_JOB_STATES } from './catalog/types.js';
+import { AsyncQueue, Semaphore } from './concurrency.js';
+
+const FINAL_STATES = new Set<string>(['Completed', 'PartiallyFailed', 'Failed', 'RolledBack']);
+const PERSIST_EVERY_MS = 1_000;
+
+export interface ActiveJob {
+  row: JobRow;
+  progress?: Progress;
+  abort: AbortController;
+  /** Set when the job was failed before it got its permits. */
+  cancelled: boolean;
+  done: Promise<void>;
+  lastPersistMs: number;
+}
+
+export interface BackupOptions {
+  live: boolean;
+  concurrency: number;
+  requestedBy: string;
+  via: 'cli' | 'schedule' | 'api';
+}
+
+export interface RestoreOptions {
+  dryRun: boolean;
+  force: boolean;
+  requestedBy: string;
+}
+
+export function newJobId(kind: JobKind): string {
+  return `${kind}-${formatTimestamp(new Date())}-${randomBytes(3).toString('hex')}`;
+}
+
+export function isFinal(state: string): boolean {
+  return FINAL_STATES.has(state);
+}
+
+/** The final JobResult of a finished job row (stored, or rebuilt from the row). */
+export function resultOfRow(j: JobRow): JobResult {
+  if (j.resultJson) {
+    try {
+      return { ...emptyResult(j.id), ...(JSON.parse(j.resultJson) as Partial<JobResult>) };
+    } catch {
+      // fall through
+    }
+  }
+  return {
+    ...emptyResult(j.id),
+    status: j.state,
+    backupId: j.backupId,
+    errorCode: j.errorCode,
+    errorMessage: j.errorMessage,
+    dryRunReport: j.dryRunReport,
+    durationMs: j.endedAtMs && j.startedAtMs ? j.endedAtMs - j.startedAtMs : 0,
+  };
+}
+
+export class JobRunner {
+  readonly fleet: Semaphore;
+  private readonly active = new Map<string, ActiveJob>();
+  private readonly watchers = new Map<string, Set<AsyncQueue<JobEvent>>>();
+  private shuttingDown = false;
+
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly agents: AgentClients,
+    private readonly log: Logger,
+    fleetConcurrency: number,
+  ) {
+    this.fleet = new Semaphore(fleetConcurrency);
+  }
+
+  /** Jobs this process runs or watches now. */
+  activeJobs(): ActiveJob[] {
+    return [...this.active.values()];
+  }
+
+  activeJobFor(host: string): ActiveJob | undefined {
+    for (const a of this.active.values()) if (a.row.host === host) return a;
+    return undefined;
+  }
+
+  private refuseIfShuttingDown(): void {
+    if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the controller is shutting down and takes no new jobs; retry when it is back');
+  }
+
+  private async refuseBusy(hosts: string[]): Promise<void> {
+    const busy: string[] = [];
+    for (const h of hosts) {
+      const a = this.activeJobFor(h);
+      const id = a?.row.id ?? (await this.catalog.listJobs({ host: h, states: ACTIVE_JOB_STATES, limit: 1 }))[0]?.id;
+      if (id) busy.push(`${h} (job ${id})`);
+    }
+    if (busy.length) {
+      throw new BoxbackError('BOXBACK_ERR_BUSY', `already running a backup or restore: ${busy.join(', ')}; wait for it (\`boxback job watch ID\`) and retry`);
+    }
+  }
+
+  private newRow(kind: JobKind, host: string, requestedBy: string, params: object): JobRow {
+    return {
+      id: newJobId(kind),
+      kind,
+      host,
+      state: 'Queued',
+      phase: '',
+      progressJson: '',
+      requestedBy,
+      createdAtMs: Date.now(),
+      startedAtMs: 0,
+      endedAtMs: 0,
+      errorCode: '',
+      errorMessage: '',
+      backupId: '',
+      warningCount: 0,
+      dryRunReport: '',
+      paramsJson: JSON.stringify(params),
+      resultJson: '',
+    };
+  }
+
+  /** Queue one backup job per host; returns the Queued rows at once. */
+  async createBackups(hosts: HostRow[], opts: BackupOptions): Promise<JobRow[]> {
+    this.refuseIfShuttingDown();
+    if (hosts.length === 0) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', 'no hosts to back up: register one with `boxback hosts add`');
+    await this.refuseBusy(hosts.map((h) => h.name));
+    const bound = new Semaphore(opts.concurrency > 0 ? Math.min(opts.concurrency, this.fleet.permits) : this.fleet.permits);
+    const rows: JobRow[] = [];
+    for (const host of hosts) {
+      const row = this.newRow('backup', host.name, opts.requestedBy, { live: opts.live, via: opts.via });
+      await this.catalog.createJob(row);
+      rows.push(row);
+      this.start(row, async (a) => {
+        const releaseBound = await bound.acquire();
+        const releaseFleet = await this.fleet.acquire();
+        try {
+          if (a.cancelled) return;
+          await this.runBackup(a, host, opts);
+        } finally {
+          releaseFleet();
+          releaseBound();
+        }
+      });
+    }
+    return rows;
+  }
+
+  /** Queue a restore of `backup` onto `target`. */
+  async createRestore(backup: BackupRow, target: HostRow, opts: RestoreOptions): Promise<JobRow> {
+    this.refuseIfShuttingDown();
+    await this.refuseBusy([target.name]);
+    const params = { backupPath: backup.path, dryRun: opts.dryRun, force: opts.force };
+    const row = this.newRow('restore', target.name, opts.requestedBy, params);
+    row.backupId = backup.id;
+    await this.catalog.createJob(row);
+    this.start(row, async (a) => {
+      if (!a.cancelled) await this.runRestore(a, target, backup, opts);
+    });
+    return row;
+  }
+
+  private start(row: JobRow, body: (a: ActiveJob) => Promise<void>): ActiveJob {
+    const a: ActiveJob = { row, abort: new AbortController(), cancelled: false, done: Promise.resolve(), lastPersistMs: 0 };
+    this.active.set(row.id, a);
+    a.done = body(a)
+      .catch((err) => this.log.error({ err, jobId: row.id }, 'job runner failed'))
+      .finally(() => this.active.delete(row.id));
+    return a;
+  }
+
+  /** Attach an externally driven job (reconciliation re-attach) so status and watchers see it. */
+  attach(row: JobRow, body: (a: ActiveJob) => Promise<void>): ActiveJob {
+    return this.start(row, body);
+  }
+
+  private async markRunning(a: ActiveJob): Promise<void> {
+    a.row.state = 'Running';
+    a.row.startedAtMs = Date.now();
+    await this.catalog.updateJob(a.row.id, { state: 'Running', startedAtMs: a.row.startedAtMs });
+  }
+
+  /** Read an agent's job stream to its result; a broken stream becomes a Failed result. */
+  private async drive(a: ActiveJob, stream: AsyncGenerator<JobEvent>): Promise<JobResult | undefined> {
+    try {
+      let result: JobResult | undefined;
+      for await (const ev of stream) {
+        if (ev.result) result = ev.result;
+        else if (ev.progress) await this.onProgress(a, ev.progress);
+      }
+      if (!result) throw new BoxbackError('BOXBACK_ERR_INTERNAL', `the agent of ${a.row.host} ended the job stream without a result`);
+      return result;
+    } catch (err) {
+      if (this.shuttingDown && a.abort.signal.aborted) return undefined; // left Running for reconcile
+      const be = asBoxbackError(err);
+      return { ...emptyResult(a.row.id), status: 'Failed', errorCode: be.code, errorMessage: be.message, durationMs: Date.now() - a.row.startedAtMs };
+    }
+  }
+
+  private async runBackup(a: ActiveJob, host: HostRow, opts: BackupOptions): Promise<void> {
+    await this.markRunning(a);
+    const log = this.log.child({ jobId: a.row.id, host: host.name });
+    log.info({ live: opts.live }, 'backup started');
+    const agent = this.agents.get(host);
+    const req = { jobId: a.row.id, live: opts.live, initiatedBy: opts.requestedBy, initiatedVia: opts.via };
+    const result = await this.drive(a, agent.backup(req, a.abort.signal));
+    if (!result) return;
+    try {
+      const row = rowFromResult(host.name, a.row.id, result);
+      if (row) {
+        const saved = await this.catalog.putBackup(row);
+        if (result.status === 'Completed' && !saved.restorable) {
+          result.warnings = [...result.warnings, 'the agent sent no readable manifest: the backup is not Restorable'];
+          result.status = 'PartiallyFailed';
+        }
+      }
+    } catch (err) {
+      log.error({ err }, 'recording the backup failed');
+      result.status = 'Failed';
+      result.errorCode = 'BOXBACK_ERR_CATALOG';
+      result.errorMessage = `the backup finished but could not be recorded in the catalog: ${(err as Error).message}`;
+    }
+    await this.finish(a, result);
+    log.info({ status: result.status, backupId: result.backupId, error: result.errorMessage || undefined }, 'backup ended');
+  }
+
+  private async runRestore(a: ActiveJob, target: HostRow, backup: BackupRow, opts: RestoreOptions): Promise<void> {
+    await this.markRunning(a);
+    const log = this.log.child({ jobId: a.row.id, host: target.name, backupId: backup.id });
+    log.info({ dryRun: opts.dryRun }, 'restore started');
+    const agent = this.agents.get(target);
+    const req = { jobId: a.row.id, backupPath: backup.path, dryRun: opts.dryRun, force: opts.force, backupId: backup.id };
+    const result = await this.drive(a, agent.restore(req, a.abort.signal));
+    if (!result) return;
+    result.backupId ||= backup.id;
+    await this.finish(a, result);
+    log.info({ status: result.status, error: result.errorMessage || undefined }, 'restore ended');
+  }
+
+  async onProgress(a: ActiveJob, p: Progress): Promise<void> {
+    const phaseChanged = a.progress?.phase !== p.phase || a.progress?.state !== p.state;
+    a.progress = p;
+    a.row.phase = p.phase;
+    this.emit(a.row.id, { progress: p });
+    const now = Date.now();
+    if (phaseChanged || now - a.lastPersistMs >= PERSIST_EVERY_MS) {
+      a.lastPersistMs = now;
+      a.row.progressJson = JSON.stringify(p);
+      await this.catalog.updateJob(a.row.id, { phase: p.phase, progressJson: a.row.progressJson });
+    }
+  }
+
+  /** Record a job's result and end its watchers' streams. */
+  async finish(a: ActiveJob, result: JobResult): Promise<void> {
+    const state = (isFinal(result.status) ? result.status : 'Failed') as JobState;
+    result.status = state;
+    result.jobId = a.row.id;
+    const update = {
+      state,
+      endedAtMs: Date.now(),
+      errorCode: result.errorCode,
+      errorMessage: result.errorMessage,
+      backupId: result.backupId || a.row.backupId,
+      warningCount: result.warnings.length,
+      dryRunReport: result.dryRunReport,
+      phase: a.progress?.phase ?? a.row.phase,
+      progressJson: a.progress ? JSON.stringify(a.progress) : a.row.progressJson,
+      // the manifest lives in the backup row; keep the job row small
+      resultJson: JSON.stringify({ ...result, manifestJson: '' }),
+    };
+    Object.assign(a.row, update);
+    await this.catalog.updateJob(a.row.id, update);
+    this.emit(a.row.id, { result: { ...result, manifestJson: '' } });
+    for (const q of this.watchers.get(a.row.id) ?? []) q.end();
+    this.watchers.delete(a.row.id);
+  }
+
+  private emit(jobId: string, ev: JobEvent): void {
+    for (const q of this.watchers.get(jobId) ?? []) q.push(ev);
+  }
+
+  /** WatchJob: the last progress, live events, then the result. A finished job yields its result at once. */
+  async *watch(jobId: string): AsyncGenerator<JobEvent> {
+    const row = await this.catalog.getJob(jobId);
+    if (!row) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job ${jobId}: list jobs with \`boxback status\``);
+    const a = this.active.get(jobId);
+    if (!a) {
+      const now = isFinal(row.state) ? row : await this.catalog.getJob(jobId);
+      yield { result: resultOfRow(now ?? row) };
+      return;
+    }
+    const q = new AsyncQueue<JobEvent>();
+    let set = this.watchers.get(jobId);
+    if (!set) this.watchers.set(jobId, (set = new Set()));
+    set.add(q);
+    try {
+      if (a.progress) yield { progress: a.progress };
+      for await (const ev of q) {
+        yield ev;
+        if (ev.result) return;
+      }
+      // the queue ended without a result: the controller is shutting down
+      throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `the controller is shutting down; job ${jobId} goes on on the agent — watch it again when the controller is back`);
+    } finally {
+      set.delete(q);
+    }
+  }
+
+  /** SIGTERM: refuse new jobs, fail Queued ones, give Running ones `graceMs`, then leave them to reconciliation. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.shuttingDown = true;
+    for (const a of this.active.values()) {
+      if (a.row.state === 'Queued') {
+        a.cancelled = true;
+        const r = { ...emptyResult(a.row.id), errorCode: 'BOXBACK_ERR_SHUTTING_DOWN', errorMessage: 'the controller shut down before the job started; start it again' };
+        await this.finish(a, r);
+      }
+    }
+    const all = () => Promise.all([...this.active.values()].map((a) => a.done));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    for (const a of this.active.values()) {
+      this.log.warn({ jobId: a.row.id, host: a.row.host }, 'job still running at shutdown; it will be reconciled on the next start');
+      a.abort.abort();
+    }
+    for (const qs of this.watchers.values()) for (const q of qs) q.end();
+    await all();
+  }
+}
