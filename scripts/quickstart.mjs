@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+// `npm run quickstart`: the main job on embedded defaults, on loopback, in a scratch dir.
+//
+//  1. certificates for a controller and two agents (one fleet CA)
+//  2. a GoCD-like services box with a running stand-in server that writes to its database
+//  3. start a controller (SQLite catalog) and an agent for the box, register the host
+//  4. back it up, change it, back it up again, list the backups
+//  5. restore the first backup onto a second, fresh box (its own agent and addresses)
+//  6. prove the bytes equal, the host file rewritten, the restored service healthy
+//  7. print a summary with timings and stop everything it started
+//
+// Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir).
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { freePort, startCluster } from './lib/cluster.mjs';
+import { createSampleBox } from './lib/sample-box.mjs';
+
+const { values } = parseArgs({ options: { dir: { type: 'string' }, keep: { type: 'boolean' } } });
+const dir = path.resolve(values.dir ?? '.boxback/quickstart');
+const t0 = Date.now();
+const timings = [];
+const say = (s) => process.stdout.write(`${s}\n`);
+async function step(name, fn) {
+  const t = Date.now();
+  say(`\n== ${name}`);
+  const r = await fn();
+  timings.push([name, Date.now() - t]);
+  return r;
+}
+
+/** path -> sha256 (or "-> target" for symlinks) of every file under `root`. */
+function snapshot(root, skip = () => false) {
+  const out = {};
+  const walk = (d) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = path.join(d, name);
+      const rel = path.relative(root, p);
+      if (skip(rel)) continue;
+      const st = lstatSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (st.isSymbolicLink()) out[rel] = `-> ${readlinkSync(p)}`;
+      else out[rel] = createHash('sha256').update(readFileSync(p)).digest('hex');
+    }
+  };
+  walk(root);
+  return out;
+}
+
+function diff(a, b) {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].filter((k) => a[k] !== b[k]).sort();
+}
+
+async function cliOk(c, args, { show = true } = {}) {
+  const r = await c.cli(args, show ? { onStdout: (s) => process.stdout.write(s) } : {});
+  if (r.code !== 0) throw new Error(`boxback ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return r;
+}
+
+let cluster;
+let boxes = [];
+try {
+  rmSync(dir, { recursive: true, force: true });
+  const box1 = await step('create a sample GoCD box with a running server', async () => {
+    const b = await createSampleBox({ root: path.join(dir, 'box1'), port: await freePort(), seed: 1, hostname: 'gocd-box-1', address: '10.20.0.11' });
+    await b.start();
+    boxes.push(b);
+    say(`box1 at ${b.root}, stand-in server healthy: ${await b.healthy()}`);
+    return b;
+  });
+  const box2 = await step('create a fresh second box to restore onto', async () => {
+    const b = await createSampleBox({ root: path.join(dir, 'box2'), port: await freePort(), seed: 2, hostname: 'gocd-box-2', address: '10.20.0.12', artifacts: 3, testReports: 1 });
+    await b.start();
+    boxes.push(b);
+    return b;
+  });
+  cluster = await step('certificates, controller and agents on loopback', async () => {
+    const c = await startCluster({ dir });
+    await c.addAgent({ name: 'gocd1', box: box1 });
+    await c.addAgent({ name: 'gocd2', box: box2 });
+    await cliOk(c, ['hosts', 'add', 'gocd1', '--address', c.agents.gocd1.address]);
+    await cliOk(c, ['hosts', 'add', 'gocd2', '--address', c.agents.gocd2.address]);
+    return c;
+  });
+
+  // What backup 1 must hold: every file but the live database, hashed now.
+  const dbRel = path.relative(box1.root, box1.dbFile);
+  const isLive = (rel) => rel === dbRel || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml';
+  const before = snapshot(box1.root, isLive);
+
+  await step('backup 1 of gocd1 (server stopped only for the staging copy)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
+  await step('change the box: a config edit, new artifacts, a deleted report', async () => {
+    const { appendFileSync, writeFileSync, mkdirSync } = await import('node:fs');
+    appendFileSync(path.join(box1.configDir, 'cruise-config.xml'), '<!-- edited after backup 1 -->\n');
+    mkdirSync(path.join(box1.artifacts, 'pipelines/pipe-9/1'), { recursive: true });
+    writeFileSync(path.join(box1.artifacts, 'pipelines/pipe-9/1/new.log'), 'built after backup 1\n');
+    rmSync(path.join(box1.shine, 'pipe-0/0/junit.xml'));
+  });
+  await step('backup 2 of gocd1 (unchanged artifacts cost a hard link)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
+  const list = await step('list backups', async () => {
+    await cliOk(cluster, ['backups']);
+    const r = await cliOk(cluster, ['backups', '--host', 'gocd1', '--json'], { show: false });
+    return JSON.parse(r.stdout);
+  });
+  const backups = (Array.isArray(list) ? list : list.backups).slice().sort((a, b) => a.createdAtMs - b.createdAtMs);
+  const first = backups[0];
+  say(`first backup: ${first.id}`);
+
+  await step(`restore ${first.id} onto gocd2 (a fresh box)`, () => cliOk(cluster, ['backup', 'restore', first.id, '--target', 'gocd2', '--yes']));
+
+  const results = await step('prove it', async () => {
+    const after = snapshot(box2.root, isLive);
+    // Paths differ only by the box root; host files are rewritten on purpose.
+    const envRel = path.relative(box1.root, box1.envFile);
+    const differ = diff(before, after).filter((k) => k !== envRel);
+    const env = readFileSync(box2.envFile, 'utf8');
+    const liveDb = readFileSync(box1.dbFile, 'utf8');
+    const restoredDb = readFileSync(box2.dbFile, 'utf8');
+    const restoredRecords = restoredDb.split('\n').filter((l) => l.startsWith('record ')).length;
+    return {
+      filesCompared: Object.keys(before).length,
+      differ,
+      hostFileRewritten: env.includes('gocd-box-2') && env.includes('10.20.0.12') && !env.includes('10.20.0.11'),
+      // The stand-in only appends, so a consistent copy of the database is a prefix of the live one.
+      dbConsistentPrefix: liveDb.startsWith(restoredDb.slice(0, restoredDb.lastIndexOf('\n') + 1)),
+      restoredRecords,
+      healthy: await box2.healthy(),
+    };
+  });
+  say(`files compared: ${results.filesCompared}, differing: ${results.differ.length ? results.differ.join(', ') : 'none'}`);
+  say(`database restored as a consistent prefix of the live one: ${results.dbConsistentPrefix} (${results.restoredRecords} records)`);
+  say(`host file rewritten for gocd2's hostname and address: ${results.hostFileRewritten}`);
+  say(`restored server healthy: ${results.healthy}`);
+  const ok = results.differ.length === 0 && results.hostFileRewritten && results.dbConsistentPrefix && results.healthy;
+
+  say('\n== summary');
+  for (const [name, ms] of timings) say(`${(ms / 1000).toFixed(2).padStart(7)} s  ${name}`);
+  say(`${((Date.now() - t0) / 1000).toFixed(2).padStart(7)} s  total`);
+  say(ok ? '\nquickstart OK: restored bytes equal the backed-up bytes' : '\nquickstart FAILED: see above');
+  process.exitCode = ok ? 0 : 1;
+} catch (err) {
+  process.stderr.write(`quickstart failed: ${err.message}\n`);
+  process.exitCode = 1;
+} finally {
+  await cluster?.stop();
+  for (const b of boxes) await b.stop().catch(() => undefined);
+  if (!values.keep && process.exitCode === 0) rmSync(dir, { recursive: true, force: true });
+  else say(`scratch dir kept: ${dir}`);
+}
