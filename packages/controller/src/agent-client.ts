@@ -19,6 +19,17 @@ import {
   type TlsFiles,
   type VerifyBackupResponse,
 } from '@boxback/common';
+import { tidyError } from './grpc-errors.js';
+
+const tidy = <T>(p: Promise<T>): Promise<T> => p.catch((err) => Promise.reject(tidyError(err)));
+
+async function* tidyStream<T>(g: AsyncGenerator<T>): AsyncGenerator<T> {
+  try {
+    yield* g;
+  } catch (err) {
+    throw tidyError(err);
+  }
+}
 
 export interface AgentTarget {
   name: string;
@@ -36,27 +47,27 @@ export class AgentClient {
   }
 
   getInfo(deadlineMs = 5_000): Promise<AgentInfo> {
-    return unary<object, AgentInfo>(this.client, 'GetInfo', {}, { deadlineMs, what: this.what });
+    return tidy(unary<object, AgentInfo>(this.client, 'GetInfo', {}, { deadlineMs, what: this.what }));
   }
 
   backup(req: BackupRequest, signal?: AbortSignal): AsyncGenerator<JobEvent> {
-    return serverStream<BackupRequest, JobEvent>(this.client, 'Backup', req, { what: this.what, signal });
+    return tidyStream(serverStream<BackupRequest, JobEvent>(this.client, 'Backup', req, { what: this.what, signal }));
   }
 
   restore(req: RestoreRequest, signal?: AbortSignal): AsyncGenerator<JobEvent> {
-    return serverStream<RestoreRequest, JobEvent>(this.client, 'Restore', req, { what: this.what, signal });
+    return tidyStream(serverStream<RestoreRequest, JobEvent>(this.client, 'Restore', req, { what: this.what, signal }));
   }
 
   verifyBackup(backupPath: string): Promise<VerifyBackupResponse> {
-    return unary(this.client, 'VerifyBackup', { backupPath }, { deadlineMs: 6 * 3600_000, what: this.what });
+    return tidy(unary(this.client, 'VerifyBackup', { backupPath }, { deadlineMs: 6 * 3600_000, what: this.what }));
   }
 
   deleteBackup(backupPath: string): Promise<{ deleted: boolean; freedBytes: number }> {
-    return unary(this.client, 'DeleteBackup', { backupPath }, { deadlineMs: 3600_000, what: this.what });
+    return tidy(unary(this.client, 'DeleteBackup', { backupPath }, { deadlineMs: 3600_000, what: this.what }));
   }
 
   confirmRestore(jobId: string): Promise<{ removed: number; freedBytes: number }> {
-    return unary(this.client, 'ConfirmRestore', { jobId }, { deadlineMs: 3600_000, what: this.what });
+    return tidy(unary(this.client, 'ConfirmRestore', { jobId }, { deadlineMs: 3600_000, what: this.what }));
   }
 
   close(): void {
@@ -82,7 +93,10 @@ export class AgentClients {
         }
       }
       if (!/^[^\s]+:\d{1,5}$/.test(target.address)) {
-        throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `host ${target.name} has a bad agent address "${target.address}": want host:port`);
+        throw new BoxbackError(
+          'BOXBACK_ERR_INVALID_ARGUMENT',
+          `host ${target.name} has a bad agent address "${target.address}": want host:port`,
+        );
       }
       this.creds ??= mutualClientCredentials(this.tls);
       const { AgentService } = loadServices();

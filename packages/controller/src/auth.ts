@@ -50,7 +50,8 @@ export class Authenticator {
   private readonly lastTouch = new Map<number, number>();
   constructor(private readonly catalog: Catalog) {}
 
-  async authorize(call: { metadata: grpc.Metadata }, need: Need): Promise<Caller> {
+  /** Who calls: the token's name and role (UNAUTHENTICATED when there is no known token). */
+  async authenticate(call: { metadata: grpc.Metadata }): Promise<Caller> {
     const raw = call.metadata.get('authorization')[0];
     const header = typeof raw === 'string' ? raw : '';
     const m = /^Bearer\s+(\S+)$/i.exec(header);
@@ -61,15 +62,23 @@ export class Authenticator {
       );
     }
     const row = await this.catalog.findTokenByHash(hashToken(m[1]));
-    if (!row) throw new BoxbackError('BOXBACK_ERR_UNAUTHENTICATED', 'the token is not known to this controller (revoked, or from another controller)');
+    if (!row)
+      throw new BoxbackError(
+        'BOXBACK_ERR_UNAUTHENTICATED',
+        'the token is not known to this controller (revoked, or from another controller)',
+      );
     const now = Date.now();
     if (now - (this.lastTouch.get(row.id) ?? 0) > 60_000) {
       this.lastTouch.set(row.id, now);
       await this.catalog.touchToken(row.id, now);
     }
-    if (need.role === 'admin' && row.role !== 'admin') {
-      throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `role ${row.role} may not ${need.what}; ask an admin for an admin token`);
-    }
     return { name: row.name, role: row.role };
+  }
+}
+
+/** PERMISSION_DENIED unless the caller's role allows the call. */
+export function requireRole(caller: Caller, need: Need): void {
+  if (need.role === 'admin' && caller.role !== 'admin') {
+    throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `role ${caller.role} may not ${need.what}; ask an admin for an admin token`);
   }
 }

@@ -101,8 +101,6 @@ export async function rowFromStoreDir(store: string, relPath: string, jobId: str
   const [host, base] = relPath.split('/');
   const ts = BACKUP_DIR_RE.exec(base)?.[1] ?? m.timestamp;
   return {
-    id: makeBackupId(host, ts),
-    host,
     createdAtMs: createdAtOf(m, ts),
     sizeBytes: 0,
     consistency: '',

@@ -25,7 +25,8 @@ export class Semaphore {
       if (released) return;
       released = true;
       const next = this.waiters.shift();
-      if (next) next(); // hand the permit over directly
+      if (next)
+        next(); // hand the permit over directly
       else this.inUse--;
     };
   }

@@ -38,7 +38,10 @@ const controllerConfigSchema = z
     /** RPO for hosts registered without one. */
     defaultRpoSeconds: duration.default(86_400),
     /** Prometheus metrics and /healthz over HTTP (optional). */
-    metrics: z.object({ listen: z.string().regex(listenRe, 'want host:port') }).strict().optional(),
+    metrics: z
+      .object({ listen: z.string().regex(listenRe, 'want host:port') })
+      .strict()
+      .optional(),
     /** How often every agent is asked for its info (status, last seen). */
     pollSeconds: duration.default(15),
     /** How long SIGTERM waits for running jobs before leaving them to reconciliation. */
@@ -63,7 +66,10 @@ export function loadControllerConfig(file: string): ControllerConfig {
   const raw = loadYamlFile(controllerConfigSchema, file);
   const r = (p: string) => resolveFrom(file, p);
   if (/^postgres(ql)?:\/\//.test(raw.catalog)) {
-    throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `${path.resolve(file)}: catalog: PostgreSQL catalogs are not supported yet; use a SQLite file path`);
+    throw new BoxbackError(
+      'BOXBACK_ERR_CONFIG_INVALID',
+      `${path.resolve(file)}: catalog: PostgreSQL catalogs are not supported yet; use a SQLite file path`,
+    );
   }
   return Object.freeze({
     file: path.resolve(file),

@@ -1,1 +1,8 @@
-export {};
+/** The controller as a library (tests, the fleet bench): daemon, config, catalog, runner. */
+export * from './config.js';
+export * from './server.js';
+export * from './auth.js';
+export * from './jobs.js';
+export * from './catalog/types.js';
+export { SqliteCatalog } from './catalog/sqlite.js';
+export { MIGRATIONS } from './catalog/migrations.js';

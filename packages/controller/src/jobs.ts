@@ -89,6 +89,8 @@ export class JobRunner {
   private readonly active = new Map<string, ActiveJob>();
   private readonly watchers = new Map<string, Set<AsyncQueue<JobEvent>>>();
   private shuttingDown = false;
+  /** Called after every job ends (metrics refresh). */
+  onFinish?: (row: JobRow) => void;
 
   constructor(
     private readonly catalog: Catalog,
@@ -110,7 +112,8 @@ export class JobRunner {
   }
 
   private refuseIfShuttingDown(): void {
-    if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the controller is shutting down and takes no new jobs; retry when it is back');
+    if (this.shuttingDown)
+      throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the controller is shutting down and takes no new jobs; retry when it is back');
   }
 
   private async refuseBusy(hosts: string[]): Promise<void> {
@@ -121,7 +124,10 @@ export class JobRunner {
       if (id) busy.push(`${h} (job ${id})`);
     }
     if (busy.length) {
-      throw new BoxbackError('BOXBACK_ERR_BUSY', `already running a backup or restore: ${busy.join(', ')}; wait for it (\`boxback job watch ID\`) and retry`);
+      throw new BoxbackError(
+        'BOXBACK_ERR_BUSY',
+        `already running a backup or restore: ${busy.join(', ')}; wait for it (\`boxback job watch ID\`) and retry`,
+      );
     }
   }
 
@@ -220,7 +226,13 @@ export class JobRunner {
     } catch (err) {
       if (this.shuttingDown && a.abort.signal.aborted) return undefined; // left Running for reconcile
       const be = asBoxbackError(err);
-      return { ...emptyResult(a.row.id), status: 'Failed', errorCode: be.code, errorMessage: be.message, durationMs: Date.now() - a.row.startedAtMs };
+      return {
+        ...emptyResult(a.row.id),
+        status: 'Failed',
+        errorCode: be.code,
+        errorMessage: be.message,
+        durationMs: Date.now() - a.row.startedAtMs,
+      };
     }
   }
 
@@ -300,6 +312,7 @@ export class JobRunner {
     this.emit(a.row.id, { result: { ...result, manifestJson: '' } });
     for (const q of this.watchers.get(a.row.id) ?? []) q.end();
     this.watchers.delete(a.row.id);
+    this.onFinish?.(a.row);
   }
 
   private emit(jobId: string, ev: JobEvent): void {
@@ -307,7 +320,7 @@ export class JobRunner {
   }
 
   /** WatchJob: the last progress, live events, then the result. A finished job yields its result at once. */
-  async *watch(jobId: string): AsyncGenerator<JobEvent> {
+  async *watch(jobId: string, signal?: AbortSignal): AsyncGenerator<JobEvent> {
     const row = await this.catalog.getJob(jobId);
     if (!row) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job ${jobId}: list jobs with \`boxback status\``);
     const a = this.active.get(jobId);
@@ -320,15 +333,22 @@ export class JobRunner {
     let set = this.watchers.get(jobId);
     if (!set) this.watchers.set(jobId, (set = new Set()));
     set.add(q);
+    const onAbort = () => q.end();
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (a.progress) yield { progress: a.progress };
       for await (const ev of q) {
         yield ev;
         if (ev.result) return;
       }
+      if (signal?.aborted) return; // the watcher went away
       // the queue ended without a result: the controller is shutting down
-      throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `the controller is shutting down; job ${jobId} goes on on the agent — watch it again when the controller is back`);
+      throw new BoxbackError(
+        'BOXBACK_ERR_SHUTTING_DOWN',
+        `the controller is shutting down; job ${jobId} goes on on the agent — watch it again when the controller is back`,
+      );
     } finally {
+      signal?.removeEventListener('abort', onAbort);
       set.delete(q);
     }
   }
@@ -339,7 +359,11 @@ export class JobRunner {
     for (const a of this.active.values()) {
       if (a.row.state === 'Queued') {
         a.cancelled = true;
-        const r = { ...emptyResult(a.row.id), errorCode: 'BOXBACK_ERR_SHUTTING_DOWN', errorMessage: 'the controller shut down before the job started; start it again' };
+        const r = {
+          ...emptyResult(a.row.id),
+          errorCode: 'BOXBACK_ERR_SHUTTING_DOWN',
+          errorMessage: 'the controller shut down before the job started; start it again',
+        };
         await this.finish(a, r);
       }
     }

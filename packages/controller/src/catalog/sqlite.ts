@@ -9,18 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
 import { migrate } from './migrations.js';
-import type {
-  AuditEntry,
-  BackupRow,
-  BackupUpdate,
-  Catalog,
-  HostRow,
-  HostUpdate,
-  JobRow,
-  JobState,
-  JobUpdate,
-  TokenRow,
-} from './types.js';
+import type { AuditEntry, BackupRow, BackupUpdate, Catalog, HostRow, HostUpdate, JobRow, JobState, JobUpdate, TokenRow } from './types.js';
 
 type Row = Record<string, unknown>;
 
@@ -40,10 +29,17 @@ function toHost(row: Row): HostRow {
   return r as unknown as HostRow;
 }
 
+/** Listing columns: everything but the (large) manifest, and whether there is one. */
+const BACKUP_LIST_COLUMNS = `id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path, product_version,
+  job_id, origin, quiesce_window_ms, file_count, warning_count, error_count, error_message, (manifest_json != '') AS has_manifest`;
+
 function toBackup(row: Row): BackupRow {
-  const r = fromDb(row) as unknown as BackupRow & { verifyFailed: number | boolean };
+  const r = fromDb(row) as unknown as BackupRow & { verifyFailed: number | boolean; hasManifest?: number };
+  const hasManifest = r.hasManifest === undefined ? r.manifestJson !== '' : Boolean(r.hasManifest);
+  delete r.hasManifest;
+  r.manifestJson ??= '';
   r.verifyFailed = Boolean(r.verifyFailed);
-  r.restorable = r.status === 'Completed' && r.manifestJson !== '' && !r.verifyFailed;
+  r.restorable = r.status === 'Completed' && hasManifest && !r.verifyFailed;
   return r;
 }
 
@@ -156,9 +152,19 @@ export class SqliteCatalog implements Catalog {
 
   async listBackups(host?: string): Promise<BackupRow[]> {
     const rows = host
-      ? this.db.prepare('SELECT * FROM backups WHERE host = ? ORDER BY created_at_ms DESC, id DESC').all(host)
-      : this.db.prepare('SELECT * FROM backups ORDER BY created_at_ms DESC, id DESC').all();
+      ? this.db.prepare(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? ORDER BY created_at_ms DESC, id DESC`).all(host)
+      : this.db.prepare(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups ORDER BY created_at_ms DESC, id DESC`).all();
     return (rows as Row[]).map(toBackup);
+  }
+
+  async lastRestorable(host: string): Promise<BackupRow | undefined> {
+    const row = this.db
+      .prepare(
+        `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? AND status = 'Completed' AND manifest_json != '' AND verify_failed = 0
+         ORDER BY created_at_ms DESC, id DESC LIMIT 1`,
+      )
+      .get(host) as Row | undefined;
+    return row && toBackup(row);
   }
 
   async updateBackup(id: string, u: BackupUpdate): Promise<void> {
@@ -202,6 +208,26 @@ export class SqliteCatalog implements Catalog {
     }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms DESC LIMIT ?`;
     return (this.db.prepare(sql).all(...params, filter.limit ?? 1000) as Row[]).map(toJob);
+  }
+
+  async countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>> {
+    return this.db.prepare('SELECT host, kind, state, COUNT(*) AS count FROM jobs GROUP BY host, kind, state').all() as Array<{
+      host: string;
+      kind: string;
+      state: string;
+      count: number;
+    }>;
+  }
+
+  async lastCompletedBackupJobs(): Promise<JobRow[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT j.* FROM jobs j JOIN (
+           SELECT host, MAX(ended_at_ms) AS ended FROM jobs WHERE kind = 'backup' AND state = 'Completed' GROUP BY host
+         ) last ON j.host = last.host AND j.ended_at_ms = last.ended WHERE j.kind = 'backup' AND j.state = 'Completed'`,
+      )
+      .all() as Row[];
+    return rows.map(toJob);
   }
 
   // ---- tokens

@@ -113,8 +113,10 @@ export interface Catalog {
   /** Insert or replace a backup. `restorable` is derived, never taken from the caller. */
   putBackup(b: Omit<BackupRow, 'restorable'>): Promise<BackupRow>;
   getBackup(id: string): Promise<BackupRow | undefined>;
-  /** Newest first. */
+  /** Newest first, without manifests (manifestJson is ''; GetBackup has it). */
   listBackups(host?: string): Promise<BackupRow[]>;
+  /** The newest Restorable backup of a host. */
+  lastRestorable(host: string): Promise<BackupRow | undefined>;
   updateBackup(id: string, u: BackupUpdate): Promise<void>;
   deleteBackup(id: string): Promise<boolean>;
 
@@ -122,6 +124,10 @@ export interface Catalog {
   getJob(id: string): Promise<JobRow | undefined>;
   updateJob(id: string, u: JobUpdate): Promise<void>;
   listJobs(filter?: { states?: readonly JobState[]; host?: string; limit?: number }): Promise<JobRow[]>;
+  /** Jobs counted by host, kind and state (for metrics). */
+  countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>>;
+  /** Per host, the newest backup job that Completed (duration for metrics). */
+  lastCompletedBackupJobs(): Promise<JobRow[]>;
 
   createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs'>): Promise<TokenRow>;
   findTokenByHash(hash: string): Promise<TokenRow | undefined>;

@@ -1,0 +1,253 @@
+/**
+ * `boxback backup create|get|restore|verify|delete|import|export` and `boxback backups`.
+ *
+ * create: CreateBackup -> (--no-wait: print job IDs) -> follow every job with progress ->
+ *         one summary line per host -> exit 5 when any failed.
+ * restore: GetBackup -> confirm (TTY, unless --yes or --dry-run) -> RestoreBackup ->
+ *          follow -> dry-run report or the confirm hint -> exit 5 on Failed/RolledBack.
+ */
+import { createWriteStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { BoxbackError, parseWithSchema } from '@boxback/common';
+import { z } from 'zod';
+import { parseDuration } from '../../config.js';
+import { positiveInt, type CliContext } from '../context.js';
+import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
+import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+
+interface BackupMsg {
+  id: string;
+  host: string;
+  createdAtMs: number;
+  sizeBytes: number;
+  consistency: string;
+  status: string;
+  restorable: boolean;
+  verifiedAtMs: number;
+  path: string;
+  productVersion: string;
+  jobId: string;
+  origin: string;
+  manifestJson: string;
+  quiesceWindowMs: number;
+  fileCount: number;
+}
+
+export function backupsTable(list: BackupMsg[]): string {
+  if (!list.length) return 'no backups yet: `boxback backup create --host NAME`';
+  return table(list, [
+    { header: 'Created', get: (b) => `${humanDate(b.createdAtMs)} (${humanAge(b.createdAtMs)})`, priority: 11 },
+    { header: 'Backup ID', get: (b) => b.id, priority: 12 },
+    { header: 'Host', get: (b) => b.host, priority: 5 },
+    { header: 'Size', get: (b) => humanBytes(b.sizeBytes), align: 'right', priority: 4 },
+    { header: 'Consistency', get: (b) => b.consistency || '-', priority: 3 },
+    { header: 'Status', get: (b) => b.status, priority: 6 },
+    { header: 'Restorable', get: (b) => (b.restorable ? 'yes' : 'no'), priority: 11 },
+  ]);
+}
+
+export function backupDetails(b: BackupMsg): string {
+  const rows: Array<[string, string]> = [
+    ['Backup ID', b.id],
+    ['Host', b.host],
+    ['Created', `${humanDate(b.createdAtMs)} (${humanAge(b.createdAtMs)})`],
+    ['Status', b.status],
+    ['Restorable', b.restorable ? 'yes' : 'no'],
+    ['Size', `${humanBytes(b.sizeBytes)} in ${b.fileCount} files`],
+    ['Consistency', b.consistency || '-'],
+    ['Quiesce window', b.quiesceWindowMs ? humanDuration(b.quiesceWindowMs) : '-'],
+    ['Product version', b.productVersion || '-'],
+    ['Verified', b.verifiedAtMs ? humanAge(b.verifiedAtMs) : 'never'],
+    ['Origin', b.origin],
+    ['Path', b.path],
+    ['Job', b.jobId || '-'],
+  ];
+  try {
+    const m = JSON.parse(b.manifestJson || '{}') as {
+      datasets?: Array<{ name: string; archive: string; bytes: number; target: string }>;
+      trees?: Array<{ name: string; dir: string; files: number; bytes: number }>;
+    };
+    for (const d of m.datasets ?? [])
+      rows.push([`  dataset ${d.name}`, `${d.archive} (${humanBytes(d.bytes)}) -> ${d.target || '(plan decides)'}`]);
+    for (const t of m.trees ?? []) rows.push([`  tree ${t.name}`, `${t.dir}/ ${t.files} files, ${humanBytes(t.bytes)}`]);
+  } catch {
+    // no manifest details
+  }
+  const w = Math.max(...rows.map((r) => r[0].length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
+
+async function follow(ctx: CliContext, jobs: WatchedJob[]) {
+  const results = await followJobs(ctx.client(), jobs, { json: ctx.json, tty: ctx.tty });
+  ctx.failOnJobs(results);
+  return results;
+}
+
+export function registerBackupCommands(program: Command, ctx: CliContext): void {
+  const backup = program.command('backup').description('create, inspect, restore, verify, delete, import and export backups');
+
+  backup
+    .command('create')
+    .description('back up one host, a group or the whole fleet now')
+    .option('--host <name...>', 'host(s) to back up')
+    .option('--group <group>', 'every host of a group')
+    .option('--all', 'every registered host')
+    .option('--live', 'do not quiesce the services (recorded as "live")')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .option('--no-wait', 'print the job IDs and return')
+    .option('--concurrency <n>', 'at most N hosts at once for this request', positiveInt('--concurrency'))
+    .action(
+      async (o: { host?: string[]; group?: string; all?: boolean; live?: boolean; yes?: boolean; wait: boolean; concurrency?: number }) => {
+        const chosen = [Boolean(o.host?.length), Boolean(o.group), Boolean(o.all)].filter(Boolean).length;
+        if (chosen !== 1)
+          throw new BoxbackError('BOXBACK_ERR_USAGE', 'name what to back up: exactly one of --host NAME, --group G or --all');
+        if ((o.all || o.group) && ctx.tty && process.stdin.isTTY) {
+          await ctx.confirm(
+            `Back up ${o.all ? 'every host' : `every host of group ${o.group}`}${o.live ? ' (live, services keep running)' : ''}?`,
+            o.yes,
+          );
+        }
+        const res = await ctx.client().call<{ jobs: WatchedJob[] }>('CreateBackup', {
+          hosts: o.host ?? [],
+          group: o.group ?? '',
+          all: Boolean(o.all),
+          live: Boolean(o.live),
+          concurrency: o.concurrency ?? 0,
+        });
+        if (!o.wait) {
+          ctx.out(
+            { jobs: res.jobs },
+            () => res.jobs.map((j) => `${j.host}  ${j.id}`).join('\n') + '\n\nfollow with `boxback job watch ID`',
+          );
+          return;
+        }
+        ctx.info(`started ${res.jobs.length} backup job(s)`);
+        const results = await follow(ctx, res.jobs);
+        const w = Math.max(4, ...res.jobs.map((j) => j.host.length));
+        ctx.out({ jobs: res.jobs.map((j, i) => ({ ...j, result: results[i] })) }, () =>
+          res.jobs.map((j, i) => resultLine(j, results[i], w)).join('\n'),
+        );
+      },
+    );
+
+  backup
+    .command('get <id>')
+    .description('show one backup and its manifest summary')
+    .action(async (id: string) => {
+      const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+      ctx.out({ ...b, manifest: b.manifestJson ? JSON.parse(b.manifestJson) : null, manifestJson: undefined }, () => backupDetails(b));
+    });
+
+  backup
+    .command('restore <id>')
+    .description('restore a backup onto its host, or onto another with --target')
+    .option('--target <host>', 'host to restore onto (default: the host it came from)')
+    .option('--dry-run', 'show the steps and host-file changes, change nothing')
+    .option('--force', 'restore even when the backup is from a newer product version')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .action(async (id: string, o: { target?: string; dryRun?: boolean; force?: boolean; yes?: boolean }) => {
+      const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+      const target = o.target || b.host;
+      if (!o.dryRun) {
+        await ctx.confirm(
+          `Restore ${b.id} (${humanDate(b.createdAtMs)}, ${b.consistency || 'unknown consistency'}) onto ${target}? Its services stop and their data is replaced`,
+          o.yes,
+        );
+      }
+      const job = await ctx
+        .client()
+        .call<WatchedJob>('RestoreBackup', {
+          backupId: id,
+          targetHost: o.target ?? '',
+          dryRun: Boolean(o.dryRun),
+          force: Boolean(o.force),
+        });
+      ctx.info(`restore job ${job.id} on ${job.host}`);
+      const [r] = await follow(ctx, [job]);
+      ctx.out({ job, result: r }, () => {
+        const lines = [resultLine(job, r, job.host.length)];
+        if (r.dryRunReport) lines.push('', r.dryRunReport.trimEnd());
+        if (r.status === 'Completed' && !o.dryRun)
+          lines.push('', `safety copies are kept on ${job.host}; once it looks right: boxback restore confirm ${job.id}`);
+        return lines.join('\n');
+      });
+    });
+
+  backup
+    .command('verify <id>')
+    .description('re-check every checksum of a stored backup')
+    .action(async (id: string) => {
+      const r = await ctx
+        .client()
+        .call<{ ok: boolean; filesChecked: number; bytesChecked: number; problems: string[]; durationMs: number }>(
+          'VerifyBackup',
+          { backupId: id },
+          6 * 3600_000,
+        );
+      if (!r.ok) ctx.exitCode = 5;
+      ctx.out(r, () =>
+        r.ok
+          ? `${id}: ok, ${r.filesChecked} files, ${humanBytes(r.bytesChecked)} checked in ${humanDuration(r.durationMs)}`
+          : [`${id}: ${r.problems.length} problem(s); it is no longer Restorable`, ...r.problems.map((p) => `  ${p}`)].join('\n'),
+      );
+    });
+
+  backup
+    .command('delete <id>')
+    .description('delete a backup from the store and the catalog')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .action(async (id: string, o: { yes?: boolean }) => {
+      await ctx.confirm(`Delete backup ${id}? This cannot be undone`, o.yes);
+      const r = await ctx.client().call<{ deleted: boolean; freedBytes: number }>('DeleteBackup', { backupId: id }, 3600_000);
+      ctx.out(r, () => `deleted ${id}, freed ${humanBytes(r.freedBytes)}`);
+    });
+
+  backup
+    .command('import <path>')
+    .description("register a backup directory (GoCD-made or boxback) or an export .tar that is on the controller's filesystem")
+    .option('--host <name>', 'host to file it under (required for a GoCD-made directory)')
+    .action(async (p: string, o: { host?: string }) => {
+      const b = await ctx.client().call<BackupMsg>('ImportBackup', { path: path.resolve(p), host: o.host ?? '' }, 6 * 3600_000);
+      ctx.out(b, () => `imported as ${b.id} (${humanBytes(b.sizeBytes)}, ${b.restorable ? 'Restorable' : 'not Restorable'})`);
+    });
+
+  backup
+    .command('export <id>')
+    .description('download a backup as one tar file')
+    .requiredOption('-o, --output <file>', 'tar file to write')
+    .action(async (id: string, o: { output: string }) => {
+      const out = path.resolve(o.output);
+      const tmp = `${out}.part`;
+      const ws = createWriteStream(tmp, { flags: 'w', mode: 0o600 });
+      let bytes = 0;
+      try {
+        for await (const chunk of ctx.client().stream<{ data: Buffer }>('ExportBackup', { backupId: id })) {
+          bytes += chunk.data.length;
+          if (!ws.write(chunk.data)) await new Promise<void>((r) => ws.once('drain', () => r()));
+        }
+        await new Promise<void>((resolve, reject) => ws.end((err?: Error | null) => (err ? reject(err) : resolve())));
+        await fsp.rename(tmp, out);
+      } catch (err) {
+        ws.destroy();
+        await fsp.rm(tmp, { force: true });
+        throw err;
+      }
+      ctx.out({ file: out, bytes }, () => `wrote ${out} (${humanBytes(bytes)})`);
+    });
+
+  program
+    .command('backups')
+    .description('list backups, newest first')
+    .option('--host <name>', 'only this host')
+    .action(async (o: { host?: string }) => {
+      const r = await ctx.client().call<{ backups: BackupMsg[] }>('ListBackups', { host: o.host ?? '' });
+      ctx.out(r.backups, () => backupsTable(r.backups));
+    });
+}
+
+/** `--rpo 24h` -> seconds, as a usage error when malformed. */
+export function rpoOption(v: string): number {
+  const s = parseWithSchema(z.string().regex(/^\d+\s*(s|m|h|d|w)?$/, 'want e.g. 90s, 15m, 24h, 7d'), v, '--rpo', 'BOXBACK_ERR_USAGE');
+  return parseDuration(s);
+}

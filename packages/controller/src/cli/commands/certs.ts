@@ -1,0 +1,42 @@
+/**
+ * `boxback certs init` (the fleet CA and the controller's certificate) and
+ * `boxback certs issue --host NAME` (an agent's). Local: no controller needed.
+ */
+import path from 'node:path';
+import type { Command } from 'commander';
+import { initCerts, issueAgentCert } from '@boxback/common';
+import type { CliContext } from '../context.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function registerCertCommands(program: Command, ctx: CliContext): void {
+  const certs = program.command('certs').description('the fleet CA and certificates (local files, no controller needed)');
+  certs
+    .command('init')
+    .description("create the CA and the controller's certificate in a directory")
+    .requiredOption('--dir <dir>', 'directory for ca.crt/.key and controller.crt/.key')
+    .option('--name <name>', "controller certificate's name", 'controller')
+    .option('--alt-name <name>', 'extra DNS name or IP for the controller (repeatable)', collect)
+    .option('--force', 'replace an existing CA (cuts off every agent)')
+    .action(async (o: { dir: string; name: string; altName?: string[]; force?: boolean }) => {
+      const r = await initCerts(path.resolve(o.dir), { controllerName: o.name, altNames: o.altName ?? [], force: o.force });
+      ctx.out(r, () =>
+        [
+          `CA:          ${r.ca}`,
+          `CA key:      ${r.caKey} (keep it offline if you can)`,
+          `controller:  ${r.cert}`,
+          `key:         ${r.key}`,
+        ].join('\n'),
+      );
+    });
+  certs
+    .command('issue')
+    .description("issue an agent's certificate, signed by the CA in --dir")
+    .requiredOption('--dir <dir>', 'directory made by `boxback certs init`')
+    .requiredOption('--host <name>', "the agent's name (as in agent.yaml and `boxback hosts add`)")
+    .option('--alt-name <name>', 'extra DNS name or IP for the agent (repeatable)', collect)
+    .action(async (o: { dir: string; host: string; altName?: string[] }) => {
+      const r = await issueAgentCert(path.resolve(o.dir), o.host, o.altName ?? []);
+      ctx.out(r, () => [`CA:    ${r.ca}`, `cert:  ${r.cert}`, `key:   ${r.key}`].join('\n'));
+    });
+}

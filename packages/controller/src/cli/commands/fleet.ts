@@ -1,0 +1,229 @@
+/**
+ * `boxback hosts add|list|remove`, `boxback status [--watch]`, `boxback job watch|get`,
+ * `boxback restore confirm`, `boxback tokens create|list`, `boxback audit`.
+ */
+import type { Command } from 'commander';
+import type { JobResult } from '@boxback/common';
+import { positiveInt, type CliContext } from '../context.js';
+import { humanAge, humanBytes, humanDuration, table } from '../format.js';
+import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+import { rpoOption } from './backup.js';
+
+interface HostMsg {
+  name: string;
+  address: string;
+  group: string;
+  planName: string;
+  agentVersion: string;
+  lastSeenMs: number;
+  rpoSeconds: number;
+  product: string;
+  productVersion: string;
+}
+
+interface StatusMsg {
+  hosts: Array<{
+    host: HostMsg;
+    reachable: boolean;
+    unreachableReason: string;
+    runningJob: {
+      id: string;
+      kind: string;
+      phase: string;
+      progress?: { filesDone: number; bytesDone: number; bytesTotal: number; state: string } | null;
+    } | null;
+    lastGoodBackup: { id: string; createdAtMs: number } | null;
+    lastGoodAgeSeconds: number;
+    nextRunMs: number;
+    atRisk: boolean;
+    safetyCopies: number;
+    safetyCopyBytes: number;
+  }>;
+  totalHosts: number;
+  reachableHosts: number;
+  atRiskHosts: number;
+  runningJobs: number;
+  controllerVersion: string;
+  atMs: number;
+}
+
+export function statusText(s: StatusMsg): string {
+  const head = `${s.totalHosts} host(s), ${s.reachableHosts} reachable, ${s.atRiskHosts} at risk, ${s.runningJobs} job(s) running — controller ${s.controllerVersion}`;
+  if (!s.hosts.length) return `${head}\nno hosts: \`boxback hosts add NAME --address HOST:PORT\``;
+  const t = table(s.hosts, [
+    { header: 'Host', get: (h) => h.host.name, priority: 20 },
+    { header: 'Agent', get: (h) => (h.reachable ? `up ${h.host.agentVersion}` : 'DOWN'), priority: 15 },
+    { header: 'Product', get: (h) => (h.host.product ? `${h.host.product} ${h.host.productVersion}`.trim() : '-'), priority: 3 },
+    {
+      header: 'Running',
+      get: (h) => {
+        const j = h.runningJob;
+        if (!j) return '-';
+        const p = j.progress;
+        const pct = p && p.bytesTotal ? ` ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}%` : '';
+        return `${j.kind} ${j.phase || 'queued'}${pct}`;
+      },
+      priority: 8,
+    },
+    { header: 'Last good backup', get: (h) => h.lastGoodBackup?.id ?? 'none', priority: 5 },
+    { header: 'Age', get: (h) => (h.lastGoodAgeSeconds >= 0 ? humanDuration(h.lastGoodAgeSeconds * 1000) : '-'), priority: 12 },
+    { header: 'RPO', get: (h) => (h.host.rpoSeconds ? humanDuration(h.host.rpoSeconds * 1000) : 'default'), priority: 2 },
+    { header: 'Safety copies', get: (h) => (h.safetyCopies ? `${h.safetyCopies} (${humanBytes(h.safetyCopyBytes)})` : '-'), priority: 1 },
+    { header: 'At risk', get: (h) => (h.atRisk ? 'AT RISK' : 'ok'), priority: 18 },
+  ]);
+  const down = s.hosts.filter((h) => !h.reachable).map((h) => `  ${h.host.name}: ${h.unreachableReason}`);
+  return [head, '', t, ...(down.length ? ['', 'unreachable:', ...down] : [])].join('\n');
+}
+
+export function registerFleetCommands(program: Command, ctx: CliContext): void {
+  const hosts = program.command('hosts').description('register, list and remove services boxes');
+  hosts
+    .command('add <name>')
+    .description("register a host by its agent's address (the agent is asked first)")
+    .requiredOption('--address <host:port>', "the agent's address")
+    .option('--group <group>', 'group for fleet backups')
+    .option('--rpo <duration>', "recovery point objective, e.g. 24h (default: the controller's)", rpoOption)
+    .option('--skip-check', 'register without asking the agent')
+    .action(async (name: string, o: { address: string; group?: string; rpo?: number; skipCheck?: boolean }) => {
+      const h = await ctx
+        .client()
+        .call<HostMsg>(
+          'AddHost',
+          { name, address: o.address, group: o.group ?? '', rpoSeconds: o.rpo ?? 0, skipCheck: Boolean(o.skipCheck) },
+          30_000,
+        );
+      ctx.out(h, () => `added ${h.name} at ${h.address}${h.agentVersion ? ` (agent ${h.agentVersion}, plan ${h.planName})` : ''}`);
+    });
+  hosts
+    .command('list')
+    .description('list registered hosts')
+    .option('--group <group>', 'only this group')
+    .action(async (o: { group?: string }) => {
+      const r = await ctx.client().call<{ hosts: HostMsg[] }>('ListHosts', { group: o.group ?? '' });
+      ctx.out(r.hosts, () =>
+        r.hosts.length
+          ? table(r.hosts, [
+              { header: 'Name', get: (h) => h.name, priority: 20 },
+              { header: 'Address', get: (h) => h.address, priority: 15 },
+              { header: 'Group', get: (h) => h.group || '-', priority: 5 },
+              { header: 'Plan', get: (h) => h.planName || '-', priority: 3 },
+              { header: 'Agent', get: (h) => h.agentVersion || '-', priority: 2 },
+              { header: 'RPO', get: (h) => (h.rpoSeconds ? humanDuration(h.rpoSeconds * 1000) : 'default'), priority: 4 },
+              { header: 'Last seen', get: (h) => humanAge(h.lastSeenMs), priority: 6 },
+            ])
+          : 'no hosts: `boxback hosts add NAME --address HOST:PORT`',
+      );
+    });
+  hosts
+    .command('remove <name>')
+    .description('remove a host from the catalog (its backups stay in the store)')
+    .action(async (name: string) => {
+      const r = await ctx.client().call('RemoveHost', { name });
+      ctx.out(r, () => `removed ${name}`);
+    });
+
+  program
+    .command('status')
+    .description('every host: agent, running job, last good backup and its age, at risk')
+    .option('--watch', 'refresh every 2 seconds')
+    .option('--refresh', 'ask every agent now instead of using the last poll')
+    .action(async (o: { watch?: boolean; refresh?: boolean }) => {
+      const once = async () => ctx.client().call<StatusMsg>('GetStatus', { refresh: Boolean(o.refresh) });
+      if (!o.watch) {
+        const s = await once();
+        ctx.out(s, () => statusText(s));
+        return;
+      }
+      for (;;) {
+        const s = await once();
+        if (ctx.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+        else process.stdout.write(`${ctx.tty ? '\x1b[2J\x1b[H' : ''}${statusText(s)}\n\n`);
+        await new Promise((r) => setTimeout(r, 2_000));
+      }
+    });
+
+  const job = program.command('job').description('follow and inspect jobs');
+  job
+    .command('watch <id>')
+    .description('follow a job: progress, then its result (exit 5 when it failed)')
+    .action(async (id: string) => {
+      const j = await ctx.client().call<WatchedJob>('GetJob', { id });
+      const [r] = await followJobs(ctx.client(), [j], { json: ctx.json, tty: ctx.tty });
+      ctx.failOnJobs([r]);
+      ctx.out({ job: j, result: r }, () => resultLine(j, r, j.host.length) + (r.dryRunReport ? `\n\n${r.dryRunReport.trimEnd()}` : ''));
+    });
+  job
+    .command('get <id>')
+    .description('show one job')
+    .action(async (id: string) => {
+      const j = await ctx.client().call<WatchedJob & { state: string; phase: string; errorMessage: string }>('GetJob', { id });
+      if (j.state === 'Failed' || j.state === 'RolledBack') ctx.exitCode = 5;
+      ctx.out(j, () => `${j.id}  ${j.kind}  ${j.host}  ${j.state}  ${j.phase}${j.errorMessage ? `  ${j.errorMessage}` : ''}`);
+    });
+
+  program
+    .command('restore')
+    .description('after a restore')
+    .command('confirm <jobId>')
+    .description('accept a restore: drop the safety copies its host keeps')
+    .action(async (jobId: string) => {
+      const r = await ctx.client().call<{ removed: number; freedBytes: number }>('ConfirmRestore', { jobId }, 3600_000);
+      ctx.out(
+        r,
+        () => `confirmed ${jobId}: removed ${r.removed} safety cop${r.removed === 1 ? 'y' : 'ies'}, freed ${humanBytes(r.freedBytes)}`,
+      );
+    });
+
+  const tokens = program.command('tokens').description('API tokens (admins only)');
+  tokens
+    .command('create')
+    .description('create a token and print it once')
+    .requiredOption('--name <name>', 'who the token is for')
+    .option('--role <role>', 'admin or viewer', 'viewer')
+    .action(async (o: { name: string; role: string }) => {
+      const r = await ctx.client().call<{ token: string; name: string; role: string }>('CreateToken', { name: o.name, role: o.role });
+      ctx.out(r, () => r.token);
+      ctx.info(`created ${r.role} token "${r.name}"; it is shown only once`);
+    });
+  tokens
+    .command('list')
+    .description('list tokens (never the secrets)')
+    .action(async () => {
+      const r = await ctx
+        .client()
+        .call<{ tokens: Array<{ name: string; role: string; createdAtMs: number; lastUsedMs: number }> }>('ListTokens', {});
+      ctx.out(r.tokens, () =>
+        table(r.tokens, [
+          { header: 'Name', get: (t) => t.name },
+          { header: 'Role', get: (t) => t.role },
+          { header: 'Created', get: (t) => humanAge(t.createdAtMs) },
+          { header: 'Last used', get: (t) => humanAge(t.lastUsedMs) },
+        ]),
+      );
+    });
+
+  program
+    .command('audit')
+    .description('the newest entries of the audit log (admins only)')
+    .option('--limit <n>', 'how many', positiveInt('--limit'), 50)
+    .action(async (o: { limit: number }) => {
+      const r = await ctx
+        .client()
+        .call<{ entries: Array<{ atMs: number; who: string; action: string; target: string; result: string; detail: string }> }>(
+          'ListAudit',
+          { limit: o.limit },
+        );
+      ctx.out(r.entries, () =>
+        table(r.entries, [
+          { header: 'When', get: (e) => new Date(e.atMs).toISOString().replace('T', ' ').slice(0, 19), priority: 20 },
+          { header: 'Who', get: (e) => e.who, priority: 20 },
+          { header: 'Action', get: (e) => e.action, priority: 20 },
+          { header: 'Target', get: (e) => e.target, priority: 15 },
+          { header: 'Result', get: (e) => e.result, priority: 15 },
+          { header: 'Detail', get: (e) => e.detail, priority: 1 },
+        ]),
+      );
+    });
+}
+
+export type { JobResult };

@@ -1,0 +1,79 @@
+/**
+ * What every CLI command gets: the global options, a lazily opened controller client,
+ * JSON or human output, and confirmations (asked on a TTY; without a TTY a command that
+ * needs one refuses with a usage error unless --yes).
+ */
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import { BoxbackError, type JobResult } from '@boxback/common';
+import { ControllerClient, resolveConnection, type GlobalOptions } from './connection.js';
+
+export class CliContext {
+  private clientInst?: ControllerClient;
+  /** Exit code the command asks for once it has printed its output. */
+  exitCode = 0;
+
+  constructor(private readonly program: Command) {}
+
+  get globals(): GlobalOptions {
+    return this.program.opts<GlobalOptions>();
+  }
+
+  get json(): boolean {
+    return Boolean(this.globals.json);
+  }
+
+  get tty(): boolean {
+    return Boolean(process.stdout.isTTY);
+  }
+
+  client(): ControllerClient {
+    this.clientInst ??= new ControllerClient(resolveConnection(this.globals));
+    return this.clientInst;
+  }
+
+  close(): void {
+    this.clientInst?.close();
+  }
+
+  /** Print `data` as JSON with --json, else the human text. */
+  out(data: unknown, human: () => string): void {
+    process.stdout.write(this.json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
+  }
+
+  info(line: string): void {
+    if (!this.json) process.stderr.write(`${line}\n`);
+  }
+
+  /** Ask yes/no on the terminal; refuse without a TTY unless --yes. */
+  async confirm(question: string, yes: boolean | undefined): Promise<void> {
+    if (yes) return;
+    if (!process.stdin.isTTY || !process.stderr.isTTY) {
+      throw new BoxbackError(
+        'BOXBACK_ERR_USAGE',
+        `${question.replace(/\?$/, '')}: needs confirmation and there is no terminal to ask on; pass --yes`,
+      );
+    }
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      const answer = (await rl.question(`${question} [y/N] `)).trim().toLowerCase();
+      if (answer !== 'y' && answer !== 'yes') throw new BoxbackError('BOXBACK_ERR_USAGE', 'not confirmed; nothing was done');
+    } finally {
+      rl.close();
+    }
+  }
+
+  /** Exit 5 (job failed) when any job ended Failed or RolledBack. */
+  failOnJobs(results: JobResult[]): void {
+    if (results.some((r) => r.status === 'Failed' || r.status === 'RolledBack')) this.exitCode = 5;
+  }
+}
+
+/** Parse a positive integer option. */
+export function positiveInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new BoxbackError('BOXBACK_ERR_USAGE', `${name} wants a whole number of 1 or more, not "${v}"`);
+    return n;
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * Following jobs from the CLI: one WatchJob stream per job, all at once.
+ * On a TTY, one cli-progress bar per host (phase, files, bytes, ETA); otherwise one plain
+ * line per host when its phase or state changes (and at most every 5 s while running).
+ * With --json nothing is printed while following. Returns every job's final result.
+ */
+import cliProgress from 'cli-progress';
+import { emptyResult, type JobEvent, type JobResult, type Progress } from '@boxback/common';
+import type { ControllerClient } from './connection.js';
+import { humanBytes, humanDuration } from './format.js';
+
+export interface WatchedJob {
+  id: string;
+  host: string;
+  kind: string;
+}
+
+export interface FollowOptions {
+  json: boolean;
+  tty: boolean;
+  /** Write a line (plain mode); defaults to stdout. */
+  print?: (line: string) => void;
+}
+
+function counts(p: Progress): { files: string; bytes: string; eta: string } {
+  const files = p.filesTotal ? `${p.filesDone}/${p.filesTotal} files` : p.filesDone ? `${p.filesDone} files` : '';
+  const bytes = p.bytesTotal ? `${humanBytes(p.bytesDone)}/${humanBytes(p.bytesTotal)}` : p.bytesDone ? humanBytes(p.bytesDone) : '';
+  const eta = p.etaSeconds >= 0 ? `ETA ${humanDuration(p.etaSeconds * 1000)}` : '';
+  return { files, bytes, eta };
+}
+
+export function progressLine(host: string, p: Progress, hostWidth = 12): string {
+  const c = counts(p);
+  return [host.padEnd(hostWidth), p.phase.padEnd(22), p.state.padEnd(8), c.files, c.bytes, c.eta, p.message]
+    .filter((s) => s !== '')
+    .join('  ')
+    .trimEnd();
+}
+
+export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o: FollowOptions): Promise<JobResult[]> {
+  const print = o.print ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const hostWidth = Math.max(4, ...jobs.map((j) => j.host.length));
+  const bars =
+    !o.json && o.tty
+      ? new cliProgress.MultiBar(
+          {
+            format: `{host} |{bar}| {percentage}% {phase} {files} {bytes} {etaText}`,
+            barsize: 24,
+            hideCursor: true,
+            clearOnComplete: false,
+            stopOnComplete: false,
+            forceRedraw: true,
+          },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+
+  const one = async (job: WatchedJob): Promise<JobResult> => {
+    const bar = bars?.create(1, 0, { host: job.host.padEnd(hostWidth), phase: 'queued', files: '', bytes: '', etaText: '' });
+    let lastKey = '';
+    let lastPrint = 0;
+    let result: JobResult | undefined;
+    try {
+      for await (const ev of client.stream<JobEvent>('WatchJob', { id: job.id })) {
+        if (ev.result) {
+          result = ev.result;
+          break;
+        }
+        const p = ev.progress;
+        if (!p) continue;
+        if (bar) {
+          const c = counts(p);
+          const total = p.bytesTotal || p.filesTotal || 1;
+          const done = p.bytesTotal ? p.bytesDone : p.filesTotal ? p.filesDone : p.state === 'done' ? 1 : 0;
+          bar.setTotal(total);
+          bar.update(Math.min(done, total), { phase: `${p.phase} ${p.state}`, files: c.files, bytes: c.bytes, etaText: c.eta });
+        } else if (!o.json) {
+          const key = `${p.phase}/${p.state}`;
+          const now = Date.now();
+          if (key !== lastKey || now - lastPrint >= 5_000) {
+            lastKey = key;
+            lastPrint = now;
+            print(progressLine(job.host, p, hostWidth));
+          }
+        }
+      }
+    } catch (err) {
+      result = {
+        ...emptyResult(job.id),
+        status: 'Failed',
+        errorCode: (err as { code?: string }).code ?? '',
+        errorMessage: `lost the job stream: ${(err as Error).message}`,
+      };
+    }
+    result ??= { ...emptyResult(job.id), status: 'Failed', errorMessage: 'the controller ended the job stream without a result' };
+    if (bar) {
+      bar.setTotal(1);
+      bar.update(1, { phase: result.status, files: '', bytes: result.sizeBytes ? humanBytes(result.sizeBytes) : '', etaText: '' });
+    }
+    return result;
+  };
+
+  try {
+    return await Promise.all(jobs.map(one));
+  } finally {
+    bars?.stop();
+  }
+}
+
+/** One summary line per finished job. */
+export function resultLine(job: WatchedJob, r: JobResult, hostWidth = 12): string {
+  const parts = [job.host.padEnd(hostWidth), r.status.padEnd(15), r.backupId || job.id];
+  if (r.sizeBytes) parts.push(humanBytes(r.sizeBytes));
+  if (r.durationMs) parts.push(humanDuration(r.durationMs));
+  if (r.warnings?.length) parts.push(`${r.warnings.length} warning(s): ${r.warnings[0]}`);
+  if (r.errorMessage) parts.push(`${r.failedStep ? `${r.failedStep}: ` : ''}${r.errorMessage}`);
+  return parts.join('  ');
+}

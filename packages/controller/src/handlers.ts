@@ -1,0 +1,268 @@
+/**
+ * What each ControllerService call does, once the caller is authenticated and allowed
+ * (server.ts does that, and the audit log). Inputs are checked here with messages a person
+ * can act on; every failure is a BoxbackError.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { BoxbackError, checkName, resolveInStore, verifyBackupDir, type Logger, type VerifyBackupResponse } from '@boxback/common';
+import type { AgentClients } from './agent-client.js';
+import { createToken, type Caller } from './auth.js';
+import type { BackupRow, Catalog, HostRow } from './catalog/types.js';
+import type { ControllerConfig } from './config.js';
+import { backupMsg, hostMsg, jobMsg } from './convert.js';
+import type { JobRunner } from './jobs.js';
+import type { HostMonitor } from './status.js';
+
+export interface Ctx {
+  config: ControllerConfig;
+  catalog: Catalog;
+  agents: AgentClients;
+  jobs: JobRunner;
+  monitor: HostMonitor;
+  log: Logger;
+}
+
+// Requests as proto-loader delivers them (every field present, defaults filled in);
+// each handler checks the fields it uses.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Req = Record<string, any>;
+
+const ADDRESS_RE = /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/;
+
+export async function mustHost(ctx: Ctx, name: string): Promise<HostRow> {
+  if (!name) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'no host named');
+  const h = await ctx.catalog.getHost(name);
+  if (!h)
+    throw new BoxbackError(
+      'BOXBACK_ERR_NOT_FOUND',
+      `no host "${name}": list hosts with \`boxback hosts list\`, add one with \`boxback hosts add\``,
+    );
+  return h;
+}
+
+export async function mustBackup(ctx: Ctx, id: string): Promise<BackupRow> {
+  if (!id) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'no backup ID given (IDs look like host@YYYYMMdd-HHmmss)');
+  const b = await ctx.catalog.getBackup(id);
+  if (!b) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no backup "${id}": list backups with \`boxback backups\``);
+  return b;
+}
+
+export async function addHost(ctx: Ctx, r: Req) {
+  checkName(r.name);
+  if (!ADDRESS_RE.test(r.address ?? '')) {
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad agent address "${r.address ?? ''}": want host:port, e.g. 10.0.0.5:7444`);
+  }
+  if (Number(r.rpoSeconds) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'rpo must not be negative');
+  if (r.group && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(r.group)) checkName(r.group, 'group name');
+  if (await ctx.catalog.getHost(r.name)) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_ALREADY_EXISTS',
+      `host ${r.name} is already registered; \`boxback hosts remove ${r.name}\` first to change it`,
+    );
+  }
+  const row: HostRow = {
+    name: r.name,
+    address: r.address,
+    group: r.group ?? '',
+    rpoSeconds: Number(r.rpoSeconds ?? 0),
+    planName: '',
+    product: '',
+    productVersion: '',
+    agentVersion: '',
+    lastSeenMs: 0,
+    createdAtMs: Date.now(),
+  };
+  if (!r.skipCheck) {
+    let info;
+    try {
+      info = await ctx.agents.get(row).getInfo(5_000);
+    } catch (err) {
+      ctx.agents.drop(row.name);
+      const be = err as BoxbackError;
+      throw new BoxbackError(be.code ?? 'BOXBACK_ERR_UNREACHABLE', `${be.message} (register anyway with --skip-check)`);
+    }
+    if (info.name && info.name !== row.name) {
+      ctx.agents.drop(row.name);
+      throw new BoxbackError(
+        'BOXBACK_ERR_INVALID_ARGUMENT',
+        `the agent at ${row.address} is named "${info.name}", not "${row.name}": use its name`,
+      );
+    }
+    Object.assign(row, {
+      planName: info.planName,
+      product: info.product,
+      productVersion: info.productVersion,
+      agentVersion: info.agentVersion,
+      lastSeenMs: Date.now(),
+    });
+  }
+  await ctx.catalog.addHost(row);
+  return hostMsg(row);
+}
+
+export async function removeHost(ctx: Ctx, r: Req) {
+  const running = ctx.jobs.activeJobFor(r.name);
+  if (running) throw new BoxbackError('BOXBACK_ERR_BUSY', `host ${r.name} is running job ${running.row.id}; wait for it first`);
+  const removed = await ctx.catalog.removeHost(r.name);
+  if (!removed) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no host "${r.name}": list hosts with \`boxback hosts list\``);
+  ctx.agents.drop(r.name);
+  ctx.monitor.forget(r.name);
+  return { removed };
+}
+
+export async function listHosts(ctx: Ctx, r: Req) {
+  return { hosts: (await ctx.catalog.listHosts(r.group || undefined)).map(hostMsg) };
+}
+
+async function selectHosts(ctx: Ctx, r: Req): Promise<HostRow[]> {
+  const names: string[] = r.hosts ?? [];
+  const chosen = [names.length > 0, Boolean(r.group), Boolean(r.all)].filter(Boolean).length;
+  if (chosen !== 1)
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'name the hosts to back up: exactly one of --host, --group or --all');
+  if (r.all) return ctx.catalog.listHosts();
+  if (r.group) {
+    const hs = await ctx.catalog.listHosts(r.group);
+    if (!hs.length) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no hosts in group "${r.group}": see \`boxback hosts list\``);
+    return hs;
+  }
+  return Promise.all([...new Set(names)].map((n) => mustHost(ctx, n)));
+}
+
+export async function createBackup(ctx: Ctx, r: Req, caller: Caller) {
+  if (Number(r.concurrency) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'concurrency must be 1 or more');
+  const hosts = await selectHosts(ctx, r);
+  const rows = await ctx.jobs.createBackups(hosts, {
+    live: Boolean(r.live),
+    concurrency: Number(r.concurrency ?? 0),
+    requestedBy: caller.name,
+    via: 'cli',
+  });
+  return { jobs: rows.map((j) => jobMsg(j)) };
+}
+
+export async function listBackups(ctx: Ctx, r: Req) {
+  return { backups: (await ctx.catalog.listBackups(r.host || undefined)).map((b) => backupMsg(b)) };
+}
+
+export async function getBackup(ctx: Ctx, r: Req) {
+  return backupMsg(await mustBackup(ctx, r.id), true);
+}
+
+export async function restoreBackup(ctx: Ctx, r: Req, caller: Caller) {
+  const b = await mustBackup(ctx, r.backupId);
+  if (!b.restorable) {
+    const why = b.verifyFailed ? `its last verification failed: ${b.errorMessage}` : `its status is ${b.status}`;
+    throw new BoxbackError(
+      'BOXBACK_ERR_INVALID_ARGUMENT',
+      `backup ${b.id} is not Restorable (${why}); pick a Restorable one from \`boxback backups --host ${b.host}\``,
+    );
+  }
+  const target = await mustHost(ctx, r.targetHost || b.host);
+  const row = await ctx.jobs.createRestore(b, target, { dryRun: Boolean(r.dryRun), force: Boolean(r.force), requestedBy: caller.name });
+  return jobMsg(row);
+}
+
+export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupResponse> {
+  const b = await mustBackup(ctx, r.backupId);
+  const dir = resolveInStore(ctx.config.store, b.path);
+  let res: VerifyBackupResponse;
+  const local = await fsp.stat(dir).then(
+    () => true,
+    () => false,
+  );
+  if (local) {
+    res = await verifyBackupDir(dir);
+  } else {
+    // the store is not mounted here: the host's agent checks it
+    const host = await mustHost(ctx, b.host);
+    res = await ctx.agents.get(host).verifyBackup(b.path);
+  }
+  await ctx.catalog.updateBackup(b.id, {
+    verifiedAtMs: Date.now(),
+    verifyFailed: !res.ok,
+    errorMessage: res.ok ? '' : `${res.problems.length} problem(s), first: ${res.problems[0] ?? ''}`,
+  });
+  return res;
+}
+
+/** Bytes a backup directory holds in files whose only link it is (what deleting frees). */
+async function ownBytes(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else {
+        const st = await fsp.lstat(p);
+        if (st.nlink <= 1) total += st.size;
+      }
+    }
+  };
+  await walk(dir).catch(() => undefined);
+  return total;
+}
+
+export async function deleteBackup(ctx: Ctx, r: Req) {
+  const b = await mustBackup(ctx, r.backupId);
+  for (const a of ctx.jobs.activeJobs()) {
+    if (a.row.kind === 'restore' && a.row.backupId === b.id)
+      throw new BoxbackError('BOXBACK_ERR_BUSY', `restore job ${a.row.id} is reading ${b.id}; wait for it`);
+  }
+  const dir = resolveInStore(ctx.config.store, b.path);
+  let freed = 0;
+  const host = await ctx.catalog.getHost(b.host);
+  let viaAgent = false;
+  if (host) {
+    try {
+      freed = (await ctx.agents.get(host).deleteBackup(b.path)).freedBytes;
+      viaAgent = true;
+    } catch (err) {
+      ctx.log.warn({ err, backupId: b.id }, 'the agent could not delete the backup; deleting it from the controller');
+    }
+  }
+  if (!viaAgent) {
+    freed = await ownBytes(dir);
+    // take the manifest away first: a half-deleted directory never looks complete
+    await fsp.rm(path.join(dir, 'manifest.json'), { force: true });
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+  await ctx.catalog.deleteBackup(b.id);
+  return { deleted: true, freedBytes: freed };
+}
+
+export async function confirmRestore(ctx: Ctx, r: Req) {
+  const job = await ctx.catalog.getJob(r.jobId);
+  if (!job) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job "${r.jobId}"`);
+  if (job.kind !== 'restore') throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `job ${job.id} is a ${job.kind} job, not a restore`);
+  const host = await mustHost(ctx, job.host);
+  return ctx.agents.get(host).confirmRestore(job.id);
+}
+
+export async function getJob(ctx: Ctx, r: Req) {
+  const live = ctx.jobs.activeJobs().find((a) => a.row.id === r.id);
+  if (live) return jobMsg(live.row, live.progress);
+  const j = await ctx.catalog.getJob(r.id);
+  if (!j) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job "${r.id}"`);
+  return jobMsg(j);
+}
+
+export async function createTokenRpc(ctx: Ctx, r: Req) {
+  const { token, row } = await createToken(ctx.catalog, r.name ?? '', r.role || 'viewer');
+  return { token, name: row.name, role: row.role };
+}
+
+export async function listTokens(ctx: Ctx) {
+  return {
+    tokens: (await ctx.catalog.listTokens()).map((t) => ({
+      name: t.name,
+      role: t.role,
+      createdAtMs: t.createdAtMs,
+      lastUsedMs: t.lastUsedMs,
+    })),
+  };
+}
+
+export async function listAudit(ctx: Ctx, r: Req) {
+  return { entries: await ctx.catalog.listAudit(Number(r.limit) > 0 ? Number(r.limit) : 100) };
+}

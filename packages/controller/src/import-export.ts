@@ -1,0 +1,276 @@
+/**
+ * ImportBackup and ExportBackup.
+ *
+ * Import of a path on the controller's filesystem:
+ *   - a boxback backup directory (has manifest.json): verify it, copy it into a temp dir in
+ *     the store, verify the copy, rename it into `<store>/<host>/backup_<ts>/`, register it;
+ *   - a GoCD-made directory (db.zip, config-dir.zip, config-repo.zip, version.txt, no
+ *     manifest): copy it, build a manifest (size, SHA-256, mode of every file; origin
+ *     "gocd-import"; consistency "quiesced"; product version from version.txt), write it
+ *     atomically, rename into place, register;
+ *   - a `.tar` made by export: extract it (regular files, dirs and symlinks only; no
+ *     absolute or `..` paths) into a temp dir in the store, verify, rename into place.
+ * The timestamp comes from a `backup_YYYYMMdd-HHmmss` name when there is one, else now.
+ *
+ * Export streams `backup_<ts>/...` as a tar (node-tar, never buffered whole) in DataChunks.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import * as tar from 'tar';
+import {
+  BACKUP_DIR_RE,
+  BOXBACK_VERSION,
+  BoxbackError,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  backupId as makeBackupId,
+  backupRelPath,
+  checkName,
+  formatTimestamp,
+  fsyncDir,
+  hashFile,
+  parseTimestamp,
+  readManifest,
+  resolveInStore,
+  verifyBackupDir,
+  writeFileAtomic,
+  type Manifest,
+  type ManifestDataset,
+  type ManifestFile,
+} from '@boxback/common';
+import { rowFromStoreDir } from './backup-record.js';
+import type { BackupRow, Catalog } from './catalog/types.js';
+
+export interface ImportDeps {
+  catalog: Catalog;
+  store: string;
+}
+
+const GOCD_FILES: Record<string, { name: string }> = {
+  'db.zip': { name: 'database' },
+  'config-dir.zip': { name: 'config' },
+  'wrapper-config-dir.zip': { name: 'wrapper-config' },
+  'config-repo.zip': { name: 'config-repo' },
+};
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+function tsFromName(name: string): string {
+  return BACKUP_DIR_RE.exec(name)?.[1] ?? formatTimestamp(new Date());
+}
+
+/** Every entry under `dir` as manifest files (regular files hashed), '/'-separated, sorted. */
+async function describeTree(dir: string): Promise<ManifestFile[]> {
+  const out: ManifestFile[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await fsp.readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (!rel && e.name === MANIFEST_FILE) continue;
+      const abs = path.join(dir, r);
+      const st = await fsp.lstat(abs);
+      const base = { path: r, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs) };
+      if (st.isDirectory()) {
+        out.push({ ...base, type: 'dir', size: 0 });
+        await walk(r);
+      } else if (st.isSymbolicLink()) {
+        out.push({ ...base, type: 'symlink', size: 0, target: await fsp.readlink(abs) });
+      } else if (st.isFile()) {
+        out.push({ ...base, type: 'file', size: st.size, sha256: await hashFile(abs) });
+      } else {
+        throw new BoxbackError('BOXBACK_ERR_UNSAFE_ARCHIVE', `${r} is not a regular file, directory or symlink; refusing to import it`);
+      }
+    }
+  };
+  await walk('');
+  return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+/** Build the manifest of a GoCD-made backup directory (already copied to `dir`). */
+async function gocdManifest(dir: string, host: string, ts: string): Promise<Manifest> {
+  const files = await describeTree(dir);
+  const version = (await fsp.readFile(path.join(dir, 'version.txt'), 'utf8').catch(() => '')).trim();
+  const datasets: ManifestDataset[] = [];
+  for (const f of files) {
+    if (f.path.includes('/') || f.type !== 'file') continue;
+    const known = GOCD_FILES[f.path];
+    if (known) datasets.push({ name: known.name, archive: f.path, kind: 'zip', sources: [], target: '', entries: 0, bytes: f.size });
+    else if (/^db\.[A-Za-z0-9_-]+$/.test(f.path) && f.path !== 'db.zip') {
+      datasets.push({ name: 'database', archive: f.path, kind: 'pg_dump', sources: [], target: '', entries: 0, bytes: f.size });
+    }
+  }
+  const createdAt = parseTimestamp(ts).toISOString();
+  const regular = files.filter((f) => f.type === 'file');
+  return {
+    format: MANIFEST_FORMAT,
+    id: makeBackupId(host, ts),
+    host,
+    timestamp: ts,
+    createdAt,
+    completedAt: new Date().toISOString(),
+    origin: 'gocd-import',
+    agentVersion: BOXBACK_VERSION,
+    plan: { name: 'gocd', product: 'gocd' },
+    product: { name: 'gocd', version: version || null },
+    source: { hostname: '', addresses: [] },
+    consistency: 'quiesced',
+    quiesce: { mode: 'none', windowMs: 0 },
+    initiatedVia: 'import',
+    phases: [],
+    datasets,
+    trees: [],
+    files,
+    totals: { files: regular.length, bytes: regular.reduce((n, f) => n + f.size, 0) },
+    warnings: [],
+  };
+}
+
+async function verifyOrThrow(dir: string, what: string): Promise<void> {
+  const v = await verifyBackupDir(dir);
+  if (!v.ok) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_VERIFY_FAILED',
+      `${what} does not match its manifest (${v.problems.length} problem(s)): ${v.problems.slice(0, 3).join('; ')}`,
+    );
+  }
+}
+
+/** Move a verified temp dir into `<store>/<host>/backup_<ts>` and record it. */
+async function place(d: ImportDeps, tmp: string, host: string, ts: string, origin: string): Promise<BackupRow> {
+  const rel = backupRelPath(host, ts);
+  const final = resolveInStore(d.store, rel);
+  if ((await exists(final)) || (await d.catalog.getBackup(makeBackupId(host, ts)))) {
+    throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `backup ${makeBackupId(host, ts)} already exists in the store`);
+  }
+  await fsp.mkdir(path.dirname(final), { recursive: true });
+  await fsp.rename(tmp, final);
+  await fsyncDir(path.dirname(final));
+  const row = await rowFromStoreDir(d.store, rel, '');
+  return d.catalog.putBackup({ ...row, origin });
+}
+
+async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: string): Promise<BackupRow> {
+  const name = path.basename(src);
+  if (await exists(path.join(src, MANIFEST_FILE))) {
+    const m = await readManifest(src);
+    await verifyOrThrow(src, src);
+    const host = hostArg || m.host;
+    checkName(host);
+    const ts = BACKUP_DIR_RE.test(name) ? tsFromName(name) : m.timestamp;
+    await fsp.cp(src, tmp, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
+    if (host !== m.host || ts !== m.timestamp) {
+      await writeFileAtomic(
+        path.join(tmp, MANIFEST_FILE),
+        JSON.stringify({ ...m, host, timestamp: ts, id: makeBackupId(host, ts) }, null, 2),
+      );
+    }
+    await verifyOrThrow(tmp, 'the copied backup');
+    return place(d, tmp, host, ts, 'boxback-import');
+  }
+  const hasGocd =
+    (await exists(path.join(src, 'version.txt'))) &&
+    (await Promise.all(['db.zip', 'config-dir.zip'].map((f) => exists(path.join(src, f))))).some(Boolean);
+  if (!hasGocd) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_INVALID_ARGUMENT',
+      `${src} is neither a boxback backup (no manifest.json) nor a GoCD backup (version.txt with db.zip or config-dir.zip)`,
+    );
+  }
+  if (!hostArg) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `${src} is a GoCD backup, which names no host: pass --host NAME`);
+  checkName(hostArg);
+  const ts = tsFromName(name);
+  await fsp.cp(src, tmp, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
+  const m = await gocdManifest(tmp, hostArg, ts);
+  await writeFileAtomic(path.join(tmp, MANIFEST_FILE), JSON.stringify(m, null, 2));
+  return place(d, tmp, hostArg, ts, 'gocd-import');
+}
+
+async function importTar(d: ImportDeps, file: string, hostArg: string, tmp: string): Promise<BackupRow> {
+  await fsp.mkdir(tmp, { recursive: true });
+  const allowed = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink']);
+  try {
+    await tar.x({
+      file,
+      cwd: tmp,
+      strict: true,
+      preservePaths: false,
+      filter: (_p, entry) => {
+        const type = (entry as { type?: string }).type;
+        if (type && !allowed.has(type) && type !== 'ExtendedHeader' && type !== 'GlobalExtendedHeader') {
+          throw new BoxbackError(
+            'BOXBACK_ERR_UNSAFE_ARCHIVE',
+            `${file}: entry ${_p} is a ${type}; only files, directories and symlinks may be imported`,
+          );
+        }
+        return true;
+      },
+    });
+  } catch (err) {
+    if (err instanceof BoxbackError) throw err;
+    const msg = (err as Error).message;
+    if (/contains '\.\.'|absolute|outside/i.test(msg)) {
+      throw new BoxbackError(
+        'BOXBACK_ERR_UNSAFE_ARCHIVE',
+        `${file}: an entry would land outside the backup directory (${msg.replace(/^TAR_ENTRY_ERROR: /, '')}); refusing the whole archive`,
+      );
+    }
+    throw new BoxbackError('BOXBACK_ERR_ARCHIVE_FAILED', `${file} is not a readable tar: ${msg}`);
+  }
+  const tops = (await fsp.readdir(tmp)).filter((n) => BACKUP_DIR_RE.test(n));
+  if (tops.length !== 1)
+    throw new BoxbackError(
+      'BOXBACK_ERR_INVALID_ARGUMENT',
+      `${file} does not hold exactly one backup_YYYYMMdd-HHmmss directory (made by \`boxback backup export\`?)`,
+    );
+  const inner = path.join(tmp, tops[0]);
+  const m = await readManifest(inner);
+  await verifyOrThrow(inner, file);
+  const host = hostArg || m.host;
+  checkName(host);
+  const ts = tsFromName(tops[0]);
+  if (host !== m.host)
+    await writeFileAtomic(path.join(inner, MANIFEST_FILE), JSON.stringify({ ...m, host, id: makeBackupId(host, ts) }, null, 2));
+  return place(d, inner, host, ts, 'boxback-import');
+}
+
+export async function importBackup(d: ImportDeps, src: string, host: string): Promise<BackupRow> {
+  if (!src || !path.isAbsolute(src))
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `import path "${src}" must be absolute (a path on the controller's filesystem)`);
+  const st = await fsp.stat(src).catch(() => undefined);
+  if (!st) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `${src} does not exist on the controller's filesystem`);
+  await fsp.mkdir(d.store, { recursive: true });
+  const tmp = path.join(d.store, `.import-${randomBytes(6).toString('hex')}`);
+  try {
+    return st.isDirectory() ? await importDir(d, src, host, tmp) : await importTar(d, src, host, tmp);
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+const CHUNK = 1024 * 1024;
+
+/** The backup as a tar stream, in chunks of about 1 MiB. */
+export async function* exportBackup(store: string, b: BackupRow): AsyncGenerator<{ data: Buffer; totalBytes: number }> {
+  const dir = resolveInStore(store, b.path);
+  if (!(await exists(path.join(dir, MANIFEST_FILE)))) {
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${b.id} is not complete in the store (${dir} has no manifest)`);
+  }
+  const pack = tar.c({ cwd: path.dirname(dir), portable: false }, [path.basename(dir)]);
+  let buf: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of pack as AsyncIterable<Buffer>) {
+    buf.push(chunk);
+    size += chunk.length;
+    if (size >= CHUNK) {
+      yield { data: Buffer.concat(buf), totalBytes: 0 };
+      buf = [];
+      size = 0;
+    }
+  }
+  if (size) yield { data: Buffer.concat(buf), totalBytes: 0 };
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+/**
+ * boxback-controller --config controller.yaml            run the daemon
+ * boxback-controller --config FILE --check-config        validate the config and exit
+ * boxback-controller --config FILE token create --role admin --name NAME
+ *                                                        make a token on the local catalog
+ *                                                        (the first admin token), print it once
+ * Errors are one line on stderr and an exit code from ExitCode (bad config: 2).
+ */
+import { Command, CommanderError } from 'commander';
+import { BOXBACK_VERSION, BoxbackError, ExitCode, asBoxbackError, createLogger } from '@boxback/common';
+import { createToken } from './auth.js';
+import { SqliteCatalog } from './catalog/sqlite.js';
+import { loadControllerConfig, type ControllerConfig } from './config.js';
+import { ControllerServer } from './server.js';
+
+function die(err: unknown): never {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : ExitCode.USAGE);
+  }
+  const be = asBoxbackError(err);
+  process.stderr.write(`boxback-controller: ${be.message}\n`);
+  process.exit(be.exitCode);
+}
+
+function needConfig(file: string | undefined): ControllerConfig {
+  if (!file) throw new BoxbackError('BOXBACK_ERR_USAGE', '--config FILE is required (see --help)');
+  return loadControllerConfig(file);
+}
+
+async function runDaemon(config: ControllerConfig): Promise<void> {
+  const log = createLogger('boxback-controller');
+  const server = await ControllerServer.start(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'signal received');
+    server.shutdown().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = new Command('boxback-controller')
+    .description('boxback controller: catalog, jobs and the ControllerService for the boxback CLI')
+    .version(BOXBACK_VERSION)
+    .option('-c, --config <file>', 'controller.yaml')
+    .option('--check-config', 'validate the config file and exit')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `boxback-controller: ${s.slice(7)}` : s) })
+    .action(async (opts: { config?: string; checkConfig?: boolean }) => {
+      const config = needConfig(opts.config);
+      if (opts.checkConfig) {
+        process.stdout.write(`${config.file}: ok\n`);
+        return;
+      }
+      await runDaemon(config);
+    });
+
+  const token = program.command('token').description('API tokens, on the local catalog file');
+  token
+    .command('create')
+    .description('create a token and print it once (only its hash is stored)')
+    .requiredOption('--name <name>', 'who the token is for')
+    .option('--role <role>', 'admin or viewer', 'viewer')
+    .action(async (opts: { name: string; role: string }) => {
+      const config = needConfig(program.opts<{ config?: string }>().config);
+      const catalog = SqliteCatalog.open(config.catalog);
+      try {
+        const { token: t, row } = await createToken(catalog, opts.name, opts.role);
+        await catalog.appendAudit({
+          atMs: Date.now(),
+          who: 'local',
+          action: 'token create',
+          target: `${row.name} (${row.role})`,
+          result: 'ok',
+          detail: '',
+        });
+        process.stdout.write(`${t}\n`);
+        process.stderr.write(
+          `created ${row.role} token "${row.name}"; it is shown only once — keep it (cli.yaml \`token:\` or BOXBACK_TOKEN)\n`,
+        );
+      } finally {
+        await catalog.close();
+      }
+    });
+  await program.parseAsync(argv);
+}
+
+main(process.argv).catch(die);
