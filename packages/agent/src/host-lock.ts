@@ -3,6 +3,7 @@
  * Unix socket bound by the holder. The kernel drops it when the holder's process dies,
  * however it dies, so there is no lock file to clean up after a crash.
  */
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { BoxbackError } from '@boxback/common';
 
@@ -10,7 +11,9 @@ export interface HostLock {
   release(): Promise<void>;
 }
 
-export async function acquireHostLock(hostName: string, what: string): Promise<HostLock> {
+/** The lock is per host name and agent state dir, so two test agents of the same name on one machine do not collide. */
+export async function acquireHostLock(hostName: string, stateDir: string): Promise<HostLock> {
+  const key = createHash('sha256').update(stateDir).digest('hex').slice(0, 16);
   const server = net.createServer();
   server.unref();
   await new Promise<void>((resolve, reject) => {
@@ -19,9 +22,8 @@ export async function acquireHostLock(hostName: string, what: string): Promise<H
         reject(new BoxbackError('BOXBACK_ERR_BUSY', `${hostName} is busy with another backup or restore; wait for it to finish (boxback status shows it)`));
       } else reject(err);
     });
-    server.listen({ path: `\0boxback-host-lock-${hostName}` }, () => resolve());
+    server.listen({ path: `\0boxback-host-lock-${hostName}-${key}` }, () => resolve());
   });
-  void what;
   return {
     release: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

@@ -60,7 +60,11 @@ async function main(): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal: sig }, 'shutting down');
-      void server.shutdown().then(resolve);
+      // Long enough for a cancelled job to resume every service (deploy sizes TimeoutStopSec the same way).
+      const plan = config.plan;
+      const starts = plan.services.reduce((sum, svc) => sum + svc.startTimeoutSeconds, 0);
+      const graceMs = (Math.max(starts, plan.quiesce.exit?.timeoutSeconds ?? 0) + 30) * 1000;
+      void server.shutdown(graceMs).then(resolve);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

@@ -130,7 +130,8 @@ export class AgentServer {
     const fail = (err: unknown) => {
       const be = asBoxbackError(err);
       log.warn({ code: be.code, err: be.message }, `${kind} refused`);
-      call.destroy(Object.assign(new Error(be.message), toServiceError(be)));
+      // emit, not destroy: a destroyed stream never sends its status and the caller would hang.
+      call.emit('error', Object.assign(new Error(be.message), toServiceError(be)));
     };
     try {
       this.checkClient(call);
@@ -144,7 +145,7 @@ export class AgentServer {
     }
     let lock;
     try {
-      lock = await acquireHostLock(this.config.name, kind);
+      lock = await acquireHostLock(this.config.name, this.config.stateDir);
     } catch (err) {
       fail(err);
       return;
