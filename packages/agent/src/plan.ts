@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError, isInside, loadYamlFile, resolveFrom } from '@boxback/common';
+import { postgresDatasetIssues } from './postgres/plan.js';
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 const argv = z.array(z.string()).min(1, 'must name a program');
@@ -69,6 +70,8 @@ const dataset = z
     excludes: z.array(z.string()).default([]),
     /** Whether the dataset needs the quiesce window (a database file: yes; plugins: no). */
     quiesce: z.boolean().default(true),
+    /** Deflate level of its zip: 0 stores (fastest, biggest), 1 (default) is fast, 9 is smallest. */
+    compressionLevel: z.number().int().min(0).max(9).optional(),
     /** postgres kind (issue 8). */
     postgres: z.record(z.string(), z.unknown()).optional(),
   })
@@ -113,10 +116,12 @@ const planSchema = z
         enter: action.optional(),
         exit: action.optional(),
         onError,
+        /** Commands run inside the window, before the copy (a database checkpoint, a flush). */
+        inWindow: z.array(commandStep).default([]),
       })
       .strict()
       .refine((q) => q.mode !== 'maintenance' || (!!q.enter && !!q.exit), 'maintenance mode needs enter and exit')
-      .default({ mode: 'stop', leaseSeconds: 900, onError: 'fail' }),
+      .default({ mode: 'stop', leaseSeconds: 900, onError: 'fail', inWindow: [] }),
     datasets: z.array(dataset).default([]),
     trees: z.array(tree).default([]),
     hostFiles: z.array(hostFile).default([]),
@@ -150,6 +155,7 @@ const planSchema = z
   })
   .strict()
   .superRefine((p, ctx) => {
+    postgresDatasetIssues(p.datasets, ctx);
     const seen = new Set<string>();
     for (const [i, d] of p.datasets.entries()) {
       if (seen.has(d.archive)) ctx.addIssue({ code: 'custom', path: ['datasets', i, 'archive'], message: `archive ${d.archive} is used twice` });

@@ -1,0 +1,228 @@
+/**
+ * The `postgres:` block of a `kind: postgres` dataset (issue 8): where the database is,
+ * who to connect as, how to dump it and how to restore it. Validated with errors that
+ * name the bad key as `datasets.N.postgres.KEY`, like the rest of the host plan.
+ *
+ *   datasets:
+ *     - name: database
+ *       kind: postgres
+ *       archive: db.gocd                # GoCD's name for a pg_dump file: db.<database>
+ *       postgres:
+ *         host: 127.0.0.1               # or an absolute unix-socket directory
+ *         port: 5432
+ *         database: gocd
+ *         user: gocd
+ *         passwordFile: /etc/boxback/gocd-db.password   # mode 0600 (0400); the password only
+ *         format: custom                # or plain (an SQL script restored with psql)
+ *         ownerRole: gocd               # restored objects belong to this role (default: user)
+ *         emptyWith: recreate           # or clean (pg_restore --clean --if-exists)
+ *         sslmode: prefer
+ *         extraArgs: [--exclude-table-data=public.build_logs]   # allow-listed pg_dump options
+ *         quiesce: false                # pg_dump takes a snapshot: no need for the window
+ *
+ * The password is never in the plan: it is read from `passwordFile` (refused when the file
+ * is readable by group or others, as libpq refuses a loose ~/.pgpass) and handed to the
+ * PostgreSQL programs through a temporary 0600 PGPASSFILE, never on a command line.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { BoxbackError } from '@boxback/common';
+import type { PlanDataset } from '../plan.js';
+
+/** Database and role names: plain identifiers (the archive name db.<database> must be a plain file name). */
+const pgName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/, 'letters, digits, _ . - (at most 63)');
+const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
+
+/** pg_dump options a plan may add. Nothing that changes where, what format or as whom. */
+export const ALLOWED_FLAGS = new Set([
+  '--no-comments',
+  '--no-publications',
+  '--no-subscriptions',
+  '--no-security-labels',
+  '--no-tablespaces',
+  '--no-privileges',
+  '--no-acl',
+  '--no-unlogged-table-data',
+  '--no-toast-compression',
+  '--no-blobs',
+  '--quote-all-identifiers',
+  '--load-via-partition-root',
+  '--enable-row-security',
+  '--serializable-deferrable',
+]);
+/** Options that take a value, given as one item: `--name=value`. */
+export const ALLOWED_VALUED = new Set([
+  '--schema',
+  '--exclude-schema',
+  '--table',
+  '--exclude-table',
+  '--exclude-table-data',
+  '--compress',
+  '--lock-wait-timeout',
+  '--extra-float-digits',
+]);
+
+const extraArg = z.string().superRefine((a, ctx) => {
+  const eq = a.indexOf('=');
+  const name = eq < 0 ? a : a.slice(0, eq);
+  if (eq < 0 && ALLOWED_FLAGS.has(name)) return;
+  if (eq > 0 && ALLOWED_VALUED.has(name) && a.length > eq + 1) return;
+  const hint = ALLOWED_VALUED.has(name) ? ` (give it as ${name}=VALUE, one item)` : '';
+  ctx.addIssue({
+    code: 'custom',
+    message: `${JSON.stringify(a)} is not an allowed pg_dump option${hint}; allowed: ${[...ALLOWED_FLAGS, ...[...ALLOWED_VALUED].map((v) => `${v}=…`)].join(' ')}`,
+  });
+});
+
+export const postgresSchema = z
+  .object({
+    /** Host name or address, or an absolute unix-socket directory. */
+    host: z
+      .union([absPath, z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.:_-]*$/, 'a host name, an address or an absolute socket directory')])
+      .default('localhost'),
+    port: z.number().int().min(1).max(65535).default(5432),
+    database: pgName,
+    user: pgName,
+    /** A file holding only the password (first line). Mode must be 0600 or stricter. */
+    passwordFile: absPath.optional(),
+    format: z.enum(['custom', 'plain']).default('custom'),
+    /** Role that owns the restored objects (and the recreated database). Default: user. */
+    ownerRole: pgName.optional(),
+    /**
+     * How a restore empties the database first. recreate: the current database is renamed
+     * aside as a safety copy and a new empty one is created (needs CREATEDB). clean:
+     * pg_restore --clean --if-exists in one transaction (objects not in the dump stay).
+     */
+    emptyWith: z.enum(['recreate', 'clean']).default('recreate'),
+    /** Database to connect to for CREATE/ALTER/DROP DATABASE (recreate). */
+    maintenanceDatabase: pgName.default('postgres'),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    /** Allow-listed pg_dump options (ALLOWED_FLAGS, ALLOWED_VALUED). */
+    extraArgs: z.array(extraArg).default([]),
+    /** Dump inside the quiesce window (default no: pg_dump takes its own consistent snapshot). */
+    quiesce: z.boolean().default(false),
+    /** Directory of pg_dump, pg_restore and psql (default: the newest /usr/lib/postgresql/N/bin, else PATH). */
+    binDir: absPath.optional(),
+    /** Limit for the dump and for the restore, each. */
+    timeoutSeconds: z
+      .number()
+      .positive()
+      .max(7 * 86_400)
+      .default(6 * 3600),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.emptyWith === 'recreate' && p.maintenanceDatabase === p.database) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maintenanceDatabase'],
+        message: `must differ from database (${p.database}): a database cannot be renamed from a session connected to it`,
+      });
+    }
+    if (p.format === 'plain' && p.extraArgs.some((a) => a.startsWith('--compress'))) {
+      ctx.addIssue({ code: 'custom', path: ['extraArgs'], message: '--compress applies to the custom format only' });
+    }
+  });
+
+export type PostgresConfig = z.output<typeof postgresSchema>;
+
+/** A validated postgres dataset: the plan's dataset fields the engines need, and its block. */
+export interface PostgresDataset {
+  /** Index in the plan's datasets (for error keys). */
+  index: number;
+  name: string;
+  /** db.<database> */
+  archive: string;
+  pg: PostgresConfig & { ownerRole: string };
+}
+
+export const archiveNameFor = (database: string): string => `db.${database}`;
+
+type IssueSink = (path: Array<string | number>, message: string) => void;
+
+function checkOne(
+  d: Pick<PlanDataset, 'kind' | 'archive' | 'path' | 'files' | 'postgres'>,
+  i: number,
+  add: IssueSink,
+): PostgresConfig | undefined {
+  if (d.kind !== 'postgres') {
+    if (d.postgres !== undefined) add(['datasets', i, 'postgres'], 'only a kind: postgres dataset has a postgres block');
+    return undefined;
+  }
+  if (d.path !== undefined) add(['datasets', i, 'path'], 'a postgres dataset has no path (it is dumped with pg_dump)');
+  if (d.files !== undefined) add(['datasets', i, 'files'], 'a postgres dataset has no files (it is dumped with pg_dump)');
+  if (d.postgres === undefined) {
+    add(['datasets', i, 'postgres'], 'a kind: postgres dataset needs a postgres block (host, port, database, user, passwordFile...)');
+    return undefined;
+  }
+  const r = postgresSchema.safeParse(d.postgres);
+  if (!r.success) {
+    for (const issue of r.error.issues)
+      add(['datasets', i, 'postgres', ...issue.path.map((k) => (typeof k === 'symbol' ? String(k) : k))], issue.message);
+    return undefined;
+  }
+  const want = archiveNameFor(r.data.database);
+  if (d.archive !== want)
+    add(['datasets', i, 'archive'], `must be ${want} for a postgres dataset (GoCD's name for a pg_dump of database ${r.data.database})`);
+  return r.data;
+}
+
+/**
+ * For the host plan's superRefine: adds an issue per bad key of every postgres dataset,
+ * so `loadPlan` refuses the plan and names `datasets.N.postgres.KEY`.
+ */
+export function postgresDatasetIssues(
+  datasets: ReadonlyArray<Pick<PlanDataset, 'kind' | 'archive' | 'path' | 'files' | 'postgres'>>,
+  ctx: z.RefinementCtx,
+): void {
+  datasets.forEach((d, i) => checkOne(d, i, (p, message) => ctx.addIssue({ code: 'custom', path: p, message })));
+}
+
+/** Validate one dataset of the plan as a postgres dataset; throws BOXBACK_ERR_PLAN_INVALID naming each bad key. */
+export function parsePostgresDataset(
+  dataset: Pick<PlanDataset, 'name' | 'kind' | 'archive' | 'path' | 'files' | 'postgres'>,
+  index = 0,
+): PostgresDataset {
+  const problems: string[] = [];
+  if (dataset.kind !== 'postgres') problems.push(`datasets.${index}.kind: ${dataset.name} is a ${dataset.kind} dataset, not postgres`);
+  const pg = checkOne(dataset, index, (p, message) => problems.push(`${p.join('.')}: ${message}`));
+  if (problems.length || !pg)
+    throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `dataset ${dataset.name}: ${problems.join('; ')}`, { problems });
+  return { index, name: dataset.name, archive: dataset.archive, pg: { ...pg, ownerRole: pg.ownerRole ?? pg.user } };
+}
+
+/** Whether the dataset is dumped inside the quiesce window (the dataset-level `quiesce` key is not used for postgres). */
+export const dumpsInWindow = (ds: PostgresDataset): boolean => ds.pg.quiesce;
+
+/**
+ * Read the password file: a regular file, not readable or writable by group or others
+ * (refused otherwise, naming the key), whose first line is the password.
+ */
+export async function readPasswordFile(ds: PostgresDataset): Promise<string | undefined> {
+  const file = ds.pg.passwordFile;
+  if (!file) return undefined;
+  const key = `datasets.${ds.index}.postgres.passwordFile`;
+  let st;
+  try {
+    st = await fsp.stat(file);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new BoxbackError(
+      'BOXBACK_ERR_PLAN_INVALID',
+      `${key}: cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : (e.code ?? e.message)}`,
+    );
+  }
+  if (!st.isFile()) throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `${key}: ${file} is not a regular file`);
+  if ((st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    throw new BoxbackError(
+      'BOXBACK_ERR_PLAN_INVALID',
+      `${key}: ${file} is accessible by group or others (mode ${mode}); refusing to use it: chmod 600 ${file}`,
+    );
+  }
+  const text = await fsp.readFile(file, 'utf8');
+  const password = text.split(/\r?\n/)[0];
+  if (!password) throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `${key}: ${file} is empty (its first line must be the password)`);
+  return password;
+}
