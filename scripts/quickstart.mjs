@@ -10,6 +10,7 @@
 //  7. print a summary with timings and stop everything it started
 //
 // Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir).
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -87,7 +88,8 @@ try {
 
   // What backup 1 must hold: every file but the live database, hashed now.
   const dbRel = path.relative(box1.root, box1.dbFile);
-  const isLive = (rel) => rel === dbRel || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml';
+  const isLive = (rel) =>
+    rel === dbRel || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml' || rel.includes('.boxback-safety-');
   const before = snapshot(box1.root, isLive);
 
   await step('backup 1 of gocd1 (server stopped only for the staging copy)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
@@ -108,7 +110,12 @@ try {
   const first = backups[0];
   say(`first backup: ${first.id}`);
 
-  await step(`restore ${first.id} onto gocd2 (a fresh box)`, () => cliOk(cluster, ['backup', 'restore', first.id, '--target', 'gocd2', '--yes']));
+  const restoreJob = await step(`restore ${first.id} onto gocd2 (a fresh box)`, async () => {
+    const r = await cliOk(cluster, ['backup', 'restore', first.id, '--target', 'gocd2', '--yes', '--json'], { show: false });
+    const { job, result } = JSON.parse(r.stdout);
+    say(`${result.status} in ${(result.durationMs / 1000).toFixed(1)} s (job ${job.id})`);
+    return job;
+  });
 
   const results = await step('prove it', async () => {
     const after = snapshot(box2.root, isLive);
@@ -116,23 +123,29 @@ try {
     const envRel = path.relative(box1.root, box1.envFile);
     const differ = diff(before, after).filter((k) => k !== envRel);
     const env = readFileSync(box2.envFile, 'utf8');
-    const liveDb = readFileSync(box1.dbFile, 'utf8');
-    const restoredDb = readFileSync(box2.dbFile, 'utf8');
-    const restoredRecords = restoredDb.split('\n').filter((l) => l.startsWith('record ')).length;
+    // The database as backup 1 holds it; the live one and the restored one (whose server
+    // has gone on writing since) must both start with exactly those bytes.
+    const backupDir = path.join(cluster.store, 'gocd1', `backup_${first.id.split('@')[1]}`);
+    const atBackup = execFileSync('unzip', ['-p', path.join(backupDir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString('latin1');
+    const liveDb = readFileSync(box1.dbFile, 'latin1');
+    const restoredDb = readFileSync(box2.dbFile, 'latin1');
+    const restoredRecords = atBackup.split('\n').filter((l) => l.startsWith('record ')).length;
     return {
       filesCompared: Object.keys(before).length,
       differ,
       hostFileRewritten: env.includes('gocd-box-2') && env.includes('10.20.0.12') && !env.includes('10.20.0.11'),
       // The stand-in only appends, so a consistent copy of the database is a prefix of the live one.
-      dbConsistentPrefix: liveDb.startsWith(restoredDb.slice(0, restoredDb.lastIndexOf('\n') + 1)),
+      dbConsistentPrefix: liveDb.startsWith(atBackup) && restoredDb.startsWith(atBackup) && atBackup.endsWith('\n'),
       restoredRecords,
       healthy: await box2.healthy(),
     };
   });
   say(`files compared: ${results.filesCompared}, differing: ${results.differ.length ? results.differ.join(', ') : 'none'}`);
-  say(`database restored as a consistent prefix of the live one: ${results.dbConsistentPrefix} (${results.restoredRecords} records)`);
+  say(`database: backed up as a consistent prefix of the live one and restored byte for byte: ${results.dbConsistentPrefix} (${results.restoredRecords} committed records)`);
   say(`host file rewritten for gocd2's hostname and address: ${results.hostFileRewritten}`);
   say(`restored server healthy: ${results.healthy}`);
+  await step('confirm the restore (drops the safety copies of the old data)', () => cliOk(cluster, ['restore', 'confirm', restoreJob.id]));
+  await step('status', () => cliOk(cluster, ['status']));
   const ok = results.differ.length === 0 && results.hostFileRewritten && results.dbConsistentPrefix && results.healthy;
 
   say('\n== summary');

@@ -51,11 +51,51 @@ describe('controller.yaml', () => {
     ['a bad RPO', `${GOOD}defaultRpoSeconds: soon\n`, /defaultRpoSeconds/],
     ['a PostgreSQL catalog', GOOD.replace('state/catalog.db', 'postgres://db/boxback'), /catalog: PostgreSQL/],
     ['bad YAML', 'listen: [\n', /not valid YAML/],
+    ['a bad cron', `${GOOD}schedules:\n  - { name: nightly, cron: "61 * * * *" }\n`, /schedules\.0\.cron: bad cron expression/],
+    [
+      'a drill schedule without a drill host',
+      `${GOOD}schedules:\n  - { name: d, cron: "0 3 * * 0", kind: drill }\n`,
+      /schedules\.0\.drillHost/,
+    ],
+    [
+      'two schedules of one name',
+      `${GOOD}schedules:\n  - { name: a, cron: "0 * * * *" }\n  - { name: a, cron: "5 * * * *" }\n`,
+      /schedules\.1\.name: two schedules/,
+    ],
+    ['an unknown retention key', `${GOOD}retention:\n  default: { keepForever: 3 }\n`, /retention\.default/],
+    ['a bad group policy', `${GOOD}retention:\n  groups: { gocd: { keepDaily: -1 } }\n`, /retention\.groups\.gocd\.keepDaily/],
+    ['a bad webhook URL', `${GOOD}notify:\n  webhooks:\n    - url: ftp://x/y\n`, /notify\.webhooks\.0\.url/],
   ])('rejects %s: exit 2, one line naming it', async (_what, text, re) => {
     const r = await check(write(`bad-${Math.random().toString(36).slice(2)}.yaml`, text));
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(re);
     expectOneLineNoStack(r.stderr);
+  });
+
+  it('takes schedules, retention per default/group/host and webhooks', async () => {
+    const f = write(
+      'policies.yaml',
+      `${GOOD}schedules:
+  - { name: nightly, cron: "0 2 * * *", timezone: Europe/Berlin, group: gocd, jitterSeconds: 600 }
+  - { name: weekly-drill, cron: "0 4 * * 0", kind: drill, hosts: [gocd1], drillHost: spare1 }
+retention:
+  default: { keepLast: 3, keepDaily: 7, keepManual: 5 }
+  groups: { gocd: { keepDaily: 14, keepWeekly: 8 } }
+  hosts: { gocd1: { keepMonthly: 12 } }
+notify:
+  webhooks:
+    - { url: "https://hooks.example.com/boxback", events: [failure, at-risk, success] }
+`,
+    );
+    const r = await check(f);
+    expect(r.code, r.stderr).toBe(0);
+    const c = loadControllerConfig(f);
+    expect(c.schedules.map((s) => [s.name, s.kind, s.retry.attempts])).toEqual([
+      ['nightly', 'backup', 2],
+      ['weekly-drill', 'drill', 2],
+    ]);
+    expect(c.retention).toMatchObject({ timezone: 'UTC', groups: { gocd: { keepDaily: 14 } }, hosts: { gocd1: { keepMonthly: 12 } } });
+    expect(c.webhooks[0]).toMatchObject({ events: ['failure', 'at-risk', 'success'], retries: 3 });
   });
 
   it('reports a missing file and a missing --config the same way', async () => {

@@ -105,8 +105,10 @@ export async function startStubAgent(o: {
   backupMs?: number;
   hold?: boolean;
   tracker?: FleetTracker;
+  /** A certificate to serve with (one whose SANs name many stub agents saves a key per agent). */
+  tls?: { ca: string; cert: string; key: string };
 }): Promise<StubAgent> {
-  const tls = await o.certs.agent(o.name);
+  const tls = o.tls ?? (await o.certs.agent(o.name));
   const server = new grpc.Server();
   const waiters: Array<() => void> = [];
   let currentJob = '';

@@ -35,7 +35,23 @@ let cluster: Cluster;
 let box1: Box;
 let box2: Box;
 const live = (box: Box) => (rel: string) =>
-  rel === path.relative(box.root, box.dbFile) || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml';
+  rel === path.relative(box.root, box.dbFile) ||
+  rel.startsWith('run') ||
+  rel.startsWith('var/log') ||
+  rel === 'plan.yaml' ||
+  rel.includes('.boxback-safety-');
+function safetyCopies(root: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = path.join(d, name);
+      if (name.includes('.boxback-safety-')) out.push(path.relative(root, p));
+      else if (lstatSync(p).isDirectory()) walk(p);
+    }
+  };
+  walk(root);
+  return out;
+}
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-e2e-'));
@@ -89,7 +105,7 @@ describe('backup and restore through the CLI, controller and agent', () => {
     expect(names).toEqual(expect.arrayContaining(['db.zip', 'config-dir.zip', 'wrapper-config-dir.zip', 'config-repo.zip', 'version.txt', 'manifest.json', 'artifacts', 'test-reports']));
     expect(readFileSync(path.join(bdir, 'version.txt'), 'utf8')).toBe(box1.version);
     const { execFileSync } = await import('node:child_process');
-    dbAtBackup = execFileSync('unzip', ['-p', path.join(bdir, 'db.zip'), 'cruise.mv.db']).toString('latin1');
+    dbAtBackup = execFileSync('unzip', ['-p', path.join(bdir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString('latin1');
   });
 
   it('restores in place: the bytes equal those backed up and the server runs again', async () => {
@@ -97,11 +113,21 @@ describe('backup and restore through the CLI, controller and agent', () => {
     writeFileSync(path.join(box1.artifacts, 'stray.log'), 'not in the backup\n');
     rmSync(path.join(box1.shine, 'pipe-1'), { recursive: true });
 
-    const r = await cluster.cli(['backup', 'restore', backupId, '--yes']);
+    const r = await cluster.cli(['backup', 'restore', backupId, '--yes', '--json']);
     expect(r.code, r.stderr).toBe(0);
+    const { job, result } = JSON.parse(r.stdout);
+    expect(result.status).toBe('Completed');
     expect(snapshot(box1.root, live(box1))).toEqual(before);
     expect(readFileSync(box1.dbFile, 'latin1').startsWith(dbAtBackup)).toBe(true);
     expect(await box1.healthy()).toBe(true);
+
+    // The old data is kept aside until the operator confirms the restore.
+    expect(safetyCopies(box1.root).length).toBeGreaterThan(0);
+    const status = await cluster.cli(['status', '--json']);
+    expect(status.stdout).toMatch(/"safetyCopies":\s*[1-9]/);
+    const c = await cluster.cli(['restore', 'confirm', job.id]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(safetyCopies(box1.root)).toEqual([]);
   });
 
   it('restores onto another box, rewriting its host file for its own address', async () => {

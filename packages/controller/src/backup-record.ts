@@ -14,9 +14,9 @@ import {
   type JobResult,
   type Manifest,
 } from '@boxback/common';
-import type { BackupRow, BackupStatus } from './catalog/types.js';
+import type { BackupStatus, NewBackup } from './catalog/types.js';
 
-export type NewBackupRow = Omit<BackupRow, 'restorable'>;
+export type NewBackupRow = NewBackup;
 
 function backupStatusOf(jobStatus: string): BackupStatus {
   if (jobStatus === 'Completed' || jobStatus === 'PartiallyFailed') return jobStatus;

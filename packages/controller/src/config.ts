@@ -6,6 +6,9 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError, loadYamlFile, resolveFrom } from '@boxback/common';
+import { notifierConfigSchema, type NotifierConfig } from './policy/notify.js';
+import { isValidTimeZone, retentionPolicySchema, type RetentionPolicy } from './policy/retention.js';
+import { scheduleSchema, type Schedule } from './policy/schedule.js';
 
 const listenRe = /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/;
 
@@ -46,8 +49,53 @@ const controllerConfigSchema = z
     pollSeconds: duration.default(15),
     /** How long SIGTERM waits for running jobs before leaving them to reconciliation. */
     shutdownGraceSeconds: duration.default(10),
+    /** Cron schedules of backups, verifications and restore drills (see policy/schedule.ts). */
+    schedules: z.array(scheduleSchema).default([]),
+    /** Retention policies: the default, per group, per host (the most specific one wins). */
+    retention: z
+      .object({
+        /** Time zone the hourly/daily/weekly/monthly buckets are cut in. */
+        timezone: z.string().default('UTC').refine(isValidTimeZone, 'unknown time zone: want an IANA name such as UTC or Europe/Berlin'),
+        default: retentionPolicySchema.optional(),
+        groups: z.record(z.string(), retentionPolicySchema).default({}),
+        hosts: z.record(z.string(), retentionPolicySchema).default({}),
+      })
+      .strict()
+      .optional(),
+    /** Webhook notifications on failure, at-risk and (opt-in) success. */
+    notify: z
+      .object({
+        webhooks: z.array(notifierConfigSchema).default([]),
+        /** How often at-risk is evaluated besides each status call. */
+        atRiskCheckSeconds: duration.default(60),
+      })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.schedules.forEach((s, i) => {
+      if (seen.has(s.name))
+        ctx.addIssue({ code: 'custom', path: ['schedules', i, 'name'], message: `two schedules are named "${s.name}"` });
+      seen.add(s.name);
+      if (s.kind === 'drill' && !s.drillHost)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['schedules', i, 'drillHost'],
+          message: 'a drill schedule needs drillHost: the host to restore onto',
+        });
+      if (s.kind !== 'drill' && s.drillHost)
+        ctx.addIssue({ code: 'custom', path: ['schedules', i, 'drillHost'], message: 'only drill schedules take drillHost' });
+    });
+  });
+
+export interface RetentionConfig {
+  readonly timezone: string;
+  readonly default?: RetentionPolicy;
+  readonly groups: Readonly<Record<string, RetentionPolicy>>;
+  readonly hosts: Readonly<Record<string, RetentionPolicy>>;
+}
 
 export interface ControllerConfig {
   readonly file: string;
@@ -60,6 +108,11 @@ export interface ControllerConfig {
   readonly metricsListen?: string;
   readonly pollSeconds: number;
   readonly shutdownGraceSeconds: number;
+  readonly schedules: readonly Schedule[];
+  /** Undefined: no retention (nothing is ever deleted automatically). */
+  readonly retention?: RetentionConfig;
+  readonly webhooks: readonly NotifierConfig[];
+  readonly atRiskCheckSeconds: number;
 }
 
 export function loadControllerConfig(file: string): ControllerConfig {
@@ -82,5 +135,9 @@ export function loadControllerConfig(file: string): ControllerConfig {
     metricsListen: raw.metrics?.listen,
     pollSeconds: Math.max(1, parseDuration(raw.pollSeconds)),
     shutdownGraceSeconds: parseDuration(raw.shutdownGraceSeconds),
+    schedules: Object.freeze(raw.schedules),
+    retention: raw.retention && Object.freeze({ ...raw.retention }),
+    webhooks: Object.freeze(raw.notify?.webhooks ?? []),
+    atRiskCheckSeconds: Math.max(1, parseDuration(raw.notify?.atRiskCheckSeconds ?? 60)),
   });
 }

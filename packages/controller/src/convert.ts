@@ -35,6 +35,11 @@ export function backupMsg(b: BackupRow, withManifest = false) {
     manifestJson: withManifest ? b.manifestJson : '',
     quiesceWindowMs: b.quiesceWindowMs,
     fileCount: b.fileCount,
+    initiatedVia: b.initiatedVia,
+    drillPassedAtMs: b.drillPassedAtMs,
+    drillDurationMs: b.drillDurationMs,
+    drillResult: b.drillResult,
+    drillAtMs: b.drillAtMs,
   };
 }
 

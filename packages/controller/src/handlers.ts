@@ -12,6 +12,10 @@ import type { BackupRow, Catalog, HostRow } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
+import type { DrillRunner } from './drill.js';
+import type { Notifications } from './notifications.js';
+import type { RetentionRunner } from './retention.js';
+import type { ScheduleRunner } from './scheduling.js';
 import type { HostMonitor } from './status.js';
 
 export interface Ctx {
@@ -21,7 +25,14 @@ export interface Ctx {
   jobs: JobRunner;
   monitor: HostMonitor;
   log: Logger;
+  retention: RetentionRunner;
+  schedules: ScheduleRunner;
+  drills: DrillRunner;
+  notifications: Notifications;
 }
+
+/** What deleting a backup needs (the daemon's Ctx, or a part of it). */
+export type DeleteCtx = Pick<Ctx, 'config' | 'catalog' | 'agents' | 'jobs' | 'log'>;
 
 // Requests as proto-loader delivers them (every field present, defaults filled in);
 // each handler checks the fields it uses.
@@ -98,6 +109,7 @@ export async function addHost(ctx: Ctx, r: Req) {
     });
   }
   await ctx.catalog.addHost(row);
+  await ctx.schedules.refreshHosts();
   return hostMsg(row);
 }
 
@@ -108,6 +120,7 @@ export async function removeHost(ctx: Ctx, r: Req) {
   if (!removed) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no host "${r.name}": list hosts with \`boxback hosts list\``);
   ctx.agents.drop(r.name);
   ctx.monitor.forget(r.name);
+  await ctx.schedules.refreshHosts();
   return { removed };
 }
 
@@ -164,7 +177,11 @@ export async function restoreBackup(ctx: Ctx, r: Req, caller: Caller) {
 }
 
 export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupResponse> {
-  const b = await mustBackup(ctx, r.backupId);
+  return verifyOne(ctx, await mustBackup(ctx, r.backupId));
+}
+
+/** Re-check every checksum of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
+export async function verifyOne(ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'>, b: BackupRow): Promise<VerifyBackupResponse> {
   const dir = resolveInStore(ctx.config.store, b.path);
   let res: VerifyBackupResponse;
   const local = await fsp.stat(dir).then(
@@ -175,7 +192,12 @@ export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupRespon
     res = await verifyBackupDir(dir);
   } else {
     // the store is not mounted here: the host's agent checks it
-    const host = await mustHost(ctx, b.host);
+    const host = await ctx.catalog.getHost(b.host);
+    if (!host)
+      throw new BoxbackError(
+        'BOXBACK_ERR_NOT_FOUND',
+        `backup ${b.id} is not in this controller's store and its host ${b.host} is not registered`,
+      );
     res = await ctx.agents.get(host).verifyBackup(b.path);
   }
   await ctx.catalog.updateBackup(b.id, {
@@ -205,8 +227,13 @@ async function ownBytes(dir: string): Promise<number> {
 
 export async function deleteBackup(ctx: Ctx, r: Req) {
   const b = await mustBackup(ctx, r.backupId);
+  return { deleted: true, freedBytes: await removeBackup(ctx, b) };
+}
+
+/** Delete a backup from the store (by its agent, else locally) and the catalog; returns the bytes freed. */
+export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number> {
   for (const a of ctx.jobs.activeJobs()) {
-    if (a.row.kind === 'restore' && a.row.backupId === b.id)
+    if ((a.row.kind === 'restore' || a.row.kind === 'drill') && a.row.backupId === b.id)
       throw new BoxbackError('BOXBACK_ERR_BUSY', `restore job ${a.row.id} is reading ${b.id}; wait for it`);
   }
   const dir = resolveInStore(ctx.config.store, b.path);
@@ -228,7 +255,17 @@ export async function deleteBackup(ctx: Ctx, r: Req) {
     await fsp.rm(dir, { recursive: true, force: true });
   }
   await ctx.catalog.deleteBackup(b.id);
-  return { deleted: true, freedBytes: freed };
+  return freed;
+}
+
+export async function pruneBackups(ctx: Ctx, r: Req, caller: Caller) {
+  if (r.host) await mustHost(ctx, r.host);
+  return ctx.retention.prune({ host: r.host || undefined, dryRun: Boolean(r.dryRun), by: caller.name });
+}
+
+export async function runDrill(ctx: Ctx, r: Req, caller: Caller) {
+  const row = await ctx.drills.start(r.host ?? '', r.drillHost ?? '', caller.name);
+  return jobMsg(row);
 }
 
 export async function confirmRestore(ctx: Ctx, r: Req) {

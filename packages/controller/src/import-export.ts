@@ -151,7 +151,7 @@ async function place(d: ImportDeps, tmp: string, host: string, ts: string, origi
   await fsp.rename(tmp, final);
   await fsyncDir(path.dirname(final));
   const row = await rowFromStoreDir(d.store, rel, '');
-  return d.catalog.putBackup({ ...row, origin });
+  return d.catalog.putBackup({ ...row, origin, initiatedVia: 'import' });
 }
 
 async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: string): Promise<BackupRow> {

@@ -54,6 +54,10 @@ export interface RestoreOptions {
   dryRun: boolean;
   force: boolean;
   requestedBy: string;
+  /** A restore drill: runs as a "drill" job; `afterResult` runs before the result is published. */
+  drill?: boolean;
+  /** Called with the agent's result before the job is recorded and its watchers are told. */
+  afterResult?: (result: JobResult, row: JobRow) => Promise<void>;
 }
 
 export function newJobId(kind: JobKind): string {
@@ -89,8 +93,7 @@ export class JobRunner {
   private readonly active = new Map<string, ActiveJob>();
   private readonly watchers = new Map<string, Set<AsyncQueue<JobEvent>>>();
   private shuttingDown = false;
-  /** Called after every job ends (metrics refresh). */
-  onFinish?: (row: JobRow) => void;
+  private readonly finishListeners: Array<(row: JobRow, result: JobResult) => void> = [];
 
   constructor(
     private readonly catalog: Catalog,
@@ -99,6 +102,23 @@ export class JobRunner {
     fleetConcurrency: number,
   ) {
     this.fleet = new Semaphore(fleetConcurrency);
+  }
+
+  /** Called after every job ends (metrics, retention, notifications); a listener never fails a job. */
+  onFinish(fn: (row: JobRow, result: JobResult) => void): void {
+    this.finishListeners.push(fn);
+  }
+
+  /** Resolves with the job's final row once it has ended (at once for a finished job). */
+  async waitFor(jobId: string): Promise<JobRow | undefined> {
+    const a = this.active.get(jobId);
+    if (a) await a.done;
+    return this.catalog.getJob(jobId);
+  }
+
+  /** The job of a host that is Queued or Running (this process's, else the catalog's). */
+  async busyWith(host: string): Promise<string | undefined> {
+    return this.activeJobFor(host)?.row.id ?? (await this.catalog.listJobs({ host, states: ACTIVE_JOB_STATES, limit: 1 }))[0]?.id;
   }
 
   /** Jobs this process runs or watches now. */
@@ -119,8 +139,7 @@ export class JobRunner {
   private async refuseBusy(hosts: string[]): Promise<void> {
     const busy: string[] = [];
     for (const h of hosts) {
-      const a = this.activeJobFor(h);
-      const id = a?.row.id ?? (await this.catalog.listJobs({ host: h, states: ACTIVE_JOB_STATES, limit: 1 }))[0]?.id;
+      const id = await this.busyWith(h);
       if (id) busy.push(`${h} (job ${id})`);
     }
     if (busy.length) {
@@ -184,7 +203,7 @@ export class JobRunner {
     this.refuseIfShuttingDown();
     await this.refuseBusy([target.name]);
     const params = { backupPath: backup.path, dryRun: opts.dryRun, force: opts.force };
-    const row = this.newRow('restore', target.name, opts.requestedBy, params);
+    const row = this.newRow(opts.drill ? 'drill' : 'restore', target.name, opts.requestedBy, params);
     row.backupId = backup.id;
     await this.catalog.createJob(row);
     this.start(row, async (a) => {
@@ -247,7 +266,7 @@ export class JobRunner {
     try {
       const row = rowFromResult(host.name, a.row.id, result);
       if (row) {
-        const saved = await this.catalog.putBackup(row);
+        const saved = await this.catalog.putBackup({ ...row, initiatedVia: opts.via });
         if (result.status === 'Completed' && !saved.restorable) {
           result.warnings = [...result.warnings, 'the agent sent no readable manifest: the backup is not Restorable'];
           result.status = 'PartiallyFailed';
@@ -272,6 +291,14 @@ export class JobRunner {
     const result = await this.drive(a, agent.restore(req, a.abort.signal));
     if (!result) return;
     result.backupId ||= backup.id;
+    if (opts.afterResult) {
+      try {
+        await opts.afterResult(result, a.row);
+      } catch (err) {
+        log.error({ err }, 'after-restore step failed');
+        result.warnings = [...result.warnings, `after the restore: ${(err as Error).message}`];
+      }
+    }
     await this.finish(a, result);
     log.info({ status: result.status, error: result.errorMessage || undefined }, 'restore ended');
   }
@@ -285,7 +312,7 @@ export class JobRunner {
     if (phaseChanged || now - a.lastPersistMs >= PERSIST_EVERY_MS) {
       a.lastPersistMs = now;
       a.row.progressJson = JSON.stringify(p);
-      await this.catalog.updateJob(a.row.id, { phase: p.phase, progressJson: a.row.progressJson });
+      await this.catalog.updateJobProgress(a.row.id, p.phase, a.row.progressJson);
     }
   }
 
@@ -312,7 +339,13 @@ export class JobRunner {
     this.emit(a.row.id, { result: { ...result, manifestJson: '' } });
     for (const q of this.watchers.get(a.row.id) ?? []) q.end();
     this.watchers.delete(a.row.id);
-    this.onFinish?.(a.row);
+    for (const fn of this.finishListeners) {
+      try {
+        fn(a.row, result);
+      } catch (err) {
+        this.log.error({ err, jobId: a.row.id }, 'job finish listener failed');
+      }
+    }
   }
 
   private emit(jobId: string, ev: JobEvent): void {

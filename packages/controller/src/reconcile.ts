@@ -57,6 +57,14 @@ async function askAgent(d: ReconcileDeps, host: HostRow): Promise<AgentInfo | Er
   return last;
 }
 
+function viaOf(row: JobRow): string {
+  try {
+    return String((JSON.parse(row.paramsJson) as { via?: string }).via ?? 'cli');
+  } catch {
+    return 'cli';
+  }
+}
+
 async function concludeBackup(d: ReconcileDeps, row: JobRow): Promise<JobResult> {
   const since = row.startedAtMs - 2_000;
   const known = new Set((await d.catalog.listBackups(row.host)).map((b) => b.path));
@@ -64,7 +72,7 @@ async function concludeBackup(d: ReconcileDeps, row: JobRow): Promise<JobResult>
     if (known.has(rel)) continue;
     const b = await rowFromStoreDir(d.store, rel, row.id).catch(() => undefined);
     if (!b || b.createdAtMs < since) continue;
-    await d.catalog.putBackup(b);
+    await d.catalog.putBackup({ ...b, initiatedVia: viaOf(row) });
     return {
       ...emptyResult(row.id),
       status: 'Completed',

@@ -28,6 +28,10 @@ import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
 import { backupMsg } from './convert.js';
 import { MetricsFeed } from './metrics.js';
+import { DrillRunner } from './drill.js';
+import { Notifications } from './notifications.js';
+import { RetentionRunner } from './retention.js';
+import { ScheduleRunner } from './scheduling.js';
 
 // Requests as proto-loader delivers them (every field present, defaults filled in);
 // each handler checks the fields it uses.
@@ -53,7 +57,23 @@ export class ControllerServer {
     const agents = new AgentClients(config.tls);
     const jobs = new JobRunner(catalog, agents, log, config.concurrency);
     const monitor = new HostMonitor(catalog, agents, jobs, log, config.defaultRpoSeconds);
-    this.ctx = { config, catalog, agents, jobs, monitor, log };
+    const base = { config, catalog, agents, jobs, log };
+    const retention = new RetentionRunner(base, log.child({ part: 'retention' }));
+    const drills = new DrillRunner(base, log.child({ part: 'drill' }));
+    const notifications = new Notifications(config.webhooks, log.child({ part: 'notify' }));
+    const schedules = new ScheduleRunner({
+      schedules: config.schedules,
+      catalog,
+      jobs,
+      drills,
+      verify: (b) => H.verifyOne(base, b),
+      log: log.child({ part: 'scheduler' }),
+    });
+    monitor.nextRuns = () => schedules.nextRuns();
+    monitor.onAtRisk = (h) => notifications.report(h);
+    jobs.onFinish((row, result) => retention.onJobFinished(row, result));
+    jobs.onFinish((row, result) => notifications.onJobFinished(row, result));
+    this.ctx = { ...base, monitor, retention, drills, notifications, schedules };
     this.auth = new Authenticator(catalog);
   }
 
@@ -70,10 +90,12 @@ export class ControllerServer {
       throw err;
     }
     s.ctx.monitor.start(config.pollSeconds);
+    await s.ctx.schedules.start();
+    s.ctx.notifications.start(config.atRiskCheckSeconds, () => s.ctx.monitor.status(false), log);
     if (config.metricsListen) {
       s.metrics = new MetricsFeed(catalog, s.ctx.monitor, config.defaultRpoSeconds, log);
       const feed = s.metrics;
-      s.ctx.jobs.onFinish = () => void feed.refresh();
+      s.ctx.jobs.onFinish(() => void feed.refresh());
       try {
         s.metricsPort = await s.metrics.start(config.metricsListen);
       } catch (err) {
@@ -243,6 +265,18 @@ export class ControllerServer {
       ),
       ListTokens: this.unary('ListTokens', admin('list tokens'), () => H.listTokens(c)),
       ListAudit: this.unary('ListAudit', admin('read the audit log'), (r) => H.listAudit(c, r)),
+      PruneBackups: this.unary(
+        'PruneBackups',
+        admin('prune backups'),
+        (r, who) => H.pruneBackups(c, r, who),
+        (r) => `${r.host || '(all hosts)'}${r.dryRun ? ' (dry run)' : ''}`,
+      ),
+      RunDrill: this.unary(
+        'RunDrill',
+        admin('run restore drills'),
+        (r, who) => H.runDrill(c, r, who),
+        (r) => `${r.host} -> ${r.drillHost}`,
+      ),
     };
   }
 
@@ -260,6 +294,7 @@ export class ControllerServer {
     if (this.metrics) this.metrics.serving = false;
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+    this.ctx.schedules.stop();
     await this.ctx.jobs.shutdown(this.ctx.config.shutdownGraceSeconds * 1000);
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
@@ -274,6 +309,7 @@ export class ControllerServer {
     });
     await this.ctx.monitor.stop();
     await this.metrics?.close();
+    await this.ctx.notifications.stop();
     this.ctx.agents.closeAll();
     await this.ctx.catalog.close();
     log.info('stopped');
@@ -293,5 +329,7 @@ function detailOf(action: string, res: unknown): string {
   if (action === 'VerifyBackup') return r.ok ? 'ok' : `${r.problems?.length ?? 0} problem(s)`;
   if (action === 'DeleteBackup') return `freed ${r.freedBytes ?? 0} bytes`;
   if (action === 'ImportBackup') return `as ${r.id}`;
+  if (action === 'PruneBackups') return r.dryRun ? 'dry run' : `deleted ${r.deleted ?? 0}, freed ${r.freedBytes ?? 0} bytes`;
+  if (action === 'RunDrill') return `job ${r.id}`;
   return '';
 }

@@ -3,13 +3,16 @@
  * parallelism), keeps the answers in memory and records plan, versions and last-seen in
  * the catalog. GetStatus answers from that memory (fast at hundreds of hosts) unless the
  * caller asks for a refresh; a host never polled yet is asked inline.
- * At risk: no Restorable backup younger than the host's RPO (or the default RPO).
+ * At risk: no Restorable backup younger than the host's RPO (or the default RPO); every
+ * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
+ * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
 import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import type { Catalog, HostRow } from './catalog/types.js';
+import type { Catalog, HostRow, HostUpdate } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
+import type { AtRiskInput } from './notifications.js';
 
 interface Seen {
   atMs: number;
@@ -21,6 +24,16 @@ export class HostMonitor {
   private readonly seen = new Map<string, Seen>();
   private timer?: NodeJS.Timeout;
   private polling?: Promise<void>;
+  /** Hosts and their newest Restorable / drilled backups as of a catalog generation. */
+  private cache?: {
+    generation: number;
+    hosts: HostRow[];
+    backups: Awaited<ReturnType<Catalog['statusBackups']>>;
+  };
+  /** Next scheduled backup per host (the scheduler's). */
+  nextRuns: () => Map<string, number> = () => new Map();
+  /** Told each host's at-risk flag whenever status is computed (webhooks). */
+  onAtRisk: (h: AtRiskInput) => void = () => undefined;
 
   constructor(
     private readonly catalog: Catalog,
@@ -54,25 +67,30 @@ export class HostMonitor {
     return this.seen.get(name);
   }
 
+  /** Ask every agent (8 at a time: a background poll must not starve status calls); record what they report in one transaction. */
   async pollAll(): Promise<void> {
     const hosts = await this.catalog.listHosts();
-    await mapLimit(hosts, 32, (h) => this.poll(h));
+    const updates: Array<{ name: string; update: HostUpdate }> = [];
+    await mapLimit(hosts, 8, (h) => this.poll(h, 3_000, updates));
+    if (updates.length) await this.catalog.updateHosts(updates);
   }
 
-  /** Ask one agent; remember the answer; record what it reports in the catalog. */
-  async poll(h: HostRow, deadlineMs = 3_000): Promise<Seen> {
+  /** Ask one agent; remember the answer; record what it reports in the catalog (or in `batch`). */
+  async poll(h: HostRow, deadlineMs = 3_000, batch?: Array<{ name: string; update: HostUpdate }>): Promise<Seen> {
     const now = Date.now();
     try {
       const info = await this.agents.get(h).getInfo(deadlineMs);
       const s: Seen = { atMs: now, info };
       this.seen.set(h.name, s);
-      await this.catalog.updateHost(h.name, {
+      const update = {
         planName: info.planName,
         product: info.product,
         productVersion: info.productVersion,
         agentVersion: info.agentVersion,
         lastSeenMs: now,
-      });
+      };
+      if (batch) batch.push({ name: h.name, update });
+      else await this.catalog.updateHost(h.name, update);
       return s;
     } catch (err) {
       const s: Seen = { atMs: now, error: (err as Error).message };
@@ -83,16 +101,28 @@ export class HostMonitor {
 
   async status(refresh: boolean) {
     const now = Date.now();
-    const hosts = await this.catalog.listHosts();
+    if (this.cache?.generation !== this.catalog.generation) {
+      const generation = this.catalog.generation;
+      this.cache = { generation, hosts: await this.catalog.listHosts(), backups: await this.catalog.statusBackups() };
+    }
+    const { hosts, backups } = this.cache;
+    const { lastRestorable, lastDrilled } = backups;
+    const nextRuns = this.nextRuns();
     const out = await mapLimit(hosts, 32, async (h) => {
       let s = this.seen.get(h.name);
-      if (!s || refresh) s = await this.poll(h, refresh ? 3_000 : 1_500);
-      const fresh = (await this.catalog.getHost(h.name)) ?? h;
-      const last = await this.catalog.lastRestorable(h.name);
+      let fresh = h;
+      if (!s || refresh) {
+        s = await this.poll(h, refresh ? 3_000 : 1_500);
+        fresh = (await this.catalog.getHost(h.name)) ?? h;
+      }
+      const last = lastRestorable.get(h.name);
+      const drilled = lastDrilled.get(h.name);
       const ageS = last ? Math.max(0, Math.floor((now - last.createdAtMs) / 1000)) : -1;
       const rpo = h.rpoSeconds > 0 ? h.rpoSeconds : this.defaultRpoSeconds;
       const running = this.jobs.activeJobFor(h.name);
       const copies = s.info?.safetyCopies ?? [];
+      const atRisk = !last || ageS > rpo;
+      this.onAtRisk({ host: h.name, atRisk, lastGoodBackupId: last?.id ?? '', lastGoodAgeSeconds: ageS, rpoSeconds: rpo });
       return {
         host: hostMsg(fresh),
         reachable: Boolean(s.info),
@@ -100,10 +130,13 @@ export class HostMonitor {
         runningJob: running ? jobMsg(running.row, running.progress) : null,
         lastGoodBackup: last ? backupMsg(last) : null,
         lastGoodAgeSeconds: ageS,
-        nextRunMs: 0,
-        atRisk: !last || ageS > rpo,
+        nextRunMs: nextRuns.get(h.name) ?? 0,
+        atRisk,
         safetyCopies: copies.length,
         safetyCopyBytes: copies.reduce((n, c) => n + Number(c.sizeBytes), 0),
+        lastDrillBackupId: drilled?.id ?? '',
+        lastDrillAtMs: drilled?.drillPassedAtMs ?? 0,
+        lastDrillDurationMs: drilled?.drillDurationMs ?? 0,
       };
     });
     return {

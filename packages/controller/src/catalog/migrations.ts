@@ -82,6 +82,18 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
   CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
   `,
+  // 2: manual vs scheduled backups (retention), restore drill results, the scheduler's last fired slots.
+  `
+  ALTER TABLE backups ADD COLUMN initiated_via TEXT NOT NULL DEFAULT 'cli';
+  ALTER TABLE backups ADD COLUMN drill_passed_at_ms INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE backups ADD COLUMN drill_duration_ms INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE backups ADD COLUMN drill_result TEXT NOT NULL DEFAULT '';
+  ALTER TABLE backups ADD COLUMN drill_at_ms INTEGER NOT NULL DEFAULT 0;
+  CREATE TABLE schedule_slots (
+    name TEXT PRIMARY KEY,
+    last_slot_ms INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** Bring the schema up to date, one transaction per migration. Returns the new version. */

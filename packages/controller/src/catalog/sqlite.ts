@@ -9,12 +9,29 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
 import { migrate } from './migrations.js';
-import type { AuditEntry, BackupRow, BackupUpdate, Catalog, HostRow, HostUpdate, JobRow, JobState, JobUpdate, TokenRow } from './types.js';
+import type {
+  AuditEntry,
+  BackupRow,
+  BackupUpdate,
+  Catalog,
+  HostRow,
+  HostUpdate,
+  JobRow,
+  JobState,
+  JobUpdate,
+  NewBackup,
+  TokenRow,
+} from './types.js';
 
 type Row = Record<string, unknown>;
 
 const camelToSnake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-const snakeToCamel = (k: string) => k.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+const camelNames = new Map<string, string>();
+const snakeToCamel = (k: string): string => {
+  let c = camelNames.get(k);
+  if (c === undefined) camelNames.set(k, (c = k.replace(/_([a-z])/g, (_m, ch: string) => ch.toUpperCase())));
+  return c;
+};
 
 function fromDb(row: Row): Row {
   const out: Row = {};
@@ -31,7 +48,8 @@ function toHost(row: Row): HostRow {
 
 /** Listing columns: everything but the (large) manifest, and whether there is one. */
 const BACKUP_LIST_COLUMNS = `id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path, product_version,
-  job_id, origin, quiesce_window_ms, file_count, warning_count, error_count, error_message, (manifest_json != '') AS has_manifest`;
+  job_id, origin, quiesce_window_ms, file_count, warning_count, error_count, error_message, initiated_via, drill_passed_at_ms,
+  drill_at_ms, drill_duration_ms, drill_result, (manifest_json != '') AS has_manifest`;
 
 function toBackup(row: Row): BackupRow {
   const r = fromDb(row) as unknown as BackupRow & { verifyFailed: number | boolean; hasManifest?: number };
@@ -62,11 +80,23 @@ function setClause(u: Record<string, unknown>, rename: Record<string, string> = 
 
 export class SqliteCatalog implements Catalog {
   readonly schemaVersion: number;
+  generation = 0;
   private readonly db: Database.Database;
+  /** Prepared statements by SQL text: preparing costs more than running (status asks hundreds per call). */
+  private readonly stmts = new Map<string, Database.Statement>();
 
   private constructor(db: Database.Database, version: number) {
     this.db = db;
     this.schemaVersion = version;
+  }
+
+  private stmt(sql: string): Database.Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
   }
 
   /** Open (creating if needed) and migrate the catalog file. */
@@ -94,13 +124,12 @@ export class SqliteCatalog implements Catalog {
   // ---- hosts
 
   async addHost(h: HostRow): Promise<void> {
+    this.generation++;
     try {
-      this.db
-        .prepare(
-          `INSERT INTO hosts (name, address, grp, rpo_seconds, plan_name, product, product_version, agent_version, last_seen_ms, created_at_ms)
+      this.stmt(
+        `INSERT INTO hosts (name, address, grp, rpo_seconds, plan_name, product, product_version, agent_version, last_seen_ms, created_at_ms)
            VALUES (@name, @address, @group, @rpoSeconds, @planName, @product, @productVersion, @agentVersion, @lastSeenMs, @createdAtMs)`,
-        )
-        .run(h);
+      ).run(h);
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
         throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `host ${h.name} is already registered; remove it first to change its address`);
@@ -110,89 +139,142 @@ export class SqliteCatalog implements Catalog {
   }
 
   async getHost(name: string): Promise<HostRow | undefined> {
-    const row = this.db.prepare('SELECT * FROM hosts WHERE name = ?').get(name) as Row | undefined;
+    const row = this.stmt('SELECT * FROM hosts WHERE name = ?').get(name) as Row | undefined;
     return row && toHost(row);
   }
 
   async listHosts(group?: string): Promise<HostRow[]> {
     const rows = group
-      ? this.db.prepare('SELECT * FROM hosts WHERE grp = ? ORDER BY name').all(group)
-      : this.db.prepare('SELECT * FROM hosts ORDER BY name').all();
+      ? this.stmt('SELECT * FROM hosts WHERE grp = ? ORDER BY name').all(group)
+      : this.stmt('SELECT * FROM hosts ORDER BY name').all();
     return (rows as Row[]).map(toHost);
   }
 
   async removeHost(name: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM hosts WHERE name = ?').run(name).changes > 0;
+    this.generation++;
+    return this.stmt('DELETE FROM hosts WHERE name = ?').run(name).changes > 0;
   }
 
   async updateHost(name: string, u: HostUpdate): Promise<void> {
+    this.generation++;
     const { sql, params } = setClause(u);
-    if (sql) this.db.prepare(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
+    if (sql) this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
+  }
+
+  async updateHosts(updates: ReadonlyArray<{ name: string; update: HostUpdate }>): Promise<void> {
+    this.generation++;
+    // What a poll learns (versions, last seen) is learnt again at the next poll: committed
+    // without an fsync of its own (WAL + NORMAL), so a fleet poll never stalls status calls.
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      this.db.transaction(() => {
+        for (const { name, update } of updates) {
+          const { sql, params } = setClause(update);
+          if (sql) this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
+        }
+      })();
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   // ---- backups
 
-  async putBackup(b: Omit<BackupRow, 'restorable'>): Promise<BackupRow> {
-    const row = { ...b, verifyFailed: Number(b.verifyFailed) } as Row;
-    this.db
-      .prepare(
-        `INSERT OR REPLACE INTO backups (id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path,
-           product_version, job_id, origin, manifest_json, quiesce_window_ms, file_count, warning_count, error_count, error_message)
+  async putBackup(b: NewBackup): Promise<BackupRow> {
+    this.generation++;
+    const row = { ...b, verifyFailed: Number(b.verifyFailed), initiatedVia: b.initiatedVia ?? 'cli' } as Row;
+    this.stmt(
+      `INSERT OR REPLACE INTO backups (id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path,
+           product_version, job_id, origin, manifest_json, quiesce_window_ms, file_count, warning_count, error_count, error_message,
+           initiated_via)
          VALUES (@id, @host, @createdAtMs, @sizeBytes, @consistency, @status, @verifiedAtMs, @verifyFailed, @path,
-           @productVersion, @jobId, @origin, @manifestJson, @quiesceWindowMs, @fileCount, @warningCount, @errorCount, @errorMessage)`,
-      )
-      .run(row);
+           @productVersion, @jobId, @origin, @manifestJson, @quiesceWindowMs, @fileCount, @warningCount, @errorCount, @errorMessage,
+           @initiatedVia)`,
+    ).run(row);
     return (await this.getBackup(b.id))!;
   }
 
   async getBackup(id: string): Promise<BackupRow | undefined> {
-    const row = this.db.prepare('SELECT * FROM backups WHERE id = ?').get(id) as Row | undefined;
+    const row = this.stmt('SELECT * FROM backups WHERE id = ?').get(id) as Row | undefined;
     return row && toBackup(row);
   }
 
   async listBackups(host?: string): Promise<BackupRow[]> {
     const rows = host
-      ? this.db.prepare(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? ORDER BY created_at_ms DESC, id DESC`).all(host)
-      : this.db.prepare(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups ORDER BY created_at_ms DESC, id DESC`).all();
+      ? this.stmt(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? ORDER BY created_at_ms DESC, id DESC`).all(host)
+      : this.stmt(`SELECT ${BACKUP_LIST_COLUMNS} FROM backups ORDER BY created_at_ms DESC, id DESC`).all();
     return (rows as Row[]).map(toBackup);
   }
 
   async lastRestorable(host: string): Promise<BackupRow | undefined> {
-    const row = this.db
-      .prepare(
-        `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? AND status = 'Completed' AND manifest_json != '' AND verify_failed = 0
+    const row = this.stmt(
+      `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? AND status = 'Completed' AND manifest_json != '' AND verify_failed = 0
          ORDER BY created_at_ms DESC, id DESC LIMIT 1`,
-      )
-      .get(host) as Row | undefined;
+    ).get(host) as Row | undefined;
+    return row && toBackup(row);
+  }
+
+  async statusBackups(): Promise<{ lastRestorable: Map<string, BackupRow>; lastDrilled: Map<string, BackupRow> }> {
+    const good = this.stmt(
+      `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE rowid IN (
+         SELECT (SELECT x.rowid FROM backups x WHERE x.host = h.name AND x.status = 'Completed' AND x.manifest_json != '' AND x.verify_failed = 0
+                 ORDER BY x.created_at_ms DESC, x.id DESC LIMIT 1) FROM hosts h)`,
+    ).all() as Row[];
+    const drilled = this.stmt(
+      `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE rowid IN (
+         SELECT (SELECT x.rowid FROM backups x WHERE x.host = h.name AND x.drill_passed_at_ms > 0
+                 ORDER BY x.drill_passed_at_ms DESC LIMIT 1) FROM hosts h)`,
+    ).all() as Row[];
+    const byHost = (rows: Row[]) => new Map(rows.map(toBackup).map((b) => [b.host, b]));
+    return { lastRestorable: byHost(good), lastDrilled: byHost(drilled) };
+  }
+
+  async lastDrilled(host: string): Promise<BackupRow | undefined> {
+    const row = this.stmt(
+      `SELECT ${BACKUP_LIST_COLUMNS} FROM backups WHERE host = ? AND drill_passed_at_ms > 0 ORDER BY drill_passed_at_ms DESC LIMIT 1`,
+    ).get(host) as Row | undefined;
     return row && toBackup(row);
   }
 
   async updateBackup(id: string, u: BackupUpdate): Promise<void> {
+    this.generation++;
     const { sql, params } = setClause(u);
-    if (sql) this.db.prepare(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
+    if (sql) this.stmt(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
   }
 
   async deleteBackup(id: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM backups WHERE id = ?').run(id).changes > 0;
+    this.generation++;
+    return this.stmt('DELETE FROM backups WHERE id = ?').run(id).changes > 0;
   }
 
   // ---- jobs
 
   async createJob(j: JobRow): Promise<void> {
     const cols = Object.keys(j);
-    this.db
-      .prepare(`INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`)
-      .run(j as unknown as Row);
+    this.stmt(`INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(
+      j as unknown as Row,
+    );
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    const row = this.stmt('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     return row && toJob(row);
   }
 
   async updateJob(id: string, u: JobUpdate): Promise<void> {
     const { sql, params } = setClause(u);
-    if (sql) this.db.prepare(`UPDATE jobs SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
+    if (sql) this.stmt(`UPDATE jobs SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
+  }
+
+  async updateJobProgress(id: string, phase: string, progressJson: string): Promise<void> {
+    // WAL + synchronous=NORMAL: committed without an fsync; a power cut may lose this progress
+    // (never a job's state or a backup row), and the next FULL commit makes it durable.
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      this.stmt('UPDATE jobs SET phase = ?, progress_json = ? WHERE id = ?').run(phase, progressJson, id);
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   async listJobs(filter: { states?: readonly JobState[]; host?: string; limit?: number } = {}): Promise<JobRow[]> {
@@ -207,11 +289,11 @@ export class SqliteCatalog implements Catalog {
       params.push(filter.host);
     }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...params, filter.limit ?? 1000) as Row[]).map(toJob);
+    return (this.stmt(sql).all(...params, filter.limit ?? 1000) as Row[]).map(toJob);
   }
 
   async countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>> {
-    return this.db.prepare('SELECT host, kind, state, COUNT(*) AS count FROM jobs GROUP BY host, kind, state').all() as Array<{
+    return this.stmt('SELECT host, kind, state, COUNT(*) AS count FROM jobs GROUP BY host, kind, state').all() as Array<{
       host: string;
       kind: string;
       state: string;
@@ -220,13 +302,11 @@ export class SqliteCatalog implements Catalog {
   }
 
   async lastCompletedBackupJobs(): Promise<JobRow[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT j.* FROM jobs j JOIN (
+    const rows = this.stmt(
+      `SELECT j.* FROM jobs j JOIN (
            SELECT host, MAX(ended_at_ms) AS ended FROM jobs WHERE kind = 'backup' AND state = 'Completed' GROUP BY host
          ) last ON j.host = last.host AND j.ended_at_ms = last.ended WHERE j.kind = 'backup' AND j.state = 'Completed'`,
-      )
-      .all() as Row[];
+    ).all() as Row[];
     return rows.map(toJob);
   }
 
@@ -234,9 +314,9 @@ export class SqliteCatalog implements Catalog {
 
   async createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs'>): Promise<TokenRow> {
     try {
-      const r = this.db
-        .prepare('INSERT INTO tokens (name, role, hash, created_at_ms) VALUES (@name, @role, @hash, @createdAtMs)')
-        .run(t as unknown as Row);
+      const r = this.stmt('INSERT INTO tokens (name, role, hash, created_at_ms) VALUES (@name, @role, @hash, @createdAtMs)').run(
+        t as unknown as Row,
+      );
       return { ...t, id: Number(r.lastInsertRowid), lastUsedMs: 0 };
     } catch (err) {
       if (String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) {
@@ -247,28 +327,41 @@ export class SqliteCatalog implements Catalog {
   }
 
   async findTokenByHash(hash: string): Promise<TokenRow | undefined> {
-    const row = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
+    const row = this.stmt('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
     return row && toToken(row);
   }
 
   async listTokens(): Promise<TokenRow[]> {
-    return (this.db.prepare('SELECT * FROM tokens ORDER BY name').all() as Row[]).map(toToken);
+    return (this.stmt('SELECT * FROM tokens ORDER BY name').all() as Row[]).map(toToken);
   }
 
   async touchToken(id: number, atMs: number): Promise<void> {
-    this.db.prepare('UPDATE tokens SET last_used_ms = ? WHERE id = ?').run(atMs, id);
+    this.stmt('UPDATE tokens SET last_used_ms = ? WHERE id = ?').run(atMs, id);
+  }
+
+  // ---- schedules
+
+  async listScheduleSlots(): Promise<Map<string, number>> {
+    const rows = this.stmt('SELECT name, last_slot_ms FROM schedule_slots').all() as Array<{ name: string; last_slot_ms: number }>;
+    return new Map(rows.map((r) => [r.name, r.last_slot_ms]));
+  }
+
+  async setScheduleSlot(name: string, slotMs: number): Promise<void> {
+    this.stmt(
+      'INSERT INTO schedule_slots (name, last_slot_ms) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_slot_ms = excluded.last_slot_ms',
+    ).run(name, slotMs);
   }
 
   // ---- audit
 
   async appendAudit(e: AuditEntry): Promise<void> {
-    this.db
-      .prepare('INSERT INTO audit (at_ms, who, action, target, result, detail) VALUES (@atMs, @who, @action, @target, @result, @detail)')
-      .run({ atMs: e.atMs, who: e.who, action: e.action, target: e.target, result: e.result, detail: e.detail });
+    this.stmt(
+      'INSERT INTO audit (at_ms, who, action, target, result, detail) VALUES (@atMs, @who, @action, @target, @result, @detail)',
+    ).run({ atMs: e.atMs, who: e.who, action: e.action, target: e.target, result: e.result, detail: e.detail });
   }
 
   async listAudit(limit = 100): Promise<AuditEntry[]> {
-    return (this.db.prepare('SELECT * FROM audit ORDER BY id DESC LIMIT ?').all(limit) as Row[]).map(toAudit);
+    return (this.stmt('SELECT * FROM audit ORDER BY id DESC LIMIT ?').all(limit) as Row[]).map(toAudit);
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@
 export type Role = 'admin' | 'viewer';
 export type BackupStatus = 'Queued' | 'Running' | 'Completed' | 'PartiallyFailed' | 'Failed';
 export type JobState = 'Queued' | 'Running' | 'Completed' | 'PartiallyFailed' | 'Failed' | 'RolledBack';
-export type JobKind = 'backup' | 'restore' | 'verify';
+export type JobKind = 'backup' | 'restore' | 'verify' | 'drill';
 
 export const ACTIVE_JOB_STATES: readonly JobState[] = ['Queued', 'Running'];
 
@@ -47,7 +47,25 @@ export interface BackupRow {
   errorCount: number;
   /** Why it failed, or the last verification problem. */
   errorMessage: string;
+  /** "cli" or "api" (manual), "schedule" (automated), "import". Retention keeps manual ones apart. */
+  initiatedVia: string;
+  /** When the newest restore drill of this backup passed (0: never). */
+  drillPassedAtMs: number;
+  /** When a drill last ran on it, passed or not (0: never). */
+  drillAtMs: number;
+  /** How long that drill's restore took (the real recovery time). */
+  drillDurationMs: number;
+  /** "passed on H" or "failed on H: why" ('' : never drilled). */
+  drillResult: string;
 }
+
+/** What putBackup takes: drill fields start empty, initiatedVia defaults to "cli". */
+export type NewBackup = Omit<
+  BackupRow,
+  'restorable' | 'drillPassedAtMs' | 'drillAtMs' | 'drillDurationMs' | 'drillResult' | 'initiatedVia'
+> & {
+  initiatedVia?: string;
+};
 
 export interface JobRow {
   id: string;
@@ -98,31 +116,46 @@ export interface AuditEntry {
 
 export type HostUpdate = Partial<Pick<HostRow, 'planName' | 'product' | 'productVersion' | 'agentVersion' | 'lastSeenMs'>>;
 export type JobUpdate = Partial<Omit<JobRow, 'id' | 'kind' | 'host' | 'createdAtMs'>>;
-export type BackupUpdate = Partial<Pick<BackupRow, 'verifiedAtMs' | 'verifyFailed' | 'status' | 'errorMessage'>>;
+export type BackupUpdate = Partial<
+  Pick<
+    BackupRow,
+    'verifiedAtMs' | 'verifyFailed' | 'status' | 'errorMessage' | 'drillPassedAtMs' | 'drillAtMs' | 'drillDurationMs' | 'drillResult'
+  >
+>;
 
 export interface Catalog {
   /** Schema version after migrations. */
   readonly schemaVersion: number;
+  /** Changes whenever a host or backup row changes (status caches what it read until then). */
+  readonly generation: number;
 
   addHost(h: HostRow): Promise<void>;
   getHost(name: string): Promise<HostRow | undefined>;
   listHosts(group?: string): Promise<HostRow[]>;
   removeHost(name: string): Promise<boolean>;
   updateHost(name: string, u: HostUpdate): Promise<void>;
+  /** Several hosts' updates in one transaction (one fsync: the agent poll of a whole fleet). */
+  updateHosts(updates: ReadonlyArray<{ name: string; update: HostUpdate }>): Promise<void>;
 
   /** Insert or replace a backup. `restorable` is derived, never taken from the caller. */
-  putBackup(b: Omit<BackupRow, 'restorable'>): Promise<BackupRow>;
+  putBackup(b: NewBackup): Promise<BackupRow>;
   getBackup(id: string): Promise<BackupRow | undefined>;
   /** Newest first, without manifests (manifestJson is ''; GetBackup has it). */
   listBackups(host?: string): Promise<BackupRow[]>;
   /** The newest Restorable backup of a host. */
   lastRestorable(host: string): Promise<BackupRow | undefined>;
+  /** Per host: its newest Restorable backup and its most recently drilled one (status, in two queries for the whole fleet). */
+  statusBackups(): Promise<{ lastRestorable: Map<string, BackupRow>; lastDrilled: Map<string, BackupRow> }>;
+  /** The backup of a host whose restore drill passed most recently. */
+  lastDrilled(host: string): Promise<BackupRow | undefined>;
   updateBackup(id: string, u: BackupUpdate): Promise<void>;
   deleteBackup(id: string): Promise<boolean>;
 
   createJob(j: JobRow): Promise<void>;
   getJob(id: string): Promise<JobRow | undefined>;
   updateJob(id: string, u: JobUpdate): Promise<void>;
+  /** A job's latest phase and progress: not worth a disk flush of its own (the next durable write carries it). */
+  updateJobProgress(id: string, phase: string, progressJson: string): Promise<void>;
   listJobs(filter?: { states?: readonly JobState[]; host?: string; limit?: number }): Promise<JobRow[]>;
   /** Jobs counted by host, kind and state (for metrics). */
   countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>>;
@@ -133,6 +166,10 @@ export interface Catalog {
   findTokenByHash(hash: string): Promise<TokenRow | undefined>;
   listTokens(): Promise<TokenRow[]>;
   touchToken(id: number, atMs: number): Promise<void>;
+
+  /** The scheduler's last fired slot per schedule name. */
+  listScheduleSlots(): Promise<Map<string, number>>;
+  setScheduleSlot(name: string, slotMs: number): Promise<void>;
 
   appendAudit(e: AuditEntry): Promise<void>;
   listAudit(limit?: number): Promise<AuditEntry[]>;

@@ -32,7 +32,21 @@ interface BackupMsg {
   manifestJson: string;
   quiesceWindowMs: number;
   fileCount: number;
+  initiatedVia?: string;
+  drillPassedAtMs?: number;
+  drillDurationMs?: number;
+  drillResult?: string;
+  drillAtMs?: number;
 }
+
+/** "✓ 3h ago (1m05s)" for a backup whose drill passed, "✗ 2d ago" for one whose last drill failed, "-" never drilled. */
+export function drillCell(b: BackupMsg): string {
+  if (b.drillPassedAtMs) return `✓ ${humanAge(b.drillPassedAtMs)}${b.drillDurationMs ? ` (${humanDuration(b.drillDurationMs)})` : ''}`;
+  if (b.drillAtMs) return `✗ ${humanAge(b.drillAtMs)}`;
+  return '-';
+}
+
+const viaText = (v: string | undefined): string => (v === 'schedule' ? 'auto' : v === 'import' ? 'import' : 'manual');
 
 export function backupsTable(list: BackupMsg[]): string {
   if (!list.length) return 'no backups yet: `boxback backup create --host NAME`';
@@ -44,6 +58,8 @@ export function backupsTable(list: BackupMsg[]): string {
     { header: 'Consistency', get: (b) => b.consistency || '-', priority: 3 },
     { header: 'Status', get: (b) => b.status, priority: 6 },
     { header: 'Restorable', get: (b) => (b.restorable ? 'yes' : 'no'), priority: 11 },
+    { header: 'Via', get: (b) => viaText(b.initiatedVia), priority: 2 },
+    { header: 'Drill', get: drillCell, priority: 7 },
   ]);
 }
 
@@ -59,6 +75,11 @@ export function backupDetails(b: BackupMsg): string {
     ['Quiesce window', b.quiesceWindowMs ? humanDuration(b.quiesceWindowMs) : '-'],
     ['Product version', b.productVersion || '-'],
     ['Verified', b.verifiedAtMs ? humanAge(b.verifiedAtMs) : 'never'],
+    ['Initiated via', `${b.initiatedVia || 'cli'} (${viaText(b.initiatedVia)})`],
+    [
+      'Restore drill',
+      b.drillResult ? `${b.drillResult}, ${humanAge(b.drillAtMs ?? 0)}, took ${humanDuration(b.drillDurationMs ?? 0)}` : 'never',
+    ],
     ['Origin', b.origin],
     ['Path', b.path],
     ['Job', b.jobId || '-'],
@@ -155,14 +176,12 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
           o.yes,
         );
       }
-      const job = await ctx
-        .client()
-        .call<WatchedJob>('RestoreBackup', {
-          backupId: id,
-          targetHost: o.target ?? '',
-          dryRun: Boolean(o.dryRun),
-          force: Boolean(o.force),
-        });
+      const job = await ctx.client().call<WatchedJob>('RestoreBackup', {
+        backupId: id,
+        targetHost: o.target ?? '',
+        dryRun: Boolean(o.dryRun),
+        force: Boolean(o.force),
+      });
       ctx.info(`restore job ${job.id} on ${job.host}`);
       const [r] = await follow(ctx, [job]);
       ctx.out({ job, result: r }, () => {
@@ -236,14 +255,80 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       ctx.out({ file: out, bytes }, () => `wrote ${out} (${humanBytes(bytes)})`);
     });
 
-  program
+  const backups = program
     .command('backups')
-    .description('list backups, newest first')
+    .description(
+      'list backups, newest first (Via: manual, or auto by a schedule; Drill: ✓ when a restore drill passed); `backups prune` applies retention',
+    )
     .option('--host <name>', 'only this host')
     .action(async (o: { host?: string }) => {
       const r = await ctx.client().call<{ backups: BackupMsg[] }>('ListBackups', { host: o.host ?? '' });
       ctx.out(r.backups, () => backupsTable(r.backups));
     });
+
+  backups
+    .command('prune')
+    .description('apply the retention policy now: delete what it does not keep (--dry-run: only show what would go, and why)')
+    .option('--host <name>', 'only this host')
+    .option('--dry-run', 'list what would be deleted, delete nothing')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .action(async (o: { host?: string; dryRun?: boolean; yes?: boolean }) => {
+      // `--host` after `prune` may land on `backups` itself (it has the same option)
+      const host = o.host ?? backups.opts<{ host?: string }>().host ?? '';
+      const call = (dryRun: boolean) => ctx.client().call<PruneResult>('PruneBackups', { host, dryRun }, 3600_000);
+      let r: PruneResult;
+      if (o.dryRun) r = await call(true);
+      else {
+        const plan = await call(true);
+        const n = plan.items.filter((i) => !i.keep).length;
+        if (n === 0) r = plan;
+        else {
+          await ctx.confirm(`Delete ${n} backup(s) the retention policy does not keep${host ? ` (host ${host})` : ''}?`, o.yes);
+          r = await call(false);
+        }
+      }
+      if (r.items.some((i) => i.error)) ctx.exitCode = 5;
+      ctx.out(r, () => pruneText(r));
+    });
+}
+
+interface PruneResult {
+  items: Array<{
+    id: string;
+    host: string;
+    createdAtMs: number;
+    keep: boolean;
+    reasons: string[];
+    deleted: boolean;
+    freedBytes: number;
+    error: string;
+    initiatedVia: string;
+  }>;
+  deleted: number;
+  freedBytes: number;
+  dryRun: boolean;
+}
+
+export function pruneText(r: PruneResult): string {
+  if (!r.items.length) return 'no backups';
+  const forget = r.items.filter((i) => !i.keep).length;
+  const t = table(r.items, [
+    { header: 'Backup ID', get: (i) => i.id, priority: 20 },
+    { header: 'Created', get: (i) => `${humanDate(i.createdAtMs)} (${humanAge(i.createdAtMs)})`, priority: 5 },
+    { header: 'Via', get: (i) => viaText(i.initiatedVia), priority: 4 },
+    {
+      header: 'Action',
+      get: (i) => (i.keep ? 'keep' : i.deleted ? 'deleted' : i.error ? 'FAILED' : r.dryRun ? 'would delete' : 'delete'),
+      priority: 20,
+    },
+    { header: 'Why', get: (i) => (i.error ? `${i.reasons.join(', ')}: ${i.error}` : i.reasons.join(', ')), priority: 15 },
+  ]);
+  const tail = r.dryRun
+    ? `dry run: ${forget} of ${r.items.length} backup(s) would be deleted; nothing was changed`
+    : `deleted ${r.deleted} backup(s), freed ${humanBytes(r.freedBytes)}`;
+  return `${t}
+
+${tail}`;
 }
 
 /** `--rpo 24h` -> seconds, as a usage error when malformed. */

@@ -38,6 +38,9 @@ interface StatusMsg {
     atRisk: boolean;
     safetyCopies: number;
     safetyCopyBytes: number;
+    lastDrillBackupId?: string;
+    lastDrillAtMs?: number;
+    lastDrillDurationMs?: number;
   }>;
   totalHosts: number;
   reachableHosts: number;
@@ -45,6 +48,11 @@ interface StatusMsg {
   runningJobs: number;
   controllerVersion: string;
   atMs: number;
+}
+
+/** "in 3m05s" (or "now" when due). */
+function humanIn(ms: number, now = Date.now()): string {
+  return ms <= now ? 'now' : `in ${humanDuration(ms - now)}`;
 }
 
 export function statusText(s: StatusMsg): string {
@@ -68,6 +76,15 @@ export function statusText(s: StatusMsg): string {
     { header: 'Last good backup', get: (h) => h.lastGoodBackup?.id ?? 'none', priority: 5 },
     { header: 'Age', get: (h) => (h.lastGoodAgeSeconds >= 0 ? humanDuration(h.lastGoodAgeSeconds * 1000) : '-'), priority: 12 },
     { header: 'RPO', get: (h) => (h.host.rpoSeconds ? humanDuration(h.host.rpoSeconds * 1000) : 'default'), priority: 2 },
+    { header: 'Next run', get: (h) => (h.nextRunMs ? humanIn(h.nextRunMs) : '-'), priority: 9 },
+    {
+      header: 'Last drill',
+      get: (h) =>
+        h.lastDrillAtMs
+          ? `✓ ${humanAge(h.lastDrillAtMs)}${h.lastDrillDurationMs ? ` (${humanDuration(h.lastDrillDurationMs)})` : ''}`
+          : '-',
+      priority: 7,
+    },
     { header: 'Safety copies', get: (h) => (h.safetyCopies ? `${h.safetyCopies} (${humanBytes(h.safetyCopyBytes)})` : '-'), priority: 1 },
     { header: 'At risk', get: (h) => (h.atRisk ? 'AT RISK' : 'ok'), priority: 18 },
   ]);
@@ -124,7 +141,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
 
   program
     .command('status')
-    .description('every host: agent, running job, last good backup and its age, at risk')
+    .description('every host: agent, running job, last good backup and its age, next scheduled run, last passed drill, at risk')
     .option('--watch', 'refresh every 2 seconds')
     .option('--refresh', 'ask every agent now instead of using the last poll')
     .action(async (o: { watch?: boolean; refresh?: boolean }) => {
@@ -171,6 +188,35 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       ctx.out(
         r,
         () => `confirmed ${jobId}: removed ${r.removed} safety cop${r.removed === 1 ? 'y' : 'ies'}, freed ${humanBytes(r.freedBytes)}`,
+      );
+    });
+
+  const drill = program.command('drill').description('restore drills: prove a backup restores, on a spare box, and time it');
+  drill
+    .command('run')
+    .description("restore a host's newest Restorable backup onto a drill host, health-check it, record the result on the backup, clean up")
+    .requiredOption('--host <name>', 'host whose newest Restorable backup is drilled')
+    .requiredOption('--on <drillHost>', 'spare host to restore onto (its services are replaced)')
+    .option('-y, --yes', 'do not ask for confirmation')
+    .option('--no-wait', 'print the job ID and return')
+    .action(async (o: { host: string; on: string; yes?: boolean; wait: boolean }) => {
+      await ctx.confirm(`Drill ${o.host} onto ${o.on}? The services and data of ${o.on} are replaced`, o.yes);
+      const job = await ctx.client().call<WatchedJob & { backupId: string }>('RunDrill', { host: o.host, drillHost: o.on });
+      if (!o.wait) {
+        ctx.out({ job }, () => `${job.host}  ${job.id}  (drilling ${job.backupId})\n\nfollow with \`boxback job watch ${job.id}\``);
+        return;
+      }
+      ctx.info(`drill job ${job.id}: restoring ${job.backupId} onto ${job.host}`);
+      const [r] = await followJobs(ctx.client(), [job], { json: ctx.json, tty: ctx.tty });
+      ctx.failOnJobs([r]);
+      const b = await ctx
+        .client()
+        .call<{ id: string; drillResult: string; drillDurationMs: number; drillPassedAtMs: number }>('GetBackup', { id: job.backupId });
+      ctx.out({ job, result: r, backup: { id: b.id, drillResult: b.drillResult, drillDurationMs: b.drillDurationMs } }, () =>
+        [
+          resultLine(job, r, job.host.length),
+          `drill of ${b.id}: ${b.drillResult || r.status}, recovery took ${humanDuration(b.drillDurationMs || r.durationMs)}`,
+        ].join('\n'),
       );
     });
 

@@ -1,0 +1,382 @@
+#!/usr/bin/env node
+// boxback fleet bench: a real controller process against N lightweight agents on loopback.
+//
+//   npm run bench:fleet -- [--hosts 200] [--backup-ms 100] [--status-calls 300] [--json] [--keep]
+//
+// Steps, in order:
+//   1. a temp dir with a fleet CA, the controller's certificate, and ONE agent certificate
+//      whose SANs name every agent (so 200 agents cost one key, not 200)
+//   2. N gRPC servers in ONE child process (this file with --serve-agents, so that the agents'
+//      work never delays the measuring client), each a scripted AgentService over mutual TLS on
+//      127.0.0.1:0: GetInfo answers, Backup streams progress, holds `--backup-ms`, writes a
+//      small complete backup (manifest.json with SHA-256) into the shared store and returns
+//      its result (the shape the real agent returns)
+//   3. the real controller (packages/controller/dist/main.js) as a child process with the
+//      default fleet concurrency; an admin token from its `token create`; N AddHost calls
+//   4. fleet backup: CreateBackup --all, every job followed with WatchJob until its result;
+//      GetStatus sampled every 50 ms meanwhile (status under load)
+//   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog)
+//   6. the controller's peak RSS (VmHWM of /proc/<pid>/status), then SIGTERM and clean-up
+//   7. a table, or with --json one object (`fleet_backup_s`, `status_p50_ms`, `status_p99_ms`,
+//      `status_busy_p99_ms`, `controller_peak_rss_mb`, ...)
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import {
+  MANIFEST_FORMAT,
+  backupId,
+  backupRelPath,
+  emptyProgress,
+  emptyResult,
+  formatTimestamp,
+  initCerts,
+  issueAgentCert,
+  loadServices,
+  mapLimit,
+  serverCredentials,
+} from '@boxback/common';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..');
+const CONTROLLER_MAIN = path.join(repo, 'packages/controller/dist/main.js');
+const { ControllerClient } = await import(path.join(repo, 'packages/controller/dist/cli/connection.js'));
+
+const { values: args } = parseArgs({
+  options: {
+    hosts: { type: 'string', default: '200' },
+    'backup-ms': { type: 'string', default: '100' },
+    'status-calls': { type: 'string', default: '300' },
+    // internal: this process is the agents' process (see step 2)
+    'serve-agents': { type: 'string' },
+    json: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const N = Number(args.hosts);
+const BACKUP_MS = Number(args['backup-ms']);
+const STATUS_CALLS = Number(args['status-calls']);
+const log = (s) => {
+  if (!args.json) process.stderr.write(`${s}\n`);
+};
+
+// ---------------------------------------------------------------------------------------------
+// 2. the agents
+
+const lastTs = new Map();
+/** One timestamp per host per second, moving forward (backup IDs are per second). */
+function nextTimestamp(host) {
+  const t = Math.max(Date.now(), (lastTs.get(host) ?? 0) + 1000);
+  lastTs.set(host, t);
+  return { ts: formatTimestamp(new Date(t)), ms: t };
+}
+
+async function writeBackup(store, host) {
+  const { ts, ms } = nextTimestamp(host);
+  const rel = backupRelPath(host, ts);
+  const tmp = path.join(store, host, `.tmp-${ts}`);
+  await fsp.mkdir(tmp, { recursive: true });
+  const data = Buffer.from(`data of ${host} at ${ts}\n`);
+  await fsp.writeFile(path.join(tmp, 'version.txt'), data);
+  const manifest = {
+    format: MANIFEST_FORMAT,
+    id: backupId(host, ts),
+    host,
+    timestamp: ts,
+    createdAt: new Date(ms).toISOString(),
+    completedAt: new Date().toISOString(),
+    origin: 'boxback',
+    agentVersion: 'bench',
+    plan: { name: 'bench', product: 'generic' },
+    product: { name: 'generic', version: '1.0' },
+    source: { hostname: host, addresses: ['127.0.0.1'] },
+    consistency: 'quiesced',
+    quiesce: { mode: 'stop', windowMs: 10 },
+    phases: [],
+    datasets: [],
+    trees: [],
+    files: [
+      {
+        path: 'version.txt',
+        type: 'file',
+        size: data.length,
+        sha256: createHash('sha256').update(data).digest('hex'),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtimeMs: 0,
+      },
+    ],
+    totals: { files: 1, bytes: data.length },
+    warnings: [],
+  };
+  const json = JSON.stringify(manifest);
+  await fsp.writeFile(path.join(tmp, 'manifest.json'), json);
+  await fsp.rename(tmp, path.join(store, ...rel.split('/')));
+  return { rel, manifest, json };
+}
+
+async function startAgent(name, tls, store) {
+  const server = new grpc.Server();
+  let current = '';
+  const { AgentService } = loadServices();
+  server.addService(AgentService.service, {
+    GetInfo: (_c, cb) =>
+      cb(null, {
+        name,
+        agentVersion: 'bench-1',
+        hostname: name,
+        addresses: ['127.0.0.1'],
+        planName: 'bench',
+        product: 'generic',
+        productVersion: '1.0',
+        runningJobId: current,
+        runningJobKind: current ? 'backup' : '',
+        safetyCopies: [],
+      }),
+    Backup: (call) => {
+      void (async () => {
+        const jobId = call.request.jobId;
+        current = jobId;
+        call.write({ progress: { ...emptyProgress(jobId, 'BACKUP_DATABASE'), state: 'running', bytesTotal: 100, bytesDone: 10 } });
+        await new Promise((r) => setTimeout(r, BACKUP_MS));
+        const b = await writeBackup(store, name);
+        current = '';
+        call.write({ progress: { ...emptyProgress(jobId, 'PUBLISH'), state: 'done', bytesTotal: 100, bytesDone: 100 } });
+        call.write({
+          result: {
+            ...emptyResult(jobId),
+            status: 'Completed',
+            backupId: b.manifest.id,
+            backupPath: b.rel,
+            sizeBytes: b.manifest.totals.bytes,
+            manifestJson: b.json,
+            durationMs: BACKUP_MS,
+          },
+        });
+        call.end();
+      })().catch((err) => call.emit('error', { code: grpc.status.INTERNAL, details: err.message }));
+    },
+    Restore: (call) => call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'bench agent' }),
+    VerifyBackup: (_c, cb) => cb(null, { ok: true, filesChecked: 1, bytesChecked: 1, problems: [], durationMs: 1 }),
+    DeleteBackup: (_c, cb) => cb(null, { deleted: true, freedBytes: 0 }),
+    ConfirmRestore: (_c, cb) => cb(null, { removed: 0, freedBytes: 0 }),
+  });
+  const port = await new Promise((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', serverCredentials(tls, true), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { name, address: `127.0.0.1:${port}`, server };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. the controller
+
+function startController(configFile) {
+  const extra = process.env.BB_CONTROLLER_NODE_ARGS ? process.env.BB_CONTROLLER_NODE_ARGS.split(' ') : [];
+  const proc = spawn(process.execPath, [...extra, CONTROLLER_MAIN, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`controller did not start:\n${out.slice(-2000)}`)), 30_000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      if (out.length > 1e6) out = out.slice(-1e5);
+      const m = /"port":(\d+)[^\n]*"msg":"controller listening"/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve({ proc, port: Number(m[1]) });
+      }
+    });
+    proc.stderr.on('data', (d) => (out += d));
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`controller exited (${code}):\n${out.slice(-2000)}`));
+    });
+  });
+}
+
+function peakRssMb(pid) {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+const round = (v, d = 1) => Math.round(v * 10 ** d) / 10 ** d;
+
+async function timeStatus(client) {
+  const t = performance.now();
+  const s = await client.call('GetStatus', { refresh: false });
+  return { ms: performance.now() - t, s };
+}
+
+/** The agents' process: serve every agent, print their addresses as one JSON line, live until stdin ends. */
+async function serveAgents(spec) {
+  const { names, tls, store } = JSON.parse(spec);
+  const agents = [];
+  for (const n of names) agents.push(await startAgent(n, tls, store));
+  process.stdout.write(`${JSON.stringify(agents.map((a) => ({ name: a.name, address: a.address })))}\n`);
+  process.stdin.resume();
+  await new Promise((r) => process.stdin.once('end', r));
+  await Promise.all(agents.map((a) => new Promise((r) => a.server.tryShutdown(r))));
+}
+
+function spawnAgents(names, tls, store) {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve-agents', JSON.stringify({ names, tls, store })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve({ proc, agents: JSON.parse(out.slice(0, nl)) });
+    });
+    proc.once('exit', (code) => reject(new Error(`the agents' process exited (${code})`)));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-fleet-'));
+  const certsDir = path.join(dir, 'certs');
+  const store = path.join(dir, 'store');
+  mkdirSync(store, { recursive: true });
+  const names = Array.from({ length: N }, (_, i) => `box${String(i + 1).padStart(3, '0')}`);
+  let controller;
+  let agents = [];
+  let agentsProc;
+  let client;
+  try {
+    log(`fleet bench: ${N} agents, backups of ${BACKUP_MS} ms each, in ${dir}`);
+    await initCerts(certsDir, { controllerName: 'controller' });
+    const agentTls = await issueAgentCert(certsDir, 'bench-agents', names);
+    const t0 = performance.now();
+    ({ proc: agentsProc, agents } = await spawnAgents(names, agentTls, store));
+    log(`  ${N} agents listening (${round((performance.now() - t0) / 1000)} s)`);
+
+    const configFile = path.join(dir, 'controller.yaml');
+    writeFileSync(
+      configFile,
+      `listen: 127.0.0.1:0
+tls: { ca: certs/ca.crt, cert: certs/controller.crt, key: certs/controller.key }
+catalog: state/catalog.db
+store: store
+${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
+`,
+    );
+    const tok = spawnSync(
+      process.execPath,
+      [CONTROLLER_MAIN, '--config', configFile, 'token', 'create', '--role', 'admin', '--name', 'bench'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    if (tok.status !== 0) throw new Error(`token create failed: ${tok.stderr}`);
+    controller = await startController(configFile);
+    client = new ControllerClient({
+      controller: `127.0.0.1:${controller.port}`,
+      ca: path.join(certsDir, 'ca.crt'),
+      token: tok.stdout.trim(),
+    });
+    const t1 = performance.now();
+    await mapLimit(agents, 16, (a) => client.call('AddHost', { name: a.name, address: a.address }, 30_000));
+    const addS = (performance.now() - t1) / 1000;
+    log(`  ${N} hosts added (${round(addS)} s)`);
+    const first = await client.call('GetStatus', { refresh: true }, 60_000);
+    if (first.reachableHosts !== N) throw new Error(`only ${first.reachableHosts} of ${N} agents reachable`);
+
+    // 4. fleet backup, status sampled meanwhile
+    const busy = [];
+    let backingUp = true;
+    const sampler = (async () => {
+      while (backingUp) {
+        busy.push((await timeStatus(client)).ms);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const tb = performance.now();
+    const { jobs } = await client.call('CreateBackup', { all: true }, 60_000);
+    const results = await mapLimit(jobs, 256, async (j) => {
+      for await (const ev of client.stream('WatchJob', { id: j.id })) if (ev.result) return ev.result;
+      throw new Error(`job ${j.id} ended without a result`);
+    });
+    const fleetS = (performance.now() - tb) / 1000;
+    backingUp = false;
+    await sampler;
+    const completed = results.filter((r) => r.status === 'Completed').length;
+    log(`  fleet backup: ${completed}/${N} Completed in ${round(fleetS, 2)} s`);
+
+    // 5. status, idle
+    for (let i = 0; i < 10; i++) await timeStatus(client); // warm
+    const idle = [];
+    let last;
+    for (let i = 0; i < STATUS_CALLS; i++) {
+      const r = await timeStatus(client);
+      idle.push(r.ms);
+      last = r.s;
+    }
+    idle.sort((a, b) => a - b);
+    busy.sort((a, b) => a - b);
+    const rss = peakRssMb(controller.proc.pid);
+    const out = {
+      hosts: N,
+      fleet_concurrency: 4,
+      backup_ms_per_host: BACKUP_MS,
+      fleet_backup_s: round(fleetS, 2),
+      fleet_backups_completed: completed,
+      hosts_per_s: round(N / fleetS, 1),
+      add_hosts_s: round(addS, 2),
+      status_calls: STATUS_CALLS,
+      status_p50_ms: round(pct(idle, 50), 2),
+      status_p99_ms: round(pct(idle, 99), 2),
+      status_max_ms: round(idle[idle.length - 1], 2),
+      status_busy_samples: busy.length,
+      status_busy_p50_ms: busy.length ? round(pct(busy, 50), 2) : null,
+      status_busy_p99_ms: busy.length ? round(pct(busy, 99), 2) : null,
+      status_hosts_reported: last.totalHosts,
+      status_at_risk_hosts: last.atRiskHosts,
+      controller_peak_rss_mb: round(rss, 1),
+      targets: { status_p99_ms: 50, controller_peak_rss_mb: 200 },
+    };
+    if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+    else {
+      const rows = [
+        ['hosts', `${N}`],
+        ['fleet backup (concurrency 4)', `${out.fleet_backup_s} s, ${completed}/${N} Completed, ${out.hosts_per_s} hosts/s`],
+        ['status p50 / p99 / max (idle)', `${out.status_p50_ms} / ${out.status_p99_ms} / ${out.status_max_ms} ms   (target p99 < 50 ms)`],
+        ['status p50 / p99 (during backup)', `${out.status_busy_p50_ms} / ${out.status_busy_p99_ms} ms over ${busy.length} calls`],
+        ['controller peak RSS', `${out.controller_peak_rss_mb} MB   (target < 200 MB)`],
+      ];
+      const w = Math.max(...rows.map((r) => r[0].length));
+      process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
+    }
+  } finally {
+    client?.close();
+    if (controller) {
+      controller.proc.kill('SIGTERM');
+      await new Promise((r) => {
+        if (controller.proc.exitCode !== null) r();
+        else controller.proc.once('exit', r);
+      });
+    }
+    if (agentsProc && agentsProc.exitCode === null) {
+      const gone = new Promise((r) => agentsProc.once('exit', r));
+      agentsProc.stdin.end();
+      await gone;
+    }
+    if (!args.keep) rmSync(dir, { recursive: true, force: true });
+    else log(`kept ${dir}`);
+  }
+}
+
+(args['serve-agents'] ? serveAgents(args['serve-agents']) : main()).then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`fleet bench failed: ${err.stack ?? err}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,188 @@
+/**
+ * Schedules in the daemon: the Scheduler of policy/schedule.ts with the catalog behind it.
+ *
+ * - Last fired slots: loaded from the catalog's schedule_slots table at start into a map (the
+ *   Scheduler's store is synchronous), every change written through to SQLite. So a restart
+ *   neither repeats a slot nor forgets one, and a slot missed while down is caught up once.
+ * - Hosts of a schedule: its `hosts`, else the hosts of its `group`, else every host, from an
+ *   in-memory index of the catalog's hosts refreshed at start, on AddHost/RemoveHost and
+ *   before each run. A drill schedule touches its drill host (the restore runs there).
+ * - A run (fire):
+ *     backup: one backup job per host (initiatedVia "schedule"); a host already running a job
+ *             is skipped with a log line (its own job is as good as ours); waits for the jobs;
+ *             hosts whose job Failed make the run fail, and only they are retried (backoff
+ *             from the schedule's `retry`).
+ *     verify: re-checks the newest Restorable backup of each host (verified_at, or it stops
+ *             being Restorable); a check that could not run fails the run (retried).
+ *     drill:  one drill per host onto `drillHost`, in turn, each waited for; a failed drill
+ *             fails the run.
+ * - Status: the next scheduled backup time per host (`nextRunMs`).
+ */
+import { BoxbackError, type Logger } from '@boxback/common';
+import type { BackupRow, Catalog, HostRow, JobRow } from './catalog/types.js';
+import type { DrillRunner } from './drill.js';
+import type { JobRunner } from './jobs.js';
+import { Scheduler, type Schedule } from './policy/schedule.js';
+
+export interface ScheduleDeps {
+  schedules: readonly Schedule[];
+  catalog: Catalog;
+  jobs: JobRunner;
+  drills: DrillRunner;
+  verify: (b: BackupRow) => Promise<{ ok: boolean; problems: string[] }>;
+  log: Logger;
+}
+
+const FAILED = new Set(['Failed', 'RolledBack']);
+
+export class ScheduleRunner {
+  private scheduler?: Scheduler;
+  private slots = new Map<string, number>();
+  private hosts: HostRow[] = [];
+  /** Hosts to retry per "<schedule>@<slot>" after a run that failed on some of them. */
+  private readonly retryHosts = new Map<string, string[]>();
+
+  constructor(private readonly d: ScheduleDeps) {}
+
+  async start(): Promise<void> {
+    if (!this.d.schedules.length) return;
+    this.slots = await this.d.catalog.listScheduleSlots();
+    await this.refreshHosts();
+    this.scheduler = new Scheduler(this.d.schedules, {
+      store: {
+        getLastSlot: (name) => this.slots.get(name),
+        setLastSlot: (name, ms) => {
+          this.slots.set(name, ms);
+          this.d.catalog
+            .setScheduleSlot(name, ms)
+            .catch((err) => this.d.log.error({ err, schedule: name }, 'saving a schedule slot failed'));
+        },
+      },
+      hostsOf: (s) => (s.kind === 'drill' && s.drillHost ? [s.drillHost] : this.hostNames(s)),
+      fire: (s, slot, attempt) => this.fire(s, slot, attempt),
+      log: this.d.log,
+    });
+    this.scheduler.start();
+    this.d.log.info({ schedules: this.d.schedules.map((s) => `${s.name} (${s.kind}, ${s.cron} ${s.timezone})`) }, 'schedules armed');
+  }
+
+  stop(): void {
+    this.scheduler?.stop();
+  }
+
+  async refreshHosts(): Promise<void> {
+    this.hosts = await this.d.catalog.listHosts();
+  }
+
+  /** Hosts a schedule covers, by name. */
+  hostNames(s: Schedule): string[] {
+    if (s.hosts?.length) return [...s.hosts];
+    return this.hosts.filter((h) => !s.group || h.group === s.group).map((h) => h.name);
+  }
+
+  /** Per host, the next time a backup schedule fires for it (ms since the epoch). */
+  nextRuns(): Map<string, number> {
+    const out = new Map<string, number>();
+    if (!this.scheduler) return out;
+    const byName = new Map(this.d.schedules.map((s) => [s.name, s]));
+    for (const st of this.scheduler.status()) {
+      const s = byName.get(st.name);
+      if (!s || s.kind !== 'backup' || st.nextRunMs === null) continue;
+      for (const h of this.hostNames(s)) {
+        const cur = out.get(h);
+        if (cur === undefined || st.nextRunMs < cur) out.set(h, st.nextRunMs);
+      }
+    }
+    return out;
+  }
+
+  private async fire(s: Schedule, slot: number, attempt: number): Promise<void> {
+    await this.refreshHosts();
+    const key = `${s.name}@${slot}`;
+    const names = (attempt > 1 && this.retryHosts.get(key)) || this.hostNames(s);
+    this.retryHosts.delete(key);
+    const known = new Map(this.hosts.map((h) => [h.name, h]));
+    const hosts: HostRow[] = [];
+    for (const n of names) {
+      const h = known.get(n);
+      if (h) hosts.push(h);
+      else this.d.log.warn({ schedule: s.name, host: n }, 'schedule names a host that is not registered; skipped');
+    }
+    const failed =
+      s.kind === 'backup'
+        ? await this.backups(s, hosts)
+        : s.kind === 'verify'
+          ? await this.verifies(s, hosts)
+          : await this.drills(s, hosts);
+    if (failed.length) {
+      this.retryHosts.set(key, failed);
+      throw new BoxbackError('BOXBACK_ERR_JOB_FAILED', `scheduled ${s.kind} failed on ${failed.join(', ')}`);
+    }
+  }
+
+  private async backups(s: Schedule, hosts: HostRow[]): Promise<string[]> {
+    const started: JobRow[] = [];
+    for (const h of hosts) {
+      const busy = await this.d.jobs.busyWith(h.name);
+      if (busy) {
+        this.d.log.info({ schedule: s.name, host: h.name, busyWith: busy }, 'scheduled backup skipped: the host is already running a job');
+        continue;
+      }
+      try {
+        started.push(
+          ...(await this.d.jobs.createBackups([h], {
+            live: Boolean(s.live),
+            concurrency: 0,
+            requestedBy: `schedule:${s.name}`,
+            via: 'schedule',
+          })),
+        );
+      } catch (err) {
+        if ((err as BoxbackError).code !== 'BOXBACK_ERR_BUSY') throw err;
+        this.d.log.info({ schedule: s.name, host: h.name }, 'scheduled backup skipped: the host is already running a job');
+      }
+    }
+    const ended = await Promise.all(started.map(async (j) => (await this.d.jobs.waitFor(j.id)) ?? j));
+    return ended.filter((j) => FAILED.has(j.state)).map((j) => j.host);
+  }
+
+  private async verifies(s: Schedule, hosts: HostRow[]): Promise<string[]> {
+    const failed: string[] = [];
+    for (const h of hosts) {
+      const b = await this.d.catalog.lastRestorable(h.name);
+      if (!b) continue;
+      try {
+        const r = await this.d.verify(b);
+        this.d.log[r.ok ? 'info' : 'warn'](
+          { schedule: s.name, backupId: b.id, ok: r.ok, problems: r.problems.slice(0, 3) },
+          r.ok ? 'scheduled verification passed' : 'scheduled verification found problems: the backup is no longer Restorable',
+        );
+      } catch (err) {
+        this.d.log.warn({ schedule: s.name, backupId: b.id, err: (err as Error).message }, 'scheduled verification could not run');
+        failed.push(h.name);
+      }
+    }
+    return failed;
+  }
+
+  private async drills(s: Schedule, hosts: HostRow[]): Promise<string[]> {
+    const failed: string[] = [];
+    for (const h of hosts) {
+      if (h.name === s.drillHost) continue;
+      try {
+        const busy = await this.d.jobs.busyWith(s.drillHost ?? '');
+        if (busy) {
+          this.d.log.info({ schedule: s.name, drillHost: s.drillHost, busyWith: busy }, 'scheduled drill skipped: the drill host is busy');
+          failed.push(h.name);
+          continue;
+        }
+        const row = await this.d.drills.run(h.name, s.drillHost ?? '', `schedule:${s.name}`);
+        if (row.state !== 'Completed') failed.push(h.name);
+      } catch (err) {
+        this.d.log.warn({ schedule: s.name, host: h.name, err: (err as Error).message }, 'scheduled drill could not start');
+        if ((err as BoxbackError).code !== 'BOXBACK_ERR_NOT_FOUND') failed.push(h.name);
+      }
+    }
+    return failed;
+  }
+}
