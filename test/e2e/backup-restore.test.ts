@@ -123,7 +123,7 @@ describe('backup and restore through the CLI, controller and agent', () => {
 
     // The old data is kept aside until the operator confirms the restore.
     expect(safetyCopies(box1.root).length).toBeGreaterThan(0);
-    const status = await cluster.cli(['status', '--json']);
+    const status = await cluster.cli(['status', '--refresh', '--json']);
     expect(status.stdout).toMatch(/"safetyCopies":\s*[1-9]/);
     const c = await cluster.cli(['restore', 'confirm', job.id]);
     expect(c.code, c.stderr).toBe(0);

@@ -31,6 +31,11 @@ export interface ManifestFile {
   mtimeMs: number;
   /** Symlink target, as stored. */
   target?: string;
+  /**
+   * Inode number in the store (tree files only). The next backup's tree files hard-linked
+   * to this one share it, so their SHA-256 is reused instead of re-read.
+   */
+  ino?: number;
 }
 
 export interface ManifestPhase {
@@ -92,7 +97,8 @@ export interface Manifest {
   product: { name: string; version: string | null };
   source: { hostname: string; addresses: string[] };
   consistency: Consistency;
-  quiesce: { mode: QuiesceMode; windowMs: number };
+  /** windowMs: services quiesced (stop to resumed); copyMs: the consistent copy inside it. */
+  quiesce: { mode: QuiesceMode; windowMs: number; copyMs?: number };
   initiatedBy?: string;
   initiatedVia?: string;
   /** Store-relative path of the backup the trees were hard-linked against. */
@@ -135,9 +141,11 @@ export function resolveInStore(store: string, rel: string): string {
   return path.join(store, parts[0], parts[1]);
 }
 
-export async function hashFile(file: string, onBytes?: (n: number) => void): Promise<string> {
+export async function hashFile(file: string, onBytes?: (n: number) => void, sizeHint?: number): Promise<string> {
   const h = createHash('sha256');
-  const rs = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  // A 1 MiB buffer per small file is mostly garbage: size the buffer to the file.
+  const hwm = sizeHint === undefined ? 1 << 20 : Math.max(16_384, Math.min(1 << 20, sizeHint + 1));
+  const rs = createReadStream(file, { highWaterMark: hwm });
   for await (const chunk of rs) {
     h.update(chunk as Buffer);
     onBytes?.((chunk as Buffer).length);
@@ -219,10 +227,14 @@ export async function verifyBackupDir(
       } else if (st.size !== f.size) {
         problems.push(`${f.path}: size ${st.size}, manifest says ${f.size}`);
       } else {
-        const sum = await hashFile(abs, (n) => {
-          prog.bytesDone += n;
-          emit();
-        });
+        const sum = await hashFile(
+          abs,
+          (n) => {
+            prog.bytesDone += n;
+            emit();
+          },
+          f.size,
+        );
         if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
       }
     } catch (err) {

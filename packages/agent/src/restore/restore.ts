@@ -1,10 +1,306 @@
-// PLACEHOLDER: the restore helper replaces this file with the real orchestrator.
-import type { JobResult, RestoreRequest } from '@boxback/common';
+/**
+ * Restore a stored backup onto this box (issue 4). One file per step, run in this order:
+ *
+ *   VERIFY         read the manifest, map its parts onto this box's plan       targets.ts
+ *   VERSION_CHECK  refuse a backup newer than the installed product (--force)  version-check.ts
+ *   -- dry run: VERIFY every checksum and zip CRC, report the steps and every host
+ *      file's diff, change nothing, stop here --                               dry-run.ts
+ *   VERIFY         every backup file against the manifest, every zip opens     verify.ts
+ *     beside it, writing only staging siblings (nothing swapped until VERIFY passed):
+ *   EXTRACT        zips into staging siblings, safely, every CRC checked       extract.ts
+ *   SYNC_TREES     rsync -a the trees into staging siblings                    trees.ts
+ *   CHOWN          owners (and uid/gid maps) on the staged copies, then syncfs ownership.ts
+ *   STOP           stop the services and make sure they are dead               stop.ts
+ *   SWAP           staged copies into place, old ones kept as safety copies    swap.ts
+ *   HOST_FILES     source hostname/addresses -> this box's, in host files only host-files.ts
+ *   CLEANUP        the plan's clean-up steps                                   cleanup.ts
+ *   START          start the services                                          services.ts
+ *   HEALTH_CHECK   poll the health check until its deadline                    health.ts
+ *
+ * Verification, staging, owners and everything before STOP happen while the services
+ * still run, so the downtime is only STOP..HEALTH_CHECK. Where each part goes is decided
+ * by THIS box's plan (targets.ts). Design note: docs/design/restore.md. Outcomes:
+ *   - a failure before STOP: staging removed, the box untouched           -> Failed
+ *   - STOP fails: services started again, the box untouched               -> Failed
+ *   - a failure from SWAP on: ROLLBACK (rollback.ts) puts everything back -> RolledBack
+ *   - the rollback fails too: safety copies kept, services started        -> Failed, ROLLBACK_FAILED
+ * Every move is in <stateDir>/restores/<job>.json; safety-copies.ts lists, confirms and
+ * prunes the copies, and rolls back a restore a crashed agent left half-done.
+ */
+import { promises as fsp } from 'node:fs';
+import {
+  BoxbackError,
+  asBoxbackError,
+  emptyResult,
+  readManifest,
+  resolveInStore,
+  type JobResult,
+  type Manifest,
+  type RestoreRequest,
+} from '@boxback/common';
 import type { JobContext } from '../job.js';
+import { startServices } from '../services.js';
+import { runCleanup } from './cleanup.js';
+import { dryRunReport } from './dry-run.js';
+import { extractDirDataset, extractFilesDataset, type ExtractResult, type StagedFile } from './extract.js';
+import { checkHealth } from './health.js';
+import { rewriteHostFiles } from './host-files.js';
+import { applyOwnership, idMaps, type ChownWork } from './ownership.js';
+import { newRecord, saveRecord, sibling, type RestoreRecord } from './record.js';
+import { rollback } from './rollback.js';
+import { activeRestores } from './safety-copies.js';
+import { stopAndConfirm } from './stop.js';
+import { flushStaged, swapAll, type Staged } from './swap.js';
+import { checkJobId, currentOwner, mapTargets, type RestoreTargets } from './targets.js';
+import { syncTrees } from './trees.js';
+import { verifyBackup } from './verify.js';
+import { checkVersion } from './version-check.js';
 
-/** Restore a stored backup onto this host. Returns Completed, Failed or RolledBack. */
+interface Run {
+  ctx: JobContext;
+  step: string;
+  warnings: string[];
+}
+
+async function step<T>(run: Run, name: string, fn: () => Promise<T>): Promise<T> {
+  if (run.ctx.signal.aborted)
+    throw asBoxbackError(
+      run.ctx.signal.reason ?? new BoxbackError('BOXBACK_ERR_CANCELLED', 'the restore was cancelled'),
+      'BOXBACK_ERR_CANCELLED',
+    );
+  run.step = name;
+  try {
+    return await fn();
+  } catch (err) {
+    run.ctx.emit({ phase: name, state: 'failed', message: (err as Error).message });
+    throw err;
+  }
+}
+
+/** EXTRACT: every zip dataset into staging. */
+async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets, staged: Staged[], chown: ChownWork[]): Promise<number> {
+  const { ctx } = run;
+  const maps = idMaps(ctx.config.plan);
+  const bytesTotal = targets.datasets.reduce((s, d) => s + d.bytes, 0);
+  const filesTotal = targets.datasets.reduce((s, d) => s + d.entries, 0);
+  let bytesDone = 0;
+  let filesDone = 0;
+  let last = 0;
+  const onProgress = (b: number, f: number) => {
+    bytesDone += b;
+    filesDone += f;
+    if (Date.now() - last > 250) {
+      last = Date.now();
+      ctx.emit({ phase: 'EXTRACT', bytesDone, bytesTotal, filesDone, filesTotal });
+    }
+  };
+  ctx.emit({ phase: 'EXTRACT', state: 'started', bytesTotal, filesTotal });
+  for (const d of targets.datasets) {
+    let r: ExtractResult;
+    ctx.emit({ phase: 'EXTRACT', bytesDone, bytesTotal, filesDone, filesTotal, message: d.archive });
+    if (d.kind === 'dir') {
+      const staging = sibling.staging(d.target, ctx.jobId);
+      rec.staging.push(staging);
+      await saveRecord(ctx.config.stateDir, rec);
+      const cur = await currentOwner(d.target);
+      r = await extractDirDataset(d, staging, {
+        jobId: ctx.jobId,
+        maps,
+        defaultIds: cur ? { uid: cur.uid, gid: cur.gid } : undefined,
+        chownEntries: !d.owner,
+        rootMode: cur?.mode,
+        signal: ctx.signal,
+        onProgress,
+      });
+      staged.push({ kind: 'dir', target: d.target, staging });
+      if (d.owner) chown.push({ path: staging, owner: d.owner, mapIds: false, label: d.name });
+    } else {
+      const files: StagedFile[] = [];
+      try {
+        r = await extractFilesDataset(d, { jobId: ctx.jobId, maps, chownEntries: !d.owner, signal: ctx.signal, onProgress }, files);
+      } finally {
+        rec.staging.push(...files.map((f) => f.staging));
+        await saveRecord(ctx.config.stateDir, rec);
+      }
+      for (const f of files) {
+        staged.push({ kind: 'file', target: f.target, staging: f.staging });
+        if (d.owner) chown.push({ path: f.staging, owner: d.owner, mapIds: false, label: `${d.name}: ${f.target}` });
+      }
+    }
+    run.warnings.push(...r.warnings);
+  }
+  ctx.emit({ phase: 'EXTRACT', state: 'done', bytesDone, bytesTotal, filesDone, filesTotal });
+  return bytesDone;
+}
+
+/** Everything before STOP: nothing on the box changes but staging siblings. */
+async function stageAll(run: Run, rec: RestoreRecord, targets: RestoreTargets): Promise<{ staged: Staged[]; bytes: number }> {
+  const staged: Staged[] = [];
+  const chown: ChownWork[] = [];
+  let bytes = await step(run, 'EXTRACT', () => extractAll(run, rec, targets, staged, chown));
+  await step(run, 'SYNC_TREES', async () => {
+    for (const t of targets.trees) rec.staging.push(sibling.staging(t.target, run.ctx.jobId));
+    await saveRecord(run.ctx.config.stateDir, rec);
+    await syncTrees(run.ctx, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId));
+  });
+  for (const t of targets.trees) {
+    const staging = sibling.staging(t.target, run.ctx.jobId);
+    staged.push({ kind: 'dir', target: t.target, staging });
+    chown.push({ path: staging, owner: t.owner, mapIds: true, label: t.name });
+    bytes += t.bytes;
+  }
+  await step(run, 'CHOWN', async () => {
+    await applyOwnership(run.ctx, chown);
+    await flushStaged(staged, run.ctx.signal);
+  });
+  return { staged, bytes };
+}
+
+/**
+ * VERIFY beside EXTRACT, SYNC_TREES and CHOWN: both only read the backup and write staging
+ * siblings, so the box is untouched until both are done and the verification passed. A
+ * failed verification stops the staging, and is what the result reports.
+ */
+async function verifyAndStage(
+  run: Run,
+  rec: RestoreRecord,
+  backupDir: string,
+  manifest: Manifest,
+  targets: RestoreTargets,
+): Promise<{ staged: Staged[]; bytes: number }> {
+  const { ctx } = run;
+  const stopStaging = new AbortController();
+  const stageRun: Run = {
+    ctx: { ...ctx, signal: AbortSignal.any([ctx.signal, stopStaging.signal]) },
+    step: 'EXTRACT',
+    warnings: run.warnings,
+  };
+  const [verified, staging] = await Promise.allSettled([
+    verifyBackup(ctx, backupDir, manifest, targets, false).catch((err: unknown) => {
+      stopStaging.abort(err);
+      ctx.emit({ phase: 'VERIFY', state: 'failed', message: (err as Error).message });
+      throw err;
+    }),
+    stageAll(stageRun, rec, targets),
+  ]);
+  if (verified.status === 'rejected') {
+    run.step = 'VERIFY';
+    throw verified.reason;
+  }
+  if (staging.status === 'rejected') {
+    run.step = stageRun.step;
+    throw staging.reason;
+  }
+  return staging.value;
+}
+
+/** SWAP .. HEALTH_CHECK, with the services stopped. */
+async function applyAll(run: Run, rec: RestoreRecord, manifest: Manifest, staged: Staged[]): Promise<void> {
+  const { ctx } = run;
+  await step(run, 'SWAP', () => swapAll(ctx, rec, staged));
+  await step(run, 'HOST_FILES', async () => {
+    const r = await rewriteHostFiles(ctx, rec, manifest);
+    run.warnings.push(...r.warnings);
+  });
+  await step(run, 'CLEANUP', async () => run.warnings.push(...(await runCleanup(ctx, rec))));
+  await step(run, 'START', async () => {
+    ctx.emit({ phase: 'START', state: 'started', message: ctx.config.plan.services.map((s) => s.name).join(', ') });
+    await startServices(ctx.config.plan.services, ctx.log);
+    ctx.emit({ phase: 'START', state: 'done' });
+  });
+  await step(run, 'HEALTH_CHECK', () => checkHealth(ctx));
+}
+
+async function removeStaging(rec: RestoreRecord): Promise<void> {
+  for (const p of rec.staging) await fsp.rm(p, { recursive: true, force: true }).catch(() => undefined);
+}
+
+/** Turn a failure into the result: roll back when the box was changed, else clean up. */
+async function finishFailed(
+  run: Run,
+  rec: RestoreRecord | undefined,
+  phase: 'before-stop' | 'stopping' | 'after-stop',
+  err: unknown,
+  result: JobResult,
+): Promise<void> {
+  const { ctx } = run;
+  const be = asBoxbackError(err, 'BOXBACK_ERR_RESTORE_FAILED');
+  result.status = 'Failed';
+  result.failedStep = run.step;
+  result.errorCode = be.code;
+  result.errorMessage = be.message;
+  ctx.log.error({ step: run.step, code: be.code, err: be.message }, 'restore step failed');
+  if (phase === 'after-stop' && rec) {
+    try {
+      run.warnings.push(...(await rollback(ctx, rec, run.step)));
+      result.status = 'RolledBack';
+      result.errorMessage = `${run.step} failed: ${be.message}; the previous data was put back and the services started`;
+    } catch (rbErr) {
+      const rb = asBoxbackError(rbErr, 'BOXBACK_ERR_ROLLBACK_FAILED');
+      result.errorCode = rb.code;
+      result.errorMessage = `${run.step} failed: ${be.message}; then the rollback failed: ${rb.message}`;
+      ctx.log.error({ err: rb.message }, 'ROLLBACK FAILED: safety copies kept, check the box');
+    }
+    return;
+  }
+  if (phase === 'stopping') {
+    await startServices(ctx.config.plan.services, ctx.log).catch((e: unknown) => {
+      result.warnings.push(`services did not start again after the failed stop: ${(e as Error).message}`);
+    });
+  }
+  if (rec) {
+    await removeStaging(rec);
+    rec.status = 'failed';
+    rec.failedStep = run.step;
+    rec.error = be.message;
+    rec.staging = [];
+    await saveRecord(ctx.config.stateDir, rec).catch(() => undefined);
+  }
+}
+
 export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<JobResult> {
-  void ctx;
-  void req;
-  throw new Error('runRestore not implemented yet');
+  const started = Date.now();
+  const result: JobResult = { ...emptyResult(ctx.jobId), backupPath: req.backupPath, backupId: req.backupId };
+  const run: Run = { ctx, step: 'VERIFY', warnings: [] };
+  let rec: RestoreRecord | undefined;
+  let phase: 'before-stop' | 'stopping' | 'after-stop' = 'before-stop';
+  activeRestores.add(ctx.jobId);
+  try {
+    checkJobId(ctx.jobId);
+    const backupDir = resolveInStore(ctx.config.store, req.backupPath);
+    const { manifest, targets } = await step(run, 'VERIFY', async () => {
+      ctx.emit({ phase: 'VERIFY', state: 'started', message: 'reading the manifest' });
+      const m = await readManifest(backupDir);
+      return { manifest: m, targets: mapTargets(m, ctx.config.plan, backupDir) };
+    });
+    result.backupId = manifest.id;
+    run.warnings.push(...targets.warnings);
+    const version = await step(run, 'VERSION_CHECK', () => checkVersion(ctx, backupDir, manifest, req.force));
+    run.warnings.push(...version.warnings);
+    if (req.dryRun) {
+      const verified = await step(run, 'VERIFY', () => verifyBackup(ctx, backupDir, manifest, targets, true));
+      result.dryRunReport = await dryRunReport(ctx, manifest, targets, verified, version);
+      result.status = 'Completed';
+      return result;
+    }
+    rec = newRecord(ctx.jobId, manifest.id, req.backupPath);
+    await saveRecord(ctx.config.stateDir, rec);
+    const { staged, bytes } = await verifyAndStage(run, rec, backupDir, manifest, targets);
+    result.sizeBytes = bytes;
+    phase = 'stopping';
+    await step(run, 'STOP', () => stopAndConfirm(ctx));
+    phase = 'after-stop';
+    await applyAll(run, rec, manifest, staged);
+    rec.status = 'completed';
+    await saveRecord(ctx.config.stateDir, rec);
+    result.status = 'Completed';
+    ctx.log.info({ backupId: manifest.id, warnings: run.warnings.length }, 'restore completed');
+  } catch (err) {
+    await finishFailed(run, rec, phase, err, result);
+  } finally {
+    activeRestores.delete(ctx.jobId);
+    result.warnings = [...run.warnings, ...result.warnings];
+    result.durationMs = Date.now() - started;
+  }
+  return result;
 }

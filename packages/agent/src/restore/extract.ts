@@ -1,0 +1,263 @@
+/**
+ * Step EXTRACT: each zip dataset, streamed with yauzl, into a staging sibling of its target
+ * (`<target>.boxback-staging-<job>`, same filesystem, so the swap is a rename). Nothing on
+ * the box is touched here; a refusal leaves only staging to delete.
+ *
+ * Safe extraction: no entry may land outside its target.
+ *   - refused: absolute names, drive letters, `..` segments, backslashes, NUL
+ *   - refused: device, fifo and socket entries; encrypted entries
+ *   - refused: an entry written through (or over) a symlink of the archive; duplicates
+ *   - refused: a symlink pointing outside the target, or through another symlink
+ *   - stripped: setuid, setgid and sticky bits (counted in the result)
+ * Files are created O_EXCL|O_NOFOLLOW in a fresh directory, and symlinks are created only
+ * after every file is written, so nothing can be written through one even by mistake.
+ * Every entry's CRC-32 is checked as it streams. Nothing is fsynced per file: the
+ * orchestrator flushes each staging filesystem once (syncfs) before the swap.
+ *
+ * A `files:` dataset (env files) holds base names; each maps onto the plan's file with
+ * that base name and is staged as `<file>.boxback-staging-<job>`.
+ */
+import { constants as C, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { BoxbackError, isInside } from '@boxback/common';
+import type { IdMaps, Ids } from './ownership.js';
+import { sibling } from './record.js';
+import type { DirDatasetTarget, FilesDatasetTarget } from './targets.js';
+import { readEntryChecked, zipEntries, type ZipEntryInfo } from './zip-read.js';
+
+export interface ExtractOptions {
+  jobId: string;
+  maps: IdMaps;
+  /** Ids for entries that carry none (the owner of what is being replaced). */
+  defaultIds?: Ids;
+  /** Set owners per entry (false when the CHOWN step will chown the whole dataset). */
+  chownEntries: boolean;
+  /** Mode for the staging root (the replaced directory's), default 0o755. */
+  rootMode?: number;
+  signal?: AbortSignal;
+  onProgress?: (bytes: number, files: number) => void;
+}
+
+export interface ExtractResult {
+  entries: number;
+  bytes: number;
+  strippedModeBits: number;
+  warnings: string[];
+}
+
+const unsafe = (archive: string, entry: string, why: string) =>
+  new BoxbackError('BOXBACK_ERR_UNSAFE_ARCHIVE', `${archive}: entry "${entry}" ${why}; refusing the archive, nothing was changed`, {
+    archive,
+    entry,
+  });
+
+/** The entry's path segments, or a refusal. An empty list means the archive root itself. */
+export function entrySegments(archive: string, name: string): string[] {
+  if (name.includes('\0')) throw unsafe(archive, name.replace(/\0/g, '\\0'), 'has a NUL byte in its name');
+  if (name.includes('\\')) throw unsafe(archive, name, 'has a backslash in its name (a Windows path?)');
+  if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) throw unsafe(archive, name, 'has an absolute path');
+  const segs = name.split('/').filter((s) => s !== '' && s !== '.');
+  if (segs.includes('..')) throw unsafe(archive, name, "climbs out with '..'");
+  return segs;
+}
+
+function mapped(e: ZipEntryInfo, o: ExtractOptions): Ids | undefined {
+  if (e.uid !== undefined && e.gid !== undefined) return { uid: o.maps.uid.get(e.uid) ?? e.uid, gid: o.maps.gid.get(e.gid) ?? e.gid };
+  return o.defaultIds;
+}
+
+/** Check a symlink target: it must resolve inside the root without passing through another symlink. */
+function checkLink(archive: string, rel: string, target: string, finalRoot: string, links: Set<string>): void {
+  let t = target;
+  if (path.isAbsolute(t)) {
+    if (!isInside(finalRoot, t)) throw unsafe(archive, rel, `is a symlink to ${target}, outside ${finalRoot}`);
+    t = path.relative(path.dirname(path.join(finalRoot, rel)), t) || '.';
+  }
+  if (t.includes('\0')) throw unsafe(archive, rel, 'is a symlink with a NUL byte');
+  const stack = rel.split('/').slice(0, -1);
+  const parts = t.split('/').filter((s) => s !== '' && s !== '.');
+  for (const [i, p] of parts.entries()) {
+    if (p === '..') {
+      if (stack.length === 0) throw unsafe(archive, rel, `is a symlink to ${target}, outside the target directory`);
+      stack.pop();
+    } else {
+      stack.push(p);
+      if (i < parts.length - 1 && links.has(stack.join('/')))
+        throw unsafe(archive, rel, `is a symlink to ${target}, through another symlink`);
+    }
+  }
+}
+
+async function writeEntryFile(
+  file: string,
+  e: ZipEntryInfo,
+  o: ExtractOptions,
+  archive: string,
+  onBytes: (n: number) => void,
+): Promise<void> {
+  let fh;
+  try {
+    fh = await fsp.open(file, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ELOOP') throw unsafe(archive, e.name, 'is a duplicate of an earlier entry');
+    throw err;
+  }
+  try {
+    // Batch the decompressor's small chunks into ~1 MiB writes.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async () => {
+      if (batched === 0) return;
+      const buf = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
+      let off = 0;
+      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+      onBytes(batched);
+      batch = [];
+      batched = 0;
+    };
+    await readEntryChecked(e, archive, async (chunk) => {
+      batch.push(chunk);
+      batched += chunk.length;
+      if (batched >= 1 << 20) await flush();
+    });
+    await flush();
+    await fh.chmod((e.mode ?? 0o644) & 0o777);
+    const ids = o.chownEntries ? mapped(e, o) : undefined;
+    if (ids) await fh.chown(ids.uid, ids.gid);
+    await fh.utimes(e.mtime, e.mtime);
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function extractDirDataset(d: DirDatasetTarget, staging: string, o: ExtractOptions): Promise<ExtractResult> {
+  const archive = d.archive;
+  const res: ExtractResult = { entries: 0, bytes: 0, strippedModeBits: 0, warnings: [] };
+  await fsp.mkdir(staging, { mode: 0o700 });
+  const links = new Set<string>();
+  const pendingLinks: Array<{ rel: string; target: string; e: ZipEntryInfo }> = [];
+  const dirs = new Map<string, ZipEntryInfo | undefined>();
+  const ensureDir = async (segs: string[]) => {
+    for (let i = 1; i <= segs.length; i++) {
+      const rel = segs.slice(0, i).join('/');
+      if (dirs.has(rel)) continue;
+      await fsp.mkdir(path.join(staging, rel), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      const st = await fsp.lstat(path.join(staging, rel));
+      if (!st.isDirectory()) throw unsafe(archive, rel, 'is both a file and a directory');
+      dirs.set(rel, undefined);
+    }
+  };
+  for await (const e of zipEntries(d.archivePath)) {
+    if (o.signal?.aborted) throw o.signal.reason ?? new BoxbackError('BOXBACK_ERR_CANCELLED', 'cancelled');
+    const segs = entrySegments(archive, e.name);
+    res.entries++;
+    if (segs.length === 0) continue;
+    const rel = segs.join('/');
+    for (let i = 1; i <= segs.length; i++) {
+      if (links.has(segs.slice(0, i).join('/')))
+        throw unsafe(archive, e.name, `would be written through the symlink ${segs.slice(0, i).join('/')}`);
+    }
+    if (e.type === 'device' || e.type === 'fifo' || e.type === 'socket') throw unsafe(archive, e.name, `is a ${e.type} file`);
+    if (e.encrypted) throw unsafe(archive, e.name, 'is encrypted');
+    if (e.mode !== undefined && (e.mode & 0o7000) !== 0) res.strippedModeBits++;
+    if (e.type === 'dir') {
+      await ensureDir(segs);
+      dirs.set(rel, e);
+    } else if (e.type === 'symlink') {
+      if (e.size > 4096) throw unsafe(archive, e.name, 'is a symlink with an over-long target');
+      const parts: Buffer[] = [];
+      await readEntryChecked(e, archive, (c) => {
+        parts.push(c);
+      });
+      const target = Buffer.concat(parts).toString('utf8');
+      if (!target) throw unsafe(archive, e.name, 'is a symlink with an empty target');
+      if (dirs.has(rel) || links.has(rel)) throw unsafe(archive, e.name, 'is a duplicate of an earlier entry');
+      links.add(rel);
+      pendingLinks.push({ rel, target, e });
+    } else {
+      await ensureDir(segs.slice(0, -1));
+      await writeEntryFile(path.join(staging, rel), e, o, archive, (n) => {
+        res.bytes += n;
+        o.onProgress?.(n, 0);
+      });
+      o.onProgress?.(0, 1);
+    }
+  }
+  for (const l of pendingLinks) checkLink(archive, l.rel, l.target, d.target, links);
+  for (const l of pendingLinks) {
+    const p = path.join(staging, l.rel);
+    await ensureDir(l.rel.split('/').slice(0, -1));
+    try {
+      await fsp.symlink(l.target, p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw unsafe(archive, l.rel, 'is a symlink over an earlier entry');
+      throw err;
+    }
+    const ids = o.chownEntries ? mapped(l.e, o) : undefined;
+    if (ids) await fsp.lchown(p, ids.uid, ids.gid);
+  }
+  // Directory modes last (deepest first), so a read-only directory does not block its own content.
+  const ordered = [...dirs.entries()].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
+  for (const [rel, e] of ordered) {
+    const p = path.join(staging, rel);
+    const ids = o.chownEntries ? (e ? mapped(e, o) : o.defaultIds) : undefined;
+    if (ids) await fsp.lchown(p, ids.uid, ids.gid);
+    await fsp.chmod(p, (e?.mode ?? 0o755) & 0o777);
+    if (e) await fsp.utimes(p, e.mtime, e.mtime);
+  }
+  if (o.chownEntries && o.defaultIds) await fsp.lchown(staging, o.defaultIds.uid, o.defaultIds.gid);
+  await fsp.chmod(staging, (o.rootMode ?? 0o755) & 0o777);
+  if (res.strippedModeBits) res.warnings.push(`${archive}: dropped setuid/setgid/sticky bits from ${res.strippedModeBits} entries`);
+  return res;
+}
+
+export interface StagedFile {
+  target: string;
+  staging: string;
+}
+
+export async function extractFilesDataset(d: FilesDatasetTarget, o: ExtractOptions, staged: StagedFile[]): Promise<ExtractResult> {
+  const archive = d.archive;
+  const res: ExtractResult = { entries: 0, bytes: 0, strippedModeBits: 0, warnings: [] };
+  const seen = new Set<string>();
+  for await (const e of zipEntries(d.archivePath)) {
+    const segs = entrySegments(archive, e.name);
+    res.entries++;
+    if (e.type === 'dir') continue;
+    if (segs.length !== 1) throw unsafe(archive, e.name, 'is not a plain file name (a files dataset holds base names only)');
+    if (e.type !== 'file') throw unsafe(archive, e.name, `is a ${e.type}; a files dataset holds regular files only`);
+    if (e.encrypted) throw unsafe(archive, e.name, 'is encrypted');
+    const target = d.files.get(segs[0]);
+    if (!target) {
+      res.warnings.push(`${archive}: ${segs[0]} is not one of dataset ${d.name}'s files on this box; not restored`);
+      continue;
+    }
+    if (seen.has(target)) throw unsafe(archive, e.name, 'is a duplicate of an earlier entry');
+    seen.add(target);
+    if (e.mode !== undefined && (e.mode & 0o7000) !== 0) res.strippedModeBits++;
+    const staging = sibling.staging(target, o.jobId);
+    await fsp.mkdir(path.dirname(target), { recursive: true });
+    let cur: { uid: number; gid: number; mode: number } | undefined;
+    try {
+      const st = await fsp.lstat(target);
+      if (!st.isFile()) throw new BoxbackError('BOXBACK_ERR_RESTORE_FAILED', `${target} is not a regular file; refusing to replace it`);
+      cur = { uid: st.uid, gid: st.gid, mode: st.mode & 0o777 };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    staged.push({ target, staging });
+    const entry: ZipEntryInfo = { ...e, mode: e.mode ?? cur?.mode ?? 0o644 };
+    const opts: ExtractOptions = { ...o, defaultIds: cur ? { uid: cur.uid, gid: cur.gid } : o.defaultIds };
+    if (cur) entry.uid = entry.gid = undefined;
+    await writeEntryFile(staging, entry, opts, archive, (n) => {
+      res.bytes += n;
+      o.onProgress?.(n, 0);
+    });
+    o.onProgress?.(0, 1);
+  }
+  if (res.strippedModeBits) res.warnings.push(`${archive}: dropped setuid/setgid/sticky bits from ${res.strippedModeBits} entries`);
+  return res;
+}

@@ -1,0 +1,180 @@
+/**
+ * Reading zip archives one entry at a time with yauzl (streaming, lazy entries), for the
+ * verify step (every entry's CRC-32) and the extract step. Names are decoded here but
+ * NOT validated: extract.ts decides what is safe, so that a crafted name is reported as
+ * an unsafe archive rather than as a read error.
+ *
+ * Unix facts come from where Info-ZIP and yazl put them: the mode in the high 16 bits of
+ * the external attributes (when "version made by" says Unix), the owner in the Info-ZIP
+ * "ux" extra field (0x7875). Java's zips (GoCD's) have neither.
+ */
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import yauzl from 'yauzl';
+import { BoxbackError } from '@boxback/common';
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'device' | 'fifo' | 'socket';
+
+export interface ZipEntryInfo {
+  /** Decoded name as stored ('/'-separated, a directory ends with '/'). */
+  name: string;
+  type: EntryType;
+  /** Permission bits including setuid/setgid/sticky (st_mode & 0o7777); undefined when the zip has none. */
+  mode: number | undefined;
+  uid: number | undefined;
+  gid: number | undefined;
+  size: number;
+  crc32: number;
+  mtime: Date;
+  encrypted: boolean;
+  /** Open the entry's decompressed data. */
+  open(): Promise<Readable>;
+}
+
+const S_IFMT = 0o170000;
+const TYPES: Record<number, EntryType> = {
+  0o100000: 'file',
+  0o040000: 'dir',
+  0o120000: 'symlink',
+  0o020000: 'device',
+  0o060000: 'device',
+  0o010000: 'fifo',
+  0o140000: 'socket',
+};
+
+function unixOwner(extra: Array<{ id: number; data: Buffer }>): { uid?: number; gid?: number } {
+  const ux = extra.find((f) => f.id === 0x7875);
+  if (!ux || ux.data.length < 3 || ux.data[0] !== 1) return {};
+  const readId = (off: number): [number | undefined, number] => {
+    const n = ux.data[off];
+    if (n === undefined || off + 1 + n > ux.data.length) return [undefined, off + 1];
+    let v = 0;
+    for (let i = n - 1; i >= 0; i--) v = v * 256 + ux.data[off + 1 + i];
+    return [n <= 4 ? v : undefined, off + 1 + n];
+  };
+  const [uid, next] = readId(1);
+  const [gid] = readId(next);
+  return { uid, gid };
+}
+
+/**
+ * The entry's decompressed data. yauzl finds where it starts (the local header); the bytes
+ * are read here in 1 MiB chunks and inflated with 256 KiB chunks (yauzl's own streams use
+ * 16 KiB for both: 16 to 64 times the calls). Size and CRC-32 are checked by readEntryChecked.
+ */
+async function openData(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<Readable> {
+  const stored = entry.compressionMethod === 0;
+  if ((!stored && entry.compressionMethod !== 8) || entry.isEncrypted()) return zip.openReadStreamPromise(entry);
+  if (entry.compressedSize === 0) return Readable.from([]);
+  const { fileDataStart } = await zip.readLocalFileHeaderPromise(entry, { minimal: true });
+  const raw = createReadStream(file, { start: fileDataStart, end: fileDataStart + entry.compressedSize - 1, highWaterMark: 1 << 20 });
+  if (stored) return raw;
+  const inflate = zlib.createInflateRaw({ chunkSize: 256 * 1024 });
+  raw.on('error', (err) => inflate.destroy(err));
+  return raw.pipe(inflate);
+}
+
+function describe(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): ZipEntryInfo {
+  const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
+  const madeByUnix = entry.versionMadeBy >> 8 === 3;
+  const attr = entry.externalFileAttributes >>> 16;
+  const isDirName = name.endsWith('/');
+  let type: EntryType = isDirName ? 'dir' : 'file';
+  let mode: number | undefined;
+  if (madeByUnix && attr !== 0) {
+    type = TYPES[attr & S_IFMT] ?? type;
+    mode = attr & 0o7777;
+  }
+  // MS-DOS directory attribute, or a name ending in '/', says directory whatever the unix bits.
+  if (isDirName || (entry.externalFileAttributes & 0x10) !== 0) {
+    if (type === 'file') type = 'dir';
+  }
+  const { uid, gid } = unixOwner(entry.extraFields);
+  return {
+    name,
+    type,
+    mode,
+    uid,
+    gid,
+    size: entry.uncompressedSize,
+    crc32: entry.crc32,
+    mtime: entry.getLastModDate(),
+    encrypted: entry.isEncrypted(),
+    open: () => openData(file, zip, entry),
+  };
+}
+
+/**
+ * Iterate the entries of a zip file in central-directory order. The consumer must finish
+ * with one entry (read its stream to the end, or not open it) before asking for the next.
+ */
+export async function* zipEntries(file: string): AsyncGenerator<ZipEntryInfo> {
+  let zip: yauzl.ZipFile;
+  try {
+    zip = await yauzl.openPromise(file, { lazyEntries: true, decodeStrings: false, autoClose: false, validateEntrySizes: true });
+  } catch (err) {
+    throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${file} is not a readable zip: ${(err as Error).message}`);
+  }
+  try {
+    for (;;) {
+      const entry = await new Promise<yauzl.Entry | null>((resolve, reject) => {
+        const onEntry = (e: yauzl.Entry) => done(() => resolve(e));
+        const onEnd = () => done(() => resolve(null));
+        const onError = (err: Error) => done(() => reject(err));
+        const done = (f: () => void) => {
+          zip.off('entry', onEntry);
+          zip.off('end', onEnd);
+          zip.off('error', onError);
+          f();
+        };
+        zip.on('entry', onEntry);
+        zip.on('end', onEnd);
+        zip.on('error', onError);
+        zip.readEntry();
+      }).catch((err: Error) => {
+        throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${file}: unreadable zip: ${err.message}`);
+      });
+      if (!entry) return;
+      yield describe(file, zip, entry);
+    }
+  } finally {
+    zip.close();
+  }
+}
+
+/** Read a whole entry, checking its CRC-32 (feed every chunk to `sink`, if given). */
+export async function readEntryChecked(e: ZipEntryInfo, where: string, sink?: (chunk: Buffer) => void | Promise<void>): Promise<number> {
+  let crc = 0;
+  let bytes = 0;
+  const rs = await e.open();
+  for await (const chunk of rs as AsyncIterable<Buffer>) {
+    crc = zlib.crc32(chunk, crc);
+    bytes += chunk.length;
+    if (sink) await sink(chunk);
+  }
+  if (bytes !== e.size) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_VERIFY_FAILED',
+      `${where}: entry ${e.name}: ${bytes} bytes, the archive says ${e.size} (archive damaged)`,
+    );
+  }
+  if (crc >>> 0 !== e.crc32 >>> 0) {
+    throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${where}: entry ${e.name}: CRC-32 mismatch (archive damaged)`);
+  }
+  return bytes;
+}
+
+/** Read one small entry into memory by name (host-file previews for dry-run). */
+export async function readSmallEntry(file: string, name: string, maxBytes = 1024 * 1024): Promise<Buffer | undefined> {
+  for await (const e of zipEntries(file)) {
+    if (e.name !== name || e.type !== 'file') continue;
+    if (e.size > maxBytes) return undefined;
+    const parts: Buffer[] = [];
+    await readEntryChecked(e, file, (c) => {
+      parts.push(c);
+    });
+    return Buffer.concat(parts);
+  }
+  return undefined;
+}
