@@ -1,0 +1,154 @@
+// The incremental tree sync against the real rsync: for many seeded random change
+// sequences, the tree built from the journaled paths (a link farm of the previous tree
+// plus `rsync --files-from`) must equal what a full `rsync -a --delete --link-dest` pass
+// builds from the same source, and the previous tree must not change by one byte or mode.
+// The journal here is synthetic (exactly the paths each operation touched, sometimes with
+// noise); journal-watch.test.ts drives the real watcher.
+import { promises as fsp, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compileExcludes } from '../../packages/agent/src/journal/excludes.js';
+import { reduceToRoots, syncTreeIncremental } from '../../packages/agent/src/journal/incremental-sync.js';
+import { planChunks } from '../../packages/agent/src/journal/watcher.js';
+import { Mutator, diffTrees, fullRsync, prng, snapshotTree } from '../helpers/journal-trees.js';
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'boxback-jsync-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const EXCLUDES = ['*.tmp', '/cache/'];
+
+/** One seeded history: populate, full backup, then rounds of changes and incremental backups. */
+async function history(seed: number, rounds: number, opts: { noise?: boolean; during?: boolean } = {}) {
+  const rnd = prng(seed);
+  const dir = path.join(tmp, `s${seed}`);
+  const src = path.join(dir, 'src');
+  await fsp.mkdir(src, { recursive: true });
+  const m = new Mutator(src, rnd);
+  await m.populate(12 + Math.floor(rnd() * 20), 60 + Math.floor(rnd() * 120));
+  let prev = path.join(dir, 'b0');
+  fullRsync(src, prev, undefined, EXCLUDES);
+  let carried: string[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const ops: string[] = [];
+    const changed = new Set<string>(carried);
+    const nOps = 1 + Math.floor(rnd() * 14);
+    for (let i = 0; i < nOps; i++) {
+      const s = await m.step();
+      ops.push(s.op);
+      s.touched.forEach((p) => changed.add(p));
+    }
+    if (opts.noise) {
+      // Over-reporting is allowed: parents, a path that never existed, the same path twice.
+      changed.add('no/such/path');
+      const first = [...changed][0];
+      if (first?.includes('/')) changed.add(path.posix.dirname(first));
+    }
+    const before = await snapshotTree(prev);
+    const inc = path.join(dir, `inc${round}`);
+    const full = path.join(dir, `full${round}`);
+    const during: string[] = [];
+    let stop = false;
+    const mutateDuring = async () => {
+      while (!stop) {
+        const s = await m.step();
+        during.push(...s.touched);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    };
+    const concurrent = opts.during && round % 2 === 0 ? mutateDuring() : undefined;
+    let res;
+    try {
+      res = await syncTreeIncremental({ source: src, dest: inc, prevTree: prev, changed, excludes: EXCLUDES });
+    } finally {
+      stop = true;
+      await concurrent;
+    }
+    // The previous backup's tree is untouched: bytes, modes, mtimes, owners, link targets.
+    expect(diffTrees(before, await snapshotTree(prev)), `seed ${seed} round ${round}: prevTree changed`).toEqual([]);
+    if (concurrent) {
+      // Changes made while the sync ran belong to the next backup's journal.
+      carried = during;
+      prev = inc;
+      continue;
+    }
+    carried = [];
+    fullRsync(src, full, prev, EXCLUDES);
+    const diffs = diffTrees(await snapshotTree(full), await snapshotTree(inc), 20, await snapshotTree(src));
+    expect(diffs, `seed ${seed} round ${round} after ${ops.join('; ')}`).toEqual([]);
+    expect(res.warnings).toEqual([]);
+    prev = inc;
+  }
+}
+
+describe('incremental sync from a journal equals a full rsync --link-dest pass', () => {
+  it('reduces changed paths to roots', () => {
+    expect(reduceToRoots(['a/b/c', 'a/b', 'a/bc', 'x', 'x/y', 'a/b/', './q'])).toEqual(['a/b', 'a/bc', 'q', 'x']);
+    expect(reduceToRoots(['a', '.'])).toEqual(['']);
+    expect(() => reduceToRoots(['../etc'])).toThrow(/outside/);
+  });
+
+  it('matches rsync exclude patterns', () => {
+    const m = compileExcludes(['*.tmp', '/cache/', 'logs/**/*.gz', 'build/***', '+ keep']);
+    expect(m.excluded('a/b/x.tmp', false)).toBe(true);
+    expect(m.excluded('cache', true)).toBe(true);
+    expect(m.excluded('cache', false)).toBe(false);
+    expect(m.excluded('a/cache', true)).toBe(false);
+    expect(m.excluded('x/logs/a/b/c.gz', false)).toBe(true);
+    expect(m.excluded('build', true)).toBe(true);
+    expect(m.excludedOrUnder('cache/c.bin', false)).toBe(true);
+    expect(m.unsupported).toEqual(['+ keep']);
+  });
+
+  it('splits a tree into chunks for the first watcher scan', () => {
+    const entries = new Map([['', 2], ['a', 3], ['a/x', 50], ['a/y', 5], ['b', 4]]);
+    const { roots, skeleton } = planChunks(entries.keys(), entries, 20);
+    // a/x alone is over the limit: it is watched with the skeleton, its own entries at once.
+    expect(roots.sort()).toEqual(['a/y', 'b']);
+    expect([...skeleton].sort()).toEqual(['', 'a', 'a/x']);
+    expect(planChunks(entries.keys(), entries, 1000).roots).toEqual(['']);
+  });
+
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    it(`random change sequence, seed ${seed}`, async () => {
+      await history(seed, 6, { noise: seed % 2 === 0 });
+    });
+  }
+
+  for (const seed of [101, 102, 103]) {
+    it(`changes made while the sync runs land in the next backup, seed ${seed}`, async () => {
+      await history(seed, 6, { during: true });
+    });
+  }
+
+  it('never writes through a hard link into the previous tree', async () => {
+    const dir = path.join(tmp, 'links');
+    const src = path.join(dir, 'src');
+    await fsp.mkdir(path.join(src, 'd'), { recursive: true });
+    writeFileSync(path.join(src, 'd', 'f'), 'old bytes');
+    writeFileSync(path.join(src, 'same'), 'unchanged');
+    const prev = path.join(dir, 'prev');
+    fullRsync(src, prev, undefined);
+    const prevIno = lstatSync(path.join(prev, 'd', 'f')).ino;
+    writeFileSync(path.join(src, 'd', 'f'), 'new, longer bytes');
+    await fsp.chmod(path.join(src, 'same'), 0o600);
+    const dest = path.join(dir, 'dest');
+    const r = await syncTreeIncremental({ source: src, dest, prevTree: prev, changed: ['d/f', 'same'] });
+    expect(await fsp.readFile(path.join(prev, 'd', 'f'), 'utf8')).toBe('old bytes');
+    expect(lstatSync(path.join(prev, 'same')).mode & 0o777).not.toBe(0o600);
+    expect(await fsp.readFile(path.join(dest, 'd', 'f'), 'utf8')).toBe('new, longer bytes');
+    expect(lstatSync(path.join(dest, 'd', 'f')).ino).not.toBe(prevIno);
+    expect(lstatSync(path.join(dest, 'same')).mode & 0o777).toBe(0o600);
+    // chmod alone: a new inode with the new mode, never a chmod through the link.
+    expect(lstatSync(path.join(dest, 'same')).ino).not.toBe(lstatSync(path.join(prev, 'same')).ino);
+    expect(r.filesTransferred).toBeGreaterThanOrEqual(1);
+  });
+
+  it('refuses a non-empty destination and a missing previous tree', async () => {
+    const dir = path.join(tmp, 'refuse');
+    await fsp.mkdir(path.join(dir, 'src'), { recursive: true });
+    await fsp.mkdir(path.join(dir, 'dest'), { recursive: true });
+    writeFileSync(path.join(dir, 'dest', 'x'), 'x');
+    await expect(syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'dest'), prevTree: path.join(dir, 'src'), changed: [] })).rejects.toThrow(/not empty/);
+    await expect(syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'd2'), prevTree: path.join(dir, 'nope'), changed: [] })).rejects.toThrow(/previous tree/);
+  });
+});
