@@ -1,10 +1,545 @@
-// PLACEHOLDER: the backup helper replaces this file with the real orchestrator.
-import type { BackupRequest, JobResult } from '@boxback/common';
-import type { JobContext } from '../job.js';
+/**
+ * A backup of this host, as a list of phases (each emits started / running / done with bytes
+ * and files done and total; each one's start, end and bytes go into the manifest):
+ *
+ *   PRE_BACKUP_SCRIPT      the plan's pre-backup hooks (onError fail stops here)
+ *   CREATING_DIR           remove stale `.tmp-backup_*`, create `<store>/<host>/.tmp-backup_<ts>-<job>/`
+ *   QUIESCE                take the lease (recorded on disk first), stop the services or enter
+ *                          maintenance mode, run the in-window commands, copy the window's
+ *                          datasets into the stage (reflink or copy, same filesystem)
+ *   RESUME                 at once, on every path (try/finally + the lease's deadline timer)
+ *   BACKUP_DATABASE ...    one zip per dataset from the stage (or the source when it needs no
+ *                          window), 2 at a time, hashed on the way to disk; a postgres dataset
+ *                          is a pg_dump into db.<database> (inside the window if its block says so)
+ *   SYNC_ARTIFACTS ...     at the same time: each tree with rsync --link-dest to the previous backup,
+ *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode
+ *   BACKUP_VERSION_FILE    version.txt, GoCD style
+ *   MANIFEST               the archives' entries, merged with the trees'
+ *   VERIFY                 re-read and re-hash every archive written
+ *   PUBLISH                syncfs, manifest.json last, rename to `backup_<ts>`
+ *   POST_BACKUP_SCRIPT     the post-backup hooks, on success and on failure, with GoCD's variables
+ *
+ * Any failure or abort (cancelled RPC, SIGTERM) removes the temporary directory: only a
+ * complete backup ever appears. The result is Completed, PartiallyFailed (warnings) or
+ * Failed with a stable error code and a message a person can act on.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import {
+  BoxbackError,
+  asBoxbackError,
+  backupId as makeBackupId,
+  backupRelPath,
+  emptyResult,
+  formatTimestamp,
+  hashFile,
+  mapLimit,
+  readManifest,
+  type BackupRequest,
+  type Consistency,
+  type JobResult,
+  type Manifest,
+  type ManifestDataset,
+  type ManifestPhase,
+  type ManifestTree,
+  type QuiesceMode,
+} from '@boxback/common';
+import type { JobContext, ProgressUpdate } from '../job.js';
+import type { PlanDataset, PlanTree } from '../plan.js';
+import { readInstalledVersion } from '../product-version.js';
+import { dumpPostgres, manifestExtra, type DumpResult } from '../postgres/dump.js';
+import { dumpsInWindow, parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
+import { gocdEnv, runHooks } from './hooks.js';
+import { STAGE_DIR, buildManifest, collectFiles, manifestToJson, type CollectResult } from './manifest-writer.js';
+import { createTempDir, freeTimestamp, hostDir, previousBackup, publish, removeStaleTemps, removeTemp, syncToDisk, writeVersionFile } from './publish.js';
+import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
+import { QuiesceLease } from './quiesce-record.js';
+import { stageDatasets, type StagedDataset } from './stage.js';
+import { syncTree } from './tree-sync.js';
+import { DEFAULT_LEVEL, writeZip } from './zip-writer.js';
 
-/** Take a backup of this host. Never throws for an expected failure: returns a Failed result. */
+const DATASET_PHASES: Record<string, string> = {
+  database: 'BACKUP_DATABASE',
+  config: 'BACKUP_CONFIG',
+  'wrapper-config': 'BACKUP_WRAPPER_CONFIG',
+  'config-repo': 'BACKUP_CONFIG_REPO',
+};
+const upper = (name: string) => name.toUpperCase().replace(/[^A-Z0-9]+/g, '_');
+export const datasetPhase = (name: string): string => DATASET_PHASES[name] ?? `BACKUP_${upper(name)}`;
+export const treePhase = (t: PlanTree): string => t.phase ?? `SYNC_${upper(t.name)}`;
+
+/** Handle a phase body uses to report progress. */
+interface PhaseHandle {
+  update(u: Omit<ProgressUpdate, 'phase' | 'state'>): void;
+}
+
+/** Runs phases: progress events, timings for the manifest, the step that failed. */
+class Phases {
+  readonly done: ManifestPhase[] = [];
+  failedStep = '';
+  constructor(private readonly ctx: JobContext) {}
+
+  async run<T>(name: string, fn: (h: PhaseHandle) => Promise<T>, message?: string): Promise<T> {
+    const startedAt = new Date();
+    let last: Omit<ProgressUpdate, 'phase' | 'state'> = {};
+    this.ctx.emit({ phase: name, state: 'started', message });
+    const h: PhaseHandle = {
+      update: (u) => {
+        last = { ...last, ...u };
+        this.ctx.emit({ phase: name, state: 'running', ...last });
+      },
+    };
+    const record = (state: ManifestPhase['state']) => {
+      const endedAt = new Date();
+      this.done.push({ name, state, startedAt: startedAt.toISOString(), endedAt: endedAt.toISOString(), durationMs: endedAt.getTime() - startedAt.getTime(), bytes: last.bytesDone ?? 0, files: last.filesDone ?? 0 });
+    };
+    try {
+      const out = await fn(h);
+      record('done');
+      this.ctx.emit({ phase: name, state: 'done', ...last, bytesDone: last.bytesTotal || last.bytesDone, filesDone: last.filesTotal || last.filesDone });
+      return out;
+    } catch (err) {
+      record('failed');
+      this.failedStep ||= name;
+      this.ctx.emit({ phase: name, state: 'failed', ...last, message: asBoxbackError(err).message });
+      throw err;
+    }
+  }
+
+  skip(name: string, message: string): void {
+    this.ctx.emit({ phase: name, state: 'skipped', message });
+  }
+}
+
+/** Everything one backup run knows. */
+interface Run {
+  ctx: JobContext;
+  req: BackupRequest;
+  phases: Phases;
+  startedAt: Date;
+  ts: string;
+  tempDir: string;
+  mode: QuiesceMode;
+  consistency: Consistency;
+  windowMs: number;
+  /** The consistent copy's share of the window. */
+  copyMs: number;
+  version: string | null;
+  warnings: string[];
+  /** rel path -> SHA-256 of files hashed as they were written. */
+  known: Map<string, string>;
+  datasets: ManifestDataset[];
+  trees: ManifestTree[];
+  /** postgres datasets dumped inside the window (postgres.quiesce: true). */
+  pgDumps: Map<string, DumpResult>;
+  /** Absolute paths of the files this backup wrote (the rest are hard links to the previous one). */
+  written: string[];
+  /** Tree dir -> its manifest entries, described right after the tree's sync. */
+  treeFiles: Map<string, CollectResult>;
+  previous?: { dir: string; manifest: Manifest };
+}
+
 export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<JobResult> {
-  void ctx;
-  void req;
-  throw new Error('runBackup not implemented yet');
+  const { config } = ctx;
+  const plan = config.plan;
+  const live = req.live || plan.quiesce.mode === 'none';
+  const r: Run = {
+    ctx,
+    req,
+    phases: new Phases(ctx),
+    startedAt: new Date(),
+    ts: '',
+    tempDir: '',
+    mode: live ? 'none' : plan.quiesce.mode,
+    consistency: live ? 'live' : 'quiesced',
+    windowMs: 0,
+    copyMs: 0,
+    version: null,
+    warnings: [],
+    known: new Map(),
+    datasets: [],
+    trees: [],
+    treeFiles: new Map(),
+    written: [],
+    pgDumps: new Map(),
+  };
+  let error: BoxbackError | undefined;
+  let finalDir: string | undefined;
+  let manifestJson = '';
+  let manifest: Manifest | undefined;
+  try {
+    ctx.signal.throwIfAborted();
+    await preBackupHooks(r);
+    await creatingDir(r);
+    const staged = await quiesceAndStage(r);
+    await archivesAndTrees(r, staged);
+    await versionFile(r);
+    manifest = await describe(r);
+    await verify(r);
+    manifest.completedAt = new Date().toISOString();
+    manifest.phases = [...r.phases.done];
+    manifestJson = manifestToJson(manifest);
+    finalDir = await r.phases.run('PUBLISH', async (h) => {
+      h.update({ message: 'flushing to disk' });
+      const dirs = [r.tempDir, ...manifest!.files.filter((f) => f.type === 'dir').map((f) => path.join(r.tempDir, ...f.path.split('/')))];
+      const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, { files: r.written, dirs });
+      ctx.log.debug({ how, files: r.written.length, dirs: dirs.length }, 'backup flushed to disk');
+      ctx.signal.throwIfAborted();
+      return publish(r.tempDir, r.ts, manifestJson);
+    });
+  } catch (err) {
+    error = explain(r, err);
+    ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
+  } finally {
+    if (!finalDir && r.tempDir) await removeTemp(r.tempDir, ctx.log);
+  }
+  const hookError = await postBackupHooks(r, finalDir, error);
+  const id = r.ts ? makeBackupId(config.name, r.ts) : '';
+  const result: JobResult = {
+    ...emptyResult(ctx.jobId),
+    durationMs: Date.now() - r.startedAt.getTime(),
+    warnings: r.warnings,
+    failedStep: r.phases.failedStep,
+  };
+  if (error || !finalDir || !manifest) {
+    const e = error ?? new BoxbackError('BOXBACK_ERR_INTERNAL', 'backup ended without a result');
+    return { ...result, status: 'Failed', errorCode: e.code, errorMessage: e.message };
+  }
+  ctx.log.info({ backupId: id, dir: finalDir, bytes: manifest.totals.bytes, windowMs: r.windowMs }, 'backup published');
+  return {
+    ...result,
+    status: r.warnings.length || hookError ? 'PartiallyFailed' : 'Completed',
+    backupId: id,
+    backupPath: backupRelPath(config.name, r.ts),
+    sizeBytes: manifest.totals.bytes,
+    manifestJson,
+    errorCode: hookError?.code ?? '',
+    errorMessage: hookError?.message ?? '',
+  };
+}
+
+/** Turn whatever stopped the backup into the error a person can act on. */
+function explain(r: Run, err: unknown): BoxbackError {
+  const { ctx } = r;
+  const resumed = r.consistency === 'quiesced' ? '; services were resumed' : '';
+  if (ctx.signal.aborted) {
+    const why = asBoxbackError(ctx.signal.reason);
+    return new BoxbackError('BOXBACK_ERR_CANCELLED', `backup cancelled (${why.message})${resumed}; the partial backup was removed`);
+  }
+  const be = asBoxbackError(err);
+  if (be.code === 'BOXBACK_ERR_DISK_FULL') {
+    return new BoxbackError('BOXBACK_ERR_DISK_FULL', `store ${ctx.config.store} is full: ${be.message}${resumed}; partial backup removed`, be.details, { cause: err });
+  }
+  const step = r.phases.failedStep ? `${r.phases.failedStep}: ` : '';
+  return new BoxbackError(be.code, `${step}${be.message}${r.tempDir ? '; the partial backup was removed' : ''}`, be.details, { cause: err });
+}
+
+async function preBackupHooks(r: Run): Promise<void> {
+  const steps = r.ctx.config.plan.hooks.preBackup;
+  if (steps.length === 0) return;
+  await r.phases.run('PRE_BACKUP_SCRIPT', async (h) => {
+    const out = await runHooks('pre-backup', steps, {
+      log: r.ctx.log,
+      signal: r.ctx.signal,
+      env: { BOXBACK_HOST: r.ctx.config.name, BOXBACK_JOB_ID: r.ctx.jobId },
+      onStep: (i, argv) => h.update({ filesDone: i, filesTotal: steps.length, message: argv.join(' ') }),
+    });
+    r.warnings.push(...out.warnings);
+    if (out.failure) throw out.failure;
+  });
+}
+
+async function creatingDir(r: Run): Promise<void> {
+  const { config, log, jobId } = r.ctx;
+  await r.phases.run('CREATING_DIR', async () => {
+    await removeStaleTemps(config.store, config.name, log);
+    r.version = await readInstalledVersion(config.plan);
+    const prevDir = await previousBackup(config.store, config.name);
+    if (prevDir) {
+      try {
+        r.previous = { dir: prevDir, manifest: await readManifest(prevDir) };
+      } catch (err) {
+        log.warn({ err, prevDir }, 'previous backup has no readable manifest: trees are copied in full');
+      }
+    }
+    const free = await freeTimestamp(config.store, config.name, r.startedAt, formatTimestamp);
+    r.ts = free.ts;
+    r.tempDir = await createTempDir(config.store, config.name, r.ts, jobId);
+  });
+}
+
+/** QUIESCE and RESUME: the window covers only the consistent copy. Returns what was staged. */
+async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
+  const { ctx } = r;
+  const plan = ctx.config.plan;
+  if (r.consistency === 'live') {
+    r.phases.skip('QUIESCE', 'live backup: services are not quiesced');
+    return new Map();
+  }
+  const windowSets = plan.datasets.filter((d) => d.kind !== 'postgres' && d.quiesce);
+  const windowDumps = plan.datasets.map((d, i) => (d.kind === 'postgres' ? parsePostgresDataset(d, i) : undefined)).filter((d): d is PostgresDataset => !!d && dumpsInWindow(d));
+  const t0 = Date.now();
+  let lease: QuiesceLease | undefined;
+  let primary: unknown;
+  let staged = new Map<string, StagedDataset>();
+  try {
+    staged = await r.phases.run('QUIESCE', async (h) => {
+      const services = r.mode === 'stop' ? await runningServices(plan) : [];
+      lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
+      const signal = AbortSignal.any([ctx.signal, lease.expired]);
+      h.update({ message: r.mode === 'stop' ? `stopping ${services.join(', ') || 'nothing (no service is running)'}` : 'entering maintenance mode' });
+      try {
+        await enterQuiesce(plan, r.mode, ctx.log, signal, services);
+      } catch (err) {
+        if (plan.quiesce.onError !== 'continue' || signal.aborted) throw err;
+        const msg = `could not quiesce (${asBoxbackError(err).message}); took a live backup instead (quiesce.onError: continue)`;
+        ctx.log.warn(msg);
+        r.warnings.push(msg);
+        r.consistency = 'live';
+        return new Map<string, StagedDataset>();
+      }
+      await runInWindow(plan, ctx.log, signal, r.warnings);
+      const c0 = Date.now();
+      const out = await stageDatasets(windowSets, {
+        stageRoot: path.join(r.tempDir, STAGE_DIR),
+        signal,
+        timeoutMs: Math.max(1000, lease.record.deadlineMs - Date.now()),
+        log: ctx.log,
+        onDataset: (done, total, name) => h.update({ filesDone: done, filesTotal: total, message: `copied ${name}` }),
+      });
+      for (const pds of windowDumps) {
+        h.update({ message: `pg_dump of ${pds.name}` });
+        r.pgDumps.set(pds.name, await dumpPostgres(pds, path.join(r.tempDir, pds.archive), { signal, log: ctx.log }));
+      }
+      r.copyMs = Date.now() - c0;
+      return out;
+    });
+  } catch (err) {
+    primary = lease?.expired.aborted && !ctx.signal.aborted ? lease.expired.reason : err;
+  } finally {
+    if (lease) {
+      const l = lease;
+      await r.phases
+        .run('RESUME', () => l.release(), r.mode === 'stop' ? 'starting services' : 'leaving maintenance mode')
+        .catch((err: unknown) => {
+          const be = asBoxbackError(err, 'BOXBACK_ERR_RESUME_FAILED');
+          const resumeErr = new BoxbackError('BOXBACK_ERR_RESUME_FAILED', `services could not be resumed: ${be.message}; check them now`);
+          if (primary) ctx.log.error({ err: resumeErr.message }, 'resume failed after another failure');
+          primary ??= resumeErr;
+        });
+    }
+    r.windowMs = Date.now() - t0;
+  }
+  if (primary) throw primary;
+  ctx.log.info({ windowMs: r.windowMs, copyMs: r.copyMs, datasets: windowSets.map((d) => d.name) }, 'quiesce window closed');
+  return staged;
+}
+
+/** Archives (2 at a time) and trees (one after the other) run side by side; the first failure stops both. */
+async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Promise<void> {
+  const lanes = new AbortController();
+  const signal = AbortSignal.any([r.ctx.signal, lanes.signal]);
+  const guard = async (fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      lanes.abort(err);
+      throw err;
+    }
+  };
+  const results = await Promise.allSettled([
+    guard(() => mapLimit(r.ctx.config.plan.datasets, 2, (d) => archiveDataset(r, d, staged.get(d.name), signal)).then(() => undefined)),
+    guard(async () => {
+      for (const t of r.ctx.config.plan.trees) await syncOneTree(r, t, signal);
+    }),
+  ]);
+  // The trees are described: the previous manifest's file list (100k+ entries) is no longer needed.
+  if (r.previous) r.previous.manifest.files = [];
+  const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (failed) throw lanes.signal.reason ?? failed.reason;
+  await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });
+}
+
+/** A postgres dataset: pg_dump (unless it was dumped inside the window) into db.<database>. */
+async function dumpDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promise<void> {
+  const pds = parsePostgresDataset(d, r.ctx.config.plan.datasets.indexOf(d));
+  let res = r.pgDumps.get(d.name);
+  if (!res) {
+    const done = await r.phases.run(datasetPhase(d.name), (h) =>
+      dumpPostgres(pds, path.join(r.tempDir, pds.archive), { signal, log: r.ctx.log, onProgress: (p) => h.update({ bytesDone: p.bytesDone, message: p.message }) }),
+    );
+    res = done;
+  }
+  r.known.set(pds.archive, res.sha256);
+  const where = `postgresql://${pds.pg.host}:${pds.pg.port}/${pds.pg.database}`;
+  r.datasets.push({ name: d.name, archive: pds.archive, kind: 'pg_dump', sources: [where], target: where, owner: d.owner, entries: 1, bytes: res.sizeBytes, extra: manifestExtra(res) });
+}
+
+async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | undefined, signal: AbortSignal): Promise<void> {
+  if (d.kind === 'postgres') return dumpDataset(r, d, signal);
+  const fromStage = !!staged;
+  const src = staged ?? { dir: d.path, files: d.files };
+  const out = path.join(r.tempDir, d.archive);
+  const res = await r.phases.run(datasetPhase(d.name), (h) =>
+    writeZip(src, out, { excludes: d.excludes, level: d.compressionLevel, stable: fromStage, signal, onProgress: (p) => h.update({ ...p, message: d.archive }) }),
+  );
+  r.known.set(d.archive, res.sha256);
+  if (staged?.dir) await fsp.rm(staged.dir, { recursive: true, force: true });
+  r.datasets.push({
+    name: d.name,
+    archive: d.archive,
+    kind: 'zip',
+    sources: d.path ? [d.path] : [...(d.files ?? [])],
+    target: d.path ?? path.dirname(d.files![0]),
+    owner: d.owner,
+    entries: res.entries,
+    bytes: res.bytes,
+    extra: { archiveBytes: res.size, staged: fromStage, excludes: d.excludes, compressionLevel: d.compressionLevel ?? DEFAULT_LEVEL },
+  });
+}
+
+async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<void> {
+  const dir = t.dir ?? t.name;
+  // Sync, then describe the tree (checksums of new files) while the archives are still being written.
+  const res = await r.phases.run(treePhase(t), async (h) => {
+    const synced = await syncTree({
+      source: t.source,
+      dest: path.join(r.tempDir, dir),
+      linkDest: r.previous ? path.join(r.previous.dir, dir) : undefined,
+      excludes: t.excludes,
+      signal,
+      onProgress: (p) => h.update(p),
+    });
+    const col = await collectFiles({
+      dir: r.tempDir,
+      subdir: dir,
+      known: r.known,
+      treeDirs: [dir],
+      prev: r.previous,
+      signal,
+      onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
+    });
+    r.treeFiles.set(dir, col);
+    return synced;
+  });
+  r.warnings.push(...res.warnings);
+  r.trees.push({ name: t.name, dir, source: t.source, owner: t.owner, files: 0, bytes: 0, linkedFiles: 0, syncMode: 'full' });
+}
+
+async function versionFile(r: Run): Promise<void> {
+  if (r.version === null) {
+    r.phases.skip('BACKUP_VERSION_FILE', 'the plan names no product version');
+    return;
+  }
+  const v = r.version;
+  await r.phases.run('BACKUP_VERSION_FILE', async (h) => {
+    const n = await writeVersionFile(r.tempDir, v);
+    r.known.set('version.txt', await hashFile(path.join(r.tempDir, 'version.txt')));
+    h.update({ bytesDone: n, filesDone: 1, filesTotal: 1 });
+  });
+}
+
+/** Walk the finished directory and build the manifest (hashes of new tree files are read here). */
+async function describe(r: Run): Promise<Manifest> {
+  const { config } = r.ctx;
+  const top = await r.phases.run('MANIFEST', (h) =>
+    collectFiles({
+      dir: r.tempDir,
+      known: r.known,
+      treeDirs: [],
+      skipDirs: r.trees.map((t) => t.dir),
+      signal: r.ctx.signal,
+      onProgress: (p) => h.update({ ...p, message: 'describing the archives' }),
+    }),
+  );
+  const col = { files: top.files, hashedBytes: top.hashedBytes, reusedHashes: 0 };
+  r.written = [...top.written];
+  for (const t of r.trees) {
+    const tc = r.treeFiles.get(t.dir)!;
+    Object.assign(t, tc.trees.get(t.dir));
+    for (const f of tc.files) col.files.push(f);
+    for (const w of tc.written) r.written.push(w);
+    col.hashedBytes += tc.hashedBytes;
+    col.reusedHashes += tc.reusedHashes;
+  }
+  r.treeFiles.clear();
+  const order = new Map(config.plan.datasets.map((d, i) => [d.name, i]));
+  r.datasets.sort((a, b) => order.get(a.name)! - order.get(b.name)!);
+  const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
+  r.ctx.log.info({ files: col.files.length, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes, linked: sum(r.trees.map((t) => t.linkedFiles)) }, 'manifest built');
+  return buildManifest({
+    id: makeBackupId(config.name, r.ts),
+    host: config.name,
+    timestamp: r.ts,
+    createdAt: r.startedAt.toISOString(),
+    completedAt: '',
+    origin: 'boxback',
+    plan: { name: config.plan.name, product: config.plan.product },
+    product: { name: config.plan.product, version: r.version },
+    source: { hostname: config.hostname, addresses: config.addresses },
+    consistency: r.consistency,
+    quiesce: r.consistency === 'live' ? { mode: 'none', windowMs: 0 } : { mode: r.mode, windowMs: r.windowMs, copyMs: r.copyMs },
+    initiatedBy: r.req.initiatedBy || undefined,
+    initiatedVia: r.req.initiatedVia || undefined,
+    previous: r.previous ? path.relative(config.store, r.previous.dir).split(path.sep).join('/') : undefined,
+    phases: [],
+    datasets: r.datasets,
+    trees: r.trees,
+    files: col.files,
+    warnings: r.warnings,
+  });
+}
+
+/** Re-read every archive written and compare with the hash taken while writing it. */
+async function verify(r: Run): Promise<void> {
+  const items = [...r.known.entries()];
+  const total = await Promise.all(items.map(([rel]) => fsp.stat(path.join(r.tempDir, rel)).then((s) => s.size)));
+  const bytesTotal = total.reduce((s, x) => s + x, 0);
+  await r.phases.run('VERIFY', async (h) => {
+    let bytesDone = 0;
+    let filesDone = 0;
+    let last = 0;
+    await mapLimit(items, 2, async ([rel, sha]) => {
+      r.ctx.signal.throwIfAborted();
+      const got = await hashFile(path.join(r.tempDir, rel), (n) => {
+        bytesDone += n;
+        if (Date.now() - last > 250) {
+          last = Date.now();
+          h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
+        }
+      });
+      if (got !== sha) throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${rel} reads back with a different SHA-256 than was written: the store's disk may be failing`);
+      filesDone++;
+    });
+    h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
+  });
+}
+
+/** POST_BACKUP_SCRIPT: on success and on failure. Returns the error of a failed `fail` hook. */
+async function postBackupHooks(r: Run, finalDir: string | undefined, error: BoxbackError | undefined): Promise<BoxbackError | undefined> {
+  const { config, log, jobId } = r.ctx;
+  const steps = config.plan.hooks.postBackup;
+  if (steps.length === 0) return undefined;
+  const env = gocdEnv({
+    at: r.startedAt,
+    success: !!finalDir && !error,
+    baseDir: hostDir(config.store, config.name),
+    backupPath: finalDir,
+    initiatedBy: r.req.initiatedBy,
+    initiatedVia: r.req.initiatedVia,
+    backupId: r.ts ? makeBackupId(config.name, r.ts) : '',
+    host: config.name,
+    jobId,
+    error: error?.message,
+  });
+  try {
+    const out = await r.phases.run('POST_BACKUP_SCRIPT', async (h) => runHooks('post-backup', steps, { env, log, onStep: (i, argv) => h.update({ filesDone: i, filesTotal: steps.length, message: argv.join(' ') }) }));
+    r.warnings.push(...out.warnings);
+    if (out.failure) r.warnings.push(out.failure.message);
+    return out.failure;
+  } catch (err) {
+    const be = asBoxbackError(err, 'BOXBACK_ERR_HOOK_FAILED');
+    r.warnings.push(be.message);
+    return be;
+  }
 }
