@@ -1,17 +1,128 @@
-// The SQLite catalog on a real file: migrations, reopening, derived Restorable, the
-// append-only audit log, and refusing a catalog from a newer controller.
+// The catalog on both of its databases, with the same tests: a SQLite file, and a throwaway
+// PostgreSQL cluster (initdb in a temp dir, a free port; the catalog connects over TCP with a
+// password as a controller would). Migrations, reopening, derived Restorable, the append-only
+// audit log, refusing a catalog from a newer controller, int8 values as numbers, status
+// queries, and the one-job-per-schedule-slot guarantee.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../packages/controller/src/catalog/migrations.js';
 import { SqliteCatalog } from '../../packages/controller/src/catalog/sqlite.js';
+import { PgCatalog, pgClientConfig } from '../../packages/controller/src/catalog/postgres.js';
+import type { Catalog, JobRow } from '../../packages/controller/src/catalog/types.js';
 import { createToken, hashToken } from '../../packages/controller/src/auth.js';
+import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-catalog-'));
-const file = path.join(dir, 'sub', 'catalog.db');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Backend {
+  name: string;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  open(): Promise<Catalog>;
+  /** The schema version and tables as the database itself records them. */
+  inspect(): Promise<{ version: number; tables: string[] }>;
+  /** Run one statement directly on the database (not through the catalog). */
+  exec(sql: string): Promise<void>;
+  /** Make a second catalog whose recorded schema is `version`; returns what open() would take. */
+  openOther(version: number): Promise<Catalog>;
+  /** How the refusal names the catalog. */
+  names: RegExp;
+}
+
+function sqliteBackend(): Backend {
+  const file = path.join(dir, 'sub', 'catalog.db');
+  return {
+    name: 'SQLite',
+    setup: async () => undefined,
+    teardown: async () => undefined,
+    open: async () => SqliteCatalog.open(file),
+    inspect: async () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+        const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all() as { name: string }[]).map((t) => t.name);
+        return { version: db.pragma('user_version', { simple: true }) as number, tables };
+      } finally {
+        db.close();
+      }
+    },
+    exec: async (sql) => {
+      const db = new Database(file);
+      try {
+        db.prepare(sql).run();
+      } finally {
+        db.close();
+      }
+    },
+    openOther: async (version) => {
+      const newer = path.join(dir, 'newer.db');
+      const db = new Database(newer);
+      db.pragma(`user_version = ${version}`);
+      db.close();
+      return SqliteCatalog.open(newer);
+    },
+    names: /newer\.db has schema version \d+, newer than this controller knows/,
+  };
+}
+
+function postgresBackend(): Backend {
+  let cluster: PgCluster;
+  const url = (db: string) => `postgres://bb@127.0.0.1:${cluster.port}/${db}`;
+  const withClient = async <T>(fn: (c: pg.Client) => Promise<T>, db = 'boxback'): Promise<T> => {
+    const c = new pg.Client(pgClientConfig({ url: url(db), password: 'bb-pw' }));
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+  return {
+    name: 'PostgreSQL',
+    setup: async () => {
+      cluster = await startPgCluster();
+      cluster.createApp('bb', 'bb-pw', 'boxback');
+    },
+    teardown: async () => cluster?.stop(),
+    open: () => PgCatalog.open({ url: url('boxback'), password: 'bb-pw' }),
+    inspect: () =>
+      withClient(async (c) => {
+        const v = await c.query<{ version: number }>('SELECT version FROM schema_version');
+        const t = await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
+        return { version: v.rows[0].version, tables: t.rows.map((r) => r.tablename) };
+      }),
+    exec: (sql) => withClient(async (c) => void (await c.query(sql))),
+    openOther: async (version) => {
+      cluster.admin('create database newer owner bb;');
+      cluster.admin(
+        `create table schema_version (one integer primary key default 1, version integer not null); alter table schema_version owner to bb;
+         insert into schema_version (version) values (${version});`,
+        'newer',
+      );
+      return PgCatalog.open({ url: url('newer'), password: 'bb-pw' });
+    },
+    names: /postgres:\/\/bb@127\.0\.0\.1:\d+\/newer has schema version \d+, newer than this controller knows/,
+  };
+}
+
+const host = (name: string, over: Record<string, unknown> = {}) => ({
+  name,
+  address: '10.0.0.5:7444',
+  group: 'ci',
+  rpoSeconds: 3600,
+  planName: '',
+  product: '',
+  productVersion: '',
+  agentVersion: '',
+  lastSeenMs: 0,
+  createdAtMs: 1,
+  ...over,
+});
 
 const backup = (id: string, over: Record<string, unknown> = {}) => ({
   id,
@@ -35,77 +146,58 @@ const backup = (id: string, over: Record<string, unknown> = {}) => ({
   ...over,
 });
 
-describe('SqliteCatalog', () => {
-  it('creates the file with WAL and migrates to the newest schema', async () => {
-    const c = SqliteCatalog.open(file);
+const job = (id: string, over: Partial<JobRow> = {}): JobRow => ({
+  id,
+  kind: 'backup',
+  host: 'gocd1',
+  state: 'Running',
+  phase: 'BACKUP_DATABASE',
+  progressJson: '',
+  requestedBy: 'alice',
+  createdAtMs: 1,
+  startedAtMs: 2,
+  endedAtMs: 0,
+  errorCode: '',
+  errorMessage: '',
+  backupId: '',
+  warningCount: 0,
+  dryRunReport: '',
+  paramsJson: '{}',
+  resultJson: '',
+  ...over,
+});
+
+describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => {
+  beforeAll(() => be.setup(), 60_000);
+  afterAll(() => be.teardown());
+
+  it('creates the database and migrates it to the newest schema', async () => {
+    const c = await be.open();
     expect(c.schemaVersion).toBe(MIGRATIONS.length);
     await c.close();
-    const db = new Database(file, { readonly: true });
-    expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
-    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all() as { name: string }[]).map((t) => t.name);
-    expect(tables).toEqual(expect.arrayContaining(['hosts', 'backups', 'jobs', 'tokens', 'audit']));
-    db.close();
+    const { version, tables } = await be.inspect();
+    expect(version).toBe(MIGRATIONS.length);
+    expect(tables).toEqual(expect.arrayContaining(['hosts', 'backups', 'jobs', 'tokens', 'audit', 'schedule_slots']));
+    // opening again changes nothing
+    await (await be.open()).close();
+    expect((await be.inspect()).version).toBe(MIGRATIONS.length);
   });
 
   it('keeps hosts, backups, jobs, tokens and the audit log across a reopen', async () => {
-    let c = SqliteCatalog.open(file);
-    await c.addHost({
-      name: 'gocd1',
-      address: '10.0.0.5:7444',
-      group: 'ci',
-      rpoSeconds: 3600,
-      planName: '',
-      product: '',
-      productVersion: '',
-      agentVersion: '',
-      lastSeenMs: 0,
-      createdAtMs: 1,
-    });
-    await expect(
-      c.addHost({
-        name: 'gocd1',
-        address: 'x:1',
-        group: '',
-        rpoSeconds: 0,
-        planName: '',
-        product: '',
-        productVersion: '',
-        agentVersion: '',
-        lastSeenMs: 0,
-        createdAtMs: 1,
-      }),
-    ).rejects.toMatchObject({
-      code: 'BOXBACK_ERR_ALREADY_EXISTS',
-    });
+    let c = await be.open();
+    await c.addHost(host('gocd1'));
+    await expect(c.addHost(host('gocd1', { address: 'x:1', group: '' }))).rejects.toMatchObject({ code: 'BOXBACK_ERR_ALREADY_EXISTS' });
     await c.putBackup(backup('gocd1@20261121-201000'));
     await c.putBackup(
       backup('gocd1@20261121-211000', { createdAtMs: Date.parse('2026-11-21T21:10:00Z'), status: 'Failed', manifestJson: '' }),
     );
-    await c.createJob({
-      id: 'backup-1',
-      kind: 'backup',
-      host: 'gocd1',
-      state: 'Running',
-      phase: 'BACKUP_DATABASE',
-      progressJson: '',
-      requestedBy: 'alice',
-      createdAtMs: 1,
-      startedAtMs: 2,
-      endedAtMs: 0,
-      errorCode: '',
-      errorMessage: '',
-      backupId: '',
-      warningCount: 0,
-      dryRunReport: '',
-      paramsJson: '{}',
-      resultJson: '',
-    });
+    await c.createJob(job('backup-1'));
     const { token } = await createToken(c, 'ci-bot', 'viewer');
+    await expect(createToken(c, 'ci-bot', 'admin')).rejects.toMatchObject({ code: 'BOXBACK_ERR_ALREADY_EXISTS' });
     await c.appendAudit({ atMs: 5, who: 'alice', action: 'AddHost', target: 'gocd1', result: 'ok', detail: '' });
     await c.close();
 
-    c = SqliteCatalog.open(file);
+    c = await be.open();
     expect((await c.getHost('gocd1'))?.group).toBe('ci');
     expect((await c.listHosts('ci')).map((h) => h.name)).toEqual(['gocd1']);
     const list = await c.listBackups('gocd1');
@@ -115,15 +207,17 @@ describe('SqliteCatalog', () => {
     expect((await c.getBackup('gocd1@20261121-201000'))?.manifestJson).toContain('boxback/manifest@1');
     expect((await c.lastRestorable('gocd1'))?.id).toBe('gocd1@20261121-201000');
     expect((await c.listJobs({ states: ['Running'] })).map((j) => j.id)).toEqual(['backup-1']);
+    expect(await c.getJob('backup-1')).toMatchObject({ schedule: '', slotMs: 0, attempt: 0, owner: '' });
     const t = await c.findTokenByHash(hashToken(token));
     expect(t).toMatchObject({ name: 'ci-bot', role: 'viewer' });
+    expect(typeof t?.id).toBe('number');
     expect(JSON.stringify(await c.listTokens())).not.toContain(token); // only the hash is stored
     expect(await c.listAudit()).toEqual([expect.objectContaining({ who: 'alice', action: 'AddHost', target: 'gocd1', result: 'ok' })]);
     await c.close();
   });
 
   it('derives Restorable: Completed with a manifest and no failed verification', async () => {
-    const c = SqliteCatalog.open(file);
+    const c = await be.open();
     await c.putBackup(backup('gocd1@20261121-221000', { manifestJson: '' }));
     expect((await c.getBackup('gocd1@20261121-221000'))?.restorable).toBe(false);
     await c.putBackup(backup('gocd1@20261121-231000', { status: 'PartiallyFailed' }));
@@ -135,19 +229,79 @@ describe('SqliteCatalog', () => {
     await c.close();
   });
 
-  it('refuses to change or delete audit entries', async () => {
-    await SqliteCatalog.open(file).close();
-    const db = new Database(file);
-    expect(() => db.prepare("UPDATE audit SET who = 'mallory'").run()).toThrow(/append-only/);
-    expect(() => db.prepare('DELETE FROM audit').run()).toThrow(/append-only/);
-    db.close();
+  it('returns 64-bit values as numbers, and answers the status and metrics queries', async () => {
+    const c = await be.open();
+    const big = 5_000_000_000; // > 2^32: BIGINT on PostgreSQL, parsed to a number
+    await c.addHost(host('gocd2', { group: 'ci' }));
+    await c.putBackup(backup('gocd2@20261122-010000', { host: 'gocd2', sizeBytes: big, createdAtMs: Date.parse('2026-11-22T01:00:00Z') }));
+    await c.putBackup(backup('gocd2@20261122-020000', { host: 'gocd2', createdAtMs: Date.parse('2026-11-22T02:00:00Z') }));
+    await c.updateBackup('gocd2@20261122-010000', {
+      drillPassedAtMs: 77,
+      drillAtMs: 77,
+      drillDurationMs: 5,
+      drillResult: 'passed on spare',
+    });
+    const b = await c.getBackup('gocd2@20261122-010000');
+    expect(b?.sizeBytes).toBe(big);
+    expect(typeof b?.createdAtMs).toBe('number');
+    const { lastRestorable, lastDrilled } = await c.statusBackups();
+    expect(lastRestorable.get('gocd2')?.id).toBe('gocd2@20261122-020000');
+    expect(lastRestorable.has('gocd1')).toBe(false); // its only good backup failed verification above
+    expect(lastDrilled.get('gocd2')?.id).toBe('gocd2@20261122-010000');
+    expect((await c.lastDrilled('gocd2'))?.drillResult).toBe('passed on spare');
+    // a replaced backup starts its drill record afresh (as SQLite's INSERT OR REPLACE)
+    await c.putBackup(backup('gocd2@20261122-010000', { host: 'gocd2', sizeBytes: big }));
+    expect(await c.getBackup('gocd2@20261122-010000')).toMatchObject({ drillPassedAtMs: 0, drillResult: '' });
+
+    await c.updateHosts([
+      { name: 'gocd1', update: { agentVersion: '1.2.3', lastSeenMs: big } },
+      { name: 'gocd2', update: { product: 'gocd', productVersion: '23.1.0' } },
+    ]);
+    expect(await c.getHost('gocd1')).toMatchObject({ agentVersion: '1.2.3', lastSeenMs: big });
+    expect(await c.getHost('gocd2')).toMatchObject({ product: 'gocd', productVersion: '23.1.0' });
+
+    await c.updateJob('backup-1', { state: 'Completed', endedAtMs: big });
+    await c.updateJobProgress('backup-1', 'PUBLISH', '{"phase":"PUBLISH"}');
+    expect(await c.getJob('backup-1')).toMatchObject({ state: 'Completed', endedAtMs: big, phase: 'PUBLISH' });
+    expect(await c.countJobs()).toEqual([{ host: 'gocd1', kind: 'backup', state: 'Completed', count: 1 }]);
+    expect((await c.lastCompletedBackupJobs()).map((j) => j.id)).toEqual(['backup-1']);
+
+    await c.setScheduleSlot('nightly', big);
+    await c.setScheduleSlot('nightly', big + 1000);
+    expect(await c.listScheduleSlots()).toEqual(new Map([['nightly', big + 1000]]));
+    expect(await c.removeHost('gocd2')).toBe(true);
+    expect(await c.removeHost('gocd2')).toBe(false);
+    await c.close();
   });
 
-  it('refuses a catalog written by a newer controller, naming the file', async () => {
-    const newer = path.join(dir, 'newer.db');
-    const db = new Database(newer);
-    db.pragma(`user_version = ${MIGRATIONS.length + 5}`);
-    db.close();
-    expect(() => SqliteCatalog.open(newer)).toThrow(/newer\.db has schema version \d+, newer than this controller knows/);
+  it('holds at most one job per schedule, slot, host and attempt', async () => {
+    const c = await be.open();
+    const slot = Date.parse('2026-11-22T03:00:00Z');
+    const fired = { schedule: 'nightly', slotMs: slot, attempt: 1, owner: 'a:1' };
+    await c.createJob(job('backup-s1', fired));
+    await expect(c.createJob(job('backup-s2', { ...fired, owner: 'b:2' }))).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_ALREADY_EXISTS',
+      message: expect.stringContaining('schedule nightly already fired slot 2026-11-22T03:00:00.000Z'),
+    });
+    await c.createJob(job('backup-s3', { ...fired, attempt: 2 })); // a retry of that slot
+    await c.createJob(job('backup-s4', { ...fired, host: 'gocd2' })); // another host
+    await c.createJob(job('backup-s5', { ...fired, slotMs: slot + 60_000 })); // the next slot
+    await c.createJob(job('backup-m1')); // jobs asked for by callers are not limited
+    await c.createJob(job('backup-m2'));
+    expect(await c.getJob('backup-s1')).toMatchObject({ schedule: 'nightly', slotMs: slot, attempt: 1, owner: 'a:1' });
+    expect(await c.getJob('backup-s2')).toBeUndefined();
+    await c.close();
+  });
+
+  it('refuses to change or delete audit entries', async () => {
+    await expect(be.exec("UPDATE audit SET who = 'mallory'")).rejects.toThrow(/append-only/);
+    await expect(be.exec('DELETE FROM audit')).rejects.toThrow(/append-only/);
+  });
+
+  it('refuses a catalog written by a newer controller, naming it', async () => {
+    await expect(be.openOther(MIGRATIONS.length + 5)).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_CATALOG',
+      message: expect.stringMatching(be.names),
+    });
   });
 });

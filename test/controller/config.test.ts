@@ -49,7 +49,17 @@ describe('controller.yaml', () => {
     ['a missing tls key', GOOD.replace(', key: certs/controller.key', ''), /tls\.key/],
     ['a bad listen address', GOOD.replace('127.0.0.1:7443', 'localhost'), /listen: want host:port/],
     ['a bad RPO', `${GOOD}defaultRpoSeconds: soon\n`, /defaultRpoSeconds/],
-    ['a PostgreSQL catalog', GOOD.replace('state/catalog.db', 'postgres://db/boxback'), /catalog: PostgreSQL/],
+    [
+      'a PostgreSQL catalog URL with a password in it',
+      GOOD.replace('state/catalog.db', 'postgres://bb:s3cret@db/boxback'),
+      /catalog: the URL must not hold a password; put it in catalogPasswordFile/,
+    ],
+    [
+      'a PostgreSQL catalog URL without a database',
+      GOOD.replace('state/catalog.db', 'postgres://bb@db'),
+      /catalog: want postgres:\/\/user@host:port\/db/,
+    ],
+    ['a password file for a SQLite catalog', `${GOOD}catalogPasswordFile: pg.pw\n`, /catalogPasswordFile: only a postgres/],
     ['bad YAML', 'listen: [\n', /not valid YAML/],
     ['a bad cron', `${GOOD}schedules:\n  - { name: nightly, cron: "61 * * * *" }\n`, /schedules\.0\.cron: bad cron expression/],
     [

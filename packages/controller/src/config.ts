@@ -32,8 +32,12 @@ const controllerConfigSchema = z
     listen: z.string().regex(listenRe, 'want host:port'),
     /** The controller's TLS files: CA (checks agents), cert and key (server and agent client). */
     tls: z.object({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).strict(),
-    /** Catalog: a SQLite file path (postgres:// URLs come later). */
+    /** Catalog: a SQLite file path, or postgres://user@host:port/db (password from catalogPasswordFile or PGPASSWORD). */
     catalog: z.string().min(1),
+    /** PostgreSQL catalogs: a file holding the password (first line). */
+    catalogPasswordFile: z.string().min(1).optional(),
+    /** PostgreSQL catalogs: how often a follower tries to become the leader (and the leader checks its lock connection). */
+    leaderRetrySeconds: duration.default(2),
     /** The backup store shared with the agents. */
     store: z.string().min(1),
     /** Fleet-wide bound on backups running at once. */
@@ -101,7 +105,11 @@ export interface ControllerConfig {
   readonly file: string;
   readonly listen: string;
   readonly tls: { ca: string; cert: string; key: string };
+  /** A SQLite file path (resolved) or a postgres:// URL without a password. */
   readonly catalog: string;
+  readonly catalogKind: 'sqlite' | 'postgres';
+  readonly catalogPasswordFile?: string;
+  readonly leaderRetrySeconds: number;
   readonly store: string;
   readonly concurrency: number;
   readonly defaultRpoSeconds: number;
@@ -118,17 +126,22 @@ export interface ControllerConfig {
 export function loadControllerConfig(file: string): ControllerConfig {
   const raw = loadYamlFile(controllerConfigSchema, file);
   const r = (p: string) => resolveFrom(file, p);
-  if (/^postgres(ql)?:\/\//.test(raw.catalog)) {
+  const isPg = /^postgres(ql)?:\/\//.test(raw.catalog);
+  if (isPg) checkPgUrl(path.resolve(file), raw.catalog);
+  else if (raw.catalogPasswordFile) {
     throw new BoxbackError(
       'BOXBACK_ERR_CONFIG_INVALID',
-      `${path.resolve(file)}: catalog: PostgreSQL catalogs are not supported yet; use a SQLite file path`,
+      `${path.resolve(file)}: catalogPasswordFile: only a postgres:// catalog takes a password`,
     );
   }
   return Object.freeze({
     file: path.resolve(file),
     listen: raw.listen,
     tls: Object.freeze({ ca: r(raw.tls.ca), cert: r(raw.tls.cert), key: r(raw.tls.key) }),
-    catalog: r(raw.catalog),
+    catalog: isPg ? raw.catalog : r(raw.catalog),
+    catalogKind: isPg ? 'postgres' : 'sqlite',
+    catalogPasswordFile: raw.catalogPasswordFile && r(raw.catalogPasswordFile),
+    leaderRetrySeconds: Math.max(1, parseDuration(raw.leaderRetrySeconds)),
     store: r(raw.store),
     concurrency: raw.concurrency,
     defaultRpoSeconds: parseDuration(raw.defaultRpoSeconds),
@@ -140,4 +153,23 @@ export function loadControllerConfig(file: string): ControllerConfig {
     webhooks: Object.freeze(raw.notify?.webhooks ?? []),
     atRiskCheckSeconds: Math.max(1, parseDuration(raw.notify?.atRiskCheckSeconds ?? 60)),
   });
+}
+
+/** postgres://user@host:port/db: parsable, a database named, and no password in it (never in a config file or a log line). */
+function checkPgUrl(file: string, url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `${file}: catalog: not a valid URL; want postgres://user@host:port/db`);
+  }
+  if (u.password) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_CONFIG_INVALID',
+      `${file}: catalog: the URL must not hold a password; put it in catalogPasswordFile (mode 0600) or PGPASSWORD`,
+    );
+  }
+  if (!u.hostname || u.pathname.length <= 1) {
+    throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `${file}: catalog: want postgres://user@host:port/db (a host and a database)`);
+  }
 }

@@ -5,4 +5,7 @@ export * from './auth.js';
 export * from './jobs.js';
 export * from './catalog/types.js';
 export { SqliteCatalog } from './catalog/sqlite.js';
+export { PgCatalog } from './catalog/postgres.js';
+export { openCatalog } from './catalog/open.js';
+export * from './leadership.js';
 export { MIGRATIONS } from './catalog/migrations.js';

@@ -48,6 +48,8 @@ export interface BackupOptions {
   concurrency: number;
   requestedBy: string;
   via: 'cli' | 'schedule' | 'api';
+  /** A scheduled backup: the schedule and slot it was fired for (at most one job per slot and host). */
+  slot?: { schedule: string; slotMs: number; attempt: number };
 }
 
 export interface RestoreOptions {
@@ -94,6 +96,8 @@ export class JobRunner {
   private readonly watchers = new Map<string, Set<AsyncQueue<JobEvent>>>();
   private shuttingDown = false;
   private readonly finishListeners: Array<(row: JobRow, result: JobResult) => void> = [];
+  /** Recorded as the owner of every job this runner creates (the controller's leadership id). */
+  owner = '';
 
   constructor(
     private readonly catalog: Catalog,
@@ -169,6 +173,10 @@ export class JobRunner {
       dryRunReport: '',
       paramsJson: JSON.stringify(params),
       resultJson: '',
+      schedule: '',
+      slotMs: 0,
+      attempt: 0,
+      owner: this.owner,
     };
   }
 
@@ -181,6 +189,7 @@ export class JobRunner {
     const rows: JobRow[] = [];
     for (const host of hosts) {
       const row = this.newRow('backup', host.name, opts.requestedBy, { live: opts.live, via: opts.via });
+      if (opts.slot) Object.assign(row, opts.slot);
       await this.catalog.createJob(row);
       rows.push(row);
       this.start(row, async (a) => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * boxback-controller --config controller.yaml            run the daemon
- * boxback-controller --config FILE --check-config        validate the config and exit
+ * boxback-controller --config FILE --check-config        validate the config (a PostgreSQL catalog: connect and
+ *                                                        report its server and schema versions) and exit
  * boxback-controller --config FILE token create --role admin --name NAME
  *                                                        make a token on the local catalog
  *                                                        (the first admin token), print it once
@@ -10,7 +11,7 @@
 import { Command, CommanderError } from 'commander';
 import { BOXBACK_VERSION, BoxbackError, ExitCode, asBoxbackError, createLogger } from '@boxback/common';
 import { createToken } from './auth.js';
-import { SqliteCatalog } from './catalog/sqlite.js';
+import { checkCatalog, openCatalog } from './catalog/open.js';
 import { loadControllerConfig, type ControllerConfig } from './config.js';
 import { ControllerServer } from './server.js';
 
@@ -59,7 +60,8 @@ async function main(argv: string[]): Promise<void> {
     .action(async (opts: { config?: string; checkConfig?: boolean }) => {
       const config = needConfig(opts.config);
       if (opts.checkConfig) {
-        process.stdout.write(`${config.file}: ok\n`);
+        const catalog = await checkCatalog(config);
+        process.stdout.write(`${config.file}: ok\n${catalog}\n`);
         return;
       }
       await runDaemon(config);
@@ -73,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--role <role>', 'admin or viewer', 'viewer')
     .action(async (opts: { name: string; role: string }) => {
       const config = needConfig(program.opts<{ config?: string }>().config);
-      const catalog = SqliteCatalog.open(config.catalog);
+      const catalog = await openCatalog(config);
       try {
         const { token: t, row } = await createToken(catalog, opts.name, opts.role);
         await catalog.appendAudit({

@@ -25,6 +25,8 @@ export interface ReconcileDeps {
   store: string;
   pollMs?: number;
   tries?: number;
+  /** Jobs to leave alone (this process's own, or those of a controller still running). */
+  skip?: (row: JobRow) => boolean | Promise<boolean>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -138,11 +140,14 @@ async function followAgent(d: ReconcileDeps, host: HostRow, a: ActiveJob): Promi
 }
 
 /**
- * Resolve every job a previous controller left Queued or Running. Returns once each job is
+ * Resolve every job a previous controller left Queued or Running (but those `skip` names). Returns once each job is
  * finished or re-attached (re-attached ones are followed in the background).
  */
 export async function reconcileJobs(d: ReconcileDeps): Promise<number> {
-  const left = await d.catalog.listJobs({ states: ['Queued', 'Running'], limit: 100_000 });
+  const left: JobRow[] = [];
+  for (const row of await d.catalog.listJobs({ states: ['Queued', 'Running'], limit: 100_000 })) {
+    if (!(await d.skip?.(row))) left.push(row);
+  }
   await mapLimit(left, 16, async (row) => {
     const host = await d.catalog.getHost(row.host);
     let decided!: () => void;

@@ -2,8 +2,12 @@
  * Schedules in the daemon: the Scheduler of policy/schedule.ts with the catalog behind it.
  *
  * - Last fired slots: loaded from the catalog's schedule_slots table at start into a map (the
- *   Scheduler's store is synchronous), every change written through to SQLite. So a restart
+ *   Scheduler's store is synchronous), every change written through to the catalog; a run
+ *   awaits the write of its slot before it creates any job. So a restart (or a new leader)
  *   neither repeats a slot nor forgets one, and a slot missed while down is caught up once.
+ * - Only the leader runs this (start on leading, stop on losing it; see leadership.ts). Each
+ *   scheduled backup job records its schedule, slot and attempt; the catalog refuses a second
+ *   job for the same (schedule, slot, host, attempt), which is logged and skipped.
  * - Hosts of a schedule: its `hosts`, else the hosts of its `group`, else every host, from an
  *   in-memory index of the catalog's hosts refreshed at start, on AddHost/RemoveHost and
  *   before each run. A drill schedule touches its drill host (the restore runs there).
@@ -22,7 +26,7 @@ import { BoxbackError, type Logger } from '@boxback/common';
 import type { BackupRow, Catalog, HostRow, JobRow } from './catalog/types.js';
 import type { DrillRunner } from './drill.js';
 import type { JobRunner } from './jobs.js';
-import { Scheduler, type Schedule } from './policy/schedule.js';
+import { Scheduler, nextRunTime, type Schedule } from './policy/schedule.js';
 
 export interface ScheduleDeps {
   schedules: readonly Schedule[];
@@ -31,6 +35,8 @@ export interface ScheduleDeps {
   drills: DrillRunner;
   verify: (b: BackupRow) => Promise<{ ok: boolean; problems: string[] }>;
   log: Logger;
+  /** Still the leader? Checked before a run creates jobs (default: always). */
+  isLeader?: () => boolean;
 }
 
 const FAILED = new Set(['Failed', 'RolledBack']);
@@ -41,6 +47,8 @@ export class ScheduleRunner {
   private hosts: HostRow[] = [];
   /** Hosts to retry per "<schedule>@<slot>" after a run that failed on some of them. */
   private readonly retryHosts = new Map<string, string[]>();
+  /** The latest write of each schedule's slot, awaited before its run creates jobs. */
+  private readonly slotWrites = new Map<string, Promise<void>>();
 
   constructor(private readonly d: ScheduleDeps) {}
 
@@ -48,14 +56,15 @@ export class ScheduleRunner {
     if (!this.d.schedules.length) return;
     this.slots = await this.d.catalog.listScheduleSlots();
     await this.refreshHosts();
+    this.scheduler?.stop(); // started again (a new leadership): one Scheduler at a time
     this.scheduler = new Scheduler(this.d.schedules, {
       store: {
         getLastSlot: (name) => this.slots.get(name),
         setLastSlot: (name, ms) => {
           this.slots.set(name, ms);
-          this.d.catalog
-            .setScheduleSlot(name, ms)
-            .catch((err) => this.d.log.error({ err, schedule: name }, 'saving a schedule slot failed'));
+          const write = this.d.catalog.setScheduleSlot(name, ms);
+          this.slotWrites.set(name, write);
+          write.catch((err) => this.d.log.error({ err, schedule: name }, 'saving a schedule slot failed'));
         },
       },
       hostsOf: (s) => (s.kind === 'drill' && s.drillHost ? [s.drillHost] : this.hostNames(s)),
@@ -68,35 +77,47 @@ export class ScheduleRunner {
 
   stop(): void {
     this.scheduler?.stop();
+    this.scheduler = undefined;
   }
 
   async refreshHosts(): Promise<void> {
     this.hosts = await this.d.catalog.listHosts();
   }
 
-  /** Hosts a schedule covers, by name. */
-  hostNames(s: Schedule): string[] {
+  /** Hosts a schedule covers, by name (from `hosts`, default the index refreshed at runs). */
+  hostNames(s: Schedule, hosts: readonly HostRow[] = this.hosts): string[] {
     if (s.hosts?.length) return [...s.hosts];
-    return this.hosts.filter((h) => !s.group || h.group === s.group).map((h) => h.name);
+    return hosts.filter((h) => !s.group || h.group === s.group).map((h) => h.name);
   }
 
-  /** Per host, the next time a backup schedule fires for it (ms since the epoch). */
-  nextRuns(): Map<string, number> {
+  /**
+   * Per host, the next time a backup schedule fires for it (ms since the epoch): the
+   * Scheduler's view on the leader; on a follower (no Scheduler) the next cron time.
+   */
+  nextRuns(hosts: readonly HostRow[] = this.hosts): Map<string, number> {
     const out = new Map<string, number>();
-    if (!this.scheduler) return out;
+    const now = new Date();
+    const next = this.scheduler
+      ? this.scheduler.status().map((st) => [st.name, st.nextRunMs] as const)
+      : this.d.schedules.map((s) => [s.name, nextRunTime(s.cron, s.timezone, now)?.getTime() ?? null] as const);
     const byName = new Map(this.d.schedules.map((s) => [s.name, s]));
-    for (const st of this.scheduler.status()) {
-      const s = byName.get(st.name);
-      if (!s || s.kind !== 'backup' || st.nextRunMs === null) continue;
-      for (const h of this.hostNames(s)) {
+    for (const [name, nextRunMs] of next) {
+      const s = byName.get(name);
+      if (!s || s.kind !== 'backup' || nextRunMs === null) continue;
+      for (const h of this.hostNames(s, hosts)) {
         const cur = out.get(h);
-        if (cur === undefined || st.nextRunMs < cur) out.set(h, st.nextRunMs);
+        if (cur === undefined || nextRunMs < cur) out.set(h, nextRunMs);
       }
     }
     return out;
   }
 
   private async fire(s: Schedule, slot: number, attempt: number): Promise<void> {
+    await this.slotWrites.get(s.name); // durable before any job: a new leader will not fire it again
+    if (this.d.isLeader && !this.d.isLeader()) {
+      this.d.log.info({ schedule: s.name, slot: new Date(slot).toISOString() }, 'no longer the leader: scheduled run not started');
+      return;
+    }
     await this.refreshHosts();
     const key = `${s.name}@${slot}`;
     const names = (attempt > 1 && this.retryHosts.get(key)) || this.hostNames(s);
@@ -110,7 +131,7 @@ export class ScheduleRunner {
     }
     const failed =
       s.kind === 'backup'
-        ? await this.backups(s, hosts)
+        ? await this.backups(s, slot, attempt, hosts)
         : s.kind === 'verify'
           ? await this.verifies(s, hosts)
           : await this.drills(s, hosts);
@@ -120,7 +141,7 @@ export class ScheduleRunner {
     }
   }
 
-  private async backups(s: Schedule, hosts: HostRow[]): Promise<string[]> {
+  private async backups(s: Schedule, slot: number, attempt: number, hosts: HostRow[]): Promise<string[]> {
     const started: JobRow[] = [];
     for (const h of hosts) {
       const busy = await this.d.jobs.busyWith(h.name);
@@ -135,9 +156,17 @@ export class ScheduleRunner {
             concurrency: 0,
             requestedBy: `schedule:${s.name}`,
             via: 'schedule',
+            slot: { schedule: s.name, slotMs: slot, attempt },
           })),
         );
       } catch (err) {
+        if ((err as BoxbackError).code === 'BOXBACK_ERR_ALREADY_EXISTS') {
+          this.d.log.warn(
+            { schedule: s.name, host: h.name, slot: new Date(slot).toISOString() },
+            'slot already fired for this host; skipped',
+          );
+          continue;
+        }
         if ((err as BoxbackError).code !== 'BOXBACK_ERR_BUSY') throw err;
         this.d.log.info({ schedule: s.name, host: h.name }, 'scheduled backup skipped: the host is already running a job');
       }

@@ -9,9 +9,15 @@
  *   4. for mutating calls, append who/what/target/result to the audit log,
  *   5. send the result, or the error as a gRPC status with a boxback error code.
  *
- * Startup: open the catalog, reconcile jobs a previous run left Running, start polling
- * agents, then listen. Shutdown (SIGTERM): health NOT_SERVING, refuse new calls, let jobs
- * finish within the grace period, drain the server, close channels and the catalog.
+ * Startup: open the catalog, take part in the leadership (leadership.ts), listen, start
+ * polling agents. The leader (always, with SQLite) reconciles jobs a previous run left
+ * Running, fires schedules and applies retention; with PostgreSQL it also reconciles the jobs
+ * of controllers that are gone (every ORPHAN_SWEEP_MS) and sweeps retention (every
+ * RETENTION_SWEEP_MS: followers run the jobs they are asked for but apply no retention) and
+ * sends at-risk alerts.
+ * Any controller serves every call and runs the jobs created through it.
+ * Shutdown (SIGTERM): health NOT_SERVING, refuse new calls, stop leading, let jobs finish
+ * within the grace period, drain the server, close channels and the catalog.
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -19,7 +25,8 @@ import { BoxbackError, asBoxbackError, createLogger, loadServices, serverCredent
 import { AgentClients } from './agent-client.js';
 import { Authenticator, requireRole, type Caller, type Need } from './auth.js';
 import type { Catalog } from './catalog/types.js';
-import { SqliteCatalog } from './catalog/sqlite.js';
+import { openCatalog, pgOptions } from './catalog/open.js';
+import { PgLeadership, SoleLeadership, type Leadership } from './leadership.js';
 import type { ControllerConfig } from './config.js';
 import * as H from './handlers.js';
 import { exportBackup, importBackup } from './import-export.js';
@@ -38,6 +45,8 @@ import { ScheduleRunner } from './scheduling.js';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Req = Record<string, any>;
 const SERVICE_NAME = 'boxback.v1.ControllerService';
+const ORPHAN_SWEEP_MS = 30_000;
+const RETENTION_SWEEP_MS = 10 * 60_000;
 
 const admin = (what: string): Need => ({ role: 'admin', what });
 const viewer: Need = { role: 'viewer', what: 'read' };
@@ -49,13 +58,20 @@ export class ControllerServer {
   private readonly auth: Authenticator;
   private closing = false;
   private metrics?: MetricsFeed;
+  readonly leadership: Leadership;
+  /** Bumped on every gain and loss of the leadership: leader work started under an old epoch stops. */
+  private leaderEpoch = 0;
+  private leaderTimers: NodeJS.Timeout[] = [];
+  private sweeping = false;
   port = 0;
   /** Port of the metrics HTTP server (0 when not configured). */
   metricsPort = 0;
 
-  private constructor(config: ControllerConfig, catalog: Catalog, log: Logger) {
+  private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
+    this.leadership = leadership;
     const agents = new AgentClients(config.tls);
     const jobs = new JobRunner(catalog, agents, log, config.concurrency);
+    jobs.owner = leadership.id;
     const monitor = new HostMonitor(catalog, agents, jobs, log, config.defaultRpoSeconds);
     const base = { config, catalog, agents, jobs, log };
     const retention = new RetentionRunner(base, log.child({ part: 'retention' }));
@@ -68,10 +84,16 @@ export class ControllerServer {
       drills,
       verify: (b) => H.verifyOne(base, b),
       log: log.child({ part: 'scheduler' }),
+      isLeader: () => leadership.isLeader(),
     });
-    monitor.nextRuns = () => schedules.nextRuns();
-    monitor.onAtRisk = (h) => notifications.report(h);
-    jobs.onFinish((row, result) => retention.onJobFinished(row, result));
+    monitor.nextRuns = (hosts) => schedules.nextRuns(hosts);
+    monitor.leadership = leadership;
+    monitor.onAtRisk = (h) => {
+      if (leadership.isLeader()) notifications.report(h); // one at-risk alert, not one per controller
+    };
+    jobs.onFinish((row, result) => {
+      if (leadership.isLeader()) retention.onJobFinished(row, result);
+    });
     jobs.onFinish((row, result) => notifications.onJobFinished(row, result));
     this.ctx = { ...base, monitor, retention, drills, notifications, schedules };
     this.auth = new Authenticator(catalog);
@@ -79,18 +101,22 @@ export class ControllerServer {
 
   /** Open the catalog, reconcile, start polling and listen. */
   static async start(config: ControllerConfig, log: Logger = createLogger('boxback-controller')): Promise<ControllerServer> {
-    const catalog = SqliteCatalog.open(config.catalog);
-    const s = new ControllerServer(config, catalog, log);
+    const catalog = await openCatalog(config, log);
+    const leadership =
+      config.catalogKind === 'postgres'
+        ? new PgLeadership(pgOptions(config), config.leaderRetrySeconds * 1000, log.child({ part: 'leadership' }))
+        : new SoleLeadership();
+    const s = new ControllerServer(config, catalog, log, leadership);
     try {
-      const n = await reconcileJobs({ catalog, agents: s.ctx.agents, jobs: s.ctx.jobs, log, store: config.store });
-      if (n) log.info({ jobs: n }, 'reconciled jobs left by the previous run');
+      await leadership.start({ onLead: () => s.lead(), onLose: () => s.follow() });
       await s.listen();
     } catch (err) {
+      await leadership.stop().catch(() => undefined);
       await catalog.close();
       throw err;
     }
+    log.info({ controller: leadership.id, leader: leadership.leader() || '(none yet)' }, 'controller started');
     s.ctx.monitor.start(config.pollSeconds);
-    await s.ctx.schedules.start();
     s.ctx.notifications.start(config.atRiskCheckSeconds, () => s.ctx.monitor.status(false), log);
     if (config.metricsListen) {
       s.metrics = new MetricsFeed(catalog, s.ctx.monitor, config.defaultRpoSeconds, log);
@@ -108,6 +134,65 @@ export class ControllerServer {
       log.info({ listen: config.metricsListen, port: s.metricsPort }, 'metrics listening');
     }
     return s;
+  }
+
+  /** Became the leader: reconcile, then fire schedules (and with PostgreSQL, sweep orphans and retention). */
+  private async lead(): Promise<void> {
+    const epoch = ++this.leaderEpoch;
+    const still = () => epoch === this.leaderEpoch && this.leadership.isLeader() && !this.closing;
+    const n = await this.reconcile();
+    if (n) this.ctx.log.info({ jobs: n }, 'reconciled jobs left by a previous run');
+    if (!still()) return;
+    await this.ctx.schedules.start();
+    if (!still()) {
+      // lost while starting (a newer lead() restarts the Scheduler itself)
+      if (!this.leadership.isLeader() || this.closing) this.ctx.schedules.stop();
+      return;
+    }
+    if (this.ctx.config.catalogKind !== 'postgres') return;
+    const every = (ms: number, fn: () => Promise<unknown>) => {
+      const t = setInterval(() => {
+        if (still()) void fn().catch((err) => this.ctx.log.warn({ err }, 'leader sweep failed'));
+      }, ms);
+      t.unref();
+      this.leaderTimers.push(t);
+    };
+    every(ORPHAN_SWEEP_MS, async () => {
+      if (this.sweeping) return;
+      this.sweeping = true;
+      try {
+        const k = await this.reconcile();
+        if (k) this.ctx.log.info({ jobs: k }, 'reconciled jobs of a controller that is gone');
+      } finally {
+        this.sweeping = false;
+      }
+    });
+    if (this.ctx.config.retention) {
+      const sweep = () => this.ctx.retention.prune({ dryRun: false, by: 'leader sweep' });
+      every(RETENTION_SWEEP_MS, sweep);
+      void sweep().catch((err) => this.ctx.log.warn({ err }, 'retention sweep failed'));
+    }
+  }
+
+  /** Lost the leadership: stop firing schedules and sweeping at once (jobs already running go on). */
+  private follow(): void {
+    this.leaderEpoch++;
+    this.ctx.schedules.stop();
+    for (const t of this.leaderTimers) clearInterval(t);
+    this.leaderTimers = [];
+  }
+
+  /** Reconcile Queued/Running jobs that no live controller runs. */
+  private reconcile(): Promise<number> {
+    const { catalog, agents, jobs, log } = this.ctx;
+    return reconcileJobs({
+      catalog,
+      agents,
+      jobs,
+      log,
+      store: this.ctx.config.store,
+      skip: async (row) => jobs.activeJobs().some((a) => a.row.id === row.id) || (await this.leadership.isAlive(row.owner ?? '')),
+    });
   }
 
   private async listen(): Promise<void> {
@@ -294,7 +379,8 @@ export class ControllerServer {
     if (this.metrics) this.metrics.serving = false;
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
-    this.ctx.schedules.stop();
+    this.follow();
+    await this.leadership.stop();
     await this.ctx.jobs.shutdown(this.ctx.config.shutdownGraceSeconds * 1000);
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {

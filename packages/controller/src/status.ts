@@ -31,7 +31,9 @@ export class HostMonitor {
     backups: Awaited<ReturnType<Catalog['statusBackups']>>;
   };
   /** Next scheduled backup per host (the scheduler's). */
-  nextRuns: () => Map<string, number> = () => new Map();
+  nextRuns: (hosts: readonly HostRow[]) => Map<string, number> = () => new Map();
+  /** Who leads (status shows it). */
+  leadership?: { readonly id: string; leader(): string };
   /** Told each host's at-risk flag whenever status is computed (webhooks). */
   onAtRisk: (h: AtRiskInput) => void = () => undefined;
 
@@ -107,7 +109,7 @@ export class HostMonitor {
     }
     const { hosts, backups } = this.cache;
     const { lastRestorable, lastDrilled } = backups;
-    const nextRuns = this.nextRuns();
+    const nextRuns = this.nextRuns(hosts);
     const out = await mapLimit(hosts, 32, async (h) => {
       let s = this.seen.get(h.name);
       let fresh = h;
@@ -147,6 +149,8 @@ export class HostMonitor {
       runningJobs: this.jobs.activeJobs().filter((a) => a.row.state === 'Running').length,
       controllerVersion: BOXBACK_VERSION,
       atMs: now,
+      leader: this.leadership?.leader() ?? '',
+      controller: this.leadership?.id ?? '',
     };
   }
 }

@@ -8,7 +8,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
-import { migrate } from './migrations.js';
+import { migrateSqlite } from './migrations.js';
+import { BACKUP_LIST_COLUMNS, camelToSnake, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
 import type {
   AuditEntry,
   BackupRow,
@@ -22,48 +23,6 @@ import type {
   NewBackup,
   TokenRow,
 } from './types.js';
-
-type Row = Record<string, unknown>;
-
-const camelToSnake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-const camelNames = new Map<string, string>();
-const snakeToCamel = (k: string): string => {
-  let c = camelNames.get(k);
-  if (c === undefined) camelNames.set(k, (c = k.replace(/_([a-z])/g, (_m, ch: string) => ch.toUpperCase())));
-  return c;
-};
-
-function fromDb(row: Row): Row {
-  const out: Row = {};
-  for (const [k, v] of Object.entries(row)) out[snakeToCamel(k)] = v;
-  return out;
-}
-
-function toHost(row: Row): HostRow {
-  const r = fromDb(row);
-  r.group = r.grp;
-  delete r.grp;
-  return r as unknown as HostRow;
-}
-
-/** Listing columns: everything but the (large) manifest, and whether there is one. */
-const BACKUP_LIST_COLUMNS = `id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path, product_version,
-  job_id, origin, quiesce_window_ms, file_count, warning_count, error_count, error_message, initiated_via, drill_passed_at_ms,
-  drill_at_ms, drill_duration_ms, drill_result, (manifest_json != '') AS has_manifest`;
-
-function toBackup(row: Row): BackupRow {
-  const r = fromDb(row) as unknown as BackupRow & { verifyFailed: number | boolean; hasManifest?: number };
-  const hasManifest = r.hasManifest === undefined ? r.manifestJson !== '' : Boolean(r.hasManifest);
-  delete r.hasManifest;
-  r.manifestJson ??= '';
-  r.verifyFailed = Boolean(r.verifyFailed);
-  r.restorable = r.status === 'Completed' && hasManifest && !r.verifyFailed;
-  return r;
-}
-
-const toJob = (row: Row) => fromDb(row) as unknown as JobRow;
-const toToken = (row: Row) => fromDb(row) as unknown as TokenRow;
-const toAudit = (row: Row) => fromDb(row) as unknown as AuditEntry;
 
 /** "SET a = @a, b = @b" for the keys present in `u` (camelCase keys -> snake_case columns). */
 function setClause(u: Record<string, unknown>, rename: Record<string, string> = {}): { sql: string; params: Row } {
@@ -113,7 +72,7 @@ export class SqliteCatalog implements Catalog {
       throw new BoxbackError('BOXBACK_ERR_CATALOG', `cannot open the catalog ${file}: ${(err as Error).message}`, {}, { cause: err });
     }
     try {
-      return new SqliteCatalog(db, migrate(db, file));
+      return new SqliteCatalog(db, migrateSqlite(db, file));
     } catch (err) {
       db.close();
       if (err instanceof BoxbackError) throw err;
@@ -250,10 +209,15 @@ export class SqliteCatalog implements Catalog {
   // ---- jobs
 
   async createJob(j: JobRow): Promise<void> {
-    const cols = Object.keys(j);
-    this.stmt(`INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(
-      j as unknown as Row,
-    );
+    const cols = Object.keys(j).filter((k) => (j as unknown as Row)[k] !== undefined);
+    try {
+      this.stmt(`INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(
+        j as unknown as Row,
+      );
+    } catch (err) {
+      if (String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) throw jobExists(j);
+      throw err;
+    }
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {

@@ -88,6 +88,14 @@ export interface JobRow {
   paramsJson: string;
   /** The final JobResult as JSON ('' while running). */
   resultJson: string;
+  /** The schedule that fired this job ('' : asked for by a caller). */
+  schedule?: string;
+  /** The schedule's slot (cron time, ms) it was fired for; one job per (schedule, slot, host, attempt) at most. */
+  slotMs?: number;
+  /** Which run of that slot (1, then retries; 0 : not scheduled). */
+  attempt?: number;
+  /** The controller that runs the job (its leadership id; '' before migration 3). */
+  owner?: string;
 }
 
 export interface TokenRow {
@@ -115,7 +123,7 @@ export interface AuditEntry {
 }
 
 export type HostUpdate = Partial<Pick<HostRow, 'planName' | 'product' | 'productVersion' | 'agentVersion' | 'lastSeenMs'>>;
-export type JobUpdate = Partial<Omit<JobRow, 'id' | 'kind' | 'host' | 'createdAtMs'>>;
+export type JobUpdate = Partial<Omit<JobRow, 'id' | 'kind' | 'host' | 'createdAtMs' | 'schedule' | 'slotMs' | 'attempt' | 'owner'>>;
 export type BackupUpdate = Partial<
   Pick<
     BackupRow,

@@ -48,6 +48,9 @@ interface StatusMsg {
   runningJobs: number;
   controllerVersion: string;
   atMs: number;
+  /** Leading controller and the one that answered (two controllers on one PostgreSQL catalog). */
+  leader?: string;
+  controller?: string;
 }
 
 /** "in 3m05s" (or "now" when due). */
@@ -55,8 +58,14 @@ function humanIn(ms: number, now = Date.now()): string {
   return ms <= now ? 'now' : `in ${humanDuration(ms - now)}`;
 }
 
+/** Only when this controller does not lead: which one does (SQLite: always the one answering). */
+function leaderNote(s: StatusMsg): string {
+  if (!s.controller || s.leader === s.controller) return '';
+  return s.leader ? `, a follower (leader: ${s.leader})` : ', a follower (no leader at the moment)';
+}
+
 export function statusText(s: StatusMsg): string {
-  const head = `${s.totalHosts} host(s), ${s.reachableHosts} reachable, ${s.atRiskHosts} at risk, ${s.runningJobs} job(s) running — controller ${s.controllerVersion}`;
+  const head = `${s.totalHosts} host(s), ${s.reachableHosts} reachable, ${s.atRiskHosts} at risk, ${s.runningJobs} job(s) running — controller ${s.controllerVersion}${leaderNote(s)}`;
   if (!s.hosts.length) return `${head}\nno hosts: \`boxback hosts add NAME --address HOST:PORT\``;
   const t = table(s.hosts, [
     { header: 'Host', get: (h) => h.host.name, priority: 20 },
