@@ -22,7 +22,8 @@
 #                               kept when edited, the new default written beside as *.new
 #   7. /etc/systemd/system/     boxback-agent.service (+ .d/10-plan.conf generated from the
 #                               config and plan) or boxback-controller.service
-#   8. systemctl daemon-reload (not in a scratch root)
+#   8. systemctl daemon-reload (not in a scratch root); agent: /etc/sysctl.d/60-boxback-inotify.conf
+#      (more inotify watches for the change journal), applied with sysctl (not in a scratch root)
 #   9. checks the installed config with the installed daemon (--check-config)
 # and prints one line per thing it did. Exit codes: 0 ok, 1 failure, 2 usage.
 set -euo pipefail
@@ -325,6 +326,26 @@ elif [ -d /run/systemd/system ]; then
   fi
 else
   say "skipped" "systemctl daemon-reload (systemd is not running here)"
+fi
+
+# --- 8b. agent: inotify watches for the change journal ----------------------------------------
+if [ "$ROLE" = agent ]; then
+  put_file - /etc/sysctl.d/60-boxback-inotify.conf 0644 <<'EOF'
+# Installed by boxback's deploy/install.sh (agent).
+# The agent's change journal watches every directory of the plan's trees (artifacts, test
+# reports) with inotify: one watch per directory. The kernel's default limit (8192 on older
+# kernels, scaled with RAM on newer ones) is too small for a CI server's artifact store;
+# past it the journal cannot be trusted and every backup makes a full rsync pass (the agent
+# logs why). A watch costs about 1 KiB of kernel memory, and only while it is in use.
+fs.inotify.max_user_watches=1048576
+EOF
+  if [ "$SCRATCH" = yes ]; then
+    say "skipped" "sysctl (scratch root): the inotify limit applies at the next boot, or with sysctl --system"
+  elif command -v sysctl >/dev/null 2>&1 && sysctl -q -p /etc/sysctl.d/60-boxback-inotify.conf >/dev/null 2>&1; then
+    say "applied" "fs.inotify.max_user_watches=1048576"
+  else
+    say "note" "could not apply /etc/sysctl.d/60-boxback-inotify.conf now (in a container?); it applies at the next boot"
+  fi
 fi
 
 # --- 9. check what was installed ---------------------------------------------------------------

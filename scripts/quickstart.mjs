@@ -11,12 +11,12 @@
 //
 // Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir).
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, startCluster } from './lib/cluster.mjs';
 import { createSampleBox } from './lib/sample-box.mjs';
+import { diffSnapshots, liveParts, snapshotTree } from './lib/tree-snapshot.mjs';
 
 const { values } = parseArgs({ options: { dir: { type: 'string' }, keep: { type: 'boolean' } } });
 const dir = path.resolve(values.dir ?? '.boxback/quickstart');
@@ -29,29 +29,6 @@ async function step(name, fn) {
   const r = await fn();
   timings.push([name, Date.now() - t]);
   return r;
-}
-
-/** path -> sha256 (or "-> target" for symlinks) of every file under `root`. */
-function snapshot(root, skip = () => false) {
-  const out = {};
-  const walk = (d) => {
-    for (const name of readdirSync(d).sort()) {
-      const p = path.join(d, name);
-      const rel = path.relative(root, p);
-      if (skip(rel)) continue;
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isSymbolicLink()) out[rel] = `-> ${readlinkSync(p)}`;
-      else out[rel] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(root);
-  return out;
-}
-
-function diff(a, b) {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  return [...keys].filter((k) => a[k] !== b[k]).sort();
 }
 
 async function cliOk(c, args, { show = true } = {}) {
@@ -87,10 +64,7 @@ try {
   });
 
   // What backup 1 must hold: every file but the live database, hashed now.
-  const dbRel = path.relative(box1.root, box1.dbFile);
-  const isLive = (rel) =>
-    rel === dbRel || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml' || rel.includes('.boxback-safety-');
-  const before = snapshot(box1.root, isLive);
+  const before = snapshotTree(box1.root, liveParts(box1));
 
   await step('backup 1 of gocd1 (server stopped only for the staging copy)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
   await step('change the box: a config edit, new artifacts, a deleted report', async () => {
@@ -118,10 +92,10 @@ try {
   });
 
   const results = await step('prove it', async () => {
-    const after = snapshot(box2.root, isLive);
+    const after = snapshotTree(box2.root, liveParts(box2));
     // Paths differ only by the box root; host files are rewritten on purpose.
     const envRel = path.relative(box1.root, box1.envFile);
-    const differ = diff(before, after).filter((k) => k !== envRel);
+    const differ = diffSnapshots(before, after).filter((k) => k !== envRel);
     const env = readFileSync(box2.envFile, 'utf8');
     // The database as backup 1 holds it; the live one and the restored one (whose server
     // has gone on writing since) must both start with exactly those bytes.

@@ -25,7 +25,7 @@ describe('backup engine pieces', () => {
     expect(parseProgress2('          1,024   0%    0.00kB/s    0:00:00')).toEqual({ bytesDone: 1024, bytesTotal: 0, filesDone: 0, filesTotal: 0 });
     expect(parseProgress2('sending incremental file list')).toBeUndefined();
     const args = rsyncArgs({ source: '/src/', dest: '/dst', linkDest: '/prev/artifacts', excludes: ['*.tmp'] }, true);
-    expect(args).toEqual(['-a', '--delete', '--numeric-ids', '--no-inc-recursive', '--info=progress2', '--stats', '--link-dest=/prev/artifacts', '--exclude=*.tmp', '/src/', '/dst/']);
+    expect(args).toEqual(['-a', '--delete', '--numeric-ids', '--modify-window=-1', '--no-inc-recursive', '--info=progress2', '--stats', '--link-dest=/prev/artifacts', '--exclude=*.tmp', '/src/', '/dst/']);
     expect(rsyncArgs({ source: '/s', dest: '/d', linkDest: '/p' }, false)).not.toContain('--link-dest=/p');
   });
 

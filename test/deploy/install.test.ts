@@ -54,6 +54,8 @@ describe('install.sh --agent', () => {
     ]) {
       expect(existsSync(at(f)), f).toBe(true);
     }
+    // The change journal's inotify watches: written, not applied (scratch root).
+    expect(readFileSync(at('etc/sysctl.d/60-boxback-inotify.conf'), 'utf8')).toMatch(/^fs\.inotify\.max_user_watches=1048576$/m);
     expect(existsSync(at('etc/systemd/system/boxback-controller.service'))).toBe(false);
     expect(readFileSync(at('etc/boxback/plans/gocd.yaml'), 'utf8')).toBe(readFileSync(path.join(bundle, 'deploy/plans/gocd.yaml'), 'utf8'));
   });

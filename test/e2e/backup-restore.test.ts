@@ -2,44 +2,22 @@
 // agent over mutual TLS, the agent backs up a GoCD-like box with a running server into
 // the store, the catalog lists it, and a restore puts the same bytes back — in place, and
 // onto a second box whose host file is rewritten for its own hostname and address.
-import { createHash } from 'node:crypto';
-import { appendFileSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
+import { liveParts, snapshotTree as snapshot } from '../../scripts/lib/tree-snapshot.mjs';
 
 type Box = Awaited<ReturnType<typeof createSampleBox>>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
-
-function snapshot(root: string, skip: (rel: string) => boolean): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const name of readdirSync(d).sort()) {
-      const p = path.join(d, name);
-      const rel = path.relative(root, p);
-      if (skip(rel)) continue;
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isSymbolicLink()) out[rel] = `-> ${readlinkSync(p)}`;
-      else out[rel] = `${(st.mode & 0o777).toString(8)} ${createHash('sha256').update(readFileSync(p)).digest('hex')}`;
-    }
-  };
-  walk(root);
-  return out;
-}
 
 let dir: string;
 let cluster: Cluster;
 let box1: Box;
 let box2: Box;
-const live = (box: Box) => (rel: string) =>
-  rel === path.relative(box.root, box.dbFile) ||
-  rel.startsWith('run') ||
-  rel.startsWith('var/log') ||
-  rel === 'plan.yaml' ||
-  rel.includes('.boxback-safety-');
+const live = liveParts;
 function safetyCopies(root: string): string[] {
   const out: string[] = [];
   const walk = (d: string) => {
@@ -144,6 +122,37 @@ describe('backup and restore through the CLI, controller and agent', () => {
     delete other[envRel];
     expect(other).toEqual(mine);
     expect(await box2.healthy()).toBe(true);
+  });
+
+  it('imports a backup directory GoCD itself made and restores it', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { mkdirSync } = await import('node:fs');
+    // Laid out as GoCD lays it: zips of the directories' content made by Info-ZIP, a
+    // version.txt without a newline, no manifest, no artifacts.
+    const gocd = path.join(dir, 'gocd-made', 'backup_20250102-030405');
+    mkdirSync(gocd, { recursive: true });
+    const zipDir = (src: string, name: string) => execFileSync('zip', ['-q', '-r', '-y', path.join(gocd, name), '.'], { cwd: src });
+    const h2 = path.join(dir, 'gocd-made', 'h2');
+    mkdirSync(h2, { recursive: true });
+    writeFileSync(path.join(h2, 'cruise.h2.db'), 'record 1 from an older GoCD\n');
+    zipDir(h2, 'db.zip');
+    zipDir(box1.configDir, 'config-dir.zip');
+    zipDir(box1.configRepo, 'config-repo.zip');
+    writeFileSync(path.join(gocd, 'version.txt'), '22.3.0 (15301-abcdef)');
+    const configBefore = snapshot(box1.configDir, () => false);
+
+    const imp = await cluster.cli(['backup', 'import', gocd, '--host', 'gocd-a', '--json']);
+    expect(imp.code, imp.stderr).toBe(0);
+    const imported = JSON.parse(imp.stdout);
+    const id = imported.id ?? imported.backup?.id;
+    expect(id).toBe('gocd-a@20250102-030405');
+
+    appendFileSync(path.join(box1.configDir, 'cruise-config.xml'), '<!-- changed after the GoCD backup -->\n');
+    const r = await cluster.cli(['backup', 'restore', id, '--yes']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(path.join(box1.db, 'cruise.h2.db'), 'utf8')).toBe('record 1 from an older GoCD\n');
+    expect(snapshot(box1.configDir, () => false)).toEqual(configBefore);
+    expect(await box1.healthy()).toBe(true);
   });
 
   it('reports an unknown backup as one line with exit code 3', async () => {

@@ -5,6 +5,7 @@
  */
 import type { Logger, Progress } from '@boxback/common';
 import type { AgentConfig } from './config.js';
+import type { Journals } from './journal/index.js';
 
 export interface ProgressUpdate {
   phase: string;
@@ -22,6 +23,8 @@ export interface JobContext {
   readonly jobId: string;
   /** Aborted when the caller goes away or the agent shuts down. */
   readonly signal: AbortSignal;
+  /** The trees' change journals (absent in tests that run jobs without them: every tree sync is full). */
+  readonly journals?: Journals;
   /** Send a progress event (rate and ETA are computed by the emitter). */
   emit(update: ProgressUpdate): void;
 }

@@ -3,14 +3,16 @@
  * boxback-agent --config agent.yaml [--check-config]
  *
  * Start-up, in order: load and validate the config and plan; resume any services a
- * crashed predecessor left quiesced; prune old safety copies; serve gRPC over mutual
- * TLS. SIGTERM/SIGINT: cancel the running job (services are resumed), then exit.
+ * crashed predecessor left quiesced; prune old safety copies; start the trees' change
+ * journals (watchers start in the background); serve gRPC over mutual TLS.
+ * SIGTERM/SIGINT: cancel the running job (services are resumed), close the journals, exit.
  */
 import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BOXBACK_VERSION, asBoxbackError, createLogger } from '@boxback/common';
 import { recoverQuiesce } from './backup/quiesce-record.js';
 import { loadAgentConfig } from './config.js';
+import { createJournals } from './journal/index.js';
 import { pruneSafetyCopies } from './restore/safety-copies.js';
 import { AgentServer } from './server.js';
 
@@ -51,7 +53,8 @@ async function main(): Promise<number> {
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   await recoverQuiesce(config, log);
   await pruneSafetyCopies(config, log).catch((err) => log.warn({ err }, 'pruning safety copies failed'));
-  const server = new AgentServer(config, log);
+  const journals = await createJournals(config, log);
+  const server = new AgentServer(config, log, journals);
   const port = await server.listen();
   log.info({ listen: config.listen, port, plan: config.plan.name, version: BOXBACK_VERSION }, 'agent listening');
   await new Promise<void>((resolve) => {
@@ -64,7 +67,11 @@ async function main(): Promise<number> {
       const plan = config.plan;
       const starts = plan.services.reduce((sum, svc) => sum + svc.startTimeoutSeconds, 0);
       const graceMs = (Math.max(starts, plan.quiesce.exit?.timeoutSeconds ?? 0) + 30) * 1000;
-      void server.shutdown(graceMs).then(resolve);
+      void server
+        .shutdown(graceMs)
+        .then(() => journals.close())
+        .catch((err: unknown) => log.warn({ err }, 'closing the change journals failed'))
+        .then(resolve);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

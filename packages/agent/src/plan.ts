@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError, isInside, loadYamlFile, resolveFrom } from '@boxback/common';
+import { journalPlanSchema } from './journal/plan-extension.js';
 import { postgresDatasetIssues } from './postgres/plan.js';
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
@@ -124,6 +125,8 @@ const planSchema = z
       .default({ mode: 'stop', leaseSeconds: 900, onError: 'fail', inWindow: [] }),
     datasets: z.array(dataset).default([]),
     trees: z.array(tree).default([]),
+    /** The change journal of the trees (issue 7; docs/design/change-journal.md). */
+    journal: journalPlanSchema.default({ enabled: true, fullPassEvery: { backups: 30, hours: 168 } }),
     hostFiles: z.array(hostFile).default([]),
     health: z
       .object({ http: httpCall.partial({ method: true }).optional(), command: argv.optional(), timeoutSeconds: seconds(120), intervalSeconds: seconds(1) })

@@ -32,6 +32,7 @@ import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
+import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
 import { readInstalledVersion } from './product-version.js';
 import { runRestore } from './restore/restore.js';
@@ -58,6 +59,7 @@ export class AgentServer {
   constructor(
     readonly config: AgentConfig,
     private readonly log: Logger,
+    private readonly journals?: Journals,
   ) {
     const { AgentService } = loadServices();
     this.server.addService(AgentService.service, {
@@ -160,7 +162,7 @@ export class AgentServer {
       if (!call.cancelled && !call.writableEnded) call.write(ev);
     };
     const tracker = new ProgressTracker(jobId, (p: Progress) => send({ progress: p }));
-    const ctx: JobContext = { config: this.config, log, jobId, signal: abort.signal, emit: (u) => tracker.emit(u) };
+    const ctx: JobContext = { config: this.config, log, jobId, signal: abort.signal, journals: this.journals, emit: (u) => tracker.emit(u) };
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
     this.running = { id: jobId, kind, abort, tracker, done };

@@ -80,6 +80,10 @@ export interface ManifestTree {
   linkedFiles: number;
   /** How the tree was synced: a full rsync pass, or only journaled paths. */
   syncMode: 'full' | 'journal';
+  /** Why the tree was synced with a full rsync pass (journal untrusted, first backup, periodic pass...). */
+  syncReason?: string;
+  /** Paths the journal listed as changed (syncMode journal). */
+  changedPaths?: number;
 }
 
 export interface Manifest {
@@ -141,8 +145,19 @@ export function resolveInStore(store: string, rel: string): string {
   return path.join(store, parts[0], parts[1]);
 }
 
+/** Files up to this size are hashed from one read; larger ones are streamed. */
+const SMALL_FILE = 1 << 20;
+
 export async function hashFile(file: string, onBytes?: (n: number) => void, sizeHint?: number): Promise<string> {
   const h = createHash('sha256');
+  if (sizeHint !== undefined && sizeHint <= SMALL_FILE) {
+    // One open and one read: a stream per small file costs more than hashing it.
+    const data = await fsp.readFile(file);
+    if (data.length <= SMALL_FILE) {
+      onBytes?.(data.length);
+      return h.update(data).digest('hex');
+    }
+  }
   // A 1 MiB buffer per small file is mostly garbage: size the buffer to the file.
   const hwm = sizeHint === undefined ? 1 << 20 : Math.max(16_384, Math.min(1 << 20, sizeHint + 1));
   const rs = createReadStream(file, { highWaterMark: hwm });

@@ -12,11 +12,16 @@
  *                          window), 2 at a time, hashed on the way to disk; a postgres dataset
  *                          is a pg_dump into db.<database> (inside the window if its block says so)
  *   SYNC_ARTIFACTS ...     at the same time: each tree with rsync --link-dest to the previous backup,
- *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode
+ *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode.
+ *                          When the tree's change journal is trusted (journal/), only the changed
+ *                          paths are synced over a hard-link farm of the previous tree; otherwise
+ *                          a full rsync pass, and the manifest and the log say why
  *   BACKUP_VERSION_FILE    version.txt, GoCD style
  *   MANIFEST               the archives' entries, merged with the trees'
  *   VERIFY                 re-read and re-hash every archive written
- *   PUBLISH                syncfs, manifest.json last, rename to `backup_<ts>`
+ *   PUBLISH                syncfs, manifest.json last, rename to `backup_<ts>`; then each tree's
+ *                          journal is sealed (it now follows this backup); a failed backup
+ *                          abandons its snapshots (their changes stay for the next one)
  *   POST_BACKUP_SCRIPT     the post-backup hooks, on success and on failure, with GoCD's variables
  *
  * Any failure or abort (cancelled RPC, SIGTERM) removes the temporary directory: only a
@@ -55,6 +60,7 @@ import { createTempDir, freeTimestamp, hostDir, previousBackup, publish, removeS
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
 import { stageDatasets, type StagedDataset } from './stage.js';
+import { syncTreeIncremental, type TreeSnapshot } from '../journal/index.js';
 import { syncTree } from './tree-sync.js';
 import { DEFAULT_LEVEL, writeZip } from './zip-writer.js';
 
@@ -137,6 +143,8 @@ interface Run {
   /** Tree dir -> its manifest entries, described right after the tree's sync. */
   treeFiles: Map<string, CollectResult>;
   previous?: { dir: string; manifest: Manifest };
+  /** Trees whose change journal was cut for this backup (sealed after PUBLISH, else abandoned). */
+  snapshotted: string[];
 }
 
 export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<JobResult> {
@@ -162,6 +170,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     treeFiles: new Map(),
     written: [],
     pgDumps: new Map(),
+    snapshotted: [],
   };
   let error: BoxbackError | undefined;
   let finalDir: string | undefined;
@@ -193,6 +202,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   } finally {
     if (!finalDir && r.tempDir) await removeTemp(r.tempDir, ctx.log);
   }
+  await settleJournals(r, finalDir);
   const hookError = await postBackupHooks(r, finalDir, error);
   const id = r.ts ? makeBackupId(config.name, r.ts) : '';
   const result: JobResult = {
@@ -398,32 +408,127 @@ async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | un
   });
 }
 
+/** Store-relative path of the previous backup ("host/backup_ts"), as the journal names it. */
+function previousRel(r: Run): string | undefined {
+  return r.previous ? path.relative(r.ctx.config.store, r.previous.dir).split(path.sep).join('/') : undefined;
+}
+
+/** Cut the tree's change journal: trusted (sync only what changed) or why a full pass. */
+async function journalSnapshot(r: Run, t: PlanTree): Promise<TreeSnapshot> {
+  const journals = r.ctx.journals;
+  if (!journals) return { trusted: false, reason: 'this agent process runs without change journals', changed: [], since: '' };
+  try {
+    const snap = await journals.snapshot(t.name, previousRel(r));
+    r.snapshotted.push(t.name);
+    return snap;
+  } catch (err) {
+    return { trusted: false, reason: `the change journal could not be read: ${(err as Error).message}`, changed: [], since: '' };
+  }
+}
+
+interface TreeSyncOutcome {
+  warnings: string[];
+  mode: 'full' | 'journal';
+  reason?: string;
+  changedPaths?: number;
+}
+
 async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<void> {
   const dir = t.dir ?? t.name;
+  const dest = path.join(r.tempDir, dir);
+  const prevTree = r.previous ? path.join(r.previous.dir, dir) : undefined;
+  const snap = await journalSnapshot(r, t);
+  let reason = snap.reason;
+  if (snap.trusted && !(await fsp.stat(prevTree!).then((s) => s.isDirectory()).catch(() => false))) {
+    reason = `the previous backup has no ${dir}/ tree to link against`;
+  }
+  const incremental = snap.trusted && !reason;
+  const message = incremental ? `${snap.changed.length} changed paths since ${snap.since}` : `full rsync pass: ${reason}`;
+  r.ctx.log.info({ tree: t.name, mode: incremental ? 'journal' : 'full', changedPaths: incremental ? snap.changed.length : undefined, since: snap.since || undefined, reason: incremental ? undefined : reason }, `tree ${t.name}: ${message}`);
   // Sync, then describe the tree (checksums of new files) while the archives are still being written.
-  const res = await r.phases.run(treePhase(t), async (h) => {
-    const synced = await syncTree({
-      source: t.source,
-      dest: path.join(r.tempDir, dir),
-      linkDest: r.previous ? path.join(r.previous.dir, dir) : undefined,
-      excludes: t.excludes,
-      signal,
-      onProgress: (p) => h.update(p),
-    });
-    const col = await collectFiles({
-      dir: r.tempDir,
-      subdir: dir,
-      known: r.known,
-      treeDirs: [dir],
-      prev: r.previous,
-      signal,
-      onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
-    });
-    r.treeFiles.set(dir, col);
-    return synced;
-  });
+  const res = await r.phases.run(
+    treePhase(t),
+    async (h): Promise<TreeSyncOutcome> => {
+      let out: TreeSyncOutcome;
+      const full = async (why: string): Promise<TreeSyncOutcome> => {
+        const synced = await syncTree({ source: t.source, dest, linkDest: prevTree, excludes: t.excludes, signal, onProgress: (p) => h.update({ ...p, message: `full rsync pass: ${why}` }) });
+        return { warnings: synced.warnings, mode: 'full', reason: why };
+      };
+      if (incremental) {
+        try {
+          const farm = await r.ctx.journals!.takeLinkFarm(t.name, previousRel(r)!);
+          const synced = await syncTreeIncremental({
+            source: t.source,
+            dest,
+            prevTree: prevTree!,
+            changed: snap.changed,
+            excludes: t.excludes,
+            farm,
+            signal,
+            onProgress: (p) => h.update({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, filesDone: p.filesDone, filesTotal: p.filesTotal, message: `${message} (${p.step})` }),
+          });
+          r.ctx.log.info({ tree: t.name, roots: synced.roots, removed: synced.removed, filesTransferred: synced.filesTransferred, bytesTransferred: synced.bytesTransferred, preparedFarm: synced.preparedFarm, linkMs: synced.linkMs, syncMs: synced.syncMs }, `tree ${t.name} synced from the journal`);
+          out = { warnings: synced.warnings, mode: 'journal', changedPaths: snap.changed.length };
+        } catch (err) {
+          const be = asBoxbackError(err);
+          if (signal.aborted || be.code === 'BOXBACK_ERR_CANCELLED' || be.code === 'BOXBACK_ERR_DISK_FULL') throw err;
+          // Whatever went wrong, a full pass still makes a correct tree.
+          const why = `the journaled sync failed (${be.message})`;
+          r.ctx.log.warn({ tree: t.name, err: be.message }, `tree ${t.name}: ${why}; making a full rsync pass`);
+          await fsp.rm(dest, { recursive: true, force: true });
+          out = await full(why);
+        }
+      } else {
+        out = await full(reason);
+      }
+      const col = await collectFiles({
+        dir: r.tempDir,
+        subdir: dir,
+        known: r.known,
+        treeDirs: [dir],
+        prev: r.previous,
+        signal,
+        onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
+      });
+      r.treeFiles.set(dir, col);
+      return out;
+    },
+    message,
+  );
   r.warnings.push(...res.warnings);
-  r.trees.push({ name: t.name, dir, source: t.source, owner: t.owner, files: 0, bytes: 0, linkedFiles: 0, syncMode: 'full' });
+  r.trees.push({
+    name: t.name,
+    dir,
+    source: t.source,
+    owner: t.owner,
+    files: 0,
+    bytes: 0,
+    linkedFiles: 0,
+    syncMode: res.mode,
+    ...(res.mode === 'full' ? { syncReason: res.reason } : { changedPaths: res.changedPaths }),
+  });
+}
+
+/**
+ * After PUBLISH: each journal now follows the new backup (and starts preparing the next
+ * link farm). After a failure: the snapshots are abandoned, their changes stay for the next
+ * backup. A seal that fails only costs the next backup a full pass.
+ */
+async function settleJournals(r: Run, finalDir: string | undefined): Promise<void> {
+  const journals = r.ctx.journals;
+  if (!journals) return;
+  for (const tree of r.snapshotted) {
+    if (!finalDir) {
+      journals.abandoned(tree);
+      continue;
+    }
+    try {
+      await journals.sealed(tree, backupRelPath(r.ctx.config.name, r.ts));
+    } catch (err) {
+      r.ctx.log.warn({ tree, err: (err as Error).message }, `sealing the change journal of ${tree} failed; its next backup makes a full rsync pass`);
+      journals.abandoned(tree);
+    }
+  }
 }
 
 async function versionFile(r: Run): Promise<void> {

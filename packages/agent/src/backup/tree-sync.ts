@@ -1,7 +1,7 @@
 /**
  * Syncing an artifact or test-report tree with the real rsync, outside the quiesce window.
  *
- *   rsync -a --delete --numeric-ids --no-inc-recursive --info=progress2
+ *   rsync -a --delete --numeric-ids --modify-window=-1 --no-inc-recursive --info=progress2
  *         [--link-dest=<previous backup>/<dir>] [--exclude=PAT...] <source>/ <dest>/
  *
  * With --link-dest every backup is a complete tree and an unchanged file costs one hard
@@ -59,7 +59,10 @@ export function parseProgress2(line: string): SyncProgress | undefined {
 }
 
 export function rsyncArgs(o: SyncOptions, linkDestExists: boolean): string[] {
-  const args = ['-a', '--delete', '--numeric-ids', '--no-inc-recursive', '--info=progress2', '--stats'];
+  // --modify-window=-1: compare mtimes to the nanosecond. With rsync's default, mtimes in the
+  // same second count as equal, and --link-dest links a same-size file rewritten within the
+  // second of the previous backup (stale bytes in the new backup).
+  const args = ['-a', '--delete', '--numeric-ids', '--modify-window=-1', '--no-inc-recursive', '--info=progress2', '--stats'];
   if (o.linkDest && linkDestExists) args.push(`--link-dest=${o.linkDest}`);
   for (const x of o.excludes ?? []) args.push(`--exclude=${x}`);
   args.push(`${o.source.replace(/\/+$/, '')}/`, `${o.dest.replace(/\/+$/, '')}/`);

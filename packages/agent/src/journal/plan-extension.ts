@@ -1,9 +1,6 @@
 /**
- * The host plan's `journal` key (optional; issue 7). To be added to planSchema in plan.ts as
- *
- *   journal: journalPlanSchema.default(JOURNAL_PLAN_DEFAULTS),
- *
- * Until it is, `journalSettings(plan)` reads the key from the raw plan object when present.
+ * The host plan's `journal` key (optional; issue 7), part of planSchema in plan.ts.
+ * `journalSettings(plan)` also accepts a raw plan object (tests build partial configs).
  *
  *   journal:
  *     enabled: true            # watch the trees and sync only what changed

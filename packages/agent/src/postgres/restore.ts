@@ -410,15 +410,26 @@ export async function restorePostgres(
   });
 }
 
-/** ROLLBACK after a later step failed: drop the restored database and rename the safety copy back. */
+/**
+ * ROLLBACK after a later step failed: drop the restored database and rename the safety copy
+ * back. Looks first: when the safety copy does not exist (never made, or already put back,
+ * as restorePostgres does itself when the load fails) nothing is dropped; returns false.
+ */
 export async function putBackSafetyDatabase(
   ds: PostgresDataset,
   safety: string,
   opts: { signal?: AbortSignal; log?: Logger } = {},
-): Promise<void> {
-  await withConnection(ds, async (conn) => {
+): Promise<boolean> {
+  return withConnection(ds, async (conn) => {
     const v = await serverVersion(conn, ds.pg.maintenanceDatabase, { signal: opts.signal, code: 'BOXBACK_ERR_ROLLBACK_FAILED' });
+    const there = await query(conn, ds.pg.maintenanceDatabase, `select 1 from pg_database where datname = ${literal(safety)};`, {
+      signal: opts.signal,
+      code: 'BOXBACK_ERR_ROLLBACK_FAILED',
+      what: `looking for the safety copy ${safety}`,
+    });
+    if (there.length === 0) return false;
     await putBack(conn, safety, v.num, opts, new Error(`rolling back database ${ds.pg.database}`));
+    return true;
   });
 }
 

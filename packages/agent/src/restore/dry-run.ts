@@ -4,6 +4,7 @@
  * against what it would hold after the swap and the rewrite). Reads only.
  */
 import type { Manifest } from '@boxback/common';
+import { dryRunDescribe } from '../postgres/restore.js';
 import type { JobContext } from '../job.js';
 import { hostFilePaths, readIfFile, replacements, rewrite, unifiedDiff } from './host-files.js';
 import type { RestoreTargets } from './targets.js';
@@ -19,6 +20,7 @@ export async function dryRunReport(
   targets: RestoreTargets,
   verified: VerifySummary,
   version: VersionCheck,
+  force = false,
 ): Promise<string> {
   const plan = ctx.config.plan;
   const { list, warnings } = replacements(manifest, ctx.config);
@@ -45,6 +47,12 @@ export async function dryRunReport(
     else for (const f of d.files.values()) steps.push(`SWAP           ${f} (current kept as ${f}.boxback-safety-${ctx.jobId})`);
   }
   for (const t of targets.trees) steps.push(`SWAP           ${t.target} (current kept as ${t.target}.boxback-safety-${ctx.jobId})`);
+  const dbWarnings: string[] = [];
+  for (const db of targets.databases) {
+    const d = await dryRunDescribe(db.ds, db.meta, { force, jobId: ctx.jobId, signal: ctx.signal });
+    steps.push(...d.steps);
+    dbWarnings.push(...d.warnings);
+  }
   const hostFiles = await hostFilePaths(plan);
   steps.push(
     `HOST_FILES     ${list.map((r) => `${r.from} -> ${r.to}`).join(', ') || 'nothing to replace'} in ${hostFiles.join(', ') || '(no host files)'}`,
@@ -56,9 +64,11 @@ export async function dryRunReport(
   steps.push(
     `HEALTH_CHECK   ${plan.health ? `${plan.health.http?.url ?? plan.health.command!.join(' ')} within ${plan.health.timeoutSeconds}s` : '(the plan has none)'}`,
   );
-  steps.push('ROLLBACK       if any step from STOP on fails: safety copies back, host files back, services started');
+  steps.push(
+    `ROLLBACK       if any step from STOP on fails: safety copies back${targets.databases.length ? ', safety databases renamed back' : ''}, host files back, services started`,
+  );
   steps.forEach((s, i) => lines.push(`${String(i + 1).padStart(3)}. ${s}`));
-  for (const w of [...targets.warnings, ...version.warnings, ...warnings]) lines.push(`warning: ${w}`);
+  for (const w of [...targets.warnings, ...version.warnings, ...dbWarnings, ...warnings]) lines.push(`warning: ${w}`);
 
   lines.push('', 'Host files:');
   for (const file of hostFiles) {

@@ -8,13 +8,16 @@
  *   file      target hard-linked to `safety`, `staging` renamed over it (atomic)
  *   remove    target renamed aside to `safety` (a clean-up step's removal)
  *   hostfile  target hard-linked to `safety`, the rewritten file renamed over it
+ *   database  target = the plan dataset's database (name), renamed aside to the database
+ *             `safety` and a new one loaded from the dump (postgres/restore.ts); `dataset`
+ *             names the plan dataset, `emptyWith` how it was emptied (clean keeps no copy)
  * `safety: null` means there was nothing at the target before.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '@boxback/common';
 
-export type MoveKind = 'dir' | 'file' | 'remove' | 'hostfile';
+export type MoveKind = 'dir' | 'file' | 'remove' | 'hostfile' | 'database';
 
 export interface Move {
   kind: MoveKind;
@@ -22,6 +25,9 @@ export interface Move {
   safety: string | null;
   staging?: string;
   state: 'planned' | 'done';
+  /** database moves: the plan dataset's name, and how the database was emptied. */
+  dataset?: string;
+  emptyWith?: 'recreate' | 'clean';
 }
 
 /** failed: stopped before anything was moved. */

@@ -3,6 +3,8 @@
  *
  *   VERIFY         read the manifest, map its parts onto this box's plan       targets.ts
  *   VERSION_CHECK  refuse a backup newer than the installed product (--force)  version-check.ts
+ *                  and, per pg_dump dataset, a dump from a newer PostgreSQL major
+ *                  than the target server's; the dump read back (pg_restore)    postgres/restore.ts
  *   -- dry run: VERIFY every checksum and zip CRC, report the steps and every host
  *      file's diff, change nothing, stop here --                               dry-run.ts
  *   VERIFY         every backup file against the manifest, every zip opens     verify.ts
@@ -12,6 +14,9 @@
  *   CHOWN          owners (and uid/gid maps) on the staged copies, then syncfs ownership.ts
  *   STOP           stop the services and make sure they are dead               stop.ts
  *   SWAP           staged copies into place, old ones kept as safety copies    swap.ts
+ *   RESTORE_DATABASE  each pg_dump into the plan's database: the old one renamed
+ *                  aside as the safety database, a new one loaded in one
+ *                  transaction (the move is recorded first)                    postgres/restore.ts
  *   HOST_FILES     source hostname/addresses -> this box's, in host files only host-files.ts
  *   CLEANUP        the plan's clean-up steps                                   cleanup.ts
  *   START          start the services                                          services.ts
@@ -39,6 +44,7 @@ import {
   type RestoreRequest,
 } from '@boxback/common';
 import type { JobContext } from '../job.js';
+import { preflightPostgres, restorePostgres, safetyName } from '../postgres/restore.js';
 import { startServices } from '../services.js';
 import { runCleanup } from './cleanup.js';
 import { dryRunReport } from './dry-run.js';
@@ -46,7 +52,7 @@ import { extractDirDataset, extractFilesDataset, type ExtractResult, type Staged
 import { checkHealth } from './health.js';
 import { rewriteHostFiles } from './host-files.js';
 import { applyOwnership, idMaps, type ChownWork } from './ownership.js';
-import { newRecord, saveRecord, sibling, type RestoreRecord } from './record.js';
+import { newRecord, saveRecord, sibling, type Move, type RestoreRecord } from './record.js';
 import { rollback } from './rollback.js';
 import { activeRestores } from './safety-copies.js';
 import { stopAndConfirm } from './stop.js';
@@ -194,10 +200,45 @@ async function verifyAndStage(
   return staging.value;
 }
 
+/** RESTORE_DATABASE: each dump into the plan's database, the move recorded before it is made. */
+async function restoreDatabases(run: Run, rec: RestoreRecord, targets: RestoreTargets, force: boolean): Promise<void> {
+  const { ctx } = run;
+  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'started', filesTotal: targets.databases.length });
+  let done = 0;
+  for (const db of targets.databases) {
+    const { pg } = db.ds;
+    const move: Move = {
+      kind: 'database',
+      target: pg.database,
+      safety: pg.emptyWith === 'recreate' ? safetyName(pg.database, ctx.jobId) : null,
+      state: 'planned',
+      dataset: db.ds.name,
+      emptyWith: pg.emptyWith,
+    };
+    rec.moves.push(move);
+    await saveRecord(ctx.config.stateDir, rec);
+    const r = await restorePostgres(db.ds, db.archivePath, db.meta, {
+      force,
+      signal: ctx.signal,
+      log: ctx.log,
+      jobId: ctx.jobId,
+      onProgress: (m) => ctx.emit({ phase: 'RESTORE_DATABASE', filesDone: done, filesTotal: targets.databases.length, message: m }),
+    });
+    move.safety = r.safetyDatabase;
+    move.state = 'done';
+    await saveRecord(ctx.config.stateDir, rec);
+    run.warnings.push(...r.warnings);
+    done++;
+    ctx.log.info({ dataset: db.name, database: r.database, safety: r.safetyDatabase, durationMs: r.durationMs }, 'database restored');
+  }
+  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'done', filesDone: done, filesTotal: targets.databases.length });
+}
+
 /** SWAP .. HEALTH_CHECK, with the services stopped. */
-async function applyAll(run: Run, rec: RestoreRecord, manifest: Manifest, staged: Staged[]): Promise<void> {
+async function applyAll(run: Run, rec: RestoreRecord, manifest: Manifest, targets: RestoreTargets, staged: Staged[], force: boolean): Promise<void> {
   const { ctx } = run;
   await step(run, 'SWAP', () => swapAll(ctx, rec, staged));
+  if (targets.databases.length) await step(run, 'RESTORE_DATABASE', () => restoreDatabases(run, rec, targets, force));
   await step(run, 'HOST_FILES', async () => {
     const r = await rewriteHostFiles(ctx, rec, manifest);
     run.warnings.push(...r.warnings);
@@ -271,7 +312,7 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     const { manifest, targets } = await step(run, 'VERIFY', async () => {
       ctx.emit({ phase: 'VERIFY', state: 'started', message: 'reading the manifest' });
       const m = await readManifest(backupDir);
-      return { manifest: m, targets: mapTargets(m, ctx.config.plan, backupDir) };
+      return { manifest: m, targets: await mapTargets(m, ctx.config.plan, backupDir) };
     });
     result.backupId = manifest.id;
     run.warnings.push(...targets.warnings);
@@ -279,18 +320,28 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     run.warnings.push(...version.warnings);
     if (req.dryRun) {
       const verified = await step(run, 'VERIFY', () => verifyBackup(ctx, backupDir, manifest, targets, true));
-      result.dryRunReport = await dryRunReport(ctx, manifest, targets, verified, version);
+      result.dryRunReport = await dryRunReport(ctx, manifest, targets, verified, version, req.force);
       result.status = 'Completed';
       return result;
+    }
+    if (targets.databases.length) {
+      // Still VERSION_CHECK, still before STOP: reach each target server, apply the
+      // PostgreSQL version rule and read each dump back. Nothing has changed yet.
+      await step(run, 'VERSION_CHECK', async () => {
+        for (const db of targets.databases) {
+          ctx.emit({ phase: 'VERSION_CHECK', message: `${db.archive} -> database ${db.ds.pg.database} at ${db.ds.pg.host}:${db.ds.pg.port}` });
+          run.warnings.push(...(await preflightPostgres(db.ds, db.archivePath, db.meta, { force: req.force, signal: ctx.signal, log: ctx.log })).warnings);
+        }
+      });
     }
     rec = newRecord(ctx.jobId, manifest.id, req.backupPath);
     await saveRecord(ctx.config.stateDir, rec);
     const { staged, bytes } = await verifyAndStage(run, rec, backupDir, manifest, targets);
-    result.sizeBytes = bytes;
+    result.sizeBytes = bytes + targets.databases.reduce((s, d) => s + d.bytes, 0);
     phase = 'stopping';
     await step(run, 'STOP', () => stopAndConfirm(ctx));
     phase = 'after-stop';
-    await applyAll(run, rec, manifest, staged);
+    await applyAll(run, rec, manifest, targets, staged, req.force);
     rec.status = 'completed';
     await saveRecord(ctx.config.stateDir, rec);
     result.status = 'Completed';
@@ -298,6 +349,11 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
   } catch (err) {
     await finishFailed(run, rec, phase, err, result);
   } finally {
+    if (phase === 'after-stop') {
+      // The trees were replaced (or put back by the rollback) under the watchers: what the
+      // journals recorded no longer describes them. The next backup of each makes a full pass.
+      ctx.journals?.invalidateAll(`restore of ${result.backupId || req.backupPath} (job ${ctx.jobId}) replaced the trees`);
+    }
     activeRestores.delete(ctx.jobId);
     result.warnings = [...run.warnings, ...result.warnings];
     result.durationMs = Date.now() - started;

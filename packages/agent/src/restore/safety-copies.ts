@@ -4,6 +4,8 @@
  * (pruneSafetyCopies, run at agent start). Listed for `boxback status` from the restore
  * records. At agent start, pruneSafetyCopies also rolls back any restore a crashed agent
  * left in progress (its record says exactly what was moved), then starts the services.
+ * A restored database's safety copy is a database (<db>_boxback_safety_<job>): listed as
+ * postgresql://host:port/<name>, dropped on confirm and prune.
  */
 import { promises as fsp } from 'node:fs';
 import type { Logger, SafetyCopyInfo } from '@boxback/common';
@@ -11,15 +13,37 @@ import type { AgentConfig } from '../config.js';
 import { runCommand } from '../run-command.js';
 import { startServices, stopServices } from '../services.js';
 import { exists, readRecords, saveRecord, type RestoreRecord } from './record.js';
-import { undoMoves } from './rollback.js';
+import { dropSafetyDatabase } from '../postgres/restore.js';
+import { moveDataset, undoMoves } from './rollback.js';
 
 /** Restore jobs running in this process: their records are not to be touched. */
 export const activeRestores = new Set<string>();
 
 async function existingSafetyPaths(rec: RestoreRecord): Promise<string[]> {
   const out: string[] = [];
-  for (const m of rec.moves) if (m.safety && (await exists(m.safety))) out.push(m.safety);
+  for (const m of rec.moves) if (m.kind !== 'database' && m.safety && (await exists(m.safety))) out.push(m.safety);
   return out;
+}
+
+/**
+ * Safety databases a completed restore (or a failed rollback) left (a rolled-back one renamed
+ * them back). Whether they still exist is the server's to say: the drop is "if exists".
+ */
+function safetyDatabases(config: AgentConfig, rec: RestoreRecord): Array<{ label: string; drop: (log: Logger) => Promise<void> }> {
+  if (rec.status !== 'completed' && rec.status !== 'rollback-failed') return [];
+  return rec.moves
+    .filter((m) => m.kind === 'database' && m.safety && m.state === 'done')
+    .map((m) => {
+      const safety = m.safety!;
+      let label = `database ${safety}`;
+      try {
+        const ds = moveDataset(config, m);
+        label = `postgresql://${ds.pg.host}:${ds.pg.port}/${safety}`;
+      } catch {
+        /* the plan no longer names it: listed by name only */
+      }
+      return { label, drop: (log: Logger) => dropSafetyDatabase(moveDataset(config, m), safety, { log }) };
+    });
 }
 
 async function sizeOf(paths: string[]): Promise<number> {
@@ -34,12 +58,13 @@ export async function listSafetyCopies(config: AgentConfig): Promise<SafetyCopyI
   for (const rec of await readRecords(config.stateDir)) {
     if (rec.status === 'confirmed' || activeRestores.has(rec.jobId)) continue;
     const paths = await existingSafetyPaths(rec);
-    if (paths.length === 0) continue;
+    const dbs = safetyDatabases(config, rec).map((d) => d.label);
+    if (paths.length === 0 && dbs.length === 0) continue;
     if (rec.sizeBytes === undefined) {
       rec.sizeBytes = await sizeOf(paths);
       await saveRecord(config.stateDir, rec).catch(() => undefined);
     }
-    out.push({ jobId: rec.jobId, backupId: rec.backupId, createdAtMs: rec.createdAtMs, sizeBytes: rec.sizeBytes, paths });
+    out.push({ jobId: rec.jobId, backupId: rec.backupId, createdAtMs: rec.createdAtMs, sizeBytes: rec.sizeBytes, paths: [...paths, ...dbs] });
   }
   return out;
 }
@@ -48,11 +73,13 @@ async function dropCopies(config: AgentConfig, rec: RestoreRecord, log: Logger):
   const paths = await existingSafetyPaths(rec);
   const freedBytes = rec.sizeBytes ?? (await sizeOf(paths));
   for (const p of paths) await fsp.rm(p, { recursive: true, force: true });
+  const dbs = safetyDatabases(config, rec);
+  for (const d of dbs) await d.drop(log);
   rec.status = 'confirmed';
   rec.sizeBytes = 0;
   await saveRecord(config.stateDir, rec);
-  log.info({ jobId: rec.jobId, removed: paths.length, freedBytes }, 'safety copies removed');
-  return { removed: paths.length, freedBytes };
+  log.info({ jobId: rec.jobId, removed: paths.length + dbs.length, freedBytes }, 'safety copies removed');
+  return { removed: paths.length + dbs.length, freedBytes };
 }
 
 /** Drop the safety copies of one restore job ('' = all). A restore still running is left alone. */

@@ -5,11 +5,17 @@
  * That is what makes a GoCD-imported backup (datasets without a target) and a restore onto
  * another box with other paths work. Parts the plan does not name are skipped with a
  * warning; targets nested in one another are refused (a swap would move both).
+ *
+ * A pg_dump dataset (db.<database>) maps onto the plan's postgres dataset with the same
+ * archive or name: its dump is loaded into THIS plan's database (RESTORE_DATABASE, after
+ * SWAP), so a restore onto another box or another database works the same way.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { BoxbackError, isInside, type Manifest } from '@boxback/common';
 import type { Plan } from '../plan.js';
+import { parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
+import { inspectDump, metaFromManifest, type PgDumpMeta } from '../postgres/restore.js';
 
 export interface Owner {
   user: string;
@@ -51,8 +57,22 @@ export interface TreeTarget {
   bytes: number;
 }
 
+/** A pg_dump file loaded into the plan's database (postgres/restore.ts). */
+export interface DatabaseTarget {
+  name: string;
+  archive: string;
+  archivePath: string;
+  ds: PostgresDataset;
+  /** What the backup recorded about the dump (or read from the file when it recorded nothing). */
+  meta: PgDumpMeta;
+  bytes: number;
+}
+
 export interface RestoreTargets {
+  /** Zip datasets: extracted into staging, swapped in. */
   datasets: DatasetTarget[];
+  /** pg_dump datasets: loaded into the plan's database after SWAP. */
+  databases: DatabaseTarget[];
   trees: TreeTarget[];
   warnings: string[];
 }
@@ -65,10 +85,30 @@ export function checkJobId(jobId: string): void {
   }
 }
 
-export function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): RestoreTargets {
+export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): Promise<RestoreTargets> {
   const warnings: string[] = [];
   const datasets: DatasetTarget[] = [];
+  const databases: DatabaseTarget[] = [];
+  const used = new Set<string>();
   for (const d of manifest.datasets ?? []) {
+    if (d.kind === 'pg_dump') {
+      // The plan's postgres dataset of the same archive (db.<database>) or, restoring onto
+      // another database, of the same name.
+      const i = plan.datasets.findIndex((pd) => pd.kind === 'postgres' && (pd.archive === d.archive || pd.name === d.name));
+      if (i < 0) {
+        warnings.push(`backup dump ${d.archive} (${d.name}) has no postgres dataset in plan ${plan.name}; not restored`);
+        continue;
+      }
+      // The plan's connection settings, the backup's file name (the messages name the file restored).
+      const ds: PostgresDataset = { ...parsePostgresDataset(plan.datasets[i], i), archive: d.archive };
+      if (databases.some((x) => x.ds.index === i))
+        throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `two dumps of the backup restore into database ${ds.pg.database} (plan dataset ${ds.name})`);
+      const archivePath = path.join(backupDir, d.archive);
+      const meta = d.extra ? metaFromManifest(d.extra, d.archive) : await inspectDump(ds, archivePath);
+      used.add(plan.datasets[i].archive);
+      databases.push({ name: ds.name, archive: d.archive, archivePath, ds, meta, bytes: d.bytes ?? meta.sizeBytes ?? 0 });
+      continue;
+    }
     const pd = plan.datasets.find((x) => x.archive === d.archive);
     if (!pd) {
       warnings.push(`backup archive ${d.archive} (${d.name}) has no dataset in plan ${plan.name}; not restored`);
@@ -77,9 +117,10 @@ export function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): R
     if (d.kind !== 'zip' || pd.kind !== 'zip') {
       throw new BoxbackError(
         'BOXBACK_ERR_INVALID_ARGUMENT',
-        `dataset ${d.name} (${d.archive}) is a ${d.kind} dump; this agent restores zip datasets only`,
+        `dataset ${d.name} (${d.archive}) is a ${d.kind} archive but plan dataset ${pd.name} is ${pd.kind}; they cannot be restored onto each other`,
       );
     }
+    used.add(pd.archive);
     const owner = pd.owner ?? d.owner;
     const archivePath = path.join(backupDir, d.archive);
     const base = { name: pd.name, archive: d.archive, archivePath, owner, entries: d.entries ?? 0, bytes: d.bytes ?? 0 };
@@ -96,7 +137,7 @@ export function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): R
     }
   }
   for (const pd of plan.datasets) {
-    if (!(manifest.datasets ?? []).some((d) => d.archive === pd.archive)) {
+    if (!used.has(pd.archive) && !(manifest.datasets ?? []).some((d) => d.archive === pd.archive)) {
       warnings.push(`plan dataset ${pd.name} (${pd.archive}) is not in the backup; left as it is`);
     }
   }
@@ -120,7 +161,7 @@ export function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): R
     });
   }
   checkNotNested([...datasets.flatMap((d) => (d.kind === 'dir' ? [d.target] : [...d.files.values()])), ...trees.map((t) => t.target)]);
-  return { datasets, trees, warnings };
+  return { datasets, databases, trees, warnings };
 }
 
 function checkNotNested(targets: string[]): void {

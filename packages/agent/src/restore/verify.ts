@@ -4,7 +4,9 @@
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
  *   3. no unlisted file hides in a tree directory (rsync would restore it unchecked)
  *   4. every zip opens and its central directory reads to the end; with `crc` (dry run,
- *      where nothing is extracted after) also every entry's CRC-32, beside 1
+ *      where nothing is extracted after) also every entry's CRC-32, beside 1. pg_dump files
+ *      are no zips: the SHA-256 of 1 is their check (and pg_restore reads them back at
+ *      VERSION_CHECK)
  * A real restore checks every entry's CRC-32 as it extracts, into staging, before the
  * swap: each entry is decompressed once, and a damaged one still changes nothing (the
  * SHA-256 of 1 already proves each zip is byte for byte what the backup wrote).
@@ -74,7 +76,7 @@ export async function verifyBackup(
 ): Promise<VerifySummary> {
   const problems: string[] = [];
   const listed = new Set(manifest.files.map((f) => f.path));
-  for (const d of targets.datasets) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
+  for (const d of [...targets.datasets, ...targets.databases]) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
   problems.push(...(await unlistedTreeFiles(backupDir, manifest, targets)));
 
   const shaTotal = manifest.files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
