@@ -5,13 +5,13 @@
 // and restore it onto a fresh one: the bytes are equal, the host file is rewritten for the
 // second box, and its server is healthy.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, run } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox, type SampleBox } from '../../scripts/lib/sample-box.mjs';
+import { snapshotTree as snapshot } from '../../scripts/lib/tree-snapshot.mjs';
 import { bundleInto, install } from './helpers.js';
 
 const q = (s: string) => JSON.stringify(s);
@@ -52,23 +52,6 @@ async function stop(d: Daemon | undefined): Promise<void> {
   const exited = new Promise((r) => d.child.on('exit', r));
   d.child.kill('SIGTERM');
   await exited;
-}
-
-function snapshot(root: string, skip: (rel: string) => boolean): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const name of readdirSync(d).sort()) {
-      const p = path.join(d, name);
-      const rel = path.relative(root, p);
-      if (skip(rel)) continue;
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isSymbolicLink()) out[rel] = `-> ${readlinkSync(p)}`;
-      else out[rel] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(root);
-  return out;
 }
 
 let dir: string;
