@@ -2,6 +2,7 @@
 // line with the result's figures and the process's peak memory (maxRSS and VmHWM).
 //   node bench/run-backup.mjs AGENT_YAML JOB_ID
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createLogger } from '@boxback/common';
 import { loadAgentConfig } from '../packages/agent/dist/config.js';
 import { runBackup } from '../packages/agent/dist/backup/backup.js';
@@ -12,10 +13,14 @@ const log = createLogger('bench', process.env.BOXBACK_LOG_LEVEL ?? 'warn').child
 const t0 = performance.now();
 const res = await runBackup({ config, log, jobId, signal: new AbortController().signal, emit: () => undefined }, { jobId, live: false, initiatedBy: 'bench', initiatedVia: 'cli' });
 const seconds = (performance.now() - t0) / 1000;
+// Peak memory first: reading the manifest below is the bench's, not the agent's.
+const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+const maxRssBytes = process.resourceUsage().maxRSS * 1024;
+// A large manifest is not sent back (JobResult.manifestJson is empty): read it from the store.
+const manifestJson = res.manifestJson || (res.backupPath ? readFileSync(path.join(config.store, res.backupPath, 'manifest.json'), 'utf8') : '');
 // The manifest minus its file list (one line per file): parsing 100k entries here would
 // count the bench's own memory as the agent's.
-const m = res.manifestJson ? JSON.parse(res.manifestJson.replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []')) : undefined;
-const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+const m = manifestJson ? JSON.parse(manifestJson.replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []')) : undefined;
 process.stdout.write(
   `${JSON.stringify({
     status: res.status,
@@ -27,9 +32,10 @@ process.stdout.write(
     copyMs: m?.quiesce.copyMs ?? 0,
     phases: m?.phases.map((p) => ({ name: p.name, ms: p.durationMs })) ?? [],
     files: m?.totals.files ?? 0,
-    manifestBytes: res.manifestJson.length,
+    manifestBytes: manifestJson.length,
+    manifestSent: res.manifestJson.length > 0,
     linkedFiles: m?.trees.reduce((s, t) => s + t.linkedFiles, 0) ?? 0,
-    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    maxRssBytes,
     vmHwmBytes: hwm ? Number(hwm[1]) * 1024 : 0,
   })}\n`,
 );

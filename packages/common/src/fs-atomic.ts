@@ -25,12 +25,39 @@ export async function fsyncFile(file: string): Promise<void> {
   }
 }
 
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+const PIECE_BUFFER = 256 * 1024;
+
+/** `data` may be pieces (an iterable of strings) so that a large file is never one string in memory. */
+export async function writeFileAtomic(file: string, data: string | Uint8Array | Iterable<string>, mode = 0o644): Promise<number> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await fsp.open(tmp, 'wx', mode);
+  let bytes = 0;
   try {
-    await fh.writeFile(data);
+    if (typeof data === 'string' || data instanceof Uint8Array) {
+      await fh.writeFile(data);
+      bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+    } else {
+      // Pieces are copied into one reused buffer and written when it is full.
+      const buf = Buffer.allocUnsafe(PIECE_BUFFER);
+      let used = 0;
+      const flush = async (b: Buffer, n: number) => {
+        for (let off = 0; off < n; ) off += (await fh.write(b, off, n - off)).bytesWritten;
+        bytes += n;
+      };
+      for (const piece of data) {
+        const len = Buffer.byteLength(piece);
+        if (used + len > buf.length) {
+          await flush(buf, used);
+          used = 0;
+        }
+        if (len > buf.length) {
+          const big = Buffer.from(piece, 'utf8');
+          await flush(big, big.length);
+        } else used += buf.write(piece, used, 'utf8');
+      }
+      await flush(buf, used);
+    }
     await fh.chmod(mode);
     await fh.sync();
   } catch (err) {
@@ -46,6 +73,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
     throw err;
   }
   await fsyncDir(dir);
+  return bytes;
 }
 
 /** True when `child` is `parent` or lies inside it (both resolved, no symlink resolution). */

@@ -93,6 +93,30 @@ export function rowFromResult(host: string, jobId: string, r: JobResult): NewBac
   };
 }
 
+/**
+ * The catalog row for a backup job's result, reading the manifest from the store when the
+ * agent did not send it (a large manifest stays in `<store>/<backupPath>/manifest.json`).
+ * A manifest that cannot be read there leaves the row as an agent that sent none would.
+ */
+export async function rowFromResultInStore(store: string, host: string, jobId: string, r: JobResult): Promise<NewBackupRow | undefined> {
+  if (!r.manifestJson && r.backupPath && r.status !== 'Failed') {
+    const json = await readStoreManifest(store, r.backupPath);
+    if (json) return rowFromResult(host, jobId, { ...r, manifestJson: json });
+  }
+  return rowFromResult(host, jobId, r);
+}
+
+/** The text of `<store>/<relPath>/manifest.json` when it is a readable manifest inside the store. */
+async function readStoreManifest(store: string, relPath: string): Promise<string | undefined> {
+  const parts = relPath.split('/');
+  if (parts.length !== 2 || !BACKUP_DIR_RE.test(parts[1]) || parts[0] === '' || parts[0] === '.' || parts[0] === '..') return undefined;
+  try {
+    return await fsp.readFile(path.join(store, ...parts, 'manifest.json'), 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** The row for a complete backup directory in the store (`<store>/<host>/backup_<ts>`). */
 export async function rowFromStoreDir(store: string, relPath: string, jobId: string): Promise<NewBackupRow> {
   const dir = path.join(store, ...relPath.split('/'));

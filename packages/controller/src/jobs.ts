@@ -25,7 +25,7 @@ import {
   type Progress,
 } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import { rowFromResult } from './backup-record.js';
+import { rowFromResult, rowFromResultInStore } from './backup-record.js';
 import type { BackupRow, Catalog, HostRow, JobKind, JobRow, JobState } from './catalog/types.js';
 import { ACTIVE_JOB_STATES } from './catalog/types.js';
 import { AsyncQueue, Semaphore } from './concurrency.js';
@@ -104,6 +104,8 @@ export class JobRunner {
     private readonly agents: AgentClients,
     private readonly log: Logger,
     fleetConcurrency: number,
+    /** The backup store, where a manifest too large to send (JobResult.manifestJson empty) is read. */
+    private readonly store = '',
   ) {
     this.fleet = new Semaphore(fleetConcurrency);
   }
@@ -273,7 +275,7 @@ export class JobRunner {
     const result = await this.drive(a, agent.backup(req, a.abort.signal));
     if (!result) return;
     try {
-      const row = rowFromResult(host.name, a.row.id, result);
+      const row = this.store ? await rowFromResultInStore(this.store, host.name, a.row.id, result) : rowFromResult(host.name, a.row.id, result);
       if (row) {
         const saved = await this.catalog.putBackup({ ...row, initiatedVia: opts.via });
         if (result.status === 'Completed' && !saved.restorable) {

@@ -70,7 +70,7 @@ export class ControllerServer {
   private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
     this.leadership = leadership;
     const agents = new AgentClients(config.tls);
-    const jobs = new JobRunner(catalog, agents, log, config.concurrency);
+    const jobs = new JobRunner(catalog, agents, log, config.concurrency, config.store);
     jobs.owner = leadership.id;
     const monitor = new HostMonitor(catalog, agents, jobs, log, config.defaultRpoSeconds);
     const base = { config, catalog, agents, jobs, log };

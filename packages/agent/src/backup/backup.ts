@@ -39,7 +39,6 @@ import {
   formatTimestamp,
   hashFile,
   mapLimit,
-  readManifest,
   type BackupRequest,
   type Consistency,
   type JobResult,
@@ -55,7 +54,7 @@ import { readInstalledVersion } from '../product-version.js';
 import { dumpPostgres, manifestExtra, type DumpResult } from '../postgres/dump.js';
 import { dumpsInWindow, parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
 import { gocdEnv, runHooks } from './hooks.js';
-import { STAGE_DIR, buildManifest, collectFiles, manifestToJson, type CollectResult } from './manifest-writer.js';
+import { STAGE_DIR, buildManifest, collectFiles, manifestChunks, manifestToJson, readPrevIndex, type CollectResult, type PrevIndex } from './manifest-writer.js';
 import { createTempDir, freeTimestamp, hostDir, previousBackup, publish, removeStaleTemps, removeTemp, syncToDisk, writeVersionFile } from './publish.js';
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
@@ -70,6 +69,11 @@ const DATASET_PHASES: Record<string, string> = {
   'wrapper-config': 'BACKUP_WRAPPER_CONFIG',
   'config-repo': 'BACKUP_CONFIG_REPO',
 };
+/**
+ * The largest manifest sent back in JobResult.manifestJson. A larger one (a 100k-file tree
+ * makes tens of MB) is left empty: the controller reads <store>/<backupPath>/manifest.json.
+ */
+export const MANIFEST_SEND_LIMIT = 1 << 20;
 const upper = (name: string) => name.toUpperCase().replace(/[^A-Z0-9]+/g, '_');
 export const datasetPhase = (name: string): string => DATASET_PHASES[name] ?? `BACKUP_${upper(name)}`;
 export const treePhase = (t: PlanTree): string => t.phase ?? `SYNC_${upper(t.name)}`;
@@ -142,7 +146,7 @@ interface Run {
   written: string[];
   /** Tree dir -> its manifest entries, described right after the tree's sync. */
   treeFiles: Map<string, CollectResult>;
-  previous?: { dir: string; manifest: Manifest };
+  previous?: { dir: string; index: PrevIndex };
   /** Trees whose change journal was cut for this backup (sealed after PUBLISH, else abandoned). */
   snapshotted: string[];
 }
@@ -187,15 +191,19 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     await verify(r);
     manifest.completedAt = new Date().toISOString();
     manifest.phases = [...r.phases.done];
-    manifestJson = manifestToJson(manifest);
-    finalDir = await r.phases.run('PUBLISH', async (h) => {
+    const m = manifest;
+    const published = await r.phases.run('PUBLISH', async (h) => {
       h.update({ message: 'flushing to disk' });
       const dirs = [r.tempDir, ...manifest!.files.filter((f) => f.type === 'dir').map((f) => path.join(r.tempDir, ...f.path.split('/')))];
       const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, { files: r.written, dirs });
       ctx.log.debug({ how, files: r.written.length, dirs: dirs.length }, 'backup flushed to disk');
       ctx.signal.throwIfAborted();
-      return publish(r.tempDir, r.ts, manifestJson);
+      return publish(r.tempDir, r.ts, manifestChunks(m));
     });
+    finalDir = published.dir;
+    // A large manifest stays in the store: the controller reads it from there.
+    if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = manifestToJson(m);
+    m.files = [];
   } catch (err) {
     error = explain(r, err);
     ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
@@ -267,7 +275,7 @@ async function creatingDir(r: Run): Promise<void> {
     const prevDir = await previousBackup(config.store, config.name);
     if (prevDir) {
       try {
-        r.previous = { dir: prevDir, manifest: await readManifest(prevDir) };
+        r.previous = { dir: prevDir, index: await readPrevIndex(prevDir) };
       } catch (err) {
         log.warn({ err, prevDir }, 'previous backup has no readable manifest: trees are copied in full');
       }
@@ -363,8 +371,11 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
       for (const t of r.ctx.config.plan.trees) await syncOneTree(r, t, signal);
     }),
   ]);
-  // The trees are described: the previous manifest's file list (100k+ entries) is no longer needed.
-  if (r.previous) r.previous.manifest.files = [];
+  // The trees are described: the previous manifest's files (100k+ entries) are no longer needed.
+  if (r.previous) {
+    r.previous.index.byIno.clear();
+    r.previous.index.byPath.clear();
+  }
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   if (failed) throw lanes.signal.reason ?? failed.reason;
   await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });

@@ -13,9 +13,10 @@
  *   4. buildManifest puts the whole document together.
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, promises as fsp, readlinkSync } from 'node:fs';
+import { createReadStream, lstatSync, promises as fsp, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, mapLimit, type Manifest, type ManifestFile } from '@boxback/common';
+import { createInterface } from 'node:readline';
+import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, mapLimit, readManifest, type Manifest, type ManifestFile } from '@boxback/common';
 import { walkTree, type WalkEntry } from './walk.js';
 
 export const STAGE_DIR = '.stage';
@@ -32,8 +33,8 @@ export interface CollectOptions {
   subdir?: string;
   /** Top-level directories to list but not walk (trees already described). */
   skipDirs?: string[];
-  /** The previous backup (its manifest and directory), for hard-linked files. */
-  prev?: { dir: string; manifest: Manifest };
+  /** The previous backup (its directory and its manifest's tree files), for hard-linked files. */
+  prev?: { dir: string; index: PrevIndex };
   signal?: AbortSignal;
   onProgress?: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) => void;
 }
@@ -57,10 +58,71 @@ async function sha256Of(file: string, size: number, onBytes: (n: number) => void
   return hashFile(file, onBytes);
 }
 
+/** What a hard-linked file needs of its entry in the previous manifest. */
+export interface PrevFile {
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+}
+
+/**
+ * The previous manifest's checksummed files, compact: by inode (what boxback's tree entries
+ * record), and by path only for entries without one (then the previous backup's file is looked at).
+ */
+export interface PrevIndex {
+  byIno: Map<number, PrevFile>;
+  byPath: Map<string, PrevFile>;
+}
+
+function addPrev(index: PrevIndex, f: Partial<ManifestFile>): void {
+  if (f.type !== 'file' || typeof f.sha256 !== 'string' || !f.sha256 || typeof f.path !== 'string') return;
+  const p: PrevFile = { size: Number(f.size), mtimeMs: Number(f.mtimeMs), sha256: f.sha256 };
+  if (typeof f.ino === 'number') index.byIno.set(f.ino, p);
+  else index.byPath.set(f.path, p);
+}
+
+/**
+ * Read a backup's manifest.json into a PrevIndex one line at a time (manifestToJson writes one
+ * line per file), so that a 100k-file manifest is never one string or 100k objects in memory.
+ * A manifest in any other layout is parsed whole. Throws like readManifest when it is not one.
+ */
+export async function readPrevIndex(dir: string): Promise<PrevIndex> {
+  const index: PrevIndex = { byIno: new Map(), byPath: new Map() };
+  const head: string[] = [];
+  let inFiles = false;
+  let lineBased = true;
+  try {
+    const rl = createInterface({ input: createReadStream(path.join(dir, MANIFEST_FILE), { encoding: 'utf8', highWaterMark: 256 * 1024 }), crlfDelay: Infinity });
+    for await (const line of rl) {
+      if (inFiles) {
+        if (line.startsWith('  {')) {
+          addPrev(index, JSON.parse(line.endsWith(',') ? line.slice(0, -1) : line) as Partial<ManifestFile>);
+          continue;
+        }
+        const close = /^ \](,?)$/.exec(line);
+        if (!close) throw new Error('not one line per file');
+        head.push(` "files": []${close[1]}`);
+        inFiles = false;
+        continue;
+      }
+      if (line === ' "files": [') inFiles = true;
+      else head.push(line);
+    }
+    const m = JSON.parse(head.join('\n')) as Partial<Manifest>;
+    if (inFiles || m.format !== MANIFEST_FORMAT || !Array.isArray(m.files)) throw new Error('not a manifest');
+  } catch {
+    lineBased = false;
+  }
+  if (lineBased) return index;
+  // Another layout, or not a manifest: readManifest says which (and throws its error).
+  const whole = await readManifest(dir);
+  const out: PrevIndex = { byIno: new Map(), byPath: new Map() };
+  for (const f of whole.files) addPrev(out, f);
+  return out;
+}
+
 export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
-  const prevByPath = new Map<string, ManifestFile>();
   const prefix = o.subdir ? `${o.subdir}/` : '';
-  if (o.prev) for (const f of o.prev.manifest.files) if (f.type === 'file' && f.sha256 && f.path.startsWith(prefix)) prevByPath.set(f.path, f);
   const treeSet = new Set(o.treeDirs);
   const trees = new Map(o.treeDirs.map((d) => [d, { files: 0, bytes: 0, linkedFiles: 0 }]));
   const files: ManifestFile[] = [];
@@ -81,8 +143,8 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
       if (known) f.sha256 = known;
       else if (tree) {
         f.ino = st.ino;
-        const p = prevByPath.get(e.rel);
-        if (p && st.nlink > 1 && p.size === st.size && p.mtimeMs === f.mtimeMs && sameInode(p, st.ino, o.prev!.dir)) {
+        const p = o.prev && st.nlink > 1 ? prevFileOf(o.prev, e.rel, st.ino) : undefined;
+        if (p && p.size === st.size && p.mtimeMs === f.mtimeMs) {
           f.sha256 = p.sha256;
           reusedHashes++;
           tree.linkedFiles++;
@@ -129,13 +191,19 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   return { files, trees, hashedBytes: prog.bytesDone, reusedHashes, written };
 }
 
-/** The previous manifest's inode when it has one; else look at the previous backup's file. */
-function sameInode(p: ManifestFile, ino: number, prevDir: string): boolean {
-  if (p.ino !== undefined) return p.ino === ino;
+/**
+ * The previous backup's entry for a file with this inode: by the inode its manifest recorded;
+ * else the entry of the same path, when the previous backup's file there has this inode.
+ */
+function prevFileOf(prev: { dir: string; index: PrevIndex }, rel: string, ino: number): PrevFile | undefined {
+  const byIno = prev.index.byIno.get(ino);
+  if (byIno) return byIno;
+  const byPath = prev.index.byPath.get(rel);
+  if (!byPath) return undefined;
   try {
-    return lstatSync(path.join(prevDir, ...p.path.split('/'))).ino === ino;
+    return lstatSync(path.join(prev.dir, ...rel.split('/'))).ino === ino ? byPath : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -158,10 +226,21 @@ export function buildManifest(parts: ManifestParts): Manifest {
  * few tens of MB instead of ten times that when every field gets its own line).
  */
 export function manifestToJson(m: Manifest): string {
+  return [...manifestChunks(m)].join('');
+}
+
+/**
+ * manifestToJson's text in small pieces (the head, then one per file, then the tail), so that a
+ * 100k-file manifest is written to disk without ever being one string in memory.
+ */
+export function* manifestChunks(m: Manifest): Generator<string> {
   const head = JSON.stringify({ ...m, files: '@FILES@' }, null, 1);
   const at = head.indexOf('"@FILES@"');
-  if (m.files.length === 0) return `${head.slice(0, at)}[]${head.slice(at + 9)}\n`;
-  let body = '';
-  for (let i = 0; i < m.files.length; i++) body += `${i ? ',\n' : ''}  ${JSON.stringify(m.files[i])}`;
-  return `${head.slice(0, at)}[\n${body}\n ]${head.slice(at + 9)}\n`;
+  if (m.files.length === 0) {
+    yield `${head.slice(0, at)}[]${head.slice(at + 9)}\n`;
+    return;
+  }
+  yield `${head.slice(0, at)}[\n`;
+  for (let i = 0; i < m.files.length; i++) yield `${i ? ',\n' : ''}  ${JSON.stringify(m.files[i])}`;
+  yield `\n ]${head.slice(at + 9)}\n`;
 }

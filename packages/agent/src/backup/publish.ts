@@ -119,15 +119,18 @@ export async function syncToDisk(dir: string, log: Logger, signal?: AbortSignal,
   return 'fsync';
 }
 
-/** Write manifest.json last, then rename the temporary directory into place. Returns the final directory. */
-export async function publish(tempDir: string, ts: string, manifestJson: string): Promise<string> {
-  await writeFileAtomic(path.join(tempDir, MANIFEST_FILE), manifestJson, 0o644);
+/**
+ * Write manifest.json last (its text whole or in pieces), then rename the temporary directory
+ * into place. Returns the final directory and the manifest's size in bytes.
+ */
+export async function publish(tempDir: string, ts: string, manifestText: string | Iterable<string>): Promise<{ dir: string; manifestBytes: number }> {
+  const manifestBytes = await writeFileAtomic(path.join(tempDir, MANIFEST_FILE), manifestText, 0o644);
   const parent = path.dirname(tempDir);
   const final = path.join(parent, `backup_${ts}`);
   if (!BACKUP_DIR_RE.test(path.basename(final))) throw new Error(`bad backup directory name ${final}`);
   await fsp.rename(tempDir, final);
   await fsyncDir(parent);
-  return final;
+  return { dir: final, manifestBytes };
 }
 
 /** The newest complete `backup_*` directory of this host (has a manifest.json), if any. */

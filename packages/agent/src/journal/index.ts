@@ -137,7 +137,7 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
     },
     invalidateAll(reason) {
       for (const e of entries.values()) {
-        e.journal.markUntrusted(reason);
+        e.journal.markUntrusted(reason, true);
         // A restore renames the tree's directory aside and puts another in its place: the
         // old watches follow the old inodes, so watch the path again.
         if (e.watcher) e.started = e.watcher.rewatch(reason).catch((err: unknown) => e.journal.markUntrusted(`re-watching failed: ${(err as Error).message}`));

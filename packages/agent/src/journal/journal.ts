@@ -158,10 +158,13 @@ export class TreeJournal {
     this.schedule();
   }
 
-  /** The open segment (and so the next backup) cannot be trusted. */
-  markUntrusted(reason: string): void {
+  /**
+   * The open segment (and so the next backup) cannot be trusted. The first reason sticks,
+   * unless `override` (a restore: the real cause, even when the watcher saw its swap first).
+   */
+  markUntrusted(reason: string, override = false): void {
     if (this.closed) return;
-    if (this.open.untrusted) return;
+    if (this.open.untrusted && !override) return;
     this.open.untrusted = reason;
     this.o.log.warn({ tree: this.o.tree, reason }, `change journal of ${this.o.tree} is untrusted: the next backup makes a full rsync pass`);
     this.flushBatch();
