@@ -74,7 +74,15 @@ mkdirSync(plainDir, { recursive: true });
 const agentYaml = path.join(root, 'agent.yaml');
 writeFileSync(
   agentYaml,
-  JSON.stringify({ name: 'bench', listen: '127.0.0.1:0', tls: { ca: 'x', cert: 'x', key: 'x' }, store, stateDir: path.join(root, 'state'), plan: box.planFile, allowedRoots: [box.root] }),
+  JSON.stringify({
+    name: 'bench',
+    listen: '127.0.0.1:0',
+    tls: { ca: 'x', cert: 'x', key: 'x' },
+    store,
+    stateDir: path.join(root, 'state'),
+    plan: box.planFile,
+    allowedRoots: [box.root],
+  }),
 );
 const datasets = [
   { name: 'db', dir: box.db, window: true },
@@ -133,7 +141,12 @@ try {
 
   // 4. Peers' full runs: restic, and rsync of the whole box (base for --link-dest).
   const resticRepo = path.join(root, 'restic-repo');
-  const resticEnv = { ...process.env, RESTIC_REPOSITORY: resticRepo, RESTIC_PASSWORD_FILE: path.join(root, 'restic-pass'), RESTIC_CACHE_DIR: path.join(root, 'restic-cache') };
+  const resticEnv = {
+    ...process.env,
+    RESTIC_REPOSITORY: resticRepo,
+    RESTIC_PASSWORD_FILE: path.join(root, 'restic-pass'),
+    RESTIC_CACHE_DIR: path.join(root, 'restic-cache'),
+  };
   if (hasRestic) {
     writeFileSync(resticEnv.RESTIC_PASSWORD_FILE, 'bench-password\n');
     sh('restic', ['init', '-q'], { env: resticEnv });
@@ -184,14 +197,33 @@ try {
     say('restore section...');
     const mod = await import(pathToFileURL(restoreBench).href);
     if (typeof mod.run === 'function') {
-      Object.assign(figures, await mod.run({ dir: root, box, store, agentYaml, latestBackup: path.join(store, incr.backupPath), resticRepo: hasRestic ? resticRepo : undefined, resticEnv, time, sh }));
+      Object.assign(
+        figures,
+        await mod.run({
+          dir: root,
+          box,
+          store,
+          agentYaml,
+          latestBackup: path.join(store, incr.backupPath),
+          resticRepo: hasRestic ? resticRepo : undefined,
+          resticEnv,
+          time,
+          sh,
+        }),
+      );
     } else if (typeof mod.benchRestore === 'function') {
       // The restore bench builds its own box (a sample box at this size's database and artifact counts).
       const small = args.size === 'small';
-      const r = await mod.benchRestore({ dir: path.join(root, 'restore-bench'), runs: 1, log: say, ...(small ? { artifacts: gen.spec.artifacts, dbBytes: gen.spec.dbBytes } : {}) });
+      const r = await mod.benchRestore({
+        dir: path.join(root, 'restore-bench'),
+        runs: 1,
+        log: say,
+        ...(small ? { artifacts: gen.spec.artifacts, dbBytes: gen.spec.dbBytes } : {}),
+      });
       Object.assign(figures, { restore_s: r.boxback, restore_plain_s: r.manual, restore_ratio: r.ratio, restore_backup_bytes: r.bytes });
-      if (r.restic !== null && r.restic !== undefined) Object.assign(figures, { restic_restore_s: r.restic, restore_vs_restic_ratio: r.boxback / r.restic });
-      if (!small) notes.push('restore figures come from the restore bench\'s own (default-sized) sample box');
+      if (r.restic !== null && r.restic !== undefined)
+        Object.assign(figures, { restic_restore_s: r.restic, restore_vs_restic_ratio: r.boxback / r.restic });
+      if (!small) notes.push("restore figures come from the restore bench's own (default-sized) sample box");
     }
   } else notes.push('restore figures: bench/restore-bench.mjs not present yet');
 
@@ -210,7 +242,14 @@ if (args.json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
   process.stderr.write(`${notes.join('\n')}\n`);
 } else {
-  const fmt = (k, v) => (k.endsWith('_bytes') ? `${(v / 1048576).toFixed(1)} MiB` : k.endsWith('_ratio') ? `${v.toFixed(2)}x` : k.endsWith('_s') ? `${v.toFixed(2)} s` : String(v));
+  const fmt = (k, v) =>
+    k.endsWith('_bytes')
+      ? `${(v / 1048576).toFixed(1)} MiB`
+      : k.endsWith('_ratio')
+        ? `${v.toFixed(2)}x`
+        : k.endsWith('_s')
+          ? `${v.toFixed(2)} s`
+          : String(v);
   const rows = [
     ['full backup', 'full_s', 'plain_full_s', 'full_ratio', 'zip -r -1 + rsync -a', '<= 1.25x'],
     ['quiesce window (stop..resumed)', 'window_s', 'cp_datasets_s', 'window_ratio', 'cp -a datasets', '<= 1.5x'],
@@ -221,14 +260,21 @@ if (args.json) {
     ['restore', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a', '<= 1.25x'],
     ['restore vs restic', 'restore_s', 'restic_restore_s', 'restore_vs_restic_ratio', 'restic restore', '<= 1.0x'],
   ];
-  const lines = [`boxback bench: size ${out.size}, seed ${out.seed}, ${out.cpus} CPUs, node ${out.node}; box ${fmt('x_bytes', out.box_bytes)} (generated in ${out.generate_s.toFixed(1)} s)`, ''];
+  const lines = [
+    `boxback bench: size ${out.size}, seed ${out.seed}, ${out.cpus} CPUs, node ${out.node}; box ${fmt('x_bytes', out.box_bytes)} (generated in ${out.generate_s.toFixed(1)} s)`,
+    '',
+  ];
   lines.push(`${'figure'.padEnd(34)}${'boxback'.padStart(11)}${'peer'.padStart(11)}${'ratio'.padStart(9)}  peer / target`);
   for (const [label, a, b, r, peer, target] of rows) {
     if (out[a] === undefined || out[b] === undefined) continue;
-    lines.push(`${label.padEnd(34)}${fmt(a, out[a]).padStart(11)}${fmt(b, out[b]).padStart(11)}${fmt(r, out[r]).padStart(9)}  ${peer}${target ? ` / ${target}` : ''}`);
+    lines.push(
+      `${label.padEnd(34)}${fmt(a, out[a]).padStart(11)}${fmt(b, out[b]).padStart(11)}${fmt(r, out[r]).padStart(9)}  ${peer}${target ? ` / ${target}` : ''}`,
+    );
   }
   lines.push('', `agent peak RSS: ${fmt('x_bytes', out.peak_rss_bytes)} (target <= 150 MB)`);
-  lines.push(`full backup on disk: ${fmt('x_bytes', out.full_backup_bytes)}; incremental adds ${fmt('x_bytes', out.incremental_backup_unique_bytes)} (${out.incremental_linked_files} tree files hard-linked)`);
+  lines.push(
+    `full backup on disk: ${fmt('x_bytes', out.full_backup_bytes)}; incremental adds ${fmt('x_bytes', out.incremental_backup_unique_bytes)} (${out.incremental_linked_files} tree files hard-linked)`,
+  );
   if (out.restic_repo_bytes) lines.push(`restic repository after full: ${fmt('x_bytes', out.restic_repo_bytes)}`);
   lines.push('', ...notes);
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -13,7 +13,22 @@
 // test runs. Needs `npm run build` first (imports packages/agent/dist).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fsp, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync, appendFileSync, renameSync, unlinkSync, linkSync, symlinkSync } from 'node:fs';
+import {
+  promises as fsp,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+  appendFileSync,
+  renameSync,
+  unlinkSync,
+  linkSync,
+  symlinkSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,13 +56,25 @@ const secs = (t0) => Number(((performance.now() - t0) / 1000).toFixed(3));
 const base = mkdtempSync(path.join(args.dir ?? os.tmpdir(), 'boxback-jbench-'));
 const src = path.join(base, 'src');
 const store = path.join(base, 'store');
-const log = { info() {}, warn(o, m) { say('  warn:', m ?? o); }, error(o, m) { say('  error:', m ?? o); }, debug() {}, child() { return log; } };
+const log = {
+  info() {},
+  warn(o, m) {
+    say('  warn:', m ?? o);
+  },
+  error(o, m) {
+    say('  error:', m ?? o);
+  },
+  debug() {},
+  child() {
+    return log;
+  },
+};
 const gc = () => globalThis.gc?.();
 
 /** GoCD-like layout: pipelines/p<i>/<run>/<job>/files, PER_DIR files per leaf directory. */
 function generate(root, n, seed = 1) {
   let s = seed;
-  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rnd = () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   const blob = Buffer.alloc(8192);
   for (let i = 0; i < blob.length; i++) blob[i] = Math.floor(rnd() * 256);
   const leaves = Math.ceil(n / PER_DIR);
@@ -74,7 +101,7 @@ function change(root, n) {
   walk(root);
   const k = Math.max(1, Math.round(n / 1000));
   let s = 7;
-  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rnd = () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   const pickFile = () => {
     for (;;) {
       const d = leaves[Math.floor(rnd() * leaves.length)];
@@ -248,7 +275,9 @@ async function main() {
   out.journal_est_1m_watcher_rss_bytes = Math.round(out.journal_watcher_rss_bytes * scale);
   out.journal_est_1m_watcher_heap_bytes = Math.round(out.journal_watcher_heap_bytes * scale);
   out.journal_est_1m_kernel_bytes = out.journal_est_1m_inotify_watches * 1024;
-  say(`  watcher: ${out.journal_inotify_watches} inotify watches for ${st.directories} dirs, start ${out.journal_watcher_start_seconds}s, rss +${(out.journal_watcher_rss_at_ready_bytes / 1048576).toFixed(1)} MiB at ready, +${(out.journal_watcher_rss_bytes / 1048576).toFixed(1)} MiB 3 s later, heap +${(out.journal_watcher_heap_bytes / 1048576).toFixed(1)} MiB`);
+  say(
+    `  watcher: ${out.journal_inotify_watches} inotify watches for ${st.directories} dirs, start ${out.journal_watcher_start_seconds}s, rss +${(out.journal_watcher_rss_at_ready_bytes / 1048576).toFixed(1)} MiB at ready, +${(out.journal_watcher_rss_bytes / 1048576).toFixed(1)} MiB 3 s later, heap +${(out.journal_watcher_heap_bytes / 1048576).toFixed(1)} MiB`,
+  );
 
   const snap0 = await journals.snapshot('artifacts', undefined);
   await journals.sealed('artifacts', 'h/b0');
@@ -279,7 +308,9 @@ async function main() {
   out.journal_rsync_changed_seconds = Number((inc.syncMs / 1000).toFixed(3));
   out.journal_files_transferred = inc.filesTransferred;
   await journals.sealed('artifacts', 'h/b1-journal');
-  say(`  incremental (journal, prepared farm): ${out.journal_incremental_seconds}s (snapshot ${out.journal_snapshot_seconds}s, rsync of ${snap.changed.length} paths ${out.journal_rsync_changed_seconds}s)`);
+  say(
+    `  incremental (journal, prepared farm): ${out.journal_incremental_seconds}s (snapshot ${out.journal_snapshot_seconds}s, rsync of ${snap.changed.length} paths ${out.journal_rsync_changed_seconds}s)`,
+  );
   await journals.close();
 
   // The same, with the link farm built during the backup (cp -al now).
@@ -288,7 +319,9 @@ async function main() {
   const inc2 = await syncTreeIncremental({ source: src, dest: tree('b1-journal-inline'), prevTree: tree('b0'), changed: snap.changed });
   out.journal_incremental_inline_farm_seconds = secs(t0);
   out.journal_link_farm_seconds = Number((inc2.linkMs / 1000).toFixed(3));
-  say(`  incremental (journal, farm built inline): ${out.journal_incremental_inline_farm_seconds}s (cp -al ${out.journal_link_farm_seconds}s)`);
+  say(
+    `  incremental (journal, farm built inline): ${out.journal_incremental_inline_farm_seconds}s (cp -al ${out.journal_link_farm_seconds}s)`,
+  );
 
   // Backup 1, full pass on the same data (twice, keep the faster: the box is shared and noisy).
   spawnSync('sync');
@@ -348,17 +381,32 @@ async function main() {
       ['changed (0.1%)', `${out.journal_changed_ops} ops -> ${out.journal_changed_paths} journaled paths`],
       ['full rsync -a --link-dest', `${out.journal_full_rsync_seconds} s`],
       ['full pass as tree-sync.ts runs it', `${out.journal_full_treesync_seconds} s`],
-      ['incremental, journal + prepared farm', `${out.journal_incremental_seconds} s: ${out.journal_speedup_ratio}x vs rsync, ${out.journal_speedup_vs_treesync_ratio}x vs tree-sync (target 5x)`],
+      [
+        'incremental, journal + prepared farm',
+        `${out.journal_incremental_seconds} s: ${out.journal_speedup_ratio}x vs rsync, ${out.journal_speedup_vs_treesync_ratio}x vs tree-sync (target 5x)`,
+      ],
       ['  farm prepared after the previous backup', `${out.journal_farm_prepare_seconds} s in the background (ionice idle)`],
-      ['incremental, journal + farm built inline', `${out.journal_incremental_inline_farm_seconds} s: ${out.journal_speedup_inline_farm_ratio}x (cp -al ${out.journal_link_farm_seconds} s)`],
+      [
+        'incremental, journal + farm built inline',
+        `${out.journal_incremental_inline_farm_seconds} s: ${out.journal_speedup_inline_farm_ratio}x (cp -al ${out.journal_link_farm_seconds} s)`,
+      ],
       ['link farm: cp -al / Node walk', `${out.journal_link_farm_cp_seconds} s / ${out.journal_link_farm_node_seconds} s`],
       ['trees identical (vs full, vs source)', `${out.journal_trees_identical} (${out.journal_compared_files} files)`],
       ['watcher start', `${out.journal_watcher_start_seconds} s`],
-      ['inotify watches (dirs only)', `${out.journal_inotify_watches} of ${out.journal_watch_limit}; 1M files ~ ${out.journal_est_1m_inotify_watches}`],
+      [
+        'inotify watches (dirs only)',
+        `${out.journal_inotify_watches} of ${out.journal_watch_limit}; 1M files ~ ${out.journal_est_1m_inotify_watches}`,
+      ],
       ['watcher heap (after GC)', `${mib(out.journal_watcher_heap_bytes)}; 1M files ~ ${mib(out.journal_est_1m_watcher_heap_bytes)}`],
-      ['watcher rss (at ready / 3 s later)', `${mib(out.journal_watcher_rss_at_ready_bytes)} / ${mib(out.journal_watcher_rss_bytes)}; process ${mib(out.journal_process_rss_bytes)}`],
+      [
+        'watcher rss (at ready / 3 s later)',
+        `${mib(out.journal_watcher_rss_at_ready_bytes)} / ${mib(out.journal_watcher_rss_bytes)}; process ${mib(out.journal_process_rss_bytes)}`,
+      ],
       ['kernel memory for watches (~1 KiB each)', `1M files ~ ${mib(out.journal_est_1m_kernel_bytes)}`],
-      [`chokidar default (watch per file), ${sample.files} files`, `${sample.watches} watches, rss +${mib(sample.rssBytes)}, start ${sample.startSeconds} s`],
+      [
+        `chokidar default (watch per file), ${sample.files} files`,
+        `${sample.watches} watches, rss +${mib(sample.rssBytes)}, start ${sample.startSeconds} s`,
+      ],
       ['  extrapolated to 1M files', `${out.chokidar_default_est_1m_watches} watches, rss ~${mib(out.chokidar_default_est_1m_rss_bytes)}`],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));

@@ -11,7 +11,9 @@ import { parseArgs } from 'node:util';
 import { SIZES, generateBox } from './lib/gen-box.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: args } = parseArgs({ options: { files: { type: 'string', default: '60000' }, dir: { type: 'string' }, keep: { type: 'boolean', default: false } } });
+const { values: args } = parseArgs({
+  options: { files: { type: 'string', default: '60000' }, dir: { type: 'string' }, keep: { type: 'boolean', default: false } },
+});
 const nFiles = Number(args.files);
 
 const root = args.dir ?? mkdtempSync(path.join(os.tmpdir(), 'boxback-rss-'));
@@ -21,7 +23,8 @@ SIZES.probe = { dbBytes: 8 << 20, artifacts: 200, testReports: 200, commits: 3 }
 const gen = await generateBox({ root: path.join(root, 'box'), port, size: 'probe', seed: 7 });
 const { box } = gen;
 // The bulk: small artifact files (0.5-2 KiB), 20 per job directory, GoCD-like paths.
-const fileOf = (i) => path.join(box.artifacts, 'pipelines', `pipe-${Math.floor(i / 20) % 40}`, String(Math.floor(i / 800)), 'build', 'job', `console-${i}.log`);
+const fileOf = (i) =>
+  path.join(box.artifacts, 'pipelines', `pipe-${Math.floor(i / 20) % 40}`, String(Math.floor(i / 800)), 'build', 'job', `console-${i}.log`);
 const made = new Set();
 for (let i = 0; i < nFiles; i++) {
   const file = fileOf(i);
@@ -34,7 +37,15 @@ mkdirSync(store, { recursive: true });
 const agentYaml = path.join(root, 'agent.yaml');
 writeFileSync(
   agentYaml,
-  JSON.stringify({ name: 'probe', listen: '127.0.0.1:0', tls: { ca: 'x', cert: 'x', key: 'x' }, store, stateDir: path.join(root, 'state'), plan: box.planFile, allowedRoots: [box.root] }),
+  JSON.stringify({
+    name: 'probe',
+    listen: '127.0.0.1:0',
+    tls: { ca: 'x', cert: 'x', key: 'x' },
+    store,
+    stateDir: path.join(root, 'state'),
+    plan: box.planFile,
+    allowedRoots: [box.root],
+  }),
 );
 
 function run(jobId) {
@@ -58,8 +69,19 @@ try {
   if (incr.status === 'Failed') throw new Error(`incremental backup failed: ${incr.error}`);
   const out = {
     treeFiles: nFiles,
-    full: { files: full.files, manifestBytes: full.manifestBytes, vmHwmMiB: Number(mib(full.vmHwmBytes)), seconds: Number(full.seconds.toFixed(1)) },
-    incremental: { files: incr.files, linkedFiles: incr.linkedFiles, manifestBytes: incr.manifestBytes, vmHwmMiB: Number(mib(incr.vmHwmBytes)), seconds: Number(incr.seconds.toFixed(1)) },
+    full: {
+      files: full.files,
+      manifestBytes: full.manifestBytes,
+      vmHwmMiB: Number(mib(full.vmHwmBytes)),
+      seconds: Number(full.seconds.toFixed(1)),
+    },
+    incremental: {
+      files: incr.files,
+      linkedFiles: incr.linkedFiles,
+      manifestBytes: incr.manifestBytes,
+      vmHwmMiB: Number(mib(incr.vmHwmBytes)),
+      seconds: Number(incr.seconds.toFixed(1)),
+    },
   };
   process.stdout.write(`${JSON.stringify(out, null, 1)}\n`);
 } finally {

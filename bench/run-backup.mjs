@@ -11,13 +11,17 @@ const [configFile, jobId = `bench-${Date.now()}`] = process.argv.slice(2);
 const config = loadAgentConfig(configFile);
 const log = createLogger('bench', process.env.BOXBACK_LOG_LEVEL ?? 'warn').child({ jobId });
 const t0 = performance.now();
-const res = await runBackup({ config, log, jobId, signal: new AbortController().signal, emit: () => undefined }, { jobId, live: false, initiatedBy: 'bench', initiatedVia: 'cli' });
+const res = await runBackup(
+  { config, log, jobId, signal: new AbortController().signal, emit: () => undefined },
+  { jobId, live: false, initiatedBy: 'bench', initiatedVia: 'cli' },
+);
 const seconds = (performance.now() - t0) / 1000;
 // Peak memory first: reading the manifest below is the bench's, not the agent's.
 const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
 const maxRssBytes = process.resourceUsage().maxRSS * 1024;
 // A large manifest is not sent back (JobResult.manifestJson is empty): read it from the store.
-const manifestJson = res.manifestJson || (res.backupPath ? readFileSync(path.join(config.store, res.backupPath, 'manifest.json'), 'utf8') : '');
+const manifestJson =
+  res.manifestJson || (res.backupPath ? readFileSync(path.join(config.store, res.backupPath, 'manifest.json'), 'utf8') : '');
 // The manifest minus its file list (one line per file): parsing 100k entries here would
 // count the bench's own memory as the agent's.
 const m = manifestJson ? JSON.parse(manifestJson.replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []')) : undefined;

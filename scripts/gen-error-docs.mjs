@@ -5,7 +5,11 @@ import { ERROR_CODES, ExitCode } from '@boxback/common';
 import { status } from '@grpc/grpc-js';
 
 const exitName = Object.fromEntries(Object.entries(ExitCode).map(([k, v]) => [v, k]));
-const grpcName = Object.fromEntries(Object.entries(status).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v, k]));
+const grpcName = Object.fromEntries(
+  Object.entries(status)
+    .filter(([, v]) => typeof v === 'number')
+    .map(([k, v]) => [v, k]),
+);
 let out = `# Error codes
 
 Every error boxback reports carries one of these codes. They are stable: a code is never
@@ -25,7 +29,9 @@ out += `
 
 | exit | meaning |
 | --- | --- |
-${Object.entries(ExitCode).map(([k, v]) => `| ${v} | ${k} |`).join('\n')}
+${Object.entries(ExitCode)
+  .map(([k, v]) => `| ${v} | ${k} |`)
+  .join('\n')}
 `;
 writeFileSync(new URL('../docs/errors.md', import.meta.url), out);
 console.log('wrote docs/errors.md');

@@ -42,14 +42,28 @@ let boxes = [];
 try {
   rmSync(dir, { recursive: true, force: true });
   const box1 = await step('create a sample GoCD box with a running server', async () => {
-    const b = await createSampleBox({ root: path.join(dir, 'box1'), port: await freePort(), seed: 1, hostname: 'gocd-box-1', address: '10.20.0.11' });
+    const b = await createSampleBox({
+      root: path.join(dir, 'box1'),
+      port: await freePort(),
+      seed: 1,
+      hostname: 'gocd-box-1',
+      address: '10.20.0.11',
+    });
     await b.start();
     boxes.push(b);
     say(`box1 at ${b.root}, stand-in server healthy: ${await b.healthy()}`);
     return b;
   });
   const box2 = await step('create a fresh second box to restore onto', async () => {
-    const b = await createSampleBox({ root: path.join(dir, 'box2'), port: await freePort(), seed: 2, hostname: 'gocd-box-2', address: '10.20.0.12', artifacts: 3, testReports: 1 });
+    const b = await createSampleBox({
+      root: path.join(dir, 'box2'),
+      port: await freePort(),
+      seed: 2,
+      hostname: 'gocd-box-2',
+      address: '10.20.0.12',
+      artifacts: 3,
+      testReports: 1,
+    });
     await b.start();
     boxes.push(b);
     return b;
@@ -66,7 +80,9 @@ try {
   // What backup 1 must hold: every file but the live database, hashed now.
   const before = snapshotTree(box1.root, liveParts(box1));
 
-  await step('backup 1 of gocd1 (server stopped only for the staging copy)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
+  await step('backup 1 of gocd1 (server stopped only for the staging copy)', () =>
+    cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']),
+  );
   await step('change the box: a config edit, new artifacts, a deleted report', async () => {
     const { appendFileSync, writeFileSync, mkdirSync } = await import('node:fs');
     appendFileSync(path.join(box1.configDir, 'cruise-config.xml'), '<!-- edited after backup 1 -->\n');
@@ -74,7 +90,9 @@ try {
     writeFileSync(path.join(box1.artifacts, 'pipelines/pipe-9/1/new.log'), 'built after backup 1\n');
     rmSync(path.join(box1.shine, 'pipe-0/0/junit.xml'));
   });
-  await step('backup 2 of gocd1 (unchanged artifacts cost a hard link)', () => cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']));
+  await step('backup 2 of gocd1 (unchanged artifacts cost a hard link)', () =>
+    cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']),
+  );
   const list = await step('list backups', async () => {
     await cliOk(cluster, ['backups']);
     const r = await cliOk(cluster, ['backups', '--host', 'gocd1', '--json'], { show: false });
@@ -100,7 +118,9 @@ try {
     // The database as backup 1 holds it; the live one and the restored one (whose server
     // has gone on writing since) must both start with exactly those bytes.
     const backupDir = path.join(cluster.store, 'gocd1', `backup_${first.id.split('@')[1]}`);
-    const atBackup = execFileSync('unzip', ['-p', path.join(backupDir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString('latin1');
+    const atBackup = execFileSync('unzip', ['-p', path.join(backupDir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString(
+      'latin1',
+    );
     const liveDb = readFileSync(box1.dbFile, 'latin1');
     const restoredDb = readFileSync(box2.dbFile, 'latin1');
     const restoredRecords = atBackup.split('\n').filter((l) => l.startsWith('record ')).length;
@@ -115,7 +135,9 @@ try {
     };
   });
   say(`files compared: ${results.filesCompared}, differing: ${results.differ.length ? results.differ.join(', ') : 'none'}`);
-  say(`database: backed up as a consistent prefix of the live one and restored byte for byte: ${results.dbConsistentPrefix} (${results.restoredRecords} committed records)`);
+  say(
+    `database: backed up as a consistent prefix of the live one and restored byte for byte: ${results.dbConsistentPrefix} (${results.restoredRecords} committed records)`,
+  );
   say(`host file rewritten for gocd2's hostname and address: ${results.hostFileRewritten}`);
   say(`restored server healthy: ${results.healthy}`);
   await step('confirm the restore (drops the safety copies of the old data)', () => cliOk(cluster, ['restore', 'confirm', restoreJob.id]));

@@ -77,8 +77,13 @@ function writeReports(box, pool, from, count) {
       mkdirSync(dir, { recursive: true });
       dirs.add(dir);
     }
-    const body = slice(pool, 512 + pool.r.int(4096), true).toString('latin1').replace(/[<&]/g, ' ');
-    writeFileSync(path.join(dir, `TEST-${i}.xml`), `<testsuite name="s${i}" tests="${pool.r.int(500)}"><system-out>${body}</system-out></testsuite>\n`);
+    const body = slice(pool, 512 + pool.r.int(4096), true)
+      .toString('latin1')
+      .replace(/[<&]/g, ' ');
+    writeFileSync(
+      path.join(dir, `TEST-${i}.xml`),
+      `<testsuite name="s${i}" tests="${pool.r.int(500)}"><system-out>${body}</system-out></testsuite>\n`,
+    );
   }
 }
 
@@ -97,7 +102,13 @@ function growDb(file, pool, bytes) {
 }
 
 function gitCommits(repo, r, n, start) {
-  const env = { ...process.env, GIT_AUTHOR_NAME: 'go', GIT_AUTHOR_EMAIL: 'go@example.com', GIT_COMMITTER_NAME: 'go', GIT_COMMITTER_EMAIL: 'go@example.com' };
+  const env = {
+    ...process.env,
+    GIT_AUTHOR_NAME: 'go',
+    GIT_AUTHOR_EMAIL: 'go@example.com',
+    GIT_COMMITTER_NAME: 'go',
+    GIT_COMMITTER_EMAIL: 'go@example.com',
+  };
   const lines = [];
   for (let c = start; c < start + n; c++) {
     lines.push(`<pipeline name="p${c}" counter="${r.int(1e6)}"/>`);

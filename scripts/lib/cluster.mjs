@@ -126,13 +126,29 @@ store: store
 concurrency: ${o.concurrency ?? 4}
 ${o.controllerExtra ?? ''}`,
   );
-  const tok = await run([process.execPath, BIN.controller, '--config', controllerYaml, 'token', 'create', '--role', 'admin', '--name', 'quickstart-admin']);
+  const tok = await run([
+    process.execPath,
+    BIN.controller,
+    '--config',
+    controllerYaml,
+    'token',
+    'create',
+    '--role',
+    'admin',
+    '--name',
+    'quickstart-admin',
+  ]);
   if (tok.code !== 0) throw new Error(`creating the admin token failed: ${tok.stderr}`);
   const token = tok.stdout.trim().split('\n').pop().trim();
   writeFileSync(cliConfig, `controller: 127.0.0.1:${ctlPort}\nca: certs/ca.crt\ntoken: ${q(token)}\n`, { mode: 0o600 });
 
   const startController = async () => {
-    const d = startDaemon('controller', [process.execPath, BIN.controller, '--config', controllerYaml], path.join(dir, 'logs/controller.log'), 'controller listening');
+    const d = startDaemon(
+      'controller',
+      [process.execPath, BIN.controller, '--config', controllerYaml],
+      path.join(dir, 'logs/controller.log'),
+      'controller listening',
+    );
     daemons.push(d);
     await d.ready;
     return d;
@@ -181,7 +197,12 @@ identity: { hostname: ${q(a.box.hostname)}, addresses: [${q(a.box.address)}] }
 ${a.extra ?? ''}`,
       );
       const start = async () => {
-        const d = startDaemon(`agent ${a.name}`, [process.execPath, BIN.agent, '--config', yaml], path.join(dir, 'logs', `agent-${a.name}.log`), 'agent listening');
+        const d = startDaemon(
+          `agent ${a.name}`,
+          [process.execPath, BIN.agent, '--config', yaml],
+          path.join(dir, 'logs', `agent-${a.name}.log`),
+          'agent listening',
+        );
         daemons.push(d);
         await d.ready;
         return d;

@@ -89,7 +89,10 @@ export async function createSampleBox(o) {
 
   write(p.dbFile, r.bytes(o.dbBytes ?? 2 * 1024 * 1024, 0.6));
   write(path.join(p.db, 'cruise.trace.db'), 'trace\n');
-  write(path.join(p.configDir, 'cruise-config.xml'), `<?xml version="1.0" encoding="utf-8"?>\n<cruise schemaVersion="139">\n  <server agentAutoRegisterKey="k-${r.int(1e9)}" siteUrl="https://${hostname}:8154" />\n</cruise>\n`);
+  write(
+    path.join(p.configDir, 'cruise-config.xml'),
+    `<?xml version="1.0" encoding="utf-8"?>\n<cruise schemaVersion="139">\n  <server agentAutoRegisterKey="k-${r.int(1e9)}" siteUrl="https://${hostname}:8154" />\n</cruise>\n`,
+  );
   write(path.join(p.configDir, 'keystore'), r.bytes(4096, 0), 0o600);
   write(path.join(p.configDir, 'truststore'), r.bytes(2048, 0), 0o600);
   write(path.join(p.configDir, 'cipher.aes'), r.bytes(32, 0).toString('hex'), 0o600);
@@ -102,7 +105,15 @@ export async function createSampleBox(o) {
   const nArt = o.artifacts ?? 60;
   for (let i = 0; i < nArt; i++) {
     const pipe = `pipe-${i % 5}`;
-    const file = path.join(p.artifacts, 'pipelines', pipe, String(1 + Math.floor(i / 5)), 'build', 'job', `out-${i}.${i % 3 === 0 ? 'jar' : 'log'}`);
+    const file = path.join(
+      p.artifacts,
+      'pipelines',
+      pipe,
+      String(1 + Math.floor(i / 5)),
+      'build',
+      'job',
+      `out-${i}.${i % 3 === 0 ? 'jar' : 'log'}`,
+    );
     const size = r.next() < 0.9 ? 200 + r.int(20_000) : 100_000 + r.int(400_000);
     write(file, r.bytes(size, i % 3 === 0 ? 0.1 : 0.9));
   }
@@ -110,11 +121,25 @@ export async function createSampleBox(o) {
   execFileSync('ln', ['-sfn', '1', path.join(p.artifacts, 'pipelines', 'pipe-0', 'latest')]);
   const nRep = o.testReports ?? 20;
   for (let i = 0; i < nRep; i++) {
-    write(path.join(p.shine, `pipe-${i % 5}`, `${i}`, 'junit.xml'), `<testsuite name="s${i}" tests="${r.int(500)}" failures="${r.int(3)}"/>\n`);
+    write(
+      path.join(p.shine, `pipe-${i % 5}`, `${i}`, 'junit.xml'),
+      `<testsuite name="s${i}" tests="${r.int(500)}" failures="${r.int(3)}"/>\n`,
+    );
   }
 
   mkdirSync(p.configRepo, { recursive: true });
-  const git = (...args) => execFileSync('git', args, { cwd: p.configRepo, stdio: 'ignore', env: { ...process.env, GIT_AUTHOR_NAME: 'go', GIT_AUTHOR_EMAIL: 'go@example.com', GIT_COMMITTER_NAME: 'go', GIT_COMMITTER_EMAIL: 'go@example.com' } });
+  const git = (...args) =>
+    execFileSync('git', args, {
+      cwd: p.configRepo,
+      stdio: 'ignore',
+      env: {
+        ...process.env,
+        GIT_AUTHOR_NAME: 'go',
+        GIT_AUTHOR_EMAIL: 'go@example.com',
+        GIT_COMMITTER_NAME: 'go',
+        GIT_COMMITTER_EMAIL: 'go@example.com',
+      },
+    });
   git('init', '-q', '-b', 'master');
   for (let c = 0; c < (o.commits ?? 5); c++) {
     writeFileSync(path.join(p.configRepo, 'cruise-config.xml'), `<cruise revision="${c}">${r.int(1e9)}</cruise>\n`);
@@ -125,7 +150,20 @@ export async function createSampleBox(o) {
   mkdirSync(path.dirname(p.pidFile), { recursive: true });
   mkdirSync(path.dirname(p.logFile), { recursive: true });
   const port = o.port;
-  const ctlArgs = ['--root', root, '--db', p.dbFile, '--config', path.join(p.configDir, 'cruise-config.xml'), '--pid', p.pidFile, '--port', String(port), '--log', p.logFile];
+  const ctlArgs = [
+    '--root',
+    root,
+    '--db',
+    p.dbFile,
+    '--config',
+    path.join(p.configDir, 'cruise-config.xml'),
+    '--pid',
+    p.pidFile,
+    '--port',
+    String(port),
+    '--log',
+    p.logFile,
+  ];
   const startArgv = [process.execPath, STANDIN_CTL, 'start', ...ctlArgs];
   const stopArgv = [process.execPath, STANDIN_CTL, 'stop', '--pid', p.pidFile];
   const q = (s) => JSON.stringify(s);

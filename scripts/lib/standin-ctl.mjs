@@ -13,7 +13,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const [cmd, ...rest] = process.argv.slice(2);
 const { values } = parseArgs({
   args: rest,
-  options: { root: { type: 'string' }, db: { type: 'string' }, config: { type: 'string' }, pid: { type: 'string' }, port: { type: 'string' }, log: { type: 'string' } },
+  options: {
+    root: { type: 'string' },
+    db: { type: 'string' },
+    config: { type: 'string' },
+    pid: { type: 'string' },
+    port: { type: 'string' },
+    log: { type: 'string' },
+  },
 });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const alive = (pid) => {
@@ -38,7 +45,19 @@ if (cmd === 'start') {
   const out = openSync(values.log, 'a');
   const child = spawn(
     process.execPath,
-    [path.join(here, 'standin-server.mjs'), '--root', values.root, '--db', values.db, '--config', values.config, '--pid', values.pid, '--port', values.port],
+    [
+      path.join(here, 'standin-server.mjs'),
+      '--root',
+      values.root,
+      '--db',
+      values.db,
+      '--config',
+      values.config,
+      '--pid',
+      values.pid,
+      '--port',
+      values.port,
+    ],
     { detached: true, stdio: ['ignore', out, out] },
   );
   child.unref();

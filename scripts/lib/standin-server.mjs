@@ -10,7 +10,13 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { root: { type: 'string' }, db: { type: 'string' }, config: { type: 'string' }, pid: { type: 'string' }, port: { type: 'string' } },
+  options: {
+    root: { type: 'string' },
+    db: { type: 'string' },
+    config: { type: 'string' },
+    pid: { type: 'string' },
+    port: { type: 'string' },
+  },
 });
 const { db, config, pid } = values;
 const port = Number(values.port);

@@ -37,14 +37,28 @@ const hostEntries = () => {
 };
 const restorable = () => hostEntries().filter((n) => n.startsWith('backup_'));
 
-const launch = () => startAgent({ dir: b.dir, name: b.name, planFile: b.planFile, store: b.store, allowedRoots: [b.box.root], stateDir: b.stateDir, identity: { hostname: 'gocd-box-1', addresses: ['10.20.0.11'] } });
+const launch = () =>
+  startAgent({
+    dir: b.dir,
+    name: b.name,
+    planFile: b.planFile,
+    store: b.store,
+    allowedRoots: [b.box.root],
+    stateDir: b.stateDir,
+    identity: { hostname: 'gocd-box-1', addresses: ['10.20.0.11'] },
+  });
 
 /** Start a backup; collect its events; the promise settles with the result or the error. */
 function backup(jobId: string, signal?: AbortSignal) {
   const events: Progress[] = [];
   const done = (async (): Promise<JobResult> => {
     let result: JobResult | undefined;
-    for await (const ev of serverStream<object, JobEvent>(agent.client, 'Backup', { jobId, live: false, initiatedBy: 'alice', initiatedVia: 'cli' }, { signal })) {
+    for await (const ev of serverStream<object, JobEvent>(
+      agent.client,
+      'Backup',
+      { jobId, live: false, initiatedBy: 'alice', initiatedVia: 'cli' },
+      { signal },
+    )) {
       if (ev.progress) events.push(ev.progress);
       if (ev.result) result = ev.result;
     }
@@ -71,7 +85,9 @@ describe('backup through the agent process (mTLS)', () => {
     b = await makeBackupBox({ name: 'gocd1' });
     b.editPlan((p) => {
       p.quiesce.leaseSeconds = 120;
-      p.quiesce.inWindow = [{ command: ['sh', '-c', `touch ${b.dir}/in-window; while [ -f ${b.dir}/hold ]; do sleep 0.05; done`], timeoutSeconds: 100 }];
+      p.quiesce.inWindow = [
+        { command: ['sh', '-c', `touch ${b.dir}/in-window; while [ -f ${b.dir}/hold ]; do sleep 0.05; done`], timeoutSeconds: 100 },
+      ];
     });
     await b.box.start();
     agent = await launch();
@@ -89,7 +105,9 @@ describe('backup through the agent process (mTLS)', () => {
     expect(res.backupId).toMatch(/^gocd1@\d{8}-\d{6}$/);
     expect(existsSync(path.join(b.store, res.backupPath, 'manifest.json'))).toBe(true);
     const phases = [...new Set(events.map((e) => e.phase))];
-    expect(phases).toEqual(expect.arrayContaining(['CREATING_DIR', 'QUIESCE', 'RESUME', 'BACKUP_DATABASE', 'SYNC_ARTIFACTS', 'VERIFY', 'PUBLISH']));
+    expect(phases).toEqual(
+      expect.arrayContaining(['CREATING_DIR', 'QUIESCE', 'RESUME', 'BACKUP_DATABASE', 'SYNC_ARTIFACTS', 'VERIFY', 'PUBLISH']),
+    );
     const db = events.filter((e) => e.phase === 'BACKUP_DATABASE');
     expect(db[0].state).toBe('started');
     expect(db.at(-1)!.state).toBe('done');

@@ -2,7 +2,19 @@
 // real files, the real rsync and zip/unzip, a real stand-in server process.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,7 +45,11 @@ const alive = (pid: number) => {
   }
 };
 /** A shell command that writes "alive" or "dead" for the stand-in's pid into `out`. */
-const probeCmd = (b: BackupBox, out: string) => ['sh', '-c', `if [ -f ${b.box.pidFile} ] && kill -0 $(cat ${b.box.pidFile}) 2>/dev/null; then echo alive; else echo dead; fi > ${out}`];
+const probeCmd = (b: BackupBox, out: string) => [
+  'sh',
+  '-c',
+  `if [ -f ${b.box.pidFile} ] && kill -0 $(cat ${b.box.pidFile}) 2>/dev/null; then echo alive; else echo dead; fi > ${out}`,
+];
 
 /** Compare two trees: same entries, types, modes, bytes and symlink targets. */
 function compareTrees(a: string, b: string, rel = ''): string[] {
@@ -51,7 +67,8 @@ function compareTrees(a: string, b: string, rel = ''): string[] {
       if ((sa.mode & 0o170000) !== (sb.mode & 0o170000)) diffs.push(`${r}: type differs`);
       else if (sa.isSymbolicLink()) {
         if (readlinkSync(pa) !== readlinkSync(pb)) diffs.push(`${r}: link target differs`);
-      } else if ((sa.mode & 0o7777) !== (sb.mode & 0o7777)) diffs.push(`${r}: mode ${(sa.mode & 0o7777).toString(8)} vs ${(sb.mode & 0o7777).toString(8)}`);
+      } else if ((sa.mode & 0o7777) !== (sb.mode & 0o7777))
+        diffs.push(`${r}: mode ${(sa.mode & 0o7777).toString(8)} vs ${(sb.mode & 0o7777).toString(8)}`);
       else if (sa.isDirectory()) diffs.push(...compareTrees(a, b, r));
       else if (!readFileSync(pa).equals(readFileSync(pb))) diffs.push(`${r}: content differs`);
     }
@@ -116,13 +133,38 @@ describe('backup engine (runBackup on a real sample box)', () => {
     const dir = path.join(b.store, res.backupPath);
     expect(res.backupPath).toMatch(/^gocd1\/backup_\d{8}-\d{6}$/);
     expect(readdirSync(dir).sort()).toEqual(
-      ['addons.zip', 'artifacts', 'config-dir.zip', 'config-repo.zip', 'db.zip', 'env-files.zip', 'manifest.json', 'plugins.zip', 'test-reports', 'version.txt', 'wrapper-config-dir.zip'].sort(),
+      [
+        'addons.zip',
+        'artifacts',
+        'config-dir.zip',
+        'config-repo.zip',
+        'db.zip',
+        'env-files.zip',
+        'manifest.json',
+        'plugins.zip',
+        'test-reports',
+        'version.txt',
+        'wrapper-config-dir.zip',
+      ].sort(),
     );
     expect(readFileSync(path.join(dir, 'version.txt'), 'utf8')).toBe(b.box.version); // no newline, GoCD style
 
     // Phases: GoCD's names plus ours, each started and done, in the window's order.
     const phases = events.filter((e) => e.state === 'done').map((e) => e.phase);
-    for (const ph of ['CREATING_DIR', 'QUIESCE', 'RESUME', 'BACKUP_DATABASE', 'BACKUP_CONFIG', 'BACKUP_WRAPPER_CONFIG', 'BACKUP_CONFIG_REPO', 'BACKUP_VERSION_FILE', 'SYNC_ARTIFACTS', 'SYNC_TEST_REPORTS', 'VERIFY', 'PUBLISH']) {
+    for (const ph of [
+      'CREATING_DIR',
+      'QUIESCE',
+      'RESUME',
+      'BACKUP_DATABASE',
+      'BACKUP_CONFIG',
+      'BACKUP_WRAPPER_CONFIG',
+      'BACKUP_CONFIG_REPO',
+      'BACKUP_VERSION_FILE',
+      'SYNC_ARTIFACTS',
+      'SYNC_TEST_REPORTS',
+      'VERIFY',
+      'PUBLISH',
+    ]) {
       expect(phases, ph).toContain(ph);
     }
     expect(phases.indexOf('RESUME')).toBeLessThan(phases.indexOf('BACKUP_DATABASE'));
@@ -139,7 +181,9 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect(lstatSync(path.join(cfg, 'keystore')).mode & 0o777).toBe(0o600);
     expect(lstatSync(path.join(cfg, 'passwd.properties')).mode & 0o777).toBe(0o640);
     expect(lstatSync(path.join(cfg, 'plugins-conf')).isDirectory()).toBe(true);
-    expect(Math.floor(lstatSync(path.join(cfg, 'cruise-config.xml')).mtimeMs / 1000)).toBe(Math.floor(lstatSync(path.join(b.box.configDir, 'cruise-config.xml')).mtimeMs / 1000));
+    expect(Math.floor(lstatSync(path.join(cfg, 'cruise-config.xml')).mtimeMs / 1000)).toBe(
+      Math.floor(lstatSync(path.join(b.box.configDir, 'cruise-config.xml')).mtimeMs / 1000),
+    );
     expect(compareTrees(b.box.configRepo, unzipTo(path.join(dir, 'config-repo.zip')))).toEqual([]);
     expect(compareTrees(b.box.plugins, unzipTo(path.join(dir, 'plugins.zip')))).toEqual([]);
     const env = unzipTo(path.join(dir, 'env-files.zip'));
@@ -160,15 +204,32 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect(readlinkSync(path.join(dir, 'artifacts/pipelines/pipe-0/latest'))).toBe('1');
 
     // The manifest's checksums are what sha256sum says, for every file.
-    const sums = execFileSync('sh', ['-c', 'find . -type f ! -name manifest.json -print0 | xargs -0 sha256sum'], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
-    const fromTool = new Map(sums.trim().split('\n').map((l) => [l.slice(66).replace(/^\.\//, ''), l.slice(0, 64)]));
+    const sums = execFileSync('sh', ['-c', 'find . -type f ! -name manifest.json -print0 | xargs -0 sha256sum'], {
+      cwd: dir,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
+    const fromTool = new Map(
+      sums
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(66).replace(/^\.\//, ''), l.slice(0, 64)]),
+    );
     const fromManifest = new Map(m.files.filter((f) => f.type === 'file').map((f) => [f.path, f.sha256]));
     expect(fromManifest).toEqual(fromTool);
     const st = lstatSync(path.join(dir, 'artifacts/pipelines/pipe-0/1/build/job/out-0.jar'));
     const entry = m.files.find((f) => f.path === 'artifacts/pipelines/pipe-0/1/build/job/out-0.jar')!;
     expect(entry).toMatchObject({ size: st.size, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid });
     expect((await verifyBackupDir(dir)).ok).toBe(true);
-    expect(m.datasets.map((d) => d.archive)).toEqual(['db.zip', 'config-dir.zip', 'wrapper-config-dir.zip', 'config-repo.zip', 'env-files.zip', 'plugins.zip', 'addons.zip']);
+    expect(m.datasets.map((d) => d.archive)).toEqual([
+      'db.zip',
+      'config-dir.zip',
+      'wrapper-config-dir.zip',
+      'config-repo.zip',
+      'env-files.zip',
+      'plugins.zip',
+      'addons.zip',
+    ]);
     expect(m.totals.bytes).toBe(res.sizeBytes);
   });
 
@@ -191,7 +252,9 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect(ino(d2, same)).toBe(ino(d1, same));
     expect(lstatSync(path.join(d2, same)).nlink).toBe(2);
     expect(ino(d2, 'test-reports/pipe-0/0/junit.xml')).toBe(ino(d1, 'test-reports/pipe-0/0/junit.xml'));
-    expect(ino(d2, 'artifacts/pipelines/pipe-1/1/build/job/out-1.log')).not.toBe(ino(d1, 'artifacts/pipelines/pipe-1/1/build/job/out-1.log'));
+    expect(ino(d2, 'artifacts/pipelines/pipe-1/1/build/job/out-1.log')).not.toBe(
+      ino(d1, 'artifacts/pipelines/pipe-1/1/build/job/out-1.log'),
+    );
     expect(existsSync(path.join(d2, 'artifacts/pipelines/pipe-2/1/build/job/out-2.log'))).toBe(false);
     expect(compareTrees(b.box.artifacts, path.join(d2, 'artifacts'))).toEqual([]);
     const m2 = JSON.parse(second.manifestJson) as Manifest;
@@ -273,7 +336,12 @@ describe('backup engine (runBackup on a real sample box)', () => {
     const ok = await runBackup(b.job().ctx, req({ initiatedBy: 'alice', initiatedVia: 'cli' }));
     expect(ok.status).toBe('Completed');
     const [success] = readFileSync(envOut, 'utf8').split('---\n');
-    const vars = Object.fromEntries(success.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const vars = Object.fromEntries(
+      success
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
     expect(vars.GOCD_BACKUP_STATUS).toBe('success');
     expect(vars.GOCD_BACKUP_BASE_DIR).toBe(path.join(b.store, 'gocd1'));
     expect(vars.GOCD_BACKUP_PATH).toBe(path.join(b.store, ok.backupPath));

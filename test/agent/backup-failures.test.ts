@@ -121,10 +121,16 @@ describe('backup failures resume services and leave nothing Restorable', () => {
     const ac = new AbortController();
     const { ctx } = b.job('job-abort-sync', ac.signal);
     const seen: ProgressUpdate[] = [];
-    const res = await runBackup({ ...ctx, emit: (u) => {
-      seen.push(u);
-      if (u.phase === 'SYNC_ARTIFACTS' && u.state === 'started') ac.abort(new Error('shutting down'));
-    } }, req());
+    const res = await runBackup(
+      {
+        ...ctx,
+        emit: (u) => {
+          seen.push(u);
+          if (u.phase === 'SYNC_ARTIFACTS' && u.state === 'started') ac.abort(new Error('shutting down'));
+        },
+      },
+      req(),
+    );
     expect(res.status).toBe('Failed');
     expect(res.errorCode).toBe('BOXBACK_ERR_CANCELLED');
     expect(seen.some((u) => u.phase === 'RESUME' && u.state === 'done')).toBe(true);
@@ -157,7 +163,14 @@ describe('backup failures resume services and leave nothing Restorable', () => {
           break;
         } catch (err) {
           if (i >= 50) {
-            const users = execFileSync('sh', ['-c', `for p in /proc/[0-9]*; do ls -l $p/fd $p/cwd 2>/dev/null | grep -q small-store && echo $p $(tr "\\0" " " < $p/cmdline); done; true`], { encoding: 'utf8' });
+            const users = execFileSync(
+              'sh',
+              [
+                '-c',
+                `for p in /proc/[0-9]*; do ls -l $p/fd $p/cwd 2>/dev/null | grep -q small-store && echo $p $(tr "\\0" " " < $p/cmdline); done; true`,
+              ],
+              { encoding: 'utf8' },
+            );
             execFileSync('umount', ['-l', store]);
             throw new Error(`${(err as Error).message}\n${users}`);
           }

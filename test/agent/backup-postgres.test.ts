@@ -17,7 +17,10 @@ describe.skipIf(!haveBinaries)('backup with a postgres dataset', () => {
   beforeAll(async () => {
     pg = await startPgCluster();
     pg.createApp('gocd', 's3cret-pw', 'gocd');
-    pg.admin('create table pipelines (id serial primary key, name text); insert into pipelines (name) select md5(g::text) from generate_series(1, 500) g; alter table pipelines owner to gocd;', 'gocd');
+    pg.admin(
+      'create table pipelines (id serial primary key, name text); insert into pipelines (name) select md5(g::text) from generate_series(1, 500) g; alter table pipelines owner to gocd;',
+      'gocd',
+    );
     b = await makeBackupBox();
   });
   afterAll(async () => {
@@ -28,7 +31,12 @@ describe.skipIf(!haveBinaries)('backup with a postgres dataset', () => {
   it('dumps db.<database> with pg_dump, outside the window, and records it as pg_dump', async () => {
     const pwFile = writePasswordFile(b.box.root, 's3cret-pw');
     b.editPlan((p) => {
-      p.datasets[0] = { name: 'database', kind: 'postgres', archive: 'db.gocd', postgres: { host: '127.0.0.1', port: pg.port, database: 'gocd', user: 'gocd', passwordFile: pwFile, binDir: pg.binDir } };
+      p.datasets[0] = {
+        name: 'database',
+        kind: 'postgres',
+        archive: 'db.gocd',
+        postgres: { host: '127.0.0.1', port: pg.port, database: 'gocd', user: 'gocd', passwordFile: pwFile, binDir: pg.binDir },
+      };
     });
     const { ctx, events } = b.job();
     const res = await runBackup(ctx, req());

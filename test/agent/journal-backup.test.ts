@@ -17,12 +17,24 @@ let b: BackupBox;
 let agent: AgentProcess | undefined;
 
 const launch = () =>
-  startAgent({ dir: b.dir, name: b.name, planFile: b.planFile, store: b.store, allowedRoots: [b.box.root], stateDir: b.stateDir, identity: { hostname: 'gocd-box-1', addresses: ['10.20.0.11'] } });
+  startAgent({
+    dir: b.dir,
+    name: b.name,
+    planFile: b.planFile,
+    store: b.store,
+    allowedRoots: [b.box.root],
+    stateDir: b.stateDir,
+    identity: { hostname: 'gocd-box-1', addresses: ['10.20.0.11'] },
+  });
 
 /** Wait until the agent's log says both trees are watched `times` times in all (a rewatch logs again). */
 async function watched(a: AgentProcess, times = 1, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
-  const count = (tree: string) => a.output().split('\n').filter((l) => l.includes(`"msg":"watching ${tree} for the change journal"`)).length;
+  const count = (tree: string) =>
+    a
+      .output()
+      .split('\n')
+      .filter((l) => l.includes(`"msg":"watching ${tree} for the change journal"`)).length;
   while (count('artifacts') < times || count('test-reports') < times) {
     if (Date.now() > end) throw new Error(`trees not watched within ${ms} ms:\n${a.output().slice(-3000)}`);
     await sleep(50);
@@ -36,7 +48,9 @@ async function job(rpc: 'Backup' | 'Restore', req: object): Promise<JobResult> {
   return result;
 }
 
-async function backup(jobId: string): Promise<{ result: JobResult; manifest: Manifest; tree: (name: string) => ManifestTree; dir: string }> {
+async function backup(
+  jobId: string,
+): Promise<{ result: JobResult; manifest: Manifest; tree: (name: string) => ManifestTree; dir: string }> {
   const result = await job('Backup', { jobId, live: false, initiatedBy: 'alice', initiatedVia: 'cli' });
   expect(result.errorMessage).toBe('');
   expect(result.status).toBe('Completed');
@@ -108,6 +122,8 @@ describe('change journal in the agent', () => {
     const four = await backup('jb-4');
     expect(four.tree('artifacts').syncMode).toBe('full');
     expect(four.tree('artifacts').syncReason).toMatch(/restore of .*replaced the trees/);
-    expect(diffTrees(await snapshotTree(path.join(one.dir, 'artifacts')), await snapshotTree(path.join(four.dir, 'artifacts')))).toEqual([]);
+    expect(diffTrees(await snapshotTree(path.join(one.dir, 'artifacts')), await snapshotTree(path.join(four.dir, 'artifacts')))).toEqual(
+      [],
+    );
   }, 60_000);
 });

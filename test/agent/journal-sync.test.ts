@@ -100,7 +100,13 @@ describe('incremental sync from a journal equals a full rsync --link-dest pass',
   });
 
   it('splits a tree into chunks for the first watcher scan', () => {
-    const entries = new Map([['', 2], ['a', 3], ['a/x', 50], ['a/y', 5], ['b', 4]]);
+    const entries = new Map([
+      ['', 2],
+      ['a', 3],
+      ['a/x', 50],
+      ['a/y', 5],
+      ['b', 4],
+    ]);
     const { roots, skeleton } = planChunks(entries.keys(), entries, 20);
     // a/x alone is over the limit: it is watched with the skeleton, its own entries at once.
     expect(roots.sort()).toEqual(['a/y', 'b']);
@@ -148,7 +154,11 @@ describe('incremental sync from a journal equals a full rsync --link-dest pass',
     await fsp.mkdir(path.join(dir, 'src'), { recursive: true });
     await fsp.mkdir(path.join(dir, 'dest'), { recursive: true });
     writeFileSync(path.join(dir, 'dest', 'x'), 'x');
-    await expect(syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'dest'), prevTree: path.join(dir, 'src'), changed: [] })).rejects.toThrow(/not empty/);
-    await expect(syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'd2'), prevTree: path.join(dir, 'nope'), changed: [] })).rejects.toThrow(/previous tree/);
+    await expect(
+      syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'dest'), prevTree: path.join(dir, 'src'), changed: [] }),
+    ).rejects.toThrow(/not empty/);
+    await expect(
+      syncTreeIncremental({ source: path.join(dir, 'src'), dest: path.join(dir, 'd2'), prevTree: path.join(dir, 'nope'), changed: [] }),
+    ).rejects.toThrow(/previous tree/);
   });
 });

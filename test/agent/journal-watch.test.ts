@@ -32,7 +32,12 @@ interface Box {
   dir: string;
   src: string;
   stateDir: string;
-  config: { stateDir: string; store: string; name: string; plan: { trees: Array<{ name: string; source: string; excludes: string[] }>; journal?: unknown } };
+  config: {
+    stateDir: string;
+    store: string;
+    name: string;
+    plan: { trees: Array<{ name: string; source: string; excludes: string[] }>; journal?: unknown };
+  };
   backups: string[];
 }
 
@@ -43,7 +48,13 @@ async function makeBox(name: string, journal?: unknown): Promise<Box> {
   await fsp.mkdir(src, { recursive: true });
   await fsp.mkdir(path.join(dir, 'store', 'h'), { recursive: true });
   const store = path.join(dir, 'store');
-  return { dir, src, stateDir, config: { stateDir, store, name: 'h', plan: { trees: [{ name: 'artifacts', source: src, excludes: EXCLUDES }], journal } }, backups: [] };
+  return {
+    dir,
+    src,
+    stateDir,
+    config: { stateDir, store, name: 'h', plan: { trees: [{ name: 'artifacts', source: src, excludes: EXCLUDES }], journal } },
+    backups: [],
+  };
 }
 
 const open = (b: Box, log = testLog(), o: Parameters<typeof createJournals>[2] = {}) =>
@@ -115,18 +126,28 @@ describe('change journal with the real watcher', () => {
           }
           await settle(j);
           // Changes while the sync runs, in every other round: they must reach the next backup.
-          const during = round % 2 === 0 ? async () => { for (let i = 0; i < 5; i++) await m.step(); } : undefined;
+          const during =
+            round % 2 === 0
+              ? async () => {
+                  for (let i = 0; i < 5; i++) await m.step();
+                }
+              : undefined;
           const before = await snapshotTree(b.src);
           const { snap, dest, prevTree, preparedFarm } = await backup(b, j, during);
           expect(snap.trusted, snap.reason).toBe(true);
           // The link farm was prepared in the background after the previous backup was sealed.
           expect(preparedFarm).toBe(true);
           const covered = (p: string) => snap.changed.some((c) => p === c || p.startsWith(`${c}/`));
-          expect(touched.filter((p) => !covered(p)), `round ${round}: ${ops.join('; ')}`).toEqual([]);
+          expect(
+            touched.filter((p) => !covered(p)),
+            `round ${round}: ${ops.join('; ')}`,
+          ).toEqual([]);
           if (!during) {
             const full = path.join(b.dir, `full${round}`);
             fullRsync(b.src, full, prevTree, EXCLUDES);
-            expect(diffTrees(await snapshotTree(full), await snapshotTree(dest), 20, before), `round ${round}: ${ops.join('; ')}`).toEqual([]);
+            expect(diffTrees(await snapshotTree(full), await snapshotTree(dest), 20, before), `round ${round}: ${ops.join('; ')}`).toEqual(
+              [],
+            );
           }
         }
         // After the last during-round: one more quiet backup must equal a full pass.

@@ -45,7 +45,14 @@ describe.skipIf(!pgBinDir())('restore of a postgres dataset', () => {
             name: 'database',
             kind: 'postgres',
             archive: `db.${database}`,
-            postgres: { host: '127.0.0.1', port: cluster.port, database, user: 'app', passwordFile: path.join(dir, 'box', 'pg.password'), binDir: cluster.binDir },
+            postgres: {
+              host: '127.0.0.1',
+              port: cluster.port,
+              database,
+              user: 'app',
+              passwordFile: path.join(dir, 'box', 'pg.password'),
+              binDir: cluster.binDir,
+            },
           },
           { name: 'settings', archive: 'settings.zip', path: dataDir },
         ],
@@ -102,14 +109,29 @@ describe.skipIf(!pgBinDir())('restore of a postgres dataset', () => {
     `);
     // The restore target: another database with other content (kept as the safety database).
     sql('create database app_restored owner app;', 'postgres');
-    sql('create table previous (note text); insert into previous values (\'before the restore\'); alter table previous owner to app;', 'app_restored');
+    sql(
+      "create table previous (note text); insert into previous values ('before the restore'); alter table previous owner to app;",
+      'app_restored',
+    );
     source = config('pga', 'app', data('settings-a'));
     target = config('pgb', 'app_restored', data('settings-b'));
     // The writer: one committed row per loop turn until writer_stop has a row.
     writer = spawn(
       path.join(cluster.binDir, 'psql'),
       [
-        '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', 'postgres', '-d', 'app', '-c',
+        '-X',
+        '-q',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-h',
+        cluster.socketDir,
+        '-p',
+        String(cluster.port),
+        '-U',
+        'postgres',
+        '-d',
+        'app',
+        '-c',
         `do $$ declare i int := 0; begin loop i := i + 1; insert into events values (i, i * 2); commit;
            exit when i % 10 = 0 and exists (select 1 from writer_stop); perform pg_sleep(0.0005); end loop; end $$;`,
       ],
@@ -157,7 +179,9 @@ describe.skipIf(!pgBinDir())('restore of a postgres dataset', () => {
 
     const dry = await runRestore(job(target, 'pgdry-1').ctx, { jobId: 'pgdry-1', backupPath, dryRun: true, force: false, backupId: '' });
     expect(dry.status).toBe('Completed');
-    expect(dry.dryRunReport).toMatch(/RESTORE_DATABASE db\.app \(custom dump of PostgreSQL [\d.]+, .*\) -> database app_restored at 127\.0\.0\.1:\d+ .*version: same-or-older/);
+    expect(dry.dryRunReport).toMatch(
+      /RESTORE_DATABASE db\.app \(custom dump of PostgreSQL [\d.]+, .*\) -> database app_restored at 127\.0\.0\.1:\d+ .*version: same-or-older/,
+    );
     expect(dry.dryRunReport).toMatch(/database app_restored renamed aside as app_restored_boxback_safety_pgdry1/);
     expect(Number(sql("select count(*) from pg_database where datname = 'app_restored';", 'postgres'))).toBe(1);
 
@@ -192,7 +216,10 @@ describe.skipIf(!pgBinDir())('restore of a postgres dataset', () => {
 
   it('a health check failing after RESTORE_DATABASE rolls back: the previous database is back', async () => {
     expect(backupPath).not.toBe('');
-    sql("create table marker (note text); insert into marker values ('between the restores'); alter table marker owner to app;", 'app_restored');
+    sql(
+      "create table marker (note text); insert into marker values ('between the restores'); alter table marker owner to app;",
+      'app_restored',
+    );
     const rowsBefore = count('app_restored');
     writeFileSync(path.join(data('settings-b'), 'app.conf'), 'mode=edited-after\n');
     writeFileSync(failFlag(), '');

@@ -20,7 +20,17 @@ const ts = '20260101-120000';
 function bigManifest(n: number) {
   const files: ManifestFile[] = [{ path: 'artifacts', type: 'dir', size: 0, mode: 0o755, uid: 0, gid: 0, mtimeMs: 1 }];
   for (let i = 0; i < n; i++) {
-    files.push({ path: `artifacts/pipelines/p${i % 7}/${i}/console.log`, type: 'file', size: 100 + i, mode: 0o644, uid: 0, gid: 0, mtimeMs: 1_700_000_000_000 + i, sha256: i.toString(16).padStart(64, '0'), ino: 1000 + i });
+    files.push({
+      path: `artifacts/pipelines/p${i % 7}/${i}/console.log`,
+      type: 'file',
+      size: 100 + i,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtimeMs: 1_700_000_000_000 + i,
+      sha256: i.toString(16).padStart(64, '0'),
+      ino: 1000 + i,
+    });
   }
   files.push({ path: 'artifacts/old.log', type: 'file', size: 5, mode: 0o644, uid: 0, gid: 0, mtimeMs: 7, sha256: 'f'.repeat(64) });
   return buildManifest({
@@ -35,9 +45,30 @@ function bigManifest(n: number) {
     source: { hostname: host, addresses: ['10.0.0.9'] },
     consistency: 'quiesced',
     quiesce: { mode: 'stop', windowMs: 1234, copyMs: 1000 },
-    phases: [{ name: 'QUIESCE', state: 'done', startedAt: '2026-01-01T12:00:00.000Z', endedAt: '2026-01-01T12:00:01.234Z', durationMs: 1234, bytes: 0, files: 0 }],
+    phases: [
+      {
+        name: 'QUIESCE',
+        state: 'done',
+        startedAt: '2026-01-01T12:00:00.000Z',
+        endedAt: '2026-01-01T12:00:01.234Z',
+        durationMs: 1234,
+        bytes: 0,
+        files: 0,
+      },
+    ],
     datasets: [],
-    trees: [{ name: 'artifacts', dir: 'artifacts', source: '/var/lib/go-server/artifacts', files: n + 1, bytes: 0, linkedFiles: 0, syncMode: 'full', syncReason: 'first backup' }],
+    trees: [
+      {
+        name: 'artifacts',
+        dir: 'artifacts',
+        source: '/var/lib/go-server/artifacts',
+        files: n + 1,
+        bytes: 0,
+        linkedFiles: 0,
+        syncMode: 'full',
+        syncReason: 'first backup',
+      },
+    ],
     files,
     warnings: ['one warning'],
   });
@@ -72,7 +103,14 @@ describe('a manifest too large to send', () => {
   it('is recorded from the store exactly as if the agent had sent it', async () => {
     const rel = backupRelPath(host, ts);
     const json = readFileSync(path.join(store, rel, 'manifest.json'), 'utf8');
-    const result: JobResult = { ...emptyResult('job-1'), status: 'Completed', backupId: backupId(host, ts), backupPath: rel, sizeBytes: 123, manifestJson: '' };
+    const result: JobResult = {
+      ...emptyResult('job-1'),
+      status: 'Completed',
+      backupId: backupId(host, ts),
+      backupPath: rel,
+      sizeBytes: 123,
+      manifestJson: '',
+    };
     const fromStore = await rowFromResultInStore(store, host, 'job-1', result);
     const sent = rowFromResult(host, 'job-1', { ...result, manifestJson: json });
     expect(fromStore).toEqual(sent);
@@ -85,7 +123,13 @@ describe('a manifest too large to send', () => {
   });
 
   it('a missing manifest, a failed job or a path outside the store leaves the row without one', async () => {
-    const base: JobResult = { ...emptyResult('job-2'), status: 'Completed', backupId: backupId(host, '20260101-130000'), backupPath: backupRelPath(host, '20260101-130000'), manifestJson: '' };
+    const base: JobResult = {
+      ...emptyResult('job-2'),
+      status: 'Completed',
+      backupId: backupId(host, '20260101-130000'),
+      backupPath: backupRelPath(host, '20260101-130000'),
+      manifestJson: '',
+    };
     const missing = await rowFromResultInStore(store, host, 'job-2', base);
     expect(missing).toEqual(rowFromResult(host, 'job-2', base));
     expect(missing!.manifestJson).toBe('');

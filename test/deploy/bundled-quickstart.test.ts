@@ -208,7 +208,9 @@ describe('the bundled daemons, from the installed location', () => {
     const b = backups[0];
     expect(b.restorable).toBe(true);
     // (dot entries are the agent's own: .journal-farm holds the next backup's prepared link farm)
-    expect(readdirSync(path.join(root, 'var/lib/boxback/store', A)).filter((n) => !n.startsWith('.'))).toEqual([expect.stringMatching(/^backup_\d{8}-\d{6}$/)]);
+    expect(readdirSync(path.join(root, 'var/lib/boxback/store', A)).filter((n) => !n.startsWith('.'))).toEqual([
+      expect.stringMatching(/^backup_\d{8}-\d{6}$/),
+    ]);
 
     const restored = await boxback(['--config', cliConfig, 'backup', 'restore', b.id, '--target', B, '--yes']);
     // Safety copies of what B held stay beside its targets until the restore is confirmed.

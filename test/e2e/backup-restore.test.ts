@@ -34,7 +34,14 @@ function safetyCopies(root: string): string[] {
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-e2e-'));
   box1 = await createSampleBox({ root: path.join(dir, 'box1'), port: await freePort(), seed: 7, hostname: 'gocd-a', address: '10.1.0.5' });
-  box2 = await createSampleBox({ root: path.join(dir, 'box2'), port: await freePort(), seed: 8, hostname: 'gocd-b', address: '10.1.0.6', artifacts: 2 });
+  box2 = await createSampleBox({
+    root: path.join(dir, 'box2'),
+    port: await freePort(),
+    seed: 8,
+    hostname: 'gocd-b',
+    address: '10.1.0.6',
+    artifacts: 2,
+  });
   await box1.start();
   await box2.start();
   cluster = await startCluster({ dir });
@@ -80,7 +87,18 @@ describe('backup and restore through the CLI, controller and agent', () => {
     // GoCD's layout in the store, with the manifest.
     const bdir = path.join(cluster.store, 'gocd-a', `backup_${backupId.split('@')[1]}`);
     const names = readdirSync(bdir);
-    expect(names).toEqual(expect.arrayContaining(['db.zip', 'config-dir.zip', 'wrapper-config-dir.zip', 'config-repo.zip', 'version.txt', 'manifest.json', 'artifacts', 'test-reports']));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'db.zip',
+        'config-dir.zip',
+        'wrapper-config-dir.zip',
+        'config-repo.zip',
+        'version.txt',
+        'manifest.json',
+        'artifacts',
+        'test-reports',
+      ]),
+    );
     expect(readFileSync(path.join(bdir, 'version.txt'), 'utf8')).toBe(box1.version);
     const { execFileSync } = await import('node:child_process');
     dbAtBackup = execFileSync('unzip', ['-p', path.join(bdir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString('latin1');

@@ -7,15 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  channelOptions,
-  initCerts,
-  issueAgentCert,
-  loadServices,
-  mutualClientCredentials,
-  unary,
-  type AgentInfo,
-} from '@boxback/common';
+import { channelOptions, initCerts, issueAgentCert, loadServices, mutualClientCredentials, unary, type AgentInfo } from '@boxback/common';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const AGENT = path.join(repo, 'packages/agent/dist/main.js');
@@ -93,12 +85,19 @@ describe('agent mutual TLS', () => {
   });
 
   it('refuses a plaintext client', async () => {
-    const err = await unary(client(grpc.credentials.createInsecure()), 'GetInfo', {}, { deadlineMs: 5000, what: 'agent gocd1' }).catch((e) => e);
+    const err = await unary(client(grpc.credentials.createInsecure()), 'GetInfo', {}, { deadlineMs: 5000, what: 'agent gocd1' }).catch(
+      (e) => e,
+    );
     expect(err.code).toMatch(/BOXBACK_ERR_(UNREACHABLE|TLS)/);
   });
 
   it('refuses a TLS client without a certificate', async () => {
-    const err = await unary(client(grpc.credentials.createSsl(Buffer.from(await readText(ours.ca)))), 'GetInfo', {}, { deadlineMs: 5000 }).catch((e) => e);
+    const err = await unary(
+      client(grpc.credentials.createSsl(Buffer.from(await readText(ours.ca)))),
+      'GetInfo',
+      {},
+      { deadlineMs: 5000 },
+    ).catch((e) => e);
     expect(err.code).toMatch(/BOXBACK_ERR_(UNREACHABLE|TLS)/);
   });
 
@@ -127,7 +126,10 @@ describe('agent config errors', () => {
 
   it('refuses a plan path outside allowedRoots with the key that names it', () => {
     const bad = path.join(dir, 'roots.yaml');
-    writeFileSync(bad, `name: gocd1\nlisten: 127.0.0.1:1\ntls: { ca: a, cert: b, key: c }\nstore: s\nstateDir: t\nplan: plan.yaml\nallowedRoots: [/nonexistent]\n`);
+    writeFileSync(
+      bad,
+      `name: gocd1\nlisten: 127.0.0.1:1\ntls: { ca: a, cert: b, key: c }\nstore: s\nstateDir: t\nplan: plan.yaml\nallowedRoots: [/nonexistent]\n`,
+    );
     const r = spawnSync(process.execPath, [AGENT, '--config', bad, '--check-config'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/datasets\.0\.path: .* is outside the agent's allowedRoots/);

@@ -61,7 +61,11 @@ async function ensureCerts(certsDir: string, name: string) {
   const agent = existsSync(agentCert)
     ? { ca: path.join(certsDir, 'ca.crt'), cert: agentCert, key: path.join(certsDir, 'agents', `${name}.key`) }
     : await issueAgentCert(certsDir, name);
-  const controller = { ca: path.join(certsDir, 'ca.crt'), cert: path.join(certsDir, 'controller.crt'), key: path.join(certsDir, 'controller.key') };
+  const controller = {
+    ca: path.join(certsDir, 'ca.crt'),
+    cert: path.join(certsDir, 'controller.crt'),
+    key: path.join(certsDir, 'controller.key'),
+  };
   return { agent, controller };
 }
 
@@ -87,7 +91,9 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     env: { ...process.env, BOXBACK_LOG_LEVEL: 'debug', ...o.env },
   });
   let out = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent ${o.name} did not start listening:\n${out}`)), o.startTimeoutMs ?? 20_000);
     const onData = (chunk: Buffer) => {

@@ -28,7 +28,11 @@ export interface Entry {
   target?: string;
 }
 
-const exists = (p: string) => fsp.lstat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Every entry of a tree by relative path (the root itself as "."). */
 export async function snapshotTree(root: string): Promise<Map<string, Entry>> {
@@ -38,7 +42,13 @@ export async function snapshotTree(root: string): Promise<Map<string, Entry>> {
     if (st.isSymbolicLink()) return { type: 'symlink', ...base, size: 0, target: await fsp.readlink(abs) };
     if (st.isDirectory()) return { type: 'dir', ...base, size: 0, mtimeMs: Math.floor(st.mtimeMs) };
     const data = await fsp.readFile(abs);
-    return { type: 'file', ...base, size: st.size, mtimeMs: Math.floor(st.mtimeMs), sha256: createHash('sha256').update(data).digest('hex') };
+    return {
+      type: 'file',
+      ...base,
+      size: st.size,
+      mtimeMs: Math.floor(st.mtimeMs),
+      sha256: createHash('sha256').update(data).digest('hex'),
+    };
   };
   const walk = async (rel: string): Promise<void> => {
     const abs = path.join(root, rel);
@@ -76,7 +86,16 @@ export function diffTrees(a: Map<string, Entry>, b: Map<string, Entry>, limit = 
 
 /** A full `rsync -a --delete --numeric-ids --link-dest` pass, as tree-sync.ts runs it. */
 export function fullRsync(source: string, dest: string, linkDest: string | undefined, excludes: string[] = []): void {
-  const args = ['-a', '--delete', '--numeric-ids', '--modify-window=-1', ...(linkDest ? [`--link-dest=${linkDest}`] : []), ...excludes.map((x) => `--exclude=${x}`), `${source}/`, `${dest}/`];
+  const args = [
+    '-a',
+    '--delete',
+    '--numeric-ids',
+    '--modify-window=-1',
+    ...(linkDest ? [`--link-dest=${linkDest}`] : []),
+    ...excludes.map((x) => `--exclude=${x}`),
+    `${source}/`,
+    `${dest}/`,
+  ];
   execFileSync('rsync', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
@@ -134,7 +153,8 @@ export class Mutator {
       await fsp.writeFile(f, this.bytes(3000));
     }
     await fsp.writeFile(path.join(this.root, 'cache', 'c.bin'), 'cached').catch(() => undefined);
-    for (let i = 0; i < 3; i++) await fsp.symlink(this.name('target'), path.join(this.root, this.pick(dirs)!, this.name('l'))).catch(() => undefined);
+    for (let i = 0; i < 3; i++)
+      await fsp.symlink(this.name('target'), path.join(this.root, this.pick(dirs)!, this.name('l'))).catch(() => undefined);
   }
 
   /** Apply one random operation; returns the paths a journal must record (relative). */

@@ -24,7 +24,10 @@ const agentConfigSchema = z
     /** The only directories the plan may name. */
     allowedRoots: z.array(z.string()).min(1, 'name at least one root'),
     /** Override the box's identity (hostname and addresses written into host files). */
-    identity: z.object({ hostname: z.string().optional(), addresses: z.array(z.string()).optional() }).strict().default({}),
+    identity: z
+      .object({ hostname: z.string().optional(), addresses: z.array(z.string()).optional() })
+      .strict()
+      .default({}),
     /** Certificate common names allowed to call this agent (default: any cert from the CA). */
     allowedClients: z.array(z.string()).default([]),
   })

@@ -19,7 +19,12 @@ export async function acquireHostLock(hostName: string, stateDir: string): Promi
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE') {
-        reject(new BoxbackError('BOXBACK_ERR_BUSY', `${hostName} is busy with another backup or restore; wait for it to finish (boxback status shows it)`));
+        reject(
+          new BoxbackError(
+            'BOXBACK_ERR_BUSY',
+            `${hostName} is busy with another backup or restore; wait for it to finish (boxback status shows it)`,
+          ),
+        );
       } else reject(err);
     });
     server.listen({ path: `\0boxback-host-lock-${hostName}-${key}` }, () => resolve());

@@ -27,7 +27,14 @@ exit codes: 0 ok, 1 failure, 2 bad config or usage`;
 async function main(): Promise<number> {
   let args;
   try {
-    args = parseArgs({ options: { config: { type: 'string' }, 'check-config': { type: 'boolean' }, version: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+    args = parseArgs({
+      options: {
+        config: { type: 'string' },
+        'check-config': { type: 'boolean' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
   } catch (err) {
     process.stderr.write(`boxback-agent: ${(err as Error).message}\n${USAGE}\n`);
     return 2;

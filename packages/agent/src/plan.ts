@@ -83,7 +83,10 @@ const tree = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lower-case letters, digits and -'),
     /** Directory inside the backup directory (default: the name). */
-    dir: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/).optional(),
+    dir: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/)
+      .optional(),
     source: absPath,
     excludes: z.array(z.string()).default([]),
     owner: owner.optional(),
@@ -129,7 +132,12 @@ const planSchema = z
     journal: journalPlanSchema.default({ enabled: true, fullPassEvery: { backups: 30, hours: 168 } }),
     hostFiles: z.array(hostFile).default([]),
     health: z
-      .object({ http: httpCall.partial({ method: true }).optional(), command: argv.optional(), timeoutSeconds: seconds(120), intervalSeconds: seconds(1) })
+      .object({
+        http: httpCall.partial({ method: true }).optional(),
+        command: argv.optional(),
+        timeoutSeconds: seconds(120),
+        intervalSeconds: seconds(1),
+      })
       .strict()
       .refine((h) => !!h.http !== !!h.command, 'give exactly one of http or command')
       .optional(),
@@ -142,7 +150,13 @@ const planSchema = z
         cleanup: z
           .array(
             z
-              .object({ name: z.string(), remove: z.array(absPath).optional(), command: argv.optional(), timeoutSeconds: seconds(120), onError })
+              .object({
+                name: z.string(),
+                remove: z.array(absPath).optional(),
+                command: argv.optional(),
+                timeoutSeconds: seconds(120),
+                onError,
+              })
               .strict()
               .refine((c) => !!c.remove !== !!c.command, 'give exactly one of remove or command'),
           )
@@ -161,7 +175,8 @@ const planSchema = z
     postgresDatasetIssues(p.datasets, ctx);
     const seen = new Set<string>();
     for (const [i, d] of p.datasets.entries()) {
-      if (seen.has(d.archive)) ctx.addIssue({ code: 'custom', path: ['datasets', i, 'archive'], message: `archive ${d.archive} is used twice` });
+      if (seen.has(d.archive))
+        ctx.addIssue({ code: 'custom', path: ['datasets', i, 'archive'], message: `archive ${d.archive} is used twice` });
       seen.add(d.archive);
     }
     for (const [i, t] of p.trees.entries()) {

@@ -86,7 +86,12 @@ export function describeFailure(what: string, argv: string[], r: CommandResult, 
 }
 
 /** Run and throw a BoxbackError on failure. */
-export async function runChecked(what: string, argv: string[], opts: CommandOptions, code: ConstructorParameters<typeof BoxbackError>[0] = 'BOXBACK_ERR_INTERNAL'): Promise<CommandResult> {
+export async function runChecked(
+  what: string,
+  argv: string[],
+  opts: CommandOptions,
+  code: ConstructorParameters<typeof BoxbackError>[0] = 'BOXBACK_ERR_INTERNAL',
+): Promise<CommandResult> {
   const r = await runCommand(argv, opts);
   if (!r.ok) throw new BoxbackError(r.timedOut ? 'BOXBACK_ERR_TIMEOUT' : code, describeFailure(what, argv, r, opts.timeoutMs));
   return r;

@@ -125,7 +125,10 @@ export class AgentServer {
     };
   }
 
-  private async jobCall(call: grpc.ServerWritableStream<BackupRequest | RestoreRequest, JobEvent>, kind: 'backup' | 'restore'): Promise<void> {
+  private async jobCall(
+    call: grpc.ServerWritableStream<BackupRequest | RestoreRequest, JobEvent>,
+    kind: 'backup' | 'restore',
+  ): Promise<void> {
     const req = call.request;
     const jobId = req.jobId || `${kind}-${Date.now().toString(36)}`;
     const log = this.log.child({ jobId, kind });
@@ -139,7 +142,10 @@ export class AgentServer {
       this.checkClient(call);
       if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `agent ${this.config.name} is shutting down`);
       if (this.running) {
-        throw new BoxbackError('BOXBACK_ERR_BUSY', `${this.config.name} is busy with ${this.running.kind} job ${this.running.id}; wait for it to finish`);
+        throw new BoxbackError(
+          'BOXBACK_ERR_BUSY',
+          `${this.config.name} is busy with ${this.running.kind} job ${this.running.id}; wait for it to finish`,
+        );
       }
     } catch (err) {
       fail(err);
@@ -162,7 +168,14 @@ export class AgentServer {
       if (!call.cancelled && !call.writableEnded) call.write(ev);
     };
     const tracker = new ProgressTracker(jobId, (p: Progress) => send({ progress: p }));
-    const ctx: JobContext = { config: this.config, log, jobId, signal: abort.signal, journals: this.journals, emit: (u) => tracker.emit(u) };
+    const ctx: JobContext = {
+      config: this.config,
+      log,
+      jobId,
+      signal: abort.signal,
+      journals: this.journals,
+      emit: (u) => tracker.emit(u),
+    };
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
     this.running = { id: jobId, kind, abort, tracker, done };
@@ -180,7 +193,10 @@ export class AgentServer {
       await lock.release();
       resolveDone();
     }
-    log.info({ status: result.status, errorCode: result.errorCode, error: result.errorMessage, durationMs: result.durationMs }, `${kind} finished`);
+    log.info(
+      { status: result.status, errorCode: result.errorCode, error: result.errorMessage, durationMs: result.durationMs },
+      `${kind} finished`,
+    );
     send({ result });
     if (!call.writableEnded) call.end();
   }

@@ -110,7 +110,11 @@ export async function startService(svc: PlanService, log: Logger): Promise<void>
   if (!r.ok) throw new BoxbackError('BOXBACK_ERR_RESUME_FAILED', describeFailure(`starting ${svc.name}`, argv, r, timeoutMs));
   if (svc.systemd || svc.pidFile || svc.processMatch) {
     const up = await waitUntil(() => isRunning(svc), timeoutMs);
-    if (!up) throw new BoxbackError('BOXBACK_ERR_RESUME_FAILED', `${svc.name} did not come up within ${Math.round(timeoutMs / 1000)}s of its start command`);
+    if (!up)
+      throw new BoxbackError(
+        'BOXBACK_ERR_RESUME_FAILED',
+        `${svc.name} did not come up within ${Math.round(timeoutMs / 1000)}s of its start command`,
+      );
   }
 }
 

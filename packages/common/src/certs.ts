@@ -34,7 +34,10 @@ function baseCert(pub: forge.pki.PublicKey, cn: string, days: number): forge.pki
   const now = new Date();
   cert.validity.notBefore = new Date(now.getTime() - 5 * 60_000);
   cert.validity.notAfter = new Date(now.getTime() + days * 86_400_000);
-  cert.setSubject([{ name: 'commonName', value: cn }, { name: 'organizationName', value: 'boxback' }]);
+  cert.setSubject([
+    { name: 'commonName', value: cn },
+    { name: 'organizationName', value: 'boxback' },
+  ]);
   return cert;
 }
 
@@ -71,10 +74,7 @@ export function issueCert(ca: IssuedCert, name: string, altNames: string[] = [])
     { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
     {
       name: 'subjectAltName',
-      altNames: [
-        ...names.filter((n) => !isIP(n)).map((value) => ({ type: 2, value })),
-        ...ips.map((ip) => ({ type: 7, ip })),
-      ],
+      altNames: [...names.filter((n) => !isIP(n)).map((value) => ({ type: 2, value })), ...ips.map((ip) => ({ type: 7, ip }))],
     },
   ]);
   cert.sign(caKey, forge.md.sha256.create());
@@ -110,7 +110,10 @@ export function checkName(name: string, what = 'host name'): void {
 /** `boxback certs init`: a new CA and the controller's certificate. Refuses to overwrite a CA. */
 export async function initCerts(dir: string, opts: { controllerName?: string; altNames?: string[]; force?: boolean } = {}) {
   if (existsSync(path.join(dir, 'ca.key')) && !opts.force) {
-    throw new BoxbackError('BOXBACK_ERR_CERTS', `a CA already exists in ${dir}; re-issuing it would cut off every agent (use --force to replace it)`);
+    throw new BoxbackError(
+      'BOXBACK_ERR_CERTS',
+      `a CA already exists in ${dir}; re-issuing it would cut off every agent (use --force to replace it)`,
+    );
   }
   const ca = createCa();
   const caFiles = await writePair(dir, 'ca', ca);

@@ -29,11 +29,7 @@ export function parseWithSchema<S extends z.ZodType>(
 }
 
 /** Load a YAML file and validate it. Relative paths in it are the caller's business. */
-export function loadYamlFile<S extends z.ZodType>(
-  schema: S,
-  file: string,
-  code: ErrorCode = 'BOXBACK_ERR_CONFIG_INVALID',
-): z.output<S> {
+export function loadYamlFile<S extends z.ZodType>(schema: S, file: string, code: ErrorCode = 'BOXBACK_ERR_CONFIG_INVALID'): z.output<S> {
   const abs = path.resolve(file);
   let text: string;
   try {

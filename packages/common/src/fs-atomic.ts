@@ -42,7 +42,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array | 
       const buf = Buffer.allocUnsafe(PIECE_BUFFER);
       let used = 0;
       const flush = async (b: Buffer, n: number) => {
-        for (let off = 0; off < n; ) off += (await fh.write(b, off, n - off)).bytesWritten;
+        for (let off = 0; off < n;) off += (await fh.write(b, off, n - off)).bytesWritten;
         bytes += n;
       };
       for (const piece of data) {

@@ -175,7 +175,10 @@ export async function readManifest(dir: string): Promise<Manifest> {
     text = await fsp.readFile(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`);
+    throw new BoxbackError(
+      'BOXBACK_ERR_MANIFEST_INVALID',
+      `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
+    );
   }
   let m: Manifest;
   try {
@@ -261,5 +264,11 @@ export async function verifyBackupDir(
   });
   emit(true);
   problems.sort();
-  return { ok: problems.length === 0, filesChecked: prog.filesDone, bytesChecked: prog.bytesDone, problems, durationMs: Date.now() - started };
+  return {
+    ok: problems.length === 0,
+    filesChecked: prog.filesDone,
+    bytesChecked: prog.bytesDone,
+    problems,
+    durationMs: Date.now() - started,
+  };
 }

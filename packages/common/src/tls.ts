@@ -20,7 +20,10 @@ function read(file: string, what: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new BoxbackError('BOXBACK_ERR_CERTS', `cannot read the ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Run \`boxback certs init\` / \`boxback certs issue\`.`);
+    throw new BoxbackError(
+      'BOXBACK_ERR_CERTS',
+      `cannot read the ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Run \`boxback certs init\` / \`boxback certs issue\`.`,
+    );
   }
 }
 

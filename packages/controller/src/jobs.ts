@@ -275,7 +275,9 @@ export class JobRunner {
     const result = await this.drive(a, agent.backup(req, a.abort.signal));
     if (!result) return;
     try {
-      const row = this.store ? await rowFromResultInStore(this.store, host.name, a.row.id, result) : rowFromResult(host.name, a.row.id, result);
+      const row = this.store
+        ? await rowFromResultInStore(this.store, host.name, a.row.id, result)
+        : rowFromResult(host.name, a.row.id, result);
       if (row) {
         const saved = await this.catalog.putBackup({ ...row, initiatedVia: opts.via });
         if (result.status === 'Completed' && !saved.restorable) {

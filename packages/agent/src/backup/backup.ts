@@ -54,8 +54,27 @@ import { readInstalledVersion } from '../product-version.js';
 import { dumpPostgres, manifestExtra, type DumpResult } from '../postgres/dump.js';
 import { dumpsInWindow, parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
 import { gocdEnv, runHooks } from './hooks.js';
-import { STAGE_DIR, buildManifest, collectFiles, manifestChunks, manifestToJson, readPrevIndex, type CollectResult, type PrevIndex } from './manifest-writer.js';
-import { createTempDir, freeTimestamp, hostDir, previousBackup, publish, removeStaleTemps, removeTemp, syncToDisk, writeVersionFile } from './publish.js';
+import {
+  STAGE_DIR,
+  buildManifest,
+  collectFiles,
+  manifestChunks,
+  manifestToJson,
+  readPrevIndex,
+  type CollectResult,
+  type PrevIndex,
+} from './manifest-writer.js';
+import {
+  createTempDir,
+  freeTimestamp,
+  hostDir,
+  previousBackup,
+  publish,
+  removeStaleTemps,
+  removeTemp,
+  syncToDisk,
+  writeVersionFile,
+} from './publish.js';
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
 import { stageDatasets, type StagedDataset } from './stage.js';
@@ -101,12 +120,26 @@ class Phases {
     };
     const record = (state: ManifestPhase['state']) => {
       const endedAt = new Date();
-      this.done.push({ name, state, startedAt: startedAt.toISOString(), endedAt: endedAt.toISOString(), durationMs: endedAt.getTime() - startedAt.getTime(), bytes: last.bytesDone ?? 0, files: last.filesDone ?? 0 });
+      this.done.push({
+        name,
+        state,
+        startedAt: startedAt.toISOString(),
+        endedAt: endedAt.toISOString(),
+        durationMs: endedAt.getTime() - startedAt.getTime(),
+        bytes: last.bytesDone ?? 0,
+        files: last.filesDone ?? 0,
+      });
     };
     try {
       const out = await fn(h);
       record('done');
-      this.ctx.emit({ phase: name, state: 'done', ...last, bytesDone: last.bytesTotal || last.bytesDone, filesDone: last.filesTotal || last.filesDone });
+      this.ctx.emit({
+        phase: name,
+        state: 'done',
+        ...last,
+        bytesDone: last.bytesTotal || last.bytesDone,
+        filesDone: last.filesTotal || last.filesDone,
+      });
       return out;
     } catch (err) {
       record('failed');
@@ -246,10 +279,17 @@ function explain(r: Run, err: unknown): BoxbackError {
   }
   const be = asBoxbackError(err);
   if (be.code === 'BOXBACK_ERR_DISK_FULL') {
-    return new BoxbackError('BOXBACK_ERR_DISK_FULL', `store ${ctx.config.store} is full: ${be.message}${resumed}; partial backup removed`, be.details, { cause: err });
+    return new BoxbackError(
+      'BOXBACK_ERR_DISK_FULL',
+      `store ${ctx.config.store} is full: ${be.message}${resumed}; partial backup removed`,
+      be.details,
+      { cause: err },
+    );
   }
   const step = r.phases.failedStep ? `${r.phases.failedStep}: ` : '';
-  return new BoxbackError(be.code, `${step}${be.message}${r.tempDir ? '; the partial backup was removed' : ''}`, be.details, { cause: err });
+  return new BoxbackError(be.code, `${step}${be.message}${r.tempDir ? '; the partial backup was removed' : ''}`, be.details, {
+    cause: err,
+  });
 }
 
 async function preBackupHooks(r: Run): Promise<void> {
@@ -295,7 +335,9 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
     return new Map();
   }
   const windowSets = plan.datasets.filter((d) => d.kind !== 'postgres' && d.quiesce);
-  const windowDumps = plan.datasets.map((d, i) => (d.kind === 'postgres' ? parsePostgresDataset(d, i) : undefined)).filter((d): d is PostgresDataset => !!d && dumpsInWindow(d));
+  const windowDumps = plan.datasets
+    .map((d, i) => (d.kind === 'postgres' ? parsePostgresDataset(d, i) : undefined))
+    .filter((d): d is PostgresDataset => !!d && dumpsInWindow(d));
   const t0 = Date.now();
   let lease: QuiesceLease | undefined;
   let primary: unknown;
@@ -305,7 +347,9 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
       const services = r.mode === 'stop' ? await runningServices(plan) : [];
       lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
       const signal = AbortSignal.any([ctx.signal, lease.expired]);
-      h.update({ message: r.mode === 'stop' ? `stopping ${services.join(', ') || 'nothing (no service is running)'}` : 'entering maintenance mode' });
+      h.update({
+        message: r.mode === 'stop' ? `stopping ${services.join(', ') || 'nothing (no service is running)'}` : 'entering maintenance mode',
+      });
       try {
         await enterQuiesce(plan, r.mode, ctx.log, signal, services);
       } catch (err) {
@@ -387,13 +431,27 @@ async function dumpDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promise
   let res = r.pgDumps.get(d.name);
   if (!res) {
     const done = await r.phases.run(datasetPhase(d.name), (h) =>
-      dumpPostgres(pds, path.join(r.tempDir, pds.archive), { signal, log: r.ctx.log, onProgress: (p) => h.update({ bytesDone: p.bytesDone, message: p.message }) }),
+      dumpPostgres(pds, path.join(r.tempDir, pds.archive), {
+        signal,
+        log: r.ctx.log,
+        onProgress: (p) => h.update({ bytesDone: p.bytesDone, message: p.message }),
+      }),
     );
     res = done;
   }
   r.known.set(pds.archive, res.sha256);
   const where = `postgresql://${pds.pg.host}:${pds.pg.port}/${pds.pg.database}`;
-  r.datasets.push({ name: d.name, archive: pds.archive, kind: 'pg_dump', sources: [where], target: where, owner: d.owner, entries: 1, bytes: res.sizeBytes, extra: manifestExtra(res) });
+  r.datasets.push({
+    name: d.name,
+    archive: pds.archive,
+    kind: 'pg_dump',
+    sources: [where],
+    target: where,
+    owner: d.owner,
+    entries: 1,
+    bytes: res.sizeBytes,
+    extra: manifestExtra(res),
+  });
 }
 
 async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | undefined, signal: AbortSignal): Promise<void> {
@@ -402,7 +460,13 @@ async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | un
   const src = staged ?? { dir: d.path, files: d.files };
   const out = path.join(r.tempDir, d.archive);
   const res = await r.phases.run(datasetPhase(d.name), (h) =>
-    writeZip(src, out, { excludes: d.excludes, level: d.compressionLevel, stable: fromStage, signal, onProgress: (p) => h.update({ ...p, message: d.archive }) }),
+    writeZip(src, out, {
+      excludes: d.excludes,
+      level: d.compressionLevel,
+      stable: fromStage,
+      signal,
+      onProgress: (p) => h.update({ ...p, message: d.archive }),
+    }),
   );
   r.known.set(d.archive, res.sha256);
   if (staged?.dir) await fsp.rm(staged.dir, { recursive: true, force: true });
@@ -450,19 +514,41 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
   const prevTree = r.previous ? path.join(r.previous.dir, dir) : undefined;
   const snap = await journalSnapshot(r, t);
   let reason = snap.reason;
-  if (snap.trusted && !(await fsp.stat(prevTree!).then((s) => s.isDirectory()).catch(() => false))) {
+  if (
+    snap.trusted &&
+    !(await fsp
+      .stat(prevTree!)
+      .then((s) => s.isDirectory())
+      .catch(() => false))
+  ) {
     reason = `the previous backup has no ${dir}/ tree to link against`;
   }
   const incremental = snap.trusted && !reason;
   const message = incremental ? `${snap.changed.length} changed paths since ${snap.since}` : `full rsync pass: ${reason}`;
-  r.ctx.log.info({ tree: t.name, mode: incremental ? 'journal' : 'full', changedPaths: incremental ? snap.changed.length : undefined, since: snap.since || undefined, reason: incremental ? undefined : reason }, `tree ${t.name}: ${message}`);
+  r.ctx.log.info(
+    {
+      tree: t.name,
+      mode: incremental ? 'journal' : 'full',
+      changedPaths: incremental ? snap.changed.length : undefined,
+      since: snap.since || undefined,
+      reason: incremental ? undefined : reason,
+    },
+    `tree ${t.name}: ${message}`,
+  );
   // Sync, then describe the tree (checksums of new files) while the archives are still being written.
   const res = await r.phases.run(
     treePhase(t),
     async (h): Promise<TreeSyncOutcome> => {
       let out: TreeSyncOutcome;
       const full = async (why: string): Promise<TreeSyncOutcome> => {
-        const synced = await syncTree({ source: t.source, dest, linkDest: prevTree, excludes: t.excludes, signal, onProgress: (p) => h.update({ ...p, message: `full rsync pass: ${why}` }) });
+        const synced = await syncTree({
+          source: t.source,
+          dest,
+          linkDest: prevTree,
+          excludes: t.excludes,
+          signal,
+          onProgress: (p) => h.update({ ...p, message: `full rsync pass: ${why}` }),
+        });
         return { warnings: synced.warnings, mode: 'full', reason: why };
       };
       if (incremental) {
@@ -476,9 +562,28 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
             excludes: t.excludes,
             farm,
             signal,
-            onProgress: (p) => h.update({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, filesDone: p.filesDone, filesTotal: p.filesTotal, message: `${message} (${p.step})` }),
+            onProgress: (p) =>
+              h.update({
+                bytesDone: p.bytesDone,
+                bytesTotal: p.bytesTotal,
+                filesDone: p.filesDone,
+                filesTotal: p.filesTotal,
+                message: `${message} (${p.step})`,
+              }),
           });
-          r.ctx.log.info({ tree: t.name, roots: synced.roots, removed: synced.removed, filesTransferred: synced.filesTransferred, bytesTransferred: synced.bytesTransferred, preparedFarm: synced.preparedFarm, linkMs: synced.linkMs, syncMs: synced.syncMs }, `tree ${t.name} synced from the journal`);
+          r.ctx.log.info(
+            {
+              tree: t.name,
+              roots: synced.roots,
+              removed: synced.removed,
+              filesTransferred: synced.filesTransferred,
+              bytesTransferred: synced.bytesTransferred,
+              preparedFarm: synced.preparedFarm,
+              linkMs: synced.linkMs,
+              syncMs: synced.syncMs,
+            },
+            `tree ${t.name} synced from the journal`,
+          );
           out = { warnings: synced.warnings, mode: 'journal', changedPaths: snap.changed.length };
         } catch (err) {
           const be = asBoxbackError(err);
@@ -536,7 +641,10 @@ async function settleJournals(r: Run, finalDir: string | undefined): Promise<voi
     try {
       await journals.sealed(tree, backupRelPath(r.ctx.config.name, r.ts));
     } catch (err) {
-      r.ctx.log.warn({ tree, err: (err as Error).message }, `sealing the change journal of ${tree} failed; its next backup makes a full rsync pass`);
+      r.ctx.log.warn(
+        { tree, err: (err as Error).message },
+        `sealing the change journal of ${tree} failed; its next backup makes a full rsync pass`,
+      );
       journals.abandoned(tree);
     }
   }
@@ -582,7 +690,15 @@ async function describe(r: Run): Promise<Manifest> {
   const order = new Map(config.plan.datasets.map((d, i) => [d.name, i]));
   r.datasets.sort((a, b) => order.get(a.name)! - order.get(b.name)!);
   const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
-  r.ctx.log.info({ files: col.files.length, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes, linked: sum(r.trees.map((t) => t.linkedFiles)) }, 'manifest built');
+  r.ctx.log.info(
+    {
+      files: col.files.length,
+      hashedBytes: col.hashedBytes,
+      reusedHashes: col.reusedHashes,
+      linked: sum(r.trees.map((t) => t.linkedFiles)),
+    },
+    'manifest built',
+  );
   return buildManifest({
     id: makeBackupId(config.name, r.ts),
     host: config.name,
@@ -624,7 +740,11 @@ async function verify(r: Run): Promise<void> {
           h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
         }
       });
-      if (got !== sha) throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${rel} reads back with a different SHA-256 than was written: the store's disk may be failing`);
+      if (got !== sha)
+        throw new BoxbackError(
+          'BOXBACK_ERR_VERIFY_FAILED',
+          `${rel} reads back with a different SHA-256 than was written: the store's disk may be failing`,
+        );
       filesDone++;
     });
     h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
@@ -649,7 +769,13 @@ async function postBackupHooks(r: Run, finalDir: string | undefined, error: Boxb
     error: error?.message,
   });
   try {
-    const out = await r.phases.run('POST_BACKUP_SCRIPT', async (h) => runHooks('post-backup', steps, { env, log, onStep: (i, argv) => h.update({ filesDone: i, filesTotal: steps.length, message: argv.join(' ') }) }));
+    const out = await r.phases.run('POST_BACKUP_SCRIPT', async (h) =>
+      runHooks('post-backup', steps, {
+        env,
+        log,
+        onStep: (i, argv) => h.update({ filesDone: i, filesTotal: steps.length, message: argv.join(' ') }),
+      }),
+    );
     r.warnings.push(...out.warnings);
     if (out.failure) r.warnings.push(out.failure.message);
     return out.failure;

@@ -16,7 +16,16 @@ import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, promises as fsp, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, mapLimit, readManifest, type Manifest, type ManifestFile } from '@boxback/common';
+import {
+  BOXBACK_VERSION,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  hashFile,
+  mapLimit,
+  readManifest,
+  type Manifest,
+  type ManifestFile,
+} from '@boxback/common';
 import { walkTree, type WalkEntry } from './walk.js';
 
 export const STAGE_DIR = '.stage';
@@ -92,7 +101,10 @@ export async function readPrevIndex(dir: string): Promise<PrevIndex> {
   let inFiles = false;
   let lineBased = true;
   try {
-    const rl = createInterface({ input: createReadStream(path.join(dir, MANIFEST_FILE), { encoding: 'utf8', highWaterMark: 256 * 1024 }), crlfDelay: Infinity });
+    const rl = createInterface({
+      input: createReadStream(path.join(dir, MANIFEST_FILE), { encoding: 'utf8', highWaterMark: 256 * 1024 }),
+      crlfDelay: Infinity,
+    });
     for await (const line of rl) {
       if (inFiles) {
         if (line.startsWith('  {')) {
@@ -136,7 +148,15 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
     const tree = treeSet.has(top) && e.rel !== top ? trees.get(top) : undefined;
     const type: ManifestFile['type'] = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'file';
     if (!st.isDirectory() && !st.isSymbolicLink() && !st.isFile()) return;
-    const f: ManifestFile = { path: e.rel, type, size: type === 'file' ? st.size : 0, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
+    const f: ManifestFile = {
+      path: e.rel,
+      type,
+      size: type === 'file' ? st.size : 0,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      mtimeMs: Math.round(st.mtimeMs),
+    };
     if (type === 'symlink') f.target = readlinkSync(e.abs);
     if (type === 'file') {
       const known = o.known.get(e.rel);

@@ -43,7 +43,12 @@ export async function removeStaleTemps(store: string, host: string, log: Logger)
 }
 
 /** Pick a timestamp whose `backup_<ts>` does not exist yet (two backups in one second move on by a second). */
-export async function freeTimestamp(store: string, host: string, start: Date, format: (d: Date) => string): Promise<{ ts: string; at: Date }> {
+export async function freeTimestamp(
+  store: string,
+  host: string,
+  start: Date,
+  format: (d: Date) => string,
+): Promise<{ ts: string; at: Date }> {
   let at = start;
   for (let i = 0; i < 120; i++) {
     const ts = format(at);
@@ -101,7 +106,12 @@ export const FSYNC_EACH_LIMIT = 20_000;
  * (`sync --file-system`) is far cheaper than an fsync per file, though it also flushes other
  * writers' data. Per-file fsync of the whole tree is the fallback when syncfs fails.
  */
-export async function syncToDisk(dir: string, log: Logger, signal?: AbortSignal, wrote?: { files: string[]; dirs: string[] }): Promise<'syncfs' | 'fsync' | 'fsync-written'> {
+export async function syncToDisk(
+  dir: string,
+  log: Logger,
+  signal?: AbortSignal,
+  wrote?: { files: string[]; dirs: string[] },
+): Promise<'syncfs' | 'fsync' | 'fsync-written'> {
   if (wrote && wrote.files.length + wrote.dirs.length <= FSYNC_EACH_LIMIT) {
     await mapLimit(wrote.files, 16, (f) => fsyncFile(f));
     signal?.throwIfAborted();
@@ -123,7 +133,11 @@ export async function syncToDisk(dir: string, log: Logger, signal?: AbortSignal,
  * Write manifest.json last (its text whole or in pieces), then rename the temporary directory
  * into place. Returns the final directory and the manifest's size in bytes.
  */
-export async function publish(tempDir: string, ts: string, manifestText: string | Iterable<string>): Promise<{ dir: string; manifestBytes: number }> {
+export async function publish(
+  tempDir: string,
+  ts: string,
+  manifestText: string | Iterable<string>,
+): Promise<{ dir: string; manifestBytes: number }> {
   const manifestBytes = await writeFileAtomic(path.join(tempDir, MANIFEST_FILE), manifestText, 0o644);
   const parent = path.dirname(tempDir);
   const final = path.join(parent, `backup_${ts}`);
@@ -142,7 +156,10 @@ export async function previousBackup(store: string, host: string): Promise<strin
   } catch {
     return undefined;
   }
-  const candidates = names.filter((n) => BACKUP_DIR_RE.test(n)).sort().reverse();
+  const candidates = names
+    .filter((n) => BACKUP_DIR_RE.test(n))
+    .sort()
+    .reverse();
   for (const name of candidates) {
     try {
       await fsp.access(path.join(dir, name, MANIFEST_FILE));

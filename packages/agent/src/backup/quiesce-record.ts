@@ -124,11 +124,19 @@ export class QuiesceLease {
     if (this.released) return;
     const secs = Math.round(leaseMs / 1000);
     this.opts.log.warn({ leaseSeconds: secs }, 'quiesce lease expired: stopping the window and resuming services');
-    this.expiry.abort(new BoxbackError('BOXBACK_ERR_TIMEOUT', `the quiesce lease of ${secs}s expired before the consistent copy was done; services were resumed (raise quiesce.leaseSeconds in the plan)`));
+    this.expiry.abort(
+      new BoxbackError(
+        'BOXBACK_ERR_TIMEOUT',
+        `the quiesce lease of ${secs}s expired before the consistent copy was done; services were resumed (raise quiesce.leaseSeconds in the plan)`,
+      ),
+    );
     const graceMs = 5000 + this.opts.config.plan.services.reduce((s, svc) => s + svc.stopTimeoutSeconds * 1000, 0);
     this.timer = setTimeout(() => {
       if (this.released || this.resuming) return;
-      this.opts.log.error({ graceMs }, 'the backup did not leave the window after the lease expired: resuming services from the lease timer');
+      this.opts.log.error(
+        { graceMs },
+        'the backup did not leave the window after the lease expired: resuming services from the lease timer',
+      );
       this.resume().catch((err: unknown) => this.opts.log.error({ err }, 'resuming services from the lease timer failed'));
     }, graceMs);
     this.timer.unref();
@@ -161,7 +169,9 @@ export class QuiesceLease {
 
 /** On start-up: resume services a crashed agent left quiesced (recorded on disk), then log it. */
 export async function recoverQuiesce(config: AgentConfig, log: Logger): Promise<void> {
-  await removeStaleTemps(config.store, config.name, log).catch((err) => log.warn({ err }, 'could not remove stale temporary backup directories'));
+  await removeStaleTemps(config.store, config.name, log).catch((err) =>
+    log.warn({ err }, 'could not remove stale temporary backup directories'),
+  );
   let rec: QuiesceRecord | undefined;
   try {
     rec = await readQuiesceRecord(config.stateDir);
@@ -171,11 +181,17 @@ export async function recoverQuiesce(config: AgentConfig, log: Logger): Promise<
   }
   if (!rec) return;
   const age = rec.startedAtMs ? Math.round((Date.now() - rec.startedAtMs) / 1000) : undefined;
-  log.warn({ record: rec, ageSeconds: age }, `found services quiesced (${rec.mode}) by job ${rec.jobId} of a previous agent (pid ${rec.pid}); resuming them`);
+  log.warn(
+    { record: rec, ageSeconds: age },
+    `found services quiesced (${rec.mode}) by job ${rec.jobId} of a previous agent (pid ${rec.pid}); resuming them`,
+  );
   try {
     await exitQuiesce(config.plan, rec.mode, log, Array.isArray(rec.services) && rec.jobId !== 'unknown' ? rec.services : undefined);
   } catch (err) {
-    log.error({ err }, 'resuming services left quiesced by a previous agent failed; check them now (the record is kept and retried at the next start)');
+    log.error(
+      { err },
+      'resuming services left quiesced by a previous agent failed; check them now (the record is kept and retried at the next start)',
+    );
     return;
   }
   await removeRecord(config.stateDir);

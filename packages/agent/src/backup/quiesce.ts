@@ -18,7 +18,12 @@ import { describeFailure, runCommand } from '../run-command.js';
 import { isRunning, startServices, stopServices } from '../services.js';
 
 /** Run an HTTP or command action; throws BOXBACK_ERR_QUIESCE_FAILED (or _RESUME_FAILED) on failure. */
-export async function runAction(action: PlanAction, what: string, code: 'BOXBACK_ERR_QUIESCE_FAILED' | 'BOXBACK_ERR_RESUME_FAILED', signal?: AbortSignal): Promise<void> {
+export async function runAction(
+  action: PlanAction,
+  what: string,
+  code: 'BOXBACK_ERR_QUIESCE_FAILED' | 'BOXBACK_ERR_RESUME_FAILED',
+  signal?: AbortSignal,
+): Promise<void> {
   const timeoutMs = action.timeoutSeconds * 1000;
   if (action.command) {
     const r = await runCommand(action.command, { timeoutMs, signal });
@@ -34,7 +39,11 @@ export async function runAction(action: PlanAction, what: string, code: 'BOXBACK
     status = res.status;
     await res.arrayBuffer().catch(() => undefined);
   } catch (err) {
-    const why = timeout.aborted ? `timed out after ${action.timeoutSeconds}s` : (err as Error).cause ? String(((err as Error).cause as Error).message ?? (err as Error).cause) : (err as Error).message;
+    const why = timeout.aborted
+      ? `timed out after ${action.timeoutSeconds}s`
+      : (err as Error).cause
+        ? String(((err as Error).cause as Error).message ?? (err as Error).cause)
+        : (err as Error).message;
     throw new BoxbackError(timeout.aborted ? 'BOXBACK_ERR_TIMEOUT' : code, `${what} (${h.method} ${h.url}) failed: ${why}`);
   }
   if (!h.expectStatus.includes(status)) {

@@ -77,7 +77,12 @@ export async function syncTree(o: SyncOptions): Promise<SyncResult> {
   } catch {
     throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', `tree source ${o.source} is missing or not a directory`);
   }
-  const linkDestExists = !!o.linkDest && (await fsp.stat(o.linkDest).then((s) => s.isDirectory()).catch(() => false));
+  const linkDestExists =
+    !!o.linkDest &&
+    (await fsp
+      .stat(o.linkDest)
+      .then((s) => s.isDirectory())
+      .catch(() => false));
   await fsp.mkdir(o.dest, { recursive: true });
   const argv = rsyncArgs(o, linkDestExists);
   const sub = execa(o.rsync ?? 'rsync', argv, {

@@ -45,8 +45,7 @@ export function excludeMatcher(patterns: string[]): Matcher {
     if (body.startsWith('/')) body = body.slice(1);
     return { re: globToRegex(body), dirOnly, anchored };
   });
-  return (rel, isDir) =>
-    rules.some((r) => (!r.dirOnly || isDir) && r.re.test(r.anchored ? rel : rel.slice(rel.lastIndexOf('/') + 1)));
+  return (rel, isDir) => rules.some((r) => (!r.dirOnly || isDir) && r.re.test(r.anchored ? rel : rel.slice(rel.lastIndexOf('/') + 1)));
 }
 
 const YIELD_EVERY = 500;

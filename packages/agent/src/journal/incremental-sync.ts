@@ -89,7 +89,8 @@ export function reduceToRoots(changed: Iterable<string>): string[] {
   const norm = new Set<string>();
   for (const p of changed) {
     const n = path.posix.normalize(p.split(path.sep).join('/')).replace(/^\/+|\/+$/g, '');
-    if (n === '..' || n.startsWith('../')) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `changed path ${p} lies outside the tree`);
+    if (n === '..' || n.startsWith('../'))
+      throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `changed path ${p} lies outside the tree`);
     norm.add(n === '.' ? '' : n);
   }
   if (norm.has('')) return [''];
@@ -120,7 +121,9 @@ async function saneRoots(roots: string[], source: string, dest: string, excludes
   const isRealDirBoth = (rel: string): Promise<boolean> => {
     let p = dirOk.get(rel);
     if (!p) {
-      p = Promise.all([lstatOrNull(path.join(source, rel)), lstatOrNull(path.join(dest, rel))]).then(([s, d]) => !!s?.isDirectory() && !!d?.isDirectory());
+      p = Promise.all([lstatOrNull(path.join(source, rel)), lstatOrNull(path.join(dest, rel))]).then(
+        ([s, d]) => !!s?.isDirectory() && !!d?.isDirectory(),
+      );
       dirOk.set(rel, p);
     }
     return p;
@@ -204,9 +207,14 @@ export async function linkFarm(prevTree: string, dest: string, o: { cp?: string;
     throw new BoxbackError('BOXBACK_ERR_CANCELLED', 'linking the previous tree was cancelled');
   }
   if (r.exitCode !== 0) {
-    const err = String(r.stderr ?? '').trim().split('\n').pop() ?? '';
+    const err =
+      String(r.stderr ?? '')
+        .trim()
+        .split('\n')
+        .pop() ?? '';
     const msg = `hard-linking ${prevTree} into ${dest} failed (cp exit ${r.exitCode ?? r.shortMessage}): ${err}`;
-    if (/No space left on device|Too many links|Disk quota exceeded/i.test(String(r.stderr))) throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
+    if (/No space left on device|Too many links|Disk quota exceeded/i.test(String(r.stderr)))
+      throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
     throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', msg);
   }
 }
@@ -229,9 +237,11 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   const warnings: string[] = [];
   const srcSt = await lstatOrNull(source);
   if (!srcSt?.isDirectory()) throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', `tree source ${source} is missing or not a directory`);
-  if (!(await lstatOrNull(prevTree))?.isDirectory()) throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', `previous tree ${prevTree} is missing: an incremental sync needs it`);
+  if (!(await lstatOrNull(prevTree))?.isDirectory())
+    throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', `previous tree ${prevTree} is missing: an incremental sync needs it`);
   const existing = await fsp.readdir(dest).catch(() => [] as string[]);
-  if (o.farm && path.relative(prevTree, path.resolve(o.farm)).split(path.sep)[0] !== '..') throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'the prepared farm lies inside the previous tree');
+  if (o.farm && path.relative(prevTree, path.resolve(o.farm)).split(path.sep)[0] !== '..')
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'the prepared farm lies inside the previous tree');
   if (existing.length) throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', `incremental sync target ${dest} is not empty`);
 
   o.onProgress?.({ step: 'link', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 });
@@ -282,7 +292,13 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     const b = /Total transferred file size: ([\d,]+)/.exec(r.stdout);
     filesTransferred = n ? Number(n[1].replace(/,/g, '')) : 0;
     bytesTransferred = b ? Number(b[1].replace(/,/g, '')) : 0;
-    o.onProgress?.({ step: 'copy', bytesDone: bytesTransferred, bytesTotal: bytesTransferred, filesDone: present.length, filesTotal: present.length });
+    o.onProgress?.({
+      step: 'copy',
+      bytesDone: bytesTransferred,
+      bytesTotal: bytesTransferred,
+      filesDone: present.length,
+      filesTotal: present.length,
+    });
   }
   // Directory attributes last: creating and removing entries changed dest's directory mtimes.
   o.onProgress?.({ step: 'dirs', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 });
@@ -290,10 +306,17 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   // only changed its mode would be chmod-ed in place, through the link, in prevTree. The
   // root's own attributes come from a run whose filter leaves out every top-level entry.
   const dirs = ancestorsOf(roots.filter((r) => r !== '.'));
-  const top = await execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], { reject: false, stdin: 'ignore', cancelSignal: o.signal, env: { LC_ALL: 'C' } });
+  const top = await execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], {
+    reject: false,
+    stdin: 'ignore',
+    cancelSignal: o.signal,
+    env: { LC_ALL: 'C' },
+  });
   if (top.isCanceled) o.signal?.throwIfAborted();
   failOn({ exitCode: top.exitCode ?? -1, stderr: String(top.stderr ?? ''), stdout: '' }, `${source} (root directory attributes)`, warnings);
-  const d = dirs.length ? await runRsync(rsync, [...common, '-d', '--ignore-missing-args', `${source}/`, `${dest}/`], dirs, o.signal) : { exitCode: 0, stderr: '', stdout: '' };
+  const d = dirs.length
+    ? await runRsync(rsync, [...common, '-d', '--ignore-missing-args', `${source}/`, `${dest}/`], dirs, o.signal)
+    : { exitCode: 0, stderr: '', stdout: '' };
   if (d.exitCode === 23 && !/No space left on device|Disk quota exceeded/i.test(d.stderr)) {
     // A listed directory became something else while the sync ran (a live tree): its new
     // state is in the journal's next segment; this backup keeps the directory as it was.

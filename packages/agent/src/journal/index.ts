@@ -82,7 +82,15 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
   let previousStart: Promise<unknown> = Promise.resolve();
   const treeDir = new Map(config.plan.trees.map((t) => [t.name, (t as { dir?: string }).dir ?? t.name]));
   for (const t of config.plan.trees) {
-    const journal = await TreeJournal.open({ stateDir: config.stateDir, tree: t.name, epoch, log, fullPassEvery: settings.fullPassEvery, flushMs: o.flushMs, carryMs: o.carryMs });
+    const journal = await TreeJournal.open({
+      stateDir: config.stateDir,
+      tree: t.name,
+      epoch,
+      log,
+      fullPassEvery: settings.fullPassEvery,
+      flushMs: o.flushMs,
+      carryMs: o.carryMs,
+    });
     if (!settings.enabled) {
       journal.markUntrusted('the plan turns the change journal off (journal.enabled: false)');
       entries.set(t.name, { journal, started: Promise.resolve() });
@@ -102,7 +110,9 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
     });
     // Trees start one after another (a watcher counts its own inotify watches as it starts).
     const prev = previousStart;
-    const started = prev.then(() => watcher.start()).catch((err: unknown) => journal.markUntrusted(`the watcher of ${t.name} failed to start: ${(err as Error).message}`));
+    const started = prev
+      .then(() => watcher.start())
+      .catch((err: unknown) => journal.markUntrusted(`the watcher of ${t.name} failed to start: ${(err as Error).message}`));
     previousStart = started;
     entries.set(t.name, { journal, watcher, started });
   }
@@ -122,7 +132,12 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
       await new Promise((r) => setTimeout(r, 50));
       const s: JournalSnapshot = await e.journal.snapshotForBackup(previousBackup);
       const out = { trusted: s.trusted, reason: s.reason, changed: s.changedPaths, since: s.since };
-      log.info({ tree, trusted: s.trusted, reason: s.reason || undefined, changed: s.changedPaths.length, since: s.since }, s.trusted ? `tree ${tree}: journal trusted, syncing ${s.changedPaths.length} changed paths` : `tree ${tree}: full rsync pass (${s.reason})`);
+      log.info(
+        { tree, trusted: s.trusted, reason: s.reason || undefined, changed: s.changedPaths.length, since: s.since },
+        s.trusted
+          ? `tree ${tree}: journal trusted, syncing ${s.changedPaths.length} changed paths`
+          : `tree ${tree}: full rsync pass (${s.reason})`,
+      );
       return out;
     },
     async sealed(tree, backupRelPath) {
@@ -140,7 +155,10 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
         e.journal.markUntrusted(reason, true);
         // A restore renames the tree's directory aside and puts another in its place: the
         // old watches follow the old inodes, so watch the path again.
-        if (e.watcher) e.started = e.watcher.rewatch(reason).catch((err: unknown) => e.journal.markUntrusted(`re-watching failed: ${(err as Error).message}`));
+        if (e.watcher)
+          e.started = e.watcher
+            .rewatch(reason)
+            .catch((err: unknown) => e.journal.markUntrusted(`re-watching failed: ${(err as Error).message}`));
       }
     },
     status() {

@@ -127,7 +127,10 @@ export class TreeJournal {
       backupsSinceFull: p?.backupsSinceFull ?? 0,
     };
     this.segments = [{ paths: new Map(), untrusted: why }];
-    this.o.log.info({ tree: this.o.tree, previousEpoch: p?.epoch, previousFollows: p?.follows }, `journal started; the next backup of ${this.o.tree} makes a full pass: ${why}`);
+    this.o.log.info(
+      { tree: this.o.tree, previousEpoch: p?.epoch, previousFollows: p?.follows },
+      `journal started; the next backup of ${this.o.tree} makes a full pass: ${why}`,
+    );
     await this.rewrite();
   }
 
@@ -166,7 +169,10 @@ export class TreeJournal {
     if (this.closed) return;
     if (this.open.untrusted && !override) return;
     this.open.untrusted = reason;
-    this.o.log.warn({ tree: this.o.tree, reason }, `change journal of ${this.o.tree} is untrusted: the next backup makes a full rsync pass`);
+    this.o.log.warn(
+      { tree: this.o.tree, reason },
+      `change journal of ${this.o.tree} is untrusted: the next backup makes a full rsync pass`,
+    );
     this.flushBatch();
     this.buffered.push(JSON.stringify({ t: 'u', r: reason }));
     this.schedule();
@@ -199,7 +205,13 @@ export class TreeJournal {
     if (next.untrusted) this.buffered.push(JSON.stringify({ t: 'u', r: next.untrusted }));
     this.flushSync();
     this.pendingCut = { covered, full: !!reason };
-    return { trusted: !reason, reason, changedPaths: reason ? [] : [...changed].sort(), since: this.header.since, follows: this.header.follows };
+    return {
+      trusted: !reason,
+      reason,
+      changedPaths: reason ? [] : [...changed].sort(),
+      since: this.header.since,
+      follows: this.header.follows,
+    };
   }
 
   private trustReason(previousBackup: string | undefined, t: number): string {
@@ -211,7 +223,8 @@ export class TreeJournal {
       return `the journal follows ${this.header.follows}, but the previous backup is ${previousBackup} (retention or another agent removed the one it follows)`;
     }
     const every = this.o.fullPassEvery;
-    if (this.header.backupsSinceFull + 1 >= every.backups) return `periodic full pass: every ${every.backups} backups (journal.fullPassEvery.backups)`;
+    if (this.header.backupsSinceFull + 1 >= every.backups)
+      return `periodic full pass: every ${every.backups} backups (journal.fullPassEvery.backups)`;
     if (this.header.lastFullAt && t - Date.parse(this.header.lastFullAt) >= every.hours * 3_600_000) {
       return `periodic full pass: the last one was more than ${every.hours} h ago (journal.fullPassEvery.hours)`;
     }
@@ -317,7 +330,9 @@ export class TreeJournal {
 }
 
 /** Parse a journal file (for start-up checks and tests). */
-export async function readJournal(file: string): Promise<{ header: Header; lines: Array<Record<string, unknown>> } | 'unreadable' | undefined> {
+export async function readJournal(
+  file: string,
+): Promise<{ header: Header; lines: Array<Record<string, unknown>> } | 'unreadable' | undefined> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');

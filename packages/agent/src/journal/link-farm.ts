@@ -67,13 +67,21 @@ export class LinkFarms {
     prep.done = (async () => {
       await fsp.rm(tmp, { recursive: true, force: true });
       await fsp.mkdir(tmp, { recursive: true });
-      const sub = execa('ionice', ['-c3', 'nice', '-n', '19', this.cp, '-a', '-l', '--', `${from}/.`, `${tmp}/`], { reject: false, stdin: 'ignore', env: { LC_ALL: 'C' } });
+      const sub = execa('ionice', ['-c3', 'nice', '-n', '19', this.cp, '-a', '-l', '--', `${from}/.`, `${tmp}/`], {
+        reject: false,
+        stdin: 'ignore',
+        env: { LC_ALL: 'C' },
+      });
       prep.sub = sub;
       const r = await sub;
       prep.sub = undefined;
       if (r.exitCode !== 0) {
         await fsp.rm(tmp, { recursive: true, force: true });
-        if (!this.closed && !r.isTerminated) this.log.warn({ tree, from, err: String(r.stderr ?? '').slice(-500) }, `preparing the link farm for ${tree}'s next backup failed; it will be built during the backup`);
+        if (!this.closed && !r.isTerminated)
+          this.log.warn(
+            { tree, from, err: String(r.stderr ?? '').slice(-500) },
+            `preparing the link farm for ${tree}'s next backup failed; it will be built during the backup`,
+          );
         return false;
       }
       await fsp.rename(tmp, dir);

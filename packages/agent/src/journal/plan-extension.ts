@@ -16,7 +16,11 @@ export const journalPlanSchema = z
     fullPassEvery: z
       .object({
         backups: z.number().int().positive().max(100_000).default(30),
-        hours: z.number().positive().max(24 * 365).default(168),
+        hours: z
+          .number()
+          .positive()
+          .max(24 * 365)
+          .default(168),
       })
       .strict()
       .default({ backups: 30, hours: 168 }),

@@ -100,7 +100,9 @@ export function inotifyWatchesInUse(): number {
   for (const fd of fds) {
     try {
       if (readlinkSync(`/proc/self/fd/${fd}`) !== 'anon_inode:inotify') continue;
-      n += readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').split('\n').filter((l) => l.startsWith('inotify wd:')).length;
+      n += readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('inotify wd:')).length;
     } catch {
       // a fd that closed meanwhile
     }
@@ -123,7 +125,10 @@ function countRawEvent(): void {
       turnScheduled = false;
       if (n >= MAX_QUEUED) {
         // Lost events may include a new directory chokidar then never watches: re-scan.
-        for (const w of live) void w.restartAfter(`possible inotify queue overflow: ${n} events arrived in one event-loop turn (fs.inotify.max_queued_events=${MAX_QUEUED}); events may have been lost`);
+        for (const w of live)
+          void w.restartAfter(
+            `possible inotify queue overflow: ${n} events arrived in one event-loop turn (fs.inotify.max_queued_events=${MAX_QUEUED}); events may have been lost`,
+          );
       }
     });
   }
@@ -217,7 +222,17 @@ export class TreeWatcher {
   constructor(private readonly o: TreeWatcherOptions) {
     this.root = path.resolve(o.source);
     this.ex = compileExcludes(o.excludes);
-    this.statsNow = { tree: o.tree, state: 'starting', directories: 0, files: 0, watchLimit: 0, watchesInUse: 0, startMs: 0, events: 0, chunks: 0 };
+    this.statsNow = {
+      tree: o.tree,
+      state: 'starting',
+      directories: 0,
+      files: 0,
+      watchLimit: 0,
+      watchesInUse: 0,
+      startMs: 0,
+      events: 0,
+      chunks: 0,
+    };
   }
 
   stats(): WatcherStats {
@@ -239,7 +254,10 @@ export class TreeWatcher {
     const t0 = Date.now();
     const { tree, log } = this.o;
     if (this.ex.unsupported.length) {
-      this.fail('too-large', `tree ${tree}: exclude pattern(s) ${this.ex.unsupported.join(', ')} cannot be evaluated by the journal; every backup makes a full rsync pass`);
+      this.fail(
+        'too-large',
+        `tree ${tree}: exclude pattern(s) ${this.ex.unsupported.join(', ')} cannot be evaluated by the journal; every backup makes a full rsync pass`,
+      );
       return this.stats();
     }
     const limit = this.o.maxWatches ?? readNumber('/proc/sys/fs/inotify/max_user_watches', 8192);
@@ -271,7 +289,17 @@ export class TreeWatcher {
     await this.watchTree(chunks, walk.dirs, inUse);
     this.statsNow.startMs = Date.now() - t0;
     if (this.statsNow.state === 'watching') {
-      log.info({ tree, directories: walk.dirs.size, files: walk.files, watches: inotifyWatchesInUse(), watchLimit: limit, ms: this.statsNow.startMs }, `watching ${tree} for the change journal`);
+      log.info(
+        {
+          tree,
+          directories: walk.dirs.size,
+          files: walk.files,
+          watches: inotifyWatchesInUse(),
+          watchLimit: limit,
+          ms: this.statsNow.startMs,
+        },
+        `watching ${tree} for the change journal`,
+      );
     }
     return this.stats();
   }
@@ -293,7 +321,11 @@ export class TreeWatcher {
     }
   }
 
-  private async watchTree(chunks: { roots: string[]; skeleton: Set<string> }, dirs: Map<string, string>, watchesBefore: number): Promise<void> {
+  private async watchTree(
+    chunks: { roots: string[]; skeleton: Set<string> },
+    dirs: Map<string, string>,
+    watchesBefore: number,
+  ): Promise<void> {
     const chunked = !(chunks.roots.length === 1 && chunks.roots[0] === '');
     this.admitted = chunked ? { skeleton: chunks.skeleton, roots: new Set(), seen: new Set(), want: 0 } : null;
     await this.startChokidar();
@@ -408,7 +440,10 @@ export class TreeWatcher {
       if (kind === 'unlinkDir') {
         for (const k of this.inodes.keys()) if (k === r || k.startsWith(`${r}/`)) this.inodes.delete(k);
       } else {
-        void fsp.lstat(p).then((st) => st.isDirectory() && this.inodes.set(r, identity(st)), () => undefined);
+        void fsp.lstat(p).then(
+          (st) => st.isDirectory() && this.inodes.set(r, identity(st)),
+          () => undefined,
+        );
       }
     };
     w.on('addDir', dirEvent('addDir'));
@@ -440,7 +475,8 @@ export class TreeWatcher {
     if (known === undefined) return;
     void fsp.lstat(path.join(this.root, r)).then(
       (st) => {
-        if (this.inodes.get(r) === known && st.isDirectory() && identity(st) !== known) void this.restart(`directory ${r || '.'} of ${this.o.tree} was replaced faster than the watcher could follow`);
+        if (this.inodes.get(r) === known && st.isDirectory() && identity(st) !== known)
+          void this.restart(`directory ${r || '.'} of ${this.o.tree} was replaced faster than the watcher could follow`);
       },
       () => undefined,
     );
@@ -467,7 +503,10 @@ export class TreeWatcher {
     if (this.restarts.length > 10) {
       await this.stopWatching();
       this.restarting = false;
-      this.fail('failed', `tree ${this.o.tree}: directories are replaced too often to follow (${this.restarts.length} watcher restarts in an hour); not watching it, every backup makes a full rsync pass`);
+      this.fail(
+        'failed',
+        `tree ${this.o.tree}: directories are replaced too often to follow (${this.restarts.length} watcher restarts in an hour); not watching it, every backup makes a full rsync pass`,
+      );
       return;
     }
     try {

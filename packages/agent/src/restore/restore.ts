@@ -235,7 +235,14 @@ async function restoreDatabases(run: Run, rec: RestoreRecord, targets: RestoreTa
 }
 
 /** SWAP .. HEALTH_CHECK, with the services stopped. */
-async function applyAll(run: Run, rec: RestoreRecord, manifest: Manifest, targets: RestoreTargets, staged: Staged[], force: boolean): Promise<void> {
+async function applyAll(
+  run: Run,
+  rec: RestoreRecord,
+  manifest: Manifest,
+  targets: RestoreTargets,
+  staged: Staged[],
+  force: boolean,
+): Promise<void> {
   const { ctx } = run;
   await step(run, 'SWAP', () => swapAll(ctx, rec, staged));
   if (targets.databases.length) await step(run, 'RESTORE_DATABASE', () => restoreDatabases(run, rec, targets, force));
@@ -329,8 +336,13 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
       // PostgreSQL version rule and read each dump back. Nothing has changed yet.
       await step(run, 'VERSION_CHECK', async () => {
         for (const db of targets.databases) {
-          ctx.emit({ phase: 'VERSION_CHECK', message: `${db.archive} -> database ${db.ds.pg.database} at ${db.ds.pg.host}:${db.ds.pg.port}` });
-          run.warnings.push(...(await preflightPostgres(db.ds, db.archivePath, db.meta, { force: req.force, signal: ctx.signal, log: ctx.log })).warnings);
+          ctx.emit({
+            phase: 'VERSION_CHECK',
+            message: `${db.archive} -> database ${db.ds.pg.database} at ${db.ds.pg.host}:${db.ds.pg.port}`,
+          });
+          run.warnings.push(
+            ...(await preflightPostgres(db.ds, db.archivePath, db.meta, { force: req.force, signal: ctx.signal, log: ctx.log })).warnings,
+          );
         }
       });
     }

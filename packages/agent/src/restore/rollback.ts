@@ -39,7 +39,9 @@ async function undoDatabase(config: AgentConfig, m: Move, log: Logger): Promise<
   }
   if (m.state !== 'done') return; // the load failed: its single transaction changed nothing to undo
   if (m.emptyWith === 'clean') {
-    throw new Error(`database ${m.target} was restored with emptyWith: clean, which keeps no safety copy: it holds the backup's data, not the previous data`);
+    throw new Error(
+      `database ${m.target} was restored with emptyWith: clean, which keeps no safety copy: it holds the backup's data, not the previous data`,
+    );
   }
   // recreate, and there was no database before: remove what the restore created.
   await dropSafetyDatabase(ds, m.target, { log });

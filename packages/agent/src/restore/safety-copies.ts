@@ -64,7 +64,13 @@ export async function listSafetyCopies(config: AgentConfig): Promise<SafetyCopyI
       rec.sizeBytes = await sizeOf(paths);
       await saveRecord(config.stateDir, rec).catch(() => undefined);
     }
-    out.push({ jobId: rec.jobId, backupId: rec.backupId, createdAtMs: rec.createdAtMs, sizeBytes: rec.sizeBytes, paths: [...paths, ...dbs] });
+    out.push({
+      jobId: rec.jobId,
+      backupId: rec.backupId,
+      createdAtMs: rec.createdAtMs,
+      sizeBytes: rec.sizeBytes,
+      paths: [...paths, ...dbs],
+    });
   }
   return out;
 }

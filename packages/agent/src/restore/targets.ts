@@ -102,7 +102,10 @@ export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: stri
       // The plan's connection settings, the backup's file name (the messages name the file restored).
       const ds: PostgresDataset = { ...parsePostgresDataset(plan.datasets[i], i), archive: d.archive };
       if (databases.some((x) => x.ds.index === i))
-        throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `two dumps of the backup restore into database ${ds.pg.database} (plan dataset ${ds.name})`);
+        throw new BoxbackError(
+          'BOXBACK_ERR_PLAN_INVALID',
+          `two dumps of the backup restore into database ${ds.pg.database} (plan dataset ${ds.name})`,
+        );
       const archivePath = path.join(backupDir, d.archive);
       const meta = d.extra ? metaFromManifest(d.extra, d.archive) : await inspectDump(ds, archivePath);
       used.add(plan.datasets[i].archive);
