@@ -19,11 +19,15 @@ export interface AtRiskInput {
   lastGoodBackupId: string;
   lastGoodAgeSeconds: number;
   rpoSeconds: number;
+  /** When the backup data behind this verdict was read (ms since the epoch). */
+  asOfMs?: number;
 }
 
 export class Notifications {
   readonly notifiers: Notifier[];
   private timer?: NodeJS.Timeout;
+  /** Per host, when its last backup completed: an at-risk verdict from older data is stale. */
+  private readonly succeededAt = new Map<string, number>();
 
   constructor(webhooks: readonly NotifierConfig[], log: Logger) {
     this.notifiers = webhooks.map((w) => new Notifier(w, { log }));
@@ -48,6 +52,7 @@ export class Notifications {
         message: `${row.kind} job ${row.id} on ${row.host} ended ${result.status}${result.errorMessage ? `: ${result.errorMessage}` : ''}`,
       });
     } else if (result.status === 'Completed' && row.kind === 'backup') {
+      this.succeededAt.set(row.host, Date.now());
       this.send({ ...base, event: 'success', message: `backup of ${row.host} completed: ${result.backupId}` });
     }
   }
@@ -55,6 +60,9 @@ export class Notifications {
   /** One host's at-risk flag as status computed it (notified once per at-risk spell). */
   report(h: AtRiskInput): void {
     if (!this.enabled) return;
+    // A status computed from data read before the host's last successful backup would
+    // start a false at-risk spell right after the success ended the previous one.
+    if (h.atRisk && h.asOfMs !== undefined && h.asOfMs < (this.succeededAt.get(h.host) ?? 0)) return;
     const age = h.lastGoodAgeSeconds < 0 ? 'no Restorable backup at all' : `newest Restorable backup is ${h.lastGoodAgeSeconds}s old`;
     for (const n of this.notifiers) {
       void n.setAtRisk(h.host, h.atRisk, {

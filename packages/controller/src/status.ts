@@ -27,6 +27,8 @@ export class HostMonitor {
   /** Hosts and their newest Restorable / drilled backups as of a catalog generation. */
   private cache?: {
     generation: number;
+    /** When the rows below were read (an at-risk verdict is as old as its data). */
+    readAtMs: number;
     hosts: HostRow[];
     backups: Awaited<ReturnType<Catalog['statusBackups']>>;
   };
@@ -105,9 +107,10 @@ export class HostMonitor {
     const now = Date.now();
     if (this.cache?.generation !== this.catalog.generation) {
       const generation = this.catalog.generation;
-      this.cache = { generation, hosts: await this.catalog.listHosts(), backups: await this.catalog.statusBackups() };
+      const readAtMs = Date.now();
+      this.cache = { generation, readAtMs, hosts: await this.catalog.listHosts(), backups: await this.catalog.statusBackups() };
     }
-    const { hosts, backups } = this.cache;
+    const { hosts, backups, readAtMs } = this.cache;
     const { lastRestorable, lastDrilled } = backups;
     const nextRuns = this.nextRuns(hosts);
     const out = await mapLimit(hosts, 32, async (h) => {
@@ -124,7 +127,14 @@ export class HostMonitor {
       const running = this.jobs.activeJobFor(h.name);
       const copies = s.info?.safetyCopies ?? [];
       const atRisk = !last || ageS > rpo;
-      this.onAtRisk({ host: h.name, atRisk, lastGoodBackupId: last?.id ?? '', lastGoodAgeSeconds: ageS, rpoSeconds: rpo });
+      this.onAtRisk({
+        host: h.name,
+        atRisk,
+        lastGoodBackupId: last?.id ?? '',
+        lastGoodAgeSeconds: ageS,
+        rpoSeconds: rpo,
+        asOfMs: readAtMs,
+      });
       return {
         host: hostMsg(fresh),
         reachable: Boolean(s.info),

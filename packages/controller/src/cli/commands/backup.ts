@@ -15,6 +15,7 @@ import { parseDuration } from '../../config.js';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+import type { PruneItem } from '../../retention.js';
 
 interface BackupMsg {
   id: string;
@@ -293,17 +294,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 }
 
 interface PruneResult {
-  items: Array<{
-    id: string;
-    host: string;
-    createdAtMs: number;
-    keep: boolean;
-    reasons: string[];
-    deleted: boolean;
-    freedBytes: number;
-    error: string;
-    initiatedVia: string;
-  }>;
+  items: PruneItem[];
   deleted: number;
   freedBytes: number;
   dryRun: boolean;
