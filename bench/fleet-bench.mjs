@@ -20,26 +20,14 @@
 //   7. a table, or with --json one object (`fleet_backup_s`, `status_p50_ms`, `status_p99_ms`,
 //      `status_busy_p99_ms`, `controller_peak_rss_mb`, ...)
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, promises as fsp } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import {
-  MANIFEST_FORMAT,
-  backupId,
-  backupRelPath,
-  emptyProgress,
-  emptyResult,
-  formatTimestamp,
-  initCerts,
-  issueAgentCert,
-  loadServices,
-  mapLimit,
-  serverCredentials,
-} from '@boxback/common';
+import { emptyProgress, emptyResult, initCerts, issueAgentCert, loadServices, mapLimit, serverCredentials } from '@boxback/common';
+import { writeFakeBackup } from '../test/helpers/fake-backup.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -67,59 +55,6 @@ const log = (s) => {
 // ---------------------------------------------------------------------------------------------
 // 2. the agents
 
-const lastTs = new Map();
-/** One timestamp per host per second, moving forward (backup IDs are per second). */
-function nextTimestamp(host) {
-  const t = Math.max(Date.now(), (lastTs.get(host) ?? 0) + 1000);
-  lastTs.set(host, t);
-  return { ts: formatTimestamp(new Date(t)), ms: t };
-}
-
-async function writeBackup(store, host) {
-  const { ts, ms } = nextTimestamp(host);
-  const rel = backupRelPath(host, ts);
-  const tmp = path.join(store, host, `.tmp-${ts}`);
-  await fsp.mkdir(tmp, { recursive: true });
-  const data = Buffer.from(`data of ${host} at ${ts}\n`);
-  await fsp.writeFile(path.join(tmp, 'version.txt'), data);
-  const manifest = {
-    format: MANIFEST_FORMAT,
-    id: backupId(host, ts),
-    host,
-    timestamp: ts,
-    createdAt: new Date(ms).toISOString(),
-    completedAt: new Date().toISOString(),
-    origin: 'boxback',
-    agentVersion: 'bench',
-    plan: { name: 'bench', product: 'generic' },
-    product: { name: 'generic', version: '1.0' },
-    source: { hostname: host, addresses: ['127.0.0.1'] },
-    consistency: 'quiesced',
-    quiesce: { mode: 'stop', windowMs: 10 },
-    phases: [],
-    datasets: [],
-    trees: [],
-    files: [
-      {
-        path: 'version.txt',
-        type: 'file',
-        size: data.length,
-        sha256: createHash('sha256').update(data).digest('hex'),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtimeMs: 0,
-      },
-    ],
-    totals: { files: 1, bytes: data.length },
-    warnings: [],
-  };
-  const json = JSON.stringify(manifest);
-  await fsp.writeFile(path.join(tmp, 'manifest.json'), json);
-  await fsp.rename(tmp, path.join(store, ...rel.split('/')));
-  return { rel, manifest, json };
-}
-
 async function startAgent(name, tls, store) {
   const server = new grpc.Server();
   let current = '';
@@ -144,7 +79,7 @@ async function startAgent(name, tls, store) {
         current = jobId;
         call.write({ progress: { ...emptyProgress(jobId, 'BACKUP_DATABASE'), state: 'running', bytesTotal: 100, bytesDone: 10 } });
         await new Promise((r) => setTimeout(r, BACKUP_MS));
-        const b = await writeBackup(store, name);
+        const b = await writeFakeBackup(store, name, { agentVersion: 'bench', windowMs: 10 });
         current = '';
         call.write({ progress: { ...emptyProgress(jobId, 'PUBLISH'), state: 'done', bytesTotal: 100, bytesDone: 100 } });
         call.write({

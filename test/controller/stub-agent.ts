@@ -9,19 +9,9 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import {
-  MANIFEST_FORMAT,
-  backupId,
-  backupRelPath,
-  emptyProgress,
-  emptyResult,
-  formatTimestamp,
-  loadServices,
-  serverCredentials,
-  type JobEvent,
-  type Manifest,
-} from '@boxback/common';
+import { emptyProgress, emptyResult, loadServices, serverCredentials, type JobEvent } from '@boxback/common';
 import type { Certs } from './helpers.js';
+import { writeFakeBackup } from '../helpers/fake-backup.mjs';
 
 export interface StubAgent {
   name: string;
@@ -42,60 +32,6 @@ export interface StubAgent {
 export interface FleetTracker {
   now: number;
   max: number;
-}
-
-let lastTs = 0;
-/** A unique backup timestamp (one per second, moving forward). */
-function nextTimestamp(): string {
-  lastTs = Math.max(Date.now(), lastTs + 1000);
-  return formatTimestamp(new Date(lastTs));
-}
-
-async function writeBackup(store: string, host: string): Promise<{ rel: string; manifest: Manifest; json: string }> {
-  const ts = nextTimestamp();
-  const rel = backupRelPath(host, ts);
-  const tmp = path.join(store, host, `.tmp-${ts}`);
-  await fsp.mkdir(tmp, { recursive: true });
-  const data = Buffer.from(`data of ${host} at ${ts}\n`);
-  await fsp.writeFile(path.join(tmp, 'version.txt'), data);
-  const { createHash } = await import('node:crypto');
-  const now = new Date().toISOString();
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    id: backupId(host, ts),
-    host,
-    timestamp: ts,
-    createdAt: new Date(lastTs).toISOString(),
-    completedAt: now,
-    origin: 'boxback',
-    agentVersion: 'stub',
-    plan: { name: 'stub', product: 'generic' },
-    product: { name: 'generic', version: '1.0' },
-    source: { hostname: host, addresses: ['127.0.0.1'] },
-    consistency: 'quiesced',
-    quiesce: { mode: 'stop', windowMs: 42 },
-    phases: [],
-    datasets: [],
-    trees: [],
-    files: [
-      {
-        path: 'version.txt',
-        type: 'file',
-        size: data.length,
-        sha256: createHash('sha256').update(data).digest('hex'),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtimeMs: 0,
-      },
-    ],
-    totals: { files: 1, bytes: data.length },
-    warnings: [],
-  };
-  const json = JSON.stringify(manifest);
-  await fsp.writeFile(path.join(tmp, 'manifest.json'), json);
-  await fsp.rename(tmp, path.join(store, ...rel.split('/')));
-  return { rel, manifest, json };
 }
 
 export async function startStubAgent(o: {
@@ -169,7 +105,7 @@ export async function startStubAgent(o: {
         if (dead) return;
         // the job goes on even when the controller went away
         if (o.tracker) o.tracker.now--;
-        const b = await writeBackup(o.store, o.name);
+        const b = await writeFakeBackup(o.store, o.name);
         stub.running.delete(jobId);
         currentJob = '';
         write({ progress: { ...emptyProgress(jobId, 'BACKUP_DATABASE'), state: 'done', bytesTotal: 100, bytesDone: 100 } });
