@@ -80,6 +80,7 @@ import { QuiesceLease } from './quiesce-record.js';
 import { stageDatasets, type StagedDataset } from './stage.js';
 import { syncTreeIncremental, type TreeSnapshot } from '../journal/index.js';
 import { syncTree } from './tree-sync.js';
+import { BLOCKS_FILE, readBlockIndex, writeBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
 import { DEFAULT_LEVEL, writeZip } from './zip-writer.js';
 
 const DATASET_PHASES: Record<string, string> = {
@@ -180,6 +181,10 @@ interface Run {
   /** Tree dir -> its manifest entries, described right after the tree's sync. */
   treeFiles: Map<string, CollectResult>;
   previous?: { dir: string; index: PrevIndex };
+  /** The previous backup's archives, by name, with their compressed blocks (zip-blocks.ts). */
+  reuse: Map<string, ReuseSource>;
+  /** This backup's block index, written next to its archives. */
+  blocks: BlockIndex;
   /** Trees whose change journal was cut for this backup (sealed after PUBLISH, else abandoned). */
   snapshotted: string[];
 }
@@ -208,6 +213,8 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     written: [],
     pgDumps: new Map(),
     snapshotted: [],
+    reuse: new Map(),
+    blocks: {},
   };
   let error: BoxbackError | undefined;
   let finalDir: string | undefined;
@@ -316,6 +323,7 @@ async function creatingDir(r: Run): Promise<void> {
     if (prevDir) {
       try {
         r.previous = { dir: prevDir, index: await readPrevIndex(prevDir) };
+        r.reuse = await readBlockIndex(prevDir, r.previous.index.byPath.get(BLOCKS_FILE)?.sha256);
       } catch (err) {
         log.warn({ err, prevDir }, 'previous backup has no readable manifest: trees are copied in full');
       }
@@ -422,6 +430,9 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
   }
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   if (failed) throw lanes.signal.reason ?? failed.reason;
+  r.reuse.clear();
+  const index = await writeBlockIndex(r.tempDir, r.blocks);
+  if (index) r.known.set(BLOCKS_FILE, index.sha256);
   await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });
 }
 
@@ -465,10 +476,12 @@ async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | un
       level: d.compressionLevel,
       stable: fromStage,
       signal,
+      reuse: r.reuse.get(d.archive),
       onProgress: (p) => h.update({ ...p, message: d.archive }),
     }),
   );
   r.known.set(d.archive, res.sha256);
+  if (Object.keys(res.blocks).length) r.blocks[d.archive] = res.blocks;
   if (staged?.dir) await fsp.rm(staged.dir, { recursive: true, force: true });
   r.datasets.push({
     name: d.name,
@@ -479,7 +492,13 @@ async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | un
     owner: d.owner,
     entries: res.entries,
     bytes: res.bytes,
-    extra: { archiveBytes: res.size, staged: fromStage, excludes: d.excludes, compressionLevel: d.compressionLevel ?? DEFAULT_LEVEL },
+    extra: {
+      archiveBytes: res.size,
+      staged: fromStage,
+      excludes: d.excludes,
+      compressionLevel: d.compressionLevel ?? DEFAULT_LEVEL,
+      reusedBytes: res.reusedBytes,
+    },
   });
 }
 
@@ -549,6 +568,10 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
           signal,
           onProgress: (p) => h.update({ ...p, message: `full rsync pass: ${why}` }),
         });
+        r.ctx.log.info(
+          { tree: t.name, rsyncMs: synced.durationMs, bytesTransferred: synced.bytesTransferred },
+          `tree ${t.name} synced by rsync`,
+        );
         return { warnings: synced.warnings, mode: 'full', reason: why };
       };
       if (incremental) {
@@ -597,6 +620,7 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
       } else {
         out = await full(reason);
       }
+      const describedAt = Date.now();
       const col = await collectFiles({
         dir: r.tempDir,
         subdir: dir,
@@ -607,6 +631,10 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
         onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
       });
       r.treeFiles.set(dir, col);
+      r.ctx.log.info(
+        { tree: t.name, describeMs: Date.now() - describedAt, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes },
+        `tree ${t.name} described`,
+      );
       return out;
     },
     message,

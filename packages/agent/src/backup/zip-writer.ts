@@ -1,31 +1,55 @@
 /**
- * Writing one dataset archive with yazl, streamed: files are read from disk 1 MiB at a time,
- * deflated on libuv's thread pool, and the zip is hashed (SHA-256) on its way to disk, so
- * no whole file is ever held in memory and the archive is never read back to be checksummed.
+ * Writing one dataset archive, streamed and in parallel: no whole file is held in memory,
+ * files are read 1 MiB at a time, each block is deflated on libuv's thread pool (several at
+ * once, pigz style: independent blocks, each ended with a sync flush, the entry ended with an
+ * empty final block), and the zip is hashed (SHA-256) on its way to disk in order.
+ *
+ *   for each entry (walk order):   local header
+ *     file:      blocks -> [SHA-256 of the raw block (large files) -> reuse from the previous
+ *                archive, see zip-blocks.ts] or deflate -> written in order, CRC-32 of the raw
+ *                bytes -> data descriptor
+ *     symlink:   stored; its data is the link text (what Info-ZIP writes and restores)
+ *     directory: stored, empty
+ *   central directory, zip64 end records when needed, end record
  *
  * Layout (GoCD's): a directory dataset's CONTENT is the archive's top level (db.zip holds
  * cruise.mv.db, not h2db/cruise.mv.db); a file dataset stores each file by its base name.
  *
- * Kept: modes (external attributes = st_mode << 16, "made by" Unix), mtimes (DOS time plus
- * the extended-timestamp field yazl writes), symlinks (an entry whose data is the link text,
- * S_IFLNK in its mode, stored uncompressed: what Info-ZIP writes and restores). Empty
- * directories are entries too. Owners are not kept (zip has no place for them): the
- * manifest records the dataset's owner and a restore chowns.
- *
- * Deflate level 1 (fast: the archive is written while the box is busy again); files that
- * are already compressed (jar, zip, gz...) are stored.
+ * Kept: modes, mtimes (DOS time plus the extended timestamp in both headers) and symlinks
+ * (zip-format.ts). Owners are not kept (zip has no place for them): the manifest records the
+ * dataset's owner and a restore chowns. Deflate level 1 by default (the archive is written
+ * while the box is busy again); files that are already compressed (jar, zip, gz...) go
+ * through level 0 (stored blocks, at copy speed).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createHash, subtle } from 'node:crypto';
+import { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import yazl from 'yazl';
+import zlib from 'node:zlib';
+import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from './walk.js';
+import { BLOCK_SIZE, REUSE_MIN, type BlockRecord, type ReuseSource } from './zip-blocks.js';
+import {
+  DEFLATE_END,
+  METHOD_DEFLATED,
+  METHOD_STORED,
+  ZIP32_MAX,
+  ZIP64_LOCAL_FROM,
+  centralRecord,
+  dataDescriptor,
+  endRecords,
+  localHeader,
+  type CentralEntry,
+} from './zip-format.js';
 
 export const DEFAULT_LEVEL = 1;
 const STORED_EXT = /\.(jar|war|ear|zip|gz|tgz|bz2|xz|zst|7z|png|jpe?g|gif|webp|mp4|woff2?)$/i;
-const READ_CHUNK = 256 * 1024;
+/** Blocks in flight (read, hashed, deflated or copied) per archive: libuv's pool has 4 threads. */
+const IN_FLIGHT = 4;
+/** A block is sampled this much to tell whether it compresses, and stored when the sample saves under 3%. */
+const SAMPLE = 32 * 1024;
+const INCOMPRESSIBLE = 0.97;
+/** Small writes are gathered up to this size before they go to disk. */
+const WRITE_BUFFER = 1 << 20;
 
 export interface ZipSource {
   /** A directory whose content becomes the archive's top level. */
@@ -44,10 +68,12 @@ export interface ZipProgress {
 export interface ZipOptions {
   excludes?: string[];
   level?: number;
-  /** The source cannot change while we read (a staged copy): sizes go in the local headers. */
+  /** Kept for callers: the writer never needs sizes up front (data descriptors). */
   stable?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: ZipProgress) => void;
+  /** The same archive in the previous backup, for blocks whose content did not change. */
+  reuse?: ReuseSource;
 }
 
 export interface ZipResult {
@@ -58,6 +84,10 @@ export interface ZipResult {
   /** Size of the archive file. */
   size: number;
   sha256: string;
+  /** Blocks of the large files, for the next backup (zip-blocks.ts). */
+  blocks: Record<string, BlockRecord[]>;
+  /** Raw bytes whose compressed form was copied from the previous archive. */
+  reusedBytes: number;
 }
 
 async function listSource(src: ZipSource, excludes: string[], signal?: AbortSignal): Promise<WalkEntry[]> {
@@ -67,44 +97,106 @@ async function listSource(src: ZipSource, excludes: string[], signal?: AbortSign
   return out;
 }
 
-/**
- * yazl writes its extended-timestamp ("UT") field only in the central directory, but Info-ZIP
- * unzip reads it from the local header, so without this every extracted file would get the
- * DOS time: local time, rounded to 2 seconds. This adds the same field (mtime only, the form
- * Info-ZIP writes) to each local header. yazl counts offsets from the buffers it writes, so
- * the archive stays consistent. Applied once, only if the header has no extra field yet.
- */
-let localTimestampsPatched = false;
-function patchLocalTimestamps(): void {
-  if (localTimestampsPatched) return;
-  localTimestampsPatched = true;
-  const probe = new yazl.ZipFile();
-  probe.addBuffer(Buffer.alloc(0), 'probe');
-  const entry = (probe as unknown as { entries: object[] }).entries[0];
-  const proto = Object.getPrototypeOf(entry) as { getLocalFileHeader(this: { mtime: Date; forceDosTimestamp: boolean }): Buffer };
-  const original = proto.getLocalFileHeader;
-  if (typeof original !== 'function') return;
-  proto.getLocalFileHeader = function patched() {
-    const header = original.call(this);
-    if (this.forceDosTimestamp || header.readUInt16LE(28) !== 0) return header;
-    const secs = Math.min(0x7fffffff, Math.max(-0x80000000, Math.floor(this.mtime.getTime() / 1000)));
-    const ut = Buffer.alloc(9);
-    ut.writeUInt16LE(0x5455, 0);
-    ut.writeUInt16LE(5, 2);
-    ut.writeUInt8(1, 4); // mtime present
-    ut.writeInt32LE(secs, 5);
-    header.writeUInt16LE(ut.length, 28);
-    return Buffer.concat([header, ut]);
-  };
+function deflateBlock(raw: Buffer, level: number): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    zlib.deflateRaw(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH }, (err, out) => (err ? reject(err) : resolve(out))),
+  );
 }
+
+/**
+ * The level a block is deflated at: 0 (stored blocks, copy speed) when a sample of it does not
+ * compress (random or already-compressed pages of a database), else the archive's level.
+ * Deflating such data at level 1 costs as much CPU as text and saves nothing.
+ */
+async function levelFor(raw: Buffer, level: number): Promise<number> {
+  if (level === 0 || raw.length < 4 * SAMPLE) return level;
+  const sample = await deflateBlock(raw.subarray(0, SAMPLE), 1);
+  return sample.length > SAMPLE * INCOMPRESSIBLE ? 0 : level;
+}
+
+/** The archive file: appended in order, hashed on the way, small writes gathered. */
+class Output {
+  offset = 0;
+  private readonly hash = createHash('sha256');
+  private buf = Buffer.allocUnsafe(WRITE_BUFFER);
+  private used = 0;
+  private constructor(private readonly fh: fsp.FileHandle) {}
+
+  static async open(file: string): Promise<Output> {
+    return new Output(await fsp.open(file, 'w', 0o644));
+  }
+
+  async append(b: Buffer): Promise<void> {
+    this.hash.update(b);
+    this.offset += b.length;
+    if (this.used + b.length <= WRITE_BUFFER) {
+      b.copy(this.buf, this.used);
+      this.used += b.length;
+      return;
+    }
+    await this.flush();
+    if (b.length >= WRITE_BUFFER / 2) await this.writeAll(b);
+    else {
+      b.copy(this.buf, 0);
+      this.used = b.length;
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.used === 0) return;
+    const full = this.buf.subarray(0, this.used);
+    // The buffer goes to disk as it is; the next bytes are gathered in a fresh one.
+    this.buf = Buffer.allocUnsafe(WRITE_BUFFER);
+    this.used = 0;
+    await this.writeAll(full);
+  }
+
+  private async writeAll(b: Buffer): Promise<void> {
+    let done = 0;
+    while (done < b.length) {
+      const { bytesWritten } = await this.fh.write(b, done, b.length - done);
+      done += bytesWritten;
+    }
+  }
+
+  async close(): Promise<string> {
+    await this.flush();
+    await this.fh.close();
+    return this.hash.digest('hex');
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+}
+
+/** One block of a file on its way: its raw bytes and, once ready, the bytes that go in the archive. */
+interface Block {
+  raw: Buffer;
+  ready: Promise<{ data: Buffer; sha?: string; reused: boolean }>;
+}
+
+/** A file entry being written: its CRC and sizes, known once its last block is written. */
+interface FileState {
+  central: CentralEntry;
+  crc: number;
+  size: number;
+  csize: number;
+  blocks?: BlockRecord[];
+}
+
+/** What is queued for the archive, in order: an entry's local header (its offset is taken when written), a block, an entry's end. */
+type Piece =
+  | { kind: 'header'; central: CentralEntry; data: Buffer }
+  | { kind: 'block'; file: FileState; block: Block }
+  | { kind: 'end'; file: FileState };
 
 /** Write `out` as a zip of `src`. On failure the partial file is left for the caller's temp-dir clean-up. */
 export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}): Promise<ZipResult> {
-  patchLocalTimestamps();
   const entries = await listSource(src, o.excludes ?? [], o.signal);
   const level = o.level ?? DEFAULT_LEVEL;
-  const zip = new yazl.ZipFile();
   const prog: ZipProgress = { bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: entries.length };
+  for (const e of entries) if (e.st.isFile()) prog.bytesTotal += e.st.size;
   let last = 0;
   const report = (force = false) => {
     const now = Date.now();
@@ -113,70 +205,156 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
       o.onProgress({ ...prog });
     }
   };
-  for (const e of entries) if (e.st.isFile()) prog.bytesTotal += e.st.size;
 
-  // Read streams yazl has not finished: on failure their pipes are cut and they would stay
-  // open (and keep the store busy) unless destroyed here.
-  const open = new Set<ReturnType<typeof createReadStream>>();
-  let failed: Error | undefined;
-  const fail = (err: Error) => {
-    failed ??= err;
-    (zip.outputStream as unknown as NodeJS.ReadableStream & { destroy(e?: Error): void }).destroy(err);
-  };
-  zip.on('error', fail);
+  const output = await Output.open(out);
+  const central: CentralEntry[] = [];
+  const blocks: Record<string, BlockRecord[]> = {};
+  const reuseFh = o.reuse && o.reuse.bySha.size ? await fsp.open(o.reuse.archive, 'r').catch(() => undefined) : undefined;
+  let reusedBytes = 0;
+  // Pieces are queued in archive order and written by drain(); at most IN_FLIGHT blocks wait.
+  const queue: Piece[] = [];
+  let blocksQueued = 0;
 
-  for (const e of entries) {
-    const mtime = e.st.mtime;
-    const perm = e.st.mode & 0o7777;
-    if (e.st.isDirectory()) {
-      zip.addEmptyDirectory(`${e.rel}/`, { mtime, mode: 0o040000 | perm });
-      prog.filesDone++;
-    } else if (e.st.isSymbolicLink()) {
-      const target = await fsp.readlink(e.abs);
-      zip.addBuffer(Buffer.from(target), e.rel, { mtime, mode: 0o120000 | perm, compress: false });
-      prog.filesDone++;
-    } else if (e.st.isFile()) {
-      const opts: Partial<yazl.ReadStreamOptions> = { mtime, mode: 0o100000 | perm };
-      if (o.stable) opts.size = e.st.size;
-      if (level === 0 || STORED_EXT.test(e.rel)) opts.compress = false;
-      else opts.compressionLevel = level;
-      zip.addReadStreamLazy(e.rel, opts, (cb) => {
-        const rs = createReadStream(e.abs, { highWaterMark: READ_CHUNK });
-        open.add(rs);
-        rs.on('close', () => open.delete(rs));
-        rs.on('data', (chunk) => {
-          prog.bytesDone += (chunk as Buffer).length;
-          report();
-        });
-        rs.on('end', () => {
-          prog.filesDone++;
-          report();
-        });
-        rs.on('error', (err) => fail(err));
-        cb(null, rs);
-      });
+  const drain = async (keepBlocks: number) => {
+    while (queue.length && (blocksQueued > keepBlocks || queue[0].kind !== 'block')) {
+      const p = queue.shift()!;
+      if (p.kind === 'header') {
+        p.central.offset = output.offset;
+        await output.append(p.data);
+      } else if (p.kind === 'block') {
+        blocksQueued--;
+        const { data, sha, reused } = await p.block.ready;
+        const f = p.file;
+        if (f.blocks && sha) f.blocks.push([sha, p.block.raw.length, output.offset, data.length, zlib.crc32(data)]);
+        f.crc = zlib.crc32(p.block.raw, f.crc);
+        f.size += p.block.raw.length;
+        f.csize += data.length;
+        if (reused) reusedBytes += p.block.raw.length;
+        prog.bytesDone += p.block.raw.length;
+        report();
+        await output.append(data);
+      } else {
+        const f = p.file;
+        await output.append(DEFLATE_END);
+        f.csize += DEFLATE_END.length;
+        if (!f.central.zip64Local && (f.size >= ZIP32_MAX || f.csize >= ZIP32_MAX)) {
+          throw new BoxbackError(
+            'BOXBACK_ERR_ARCHIVE_FAILED',
+            `${f.central.name.toString()} grew past 4 GiB while it was archived; retry the backup (with the service quiesced)`,
+          );
+        }
+        await output.append(dataDescriptor(f.crc, f.csize, f.size, f.central.zip64Local));
+        Object.assign(f.central, { crc: f.crc, size: f.size, compressedSize: f.csize });
+        prog.filesDone++;
+        report();
+      }
     }
-    // Sockets, fifos and devices have no place in a backup archive: skipped.
-  }
-  zip.end();
+  };
 
-  const hash = createHash('sha256');
-  let size = 0;
-  const hasher = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      size += chunk.length;
-      cb(null, chunk);
-    },
-  });
+  /** A block's archive bytes: copied from the previous archive when its content is known there, else deflated. */
+  const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean): Block['ready'] =>
+    (async () => {
+      if (!hashIt) return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), reused: false };
+      const sha = Buffer.from(await subtle.digest('SHA-256', raw)).toString('hex');
+      const prev = reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
+      if (prev) {
+        const data = Buffer.allocUnsafe(prev[3]);
+        const { bytesRead } = await reuseFh!.read(data, 0, data.length, prev[2]);
+        if (bytesRead === data.length && zlib.crc32(data) === prev[4]) return { data, sha, reused: true };
+      }
+      return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), sha, reused: false };
+    })();
+
+  const addFile = async (e: WalkEntry, st: Stats) => {
+    const fileLevel = level === 0 || STORED_EXT.test(e.rel) ? 0 : level;
+    const large = st.size >= REUSE_MIN;
+    const name = Buffer.from(e.rel);
+    const f: FileState = {
+      central: {
+        name,
+        method: METHOD_DEFLATED,
+        descriptor: true,
+        zip64Local: st.size >= ZIP64_LOCAL_FROM,
+        crc: 0,
+        compressedSize: 0,
+        size: 0,
+        offset: 0,
+        mode: 0o100000 | (st.mode & 0o7777),
+        mtime: st.mtime,
+      },
+      crc: 0,
+      size: 0,
+      csize: 0,
+      blocks: large ? [] : undefined,
+    };
+    central.push(f.central);
+    queue.push({ kind: 'header', central: f.central, data: localHeader(f.central) });
+    const fh = await fsp.open(e.abs, 'r');
+    try {
+      for (;;) {
+        const raw = Buffer.allocUnsafe(BLOCK_SIZE);
+        let n = 0;
+        while (n < BLOCK_SIZE) {
+          const { bytesRead } = await fh.read(raw, n, BLOCK_SIZE - n, null);
+          if (bytesRead === 0) break;
+          n += bytesRead;
+        }
+        if (n === 0) break;
+        const chunk = n === BLOCK_SIZE ? raw : raw.subarray(0, n);
+        const block: Block = { raw: chunk, ready: prepare(chunk, fileLevel, large) };
+        // A rejected block is awaited by drain(); until then keep Node from calling it unhandled.
+        block.ready.catch(() => undefined);
+        queue.push({ kind: 'block', file: f, block });
+        blocksQueued++;
+        await drain(IN_FLIGHT - 1);
+        o.signal?.throwIfAborted();
+        if (n < BLOCK_SIZE) break;
+      }
+    } finally {
+      await fh.close();
+    }
+    queue.push({ kind: 'end', file: f });
+    if (f.blocks) blocks[e.rel] = f.blocks;
+  };
+
   try {
-    await pipeline(zip.outputStream, hasher, createWriteStream(out, { mode: 0o644, highWaterMark: READ_CHUNK }), { signal: o.signal });
+    for (const e of entries) {
+      o.signal?.throwIfAborted();
+      const st = e.st;
+      const perm = st.mode & 0o7777;
+      if (st.isFile()) {
+        await addFile(e, st);
+        continue;
+      }
+      if (!st.isDirectory() && !st.isSymbolicLink()) continue; // sockets, fifos, devices: no place in an archive
+      const data = st.isSymbolicLink() ? Buffer.from(await fsp.readlink(e.abs)) : Buffer.alloc(0);
+      const c: CentralEntry = {
+        name: Buffer.from(st.isDirectory() ? `${e.rel}/` : e.rel),
+        method: METHOD_STORED,
+        descriptor: false,
+        zip64Local: false,
+        crc: zlib.crc32(data),
+        compressedSize: data.length,
+        size: data.length,
+        offset: 0,
+        mode: (st.isDirectory() ? 0o040000 : 0o120000) | perm,
+        mtime: st.mtime,
+      };
+      central.push(c);
+      queue.push({ kind: 'header', central: c, data: Buffer.concat([localHeader(c), data]) });
+      prog.filesDone++;
+    }
+    await drain(0);
+    const cdOffset = output.offset;
+    for (const c of central) await output.append(centralRecord(c));
+    await output.append(endRecords(central.length, cdOffset, output.offset - cdOffset));
+    const sha256 = await output.close();
+    report(true);
+    return { entries: entries.length, bytes: prog.bytesTotal, size: output.offset, sha256, blocks, reusedBytes };
   } catch (err) {
-    throw failed ?? err;
+    await output.abort();
+    throw err;
   } finally {
-    for (const rs of open) rs.destroy();
+    await reuseFh?.close().catch(() => undefined);
   }
-  if (failed) throw failed;
-  report(true);
-  return { entries: entries.length, bytes: prog.bytesTotal, size, sha256: hash.digest('hex') };
 }
