@@ -23,10 +23,16 @@ const { values } = parseArgs({
   },
 });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A zombie (exited, not yet reaped by init) counts as gone: some inits reap late.
 const alive = (pid) => {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
   } catch {
     return false;
   }
@@ -61,9 +67,9 @@ if (cmd === 'start') {
     { detached: true, stdio: ['ignore', out, out] },
   );
   child.unref();
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 500; i++) {
     if (readPid() === child.pid) process.exit(0);
-    await sleep(50);
+    await sleep(10);
   }
   console.error(`stand-in server did not write ${values.pid}`);
   process.exit(1);
@@ -71,9 +77,9 @@ if (cmd === 'start') {
   const pid = readPid();
   if (!pid || !alive(pid)) process.exit(0);
   process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1000; i++) {
     if (!alive(pid)) process.exit(0);
-    await sleep(50);
+    await sleep(10);
   }
   console.error(`stand-in server ${pid} did not stop`);
   process.exit(1);
