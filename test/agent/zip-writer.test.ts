@@ -17,9 +17,10 @@ import {
   writeSync,
 } from 'node:fs';
 import os from 'node:os';
+import zlib from 'node:zlib';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BLOCK_SIZE, readBlockIndex, writeBlockIndex } from '../../packages/agent/src/backup/zip-blocks.js';
+import { BLOCK_SIZE, crc32Combine, readBlockIndex, writeBlockIndex } from '../../packages/agent/src/backup/zip-blocks.js';
 import { writeZip } from '../../packages/agent/src/backup/zip-writer.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-zip-'));
@@ -42,6 +43,16 @@ function dbBytes(mib: number, seed: number): Buffer {
 }
 
 describe('zip writer', () => {
+  it('combines CRC-32s of consecutive blocks into the CRC-32 of the whole', () => {
+    for (const [a, b] of [
+      [randomBytes(1000), randomBytes(BLOCK_SIZE)],
+      [Buffer.from('x'), Buffer.from('yz')],
+      [randomBytes(BLOCK_SIZE), randomBytes(3)],
+    ]) {
+      expect(crc32Combine(zlib.crc32(a), zlib.crc32(b), b.length)).toBe(zlib.crc32(Buffer.concat([a, b])));
+    }
+  });
+
   it('writes what unzip -t and Python zipfile accept: bytes, modes, mtimes, symlinks, empty dirs, UTF-8 names', () => {
     return (async () => {
       const src = path.join(root, 'src1');

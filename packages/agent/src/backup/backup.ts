@@ -10,15 +10,18 @@
  *   RESUME                 at once, on every path (try/finally + the lease's deadline timer)
  *   BACKUP_DATABASE ...    one zip per dataset from the stage (or the source when it needs no
  *                          window), 2 at a time, hashed on the way to disk; a postgres dataset
- *                          is a pg_dump into db.<database> (inside the window if its block says so)
+ *                          is a pg_dump into db.<database> (inside the window if its block says so).
+ *                          Unchanged 1 MiB blocks of large files are copied from the previous
+ *                          backup's archive (zip-blocks.ts), the rest deflated in parallel
+ *   VERIFY                 then, still beside the trees: re-read and re-hash every archive written
  *   SYNC_ARTIFACTS ...     at the same time: each tree with rsync --link-dest to the previous backup,
  *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode.
  *                          When the tree's change journal is trusted (journal/), only the changed
  *                          paths are synced over a hard-link farm of the previous tree; otherwise
  *                          a full rsync pass, and the manifest and the log say why
+ *   (block index)          boxback-blocks.json, for the next backup's reuse; read back and checked
  *   BACKUP_VERSION_FILE    version.txt, GoCD style
  *   MANIFEST               the archives' entries, merged with the trees'
- *   VERIFY                 re-read and re-hash every archive written
  *   PUBLISH                syncfs, manifest.json last, rename to `backup_<ts>`; then each tree's
  *                          journal is sealed (it now follows this backup); a failed backup
  *                          abandons its snapshots (their changes stay for the next one)
@@ -228,7 +231,6 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     await archivesAndTrees(r, staged);
     await versionFile(r);
     manifest = await describe(r);
-    await verify(r);
     manifest.completedAt = new Date().toISOString();
     manifest.phases = [...r.phases.done];
     const m = manifest;
@@ -418,7 +420,11 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
     }
   };
   const results = await Promise.allSettled([
-    guard(() => mapLimit(r.ctx.config.plan.datasets, 2, (d) => archiveDataset(r, d, staged.get(d.name), signal)).then(() => undefined)),
+    // Each archive is read back and re-hashed (VERIFY) as soon as the archives are written, while the trees may still sync.
+    guard(async () => {
+      await mapLimit(r.ctx.config.plan.datasets, 2, (d) => archiveDataset(r, d, staged.get(d.name), signal));
+      await verify(r, signal);
+    }),
     guard(async () => {
       for (const t of r.ctx.config.plan.trees) await syncOneTree(r, t, signal);
     }),
@@ -432,7 +438,14 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
   if (failed) throw lanes.signal.reason ?? failed.reason;
   r.reuse.clear();
   const index = await writeBlockIndex(r.tempDir, r.blocks);
-  if (index) r.known.set(BLOCKS_FILE, index.sha256);
+  if (index) {
+    if ((await hashFile(path.join(r.tempDir, BLOCKS_FILE))) !== index.sha256)
+      throw new BoxbackError(
+        'BOXBACK_ERR_VERIFY_FAILED',
+        `${BLOCKS_FILE} reads back with a different SHA-256 than was written: the store's disk may be failing`,
+      );
+    r.known.set(BLOCKS_FILE, index.sha256);
+  }
   await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });
 }
 
@@ -751,7 +764,7 @@ async function describe(r: Run): Promise<Manifest> {
 }
 
 /** Re-read every archive written and compare with the hash taken while writing it. */
-async function verify(r: Run): Promise<void> {
+async function verify(r: Run, signal: AbortSignal): Promise<void> {
   const items = [...r.known.entries()];
   const total = await Promise.all(items.map(([rel]) => fsp.stat(path.join(r.tempDir, rel)).then((s) => s.size)));
   const bytesTotal = total.reduce((s, x) => s + x, 0);
@@ -760,7 +773,7 @@ async function verify(r: Run): Promise<void> {
     let filesDone = 0;
     let last = 0;
     await mapLimit(items, 2, async ([rel, sha]) => {
-      r.ctx.signal.throwIfAborted();
+      signal.throwIfAborted();
       const got = await hashFile(path.join(r.tempDir, rel), (n) => {
         bytesDone += n;
         if (Date.now() - last > 250) {

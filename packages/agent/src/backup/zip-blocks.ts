@@ -20,13 +20,16 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 export const BLOCKS_FILE = 'boxback-blocks.json';
-export const BLOCKS_FORMAT = 'boxback/zip-blocks@1';
+export const BLOCKS_FORMAT = 'boxback/zip-blocks@2';
 export const BLOCK_SIZE = 1 << 20;
 /** Files smaller than this are deflated whole every time (not worth an index). */
 export const REUSE_MIN = 4 * BLOCK_SIZE;
 
-/** One block: [raw SHA-256 hex, raw size, offset of its compressed bytes in the archive, compressed size, CRC-32 of the compressed bytes]. */
-export type BlockRecord = [sha: string, size: number, offset: number, csize: number, ccrc: number];
+/**
+ * One block: [raw SHA-256 hex, raw size, offset of its compressed bytes in the archive,
+ * compressed size, CRC-32 of the compressed bytes, CRC-32 of the raw bytes].
+ */
+export type BlockRecord = [sha: string, size: number, offset: number, csize: number, ccrc: number, crc: number];
 
 /** archive name -> entry name -> its blocks in order. */
 export type BlockIndex = Record<string, Record<string, BlockRecord[]>>;
@@ -59,11 +62,55 @@ export async function readBlockIndex(prevDir: string, expectedSha: string | unde
     if (doc.format !== BLOCKS_FORMAT || doc.blockSize !== BLOCK_SIZE || !doc.archives) return out;
     for (const [archive, entries] of Object.entries(doc.archives)) {
       const bySha = new Map<string, BlockRecord>();
-      for (const blocks of Object.values(entries)) for (const b of blocks) if (b[1] === BLOCK_SIZE) bySha.set(b[0], b);
+      for (const blocks of Object.values(entries)) for (const b of blocks) if (b.length === 6 && b[1] === BLOCK_SIZE) bySha.set(b[0], b);
       out.set(archive, { archive: path.join(prevDir, archive), bySha });
     }
   } catch {
     /* no index, or not readable: nothing to reuse */
   }
   return out;
+}
+
+// CRC-32 arithmetic (zlib's crc32_combine): the CRC of a file from the CRCs of its blocks, so a
+// reused block's raw bytes need no second pass. Polynomials are 32-bit, bit-reversed.
+const POLY = 0xedb88320;
+
+/** a(x) * b(x) modulo the CRC polynomial. */
+function multModP(a: number, b: number): number {
+  let m = 1 << 31;
+  let p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** X2N[k] = x^(2^k) modulo the polynomial. */
+const X2N = (() => {
+  const t = new Uint32Array(32);
+  let p = 1 << 30; // x^1
+  t[0] = p;
+  for (let n = 1; n < 32; n++) t[n] = p = multModP(p, p);
+  return t;
+})();
+
+/** x^(n * 2^k) modulo the polynomial. */
+function x2nModP(n: number, k: number): number {
+  let p = (1 << 31) >>> 0; // x^0
+  while (n) {
+    if (n & 1) p = multModP(X2N[k & 31], p);
+    n = Math.floor(n / 2);
+    k++;
+  }
+  return p;
+}
+
+/** CRC-32 of A followed by B, from crc(A), crc(B) and B's length. */
+export function crc32Combine(crcA: number, crcB: number, lengthB: number): number {
+  return (multModP(x2nModP(lengthB, 3), crcA) ^ crcB) >>> 0;
 }

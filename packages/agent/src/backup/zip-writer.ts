@@ -27,7 +27,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from './walk.js';
-import { BLOCK_SIZE, REUSE_MIN, type BlockRecord, type ReuseSource } from './zip-blocks.js';
+import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,
   METHOD_DEFLATED,
@@ -173,7 +173,8 @@ class Output {
 /** One block of a file on its way: its raw bytes and, once ready, the bytes that go in the archive. */
 interface Block {
   raw: Buffer;
-  ready: Promise<{ data: Buffer; sha?: string; reused: boolean }>;
+  /** Its bytes in the archive; a reused block also brings its raw CRC-32 from the index. */
+  ready: Promise<{ data: Buffer; sha?: string; reused?: BlockRecord }>;
 }
 
 /** A file entry being written: its CRC and sizes, known once its last block is written. */
@@ -225,11 +226,13 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
         blocksQueued--;
         const { data, sha, reused } = await p.block.ready;
         const f = p.file;
-        if (f.blocks && sha) f.blocks.push([sha, p.block.raw.length, output.offset, data.length, zlib.crc32(data)]);
-        f.crc = zlib.crc32(p.block.raw, f.crc);
-        f.size += p.block.raw.length;
+        const n = p.block.raw.length;
+        const crc = reused ? reused[5] : zlib.crc32(p.block.raw);
+        if (f.blocks && sha) f.blocks.push([sha, n, output.offset, data.length, reused ? reused[4] : zlib.crc32(data), crc]);
+        f.crc = f.size === 0 ? crc : crc32Combine(f.crc, crc, n);
+        f.size += n;
         f.csize += data.length;
-        if (reused) reusedBytes += p.block.raw.length;
+        if (reused) reusedBytes += n;
         prog.bytesDone += p.block.raw.length;
         report();
         await output.append(data);
@@ -254,15 +257,15 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   /** A block's archive bytes: copied from the previous archive when its content is known there, else deflated. */
   const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean): Block['ready'] =>
     (async () => {
-      if (!hashIt) return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), reused: false };
+      if (!hashIt) return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)) };
       const sha = Buffer.from(await subtle.digest('SHA-256', raw)).toString('hex');
       const prev = reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
       if (prev) {
         const data = Buffer.allocUnsafe(prev[3]);
         const { bytesRead } = await reuseFh!.read(data, 0, data.length, prev[2]);
-        if (bytesRead === data.length && zlib.crc32(data) === prev[4]) return { data, sha, reused: true };
+        if (bytesRead === data.length && zlib.crc32(data) === prev[4]) return { data, sha, reused: prev };
       }
-      return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), sha, reused: false };
+      return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), sha };
     })();
 
   const addFile = async (e: WalkEntry, st: Stats) => {
