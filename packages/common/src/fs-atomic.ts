@@ -28,7 +28,11 @@ export async function fsyncFile(file: string): Promise<void> {
 const PIECE_BUFFER = 256 * 1024;
 
 /** `data` may be pieces (an iterable of strings) so that a large file is never one string in memory. */
-export async function writeFileAtomic(file: string, data: string | Uint8Array | Iterable<string>, mode = 0o644): Promise<number> {
+export async function writeFileAtomic(
+  file: string,
+  data: string | Uint8Array | Iterable<string> | AsyncIterable<string>,
+  mode = 0o644,
+): Promise<number> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await fsp.open(tmp, 'wx', mode);
@@ -45,7 +49,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array | 
         for (let off = 0; off < n;) off += (await fh.write(b, off, n - off)).bytesWritten;
         bytes += n;
       };
-      for (const piece of data) {
+      for await (const piece of data) {
         const len = Buffer.byteLength(piece);
         if (used + len > buf.length) {
           await flush(buf, used);

@@ -34,6 +34,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import {
+  MANIFEST_FILE,
   BoxbackError,
   asBoxbackError,
   backupId as makeBackupId,
@@ -59,10 +60,12 @@ import { dumpsInWindow, parsePostgresDataset, type PostgresDataset } from '../po
 import { gocdEnv, runHooks } from './hooks.js';
 import {
   STAGE_DIR,
+  LIST_LIMIT,
+  PARTS_DIR,
+  PartWriter,
   buildManifest,
   collectFiles,
-  manifestChunks,
-  manifestToJson,
+  manifestPieces,
   readPrevIndex,
   type CollectResult,
   type PrevIndex,
@@ -179,10 +182,14 @@ interface Run {
   trees: ManifestTree[];
   /** postgres datasets dumped inside the window (postgres.quiesce: true). */
   pgDumps: Map<string, DumpResult>;
-  /** Absolute paths of the files this backup wrote (the rest are hard links to the previous one). */
-  written: string[];
-  /** Tree dir -> its manifest entries, described right after the tree's sync. */
+  /** Absolute paths of the files this backup wrote (the rest are hard links to the previous one); undefined: too many to list. */
+  written: string[] | undefined;
+  /** Its directories, likewise. */
+  dirs: string[] | undefined;
+  /** Tree dir -> what describing it found (its manifest lines are in its part file). */
   treeFiles: Map<string, CollectResult>;
+  /** The manifest's file list, in order: part files of manifest lines (top level first, then each tree). */
+  parts: string[];
   previous?: { dir: string; index: PrevIndex };
   /** The previous backup's archives, by name, with their compressed blocks (zip-blocks.ts). */
   reuse: Map<string, ReuseSource>;
@@ -214,6 +221,8 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     trees: [],
     treeFiles: new Map(),
     written: [],
+    dirs: [],
+    parts: [],
     pgDumps: new Map(),
     snapshotted: [],
     reuse: new Map(),
@@ -236,16 +245,15 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     const m = manifest;
     const published = await r.phases.run('PUBLISH', async (h) => {
       h.update({ message: 'flushing to disk' });
-      const dirs = [r.tempDir, ...manifest!.files.filter((f) => f.type === 'dir').map((f) => path.join(r.tempDir, ...f.path.split('/')))];
-      const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, { files: r.written, dirs });
-      ctx.log.debug({ how, files: r.written.length, dirs: dirs.length }, 'backup flushed to disk');
+      const wrote = r.written && r.dirs ? { files: r.written, dirs: [r.tempDir, ...r.dirs] } : undefined;
+      const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, wrote);
+      ctx.log.debug({ how, files: r.written?.length, dirs: r.dirs?.length }, 'backup flushed to disk');
       ctx.signal.throwIfAborted();
-      return publish(r.tempDir, r.ts, manifestChunks(m));
+      return publish(r.tempDir, r.ts, manifestPieces(m, r.parts), [path.join(r.tempDir, PARTS_DIR)]);
     });
     finalDir = published.dir;
     // A large manifest stays in the store: the controller reads it from there.
-    if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = manifestToJson(m);
-    m.files = [];
+    if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await fsp.readFile(path.join(finalDir, MANIFEST_FILE), 'utf8');
   } catch (err) {
     error = explain(r, err);
     ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
@@ -634,16 +642,24 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
         out = await full(reason);
       }
       const describedAt = Date.now();
-      const col = await collectFiles({
-        dir: r.tempDir,
-        subdir: dir,
-        known: r.known,
-        treeDirs: [dir],
-        prev: r.previous,
-        signal,
-        onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
-      });
+      const part = await PartWriter.create(path.join(r.tempDir, PARTS_DIR, `tree-${r.treeFiles.size}.jsonl`));
+      let col: CollectResult;
+      try {
+        col = await collectFiles({
+          dir: r.tempDir,
+          subdir: dir,
+          known: r.known,
+          treeDirs: [dir],
+          prev: r.previous,
+          out: part,
+          signal,
+          onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
+        });
+      } finally {
+        await part.close();
+      }
       r.treeFiles.set(dir, col);
+      r.parts.push(part.file);
       r.ctx.log.info(
         { tree: t.name, describeMs: Date.now() - describedAt, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes },
         `tree ${t.name} described`,
@@ -707,33 +723,44 @@ async function versionFile(r: Run): Promise<void> {
 /** Walk the finished directory and build the manifest (hashes of new tree files are read here). */
 async function describe(r: Run): Promise<Manifest> {
   const { config } = r.ctx;
-  const top = await r.phases.run('MANIFEST', (h) =>
-    collectFiles({
-      dir: r.tempDir,
-      known: r.known,
-      treeDirs: [],
-      skipDirs: r.trees.map((t) => t.dir),
-      signal: r.ctx.signal,
-      onProgress: (p) => h.update({ ...p, message: 'describing the archives' }),
-    }),
-  );
-  const col = { files: top.files, hashedBytes: top.hashedBytes, reusedHashes: 0 };
-  r.written = [...top.written];
+  const out = await PartWriter.create(path.join(r.tempDir, PARTS_DIR, 'top.jsonl'));
+  const top = await r.phases
+    .run('MANIFEST', (h) =>
+      collectFiles({
+        dir: r.tempDir,
+        known: r.known,
+        treeDirs: [],
+        skipDirs: r.trees.map((t) => t.dir),
+        out,
+        signal: r.ctx.signal,
+        onProgress: (p) => h.update({ ...p, message: 'describing the archives' }),
+      }),
+    )
+    .finally(() => out.close());
+  const col = { entries: top.entries, files: top.files, bytes: top.bytes, hashedBytes: top.hashedBytes, reusedHashes: 0 };
+  r.written = top.written;
+  r.dirs = top.dirs;
+  const parts = [out.file];
   for (const t of r.trees) {
     const tc = r.treeFiles.get(t.dir)!;
     Object.assign(t, tc.trees.get(t.dir));
-    for (const f of tc.files) col.files.push(f);
-    for (const w of tc.written) r.written.push(w);
+    parts.push(r.parts[[...r.treeFiles.keys()].indexOf(t.dir)]);
+    col.entries += tc.entries;
+    col.files += tc.files;
+    col.bytes += tc.bytes;
     col.hashedBytes += tc.hashedBytes;
     col.reusedHashes += tc.reusedHashes;
+    r.written = tc.written && r.written && r.written.length + tc.written.length <= LIST_LIMIT ? [...r.written, ...tc.written] : undefined;
+    r.dirs = tc.dirs && r.dirs && r.dirs.length + tc.dirs.length <= LIST_LIMIT ? [...r.dirs, ...tc.dirs] : undefined;
   }
+  r.parts = parts;
   r.treeFiles.clear();
   const order = new Map(config.plan.datasets.map((d, i) => [d.name, i]));
   r.datasets.sort((a, b) => order.get(a.name)! - order.get(b.name)!);
   const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
   r.ctx.log.info(
     {
-      files: col.files.length,
+      files: col.files,
       hashedBytes: col.hashedBytes,
       reusedHashes: col.reusedHashes,
       linked: sum(r.trees.map((t) => t.linkedFiles)),
@@ -758,7 +785,8 @@ async function describe(r: Run): Promise<Manifest> {
     phases: [],
     datasets: r.datasets,
     trees: r.trees,
-    files: col.files,
+    files: [],
+    totals: { files: col.files, bytes: col.bytes },
     warnings: r.warnings,
   });
 }

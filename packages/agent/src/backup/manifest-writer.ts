@@ -16,19 +16,12 @@ import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, promises as fsp, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import {
-  BOXBACK_VERSION,
-  MANIFEST_FILE,
-  MANIFEST_FORMAT,
-  hashFile,
-  mapLimit,
-  readManifest,
-  type Manifest,
-  type ManifestFile,
-} from '@boxback/common';
+import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '@boxback/common';
 import { walkTree, type WalkEntry } from './walk.js';
 
 export const STAGE_DIR = '.stage';
+/** Manifest line files written while describing (inside the temporary directory, removed before the rename). */
+export const PARTS_DIR = '.parts';
 const SMALL_FILE = 256 * 1024;
 
 export interface CollectOptions {
@@ -44,18 +37,85 @@ export interface CollectOptions {
   skipDirs?: string[];
   /** The previous backup (its directory and its manifest's tree files), for hard-linked files. */
   prev?: { dir: string; index: PrevIndex };
+  /** Where the entries' manifest lines go, in walk order. */
+  out: PartWriter;
   signal?: AbortSignal;
   onProgress?: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) => void;
 }
 
 export interface CollectResult {
-  files: ManifestFile[];
+  /** Lines written (every entry, directories included). */
+  entries: number;
+  /** Files and symlinks, and their bytes. */
+  files: number;
+  bytes: number;
   /** Per tree dir: files, bytes and files that share their inode with the previous backup. */
   trees: Map<string, { files: number; bytes: number; linkedFiles: number }>;
   hashedBytes: number;
   reusedHashes: number;
-  /** Files this backup wrote (not hard links to the previous one): what must be fsynced. */
-  written: string[];
+  /** Files this backup wrote (not hard links to the previous one): what must be fsynced; undefined when too many to list. */
+  written: string[] | undefined;
+  /** Its directories (absolute); undefined when too many to list. */
+  dirs: string[] | undefined;
+}
+
+/** Above this many files or directories a backup is flushed with one syncfs: lists stop growing there. */
+export const LIST_LIMIT = 20_000;
+/** Entries described ahead of the one being written (their files are hashed meanwhile, 4 at a time). */
+const WINDOW = 256;
+const HASHING = 4;
+
+/**
+ * One part of manifest.json's file list: a file of manifest lines (`JSON.stringify(entry)`, one
+ * per line), written as the entries are described so that no file list is held in memory.
+ */
+export class PartWriter {
+  lines = 0;
+  private buf = Buffer.allocUnsafe(1 << 20);
+  private used = 0;
+  private constructor(
+    readonly file: string,
+    private readonly fh: fsp.FileHandle,
+  ) {}
+
+  static async create(file: string): Promise<PartWriter> {
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    return new PartWriter(file, await fsp.open(file, 'w', 0o600));
+  }
+
+  async line(text: string): Promise<void> {
+    this.lines++;
+    const len = Buffer.byteLength(text) + 1;
+    if (this.used + len > this.buf.length) await this.flush();
+    if (len > this.buf.length) {
+      await this.write(Buffer.from(`${text}\n`));
+      return;
+    }
+    this.used += this.buf.write(text, this.used);
+    this.buf[this.used++] = 0x0a;
+  }
+
+  private async flush(): Promise<void> {
+    await this.write(this.buf.subarray(0, this.used));
+    this.used = 0;
+  }
+
+  private async write(b: Buffer): Promise<void> {
+    for (let off = 0; off < b.length;) off += (await this.fh.write(b, off, b.length - off)).bytesWritten;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.fh.close();
+  }
+}
+
+/** A list that stops at LIST_LIMIT (then undefined: too many to fsync one by one). */
+function cappedPush(list: string[] | undefined, item: string): string[] | undefined {
+  if (!list) return undefined;
+  if (list.length >= LIST_LIMIT) return undefined;
+  list.push(item);
+  return list;
 }
 
 async function sha256Of(file: string, size: number, onBytes: (n: number) => void): Promise<string> {
@@ -75,13 +135,66 @@ export interface PrevFile {
 }
 
 /**
- * The previous manifest's checksummed files, compact: by inode (what boxback's tree entries
- * record), and by path only for entries without one (then the previous backup's file is looked at).
+ * PrevFiles by inode, compact: a Map from inode to a slot, sizes and mtimes in number
+ * arrays, SHA-256s as 32 raw bytes each (a 120k-file tree: about 10 MB instead of 25).
+ */
+export class CompactFiles {
+  private readonly slots = new Map<number, number>();
+  private readonly sizes: number[] = [];
+  private readonly mtimes: number[] = [];
+  private shas = Buffer.alloc(32 * 1024);
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  set(ino: number, p: PrevFile): void {
+    if (!/^[0-9a-f]{64}$/.test(p.sha256)) return;
+    let slot = this.slots.get(ino);
+    if (slot === undefined) {
+      slot = this.sizes.length;
+      this.slots.set(ino, slot);
+      this.sizes.push(0);
+      this.mtimes.push(0);
+      if ((slot + 1) * 32 > this.shas.length) {
+        const bigger = Buffer.alloc(this.shas.length * 2);
+        this.shas.copy(bigger);
+        this.shas = bigger;
+      }
+    }
+    this.sizes[slot] = p.size;
+    this.mtimes[slot] = p.mtimeMs;
+    this.shas.write(p.sha256, slot * 32, 32, 'hex');
+  }
+
+  get(ino: number): PrevFile | undefined {
+    const slot = this.slots.get(ino);
+    if (slot === undefined) return undefined;
+    return {
+      size: this.sizes[slot],
+      mtimeMs: this.mtimes[slot],
+      sha256: this.shas.toString('hex', slot * 32, slot * 32 + 32),
+    };
+  }
+
+  clear(): void {
+    this.slots.clear();
+    this.sizes.length = 0;
+    this.mtimes.length = 0;
+    this.shas = Buffer.alloc(0);
+  }
+}
+
+/**
+ * The previous manifest's checksummed files: by inode (what boxback's tree entries record),
+ * and by path for entries without one (archives; then the previous backup's file is looked at).
  */
 export interface PrevIndex {
-  byIno: Map<number, PrevFile>;
+  byIno: CompactFiles;
   byPath: Map<string, PrevFile>;
 }
+
+const emptyIndex = (): PrevIndex => ({ byIno: new CompactFiles(), byPath: new Map() });
 
 function addPrev(index: PrevIndex, f: Partial<ManifestFile>): void {
   if (f.type !== 'file' || typeof f.sha256 !== 'string' || !f.sha256 || typeof f.path !== 'string') return;
@@ -96,7 +209,7 @@ function addPrev(index: PrevIndex, f: Partial<ManifestFile>): void {
  * A manifest in any other layout is parsed whole. Throws like readManifest when it is not one.
  */
 export async function readPrevIndex(dir: string): Promise<PrevIndex> {
-  const index: PrevIndex = { byIno: new Map(), byPath: new Map() };
+  const index = emptyIndex();
   const head: string[] = [];
   let inFiles = false;
   let lineBased = true;
@@ -128,7 +241,7 @@ export async function readPrevIndex(dir: string): Promise<PrevIndex> {
   if (lineBased) return index;
   // Another layout, or not a manifest: readManifest says which (and throws its error).
   const whole = await readManifest(dir);
-  const out: PrevIndex = { byIno: new Map(), byPath: new Map() };
+  const out = emptyIndex();
   for (const f of whole.files) addPrev(out, f);
   return out;
 }
@@ -137,17 +250,49 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   const prefix = o.subdir ? `${o.subdir}/` : '';
   const treeSet = new Set(o.treeDirs);
   const trees = new Map(o.treeDirs.map((d) => [d, { files: 0, bytes: 0, linkedFiles: 0 }]));
-  const files: ManifestFile[] = [];
-  const toHash: Array<{ f: ManifestFile; abs: string }> = [];
-  let reusedHashes = 0;
+  const res: CollectResult = { entries: 0, files: 0, bytes: 0, trees, hashedBytes: 0, reusedHashes: 0, written: [], dirs: [] };
+  const prog = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0 };
+  let last = 0;
+  const report = (force = false) => {
+    const now = Date.now();
+    if (o.onProgress && (force || now - last >= 250)) {
+      last = now;
+      o.onProgress({ ...prog });
+    }
+  };
+  // Entries wait here, in walk order, until their hash is known; then their line is written.
+  const window: Array<{ f: ManifestFile; hashed?: Promise<void> }> = [];
+  let hashing = 0;
+  const waiting: Array<() => void> = [];
+  const hash = async (f: ManifestFile, abs: string) => {
+    if (hashing >= HASHING) await new Promise<void>((r) => waiting.push(r));
+    hashing++;
+    try {
+      o.signal?.throwIfAborted();
+      f.sha256 = await sha256Of(abs, f.size, (n) => {
+        prog.bytesDone += n;
+      });
+      prog.filesDone++;
+      report();
+    } finally {
+      hashing--;
+      waiting.shift()?.();
+    }
+  };
+  const writeHead = async () => {
+    const x = window.shift()!;
+    if (x.hashed) await x.hashed;
+    await o.out.line(JSON.stringify(x.f));
+    res.entries++;
+  };
 
-  const onEntry = (walked: WalkEntry): void => {
+  const onEntry = (walked: WalkEntry): Promise<void> | undefined => {
     const e = prefix ? { ...walked, rel: prefix + walked.rel } : walked;
     const st = e.st;
+    if (!st.isDirectory() && !st.isSymbolicLink() && !st.isFile()) return undefined;
     const top = e.rel.split('/')[0];
     const tree = treeSet.has(top) && e.rel !== top ? trees.get(top) : undefined;
-    const type: ManifestFile['type'] = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'file';
-    if (!st.isDirectory() && !st.isSymbolicLink() && !st.isFile()) return;
+    const type: ManifestFile['type'] = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
     const f: ManifestFile = {
       path: e.rel,
       type,
@@ -157,6 +302,8 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
       gid: st.gid,
       mtimeMs: Math.round(st.mtimeMs),
     };
+    const x: { f: ManifestFile; hashed?: Promise<void> } = { f };
+    if (type === 'dir') res.dirs = cappedPush(res.dirs, e.abs);
     if (type === 'symlink') f.target = readlinkSync(e.abs);
     if (type === 'file') {
       const known = o.known.get(e.rel);
@@ -166,17 +313,32 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
         const p = o.prev && st.nlink > 1 ? prevFileOf(o.prev, e.rel, st.ino) : undefined;
         if (p && p.size === st.size && p.mtimeMs === f.mtimeMs) {
           f.sha256 = p.sha256;
-          reusedHashes++;
+          res.reusedHashes++;
           tree.linkedFiles++;
         }
       }
-      if (!f.sha256) toHash.push({ f, abs: e.abs });
+      if (!f.sha256) {
+        prog.filesTotal++;
+        prog.bytesTotal += f.size;
+        res.written = cappedPush(res.written, e.abs);
+        x.hashed = hash(f, e.abs);
+        // Awaited in order by writeHead; a failure is thrown there.
+        x.hashed.catch(() => undefined);
+      }
     }
-    if (tree && type !== 'dir') {
-      tree.files++;
-      tree.bytes += f.size;
+    if (type !== 'dir') {
+      res.files++;
+      res.bytes += f.size;
+      if (tree) {
+        tree.files++;
+        tree.bytes += f.size;
+      }
     }
-    files.push(f);
+    window.push(x);
+    if (window.length < WINDOW) return undefined;
+    return (async () => {
+      while (window.length >= WINDOW / 2) await writeHead();
+    })();
   };
   const skip = new Set(o.skipDirs ?? []);
   await walkTree(o.subdir ? path.join(o.dir, o.subdir) : o.dir, {
@@ -186,29 +348,11 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
     onEntry,
     collect: false,
   });
-
-  const bytesTotal = toHash.reduce((s, x) => s + x.f.size, 0);
-  const prog = { filesDone: 0, filesTotal: toHash.length, bytesDone: 0, bytesTotal };
-  let last = 0;
-  const report = (force = false) => {
-    const now = Date.now();
-    if (o.onProgress && (force || now - last >= 250)) {
-      last = now;
-      o.onProgress({ ...prog });
-    }
-  };
-  const written = toHash.map((x) => x.abs);
-  for (const [rel] of o.known) if (!prefix || rel.startsWith(prefix)) written.push(path.join(o.dir, rel));
-  await mapLimit(toHash, 4, async ({ f, abs }) => {
-    o.signal?.throwIfAborted();
-    f.sha256 = await sha256Of(abs, f.size, (n) => {
-      prog.bytesDone += n;
-    });
-    prog.filesDone++;
-    report();
-  });
+  while (window.length) await writeHead();
+  for (const [rel] of o.known) if (!prefix || rel.startsWith(prefix)) res.written = cappedPush(res.written, path.join(o.dir, rel));
+  res.hashedBytes = prog.bytesDone;
   report(true);
-  return { files, trees, hashedBytes: prog.bytesDone, reusedHashes, written };
+  return res;
 }
 
 /**
@@ -227,10 +371,11 @@ function prevFileOf(prev: { dir: string; index: PrevIndex }, rel: string, ino: n
   }
 }
 
-export type ManifestParts = Omit<Manifest, 'format' | 'agentVersion' | 'totals'>;
+export type ManifestParts = Omit<Manifest, 'format' | 'agentVersion' | 'totals'> & { totals?: Manifest['totals'] };
 
-/** The manifest document, with totals computed from its files. */
+/** The manifest document, with totals computed from its files (or given, when its files are in parts on disk). */
 export function buildManifest(parts: ManifestParts): Manifest {
+  if (parts.totals) return { format: MANIFEST_FORMAT, agentVersion: BOXBACK_VERSION, ...parts, totals: parts.totals };
   let bytes = 0;
   let n = 0;
   for (const f of parts.files) {
@@ -263,4 +408,23 @@ export function* manifestChunks(m: Manifest): Generator<string> {
   yield `${head.slice(0, at)}[\n`;
   for (let i = 0; i < m.files.length; i++) yield `${i ? ',\n' : ''}  ${JSON.stringify(m.files[i])}`;
   yield `\n ]${head.slice(at + 9)}\n`;
+}
+
+/**
+ * manifest.json's text in pieces, for a manifest whose file list is in part files (PartWriter):
+ * the same text manifestToJson gives for the same entries, read back a line at a time.
+ */
+export async function* manifestPieces(m: Manifest, parts: string[]): AsyncGenerator<string> {
+  const head = JSON.stringify({ ...m, files: '@FILES@' }, null, 1);
+  const at = head.indexOf('"@FILES@"');
+  let first = true;
+  for (const part of parts) {
+    const rl = createInterface({ input: createReadStream(part, { encoding: 'utf8', highWaterMark: 256 * 1024 }), crlfDelay: Infinity });
+    for await (const line of rl) {
+      if (!line) continue;
+      yield first ? `${head.slice(0, at)}[\n  ${line}` : `,\n  ${line}`;
+      first = false;
+    }
+  }
+  yield first ? `${head.slice(0, at)}[]${head.slice(at + 9)}\n` : `\n ]${head.slice(at + 9)}\n`;
 }

@@ -16,6 +16,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { BACKUP_DIR_RE, MANIFEST_FILE, fsyncDir, fsyncFile, mapLimit, writeFileAtomic, type Logger } from '@boxback/common';
 import { runCommand } from '../run-command.js';
+import { LIST_LIMIT } from './manifest-writer.js';
 
 export const TEMP_PREFIX = '.tmp-backup_';
 
@@ -97,7 +98,7 @@ async function fsyncTree(dir: string): Promise<void> {
 }
 
 /** Up to this many files and directories are fsynced one by one; above it one syncfs is cheaper. */
-export const FSYNC_EACH_LIMIT = 20_000;
+export const FSYNC_EACH_LIMIT = LIST_LIMIT;
 
 /**
  * Everything under `dir` durably on disk. When the backup wrote few files (an incremental:
@@ -110,6 +111,7 @@ export async function syncToDisk(
   dir: string,
   log: Logger,
   signal?: AbortSignal,
+  /** What this backup wrote; undefined: too much to list (one syncfs). */
   wrote?: { files: string[]; dirs: string[] },
 ): Promise<'syncfs' | 'fsync' | 'fsync-written'> {
   if (wrote && wrote.files.length + wrote.dirs.length <= FSYNC_EACH_LIMIT) {
@@ -136,9 +138,12 @@ export async function syncToDisk(
 export async function publish(
   tempDir: string,
   ts: string,
-  manifestText: string | Iterable<string>,
+  manifestText: string | Iterable<string> | AsyncIterable<string>,
+  /** Working files inside tempDir that do not belong in the backup (removed once the manifest is written). */
+  scratch: string[] = [],
 ): Promise<{ dir: string; manifestBytes: number }> {
   const manifestBytes = await writeFileAtomic(path.join(tempDir, MANIFEST_FILE), manifestText, 0o644);
+  for (const p of scratch) await fsp.rm(p, { recursive: true, force: true });
   const parent = path.dirname(tempDir);
   const final = path.join(parent, `backup_${ts}`);
   if (!BACKUP_DIR_RE.test(path.basename(final))) throw new Error(`bad backup directory name ${final}`);

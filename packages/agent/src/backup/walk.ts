@@ -61,7 +61,8 @@ export async function walkTree(
     exclude?: Matcher;
     /** List these directories but do not walk into them. */
     noDescend?: (rel: string) => boolean;
-    onEntry?: (e: WalkEntry) => void;
+    /** Called for each entry; a promise it returns is awaited before the walk goes on (back-pressure). */
+    onEntry?: (e: WalkEntry) => void | Promise<void>;
     signal?: AbortSignal;
     /** false: only call onEntry, keep nothing (big trees). */
     collect?: boolean;
@@ -83,7 +84,8 @@ export async function walkTree(
       const st = lstatSync(childAbs);
       const e = { rel: childRel, abs: childAbs, st };
       if (collect) out.push(e);
-      opts.onEntry?.(e);
+      const wait = opts.onEntry?.(e);
+      if (wait) await wait;
       if (st.isDirectory() && !opts.noDescend?.(childRel)) subdirs.push({ abs: childAbs, rel: childRel });
       if (++sinceYield >= YIELD_EVERY) {
         sinceYield = 0;
