@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { SIZES, generateBox } from './lib/gen-box.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -49,7 +50,10 @@ writeFileSync(
 );
 
 function run(jobId) {
-  const r = spawnSync(process.execPath, [path.join(here, 'run-backup.mjs'), agentYaml, jobId], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, path.join(here, 'run-backup.mjs'), agentYaml, jobId], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(line);

@@ -190,8 +190,8 @@ else
 fi
 
 # --- 3. wrappers -----------------------------------------------------------------------------
-wrapper() { # name bundle-file [drop-to-user]
-  local drop=""
+wrapper() { # name bundle-file [drop-to-user] [node flags]
+  local drop="" flags="${4:-}"
   if [ -n "${3:-}" ]; then
     drop="# Run as root by hand, it drops to the '$3' user so files it creates in the catalog
 # (token create) stay the daemon's. BOXBACK_AS_ROOT=1 keeps root.
@@ -204,11 +204,12 @@ fi
 #!/bin/sh
 # $1: installed by boxback's deploy/install.sh; runs /opt/boxback/$2 with Node.js >= $MIN_NODE.
 NODE="\${BOXBACK_NODE:-$NODE}"
-${drop}exec "\$NODE" /opt/boxback/$2 "\$@"
+${drop}exec "\$NODE" ${flags:+$flags }/opt/boxback/$2 "\$@"
 EOF
 }
 wrapper boxback boxback.mjs
-wrapper boxback-agent boxback-agent.mjs
+# The agent's V8 flags: packages/agent/src/node-flags.ts.
+wrapper boxback-agent boxback-agent.mjs "" --max-semi-space-size=4
 wrapper boxback-controller boxback-controller.mjs boxback
 
 # --- 4. the controller's user (before its files get a group) ------------------------------

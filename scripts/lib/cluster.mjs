@@ -8,6 +8,7 @@
 //   ...
 //   await c.stop();
 import { spawn } from 'node:child_process';
+import { AGENT_NODE_FLAGS } from '../../packages/agent/dist/node-flags.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -199,7 +200,7 @@ ${a.extra ?? ''}`,
       const start = async () => {
         const d = startDaemon(
           `agent ${a.name}`,
-          [process.execPath, BIN.agent, '--config', yaml],
+          [process.execPath, ...AGENT_NODE_FLAGS, BIN.agent, '--config', yaml],
           path.join(dir, 'logs', `agent-${a.name}.log`),
           'agent listening',
         );

@@ -13,6 +13,7 @@
  * "agent listening" log line. Needs `npm run build` first (the tests' npm script does it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { AGENT_NODE_FLAGS } from '../../packages/agent/src/node-flags.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,7 +87,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     ...o.extraConfig,
   };
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
-  const proc = spawn(process.execPath, [AGENT_MAIN, '--config', configFile], {
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, AGENT_MAIN, '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, BOXBACK_LOG_LEVEL: 'debug', ...o.env },
   });
