@@ -8,11 +8,12 @@
 //   1. generate the box (bench/lib/gen-box.mjs) and start its stand-in server
 //   2. full:   ours (a child process: `node bench/run-backup.mjs`, stop mode, the stand-in
 //              really stopped and started) vs `zip -r -1` of each dataset + `rsync -a` of the trees
+//              + `sync` (ours and restic's are on disk when they report done: both fsync)
 //   3. window: ours (services stopped -> resumed, and the copy inside it) vs `cp -a` of the
 //              window's datasets (same filesystem)
 //   4. restic full backup of the same paths (peer), `rsync -a` of the whole box (base for 6)
 //   5. a simulated CI day (new artifacts and reports, database growth, config commits)
-//   6. incremental: ours vs `rsync -a --link-dest` of the whole box; restic incremental
+//   6. incremental: ours vs `rsync -a --link-dest` of the whole box + `sync`; restic incremental
 //   7. peak RSS of our backup processes (VmHWM)
 //   8. restore section: bench/restore-bench.mjs, when present, exports
 //      `run(ctx) -> Promise<Record<string, number>>` with ctx = { dir, box, store, agentYaml,
@@ -26,6 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -99,7 +101,10 @@ const trees = [
 const resticPaths = [...datasets.map((d) => d.dir), box.envFile, ...trees.map((t) => t.dir)];
 
 function ours(jobId) {
-  const r = spawnSync(process.execPath, [path.join(here, 'run-backup.mjs'), agentYaml, jobId], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, path.join(here, 'run-backup.mjs'), agentYaml, jobId], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   let out;
   try {
@@ -122,6 +127,8 @@ try {
   const plainFull = time(() => {
     for (const d of datasets) sh('zip', ['-q', '-r', '-1', path.join(plainDir, `${d.name}.zip`), '.'], { cwd: d.dir });
     for (const t of trees) sh('rsync', ['-a', `${t.dir}/`, path.join(plainDir, t.name) + '/']);
+    // On disk, as ours and restic's are when they report done (both fsync).
+    sh('sync', ['--file-system', plainDir]);
   });
   figures.plain_full_s = plainFull.seconds;
   figures.full_ratio = figures.full_s / figures.plain_full_s;
@@ -179,7 +186,10 @@ try {
   figures.incremental_linked_files = incr.linkedFiles;
   figures.incremental_backup_unique_bytes = du(path.join(store)) - figures.full_backup_bytes;
   say('incremental: rsync -a --link-dest...');
-  figures.rsync_linkdest_s = time(() => rsyncWhole(rs(2), rs(1))).seconds;
+  figures.rsync_linkdest_s = time(() => {
+    rsyncWhole(rs(2), rs(1));
+    sh('sync', ['--file-system', rs(2)]);
+  }).seconds;
   figures.incremental_ratio = figures.incremental_s / figures.rsync_linkdest_s;
   if (hasRestic) {
     say('incremental: restic...');
@@ -251,10 +261,10 @@ if (args.json) {
           ? `${v.toFixed(2)} s`
           : String(v);
   const rows = [
-    ['full backup', 'full_s', 'plain_full_s', 'full_ratio', 'zip -r -1 + rsync -a', '<= 1.25x'],
+    ['full backup', 'full_s', 'plain_full_s', 'full_ratio', 'zip -r -1 + rsync -a + sync', '<= 1.25x'],
     ['quiesce window (stop..resumed)', 'window_s', 'cp_datasets_s', 'window_ratio', 'cp -a datasets', '<= 1.5x'],
     ['consistent copy inside window', 'window_copy_s', 'cp_datasets_s', 'window_copy_ratio', 'cp -a datasets', ''],
-    ['incremental after a CI day', 'incremental_s', 'rsync_linkdest_s', 'incremental_ratio', 'rsync -a --link-dest', '<= 1.1x'],
+    ['incremental after a CI day', 'incremental_s', 'rsync_linkdest_s', 'incremental_ratio', 'rsync -a --link-dest + sync', '<= 1.1x'],
     ['full vs restic', 'full_s', 'restic_full_s', 'full_vs_restic_ratio', 'restic backup', '<= 1.0x'],
     ['incremental vs restic', 'incremental_s', 'restic_incremental_s', 'incremental_vs_restic_ratio', 'restic backup', '<= 1.0x'],
     ['restore', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a', '<= 1.25x'],
