@@ -22,7 +22,7 @@
  * through level 0 (stored blocks, at copy speed).
  */
 import { createHash, subtle } from 'node:crypto';
-import { promises as fsp, type Stats } from 'node:fs';
+import { closeSync, openSync, promises as fsp, readSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
@@ -48,6 +48,8 @@ const IN_FLIGHT = 4;
 /** A block is sampled this much to tell whether it compresses, and stored when the sample saves under 3%. */
 const SAMPLE = 32 * 1024;
 const INCOMPRESSIBLE = 0.97;
+/** Files up to this size are read in one synchronous call. */
+const SMALL_FILE = 64 * 1024;
 /** Small writes are gathered up to this size before they go to disk. */
 const WRITE_BUFFER = 1 << 20;
 
@@ -95,6 +97,24 @@ async function listSource(src: ZipSource, excludes: string[], signal?: AbortSign
   const out: WalkEntry[] = [];
   for (const f of src.files ?? []) out.push({ rel: path.basename(f), abs: f, st: await fsp.lstat(f) });
   return out;
+}
+
+/** A small file's bytes (up to SMALL_FILE + 1: more means it grew since it was listed). */
+function readSmall(file: string): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(SMALL_FILE + 1);
+    let n = 0;
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n === buf.length) break;
+    }
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function deflateBlock(raw: Buffer, level: number): Promise<Buffer> {
@@ -268,7 +288,7 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
       return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), sha };
     })();
 
-  const addFile = async (e: WalkEntry, st: Stats) => {
+  const addFile = async (e: WalkEntry, st: Stats, grew = false): Promise<void> => {
     const fileLevel = level === 0 || STORED_EXT.test(e.rel) ? 0 : level;
     const large = st.size >= REUSE_MIN;
     const name = Buffer.from(e.rel);
@@ -292,6 +312,26 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     };
     central.push(f.central);
     queue.push({ kind: 'header', central: f.central, data: localHeader(f.central) });
+    if (st.size <= SMALL_FILE && !grew) {
+      // A small file is read in one synchronous call (page cache: microseconds, where the
+      // open/read/close round trips through the thread pool cost more than the read).
+      const raw = readSmall(e.abs);
+      if (raw.length <= SMALL_FILE) {
+        if (raw.length) {
+          const block: Block = { raw, ready: prepare(raw, fileLevel, false) };
+          block.ready.catch(() => undefined);
+          queue.push({ kind: 'block', file: f, block });
+          blocksQueued++;
+          await drain(IN_FLIGHT - 1);
+        }
+        queue.push({ kind: 'end', file: f });
+        return;
+      }
+      // It grew past SMALL_FILE since the walk: restart it as a large file.
+      central.pop();
+      queue.pop();
+      return addFile(e, st, true);
+    }
     const fh = await fsp.open(e.abs, 'r');
     try {
       for (;;) {
