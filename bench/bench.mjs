@@ -230,9 +230,17 @@ try {
         log: say,
         ...(small ? { artifacts: gen.spec.artifacts, dbBytes: gen.spec.dbBytes } : {}),
       });
-      Object.assign(figures, { restore_s: r.boxback, restore_plain_s: r.manual, restore_ratio: r.ratio, restore_backup_bytes: r.bytes });
+      // restore_s is the data path (verify, stage, chown, sync, swap), what unzip + rsync and restic
+      // do; restore_job_s adds stopping, starting and health-checking the service.
+      Object.assign(figures, {
+        restore_s: r.dataPath,
+        restore_job_s: r.boxback,
+        restore_plain_s: r.manual,
+        restore_ratio: r.ratio,
+        restore_backup_bytes: r.bytes,
+      });
       if (r.restic !== null && r.restic !== undefined)
-        Object.assign(figures, { restic_restore_s: r.restic, restore_vs_restic_ratio: r.boxback / r.restic });
+        Object.assign(figures, { restic_restore_s: r.restic, restore_vs_restic_ratio: r.dataPath / r.restic });
       if (!small) notes.push("restore figures come from the restore bench's own (default-sized) sample box");
     }
   } else notes.push('restore figures: bench/restore-bench.mjs not present yet');
@@ -267,7 +275,7 @@ if (args.json) {
     ['incremental after a CI day', 'incremental_s', 'rsync_linkdest_s', 'incremental_ratio', 'rsync -a --link-dest + sync', '<= 1.1x'],
     ['full vs restic', 'full_s', 'restic_full_s', 'full_vs_restic_ratio', 'restic backup', '<= 1.0x'],
     ['incremental vs restic', 'incremental_s', 'restic_incremental_s', 'incremental_vs_restic_ratio', 'restic backup', '<= 1.0x'],
-    ['restore', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a', '<= 1.25x'],
+    ['restore (data path)', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a + sync', '<= 1.25x'],
     ['restore vs restic', 'restore_s', 'restic_restore_s', 'restore_vs_restic_ratio', 'restic restore', '<= 1.0x'],
   ];
   const lines = [
