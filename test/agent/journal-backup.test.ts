@@ -3,10 +3,11 @@
 // (create, modify, delete, rename a file and a directory) the next backup syncs only the
 // journaled paths, and its tree is the source byte for byte with unchanged files hard links
 // to the previous backup; an agent restart and a restore each make the next backup full.
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverStream, type JobEvent, type JobResult, type Manifest, type ManifestTree } from '@boxback/common';
+import { serverStream, verifyBackupDir, type JobEvent, type JobResult, type Manifest, type ManifestTree } from '@boxback/common';
 import { makeBackupBox, type BackupBox } from '../helpers/backup-box.js';
 import { startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
@@ -105,6 +106,15 @@ describe('change journal in the agent', () => {
     expect(ino(two.dir, 'pipe-4/1/build/job/renamed.log')).not.toBe(ino(one.dir, 'pipe-4/1/build/job/out-4.log'));
     expect(ino(two.dir, 'pipe-1/1/build/job/out-1.log')).not.toBe(ino(one.dir, 'pipe-1/1/build/job/out-1.log'));
     expect(two.manifest.totals.files).toBeGreaterThan(0);
+    // The manifest was made from backup 1's and the journal's roots (no walk), and it is exact:
+    // every byte checks, and it lists exactly the entries the tree has.
+    expect(agent!.output()).toMatch(/tree artifacts: described from the previous manifest and the journal's roots/);
+    expect(agent!.output()).not.toMatch(/described by a full walk instead/);
+    const check = await verifyBackupDir(two.dir, two.manifest);
+    expect(check.problems).toEqual([]);
+    const listed = two.manifest.files.filter((f) => f.path.startsWith('artifacts/')).map((f) => f.path);
+    const onDisk = execFileSync('find', ['artifacts', '-mindepth', '1'], { cwd: two.dir, encoding: 'utf8' }).trim().split('\n');
+    expect([...listed].sort()).toEqual(onDisk.sort());
 
     // An agent restart: changes made while it was down are unknown.
     await agent!.stop();

@@ -65,7 +65,9 @@ import {
   PartWriter,
   buildManifest,
   collectFiles,
+  describeFromPrevious,
   manifestPieces,
+  promoteRoots,
   readPrevIndex,
   type CollectResult,
   type PrevIndex,
@@ -643,19 +645,38 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
         out = await full(reason);
       }
       const describedAt = Date.now();
-      const part = await PartWriter.create(path.join(r.tempDir, PARTS_DIR, `tree-${r.treeFiles.size}.jsonl`));
-      let col: CollectResult;
+      const partFile = path.join(r.tempDir, PARTS_DIR, `tree-${r.treeFiles.size}.jsonl`);
+      const describeOpts = {
+        dir: r.tempDir,
+        subdir: dir,
+        known: r.known,
+        treeDirs: [dir],
+        prev: r.previous,
+        signal,
+        onProgress: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) =>
+          h.update({ ...p, message: 'checksumming new files' }),
+      };
+      let col: CollectResult | undefined;
+      let part = await PartWriter.create(partFile);
       try {
-        col = await collectFiles({
-          dir: r.tempDir,
-          subdir: dir,
-          known: r.known,
-          treeDirs: [dir],
-          prev: r.previous,
-          out: part,
-          signal,
-          onProgress: (p) => h.update({ ...p, message: 'checksumming new files' }),
-        });
+        if (out.mode === 'journal' && r.previous) {
+          // Only what the journal names is looked at; the rest is the previous manifest's lines.
+          try {
+            const roots = await promoteRoots(snap.changed, dest, prevTree!);
+            col = await describeFromPrevious({ ...describeOpts, roots, out: part, prevManifest: path.join(r.previous.dir, MANIFEST_FILE) });
+            r.ctx.log.info(
+              { tree: t.name, roots: roots.length },
+              `tree ${t.name}: described from the previous manifest and the journal's roots`,
+            );
+          } catch (err) {
+            signal.throwIfAborted();
+            r.ctx.log.warn({ tree: t.name, err: (err as Error).message }, `tree ${t.name}: described by a full walk instead`);
+            await part.close();
+            part = await PartWriter.create(partFile);
+            col = undefined;
+          }
+        }
+        col ??= await collectFiles({ ...describeOpts, out: part });
       } finally {
         await part.close();
       }

@@ -13,7 +13,7 @@
  *   4. buildManifest puts the whole document together.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, promises as fsp, readFileSync, readlinkSync } from 'node:fs';
+import { createReadStream, lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '@boxback/common';
@@ -39,6 +39,8 @@ export interface CollectOptions {
   prev?: { dir: string; index: PrevIndex };
   /** Where the entries' manifest lines go, in walk order. */
   out: PartWriter;
+  /** Describe only these paths under `subdir` (sorted in walk order, none under another). */
+  roots?: string[];
   signal?: AbortSignal;
   onProgress?: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) => void;
 }
@@ -352,13 +354,31 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
     })();
   };
   const skip = new Set(o.skipDirs ?? []);
-  await walkTree(o.subdir ? path.join(o.dir, o.subdir) : o.dir, {
-    exclude: (rel) => !prefix && (rel === STAGE_DIR || rel === MANIFEST_FILE || rel.startsWith('.')),
-    noDescend: (rel) => !prefix && skip.has(rel),
-    signal: o.signal,
-    onEntry,
-    collect: false,
-  });
+  const base = o.subdir ? path.join(o.dir, o.subdir) : o.dir;
+  if (o.roots) {
+    // Only these paths (and what lies under them), in walk order.
+    for (const root of o.roots) {
+      const abs = path.join(base, ...root.split('/'));
+      let st: Stats;
+      try {
+        st = lstatSync(abs);
+      } catch {
+        continue; // deleted
+      }
+      const wait = onEntry({ rel: root, abs, st });
+      if (wait) await wait;
+      if (!st.isDirectory()) continue;
+      await walkTree(abs, { signal: o.signal, onEntry: (e) => onEntry({ ...e, rel: `${root}/${e.rel}` }), collect: false });
+    }
+  } else {
+    await walkTree(base, {
+      exclude: (rel) => !prefix && (rel === STAGE_DIR || rel === MANIFEST_FILE || rel.startsWith('.')),
+      noDescend: (rel) => !prefix && skip.has(rel),
+      signal: o.signal,
+      onEntry,
+      collect: false,
+    });
+  }
   while (window.length) await writeHead();
   for (const [rel] of o.known) if (!prefix || rel.startsWith(prefix)) res.written = cappedPush(res.written, path.join(o.dir, rel));
   res.hashedBytes = prog.bytesDone;
@@ -438,4 +458,160 @@ export async function* manifestPieces(m: Manifest, parts: string[]): AsyncGenera
     }
   }
   yield first ? `${head.slice(0, at)}[]${head.slice(at + 9)}\n` : `\n ]${head.slice(at + 9)}\n`;
+}
+
+/**
+ * walk.ts's order: a directory's entries (names sorted) all come before the content of any of
+ * its subdirectories, which follow one subdirectory after the other in name order.
+ */
+export function walkOrder(a: string, b: string): number {
+  const x = a.split('/');
+  const y = b.split('/');
+  for (let i = 0; i < x.length && i < y.length; i++) {
+    if (x[i] === y[i]) continue;
+    const aHere = i === x.length - 1;
+    const bHere = i === y.length - 1;
+    if (aHere !== bHere) return aHere ? -1 : 1;
+    return x[i] < y[i] ? -1 : 1;
+  }
+  return x.length - y.length;
+}
+
+/** Paths reduced to roots (none under another), in walk order. */
+export function rootsInWalkOrder(paths: Iterable<string>): string[] {
+  const all = new Set([...paths].filter((p) => p !== '' && p !== '.'));
+  const out: string[] = [];
+  for (const p of all) {
+    const parts = p.split('/');
+    let covered = false;
+    for (let i = 1; i < parts.length && !covered; i++) covered = all.has(parts.slice(0, i).join('/'));
+    if (!covered) out.push(p);
+  }
+  return out.sort(walkOrder);
+}
+
+/**
+ * Describe a tree that is the previous backup's tree plus changes under known roots (a
+ * trusted change journal): without walking the tree. The previous manifest's lines of
+ * this tree are kept as they are (hard links: same inode, same bytes), except under a root
+ * (described afresh, collectFiles with `roots`) and for the roots' ancestor directories
+ * (their mtime changed: lstat again). The result is the same manifest part a full walk
+ * gives (test/agent/describe-from-previous.test.ts checks it against collectFiles).
+ * Throws when the previous manifest is not line based: the caller walks instead.
+ */
+export async function describeFromPrevious(
+  o: Omit<CollectOptions, 'roots' | 'subdir'> & { subdir: string; roots: string[]; prevManifest: string },
+): Promise<CollectResult> {
+  const prefix = `${o.subdir}/`;
+  const roots = rootsInWalkOrder(o.roots);
+  if (roots.length === 0 && o.roots.some((r) => r === '' || r === '.')) throw new Error('the whole tree changed');
+  const rootSet = new Set(roots);
+  const inRoots = (rel: string): boolean => {
+    if (rootSet.has(rel)) return true;
+    for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) if (rootSet.has(rel.slice(0, i))) return true;
+    return false;
+  };
+  const ancestors = new Set<string>();
+  for (const r of roots) {
+    const parts = r.split('/');
+    for (let i = 1; i < parts.length; i++) ancestors.add(parts.slice(0, i).join('/'));
+  }
+  // 1. The roots, described afresh into their own part.
+  const rootsPart = await PartWriter.create(`${o.out.file}.roots`);
+  let fresh: CollectResult;
+  try {
+    fresh = await collectFiles({ ...o, subdir: o.subdir, roots, out: rootsPart });
+  } finally {
+    await rootsPart.close();
+  }
+  const tree = fresh.trees.get(o.subdir) ?? { files: 0, bytes: 0, linkedFiles: 0 };
+  const res: CollectResult = { ...fresh, entries: 0, trees: new Map([[o.subdir, tree]]), dirs: fresh.dirs };
+  // 2. Merge: the previous lines (minus the roots, ancestors refreshed) with the roots' lines,
+  // sorted into walk order (a root directory's content comes after its siblings' entries).
+  const freshLines = readFileSync(rootsPart.file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => ({ line, path: (JSON.parse(line) as ManifestFile).path }))
+    .sort((a, b) => walkOrder(a.path, b.path));
+  let next = 0;
+  const emitFreshBefore = async (p: string | undefined) => {
+    while (next < freshLines.length && (p === undefined || walkOrder(freshLines[next].path, p) < 0)) {
+      await o.out.line(freshLines[next++].line);
+      res.entries++;
+    }
+  };
+  let inFiles = false;
+  let lineBased = false;
+  const prev = createInterface({
+    input: createReadStream(o.prevManifest, { encoding: 'utf8', highWaterMark: 256 * 1024 }),
+    crlfDelay: Infinity,
+  });
+  for await (const raw of prev) {
+    if (!inFiles) {
+      if (raw === ' "files": [') inFiles = lineBased = true;
+      continue;
+    }
+    if (!raw.startsWith('  {')) break;
+    const line = raw.endsWith(',') ? raw.slice(2, -1) : raw.slice(2);
+    const f = JSON.parse(line) as ManifestFile;
+    if (!f.path.startsWith(prefix)) continue;
+    const rel = f.path.slice(prefix.length);
+    if (inRoots(rel)) continue;
+    await emitFreshBefore(f.path);
+    let out = line;
+    let entry = f;
+    if (ancestors.has(rel)) {
+      const st = lstatSync(path.join(o.dir, ...f.path.split('/')));
+      entry = { ...f, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
+      out = JSON.stringify(entry);
+    }
+    if (entry.type === 'dir') res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
+    else {
+      res.files++;
+      res.bytes += entry.size;
+      tree.files++;
+      tree.bytes += entry.size;
+      if (entry.type === 'file') tree.linkedFiles++;
+    }
+    await o.out.line(out);
+    res.entries++;
+  }
+  if (!lineBased) throw new Error(`${o.prevManifest} is not one line per file`);
+  await emitFreshBefore(undefined);
+  await fsp.rm(rootsPart.file, { force: true });
+  return res;
+}
+
+/**
+ * The journal's changed paths as roots a description can trust: each one promoted to its
+ * highest ancestor that is not a real directory in both the new tree and the previous one
+ * (a directory that became a symlink or a file, or vanished), as the incremental sync does.
+ */
+export async function promoteRoots(changed: string[], tree: string, prevTree: string): Promise<string[]> {
+  const isDir = async (p: string) => (await fsp.lstat(p).catch(() => null))?.isDirectory() === true;
+  const known = new Map<string, Promise<boolean>>();
+  const bothDirs = (rel: string) => {
+    let v = known.get(rel);
+    if (!v) {
+      v = Promise.all([isDir(path.join(tree, rel)), isDir(path.join(prevTree, rel))]).then(([a, b]) => a && b);
+      known.set(rel, v);
+    }
+    return v;
+  };
+  const out: string[] = [];
+  for (const raw of changed) {
+    const p = path.posix.normalize(raw.split(path.sep).join('/')).replace(/^\/+|\/+$/g, '');
+    if (p === '' || p === '.' || p === '..' || p.startsWith('../')) return ['']; // the whole tree
+    const parts = p.split('/');
+    let root = p;
+    for (let i = 1; i < parts.length; i++) {
+      const anc = parts.slice(0, i).join('/');
+      if (!(await bothDirs(anc))) {
+        root = anc;
+        break;
+      }
+    }
+    out.push(root);
+  }
+  return out;
 }
