@@ -3,6 +3,7 @@
 // in one run (warm page cache; everything on one filesystem).
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
+//                    [--journal-files N] [--no-journal]
 //
 // Steps, in order:
 //   1. generate the box (bench/lib/gen-box.mjs) and start its stand-in server
@@ -19,7 +20,9 @@
 //      `run(ctx) -> Promise<Record<string, number>>` with ctx = { dir, box, store, agentYaml,
 //      latestBackup, resticRepo, resticEnv, time, sh } and its figures are merged in (the
 //      restore engineer adds restore vs unzip+rsync and restic restore there).
-//   9. print a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`) and
+//   9. change journal: bench/journal-bench.mjs's run({ files, dir, log }) on its own tree of
+//      small files (20k small, 200k default, 1M large; --journal-files N), 0.1% changed
+//  10. print a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`) and
 //      ratios (`*_ratio`, ours / theirs: below 1.0 is better), under stable names.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,6 +42,8 @@ const { values: args } = parseArgs({
     dir: { type: 'string' },
     keep: { type: 'boolean', default: false },
     'no-restic': { type: 'boolean', default: false },
+    'journal-files': { type: 'string' },
+    'no-journal': { type: 'boolean', default: false },
   },
 });
 const say = (msg) => {
@@ -56,6 +61,9 @@ const time = (fn) => {
 };
 const du = (p) => Number(sh('du', ['-s', '--block-size=1', p]).split('\t')[0]);
 const hasRestic = !args['no-restic'] && spawnSync('restic', ['version']).status === 0;
+
+/** Files in the change-journal section's tree, by box size (the issue asks for 1M: --journal-files 1000000). */
+const JOURNAL_FILES = { small: 20_000, default: 200_000, large: 1_000_000 };
 
 const root = args.dir ?? mkdtempSync(path.join(os.tmpdir(), 'boxback-bench-'));
 mkdirSync(root, { recursive: true });
@@ -245,6 +253,17 @@ try {
     }
   } else notes.push('restore figures: bench/restore-bench.mjs not present yet');
 
+  // 9. Change-journal section (issue 7): bench/journal-bench.mjs on its own tree of small files.
+  const journalBench = path.join(here, 'journal-bench.mjs');
+  if (!args['no-journal'] && existsSync(journalBench)) {
+    const mod = await import(pathToFileURL(journalBench).href);
+    if (typeof mod.run === 'function') {
+      const files = Number(args['journal-files'] ?? JOURNAL_FILES[args.size] ?? JOURNAL_FILES.default);
+      say(`change journal section: a tree of ${files} small files, 0.1% changed...`);
+      Object.assign(figures, await mod.run({ files, dir: path.join(root, 'journal'), log: say }));
+    }
+  }
+
   const phaseLine = (b) => b.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(2)}`).join(', ');
   notes.push(`full backup phases (s): ${phaseLine(full)}`);
   notes.push(`incremental phases (s): ${phaseLine(incr)}`);
@@ -277,6 +296,7 @@ if (args.json) {
     ['incremental vs restic', 'incremental_s', 'restic_incremental_s', 'incremental_vs_restic_ratio', 'restic backup', '<= 1.0x'],
     ['restore (data path)', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a + sync', '<= 1.25x'],
     ['restore vs restic', 'restore_s', 'restic_restore_s', 'restore_vs_restic_ratio', 'restic restore', '<= 1.0x'],
+    ['journaled incremental (0.1% changed)', 'journal_backup_s', 'journal_rsync_s', 'journal_vs_rsync_ratio', 'rsync -a --link-dest', '<= 0.2x'],
   ];
   const lines = [
     `boxback bench: size ${out.size}, seed ${out.seed}, ${out.cpus} CPUs, node ${out.node}; box ${fmt('x_bytes', out.box_bytes)} (generated in ${out.generate_s.toFixed(1)} s)`,

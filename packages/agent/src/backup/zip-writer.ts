@@ -119,7 +119,10 @@ function readSmall(file: string): Buffer {
 
 function deflateBlock(raw: Buffer, level: number): Promise<Buffer> {
   return new Promise((resolve, reject) =>
-    zlib.deflateRaw(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH }, (err, out) => (err ? reject(err) : resolve(out))),
+    // One output chunk big enough for the worst case (stored blocks): no concatenation of 16 KiB pieces.
+    zlib.deflateRaw(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: raw.length + 64 * 1024 }, (err, out) =>
+      err ? reject(err) : resolve(out),
+    ),
   );
 }
 
@@ -164,11 +167,9 @@ class Output {
 
   async flush(): Promise<void> {
     if (this.used === 0) return;
-    const full = this.buf.subarray(0, this.used);
-    // The buffer goes to disk as it is; the next bytes are gathered in a fresh one.
-    this.buf = Buffer.allocUnsafe(WRITE_BUFFER);
+    // Written before the next append (appends are awaited in order): the buffer is then reused.
+    await this.writeAll(this.buf.subarray(0, this.used));
     this.used = 0;
-    await this.writeAll(full);
   }
 
   private async writeAll(b: Buffer): Promise<void> {
@@ -193,6 +194,8 @@ class Output {
 /** One block of a file on its way: its raw bytes and, once ready, the bytes that go in the archive. */
 interface Block {
   raw: Buffer;
+  /** The pooled buffer `raw` lies in, given back once the block is written. */
+  pooled?: Buffer;
   /** Its bytes in the archive; a reused block also brings its raw CRC-32 from the index. */
   ready: Promise<{ data: Buffer; sha?: string; reused?: BlockRecord }>;
 }
@@ -234,6 +237,9 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   let reusedBytes = 0;
   // Pieces are queued in archive order and written by drain(); at most IN_FLIGHT blocks wait.
   const queue: Piece[] = [];
+  // Raw block buffers are reused: 1 MiB buffers made and dropped per block would leave tens of
+  // MiB of dead memory between two garbage collections.
+  const pool: Buffer[] = [];
   let blocksQueued = 0;
 
   const drain = async (keepBlocks: number) => {
@@ -255,6 +261,8 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
         if (reused) reusedBytes += n;
         prog.bytesDone += p.block.raw.length;
         report();
+        // Deflated or copied, hashed and CRC'd: its buffer takes the next block.
+        if (p.block.pooled && pool.length < IN_FLIGHT + 1) pool.push(p.block.pooled);
         await output.append(data);
       } else {
         const f = p.file;
@@ -335,16 +343,19 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     const fh = await fsp.open(e.abs, 'r');
     try {
       for (;;) {
-        const raw = Buffer.allocUnsafe(BLOCK_SIZE);
+        const raw = pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
         let n = 0;
         while (n < BLOCK_SIZE) {
           const { bytesRead } = await fh.read(raw, n, BLOCK_SIZE - n, null);
           if (bytesRead === 0) break;
           n += bytesRead;
         }
-        if (n === 0) break;
+        if (n === 0) {
+          pool.push(raw);
+          break;
+        }
         const chunk = n === BLOCK_SIZE ? raw : raw.subarray(0, n);
-        const block: Block = { raw: chunk, ready: prepare(chunk, fileLevel, large) };
+        const block: Block = { raw: chunk, pooled: raw, ready: prepare(chunk, fileLevel, large) };
         // A rejected block is awaited by drain(); until then keep Node from calling it unhandled.
         block.ready.catch(() => undefined);
         queue.push({ kind: 'block', file: f, block });
