@@ -36,6 +36,9 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { BoxbackError } from '@boxback/common';
 import { compileExcludes } from './excludes.js';
+import { linkFarm } from './link-farm.js';
+
+export { linkFarm } from './link-farm.js';
 
 export interface IncrementalProgress {
   step: 'link' | 'remove' | 'copy' | 'dirs';
@@ -180,43 +183,51 @@ async function runRsync(bin: string, args: string[], list: string[], signal?: Ab
   }
 }
 
+/**
+ * What rsync prints when the source changes under it (a live tree): a path, or a directory
+ * above it, vanished or changed type between the listing and the copy (ENOENT, ENOTDIR,
+ * EISDIR on the sending side; --delete-missing-args covers only ENOENT of a listed path
+ * itself), a file changed while it was read, or the receiver found the directory it had
+ * just made where the source now has a file.
+ */
+const RACE_LINES = [
+  /^rsync: \[sender\] .* \((?:2|20|21)\)$/,
+  /^file has vanished: /,
+  /^ERROR: .* failed verification -- update discarded\.$/,
+  /^could not make way for new /,
+  /^cannot delete non-empty directory: /,
+];
+
+/**
+ * rsync exit 23 whose every error is such a race. Those paths changed during the backup, so
+ * they are in the journal's next segment: this backup keeps what it got (like exit 24, and
+ * like a full pass over a live tree), the next one has them. Any other error still fails.
+ */
+function onlyRaces(stderr: string): boolean {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(
+      (l) =>
+        l && !l.startsWith('rsync error: some files/attrs were not transferred') && !l.startsWith('rsync warning: some files vanished'),
+    );
+  return lines.length > 0 && lines.every((l) => RACE_LINES.some((re) => re.test(l)));
+}
+
 function failOn(r: RsyncRun, what: string, warnings: string[]): void {
   if (r.exitCode === 0) return;
   if (r.exitCode === 24) {
     warnings.push(`some files of ${what} vanished while it was synced (rsync exit 24)`);
     return;
   }
+  if (r.exitCode === 23 && onlyRaces(r.stderr)) {
+    warnings.push(`some paths of ${what} changed while it was synced (rsync exit 23); the next backup has them`);
+    return;
+  }
   const last = r.stderr.trim().split('\n').filter(Boolean).pop() ?? '';
   const msg = `rsync of ${what} exited with code ${r.exitCode}${last ? `: ${last}` : ''}`;
   if (/No space left on device|Disk quota exceeded/i.test(r.stderr)) throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
   throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', msg);
-}
-
-/** The hard-link farm: `cp -al prevTree/. dest/` (the real cp: about 3x faster than a Node walk). */
-export async function linkFarm(prevTree: string, dest: string, o: { cp?: string; signal?: AbortSignal } = {}): Promise<void> {
-  await fsp.mkdir(dest, { recursive: true });
-  const r = await execa(o.cp ?? 'cp', ['-a', '-l', '--', `${prevTree.replace(/\/+$/, '')}/.`, `${dest.replace(/\/+$/, '')}/`], {
-    reject: false,
-    stdin: 'ignore',
-    cancelSignal: o.signal,
-    forceKillAfterDelay: 3000,
-    env: { LC_ALL: 'C' },
-  });
-  if (r.isCanceled) {
-    o.signal?.throwIfAborted();
-    throw new BoxbackError('BOXBACK_ERR_CANCELLED', 'linking the previous tree was cancelled');
-  }
-  if (r.exitCode !== 0) {
-    const err =
-      String(r.stderr ?? '')
-        .trim()
-        .split('\n')
-        .pop() ?? '';
-    const msg = `hard-linking ${prevTree} into ${dest} failed (cp exit ${r.exitCode ?? r.shortMessage}): ${err}`;
-    if (/No space left on device|Too many links|Disk quota exceeded/i.test(String(r.stderr)))
-      throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
-    throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', msg);
-  }
 }
 
 function ancestorsOf(roots: string[]): string[] {
@@ -252,7 +263,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     await fsp.rename(o.farm, dest);
     preparedFarm = true;
   } else {
-    await linkFarm(prevTree, dest, { cp: o.cp, signal: o.signal });
+    await linkFarm(prevTree, dest, { cp: o.cp, rsync, signal: o.signal });
   }
   const linkMs = Date.now() - started;
   o.signal?.throwIfAborted();
@@ -267,13 +278,18 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   let removed = 0;
   const present: string[] = [];
   o.onProgress?.({ step: 'remove', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: roots.length });
-  for (const r of roots) {
-    if (r === '.') {
-      present.push(r);
-      continue;
+  // Roots are disjoint: remove them a few at a time.
+  const inSource = new Map<string, boolean>();
+  const queue = roots.filter((r) => r !== '.');
+  const remover = async () => {
+    for (let r = queue.shift(); r !== undefined; r = queue.shift()) {
+      await fsp.rm(path.join(dest, r), { recursive: true, force: true });
+      inSource.set(r, !!(await lstatOrNull(path.join(source, r))));
     }
-    await fsp.rm(path.join(dest, r), { recursive: true, force: true });
-    if (await lstatOrNull(path.join(source, r))) present.push(r);
+  };
+  await Promise.all(Array.from({ length: 8 }, remover));
+  for (const r of roots) {
+    if (r === '.' || inSource.get(r)) present.push(r);
     else removed++;
   }
   o.signal?.throwIfAborted();
@@ -306,17 +322,20 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   // only changed its mode would be chmod-ed in place, through the link, in prevTree. The
   // root's own attributes come from a run whose filter leaves out every top-level entry.
   const dirs = ancestorsOf(roots.filter((r) => r !== '.'));
-  const top = await execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], {
-    reject: false,
-    stdin: 'ignore',
-    cancelSignal: o.signal,
-    env: { LC_ALL: 'C' },
-  });
+  // The two touch different directories (the root is never in `dirs`): run them at once.
+  const [top, d] = await Promise.all([
+    execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], {
+      reject: false,
+      stdin: 'ignore',
+      cancelSignal: o.signal,
+      env: { LC_ALL: 'C' },
+    }),
+    dirs.length
+      ? runRsync(rsync, [...common, '-d', '--ignore-missing-args', `${source}/`, `${dest}/`], dirs, o.signal)
+      : Promise.resolve({ exitCode: 0, stderr: '', stdout: '' }),
+  ]);
   if (top.isCanceled) o.signal?.throwIfAborted();
   failOn({ exitCode: top.exitCode ?? -1, stderr: String(top.stderr ?? ''), stdout: '' }, `${source} (root directory attributes)`, warnings);
-  const d = dirs.length
-    ? await runRsync(rsync, [...common, '-d', '--ignore-missing-args', `${source}/`, `${dest}/`], dirs, o.signal)
-    : { exitCode: 0, stderr: '', stdout: '' };
   if (d.exitCode === 23 && !/No space left on device|Disk quota exceeded/i.test(d.stderr)) {
     // A listed directory became something else while the sync ran (a live tree): its new
     // state is in the journal's next segment; this backup keeps the directory as it was.

@@ -127,9 +127,12 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
       const e = entries.get(tree);
       if (!e) return { trusted: false, reason: `tree ${tree} has no change journal`, changed: [], since: '' };
       // Let events already queued in the kernel reach the journal before the cut (changes
-      // that arrive later are not lost: they land in the next segment).
+      // that arrive later are not lost: they land in the next segment). inotify queues an
+      // event within the syscall that made the change, libuv reads the queue dry in each poll
+      // phase, and chokidar emits `raw` synchronously: a poll phase between two check phases
+      // (two setImmediate turns) is enough.
       await new Promise((r) => setImmediate(r));
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setImmediate(r));
       const s: JournalSnapshot = await e.journal.snapshotForBackup(previousBackup);
       const out = { trusted: s.trusted, reason: s.reason, changed: s.changedPaths, since: s.since };
       log.info(

@@ -134,6 +134,9 @@ function countRawEvent(): void {
   }
 }
 
+/** A path with an empty, "." or ".." component, or a trailing slash. */
+const NOT_NORMAL = /\/\/|\/\.\.?(?:\/|$)|\/$/;
+
 /** A directory's identity: inode and birth time (an inode number is reused at once). */
 const identity = (st: { ino: number; birthtimeMs: number }): string => `${st.ino}:${st.birthtimeMs}`;
 
@@ -244,6 +247,10 @@ export class TreeWatcher {
   }
 
   private rel(abs: string): string | undefined {
+    // chokidar hands over normalized absolute paths: a prefix test is enough (called for
+    // every entry of every directory chokidar reads, so it should make no garbage).
+    const n = this.root.length;
+    if (abs.length > n + 1 && abs.charCodeAt(n) === 47 && abs.startsWith(this.root) && !NOT_NORMAL.test(abs)) return abs.slice(n + 1);
     const r = path.relative(this.root, abs);
     if (r === '' || r.startsWith('..') || path.isAbsolute(r)) return r === '' ? '' : undefined;
     return r.split(path.sep).join('/');
@@ -286,7 +293,7 @@ export class TreeWatcher {
     this.inodes = walk.dirs;
     const chunks = planChunks(walk.dirs.keys(), walk.entries, this.o.chunkEntries ?? 1000);
     this.statsNow.chunks = chunks.roots.length;
-    await this.watchTree(chunks, walk.dirs, inUse);
+    await this.watchTree(chunks, walk.dirs, walk.entries, inUse);
     this.statsNow.startMs = Date.now() - t0;
     if (this.statsNow.state === 'watching') {
       log.info(
@@ -324,12 +331,13 @@ export class TreeWatcher {
   private async watchTree(
     chunks: { roots: string[]; skeleton: Set<string> },
     dirs: Map<string, string>,
+    entries: Map<string, number>,
     watchesBefore: number,
   ): Promise<void> {
     const chunked = !(chunks.roots.length === 1 && chunks.roots[0] === '');
     this.admitted = chunked ? { skeleton: chunks.skeleton, roots: new Set(), seen: new Set(), want: 0 } : null;
     await this.startChokidar();
-    if (chunked && this.w) await this.admitChunks(chunks.roots, dirs);
+    if (chunked && this.w) await this.admitChunks(chunks.roots, dirs, entries);
     this.admitted = null;
     // chokidar adds a directory's watch after reading it: the tree is watched only once the
     // process holds a watch per directory (trees start one after another, so the count is
@@ -355,40 +363,52 @@ export class TreeWatcher {
   }
 
   /**
-   * One chunk at a time: admit it and add it to chokidar, then wait until chokidar has
-   * entered each of its directories (or made no progress for 2 s: one was removed meanwhile).
+   * A batch of chunks at a time (up to `chunkEntries` entries): admit it and add it to
+   * chokidar, then wait until chokidar has lstat-ed every entry of every directory in it
+   * (it reads a directory, lstat-s all its entries, then watches it), or made no progress
+   * for 0.5 s (an entry was removed meanwhile). Waiting for the entries, not just for the
+   * directories, is what bounds the work in flight: chokidar's pending lstat calls and their
+   * results are what grew the heap (and RSS) with the tree.
    */
-  private async admitChunks(roots: string[], dirs: Map<string, string>): Promise<void> {
+  private async admitChunks(roots: string[], dirs: Map<string, string>, entries: Map<string, number>): Promise<void> {
     const rootSet = new Set(roots);
-    const want = new Map<string, number>();
+    // Entries chokidar lstat-s for each chunk: the entries of its directories, and its root.
+    const size = new Map<string, number>();
     for (const d of dirs.keys()) {
       for (let p = d; ; p = p.slice(0, p.lastIndexOf('/'))) {
         if (rootSet.has(p)) {
-          want.set(p, (want.get(p) ?? 0) + 1);
+          size.set(p, (size.get(p) ?? 1) + (entries.get(d) ?? 0));
           break;
         }
         if (!p.includes('/')) break;
       }
     }
-    for (const root of roots) {
+    const max = this.o.chunkEntries ?? 1000;
+    for (let i = 0; i < roots.length;) {
       if (!this.w || this.statsNow.state === 'closed') return;
+      const batch: string[] = [];
+      let want = 0;
+      while (i < roots.length && (batch.length === 0 || want + (size.get(roots[i]) ?? 1) <= max)) {
+        want += size.get(roots[i]) ?? 1;
+        batch.push(roots[i++]);
+      }
       const a = this.admitted!;
       a.seen.clear();
-      a.want = want.get(root) ?? 1;
+      a.want = want;
       await new Promise<void>((resolve) => {
         let last = -1;
         const stall = setInterval(() => {
           if (a.seen.size === last) finish();
           last = a.seen.size;
-        }, 2000);
+        }, 500);
         const finish = () => {
           clearInterval(stall);
           a.done = undefined;
           resolve();
         };
         a.done = finish;
-        a.roots.add(root);
-        this.w!.add(path.join(this.root, root));
+        for (const root of batch) a.roots.add(root);
+        this.w!.add(batch.map((root) => path.join(this.root, root)));
       });
     }
   }
@@ -406,16 +426,15 @@ export class TreeWatcher {
       ignored: (p: string, st?: { isDirectory(): boolean }) => {
         const r = this.rel(p);
         if (r === undefined || r === '') return false;
-        if (st && !st.isDirectory()) return true;
-        if (this.ex.excluded(r, st ? true : undefined)) return true;
-        if (!this.admitted) return false;
-        if (!this.isAdmitted(r)) return true;
-        if (st) {
-          const a = this.admitted;
+        const a = this.admitted;
+        if (a && st && this.isAdmitted(r)) {
+          // chokidar lstat-ed this entry while reading its (admitted) directory: progress of the batch.
           a.seen.add(r);
           if (a.seen.size >= a.want) a.done?.();
         }
-        return false;
+        if (st && !st.isDirectory()) return true;
+        if (this.ex.excluded(r, st ? true : undefined)) return true;
+        return a ? !this.isAdmitted(r) : false;
       },
     });
     this.w = w;
