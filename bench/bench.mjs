@@ -21,7 +21,7 @@
 //      latestBackup, resticRepo, resticEnv, time, sh } and its figures are merged in (the
 //      restore engineer adds restore vs unzip+rsync and restic restore there).
 //   9. change journal: bench/journal-bench.mjs's run({ files, dir, log }) on its own tree of
-//      small files (20k small, 200k default, 1M large; --journal-files N), 0.1% changed
+//      small files (100k small, 200k default, 1M large; --journal-files N), 0.1% changed
 //  10. print a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`) and
 //      ratios (`*_ratio`, ours / theirs: below 1.0 is better), under stable names.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -63,7 +63,7 @@ const du = (p) => Number(sh('du', ['-s', '--block-size=1', p]).split('\t')[0]);
 const hasRestic = !args['no-restic'] && spawnSync('restic', ['version']).status === 0;
 
 /** Files in the change-journal section's tree, by box size (the issue asks for 1M: --journal-files 1000000). */
-const JOURNAL_FILES = { small: 20_000, default: 200_000, large: 1_000_000 };
+const JOURNAL_FILES = { small: 100_000, default: 200_000, large: 1_000_000 };
 
 const root = args.dir ?? mkdtempSync(path.join(os.tmpdir(), 'boxback-bench-'));
 mkdirSync(root, { recursive: true });

@@ -254,9 +254,9 @@ async function watcherChild({ src, stateDir, mode, steadyMs = 60000 }) {
   const watches = inotifyWatchesInUse() - w0;
   const st = journals?.status()[0];
   // Steady state: V8 returns freed pages some seconds after a GC. A GC a second until the
-  // RSS has not dropped for 5 s (at most `steadyMs`).
+  // RSS has not dropped for 15 s (at most `steadyMs`).
   let steady = process.memoryUsage();
-  for (let t = 0, low = steady.rss, since = 0; t < steadyMs / 1000 && since < 5; t++, since++) {
+  for (let t = 0, low = steady.rss, since = 0; t < steadyMs / 1000 && since < 15; t++, since++) {
     await new Promise((r) => setTimeout(r, 1000));
     gc();
     steady = process.memoryUsage();
