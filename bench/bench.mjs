@@ -296,7 +296,14 @@ if (args.json) {
     ['incremental vs restic', 'incremental_s', 'restic_incremental_s', 'incremental_vs_restic_ratio', 'restic backup', '<= 1.0x'],
     ['restore (data path)', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a + sync', '<= 1.25x'],
     ['restore vs restic', 'restore_s', 'restic_restore_s', 'restore_vs_restic_ratio', 'restic restore', '<= 1.0x'],
-    ['journaled tree sync (0.1% changed)', 'journal_incremental_s', 'journal_full_rsync_s', 'journal_vs_rsync_ratio', 'rsync -a --link-dest', '<= 0.2x'],
+    [
+      'journaled tree sync (0.1% changed)',
+      'journal_incremental_s',
+      'journal_full_rsync_s',
+      'journal_vs_rsync_ratio',
+      'rsync -a --link-dest',
+      '<= 0.2x',
+    ],
   ];
   const lines = [
     `boxback bench: size ${out.size}, seed ${out.seed}, ${out.cpus} CPUs, node ${out.node}; box ${fmt('x_bytes', out.box_bytes)} (generated in ${out.generate_s.toFixed(1)} s)`,
