@@ -45,6 +45,21 @@ export interface LinkFarmOptions {
  * last (creating their entries changed their mtimes), with rsync -d at nanosecond mtimes: the
  * other entries of the skeleton are the very inodes of prevTree, so rsync finds them equal.
  */
+/** A cp or rsync run of the farm: throws when it was cancelled; its last error line when it failed, else undefined. */
+function failure(r: { isCanceled: boolean; exitCode?: number; stderr?: unknown }, signal?: AbortSignal): string | undefined {
+  if (r.isCanceled) {
+    signal?.throwIfAborted();
+    throw new BoxbackError('BOXBACK_ERR_CANCELLED', 'linking the previous tree was cancelled');
+  }
+  if (r.exitCode === 0) return undefined;
+  return (
+    String(r.stderr ?? '')
+      .trim()
+      .split('\n')
+      .pop() ?? ''
+  );
+}
+
 export async function linkFarm(prevTree: string, dest: string, o: LinkFarmOptions = {}): Promise<void> {
   const from = prevTree.replace(/\/+$/, '');
   const to = dest.replace(/\/+$/, '');
@@ -90,16 +105,8 @@ export async function linkFarm(prevTree: string, dest: string, o: LinkFarmOption
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },
   });
-  if (r.isCanceled) {
-    o.signal?.throwIfAborted();
-    throw new BoxbackError('BOXBACK_ERR_CANCELLED', 'linking the previous tree was cancelled');
-  }
-  if (r.exitCode !== 0) {
-    const err =
-      String(r.stderr ?? '')
-        .trim()
-        .split('\n')
-        .pop() ?? '';
+  const err = failure(r, o.signal);
+  if (err !== undefined) {
     throw new BoxbackError(
       'BOXBACK_ERR_SYNC_FAILED',
       `copying directory attributes of ${from} to ${to} failed (rsync exit ${r.exitCode ?? r.shortMessage}): ${err}`,
@@ -162,16 +169,8 @@ async function runLinker(bin: string, args: string[], signal: AbortSignal | unde
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },
   });
-  if (r.isCanceled) {
-    signal?.throwIfAborted();
-    throw new BoxbackError('BOXBACK_ERR_CANCELLED', 'linking the previous tree was cancelled');
-  }
-  if (r.exitCode !== 0) {
-    const err =
-      String(r.stderr ?? '')
-        .trim()
-        .split('\n')
-        .pop() ?? '';
+  const err = failure(r, signal);
+  if (err !== undefined) {
     const msg = `hard-linking ${from} into ${to} failed (cp exit ${r.exitCode ?? r.shortMessage}): ${err}`;
     if (/No space left on device|Too many links|Disk quota exceeded/i.test(String(r.stderr)))
       throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
