@@ -9,3 +9,6 @@ export * from './limit.js';
 export * from './logger.js';
 export * from './version.js';
 export * from './messages.js';
+export * from './store/backup-store.js';
+export * from './store/ref.js';
+export * from './store/config.js';
