@@ -128,6 +128,11 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect(m.consistency).toBe('quiesced');
     expect(m.quiesce.mode).toBe('stop');
     expect(m.quiesce.windowMs).toBeGreaterThan(0);
+    // The service's own stop and start are reported apart from our part of the window.
+    const q = m.quiesce as Required<Manifest['quiesce']>;
+    expect(q.stopMs).toBeGreaterThan(0);
+    expect(q.startMs).toBeGreaterThan(0);
+    expect(q.stopMs + q.copyMs + q.startMs).toBeLessThanOrEqual(q.windowMs);
     expect(m.source).toEqual({ hostname: 'gocd-box-1', addresses: ['10.20.0.11'] });
     expect(m.product.version).toBe(b.box.version);
     const dir = path.join(b.store, res.backupPath);

@@ -101,8 +101,11 @@ export interface Manifest {
   product: { name: string; version: string | null };
   source: { hostname: string; addresses: string[] };
   consistency: Consistency;
-  /** windowMs: services quiesced (stop to resumed); copyMs: the consistent copy inside it. */
-  quiesce: { mode: QuiesceMode; windowMs: number; copyMs?: number };
+  /**
+   * windowMs: services quiesced (their stop begun to their start done); copyMs: the consistent
+   * copy inside it; stopMs, startMs: the services' own stop and start inside it (the rest is ours).
+   */
+  quiesce: { mode: QuiesceMode; windowMs: number; copyMs?: number; stopMs?: number; startMs?: number };
   initiatedBy?: string;
   initiatedVia?: string;
   /** Store-relative path of the backup the trees were hard-linked against. */

@@ -176,6 +176,9 @@ interface Run {
   windowMs: number;
   /** The consistent copy's share of the window. */
   copyMs: number;
+  /** The service's own share of it: its stop (or entering maintenance) and its start (or leaving it). */
+  stopMs: number;
+  startMs: number;
   version: string | null;
   warnings: string[];
   /** rel path -> SHA-256 of files hashed as they were written. */
@@ -216,6 +219,8 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     consistency: live ? 'live' : 'quiesced',
     windowMs: 0,
     copyMs: 0,
+    stopMs: 0,
+    startMs: 0,
     version: null,
     warnings: [],
     known: new Map(),
@@ -330,9 +335,11 @@ async function preBackupHooks(r: Run): Promise<void> {
 async function creatingDir(r: Run): Promise<void> {
   const { config, log, jobId } = r.ctx;
   await r.phases.run('CREATING_DIR', async () => {
+    const t0 = Date.now();
     await removeStaleTemps(config.store, config.name, log);
     r.version = await readInstalledVersion(config.plan);
     const prevDir = await previousBackup(config.store, config.name);
+    const t1 = Date.now();
     if (prevDir) {
       try {
         r.previous = { dir: prevDir, index: await readPrevIndex(prevDir) };
@@ -341,9 +348,11 @@ async function creatingDir(r: Run): Promise<void> {
         log.warn({ err, prevDir }, 'previous backup has no readable manifest: trees are copied in full');
       }
     }
+    const t2 = Date.now();
     const free = await freeTimestamp(config.store, config.name, r.startedAt, formatTimestamp);
     r.ts = free.ts;
     r.tempDir = await createTempDir(config.store, config.name, r.ts, jobId);
+    log.debug({ lookupMs: t1 - t0, previousIndexMs: t2 - t1, createMs: Date.now() - t2 }, 'backup directory created');
   });
 }
 
@@ -359,7 +368,9 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
   const windowDumps = plan.datasets
     .map((d, i) => (d.kind === 'postgres' ? parsePostgresDataset(d, i) : undefined))
     .filter((d): d is PostgresDataset => !!d && dumpsInWindow(d));
-  const t0 = Date.now();
+  // The window is what the service's users see: from its stop to its start being done (the
+  // lease record written before and removed after are not part of it).
+  let stopAt = 0;
   let lease: QuiesceLease | undefined;
   let primary: unknown;
   let staged = new Map<string, StagedDataset>();
@@ -371,8 +382,10 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
       h.update({
         message: r.mode === 'stop' ? `stopping ${services.join(', ') || 'nothing (no service is running)'}` : 'entering maintenance mode',
       });
+      stopAt = Date.now();
       try {
         await enterQuiesce(plan, r.mode, ctx.log, signal, services);
+        r.stopMs = Date.now() - stopAt;
       } catch (err) {
         if (plan.quiesce.onError !== 'continue' || signal.aborted) throw err;
         const msg = `could not quiesce (${asBoxbackError(err).message}); took a live backup instead (quiesce.onError: continue)`;
@@ -402,6 +415,7 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
   } finally {
     if (lease) {
       const l = lease;
+      const startAt = Date.now();
       await r.phases
         .run('RESUME', () => l.release(), r.mode === 'stop' ? 'starting services' : 'leaving maintenance mode')
         .catch((err: unknown) => {
@@ -410,11 +424,15 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
           if (primary) ctx.log.error({ err: resumeErr.message }, 'resume failed after another failure');
           primary ??= resumeErr;
         });
+      if (l.resumedAtMs >= startAt) r.startMs = l.resumedAtMs - startAt;
+      if (stopAt) r.windowMs = (l.resumedAtMs || Date.now()) - stopAt;
     }
-    r.windowMs = Date.now() - t0;
   }
   if (primary) throw primary;
-  ctx.log.info({ windowMs: r.windowMs, copyMs: r.copyMs, datasets: windowSets.map((d) => d.name) }, 'quiesce window closed');
+  ctx.log.info(
+    { windowMs: r.windowMs, copyMs: r.copyMs, stopMs: r.stopMs, startMs: r.startMs, datasets: windowSets.map((d) => d.name) },
+    'quiesce window closed',
+  );
   return staged;
 }
 
@@ -628,6 +646,8 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
               preparedFarm: synced.preparedFarm,
               linkMs: synced.linkMs,
               syncMs: synced.syncMs,
+              copyMs: synced.copyMs,
+              dirsMs: synced.dirsMs,
             },
             `tree ${t.name} synced from the journal`,
           );
@@ -800,7 +820,10 @@ async function describe(r: Run): Promise<Manifest> {
     product: { name: config.plan.product, version: r.version },
     source: { hostname: config.hostname, addresses: config.addresses },
     consistency: r.consistency,
-    quiesce: r.consistency === 'live' ? { mode: 'none', windowMs: 0 } : { mode: r.mode, windowMs: r.windowMs, copyMs: r.copyMs },
+    quiesce:
+      r.consistency === 'live'
+        ? { mode: 'none', windowMs: 0 }
+        : { mode: r.mode, windowMs: r.windowMs, copyMs: r.copyMs, stopMs: r.stopMs, startMs: r.startMs },
     initiatedBy: r.req.initiatedBy || undefined,
     initiatedVia: r.req.initiatedVia || undefined,
     previous: r.previous ? path.relative(config.store, r.previous.dir).split(path.sep).join('/') : undefined,

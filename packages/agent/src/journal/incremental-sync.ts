@@ -82,6 +82,9 @@ export interface IncrementalSyncResult {
   /** Time of each step, ms. */
   linkMs: number;
   syncMs: number;
+  /** Inside syncMs: the rsync of the roots, and the directory-attribute rsyncs (a small sync's fixed cost). */
+  copyMs: number;
+  dirsMs: number;
   durationMs: number;
   exitCode: number;
   warnings: string[];
@@ -298,6 +301,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   let filesTransferred = 0;
   let bytesTransferred = 0;
   let exitCode = 0;
+  const copyAt = Date.now();
   if (present.length) {
     o.onProgress?.({ step: 'copy', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: present.length });
     const args = [...common, '-r', '--stats', '--delete-missing-args', `--link-dest=${prevTree}`, `${source}/`, `${dest}/`];
@@ -316,6 +320,8 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
       filesTotal: present.length,
     });
   }
+  const copyMs = Date.now() - copyAt;
+  const dirsAt = Date.now();
   // Directory attributes last: creating and removing entries changed dest's directory mtimes.
   o.onProgress?.({ step: 'dirs', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 });
   // Never list "." with -d: rsync then copies the top level's entries too, and an entry that
@@ -345,6 +351,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     failOn(d, `${source} (directory attributes)`, warnings);
   }
   exitCode ||= d.exitCode;
+  const dirsMs = Date.now() - dirsAt;
   return {
     roots: roots.length,
     removed,
@@ -353,6 +360,8 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     bytesTransferred,
     linkMs,
     syncMs: Date.now() - started - linkMs,
+    copyMs,
+    dirsMs,
     durationMs: Date.now() - started,
     exitCode,
     warnings,
