@@ -176,7 +176,7 @@ ${o.controllerExtra ?? ''}`,
     },
     /**
      * Start an agent for a sample box. `box` comes from createSampleBox.
-     * @param {{ name: string, box: any, allowedRoots?: string[], extra?: string }} a
+     * @param {{ name: string, box: any, allowedRoots?: string[], extra?: string, store?: string }} a (store: the agent's own view of the store, default the controller's)
      */
     addAgent: async (a) => {
       const iss = await cliRaw(['certs', 'issue', '--dir', certs, '--host', a.name]);
@@ -190,7 +190,7 @@ ${o.controllerExtra ?? ''}`,
         `name: ${a.name}
 listen: 127.0.0.1:${port}
 tls: { ca: ${q(path.join(certs, 'ca.crt'))}, cert: ${q(path.join(certs, 'agents', `${a.name}.crt`))}, key: ${q(path.join(certs, 'agents', `${a.name}.key`))} }
-store: ${q(store)}
+store: ${q(a.store ?? store)}
 stateDir: ${q(path.join(agentDir, 'state'))}
 plan: ${q(a.box.planFile)}
 allowedRoots: [${(a.allowedRoots ?? [a.box.root]).map(q).join(', ')}]

@@ -3,10 +3,11 @@
 // imports again under another host; verify catches a changed file; an archive with an
 // entry escaping its directory is refused; delete removes it from store and catalog.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { craftZip } from '../helpers/craft-zip.js';
 import { cli, createTokenLocal, makeCerts, startController, writeControllerYaml, type ControllerProc } from './helpers.js';
 
 let dir: string;
@@ -33,10 +34,11 @@ afterAll(async () => {
 function gocdBackupDir(): string {
   const d = path.join(dir, 'gocd-backups', 'backup_20250101-101010');
   mkdirSync(d, { recursive: true });
-  writeFileSync(path.join(d, 'db.zip'), Buffer.alloc(4096, 1));
-  writeFileSync(path.join(d, 'config-dir.zip'), 'config');
-  writeFileSync(path.join(d, 'config-repo.zip'), 'repo');
-  writeFileSync(path.join(d, 'wrapper-config-dir.zip'), 'wrapper');
+  // real zips: import opens each one and CRC-checks every entry
+  craftZip(path.join(d, 'db.zip'), [{ name: 'cruise.h2.db', data: Buffer.alloc(4096, 1) }]);
+  craftZip(path.join(d, 'config-dir.zip'), [{ name: 'cruise-config.xml', data: 'config' }]);
+  craftZip(path.join(d, 'config-repo.zip'), [{ name: 'HEAD', data: 'repo' }]);
+  craftZip(path.join(d, 'wrapper-config-dir.zip'), [{ name: 'wrapper.conf', data: 'wrapper' }]);
   writeFileSync(path.join(d, 'version.txt'), '23.1.0 (16079-8f9c7a2)');
   return d;
 }
@@ -60,7 +62,8 @@ describe('import and export', () => {
     const manifest = json(readFileSync(path.join(store, 'gocd1/backup_20250101-101010/manifest.json'), 'utf8'));
     expect(manifest.datasets.map((d: { name: string }) => d.name).sort()).toEqual(['config', 'config-repo', 'database', 'wrapper-config']);
     expect(manifest.files).toHaveLength(5);
-    expect(manifest.totals.bytes).toBe(4096 + 6 + 4 + 7 + 22);
+    const sizes = readdirSync(src).map((n) => statSync(path.join(src, n)).size);
+    expect(manifest.totals.bytes).toBe(sizes.reduce((a, b) => a + b, 0));
 
     const again = await cli(['backup', 'import', src, '--host', 'gocd1'], env);
     expect(again.code).toBe(2);
@@ -83,7 +86,8 @@ describe('import and export', () => {
   });
 
   it('verify catches a changed file: exit 5, and the backup is no longer Restorable', async () => {
-    writeFileSync(path.join(store, 'gocd2/backup_20250101-101010/config-dir.zip'), 'CONFIG');
+    const zip = path.join(store, 'gocd2/backup_20250101-101010/config-dir.zip');
+    writeFileSync(zip, Buffer.alloc(statSync(zip).size, 0x43)); // same size, other bytes
     const v = await cli(['backup', 'verify', 'gocd2@20250101-101010'], env);
     expect(v.code).toBe(5);
     expect(v.stdout).toMatch(/config-dir\.zip: SHA-256 mismatch/);

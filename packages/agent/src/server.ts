@@ -19,7 +19,7 @@ import {
   resolveInStore,
   serverCredentials,
   toServiceError,
-  verifyBackupDir,
+  verifyBackupDeep,
   type AgentInfo,
   type BackupRequest,
   type JobEvent,
@@ -67,7 +67,7 @@ export class AgentServer {
       Backup: (call: grpc.ServerWritableStream<BackupRequest, JobEvent>) => this.jobCall(call, 'backup'),
       Restore: (call: grpc.ServerWritableStream<RestoreRequest, JobEvent>) => this.jobCall(call, 'restore'),
       VerifyBackup: this.unary('VerifyBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) =>
-        verifyBackupDir(resolveInStore(this.config.store, call.request.backupPath)),
+        verifyBackupDeep(resolveInStore(this.config.store, call.request.backupPath)),
       ),
       DeleteBackup: this.unary('DeleteBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) => {
         const r = await deleteBackup(this.config.store, call.request.backupPath);

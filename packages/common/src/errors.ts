@@ -52,7 +52,11 @@ export const ERROR_CODES = {
   BOXBACK_ERR_DISK_FULL: spec(S.RESOURCE_EXHAUSTED, E.JOB_FAILED, 'The store ran out of space; the partial backup was removed.'),
   BOXBACK_ERR_CANCELLED: spec(S.CANCELLED, E.JOB_FAILED, 'The job was cancelled; services were resumed.'),
   BOXBACK_ERR_TIMEOUT: spec(S.DEADLINE_EXCEEDED, E.JOB_FAILED, 'A step did not finish within its timeout.'),
-  BOXBACK_ERR_VERIFY_FAILED: spec(S.DATA_LOSS, E.JOB_FAILED, 'A backup file is missing or its checksum does not match.'),
+  BOXBACK_ERR_VERIFY_FAILED: spec(
+    S.DATA_LOSS,
+    E.JOB_FAILED,
+    'A backup file is missing, its checksum does not match, or a zip in it is truncated or has an entry whose CRC-32 does not match.',
+  ),
   BOXBACK_ERR_MANIFEST_INVALID: spec(S.DATA_LOSS, E.JOB_FAILED, 'A backup has no readable manifest.'),
   BOXBACK_ERR_VERSION_NEWER: spec(
     S.FAILED_PRECONDITION,

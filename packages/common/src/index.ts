@@ -12,3 +12,4 @@ export * from './messages.js';
 export * from './store/backup-store.js';
 export * from './store/ref.js';
 export * from './store/config.js';
+export * from './zip-read.js';

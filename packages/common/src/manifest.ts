@@ -9,6 +9,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { BoxbackError } from './errors.js';
 import { mapLimit } from './limit.js';
+import { checkBackupZips } from './zip-read.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const MANIFEST_FORMAT = 'boxback/manifest@1';
@@ -273,5 +274,27 @@ export async function verifyBackupDir(
     bytesChecked: prog.bytesDone,
     problems,
     durationMs: Date.now() - started,
+  };
+}
+
+/**
+ * What `backup verify` and import check: every file against the manifest (verifyBackupDir),
+ * then every entry of every zip archive read and CRC-checked (checkBackupZips), streamed.
+ * An archive whose SHA-256 already failed is not read twice.
+ */
+export async function verifyBackupDeep(dir: string, manifest?: Manifest): Promise<VerifyResult & { zipEntriesChecked: number }> {
+  const started = Date.now();
+  const m = manifest ?? (await readManifest(dir));
+  const sha = await verifyBackupDir(dir, m);
+  const bad = new Set(sha.problems.map((p) => p.split(':')[0]));
+  const zips = await checkBackupZips(dir, m, undefined, bad);
+  const problems = [...sha.problems, ...zips.problems];
+  return {
+    ok: problems.length === 0,
+    filesChecked: sha.filesChecked,
+    bytesChecked: sha.bytesChecked,
+    problems,
+    durationMs: Date.now() - started,
+    zipEntriesChecked: zips.entries,
   };
 }

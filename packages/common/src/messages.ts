@@ -88,6 +88,8 @@ export interface VerifyBackupResponse {
   bytesChecked: number;
   problems: string[];
   durationMs: number;
+  /** Zip entries CRC-checked (verifyBackupDeep). */
+  zipEntriesChecked?: number;
 }
 
 export function emptyProgress(jobId: string, phase: string): Progress {

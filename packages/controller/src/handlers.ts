@@ -5,7 +5,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, checkName, resolveInStore, verifyBackupDir, type Logger, type VerifyBackupResponse } from '@boxback/common';
+import { BoxbackError, checkName, resolveInStore, verifyBackupDeep, type Logger, type VerifyBackupResponse } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import { createToken, type Caller } from './auth.js';
 import type { BackupRow, Catalog, HostRow } from './catalog/types.js';
@@ -180,7 +180,7 @@ export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupRespon
   return verifyOne(ctx, await mustBackup(ctx, r.backupId));
 }
 
-/** Re-check every checksum of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
+/** Re-check every checksum and every zip entry's CRC-32 of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
 export async function verifyOne(ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'>, b: BackupRow): Promise<VerifyBackupResponse> {
   const dir = resolveInStore(ctx.config.store, b.path);
   let res: VerifyBackupResponse;
@@ -189,7 +189,7 @@ export async function verifyOne(ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'>,
     () => false,
   );
   if (local) {
-    res = await verifyBackupDir(dir);
+    res = await verifyBackupDeep(dir);
   } else {
     // the store is not mounted here: the host's agent checks it
     const host = await ctx.catalog.getHost(b.host);

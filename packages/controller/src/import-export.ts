@@ -7,9 +7,11 @@
  *   - a GoCD-made directory (db.zip, config-dir.zip, config-repo.zip, version.txt, no
  *     manifest): copy it, build a manifest (size, SHA-256, mode of every file; origin
  *     "gocd-import"; consistency "quiesced"; product version from version.txt), write it
- *     atomically, rename into place, register;
+ *     atomically, open every zip and CRC-check every entry (a truncated or damaged zip is
+ *     refused: nothing is imported), rename into place, register;
  *   - a `.tar` made by export: extract it (regular files, dirs and symlinks only; no
  *     absolute or `..` paths) into a temp dir in the store, verify, rename into place.
+ * Every verify here is verifyBackupDeep: the manifest's checksums and every zip entry's CRC-32.
  * The timestamp comes from a `backup_YYYYMMdd-HHmmss` name when there is one, else now.
  *
  * Export streams `backup_<ts>/...` as a tar (node-tar, never buffered whole) in DataChunks.
@@ -33,7 +35,7 @@ import {
   parseTimestamp,
   readManifest,
   resolveInStore,
-  verifyBackupDir,
+  verifyBackupDeep,
   writeFileAtomic,
   type Manifest,
   type ManifestDataset,
@@ -130,12 +132,13 @@ async function gocdManifest(dir: string, host: string, ts: string): Promise<Mani
   };
 }
 
+/** Every file against the manifest and every entry of every zip CRC-checked (verifyBackupDeep), or throw. */
 async function verifyOrThrow(dir: string, what: string): Promise<void> {
-  const v = await verifyBackupDir(dir);
+  const v = await verifyBackupDeep(dir);
   if (!v.ok) {
     throw new BoxbackError(
       'BOXBACK_ERR_VERIFY_FAILED',
-      `${what} does not match its manifest (${v.problems.length} problem(s)): ${v.problems.slice(0, 3).join('; ')}`,
+      `${what} is damaged, nothing was imported (${v.problems.length} problem(s)): ${v.problems.slice(0, 3).join('; ')}`,
     );
   }
 }
@@ -187,6 +190,7 @@ async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: strin
   await fsp.cp(src, tmp, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
   const m = await gocdManifest(tmp, hostArg, ts);
   await writeFileAtomic(path.join(tmp, MANIFEST_FILE), JSON.stringify(m, null, 2));
+  await verifyOrThrow(tmp, `the GoCD backup ${src}`);
   return place(d, tmp, hostArg, ts, 'gocd-import');
 }
 

@@ -3,14 +3,13 @@
  * with what each would touch, and the unified diff of every host file (what it holds now
  * against what it would hold after the swap and the rewrite). Reads only.
  */
-import type { Manifest } from '@boxback/common';
+import { readSmallEntry, type Manifest } from '@boxback/common';
 import { dryRunDescribe } from '../postgres/restore.js';
 import type { JobContext } from '../job.js';
 import { hostFilePaths, readIfFile, replacements, rewrite, unifiedDiff } from './host-files.js';
 import type { RestoreTargets } from './targets.js';
 import type { VerifySummary } from './verify.js';
 import type { VersionCheck } from './version-check.js';
-import { readSmallEntry } from './zip-read.js';
 
 const mib = (n: number) => (n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
 

@@ -19,11 +19,10 @@
  */
 import { constants as C, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, isInside } from '@boxback/common';
+import { BoxbackError, isInside, readEntryChecked, zipEntries, type ZipEntryInfo } from '@boxback/common';
 import type { IdMaps, Ids } from './ownership.js';
 import { sibling } from './record.js';
 import type { DirDatasetTarget, FilesDatasetTarget } from './targets.js';
-import { readEntryChecked, zipEntries, type ZipEntryInfo } from './zip-read.js';
 
 export interface ExtractOptions {
   jobId: string;

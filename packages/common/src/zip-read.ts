@@ -1,6 +1,7 @@
 /**
- * Reading zip archives one entry at a time with yauzl (streaming, lazy entries), for the
- * verify step (every entry's CRC-32) and the extract step. Names are decoded here but
+ * Reading zip archives one entry at a time with yauzl (streaming, lazy entries), for every
+ * check of a stored backup (agent verify, restore VERIFY and EXTRACT, controller verify and
+ * import: each entry's size and CRC-32) and the restore's extract step. Names are decoded here but
  * NOT validated: extract.ts decides what is safe, so that a crafted name is reported as
  * an unsafe archive rather than as a read error.
  *
@@ -12,7 +13,9 @@ import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import yauzl from 'yauzl';
-import { BoxbackError } from '@boxback/common';
+import { BoxbackError } from './errors.js';
+import type { Manifest } from './manifest.js';
+import { mapLimit } from './limit.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'device' | 'fifo' | 'socket';
 
@@ -177,4 +180,62 @@ export async function readSmallEntry(file: string, name: string, maxBytes = 1024
     return Buffer.concat(parts);
   }
   return undefined;
+}
+
+export interface ZipCheck {
+  entries: number;
+  bytes: number;
+}
+
+/**
+ * Open `file`, read its central directory to the end and every file entry's data (streamed,
+ * inflated), checking each entry's size and CRC-32. Throws BOXBACK_ERR_VERIFY_FAILED naming
+ * `label` (the archive's name in its backup) and the first damaged entry.
+ */
+export async function checkZipArchive(file: string, label: string, onBytes?: (n: number) => void): Promise<ZipCheck> {
+  let entries = 0;
+  let bytes = 0;
+  try {
+    for await (const e of zipEntries(file)) {
+      entries++;
+      if (e.type === 'file' && !e.encrypted) bytes += await readEntryChecked(e, label, onBytes && ((c) => onBytes(c.length)));
+    }
+  } catch (err) {
+    if (err instanceof BoxbackError) throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', err.message.split(file).join(label));
+    throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${label}: unreadable zip (archive damaged): ${(err as Error).message}`);
+  }
+  return { entries, bytes };
+}
+
+/** The zip archives of a backup (its datasets of kind zip), as paths relative to the backup directory. */
+export function zipArchivesOf(manifest: Manifest): string[] {
+  return manifest.datasets.filter((d) => d.kind === 'zip').map((d) => d.archive);
+}
+
+/**
+ * checkZipArchive of every zip archive of a backup in `dir`, two at a time; a damaged one is
+ * a problem line, not a throw. `skip` names archives already known bad (their SHA-256 failed).
+ */
+export async function checkBackupZips(
+  dir: string,
+  manifest: Manifest,
+  onBytes?: (n: number) => void,
+  skip: ReadonlySet<string> = new Set(),
+): Promise<ZipCheck & { problems: string[] }> {
+  const out = { entries: 0, bytes: 0, problems: [] as string[] };
+  await mapLimit(
+    zipArchivesOf(manifest).filter((a) => !skip.has(a)),
+    2,
+    async (rel) => {
+      try {
+        const r = await checkZipArchive(`${dir}/${rel}`, rel, onBytes);
+        out.entries += r.entries;
+        out.bytes += r.bytes;
+      } catch (err) {
+        out.problems.push((err as Error).message);
+      }
+    },
+  );
+  out.problems.sort();
+  return out;
 }
