@@ -75,6 +75,28 @@ export const ERROR_CODES = {
   BOXBACK_ERR_JOB_FAILED: spec(S.ABORTED, E.JOB_FAILED, 'The job ended in Failed or RolledBack.'),
   BOXBACK_ERR_SHUTTING_DOWN: spec(S.UNAVAILABLE, E.UNREACHABLE, 'The daemon is shutting down and takes no new jobs.'),
   BOXBACK_ERR_CATALOG: spec(S.INTERNAL, E.FAILURE, 'The catalog database could not be opened or migrated.'),
+  BOXBACK_ERR_STORE_UNREACHABLE: spec(S.UNAVAILABLE, E.UNREACHABLE, 'The object store did not answer, or kept failing, after the retries.'),
+  BOXBACK_ERR_STORE_ACCESS_DENIED: spec(
+    S.PERMISSION_DENIED,
+    E.PERMISSION_DENIED,
+    'The object store refused the credentials (wrong key or secret, or no permission).',
+  ),
+  BOXBACK_ERR_STORE_NO_BUCKET: spec(S.FAILED_PRECONDITION, E.FAILURE, 'The bucket named in the store config does not exist.'),
+  BOXBACK_ERR_STORE_QUOTA: spec(
+    S.RESOURCE_EXHAUSTED,
+    E.JOB_FAILED,
+    'The bucket is at its quota; the partial backup is not Restorable and is collected by the next prune.',
+  ),
+  BOXBACK_ERR_STORE_TAMPERED: spec(
+    S.DATA_LOSS,
+    E.JOB_FAILED,
+    'A stored object failed authentication or its hash (changed, swapped or truncated); nothing was touched.',
+  ),
+  BOXBACK_ERR_STORE_KEY: spec(
+    S.FAILED_PRECONDITION,
+    E.PERMISSION_DENIED,
+    'No key file or passphrase given opens the store (or the store is not initialised).',
+  ),
 } satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

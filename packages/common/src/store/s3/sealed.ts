@@ -1,0 +1,157 @@
+/**
+ * Sealed objects: every byte boxback writes to an object store is AES-256-GCM encrypted in
+ * chunked framing (see docs/design/object-store-format.md):
+ *
+ *   header  = "BBS1" | frameLog2 (u8) | salt (32 random bytes)               37 bytes
+ *   frame i = GCM(subkey, nonce_i, aad, plaintext[i*F .. (i+1)*F]) | tag     F + 16 bytes
+ *   subkey  = HKDF-SHA256(encKey, salt, "boxback sealed v1")
+ *   nonce_i = 7 zero bytes | i (u32 BE) | last (u8: 1 on the final frame, else 0)
+ *
+ * A plaintext of n bytes has floor(n / F) + 1 frames (the last one holds the remainder, possibly
+ * nothing), so the framing is unambiguous. A fresh random salt per object gives a fresh subkey,
+ * so a (subkey, nonce) pair is never used twice; the frame counter and the last flag in the
+ * nonce make reordered, dropped or truncated frames fail authentication. `aad` binds a sealed
+ * object to what it is (a blob's id, "index", "manifest"), so a swapped object fails too.
+ * Decryption never releases a frame's plaintext before its tag is checked.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { BoxbackError } from '../../errors.js';
+
+const MAGIC = Buffer.from('BBS1');
+export const SEALED_HEADER_BYTES = 4 + 1 + 32;
+export const TAG_BYTES = 16;
+export const DEFAULT_FRAME_LOG2 = 16; // 64 KiB frames
+
+function subkey(encKey: Buffer, salt: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', encKey, salt, 'boxback sealed v1', 32));
+}
+
+function nonce(i: number, last: boolean): Buffer {
+  const n = Buffer.alloc(12);
+  n.writeUInt32BE(i, 7);
+  n[11] = last ? 1 : 0;
+  return n;
+}
+
+export function sealedSize(plainBytes: number, frameLog2 = DEFAULT_FRAME_LOG2): number {
+  return SEALED_HEADER_BYTES + plainBytes + TAG_BYTES * (Math.floor(plainBytes / 2 ** frameLog2) + 1);
+}
+
+export function tampered(what: string, detail: string): BoxbackError {
+  return new BoxbackError('BOXBACK_ERR_STORE_TAMPERED', `${what}: ${detail}; refusing it`, { object: what });
+}
+
+function sealFrame(key: Buffer, i: number, last: boolean, aad: Buffer, plain: Buffer): Buffer {
+  const c = createCipheriv('aes-256-gcm', key, nonce(i, last));
+  c.setAAD(aad);
+  const body = c.update(plain);
+  const fin = c.final();
+  return Buffer.concat([body, fin, c.getAuthTag()]);
+}
+
+function openFrame(key: Buffer, i: number, last: boolean, aad: Buffer, frame: Buffer, what: string): Buffer {
+  if (frame.length < TAG_BYTES) throw tampered(what, 'truncated frame');
+  const d = createDecipheriv('aes-256-gcm', key, nonce(i, last));
+  d.setAAD(aad);
+  d.setAuthTag(frame.subarray(frame.length - TAG_BYTES));
+  const out = d.update(frame.subarray(0, frame.length - TAG_BYTES));
+  try {
+    d.final();
+  } catch {
+    throw tampered(what, last ? 'authentication failed (changed, swapped or truncated)' : 'authentication failed');
+  }
+  return out;
+}
+
+function header(frameLog2: number, salt: Buffer): Buffer {
+  return Buffer.concat([MAGIC, Buffer.from([frameLog2]), salt]);
+}
+
+function readHeader(buf: Buffer, what: string): { frameLog2: number; salt: Buffer } {
+  if (buf.length < SEALED_HEADER_BYTES || !buf.subarray(0, 4).equals(MAGIC)) throw tampered(what, 'not a sealed boxback object');
+  const frameLog2 = buf[4];
+  if (frameLog2 < 10 || frameLog2 > 24) throw tampered(what, 'bad frame size');
+  return { frameLog2, salt: buf.subarray(5, SEALED_HEADER_BYTES) };
+}
+
+/** Seal a buffer held in memory (blobs, manifests, index objects). */
+export function seal(encKey: Buffer, aad: string, plain: Buffer, frameLog2 = DEFAULT_FRAME_LOG2): Buffer {
+  const salt = randomBytes(32);
+  const key = subkey(encKey, salt);
+  const a = Buffer.from(aad);
+  const F = 2 ** frameLog2;
+  const frames = Math.floor(plain.length / F) + 1;
+  const parts = [header(frameLog2, salt)];
+  for (let i = 0; i < frames; i++) parts.push(sealFrame(key, i, i === frames - 1, a, plain.subarray(i * F, (i + 1) * F)));
+  return Buffer.concat(parts);
+}
+
+/** Open a sealed buffer; throws BOXBACK_ERR_STORE_TAMPERED on any change. */
+export function open(encKey: Buffer, aad: string, sealed: Buffer, what = aad): Buffer {
+  const { frameLog2, salt } = readHeader(sealed, what);
+  const key = subkey(encKey, salt);
+  const a = Buffer.from(aad);
+  const step = 2 ** frameLog2 + TAG_BYTES;
+  const body = sealed.subarray(SEALED_HEADER_BYTES);
+  const frames = Math.floor(body.length / step) + 1;
+  if (body.length % step === 0 && body.length > 0) {
+    // a whole number of full frames means the final (short) frame is missing: truncated
+    throw tampered(what, 'truncated (no final frame)');
+  }
+  const out: Buffer[] = [];
+  for (let i = 0; i < frames; i++) out.push(openFrame(key, i, i === frames - 1, a, body.subarray(i * step, (i + 1) * step), what));
+  return Buffer.concat(out);
+}
+
+/**
+ * Streaming open: a Transform from sealed bytes to plaintext. A frame is released only after
+ * its tag checks; the end of the stream must come right after a frame flagged last.
+ */
+export class OpenStream extends Transform {
+  private buf: Buffer = Buffer.alloc(0);
+  private key: Buffer | null = null;
+  private step = 0;
+  private i = 0;
+  private readonly aad: Buffer;
+  constructor(
+    private readonly encKey: Buffer,
+    aad: string,
+    private readonly what = aad,
+  ) {
+    super();
+    this.aad = Buffer.from(aad);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+      if (!this.key) {
+        if (this.buf.length < SEALED_HEADER_BYTES) return cb();
+        const { frameLog2, salt } = readHeader(this.buf, this.what);
+        this.key = subkey(this.encKey, Buffer.from(salt));
+        this.step = 2 ** frameLog2 + TAG_BYTES;
+        this.buf = this.buf.subarray(SEALED_HEADER_BYTES);
+      }
+      // keep at least one frame's worth back: it may be the last one
+      while (this.buf.length > this.step) {
+        this.push(openFrame(this.key, this.i++, false, this.aad, this.buf.subarray(0, this.step), this.what));
+        this.buf = this.buf.subarray(this.step);
+      }
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      if (!this.key) throw tampered(this.what, 'truncated header');
+      if (this.buf.length === this.step) throw tampered(this.what, 'truncated (no final frame)');
+      this.push(openFrame(this.key, this.i++, true, this.aad, this.buf, this.what));
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+}

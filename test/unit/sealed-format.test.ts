@@ -1,0 +1,142 @@
+// The object-store format's building blocks without a server: sealed framing (AES-256-GCM, one
+// tag per 64 KiB frame), wrapped data keys, content-defined chunks, packs. Every kind of
+// tampering a server could do (flip a byte, swap objects or frames, truncate) is refused.
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { BoxbackError } from '../../packages/common/src/errors.js';
+import { cutChunks, gearTable } from '../../packages/common/src/store/s3/chunker.js';
+import { blobId, deriveKeys, newDataKey, unwrapDataKey, wrapDataKey } from '../../packages/common/src/store/s3/keys.js';
+import { PackBuilder, openBlob, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
+import { OpenStream, open, seal, sealedSize } from '../../packages/common/src/store/s3/sealed.js';
+
+const F = 64 * 1024;
+const keys = deriveKeys(newDataKey());
+
+function refused(fn: () => unknown): BoxbackError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(BoxbackError);
+    expect((err as BoxbackError).code).toBe('BOXBACK_ERR_STORE_TAMPERED');
+    return err as BoxbackError;
+  }
+  throw new Error('was not refused');
+}
+
+async function openStreamed(sealed: Buffer, aad: string, piece: number): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < sealed.length; i += piece) pieces.push(sealed.subarray(i, i + piece));
+  const out: Buffer[] = [];
+  for await (const b of Readable.from(pieces).pipe(new OpenStream(keys.enc, aad))) out.push(b as Buffer);
+  return Buffer.concat(out);
+}
+
+describe('sealed framing', () => {
+  it('round-trips every size around the frame boundaries, in memory and streamed', async () => {
+    for (const n of [0, 1, F - 1, F, F + 1, 2 * F, 3 * F + 7]) {
+      const plain = randomBytes(n);
+      const sealed = seal(keys.enc, 'x', plain);
+      expect(sealed.length).toBe(sealedSize(n));
+      expect(open(keys.enc, 'x', sealed).equals(plain)).toBe(true);
+      for (const piece of [1000, F + 16, 7 * F]) expect((await openStreamed(sealed, 'x', piece)).equals(plain), `${n}/${piece}`).toBe(true);
+    }
+  });
+
+  it('never reuses a nonce: the same plaintext seals differently each time', () => {
+    const plain = Buffer.from('same');
+    expect(seal(keys.enc, 'x', plain).equals(seal(keys.enc, 'x', plain))).toBe(false);
+  });
+
+  it('refuses a flipped byte anywhere, a wrong context, swapped frames and truncation', async () => {
+    const plain = randomBytes(3 * F + 100);
+    const sealed = seal(keys.enc, 'blob:a', plain);
+    for (const at of [0, 5, 40, F, 2 * F + 50, sealed.length - 1]) {
+      const bad = Buffer.from(sealed);
+      bad[at] ^= 0x01;
+      refused(() => open(keys.enc, 'blob:a', bad));
+      await expect(openStreamed(bad, 'blob:a', 4096)).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_TAMPERED' });
+    }
+    refused(() => open(keys.enc, 'blob:b', sealed));
+    const step = F + 16;
+    const h = 37;
+    const swapped = Buffer.concat([
+      sealed.subarray(0, h),
+      sealed.subarray(h + step, h + 2 * step),
+      sealed.subarray(h, h + step),
+      sealed.subarray(h + 2 * step),
+    ]);
+    refused(() => open(keys.enc, 'blob:a', swapped));
+    // cut exactly at a frame boundary: every remaining frame is intact, the final one is missing
+    const atBoundary = sealed.subarray(0, h + 2 * step);
+    expect(refused(() => open(keys.enc, 'blob:a', atBoundary)).message).toMatch(/truncated/);
+    await expect(openStreamed(atBoundary, 'blob:a', 4096)).rejects.toThrow(/truncated|authentication/);
+    refused(() => open(keys.enc, 'blob:a', sealed.subarray(0, sealed.length - 3)));
+    const other = deriveKeys(newDataKey());
+    refused(() => open(other.enc, 'blob:a', sealed));
+  });
+});
+
+describe('store keys', () => {
+  it('wraps the data key per secret; a wrong secret opens nothing', () => {
+    const dk = newDataKey();
+    const kf = wrapDataKey(dk, Buffer.from('correct horse'), 'ops', 2 ** 12);
+    expect(JSON.stringify(kf)).not.toContain(dk.toString('base64'));
+    expect(unwrapDataKey(kf, Buffer.from('correct horse'))?.equals(dk)).toBe(true);
+    expect(unwrapDataKey(kf, Buffer.from('wrong horse'))).toBeNull();
+    expect(unwrapDataKey({ ...kf, id: 'ffffffffffffffff' }, Buffer.from('correct horse'))).toBeNull();
+  });
+});
+
+describe('content-defined chunks', () => {
+  const gear = gearTable(keys.chunk);
+  async function cut(data: Buffer, read = 64 * 1024): Promise<Buffer[]> {
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < data.length; i += read) pieces.push(data.subarray(i, i + read));
+    const out: Buffer[] = [];
+    for await (const c of cutChunks(Readable.from(pieces), gear)) out.push(Buffer.from(c));
+    return out;
+  }
+  const newBytes = (before: Buffer[], after: Buffer[]) => {
+    const seen = new Set(before.map((c) => blobId(keys, c)));
+    return after.filter((c) => !seen.has(blobId(keys, c))).reduce((n, c) => n + c.length, 0);
+  };
+
+  it('cuts the same wherever reads end, within min and max', async () => {
+    const data = randomBytes(24 * 1024 * 1024);
+    const a = await cut(data, 64 * 1024);
+    const b = await cut(data, 1_000_003);
+    expect(a.map((c) => c.length)).toEqual(b.map((c) => c.length));
+    expect(Buffer.concat(a).equals(data)).toBe(true);
+    for (const c of a.slice(0, -1)) expect(c.length).toBeGreaterThanOrEqual(256 * 1024);
+    for (const c of a) expect(c.length).toBeLessThanOrEqual(4 * 1024 * 1024);
+    expect(a.length).toBeGreaterThan(8);
+  });
+
+  it('a file that grew by 2% (or had bytes inserted) re-uses all but a chunk or two', async () => {
+    const data = randomBytes(40 * 1024 * 1024);
+    const before = await cut(data);
+    const grown = Buffer.concat([data, randomBytes(data.length / 50)]);
+    expect(newBytes(before, await cut(grown))).toBeLessThan(data.length * 0.02 + 4.5 * 1024 * 1024);
+    const inserted = Buffer.concat([data.subarray(0, 10_000_000), randomBytes(100), data.subarray(10_000_000)]);
+    expect(newBytes(before, await cut(inserted))).toBeLessThan(2 * 4 * 1024 * 1024);
+  });
+});
+
+describe('packs', () => {
+  it('hold blobs by id; a swapped blob or a changed pack is refused', () => {
+    const b = new PackBuilder(keys);
+    const blobs = [Buffer.from('report one'), Buffer.from('report two'), randomBytes(100_000)];
+    for (const p of blobs) b.add(blobId(keys, p), p);
+    const pack = b.finish();
+    const entries = readPackHeader(keys, pack.id, pack.bytes);
+    expect(entries.map((e) => e[0])).toEqual(blobs.map((p) => blobId(keys, p)));
+    for (const [id, off, len] of entries)
+      expect(blobs.some((p) => p.equals(openBlob(keys, id, pack.bytes.subarray(off, off + len))))).toBe(true);
+    const [[id0, off0, len0], [, off1, len1]] = entries;
+    refused(() => openBlob(keys, id0, pack.bytes.subarray(off1, off1 + len1)));
+    const bad = Buffer.from(pack.bytes);
+    bad[off0 + len0 - 1] ^= 1;
+    refused(() => readPackHeader(keys, pack.id, bad));
+  });
+});
