@@ -77,6 +77,9 @@ export class AgentServer {
       ConfirmRestore: this.unary('ConfirmRestore', async (call: grpc.ServerUnaryCall<{ jobId: string }, unknown>) =>
         confirmRestore(this.config, call.request.jobId, this.log),
       ),
+      CancelJob: this.unary('CancelJob', async (call: grpc.ServerUnaryCall<{ jobId: string; requestedBy: string }, unknown>) =>
+        this.cancelJob(call.request.jobId, call.request.requestedBy),
+      ),
     });
     this.health.addToServer(this.server);
   }
@@ -103,6 +106,19 @@ export class AgentServer {
     if (!cn || !this.config.allowedClients.includes(String(cn))) {
       throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `certificate "${cn ?? 'none'}" may not call agent ${this.config.name}`);
     }
+  }
+
+  /**
+   * Cancel the running job if it is `jobId`: its signal aborts with BOXBACK_ERR_CANCELLED, and
+   * the job's own paths do the rest (a backup resumes the services and removes its temporary
+   * directory; a restore rolls back). Answers at once; the job's stream carries the outcome.
+   */
+  private cancelJob(jobId: string, by: string): { cancelling: boolean; runningJobId: string } {
+    const job = this.running;
+    if (!job || job.id !== jobId) return { cancelling: false, runningJobId: job?.id ?? '' };
+    this.log.warn({ jobId, by }, 'cancel requested');
+    job.abort.abort(new BoxbackError('BOXBACK_ERR_CANCELLED', `cancelled by ${by || 'the controller'}`));
+    return { cancelling: true, runningJobId: job.id };
   }
 
   private async getInfo(): Promise<AgentInfo> {

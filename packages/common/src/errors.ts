@@ -15,6 +15,8 @@ export const ExitCode = {
   JOB_FAILED: 5,
   UNREACHABLE: 6,
   BUSY: 7,
+  /** Not possible in this state: a backup that is not Restorable, a job that already ended. */
+  NOT_POSSIBLE: 8,
   INTERRUPTED: 130,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -97,6 +99,12 @@ export const ERROR_CODES = {
     E.PERMISSION_DENIED,
     'No key file or passphrase given opens the store (or the store is not initialised).',
   ),
+  BOXBACK_ERR_NOT_RESTORABLE: spec(
+    S.FAILED_PRECONDITION,
+    E.NOT_POSSIBLE,
+    'The backup is not Restorable (it failed, is incomplete, or a verification found a problem); pick another.',
+  ),
+  BOXBACK_ERR_JOB_ENDED: spec(S.FAILED_PRECONDITION, E.NOT_POSSIBLE, 'The job has already ended; there is nothing to cancel.'),
 } satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

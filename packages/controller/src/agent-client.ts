@@ -70,6 +70,11 @@ export class AgentClient {
     return tidy(unary(this.client, 'ConfirmRestore', { jobId }, { deadlineMs: 3600_000, what: this.what }));
   }
 
+  /** Ask the agent to cancel its running job `jobId` (false when it runs another job or none). */
+  cancelJob(jobId: string, requestedBy: string): Promise<{ cancelling: boolean; runningJobId: string }> {
+    return tidy(unary(this.client, 'CancelJob', { jobId, requestedBy }, { deadlineMs: 10_000, what: this.what }));
+  }
+
   close(): void {
     this.client.close();
   }

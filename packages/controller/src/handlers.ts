@@ -167,7 +167,7 @@ export async function restoreBackup(ctx: Ctx, r: Req, caller: Caller) {
   if (!b.restorable) {
     const why = b.verifyFailed ? `its last verification failed: ${b.errorMessage}` : `its status is ${b.status}`;
     throw new BoxbackError(
-      'BOXBACK_ERR_INVALID_ARGUMENT',
+      'BOXBACK_ERR_NOT_RESTORABLE',
       `backup ${b.id} is not Restorable (${why}); pick a Restorable one from \`boxback backups --host ${b.host}\``,
     );
   }

@@ -12,6 +12,8 @@
  * A restore job is the same without the fleet bound (a restore is never queued behind
  * backups). SIGTERM: Queued jobs fail, Running ones get a grace period, then are left
  * Running in the catalog for `reconcile()` on the next start (see reconcile.ts).
+ * Every job keeps a log in the catalog (`boxback job logs`): queued, each phase's start and
+ * end, a cancel request, its end. Cancelling is job-control.ts.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -193,6 +195,12 @@ export class JobRunner {
       const row = this.newRow('backup', host.name, opts.requestedBy, { live: opts.live, via: opts.via });
       if (opts.slot) Object.assign(row, opts.slot);
       await this.catalog.createJob(row);
+      await this.logEvent(
+        row.id,
+        '',
+        'queued',
+        `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`,
+      );
       rows.push(row);
       this.start(row, async (a) => {
         const releaseBound = await bound.acquire();
@@ -217,6 +225,12 @@ export class JobRunner {
     const row = this.newRow(opts.drill ? 'drill' : 'restore', target.name, opts.requestedBy, params);
     row.backupId = backup.id;
     await this.catalog.createJob(row);
+    await this.logEvent(
+      row.id,
+      '',
+      'queued',
+      `${backup.id} onto ${target.name}, requested by ${opts.requestedBy || 'unknown'}${opts.dryRun ? ', dry run' : ''}`,
+    );
     this.start(row, async (a) => {
       if (!a.cancelled) await this.runRestore(a, target, backup, opts);
     });
@@ -316,8 +330,18 @@ export class JobRunner {
     log.info({ status: result.status, error: result.errorMessage || undefined }, 'restore ended');
   }
 
+  /** Append a line to a job's log; a catalog failure is logged, never fails the job. */
+  async logEvent(jobId: string, phase: string, state: string, message: string): Promise<void> {
+    try {
+      await this.catalog.appendJobEvent({ jobId, atMs: Date.now(), phase, state, message });
+    } catch (err) {
+      this.log.warn({ err, jobId }, 'writing the job log failed');
+    }
+  }
+
   async onProgress(a: ActiveJob, p: Progress): Promise<void> {
     const phaseChanged = a.progress?.phase !== p.phase || a.progress?.state !== p.state;
+    if (phaseChanged && p.state !== 'running') await this.logEvent(a.row.id, p.phase, p.state, p.message);
     a.progress = p;
     a.row.phase = p.phase;
     this.emit(a.row.id, { progress: p });
@@ -349,6 +373,13 @@ export class JobRunner {
     };
     Object.assign(a.row, update);
     await this.catalog.updateJob(a.row.id, update);
+    const failedIn = result.failedStep || (state === 'Failed' || state === 'RolledBack' ? update.phase : '');
+    await this.logEvent(
+      a.row.id,
+      failedIn,
+      state,
+      [result.backupId, result.errorCode, result.errorMessage, ...result.warnings.map((w) => `warning: ${w}`)].filter(Boolean).join('; '),
+    );
     this.emit(a.row.id, { result: { ...result, manifestJson: '' } });
     for (const q of this.watchers.get(a.row.id) ?? []) q.end();
     this.watchers.delete(a.row.id);

@@ -30,6 +30,7 @@ import { PgLeadership, SoleLeadership, type Leadership } from './leadership.js';
 import type { ControllerConfig } from './config.js';
 import * as H from './handlers.js';
 import { exportBackup, importBackup } from './import-export.js';
+import { cancelJob, jobLogs, listJobs } from './job-control.js';
 import { JobRunner } from './jobs.js';
 import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
@@ -361,6 +362,14 @@ export class ControllerServer {
         admin('run restore drills'),
         (r, who) => H.runDrill(c, r, who),
         (r) => `${r.host} -> ${r.drillHost}`,
+      ),
+      ListJobs: this.unary('ListJobs', viewer, (r) => listJobs(c, r)),
+      GetJobLogs: this.unary('GetJobLogs', viewer, (r) => jobLogs(c, r)),
+      CancelJob: this.unary(
+        'CancelJob',
+        admin('cancel jobs'),
+        (r, who) => cancelJob(c, r, who),
+        (r) => r.id,
       ),
     };
   }

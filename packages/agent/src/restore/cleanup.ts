@@ -8,7 +8,7 @@
  * onError: fail -> the restore rolls back; continue -> a warning in the result.
  */
 import { promises as fsp } from 'node:fs';
-import { BoxbackError, fsyncDir } from '@boxback/common';
+import { BoxbackError, asBoxbackError, fsyncDir } from '@boxback/common';
 import path from 'node:path';
 import type { JobContext } from '../job.js';
 import type { Plan } from '../plan.js';
@@ -38,6 +38,8 @@ async function runStep(ctx: JobContext, rec: RestoreRecord, step: CleanupStep): 
   }
   const timeoutMs = step.timeoutSeconds * 1000;
   const r = await runCommand(step.command!, { timeoutMs, signal: ctx.signal, env: { BOXBACK_JOB_ID: ctx.jobId } });
+  // a cancel is never "continued" past: the restore rolls back
+  if (ctx.signal.aborted) throw asBoxbackError(ctx.signal.reason, 'BOXBACK_ERR_CANCELLED');
   if (!r.ok)
     throw new BoxbackError(
       r.timedOut ? 'BOXBACK_ERR_TIMEOUT' : 'BOXBACK_ERR_RESTORE_FAILED',
@@ -55,7 +57,7 @@ export async function runCleanup(ctx: JobContext, rec: RestoreRecord): Promise<s
     try {
       await runStep(ctx, rec, step);
     } catch (err) {
-      if (step.onError !== 'continue') throw err;
+      if (step.onError !== 'continue' || ctx.signal.aborted) throw err;
       const msg = `clean-up step ${step.name} failed and was skipped (onError: continue): ${(err as Error).message}`;
       ctx.log.warn(msg);
       warnings.push(msg);

@@ -4,7 +4,7 @@
  * deadline (timeoutSeconds) passes; then BOXBACK_ERR_HEALTH_CHECK_FAILED with the last
  * reason. No health check in the plan: the services being up is all we can check.
  */
-import { BoxbackError } from '@boxback/common';
+import { BoxbackError, asBoxbackError } from '@boxback/common';
 import type { JobContext } from '../job.js';
 import type { PlanHealth } from '../plan.js';
 import { describeFailure, runCommand } from '../run-command.js';
@@ -64,5 +64,6 @@ export async function checkHealth(ctx: JobContext, phase = 'HEALTH_CHECK'): Prom
     ctx.emit({ phase, filesDone: tries, message: last });
     await sleep(h.intervalSeconds * 1000, ctx.signal);
   }
+  if (ctx.signal.aborted) throw asBoxbackError(ctx.signal.reason, 'BOXBACK_ERR_CANCELLED');
   throw new BoxbackError('BOXBACK_ERR_HEALTH_CHECK_FAILED', `not healthy within ${h.timeoutSeconds}s (${tries} tries): ${last}`);
 }

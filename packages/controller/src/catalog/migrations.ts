@@ -214,6 +214,31 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE UNIQUE INDEX jobs_one_per_slot ON jobs (schedule, slot_ms, host, attempt) WHERE schedule != '';
   `,
   },
+  // 4: each job's log (`boxback job logs`): its phases' starts and ends, cancel requests, its end.
+  {
+    sqlite: `
+  CREATE TABLE job_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    phase TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX job_events_by_job ON job_events (job_id, id);
+  `,
+    postgres: `
+  CREATE TABLE job_events (
+    id BIGSERIAL PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    phase TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX job_events_by_job ON job_events (job_id, id);
+  `,
+  },
 ];
 
 /** The SQL of migration `i` in a dialect. */

@@ -16,7 +16,7 @@
 import pg from 'pg';
 import { BoxbackError } from '@boxback/common';
 import { MIGRATIONS, migrationSql, newerSchemaError } from './migrations.js';
-import { BACKUP_LIST_COLUMNS, camelToSnake, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
+import { BACKUP_LIST_COLUMNS, camelToSnake, fromDb, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
 import type {
   AuditEntry,
   BackupRow,
@@ -24,8 +24,9 @@ import type {
   Catalog,
   HostRow,
   HostUpdate,
+  JobEventRow,
+  JobFilter,
   JobRow,
-  JobState,
   JobUpdate,
   NewBackup,
   TokenRow,
@@ -380,12 +381,16 @@ export class PgCatalog implements Catalog {
     await this.q('UPDATE jobs SET phase = $2, progress_json = $3 WHERE id = $1', [id, phase, progressJson]);
   }
 
-  async listJobs(filter: { states?: readonly JobState[]; host?: string; limit?: number } = {}): Promise<JobRow[]> {
+  async listJobs(filter: JobFilter = {}): Promise<JobRow[]> {
     const where: string[] = [];
     const values: unknown[] = [];
     if (filter.states?.length) {
       values.push([...filter.states]);
       where.push(`state = ANY($${values.length})`);
+    }
+    if (filter.kinds?.length) {
+      values.push([...filter.kinds]);
+      where.push(`kind = ANY($${values.length})`);
     }
     if (filter.host) {
       values.push(filter.host);
@@ -456,6 +461,21 @@ export class PgCatalog implements Catalog {
       'INSERT INTO schedule_slots (name, last_slot_ms) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET last_slot_ms = excluded.last_slot_ms',
       [name, slotMs],
     );
+  }
+
+  async appendJobEvent(e: JobEventRow): Promise<void> {
+    await this.q('INSERT INTO job_events (job_id, at_ms, phase, state, message) VALUES ($1, $2, $3, $4, $5)', [
+      e.jobId,
+      e.atMs,
+      e.phase,
+      e.state,
+      e.message,
+    ]);
+  }
+
+  async listJobEvents(jobId: string): Promise<JobEventRow[]> {
+    const r = await this.q('SELECT job_id, at_ms, phase, state, message FROM job_events WHERE job_id = $1 ORDER BY id', [jobId]);
+    return r.rows.map((row) => fromDb(row) as unknown as JobEventRow);
   }
 
   // ---- audit

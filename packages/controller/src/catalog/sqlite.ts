@@ -9,7 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
 import { migrateSqlite } from './migrations.js';
-import { BACKUP_LIST_COLUMNS, camelToSnake, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
+import { BACKUP_LIST_COLUMNS, camelToSnake, fromDb, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
 import type {
   AuditEntry,
   BackupRow,
@@ -17,8 +17,9 @@ import type {
   Catalog,
   HostRow,
   HostUpdate,
+  JobEventRow,
+  JobFilter,
   JobRow,
-  JobState,
   JobUpdate,
   NewBackup,
   TokenRow,
@@ -241,12 +242,16 @@ export class SqliteCatalog implements Catalog {
     }
   }
 
-  async listJobs(filter: { states?: readonly JobState[]; host?: string; limit?: number } = {}): Promise<JobRow[]> {
+  async listJobs(filter: JobFilter = {}): Promise<JobRow[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     if (filter.states?.length) {
       where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
       params.push(...filter.states);
+    }
+    if (filter.kinds?.length) {
+      where.push(`kind IN (${filter.kinds.map(() => '?').join(', ')})`);
+      params.push(...filter.kinds);
     }
     if (filter.host) {
       where.push('host = ?');
@@ -314,6 +319,21 @@ export class SqliteCatalog implements Catalog {
     this.stmt(
       'INSERT INTO schedule_slots (name, last_slot_ms) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_slot_ms = excluded.last_slot_ms',
     ).run(name, slotMs);
+  }
+
+  async appendJobEvent(e: JobEventRow): Promise<void> {
+    this.stmt('INSERT INTO job_events (job_id, at_ms, phase, state, message) VALUES (?, ?, ?, ?, ?)').run(
+      e.jobId,
+      e.atMs,
+      e.phase,
+      e.state,
+      e.message,
+    );
+  }
+
+  async listJobEvents(jobId: string): Promise<JobEventRow[]> {
+    const rows = this.stmt('SELECT job_id, at_ms, phase, state, message FROM job_events WHERE job_id = ? ORDER BY id').all(jobId) as Row[];
+    return rows.map((r) => fromDb(r) as unknown as JobEventRow);
   }
 
   // ---- audit

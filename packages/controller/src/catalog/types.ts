@@ -98,6 +98,24 @@ export interface JobRow {
   owner?: string;
 }
 
+/** One line of a job's log: a phase started, ended or failed, a cancel asked for, the job's end. */
+export interface JobEventRow {
+  jobId: string;
+  atMs: number;
+  phase: string;
+  /** started, done, failed, skipped (a phase's), queued, cancel, or the job's final state. */
+  state: string;
+  message: string;
+}
+
+/** Which jobs listJobs returns (newest first). */
+export interface JobFilter {
+  states?: readonly JobState[];
+  host?: string;
+  kinds?: readonly string[];
+  limit?: number;
+}
+
 export interface TokenRow {
   id: number;
   name: string;
@@ -164,7 +182,11 @@ export interface Catalog {
   updateJob(id: string, u: JobUpdate): Promise<void>;
   /** A job's latest phase and progress: not worth a disk flush of its own (the next durable write carries it). */
   updateJobProgress(id: string, phase: string, progressJson: string): Promise<void>;
-  listJobs(filter?: { states?: readonly JobState[]; host?: string; limit?: number }): Promise<JobRow[]>;
+  listJobs(filter?: JobFilter): Promise<JobRow[]>;
+  /** Append a line to a job's log (`boxback job logs`). */
+  appendJobEvent(e: JobEventRow): Promise<void>;
+  /** A job's log, oldest first. */
+  listJobEvents(jobId: string): Promise<JobEventRow[]>;
   /** Jobs counted by host, kind and state (for metrics). */
   countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>>;
   /** Per host, the newest backup job that Completed (duration for metrics). */

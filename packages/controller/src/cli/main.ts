@@ -9,6 +9,7 @@ import { BOXBACK_VERSION, ExitCode, asBoxbackError } from '@boxback/common';
 import { registerBackupCommands } from './commands/backup.js';
 import { registerCertCommands } from './commands/certs.js';
 import { registerFleetCommands } from './commands/fleet.js';
+import { registerJobCommands } from './commands/jobs.js';
 import { CliContext } from './context.js';
 
 // grpc-js sets the TLS server name to the address; for an IP Node prints a deprecation
@@ -25,6 +26,8 @@ Exit codes:
   5  job failed (Failed or RolledBack; a verification found problems)
   6  controller or agent unreachable
   7  busy (the host already runs a backup or restore)
+  8  not possible in this state (the backup is not Restorable, the job already ended)
+  130  interrupted (Ctrl-C; a job being watched goes on)
 
 Connection: --controller/--ca/--token, or BOXBACK_CONTROLLER/BOXBACK_CA/BOXBACK_TOKEN,
 or cli.yaml (--config, BOXBACK_CONFIG, ~/.config/boxback/cli.yaml) with keys
@@ -49,6 +52,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
     .addHelpText('after', EXIT_CODES_HELP);
   registerBackupCommands(program, ctx);
   registerFleetCommands(program, ctx);
+  registerJobCommands(program, ctx);
   registerCertCommands(program, ctx);
   const withExitCodes = (cmd: Command): void => {
     for (const c of cmd.commands) {

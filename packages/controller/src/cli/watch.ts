@@ -3,9 +3,12 @@
  * On a TTY, one cli-progress bar per host (phase, files, bytes, ETA); otherwise one plain
  * line per host when its phase or state changes (and at most every 5 s while running).
  * With --json nothing is printed while following. Returns every job's final result.
+ * Ctrl-C (SIGINT) while following: the bars stop, the terminal gets its cursor and line
+ * wrap back, each unfinished job is named ("job X goes on; `boxback job watch X`") and the
+ * CLI exits 130. The jobs are not cancelled (that is `boxback job cancel`).
  */
 import cliProgress from 'cli-progress';
-import { emptyResult, type JobEvent, type JobResult, type Progress } from '@boxback/common';
+import { ExitCode, emptyResult, type JobEvent, type JobResult, type Progress } from '@boxback/common';
 import type { ControllerClient } from './connection.js';
 import { humanBytes, humanDuration } from './format.js';
 
@@ -20,6 +23,26 @@ export interface FollowOptions {
   tty: boolean;
   /** Write a line (plain mode); defaults to stdout. */
   print?: (line: string) => void;
+  /** Called with every progress event (after the bars or lines are updated). */
+  onProgress?: (p: Progress, job: WatchedJob) => void;
+}
+
+/** Show the cursor and turn line wrap back on, on whichever stream is a terminal. */
+export function restoreTerminal(): void {
+  for (const s of [process.stderr, process.stdout]) if (s.isTTY) s.write('\x1b[?25h\x1b[?7h');
+}
+
+/** While following: Ctrl-C leaves the jobs running, says how to follow them again, exits 130. */
+function onInterrupt(pending: Set<string>, stopBars: () => void): () => void {
+  const handler = () => {
+    stopBars();
+    restoreTerminal();
+    const lines = [...pending].map((id) => `job ${id} goes on; \`boxback job watch ${id}\``);
+    process.stderr.write(`\n${lines.join('\n')}\n`);
+    process.exit(ExitCode.INTERRUPTED);
+  };
+  process.on('SIGINT', handler);
+  return () => process.off('SIGINT', handler);
 }
 
 function counts(p: Progress): { files: string; bytes: string; eta: string } {
@@ -55,6 +78,8 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
         )
       : undefined;
 
+  const pending = new Set(jobs.map((j) => j.id));
+  const offInterrupt = onInterrupt(pending, () => bars?.stop());
   const one = async (job: WatchedJob): Promise<JobResult> => {
     const bar = bars?.create(1, 0, { host: job.host.padEnd(hostWidth), phase: 'queued', files: '', bytes: '', etaText: '' });
     let lastKey = '';
@@ -83,6 +108,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
             print(progressLine(job.host, p, hostWidth));
           }
         }
+        o.onProgress?.(p, job);
       }
     } catch (err) {
       result = {
@@ -93,6 +119,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
       };
     }
     result ??= { ...emptyResult(job.id), status: 'Failed', errorMessage: 'the controller ended the job stream without a result' };
+    pending.delete(job.id);
     if (bar) {
       bar.setTotal(1);
       bar.update(1, { phase: result.status, files: '', bytes: result.sizeBytes ? humanBytes(result.sizeBytes) : '', etaText: '' });
@@ -103,6 +130,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
   try {
     return await Promise.all(jobs.map(one));
   } finally {
+    offInterrupt();
     bars?.stop();
   }
 }

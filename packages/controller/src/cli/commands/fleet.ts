@@ -1,5 +1,5 @@
 /**
- * `boxback hosts add|list|remove`, `boxback status [--watch]`, `boxback job watch|get`,
+ * `boxback hosts add|list|remove`, `boxback status [--watch]`,
  * `boxback restore confirm`, `boxback tokens create|list`, `boxback audit`.
  */
 import type { Command } from 'commander';
@@ -166,25 +166,6 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
         else process.stdout.write(`${ctx.tty ? '\x1b[2J\x1b[H' : ''}${statusText(s)}\n\n`);
         await new Promise((r) => setTimeout(r, 2_000));
       }
-    });
-
-  const job = program.command('job').description('follow and inspect jobs');
-  job
-    .command('watch <id>')
-    .description('follow a job: progress, then its result (exit 5 when it failed)')
-    .action(async (id: string) => {
-      const j = await ctx.client().call<WatchedJob>('GetJob', { id });
-      const [r] = await followJobs(ctx.client(), [j], { json: ctx.json, tty: ctx.tty });
-      ctx.failOnJobs([r]);
-      ctx.out({ job: j, result: r }, () => resultLine(j, r, j.host.length) + (r.dryRunReport ? `\n\n${r.dryRunReport.trimEnd()}` : ''));
-    });
-  job
-    .command('get <id>')
-    .description('show one job')
-    .action(async (id: string) => {
-      const j = await ctx.client().call<WatchedJob & { state: string; phase: string; errorMessage: string }>('GetJob', { id });
-      if (j.state === 'Failed' || j.state === 'RolledBack') ctx.exitCode = 5;
-      ctx.out(j, () => `${j.id}  ${j.kind}  ${j.host}  ${j.state}  ${j.phase}${j.errorMessage ? `  ${j.errorMessage}` : ''}`);
     });
 
   program
