@@ -23,6 +23,7 @@ let dir: string;
 let cluster: Cluster;
 let box: Box;
 const HOST = 'gocd-j';
+let latestId = '';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function cliJson<T = Record<string, unknown>>(args: string[], code = 0): Promise<T> {
@@ -199,7 +200,23 @@ describe('job control', () => {
     }
     expect(snapshot(box.root, liveParts(box))).toEqual(before);
     expect(await serverBack()).toBe(true);
+    latestId = backupId;
   }, 120_000);
+
+  it('takes HOST@latest wherever a backup ID is taken: the newest Restorable backup', async () => {
+    expect(latestId).not.toBe('');
+    const b = await cliJson<{ id: string }>(['backup', 'get', `${HOST}@latest`]);
+    expect(b.id).toBe(latestId);
+    const v = await cluster.cli(['backup', 'verify', `${HOST}@latest`]);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout.startsWith(`${latestId}: ok`)).toBe(true);
+    const dry = await cluster.cli(['backup', 'restore', `${HOST}@latest`, '--dry-run', '--json']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(JSON.parse(dry.stdout).result).toMatchObject({ status: 'Completed', backupId: latestId });
+    const none = await cluster.cli(['backup', 'verify', 'nohost@latest']);
+    expect(none.code).toBe(3);
+    expect(none.stderr).toMatch(/host "nohost" has no Restorable backup/);
+  }, 60_000);
 });
 
 async function waitForJob(kind: string): Promise<string> {

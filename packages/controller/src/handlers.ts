@@ -52,8 +52,21 @@ export async function mustHost(ctx: Ctx, name: string): Promise<HostRow> {
   return h;
 }
 
-export async function mustBackup(ctx: Ctx, id: string): Promise<BackupRow> {
+/** `HOST@latest` names a host's newest Restorable backup, wherever a backup ID is taken. */
+export const LATEST_SUFFIX = '@latest';
+
+export async function mustBackup(ctx: Pick<Ctx, 'catalog'>, id: string): Promise<BackupRow> {
   if (!id) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'no backup ID given (IDs look like host@YYYYMMdd-HHmmss)');
+  if (id.endsWith(LATEST_SUFFIX)) {
+    const host = id.slice(0, -LATEST_SUFFIX.length);
+    const latest = host ? await ctx.catalog.lastRestorable(host) : undefined;
+    if (!latest)
+      throw new BoxbackError(
+        'BOXBACK_ERR_NOT_FOUND',
+        `${id}: host "${host}" has no Restorable backup (${host ? `\`boxback backups --host ${host}\`` : 'name a host: HOST@latest'})`,
+      );
+    return latest;
+  }
   const b = await ctx.catalog.getBackup(id);
   if (!b) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no backup "${id}": list backups with \`boxback backups\``);
   return b;

@@ -5,6 +5,8 @@
  *         one summary line per host -> exit 5 when any failed.
  * restore: GetBackup -> confirm (TTY, unless --yes or --dry-run) -> RestoreBackup ->
  *          follow -> dry-run report or the confirm hint -> exit 5 on Failed/RolledBack.
+ * Wherever a backup ID is taken, HOST@latest names that host's newest Restorable backup
+ * (the controller resolves it; the CLI resolves it once first so that it names one backup).
  */
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -100,6 +102,14 @@ export function backupDetails(b: BackupMsg): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
 }
 
+/** `gocd1@latest` -> the ID of gocd1's newest Restorable backup (asked once, so every later call names the same one). */
+async function resolveId(ctx: CliContext, id: string): Promise<string> {
+  if (!id.endsWith('@latest')) return id;
+  const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+  ctx.info(`${id} is ${b.id}`);
+  return b.id;
+}
+
 async function follow(ctx: CliContext, jobs: WatchedJob[]) {
   const results = await followJobs(ctx.client(), jobs, { json: ctx.json, tty: ctx.tty });
   ctx.failOnJobs(results);
@@ -155,7 +165,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('get <id>')
-    .description('show one backup and its manifest summary')
+    .description("show one backup and its manifest summary (ID, or HOST@latest: the host's newest Restorable backup)")
     .action(async (id: string) => {
       const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
       ctx.out({ ...b, manifest: b.manifestJson ? JSON.parse(b.manifestJson) : null, manifestJson: undefined }, () => backupDetails(b));
@@ -163,7 +173,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('restore <id>')
-    .description('restore a backup onto its host, or onto another with --target')
+    .description('restore a backup (ID or HOST@latest) onto its host, or onto another with --target')
     .option('--target <host>', 'host to restore onto (default: the host it came from)')
     .option('--dry-run', 'show the steps and host-file changes, change nothing')
     .option('--force', 'restore even when the backup is from a newer product version')
@@ -196,18 +206,17 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('verify <id>')
-    .description('re-check every checksum of a stored backup and the CRC-32 of every zip entry')
-    .action(async (id: string) => {
-      const r = await ctx
-        .client()
-        .call<{
-          ok: boolean;
-          filesChecked: number;
-          bytesChecked: number;
-          problems: string[];
-          durationMs: number;
-          zipEntriesChecked: number;
-        }>('VerifyBackup', { backupId: id }, 6 * 3600_000);
+    .description('re-check every checksum of a stored backup (ID or HOST@latest) and the CRC-32 of every zip entry')
+    .action(async (given: string) => {
+      const id = await resolveId(ctx, given);
+      const r = await ctx.client().call<{
+        ok: boolean;
+        filesChecked: number;
+        bytesChecked: number;
+        problems: string[];
+        durationMs: number;
+        zipEntriesChecked: number;
+      }>('VerifyBackup', { backupId: id }, 6 * 3600_000);
       if (!r.ok) ctx.exitCode = 5;
       ctx.out(r, () =>
         r.ok
@@ -218,9 +227,10 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('delete <id>')
-    .description('delete a backup from the store and the catalog')
+    .description('delete a backup (ID or HOST@latest) from the store and the catalog')
     .option('-y, --yes', 'do not ask for confirmation')
-    .action(async (id: string, o: { yes?: boolean }) => {
+    .action(async (given: string, o: { yes?: boolean }) => {
+      const id = await resolveId(ctx, given);
       await ctx.confirm(`Delete backup ${id}? This cannot be undone`, o.yes);
       const r = await ctx.client().call<{ deleted: boolean; freedBytes: number }>('DeleteBackup', { backupId: id }, 3600_000);
       ctx.out(r, () => `deleted ${id}, freed ${humanBytes(r.freedBytes)}`);
@@ -237,7 +247,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('export <id>')
-    .description('download a backup as one tar file')
+    .description('download a backup (ID or HOST@latest) as one tar file')
     .requiredOption('-o, --output <file>', 'tar file to write')
     .action(async (id: string, o: { output: string }) => {
       const out = path.resolve(o.output);
