@@ -1,37 +1,50 @@
 #!/usr/bin/env node
-// boxback bench: our backup against the plain tools and restic, on the same generated box,
-// in one run (warm page cache; everything on one filesystem).
+// boxback bench: our backup and restore, run the way the agent runs as deployed, against the
+// plain tools and restic, on the same generated box, in one run (warm page cache; everything
+// on one filesystem).
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
-//                    [--journal-files N] [--no-journal]
+//                    [--journal-files N] [--no-journal] [--daemon-files N] [--no-daemon-rss] [--timeout S]
 //
 // Steps, in order:
-//   1. generate the box (bench/lib/gen-box.mjs) and start its stand-in server
-//   2. full:   ours (a child process: `node bench/run-backup.mjs`, stop mode, the stand-in
-//              really stopped and started) vs `zip -r -1` of each dataset + `rsync -a` of the trees
-//              + `sync` (ours and restic's are on disk when they report done: both fsync)
-//   3. window: ours (services stopped -> resumed, and the copy inside it) vs `cp -a` of the
-//              window's datasets (same filesystem)
-//   4. restic full backup of the same paths (peer), `rsync -a` of the whole box (base for 6)
-//   5. a simulated CI day (new artifacts and reports, database growth, config commits)
-//   6. incremental: ours vs `rsync -a --link-dest` of the whole box + `sync`; restic incremental
-//   7. peak RSS of our backup processes (VmHWM)
-//   8. restore section: bench/restore-bench.mjs, when present, exports
-//      `run(ctx) -> Promise<Record<string, number>>` with ctx = { dir, box, store, agentYaml,
-//      latestBackup, resticRepo, resticEnv, time, sh } and its figures are merged in (the
-//      restore engineer adds restore vs unzip+rsync and restic restore there).
-//   9. change journal: bench/journal-bench.mjs's run({ files, dir, log }) on its own tree of
-//      small files (100k small, 200k default, 1M large; --journal-files N), 0.1% changed
-//  10. print a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`) and
+//   1. generate the box (bench/lib/gen-box.mjs), start its stand-in server and the real
+//      `boxback-agent` daemon (journals on) on it; wait until it watches both trees
+//   2. full:   ours, a Backup RPC to the daemon (stop mode: the stand-in really stopped and
+//              started) vs `zip -r -1` of each dataset + `rsync -a` of the trees + `sync`
+//              (ours and restic's are on disk when they report done: both fsync)
+//   3. window: ours from the manifest (the services' own stop and start apart from our part:
+//              the copy and our overhead) vs `cp -a` of the window's datasets
+//   4. restic full backup of the same paths; `rsync -a` of the whole box (base for 6)
+//   5. a simulated CI day (new artifacts and reports, database growth, config commits), the
+//      daemon watching; then, as between two scheduled backups, its link farms are prepared
+//   6. incremental as deployed: a Backup RPC to the same daemon (its journals follow the full
+//      backup) vs restic and `rsync -a --link-dest` + `sync`. The fallback case, a full rsync
+//      pass (a one-shot process without journals: bench/run-backup.mjs, against a hard-linked
+//      copy of the full backup in a second store), is measured beside it
+//   7. restore: a Restore RPC of the incremental to the daemon; its data path (the job minus
+//      the service's stop, start and health check) vs `unzip` + `rsync -a` + `sync` of the same
+//      backup and `restic restore` of the same box
+//   8. change journal: bench/journal-bench.mjs's run() on its own tree of small files (100k
+//      small, 200k default, 1M large; --journal-files N), 0.1% changed
+//   9. the daemon's RSS while it watches a tree of --daemon-files (200k) small files
+//      (bench/lib/daemon-rss.mjs): first-scan peak and steady state
+//  10. a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`), MB (`*_mb`) and
 //      ratios (`*_ratio`, ours / theirs: below 1.0 is better), under stable names.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// Progress goes to stderr (also with --json). SIGINT, SIGTERM or --timeout (seconds; default by
+// size) stop every process the bench started (the daemon, the stand-in, rsync...) and remove
+// its temp dir (made under --dir or the system's), unless --keep.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
+import { run as journalBench } from './journal-bench.mjs';
+import { daemonWatchRss } from './lib/daemon-rss.mjs';
+import { startDaemon } from './lib/deployed.mjs';
 import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
+import { guard, onCleanup, run, spawnTracked, stopEverything } from './lib/procs.mjs';
+import { printTable } from './lib/report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -44,29 +57,35 @@ const { values: args } = parseArgs({
     'no-restic': { type: 'boolean', default: false },
     'journal-files': { type: 'string' },
     'no-journal': { type: 'boolean', default: false },
+    'daemon-files': { type: 'string', default: '200000' },
+    'no-daemon-rss': { type: 'boolean', default: false },
+    timeout: { type: 'string' },
   },
 });
-const say = (msg) => {
-  if (!args.json) process.stderr.write(`${msg}\n`);
-};
-const sh = (cmd, argv, opts = {}) => {
-  const r = spawnSync(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 256 << 20, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status ?? r.signal}): ${String(r.stderr).slice(-2000)}`);
-  return String(r.stdout);
-};
-const time = (fn) => {
-  const t0 = performance.now();
-  const out = fn();
-  return { seconds: (performance.now() - t0) / 1000, out };
-};
-const du = (p) => Number(sh('du', ['-s', '--block-size=1', p]).split('\t')[0]);
-const hasRestic = !args['no-restic'] && spawnSync('restic', ['version']).status === 0;
-
+const say = (msg) => process.stderr.write(`${msg}\n`);
 /** Files in the change-journal section's tree, by box size (the issue asks for 1M: --journal-files 1000000). */
 const JOURNAL_FILES = { small: 100_000, default: 200_000, large: 1_000_000 };
+const TIMEOUT_S = { small: 3600, default: 4 * 3600, large: 12 * 3600 };
+guard({ timeoutS: Number(args.timeout ?? TIMEOUT_S[args.size] ?? 3600), log: say });
 
-const root = args.dir ?? mkdtempSync(path.join(os.tmpdir(), 'boxback-bench-'));
-mkdirSync(root, { recursive: true });
+const sh = (cmd, argv, opts = {}) => run(cmd, argv, opts);
+const time = async (fn) => {
+  const t0 = performance.now();
+  const out = await fn();
+  return { seconds: (performance.now() - t0) / 1000, out };
+};
+const du = async (p) => Number((await sh('du', ['-s', '--block-size=1', p])).split('\t')[0]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const hasRestic =
+  !args['no-restic'] &&
+  (await sh('restic', ['version']).then(
+    () => true,
+    () => false,
+  ));
+
+mkdirSync(args.dir ?? os.tmpdir(), { recursive: true });
+const root = mkdtempSync(path.join(args.dir ?? os.tmpdir(), 'boxback-bench-'));
+onCleanup(() => (args.keep ? say(`kept ${root}`) : rmSync(root, { recursive: true, force: true })));
 const port = 20000 + Math.floor(Math.random() * 20000);
 const figures = {};
 const notes = [];
@@ -76,20 +95,22 @@ const t0 = performance.now();
 const gen = await generateBox({ root: path.join(root, 'box'), port, size: args.size, seed: Number(args.seed) });
 figures.generate_s = (performance.now() - t0) / 1000;
 const { box } = gen;
-figures.box_bytes = du(path.join(root, 'box'));
+figures.box_bytes = await du(path.join(root, 'box'));
 const store = path.join(root, 'store');
+const fallbackStore = path.join(root, 'store-fallback');
 const plainDir = path.join(root, 'plain');
-mkdirSync(store, { recursive: true });
-mkdirSync(plainDir, { recursive: true });
-const agentYaml = path.join(root, 'agent.yaml');
+for (const d of [store, fallbackStore, plainDir]) mkdirSync(d, { recursive: true });
+const HOST = 'bench';
+// The fallback's one-shot process: the same agent config, without journals, on its own store.
+const fallbackYaml = path.join(root, 'agent-fallback.yaml');
 writeFileSync(
-  agentYaml,
+  fallbackYaml,
   JSON.stringify({
-    name: 'bench',
+    name: HOST,
     listen: '127.0.0.1:0',
     tls: { ca: 'x', cert: 'x', key: 'x' },
-    store,
-    stateDir: path.join(root, 'state'),
+    store: fallbackStore,
+    stateDir: path.join(root, 'state-fallback'),
     plan: box.planFile,
     allowedRoots: [box.root],
   }),
@@ -106,53 +127,97 @@ const trees = [
   { name: 'artifacts', dir: box.artifacts },
   { name: 'test-reports', dir: box.shine },
 ];
+const TREE_NAMES = trees.map((t) => t.name);
 const resticPaths = [...datasets.map((d) => d.dir), box.envFile, ...trees.map((t) => t.dir)];
 
-function ours(jobId) {
-  const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, path.join(here, 'run-backup.mjs'), agentYaml, jobId], {
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
+/** One backup in a one-shot process without journals (the fallback case): bench/run-backup.mjs. */
+async function oneShotBackup(agentYaml, jobId) {
+  const p = spawnTracked(process.execPath, [...AGENT_NODE_FLAGS, path.join(here, 'run-backup.mjs'), agentYaml, jobId], {
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  let out;
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
+  const code = await new Promise((resolve) => p.on('close', resolve));
+  let res;
   try {
-    out = JSON.parse(line);
+    res = JSON.parse(out.trim().split('\n').pop() ?? '');
   } catch {
-    throw new Error(`backup process failed (${r.status}): ${r.stderr.slice(-2000)}`);
+    throw new Error(`backup process failed (${code}): ${err}`);
   }
-  if (out.status === 'Failed') throw new Error(`backup failed: ${out.error}`);
+  if (res.status === 'Failed') throw new Error(`backup failed: ${res.error}`);
+  return res;
+}
+
+/** Seconds of each phase of a backup's manifest, under `<prefix>phase_<name>_s`. */
+function phaseFigures(prefix, manifest) {
+  const out = {};
+  for (const p of manifest.phases) out[`${prefix}phase_${p.name.toLowerCase()}_s`] = p.durationMs / 1000;
   return out;
 }
 
+/** The quiesce window of a backup's manifest: whole, the service's own stop and start, our part. */
+function windowFigures(prefix, q) {
+  const own = Math.max(0, (q.windowMs - (q.stopMs ?? 0) - (q.startMs ?? 0)) / 1000);
+  return {
+    [`${prefix}window_s`]: q.windowMs / 1000,
+    [`${prefix}window_copy_s`]: (q.copyMs ?? 0) / 1000,
+    [`${prefix}window_service_stop_s`]: (q.stopMs ?? 0) / 1000,
+    [`${prefix}window_service_start_s`]: (q.startMs ?? 0) / 1000,
+    [`${prefix}window_own_s`]: own,
+  };
+}
+
+let daemon;
 try {
+  say('starting the stand-in server...');
+  onCleanup(() => box.stop());
   await box.start();
-  // 2. Full backup: ours vs zip -r -1 + rsync -a.
-  say('full backup: boxback...');
-  const full = ours('bench-full');
-  figures.full_s = full.seconds;
-  figures.full_backup_bytes = du(path.join(store, full.backupPath));
-  say('full backup: zip -r -1 + rsync -a...');
-  const plainFull = time(() => {
-    for (const d of datasets) sh('zip', ['-q', '-r', '-1', path.join(plainDir, `${d.name}.zip`), '.'], { cwd: d.dir });
-    for (const t of trees) sh('rsync', ['-a', `${t.dir}/`, path.join(plainDir, t.name) + '/']);
-    // On disk, as ours and restic's are when they report done (both fsync).
-    sh('sync', ['--file-system', plainDir]);
+  say('starting the agent daemon (journals on)...');
+  daemon = await startDaemon({
+    dir: path.join(root, 'daemon'),
+    name: HOST,
+    planFile: box.planFile,
+    store,
+    stateDir: path.join(root, 'state'),
+    allowedRoots: [box.root],
+    log: say,
   });
-  figures.plain_full_s = plainFull.seconds;
+  const w = await daemon.watching(TREE_NAMES);
+  figures.daemon_box_watcher_start_s = w.seconds;
+  figures.daemon_box_first_scan_peak_rss_bytes = w.hwmBytes;
+
+  // 2. Full backup: ours (the daemon) vs zip -r -1 + rsync -a.
+  say('full backup: boxback (the daemon, over gRPC)...');
+  const beforeFull = daemon.mark();
+  const full = await daemon.backup('bench-full');
+  figures.full_s = full.seconds;
+  figures.full_backup_bytes = await du(path.join(store, full.result.backupPath));
+  Object.assign(figures, phaseFigures('full_', full.manifest));
+  say('full backup: zip -r -1 + rsync -a + sync...');
+  figures.plain_full_s = (
+    await time(async () => {
+      for (const d of datasets) await sh('zip', ['-q', '-r', '-1', path.join(plainDir, `${d.name}.zip`), '.'], { cwd: d.dir });
+      for (const t of trees) await sh('rsync', ['-a', `${t.dir}/`, path.join(plainDir, t.name) + '/']);
+      await sh('sync', ['--file-system', plainDir]);
+    })
+  ).seconds;
   figures.full_ratio = figures.full_s / figures.plain_full_s;
 
   // 3. Quiesce window vs cp -a of the window's datasets.
-  figures.window_s = full.windowMs / 1000;
-  figures.window_copy_s = full.copyMs / 1000;
+  Object.assign(figures, windowFigures('', full.manifest.quiesce));
   const cpDir = path.join(root, 'cp');
-  const cp = time(() => {
-    mkdirSync(cpDir);
-    for (const d of datasets.filter((x) => x.window)) sh('cp', ['-a', d.dir, path.join(cpDir, d.name)]);
-  });
+  figures.cp_datasets_s = (
+    await time(async () => {
+      mkdirSync(cpDir);
+      for (const d of datasets.filter((x) => x.window)) await sh('cp', ['-a', d.dir, path.join(cpDir, d.name)]);
+    })
+  ).seconds;
   rmSync(cpDir, { recursive: true, force: true });
-  figures.cp_datasets_s = cp.seconds;
   figures.window_ratio = figures.window_s / figures.cp_datasets_s;
   figures.window_copy_ratio = figures.window_copy_s / figures.cp_datasets_s;
+  figures.window_own_vs_cp_ratio = figures.window_own_s / figures.cp_datasets_s;
 
   // 4. Peers' full runs: restic, and rsync of the whole box (base for --link-dest).
   const resticRepo = path.join(root, 'restic-repo');
@@ -164,163 +229,148 @@ try {
   };
   if (hasRestic) {
     writeFileSync(resticEnv.RESTIC_PASSWORD_FILE, 'bench-password\n');
-    sh('restic', ['init', '-q'], { env: resticEnv });
+    await sh('restic', ['init', '-q'], { env: resticEnv });
     say('full backup: restic...');
-    figures.restic_full_s = time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv })).seconds;
+    figures.restic_full_s = (await time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv }))).seconds;
     figures.full_vs_restic_ratio = figures.full_s / figures.restic_full_s;
-    figures.restic_repo_bytes = du(resticRepo);
+    figures.restic_repo_bytes = await du(resticRepo);
   } else notes.push('restic not installed (or --no-restic): restic figures skipped');
   const rs = (n) => path.join(root, `rsync-${n}`);
-  const rsyncWhole = (dest, linkDest) => {
+  const rsyncWhole = async (dest, linkDest) => {
     mkdirSync(dest, { recursive: true });
     for (const p of [...datasets.map((d) => ({ name: d.name, dir: d.dir })), ...trees]) {
       const a = ['-a', `${p.dir}/`, path.join(dest, p.name) + '/'];
       if (linkDest) a.splice(1, 0, `--link-dest=${path.join(linkDest, p.name)}`);
-      sh('rsync', a);
+      await sh('rsync', a);
     }
   };
   say('rsync -a of the whole box (base for --link-dest)...');
-  figures.rsync_full_s = time(() => rsyncWhole(rs(1))).seconds;
+  figures.rsync_full_s = (await time(() => rsyncWhole(rs(1)))).seconds;
+  // The fallback's store: the same full backup, hard-linked (its next backup links against it).
+  mkdirSync(path.join(fallbackStore, HOST));
+  await sh('cp', ['-al', path.join(store, full.result.backupPath), path.join(fallbackStore, full.result.backupPath)]);
 
-  // 5. A day of CI.
+  // 5. A day of CI, the daemon watching; then the time between two backups (the link farms).
   const day = simulateCiDay(gen);
   say(`simulated a CI day: ${day.newArtifacts} new artifacts, +2% database...`);
-  await new Promise((r) => setTimeout(r, 1100)); // a new backup timestamp
+  const farms = await daemon.farmsPrepared(TREE_NAMES, beforeFull);
+  for (const [t, s] of Object.entries(farms)) figures[`link_farm_prepare_${t.replace(/-/g, '_')}_s`] = s;
+  await sleep(2000); // the watcher's last events; a new backup timestamp
 
-  // 6. Incremental: ours vs rsync --link-dest; restic.
-  say('incremental backup: boxback...');
-  const incr = ours('bench-incr');
-  figures.incremental_s = incr.seconds;
-  figures.incremental_linked_files = incr.linkedFiles;
-  figures.incremental_backup_unique_bytes = du(path.join(store)) - figures.full_backup_bytes;
-  say('incremental: rsync -a --link-dest...');
-  figures.rsync_linkdest_s = time(() => {
-    rsyncWhole(rs(2), rs(1));
-    sh('sync', ['--file-system', rs(2)]);
-  }).seconds;
-  figures.incremental_ratio = figures.incremental_s / figures.rsync_linkdest_s;
+  // 6. Incremental as deployed vs restic and rsync --link-dest; the fallback beside it.
+  say('incremental backup as deployed: boxback (the same daemon, over gRPC)...');
+  const incr = await daemon.backup('bench-incr');
+  figures.deployed_incremental_s = incr.seconds;
+  figures.deployed_incremental_journaled_trees = incr.manifest.trees.filter((t) => t.syncMode === 'journal').length;
+  for (const t of incr.manifest.trees)
+    if (t.syncMode !== 'journal') notes.push(`DEPLOYED INCREMENTAL: tree ${t.name} made a full pass: ${t.syncReason}`);
+  figures.deployed_incremental_linked_files = incr.manifest.trees.reduce((s, t) => s + t.linkedFiles, 0);
+  figures.deployed_incremental_unique_bytes = (await du(store)) - figures.full_backup_bytes;
+  Object.assign(figures, phaseFigures('deployed_incremental_', incr.manifest));
+  for (const [k, v] of Object.entries(incr.steps)) if (typeof v === 'number') figures[`deployed_incremental_step_${k}`] = v;
+  if (incr.steps.publish_flush_how) notes.push(`deployed incremental flushed with ${incr.steps.publish_flush_how}`);
+  Object.assign(figures, windowFigures('deployed_incremental_', incr.manifest.quiesce));
+  say('incremental, fallback full pass (no journal): boxback one-shot process...');
+  const fb = await oneShotBackup(fallbackYaml, 'bench-fallback');
+  figures.fallback_incremental_s = fb.seconds;
+  figures.fallback_incremental_linked_files = fb.linkedFiles;
+  say('incremental: rsync -a --link-dest + sync...');
+  figures.rsync_linkdest_s = (
+    await time(async () => {
+      await rsyncWhole(rs(2), rs(1));
+      await sh('sync', ['--file-system', rs(2)]);
+    })
+  ).seconds;
+  figures.deployed_incremental_vs_rsync_ratio = figures.deployed_incremental_s / figures.rsync_linkdest_s;
+  figures.fallback_incremental_ratio = figures.fallback_incremental_s / figures.rsync_linkdest_s;
   if (hasRestic) {
     say('incremental: restic...');
-    figures.restic_incremental_s = time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv })).seconds;
-    figures.incremental_vs_restic_ratio = figures.incremental_s / figures.restic_incremental_s;
-  }
-  figures.incremental_window_s = incr.windowMs / 1000;
-
-  // 7. Peak RSS.
-  figures.peak_rss_bytes = Math.max(full.vmHwmBytes, incr.vmHwmBytes, full.maxRssBytes, incr.maxRssBytes);
-
-  // 8. Restore section (the restore engineer's bench/restore-bench.mjs).
-  const restoreBench = path.join(here, 'restore-bench.mjs');
-  if (existsSync(restoreBench)) {
-    say('restore section...');
-    const mod = await import(pathToFileURL(restoreBench).href);
-    if (typeof mod.run === 'function') {
-      Object.assign(
-        figures,
-        await mod.run({
-          dir: root,
-          box,
-          store,
-          agentYaml,
-          latestBackup: path.join(store, incr.backupPath),
-          resticRepo: hasRestic ? resticRepo : undefined,
-          resticEnv,
-          time,
-          sh,
-        }),
-      );
-    } else if (typeof mod.benchRestore === 'function') {
-      // The restore bench builds its own box (a sample box at this size's database and artifact counts).
-      const small = args.size === 'small';
-      const r = await mod.benchRestore({
-        dir: path.join(root, 'restore-bench'),
-        runs: 1,
-        log: say,
-        ...(small ? { artifacts: gen.spec.artifacts, dbBytes: gen.spec.dbBytes } : {}),
-      });
-      // restore_s is the data path (verify, stage, chown, sync, swap), what unzip + rsync and restic
-      // do; restore_job_s adds stopping, starting and health-checking the service.
-      Object.assign(figures, {
-        restore_s: r.dataPath,
-        restore_job_s: r.boxback,
-        restore_plain_s: r.manual,
-        restore_ratio: r.ratio,
-        restore_backup_bytes: r.bytes,
-      });
-      if (r.restic !== null && r.restic !== undefined)
-        Object.assign(figures, { restic_restore_s: r.restic, restore_vs_restic_ratio: r.dataPath / r.restic });
-      if (!small) notes.push("restore figures come from the restore bench's own (default-sized) sample box");
-    }
-  } else notes.push('restore figures: bench/restore-bench.mjs not present yet');
-
-  // 9. Change-journal section (issue 7): bench/journal-bench.mjs on its own tree of small files.
-  const journalBench = path.join(here, 'journal-bench.mjs');
-  if (!args['no-journal'] && existsSync(journalBench)) {
-    const mod = await import(pathToFileURL(journalBench).href);
-    if (typeof mod.run === 'function') {
-      const files = Number(args['journal-files'] ?? JOURNAL_FILES[args.size] ?? JOURNAL_FILES.default);
-      say(`change journal section: a tree of ${files} small files, 0.1% changed...`);
-      Object.assign(figures, await mod.run({ files, dir: path.join(root, 'journal'), log: say }));
-    }
+    figures.restic_incremental_s = (await time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv }))).seconds;
+    figures.deployed_incremental_vs_restic_ratio = figures.deployed_incremental_s / figures.restic_incremental_s;
+    figures.fallback_incremental_vs_restic_ratio = figures.fallback_incremental_s / figures.restic_incremental_s;
   }
 
-  const phaseLine = (b) => b.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(2)}`).join(', ');
-  notes.push(`full backup phases (s): ${phaseLine(full)}`);
-  notes.push(`incremental phases (s): ${phaseLine(incr)}`);
+  // 7. Restore of the incremental, as deployed, vs unzip + rsync and restic restore.
+  say('restore: boxback (the daemon, over gRPC)...');
+  const backupDir = path.join(store, incr.result.backupPath);
+  const manifest = JSON.parse(
+    readFileSync(path.join(backupDir, 'manifest.json'), 'utf8').replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []'),
+  );
+  const plainOut = path.join(root, 'restore-plain');
+  say('restore: unzip + rsync -a + sync of the same backup...');
+  figures.restore_plain_s = (
+    await time(async () => {
+      mkdirSync(plainOut);
+      for (const d of manifest.datasets)
+        await sh('unzip', ['-q', '-o', path.join(backupDir, d.archive), '-d', path.join(plainOut, d.name)]);
+      for (const t of manifest.trees) await sh('rsync', ['-a', `${path.join(backupDir, t.dir)}/`, `${path.join(plainOut, t.dir)}/`]);
+      await sh('sync', ['-f', plainOut]);
+    })
+  ).seconds;
+  rmSync(plainOut, { recursive: true, force: true });
+  const rest = await daemon.restore('bench-restore', incr.result.backupPath);
+  figures.restore_s = rest.dataPathSeconds;
+  figures.restore_job_s = rest.seconds;
+  for (const [k, v] of Object.entries(rest.phases)) figures[`restore_phase_${k.toLowerCase()}_s`] = v;
+  figures.restore_vs_plain_ratio = figures.restore_s / figures.restore_plain_s;
+  figures.restore_ratio = figures.restore_vs_plain_ratio; // the name of earlier runs
+  figures.restore_backup_bytes = await du(backupDir);
+  if (hasRestic) {
+    say('restore: restic restore latest...');
+    const out = path.join(root, 'restore-restic');
+    figures.restic_restore_s = (await time(() => sh('restic', ['restore', 'latest', '-q', '--target', out], { env: resticEnv }))).seconds;
+    figures.restore_vs_restic_ratio = figures.restore_s / figures.restic_restore_s;
+    rmSync(out, { recursive: true, force: true });
+  }
+
+  // Peak RSS of the agent: the daemon during each job, the fallback's one-shot process.
+  figures.agent_backup_peak_rss_bytes = Math.max(full.peakRssBytes, incr.peakRssBytes);
+  figures.agent_restore_peak_rss_bytes = rest.peakRssBytes;
+  figures.fallback_peak_rss_bytes = Math.max(fb.vmHwmBytes, fb.maxRssBytes);
+  figures.peak_rss_bytes = Math.max(
+    figures.agent_backup_peak_rss_bytes,
+    figures.agent_restore_peak_rss_bytes,
+    figures.fallback_peak_rss_bytes,
+  );
+  figures.daemon_box_rss_after_bytes = daemon.memory().rssBytes;
+  await daemon.stop();
+  daemon = undefined;
+  await box.stop();
+
+  // 8. Change-journal section (issue 7): bench/journal-bench.mjs on its own tree of small files.
+  if (!args['no-journal']) {
+    const files = Number(args['journal-files'] ?? JOURNAL_FILES[args.size] ?? JOURNAL_FILES.default);
+    say(`change journal section: a tree of ${files} small files, 0.1% changed...`);
+    Object.assign(figures, await journalBench({ files, dir: path.join(root, 'journal'), log: say }));
+  }
+
+  // 9. The daemon watching a large tree.
+  if (!args['no-daemon-rss']) {
+    Object.assign(figures, await daemonWatchRss({ dir: path.join(root, 'daemon-rss'), files: Number(args['daemon-files']), log: say }));
+  }
+
+  const phaseLine = (m) => m.phases.map((p) => `${p.name} ${(p.durationMs / 1000).toFixed(2)}`).join(', ');
+  notes.push(`full backup phases (s): ${phaseLine(full.manifest)}`);
+  notes.push(`fallback incremental phases (s): ${fb.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(2)}`).join(', ')}`);
+  notes.push(
+    `restore phases (s, first to last event): ${Object.entries(rest.phases)
+      .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+      .join(', ')}`,
+  );
+} catch (err) {
+  say(`bench failed: ${err.stack ?? err}`);
+  process.exitCode = 1;
 } finally {
-  await box.stop().catch(() => undefined);
-  if (!args.keep && !args.dir) rmSync(root, { recursive: true, force: true });
+  await daemon?.stop().catch(() => undefined);
 }
+
+await stopEverything(say);
+if (process.exitCode === 1) process.exit(1);
 
 const out = { bench: 'boxback', size: args.size, seed: Number(args.seed), cpus: os.cpus().length, node: process.version, ...figures };
 for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
 for (const k of Object.keys(out)) if (typeof out[k] === 'number' && !Number.isInteger(out[k])) out[k] = Math.round(out[k] * 1000) / 1000;
 if (args.json) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
-  process.stderr.write(`${notes.join('\n')}\n`);
-} else {
-  const fmt = (k, v) =>
-    k.endsWith('_bytes')
-      ? `${(v / 1048576).toFixed(1)} MiB`
-      : k.endsWith('_ratio')
-        ? `${v.toFixed(2)}x`
-        : k.endsWith('_s')
-          ? `${v.toFixed(2)} s`
-          : String(v);
-  const rows = [
-    ['full backup', 'full_s', 'plain_full_s', 'full_ratio', 'zip -r -1 + rsync -a + sync', '<= 1.25x'],
-    ['quiesce window (stop..resumed)', 'window_s', 'cp_datasets_s', 'window_ratio', 'cp -a datasets', '<= 1.5x'],
-    ['consistent copy inside window', 'window_copy_s', 'cp_datasets_s', 'window_copy_ratio', 'cp -a datasets', ''],
-    ['incremental after a CI day', 'incremental_s', 'rsync_linkdest_s', 'incremental_ratio', 'rsync -a --link-dest + sync', '<= 1.1x'],
-    ['full vs restic', 'full_s', 'restic_full_s', 'full_vs_restic_ratio', 'restic backup', '<= 1.0x'],
-    ['incremental vs restic', 'incremental_s', 'restic_incremental_s', 'incremental_vs_restic_ratio', 'restic backup', '<= 1.0x'],
-    ['restore (data path)', 'restore_s', 'restore_plain_s', 'restore_ratio', 'unzip + rsync -a + sync', '<= 1.25x'],
-    ['restore vs restic', 'restore_s', 'restic_restore_s', 'restore_vs_restic_ratio', 'restic restore', '<= 1.0x'],
-    [
-      'journaled tree sync (0.1% changed)',
-      'journal_incremental_s',
-      'journal_full_rsync_s',
-      'journal_vs_rsync_ratio',
-      'rsync -a --link-dest',
-      '<= 0.2x',
-    ],
-  ];
-  const lines = [
-    `boxback bench: size ${out.size}, seed ${out.seed}, ${out.cpus} CPUs, node ${out.node}; box ${fmt('x_bytes', out.box_bytes)} (generated in ${out.generate_s.toFixed(1)} s)`,
-    '',
-  ];
-  lines.push(`${'figure'.padEnd(34)}${'boxback'.padStart(11)}${'peer'.padStart(11)}${'ratio'.padStart(9)}  peer / target`);
-  for (const [label, a, b, r, peer, target] of rows) {
-    if (out[a] === undefined || out[b] === undefined) continue;
-    lines.push(
-      `${label.padEnd(34)}${fmt(a, out[a]).padStart(11)}${fmt(b, out[b]).padStart(11)}${fmt(r, out[r]).padStart(9)}  ${peer}${target ? ` / ${target}` : ''}`,
-    );
-  }
-  lines.push('', `agent peak RSS: ${fmt('x_bytes', out.peak_rss_bytes)} (target <= 150 MB)`);
-  lines.push(
-    `full backup on disk: ${fmt('x_bytes', out.full_backup_bytes)}; incremental adds ${fmt('x_bytes', out.incremental_backup_unique_bytes)} (${out.incremental_linked_files} tree files hard-linked)`,
-  );
-  if (out.restic_repo_bytes) lines.push(`restic repository after full: ${fmt('x_bytes', out.restic_repo_bytes)}`);
-  lines.push('', ...notes);
-  process.stdout.write(`${lines.join('\n')}\n`);
-}
+  say(notes.join('\n'));
+} else printTable(out, notes);

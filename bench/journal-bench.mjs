@@ -26,7 +26,6 @@
 // Also `import { run } from './journal-bench.mjs'`:
 //   run({ files, dir, log }) -> Promise<Record<string, number>>   (see run() for the names)
 // Needs `npm run build` first (imports packages/agent/dist).
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync,
@@ -38,6 +37,7 @@ import {
   readdirSync,
   readlinkSync,
   renameSync,
+  rmSync,
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -50,6 +50,7 @@ import { syncTreeIncremental } from '../packages/agent/dist/journal/incremental-
 import { inotifyWatchesInUse } from '../packages/agent/dist/journal/watcher.js';
 import { rsyncArgs } from '../packages/agent/dist/backup/tree-sync.js';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
+import { guard, onCleanup, run as runProcess, spawnTracked } from './lib/procs.mjs';
 
 const thisFile = fileURLToPath(import.meta.url);
 const secs = (t0) => Number(((performance.now() - t0) / 1000).toFixed(3));
@@ -61,7 +62,7 @@ const median = (xs) => {
 const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
 
 /** GoCD-like layout: pipelines/p<i>/run<j>/job<k>/f<n>.log, `perDir` files per leaf directory. */
-function generate(root, n, perDir, seed = 1) {
+export function generate(root, n, perDir, seed = 1) {
   let s = seed;
   const rnd = () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   const blob = Buffer.alloc(8192);
@@ -121,15 +122,8 @@ function change(root, n, round) {
 }
 
 /** Run a command without blocking the event loop (the watcher keeps working meanwhile, as in the agent). */
-function sh(cmd, argv) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
-    let err = '';
-    p.stderr.on('data', (d) => (err = (err + d).slice(-2000)));
-    p.on('error', reject);
-    p.on('close', (code, sig) => (code === 0 ? resolve() : reject(new Error(`${cmd} failed (${code ?? sig}): ${err}`))));
-  });
-}
+const sh = (cmd, argv) =>
+  runProcess(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } }).then(() => undefined);
 const syncDisk = () => sh('sync', []);
 const rmTree = (p) => sh('rm', ['-rf', '--', p]);
 
@@ -285,7 +279,7 @@ async function watcherChild({ src, stateDir, mode, steadyMs = 60000 }) {
 
 function runChild(arg) {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [...AGENT_NODE_FLAGS, '--expose-gc', thisFile, '--child', JSON.stringify(arg)], {
+    const p = spawnTracked(process.execPath, [...AGENT_NODE_FLAGS, '--expose-gc', thisFile, '--child', JSON.stringify(arg)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -334,6 +328,8 @@ export async function run({ files = 200000, dir, log = () => {}, perDir = 100, r
   const N = Number(files);
   if (dir) mkdirSync(dir, { recursive: true });
   const base = mkdtempSync(path.join(dir ?? os.tmpdir(), 'boxback-jbench-'));
+  // Killed (signal, timeout): the watcher child is stopped first, then the tree removed.
+  const undo = onCleanup(() => !keep && rmSync(base, { recursive: true, force: true }));
   const src = path.join(base, 'src');
   const store = path.join(base, 'store');
   const tree = (b) => path.join(store, 'h', b, 'artifacts');
@@ -507,6 +503,7 @@ export async function run({ files = 200000, dir, log = () => {}, perDir = 100, r
   } finally {
     await journals?.close().catch(() => undefined);
     if (!keep) await rmTree(base);
+    undo();
   }
 }
 
@@ -568,6 +565,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === thisFile) {
         dir: { type: 'string' },
       },
     });
+    guard();
     run({
       files: Number(args.files),
       perDir: Number(args['per-dir']),
@@ -575,7 +573,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === thisFile) {
       sampleFiles: Number(args['sample-files']),
       dir: args.dir,
       keep: args.keep,
-      log: args.json ? () => {} : (m) => console.error(m),
+      log: (m) => console.error(m),
     }).then(
       (o) => {
         console.log(args.json ? JSON.stringify(o) : table(o));

@@ -1,5 +1,6 @@
 // Bench data: a GoCD-like services box of a given size, deterministic for a seed.
 //
+//   tiny      4 MiB database,    300 artifact files,  60 test reports,   3 config commits (tests)
 //   small    64 MiB database,   5k artifact files, 1k test reports,  40 config commits
 //   default   1 GiB database, 100k artifact files, 20k test reports, 300 config commits
 //   large     4 GiB database, 300k artifact files, 60k test reports, 1000 config commits
@@ -17,6 +18,8 @@ import path from 'node:path';
 import { createSampleBox, prng } from '../../scripts/lib/sample-box.mjs';
 
 export const SIZES = {
+  /** For the bench's own test (signals and cleanup): seconds, not minutes. */
+  tiny: { dbBytes: 4 << 20, artifacts: 300, testReports: 60, commits: 3 },
   small: { dbBytes: 64 << 20, artifacts: 5_000, testReports: 1_000, commits: 40 },
   default: { dbBytes: 1 << 30, artifacts: 100_000, testReports: 20_000, commits: 300 },
   large: { dbBytes: 4 << 30, artifacts: 300_000, testReports: 60_000, commits: 1_000 },

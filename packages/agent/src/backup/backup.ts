@@ -239,6 +239,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   let finalDir: string | undefined;
   let manifestJson = '';
   let manifest: Manifest | undefined;
+  let publishAt = 0;
   try {
     ctx.signal.throwIfAborted();
     await preBackupHooks(r);
@@ -257,9 +258,11 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
       const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, wrote);
       ctx.log.debug({ how, files: r.written?.length, dirs: r.dirs?.length, ms: Date.now() - flushAt }, 'backup flushed to disk');
       ctx.signal.throwIfAborted();
+      publishAt = Date.now();
       return publish(r.tempDir, r.ts, manifestPieces(m, r.parts), [path.join(r.tempDir, PARTS_DIR)]);
     });
     finalDir = published.dir;
+    ctx.log.debug({ ms: Date.now() - publishAt, manifestBytes: published.manifestBytes }, 'manifest written and backup renamed');
     // A large manifest stays in the store: the controller reads it from there.
     if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await fsp.readFile(path.join(finalDir, MANIFEST_FILE), 'utf8');
   } catch (err) {
@@ -268,7 +271,9 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   } finally {
     if (!finalDir && r.tempDir) await removeTemp(r.tempDir, ctx.log);
   }
+  const sealAt = Date.now();
   await settleJournals(r, finalDir);
+  if (r.snapshotted.length) ctx.log.debug({ ms: Date.now() - sealAt, trees: r.snapshotted }, 'change journals settled');
   const hookError = await postBackupHooks(r, finalDir, error);
   const id = r.ts ? makeBackupId(config.name, r.ts) : '';
   const result: JobResult = {

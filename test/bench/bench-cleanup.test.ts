@@ -1,0 +1,65 @@
+/**
+ * A killed bench leaves nothing behind: `node bench/bench.mjs --size tiny` is sent SIGTERM
+ * while its agent daemon and the stand-in server run; it must exit 143, every process it
+ * started (found by its temp dir in their command lines) must be gone, and its temp dir
+ * removed. Needs `npm run build` first (the bench imports the built packages).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, expect, test } from 'vitest';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-bench-kill-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Live (not zombie) processes whose command line mentions `needle`. */
+function processesMentioning(needle: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (cmd.includes(needle) && !stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) out.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+test('SIGTERM during a bench run stops the daemon and the stand-in server and removes the temp dir', async () => {
+  const bench = spawn(
+    process.execPath,
+    ['bench/bench.mjs', '--size', 'tiny', '--no-restic', '--no-journal', '--no-daemon-rss', '--json', '--dir', dir],
+    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let err = '';
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    bench.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  // Progress reaches stderr even with --json; wait until the full backup is under way.
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`the bench did not reach its full backup:\n${err}`)), 90_000);
+    bench.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('full backup: boxback')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    void exited.then(() => reject(new Error(`the bench exited early:\n${err}`)));
+  });
+  const started = processesMentioning(dir).filter((p) => p !== bench.pid);
+  // The agent daemon and the stand-in server (a detached daemon of its own) at least.
+  expect(started.length).toBeGreaterThanOrEqual(2);
+  bench.kill('SIGTERM');
+  const { code } = await exited;
+  expect(code).toBe(143);
+  expect(err).toContain('terminated (SIGTERM); stopping what it started');
+  expect(processesMentioning(dir)).toEqual([]);
+  expect(readdirSync(dir)).toEqual([]);
+}, 150_000);
