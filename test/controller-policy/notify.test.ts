@@ -157,7 +157,7 @@ describe('webhook notifications to a real local server', () => {
   it('validates its config', () => {
     expect(notifierConfigSchema.parse({ url: 'https://hooks.example.com/x' })).toEqual({
       url: 'https://hooks.example.com/x',
-      events: ['failure', 'at-risk'],
+      events: ['failure', 'at-risk', 'damaged'],
       timeoutSeconds: 10,
       retries: 3,
       backoffSeconds: 2,

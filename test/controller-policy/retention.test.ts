@@ -184,3 +184,53 @@ describe('retention on 90 days of history', () => {
     expect(retentionPolicySchema.parse({ keepDaily: 7, keepManual: 3 })).toEqual({ keepDaily: 7, keepManual: 3 });
   });
 });
+
+describe('damaged backups and drill evidence', () => {
+  const now = iso('2026-11-20T12:00:00Z');
+  const b = (id: string, daysAgo: number, over: Partial<BackupForRetention> = {}): BackupForRetention => ({
+    id,
+    host: 'gocd1',
+    createdAtMs: now - daysAgo * D,
+    restorable: true,
+    manual: false,
+    status: 'Completed',
+    ...over,
+  });
+
+  it('keeps a damaged backup (older than the newest good one) until keepDamagedDays pass, and never counts it', () => {
+    const list = [b('new', 1), b('mid', 5), b('bad', 10, { restorable: false, damagedAtMs: now - 3 * D })];
+    const plan = planRetention(list, { keepLast: 1 }, 'UTC', now);
+    expectPartition(list, plan);
+    expect(reasonsOf(plan, 'bad')).toEqual(['damaged']);
+    expect(reasonsOf(plan, 'new')).toEqual(['newest-restorable', 'last']); // the damaged one took no slot
+    expect(plan.forget.map((f) => [f.id, f.reason])).toEqual([['mid', 'outside-policy']]);
+
+    // default 30 days since it was found damaged; then it goes, as "damaged-expired"
+    const later = planRetention(list, { keepLast: 1 }, 'UTC', now + 28 * D);
+    expect(later.forget.find((f) => f.id === 'bad')?.reason).toBe('damaged-expired');
+    const short = planRetention(list, { keepLast: 1, keepDamagedDays: 2 }, 'UTC', now);
+    expect(short.forget.find((f) => f.id === 'bad')?.reason).toBe('damaged-expired');
+    // no clock: a damaged backup never expires
+    expect(reasonsOf(planRetention(list, { keepLast: 1, keepDamagedDays: 0 }), 'bad')).toEqual(['damaged']);
+  });
+
+  it('a Failed backup older than the newest good one is still forgotten as not-restorable', () => {
+    const list = [b('new', 1), b('failed', 3, { restorable: false, status: 'Failed' })];
+    expect(planRetention(list, { keepLast: 1 }, 'UTC', now).forget).toMatchObject([{ id: 'failed', reason: 'not-restorable' }]);
+  });
+
+  it("keeps the host's only drilled backup, and thins it once another drill passed", () => {
+    const list = [b('new', 1), b('mid', 5), b('drilled', 20, { drillPassedAtMs: now - 19 * D })];
+    const plan = planRetention(list, { keepLast: 1 }, 'UTC', now);
+    expect(reasonsOf(plan, 'drilled')).toEqual(['only-drilled']);
+    expect(plan.forget.map((f) => f.id)).toEqual(['mid']);
+
+    const two = planRetention(
+      [...list.slice(0, 2), { ...list[2] }, b('drilled2', 2, { drillPassedAtMs: now - D })],
+      { keepLast: 1 },
+      'UTC',
+      now,
+    );
+    expect(two.forget.map((f) => f.id).sort()).toEqual(['drilled', 'drilled2', 'mid']);
+  });
+});

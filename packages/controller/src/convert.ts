@@ -40,6 +40,8 @@ export function backupMsg(b: BackupRow, withManifest = false) {
     drillDurationMs: b.drillDurationMs,
     drillResult: b.drillResult,
     drillAtMs: b.drillAtMs,
+    damaged: b.status === 'Completed' && b.verifyFailed,
+    damage: b.verifyFailed ? b.errorMessage : '',
   };
 }
 

@@ -194,7 +194,10 @@ export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupRespon
 }
 
 /** Re-check every checksum and every zip entry's CRC-32 of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
-export async function verifyOne(ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'>, b: BackupRow): Promise<VerifyBackupResponse> {
+export async function verifyOne(
+  ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'> & { notifications?: Notifications },
+  b: BackupRow,
+): Promise<VerifyBackupResponse> {
   const dir = resolveInStore(ctx.config.store, b.path);
   let res: VerifyBackupResponse;
   const local = await fsp.stat(dir).then(
@@ -213,11 +216,13 @@ export async function verifyOne(ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'>,
       );
     res = await ctx.agents.get(host).verifyBackup(b.path);
   }
-  await ctx.catalog.updateBackup(b.id, {
-    verifiedAtMs: Date.now(),
-    verifyFailed: !res.ok,
-    errorMessage: res.ok ? '' : `${res.problems.length} problem(s), first: ${res.problems[0] ?? ''}`,
-  });
+  const errorMessage = res.ok ? '' : `${res.problems.length} problem(s), first: ${res.problems[0] ?? ''}`;
+  await ctx.catalog.updateBackup(b.id, { verifiedAtMs: Date.now(), verifyFailed: !res.ok, errorMessage });
+  if (!res.ok)
+    ctx.notifications?.damaged(
+      { ...b, errorMessage },
+      `backup ${b.id} failed verification and is no longer Restorable; retention keeps it as damaged: ${errorMessage}`,
+    );
   return res;
 }
 

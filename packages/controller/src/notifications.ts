@@ -6,11 +6,13 @@
  *      host's at-risk spell so the next one is reported again);
  *   2. every status computation (GetStatus, `boxback status`): each host's at-risk flag;
  *   3. a timer every `notify.atRiskCheckSeconds`, which computes the status itself, so an
- *      RPO passing is reported even when nobody looks.
+ *      RPO passing is reported even when nobody looks;
+ *   4. a verification that found a backup damaged, and retention deleting a damaged backup
+ *      whose keepDamagedDays passed: "damaged".
  * A Notifier never rejects and dedupes at-risk per spell; nothing here can fail a job.
  */
 import type { JobResult, Logger } from '@boxback/common';
-import type { JobRow } from './catalog/types.js';
+import type { BackupRow, JobRow } from './catalog/types.js';
 import { Notifier, type NotificationInput, type NotifierConfig } from './policy/notify.js';
 
 export interface AtRiskInput {
@@ -55,6 +57,12 @@ export class Notifications {
       this.succeededAt.set(row.host, Date.now());
       this.send({ ...base, event: 'success', message: `backup of ${row.host} completed: ${result.backupId}` });
     }
+  }
+
+  /** A backup found damaged (or deleted as such): event "damaged". */
+  damaged(b: Pick<BackupRow, 'id' | 'host' | 'errorMessage'>, message: string): void {
+    if (!this.enabled) return;
+    this.send({ event: 'damaged', host: b.host, backupId: b.id, status: 'Damaged', error: b.errorMessage || null, message });
   }
 
   /** One host's at-risk flag as status computed it (notified once per at-risk spell). */

@@ -6,10 +6,12 @@
  * are "automated" and thinned by the tiers; CLI/API-made and imported ones are "manual".
  *
  * After every successful backup of a host (JobRunner finish listener):
- *   1. plan that host's backups with its policy;
+ *   1. plan that host's backups with its policy (damaged ones age by the wall clock, read here
+ *      and handed to the pure plan);
  *   2. delete each forgotten backup (by its agent, else locally; then the catalog row),
  *      one at a time, skipping one a restore is reading;
- *   3. audit each deletion as actor "retention" with the reason.
+ *   3. audit each deletion as actor "retention" with the reason; a damaged backup deleted
+ *      because its keepDamagedDays passed also sends the "damaged" webhook.
  * `prune()` (RPC PruneBackups, `boxback backups prune`) does the same for one host or all, or
  * with dryRun only returns the plan. Runs are serialized: two never delete concurrently.
  * The plan never forgets the newest Restorable backup of a host (see policy/retention.ts).
@@ -17,6 +19,7 @@
 import { asBoxbackError, type JobResult, type Logger } from '@boxback/common';
 import type { BackupRow, Catalog, HostRow, JobRow } from './catalog/types.js';
 import type { RetentionConfig } from './config.js';
+import type { Notifications } from './notifications.js';
 import { removeBackup, type DeleteCtx } from './handlers.js';
 import { planRetention, type RetentionPolicy } from './policy/retention.js';
 
@@ -43,7 +46,7 @@ export class RetentionRunner {
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly d: DeleteCtx & { config: { retention?: RetentionConfig } },
+    private readonly d: DeleteCtx & { config: { retention?: RetentionConfig }; notifications?: Notifications },
     private readonly log: Logger,
   ) {}
 
@@ -91,9 +94,12 @@ export class RetentionRunner {
           restorable: b.restorable,
           manual: b.initiatedVia !== 'schedule',
           status: b.status,
+          damagedAtMs: b.status === 'Completed' && b.verifyFailed ? b.verifiedAtMs || b.createdAtMs : 0,
+          drillPassedAtMs: b.drillPassedAtMs,
         })),
         policy,
         this.d.config.retention?.timezone ?? 'UTC',
+        Date.now(),
       );
       const byId = new Map(backups.map((b) => [b.id, b]));
       const items = new Map<string, PruneItem>();
@@ -135,6 +141,8 @@ export class RetentionRunner {
       result = be.code;
       this.log.warn({ backupId: b.id, err: be.message }, 'retention could not delete a backup');
     }
+    if (it.deleted && it.reasons.includes('damaged-expired'))
+      this.d.notifications?.damaged(b, `damaged backup ${b.id} deleted by retention: its keepDamagedDays passed (${b.errorMessage})`);
     try {
       await this.catalog.appendAudit({
         atMs: Date.now(),

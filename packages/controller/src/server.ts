@@ -75,15 +75,15 @@ export class ControllerServer {
     jobs.owner = leadership.id;
     const monitor = new HostMonitor(catalog, agents, jobs, log, config.defaultRpoSeconds);
     const base = { config, catalog, agents, jobs, log };
-    const retention = new RetentionRunner(base, log.child({ part: 'retention' }));
-    const drills = new DrillRunner(base, log.child({ part: 'drill' }));
     const notifications = new Notifications(config.webhooks, log.child({ part: 'notify' }));
+    const retention = new RetentionRunner({ ...base, notifications }, log.child({ part: 'retention' }));
+    const drills = new DrillRunner(base, log.child({ part: 'drill' }));
     const schedules = new ScheduleRunner({
       schedules: config.schedules,
       catalog,
       jobs,
       drills,
-      verify: (b) => H.verifyOne(base, b),
+      verify: (b) => H.verifyOne({ ...base, notifications }, b),
       log: log.child({ part: 'scheduler' }),
       isLeader: () => leadership.isLeader(),
     });

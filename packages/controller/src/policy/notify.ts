@@ -1,5 +1,7 @@
 /**
- * Webhook notifications: a JSON POST on failure, on a host turning at-risk, and (opt-in) on success.
+ * Webhook notifications: a JSON POST on failure, on a host turning at-risk, on a backup found
+ * damaged (a verification failed; retention keeps it, then deletes it after keepDamagedDays,
+ * which is reported again), and (opt-in) on success.
  *
  * Flow of one `notify()`:
  *   1. Events the config does not list are dropped ("filtered").
@@ -17,13 +19,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Logger } from '@boxback/common';
 
-export const NOTIFY_EVENTS = ['failure', 'at-risk', 'success'] as const;
+export const NOTIFY_EVENTS = ['failure', 'at-risk', 'success', 'damaged'] as const;
 export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
 
 export const notifierConfigSchema = z
   .object({
     url: z.url({ protocol: /^https?$/, error: 'want an http:// or https:// URL' }),
-    events: z.array(z.enum(NOTIFY_EVENTS)).min(1).default(['failure', 'at-risk']),
+    events: z.array(z.enum(NOTIFY_EVENTS)).min(1).default(['failure', 'at-risk', 'damaged']),
     /** Per attempt. */
     timeoutSeconds: z.number().positive().max(300).default(10),
     /** Retries after the first attempt. */

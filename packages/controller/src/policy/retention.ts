@@ -8,9 +8,15 @@
  *   1. Queued/Running backups are kept ("in-progress"): they are not finished, not ours to judge.
  *   2. The newest Restorable backup is kept ("newest-restorable"), whatever the policy says,
  *      even with every keep-* set to 0: the only good backup is never silently deleted.
- *   3. Non-restorable backups (Failed, PartiallyFailed, failed verification) newer than the newest
- *      Restorable one are kept ("newer-than-newest-restorable": evidence of what is going wrong);
- *      older ones are forgotten ("not-restorable").
+ *   3. Damaged backups (Completed, but a verification found a problem: `damagedAtMs` set) are
+ *      kept ("damaged") until `keepDamagedDays` (default 30) have passed since that verification,
+ *      then forgotten ("damaged-expired"); they never count as good. Without `nowMs` they never
+ *      expire. The caller says so (webhook) when it deletes one.
+ *   3b. The host's only backup that ever passed a restore drill is kept ("only-drilled") while it
+ *      is Restorable: the one proof that the host restores is not thinned away.
+ *   3c. Other non-restorable backups (Failed, PartiallyFailed) newer than the newest Restorable
+ *      one are kept ("newer-than-newest-restorable": evidence of what is going wrong); older ones
+ *      are forgotten ("not-restorable").
  *   4. Restorable automated backups go through the tiers. keepLast keeps the N newest. Each bucket
  *      tier (hourly, daily, weekly, monthly) walks the backups newest first and keeps the newest
  *      one of each bucket until it has kept N buckets; buckets are calendar hours, days, ISO weeks
@@ -44,6 +50,8 @@ export const retentionPolicySchema = z
     keepMonthly: keep.optional(),
     /** Keep the N newest manual Restorable backups (unset: manual backups are never pruned). */
     keepManual: keep.optional(),
+    /** Keep a damaged backup (failed verification) this many days after it was found damaged (default 30). */
+    keepDamagedDays: z.number().nonnegative().optional(),
   })
   .strict();
 
@@ -61,12 +69,21 @@ export interface BackupForRetention {
   manual: boolean;
   /** Queued and Running backups are never forgotten. Missing: treated as finished. */
   status?: RetentionBackupStatus | string;
+  /** When a verification found it damaged (0 or missing: not damaged). */
+  damagedAtMs?: number;
+  /** When a restore drill of it last passed (0 or missing: never). */
+  drillPassedAtMs?: number;
 }
+
+/** The default of keepDamagedDays. */
+export const DEFAULT_KEEP_DAMAGED_DAYS = 30;
 
 export type KeepReason =
   | 'in-progress'
   | 'newest-restorable'
   | 'newer-than-newest-restorable'
+  | 'damaged'
+  | 'only-drilled'
   | 'last'
   | 'hourly'
   | 'daily'
@@ -79,7 +96,7 @@ export type KeepReason =
   | 'manual'
   | 'no-policy';
 
-export type ForgetReason = 'not-restorable' | 'outside-policy';
+export type ForgetReason = 'not-restorable' | 'damaged-expired' | 'outside-policy';
 
 export interface RetentionKeep {
   id: string;
@@ -188,10 +205,11 @@ const newestFirst = (a: BackupForRetention, b: BackupForRetention): number =>
 
 /**
  * Plan retention for every host in `backups` with one policy; `tz` is the IANA zone the
- * calendar buckets are cut in. Throws BOXBACK_ERR_INVALID_ARGUMENT for an unknown zone or a
- * policy that does not validate.
+ * calendar buckets are cut in; `nowMs` the clock damaged backups age by (injected; without it
+ * they never expire). Throws BOXBACK_ERR_INVALID_ARGUMENT for an unknown zone or a policy that
+ * does not validate.
  */
-export function planRetention(backups: readonly BackupForRetention[], policy: RetentionPolicy, tz = 'UTC'): RetentionPlan {
+export function planRetention(backups: readonly BackupForRetention[], policy: RetentionPolicy, tz = 'UTC', nowMs?: number): RetentionPlan {
   const parsed = retentionPolicySchema.safeParse(policy);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -209,14 +227,14 @@ export function planRetention(backups: readonly BackupForRetention[], policy: Re
   }
   const plan: RetentionPlan = { keep: [], forget: [] };
   for (const host of [...byHost.keys()].sort()) {
-    const one = planHost(byHost.get(host) ?? [], parsed.data, tz);
+    const one = planHost(byHost.get(host) ?? [], parsed.data, tz, nowMs);
     plan.keep.push(...one.keep);
     plan.forget.push(...one.forget);
   }
   return plan;
 }
 
-function planHost(list: BackupForRetention[], policy: RetentionPolicy, tz: string): RetentionPlan {
+function planHost(list: BackupForRetention[], policy: RetentionPolicy, tz: string, nowMs: number | undefined): RetentionPlan {
   const sorted = [...list].sort(newestFirst);
   const reasons = new Map<string, KeepReason[]>();
   const add = (b: BackupForRetention, r: KeepReason): void => {
@@ -231,12 +249,18 @@ function planHost(list: BackupForRetention[], policy: RetentionPolicy, tz: strin
   const restorable = finished.filter((b) => b.restorable);
   const newest = restorable[0];
   if (newest) add(newest, 'newest-restorable');
-  const notRestorable = new Set<string>();
+  const forgetAs = new Map<string, ForgetReason>();
+  const damagedFor = (policy.keepDamagedDays ?? DEFAULT_KEEP_DAMAGED_DAYS) * 86_400_000;
   for (const b of finished) {
     if (b.restorable) continue;
-    if (!newest || b.createdAtMs > newest.createdAtMs) add(b, 'newer-than-newest-restorable');
-    else notRestorable.add(b.id);
+    if (b.damagedAtMs) {
+      if (nowMs === undefined || nowMs - b.damagedAtMs < damagedFor) add(b, 'damaged');
+      else forgetAs.set(b.id, 'damaged-expired');
+    } else if (!newest || b.createdAtMs > newest.createdAtMs) add(b, 'newer-than-newest-restorable');
+    else forgetAs.set(b.id, 'not-restorable');
   }
+  const drilled = finished.filter((b) => (b.drillPassedAtMs ?? 0) > 0);
+  if (drilled.length === 1 && drilled[0].restorable) add(drilled[0], 'only-drilled');
 
   applyAutomatedTiers(
     restorable.filter((b) => !b.manual),
@@ -257,7 +281,7 @@ function planHost(list: BackupForRetention[], policy: RetentionPolicy, tz: strin
         id: b.id,
         host: b.host,
         createdAtMs: b.createdAtMs,
-        reason: notRestorable.has(b.id) ? 'not-restorable' : 'outside-policy',
+        reason: forgetAs.get(b.id) ?? 'outside-policy',
       });
   }
   return plan;

@@ -40,6 +40,8 @@ interface BackupMsg {
   drillDurationMs?: number;
   drillResult?: string;
   drillAtMs?: number;
+  damaged?: boolean;
+  damage?: string;
 }
 
 /** "✓ 3h ago (1m05s)" for a backup whose drill passed, "✗ 2d ago" for one whose last drill failed, "-" never drilled. */
@@ -48,6 +50,9 @@ export function drillCell(b: BackupMsg): string {
   if (b.drillAtMs) return `✗ ${humanAge(b.drillAtMs)}`;
   return '-';
 }
+
+/** "yes", "no", or "DAMAGED" for a backup a verification found damaged (kept by retention, never counted). */
+const restorableCell = (b: BackupMsg): string => (b.restorable ? 'yes' : b.damaged ? 'DAMAGED' : 'no');
 
 const viaText = (v: string | undefined): string => (v === 'schedule' ? 'auto' : v === 'import' ? 'import' : 'manual');
 
@@ -60,7 +65,7 @@ export function backupsTable(list: BackupMsg[]): string {
     { header: 'Size', get: (b) => humanBytes(b.sizeBytes), align: 'right', priority: 4 },
     { header: 'Consistency', get: (b) => b.consistency || '-', priority: 3 },
     { header: 'Status', get: (b) => b.status, priority: 6 },
-    { header: 'Restorable', get: (b) => (b.restorable ? 'yes' : 'no'), priority: 11 },
+    { header: 'Restorable', get: restorableCell, priority: 11 },
     { header: 'Via', get: (b) => viaText(b.initiatedVia), priority: 2 },
     { header: 'Drill', get: drillCell, priority: 7 },
   ]);
@@ -72,7 +77,8 @@ export function backupDetails(b: BackupMsg): string {
     ['Host', b.host],
     ['Created', `${humanDate(b.createdAtMs)} (${humanAge(b.createdAtMs)})`],
     ['Status', b.status],
-    ['Restorable', b.restorable ? 'yes' : 'no'],
+    ['Restorable', restorableCell(b)],
+    ...(b.damaged ? ([['Damage', b.damage ?? '']] as Array<[string, string]>) : []),
     ['Size', `${humanBytes(b.sizeBytes)} in ${b.fileCount} files`],
     ['Consistency', b.consistency || '-'],
     ['Quiesce window', b.quiesceWindowMs ? humanDuration(b.quiesceWindowMs) : '-'],
