@@ -28,7 +28,7 @@ describe.skipIf(!haveBinaries)('backup with a postgres dataset', () => {
     pg?.stop();
   });
 
-  it('dumps db.<database> with pg_dump, outside the window, and records it as pg_dump', async () => {
+  it('dumps db.<database> with pg_dump, outside the window, and records it as a postgres dataset', async () => {
     const pwFile = writePasswordFile(b.box.root, 's3cret-pw');
     b.editPlan((p) => {
       p.datasets[0] = {
@@ -47,7 +47,7 @@ describe.skipIf(!haveBinaries)('backup with a postgres dataset', () => {
     expect(existsSync(path.join(dir, 'db.zip'))).toBe(false);
     const m = JSON.parse(res.manifestJson) as Manifest;
     const ds = m.datasets.find((d) => d.name === 'database')!;
-    expect(ds).toMatchObject({ archive: 'db.gocd', kind: 'pg_dump', extra: { format: 'custom', database: 'gocd' } });
+    expect(ds).toMatchObject({ archive: 'db.gocd', kind: 'postgres', capture: 'engine', extra: { format: 'custom', database: 'gocd' } });
     const sum = execFileSync('sha256sum', [path.join(dir, 'db.gocd')], { encoding: 'utf8' }).slice(0, 64);
     expect(m.files.find((f) => f.path === 'db.gocd')!.sha256).toBe(sum);
     const list = execFileSync(path.join(pg.binDir, 'pg_restore'), ['--list', path.join(dir, 'db.gocd')], { encoding: 'utf8' });

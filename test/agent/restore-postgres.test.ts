@@ -173,7 +173,7 @@ describe.skipIf(!pgBinDir())('restore of a postgres dataset', () => {
     expect(counts.end).toBeGreaterThan(counts.start); // the writer committed while pg_dump ran
     const m = JSON.parse(bk.manifestJson) as Manifest;
     expect(m.datasets.map((d) => [d.archive, d.kind])).toEqual([
-      ['db.app', 'pg_dump'],
+      ['db.app', 'postgres'],
       ['settings.zip', 'zip'],
     ]);
 

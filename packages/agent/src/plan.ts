@@ -6,7 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError, isInside, loadYamlFile, resolveFrom } from '@boxback/common';
 import { journalPlanSchema } from './journal/plan-extension.js';
-import { postgresDatasetIssues } from './postgres/plan.js';
+import { datasetSchema } from './datasets/registry.js';
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 const argv = z.array(z.string()).min(1, 'must name a program');
@@ -57,28 +57,6 @@ const service = z
   .strict()
   .refine((s) => !!s.systemd || (!!s.start && !!s.stop), 'give systemd: UNIT, or both start and stop commands');
 
-const dataset = z
-  .object({
-    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lower-case letters, digits and -'),
-    /** Archive file name in the backup directory (GoCD: db.zip, config-dir.zip...). */
-    archive: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a plain file name'),
-    kind: z.enum(['zip', 'postgres']).default('zip'),
-    /** A directory: its content becomes the archive's top level; a restore replaces it whole. */
-    path: absPath.optional(),
-    /** Or single files (env files like /etc/default/go-server): stored by base name, restored one by one. */
-    files: z.array(absPath).min(1).optional(),
-    owner: owner.optional(),
-    excludes: z.array(z.string()).default([]),
-    /** Whether the dataset needs the quiesce window (a database file: yes; plugins: no). */
-    quiesce: z.boolean().default(true),
-    /** Deflate level of its zip: 0 stores (fastest, biggest), 1 (default) is fast, 9 is smallest. */
-    compressionLevel: z.number().int().min(0).max(9).optional(),
-    /** postgres kind (issue 8). */
-    postgres: z.record(z.string(), z.unknown()).optional(),
-  })
-  .strict()
-  .refine((d) => d.kind === 'postgres' || !!d.path !== !!d.files, 'give exactly one of path or files');
-
 const tree = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lower-case letters, digits and -'),
@@ -126,7 +104,8 @@ const planSchema = z
       .strict()
       .refine((q) => q.mode !== 'maintenance' || (!!q.enter && !!q.exit), 'maintenance mode needs enter and exit')
       .default({ mode: 'stop', leaseSeconds: 900, onError: 'fail', inWindow: [] }),
-    datasets: z.array(dataset).default([]),
+    /** One member per dataset kind (datasets/registry.ts). */
+    datasets: z.array(datasetSchema).default([]),
     trees: z.array(tree).default([]),
     /** The change journal of the trees (issue 7; docs/design/change-journal.md). */
     journal: journalPlanSchema.default({ enabled: true, fullPassEvery: { backups: 30, hours: 168 } }),
@@ -172,7 +151,6 @@ const planSchema = z
   })
   .strict()
   .superRefine((p, ctx) => {
-    postgresDatasetIssues(p.datasets, ctx);
     const seen = new Set<string>();
     for (const [i, d] of p.datasets.entries()) {
       if (seen.has(d.archive))

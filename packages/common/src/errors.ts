@@ -105,6 +105,7 @@ export const ERROR_CODES = {
     'The backup is not Restorable (it failed, is incomplete, or a verification found a problem); pick another.',
   ),
   BOXBACK_ERR_JOB_ENDED: spec(S.FAILED_PRECONDITION, E.NOT_POSSIBLE, 'The job has already ended; there is nothing to cancel.'),
+  BOXBACK_ERR_PROBE_FAILED: spec(S.DATA_LOSS, E.JOB_FAILED, 'A database copy did not open in its engine; the backup is not restorable.'),
 } satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -49,12 +49,35 @@ export interface ManifestPhase {
   files: number;
 }
 
+export type DatasetKindName = 'zip' | 'postgres' | 'h2' | 'sqlite' | 'mysql';
+
+export interface ManifestProbe {
+  result: 'ok' | 'failed';
+  /** What was run: "SCRIPT on the copy opened read-only", "PRAGMA integrity_check"... */
+  method: string;
+  durationMs: number;
+  /** The engine's own words (a failure's message, or a count). */
+  message?: string;
+}
+
 export interface ManifestDataset {
   /** Dataset name from the plan (database, config, config-repo...). */
   name: string;
   /** File in the backup directory: db.zip, config-dir.zip, db.<dbname>... */
   archive: string;
-  kind: 'zip' | 'pg_dump';
+  /**
+   * The dataset driver that wrote it, named as the plan's kind (packages/agent/src/datasets/).
+   * Manifests before drivers wrote `pg_dump` for a postgres dump: still read as postgres.
+   */
+  kind: DatasetKindName | 'pg_dump';
+  /**
+   * How the copy was taken: inside the quiesce window; by the engine's own online copy; live
+   * for data the plan says needs no window; live-unverified: a database file copied while its
+   * service ran, with nothing to prove it opens. Absent in older manifests.
+   */
+  capture?: 'quiesced' | 'engine' | 'live' | 'live-unverified';
+  /** The consistency probe: the copy opened in its real engine (datasets/<kind>.ts). */
+  probe?: ManifestProbe;
   /** Absolute source paths on the box; each becomes a top-level entry of the archive. */
   sources: string[];
   /** Where the archive extracts to on restore (absolute directory). */

@@ -103,7 +103,7 @@ async function gocdManifest(dir: string, host: string, ts: string): Promise<Mani
     const known = GOCD_FILES[f.path];
     if (known) datasets.push({ name: known.name, archive: f.path, kind: 'zip', sources: [], target: '', entries: 0, bytes: f.size });
     else if (/^db\.[A-Za-z0-9_-]+$/.test(f.path) && f.path !== 'db.zip') {
-      datasets.push({ name: 'database', archive: f.path, kind: 'pg_dump', sources: [], target: '', entries: 0, bytes: f.size });
+      datasets.push({ name: 'database', archive: f.path, kind: 'postgres', sources: [], target: '', entries: 0, bytes: f.size });
     }
   }
   const createdAt = parseTimestamp(ts).toISOString();

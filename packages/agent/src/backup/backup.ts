@@ -5,14 +5,16 @@
  *   PRE_BACKUP_SCRIPT      the plan's pre-backup hooks (onError fail stops here)
  *   CREATING_DIR           remove stale `.tmp-backup_*`, create `<store>/<host>/.tmp-backup_<ts>-<job>/`
  *   QUIESCE                take the lease (recorded on disk first), stop the services or enter
- *                          maintenance mode, run the in-window commands, copy the window's
- *                          datasets into the stage (reflink or copy, same filesystem)
+ *                          maintenance mode, run the in-window commands, then each driver
+ *                          whose dataset needs the window takes its copy (a reflink or copy
+ *                          into the stage, a dump)
  *   RESUME                 at once, on every path (try/finally + the lease's deadline timer)
- *   BACKUP_DATABASE ...    one zip per dataset from the stage (or the source when it needs no
- *                          window), 2 at a time, hashed on the way to disk; a postgres dataset
- *                          is a pg_dump into db.<database> (inside the window if its block says so).
- *                          Unchanged 1 MiB blocks of large files are copied from the previous
- *                          backup's archive (zip-blocks.ts), the rest deflated in parallel
+ *   BACKUP_DATABASE ...    each dataset by its driver (datasets/: a zip from the stage or the
+ *                          source, a pg_dump, an engine's online copy...), 2 at a time, hashed
+ *                          on the way to disk. Unchanged 1 MiB blocks of large files are copied
+ *                          from the previous backup's archive (zip-blocks.ts)
+ *   PROBE_DATABASE ...     the driver's consistency probe: the copy opens in its real engine;
+ *                          a failure fails the backup with the engine's own message
  *   VERIFY                 then, still beside the trees: re-read and re-hash every archive written
  *   SYNC_ARTIFACTS ...     at the same time: each tree with rsync --link-dest to the previous backup,
  *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode.
@@ -55,8 +57,8 @@ import {
 import type { JobContext, ProgressUpdate } from '../job.js';
 import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
-import { dumpPostgres, manifestExtra, type DumpResult } from '../postgres/dump.js';
-import { dumpsInWindow, parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
+import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
+import { driverOf } from '../datasets/registry.js';
 import { gocdEnv, runHooks } from './hooks.js';
 import {
   STAGE_DIR,
@@ -85,11 +87,9 @@ import {
 } from './publish.js';
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
-import { stageDatasets, type StagedDataset } from './stage.js';
 import { syncTreeIncremental, type TreeSnapshot } from '../journal/index.js';
 import { syncTree } from './tree-sync.js';
 import { BLOCKS_FILE, readBlockIndex, writeBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
-import { DEFAULT_LEVEL, writeZip } from './zip-writer.js';
 
 const DATASET_PHASES: Record<string, string> = {
   database: 'BACKUP_DATABASE',
@@ -104,12 +104,8 @@ const DATASET_PHASES: Record<string, string> = {
 export const MANIFEST_SEND_LIMIT = 1 << 20;
 const upper = (name: string) => name.toUpperCase().replace(/[^A-Z0-9]+/g, '_');
 export const datasetPhase = (name: string): string => DATASET_PHASES[name] ?? `BACKUP_${upper(name)}`;
+export const probePhase = (name: string): string => `PROBE_${upper(name)}`;
 export const treePhase = (t: PlanTree): string => t.phase ?? `SYNC_${upper(t.name)}`;
-
-/** Handle a phase body uses to report progress. */
-interface PhaseHandle {
-  update(u: Omit<ProgressUpdate, 'phase' | 'state'>): void;
-}
 
 /** Runs phases: progress events, timings for the manifest, the step that failed. */
 class Phases {
@@ -185,8 +181,8 @@ interface Run {
   known: Map<string, string>;
   datasets: ManifestDataset[];
   trees: ManifestTree[];
-  /** postgres datasets dumped inside the window (postgres.quiesce: true). */
-  pgDumps: Map<string, DumpResult>;
+  /** Dataset name -> what its driver copied inside the window. */
+  captured: Map<string, unknown>;
   /** Absolute paths of the files this backup wrote (the rest are hard links to the previous one); undefined: too many to list. */
   written: string[] | undefined;
   /** Its directories, likewise. */
@@ -230,7 +226,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     written: [],
     dirs: [],
     parts: [],
-    pgDumps: new Map(),
+    captured: new Map(),
     snapshotted: [],
     reuse: new Map(),
     blocks: {},
@@ -244,8 +240,8 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     ctx.signal.throwIfAborted();
     await preBackupHooks(r);
     await creatingDir(r);
-    const staged = await quiesceAndStage(r);
-    await archivesAndTrees(r, staged);
+    await quiesceAndCapture(r);
+    await archivesAndTrees(r);
     await versionFile(r);
     manifest = await describe(r);
     manifest.completedAt = new Date().toISOString();
@@ -361,26 +357,22 @@ async function creatingDir(r: Run): Promise<void> {
   });
 }
 
-/** QUIESCE and RESUME: the window covers only the consistent copy. Returns what was staged. */
-async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
+/** QUIESCE and RESUME: the window covers only the consistent copies (r.captured). */
+async function quiesceAndCapture(r: Run): Promise<void> {
   const { ctx } = r;
   const plan = ctx.config.plan;
   if (r.consistency === 'live') {
     r.phases.skip('QUIESCE', 'live backup: services are not quiesced');
-    return new Map();
+    return;
   }
-  const windowSets = plan.datasets.filter((d) => d.kind !== 'postgres' && d.quiesce);
-  const windowDumps = plan.datasets
-    .map((d, i) => (d.kind === 'postgres' ? parsePostgresDataset(d, i) : undefined))
-    .filter((d): d is PostgresDataset => !!d && dumpsInWindow(d));
+  const windowSets = plan.datasets.filter((d) => driverOf(d).needsWindow(d));
   // The window is what the service's users see: from its stop to its start being done (the
   // lease record written before and removed after are not part of it).
   let stopAt = 0;
   let lease: QuiesceLease | undefined;
   let primary: unknown;
-  let staged = new Map<string, StagedDataset>();
   try {
-    staged = await r.phases.run('QUIESCE', async (h) => {
+    await r.phases.run('QUIESCE', async (h) => {
       const services = r.mode === 'stop' ? await runningServices(plan) : [];
       lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
       const signal = AbortSignal.any([ctx.signal, lease.expired]);
@@ -397,23 +389,28 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
         ctx.log.warn(msg);
         r.warnings.push(msg);
         r.consistency = 'live';
-        return new Map<string, StagedDataset>();
+        return;
       }
       await runInWindow(plan, ctx.log, signal, r.warnings);
       const c0 = Date.now();
-      const out = await stageDatasets(windowSets, {
-        stageRoot: path.join(r.tempDir, STAGE_DIR),
-        signal,
-        timeoutMs: Math.max(1000, lease.record.deadlineMs - Date.now()),
-        log: ctx.log,
-        onDataset: (done, total, name) => h.update({ filesDone: done, filesTotal: total, message: `copied ${name}` }),
+      const deadlineMs = lease.record.deadlineMs;
+      let done = 0;
+      await mapLimit(windowSets, 4, async (d) => {
+        signal.throwIfAborted();
+        const started = Date.now();
+        const env = {
+          stageRoot: path.join(r.tempDir, STAGE_DIR),
+          tempDir: r.tempDir,
+          signal,
+          timeoutMs: Math.max(1000, deadlineMs - Date.now()),
+          log: ctx.log,
+          progress: (message: string) => h.update({ message }),
+        };
+        r.captured.set(d.name, await driverOf(d).captureInWindow?.(d, plan.datasets.indexOf(d), env));
+        ctx.log.debug({ dataset: d.name, ms: Date.now() - started }, 'dataset copied in the window');
+        h.update({ filesDone: ++done, filesTotal: windowSets.length, message: `copied ${d.name}` });
       });
-      for (const pds of windowDumps) {
-        h.update({ message: `pg_dump of ${pds.name}` });
-        r.pgDumps.set(pds.name, await dumpPostgres(pds, path.join(r.tempDir, pds.archive), { signal, log: ctx.log }));
-      }
       r.copyMs = Date.now() - c0;
-      return out;
     });
   } catch (err) {
     primary = lease?.expired.aborted && !ctx.signal.aborted ? lease.expired.reason : err;
@@ -438,11 +435,10 @@ async function quiesceAndStage(r: Run): Promise<Map<string, StagedDataset>> {
     { windowMs: r.windowMs, copyMs: r.copyMs, stopMs: r.stopMs, startMs: r.startMs, datasets: windowSets.map((d) => d.name) },
     'quiesce window closed',
   );
-  return staged;
 }
 
 /** Archives (2 at a time) and trees (one after the other) run side by side; the first failure stops both. */
-async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Promise<void> {
+async function archivesAndTrees(r: Run): Promise<void> {
   const lanes = new AbortController();
   const signal = AbortSignal.any([r.ctx.signal, lanes.signal]);
   const guard = async (fn: () => Promise<void>) => {
@@ -456,7 +452,7 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
   const results = await Promise.allSettled([
     // Each archive is read back and re-hashed (VERIFY) as soon as the archives are written, while the trees may still sync.
     guard(async () => {
-      await mapLimit(r.ctx.config.plan.datasets, 2, (d) => archiveDataset(r, d, staged.get(d.name), signal));
+      await mapLimit(r.ctx.config.plan.datasets, 2, (d) => backupDataset(r, d, signal));
       await verify(r, signal);
     }),
     guard(async () => {
@@ -483,70 +479,46 @@ async function archivesAndTrees(r: Run, staged: Map<string, StagedDataset>): Pro
   await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });
 }
 
-/** A postgres dataset: pg_dump (unless it was dumped inside the window) into db.<database>. */
-async function dumpDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promise<void> {
-  const pds = parsePostgresDataset(d, r.ctx.config.plan.datasets.indexOf(d));
-  let res = r.pgDumps.get(d.name);
-  if (!res) {
-    const done = await r.phases.run(datasetPhase(d.name), (h) =>
-      dumpPostgres(pds, path.join(r.tempDir, pds.archive), {
-        signal,
-        log: r.ctx.log,
-        onProgress: (p) => h.update({ bytesDone: p.bytesDone, message: p.message }),
-      }),
-    );
-    res = done;
+/** One dataset by its driver: the archive, its manifest entry, then its consistency probe. */
+async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promise<void> {
+  const driver = driverOf(d);
+  const index = r.ctx.config.plan.datasets.indexOf(d);
+  const env: BackupEnv = {
+    tempDir: r.tempDir,
+    stageRoot: path.join(r.tempDir, STAGE_DIR),
+    jobId: r.ctx.jobId,
+    signal,
+    log: r.ctx.log,
+    live: r.consistency === 'live',
+    reuse: r.reuse,
+    phase: (fn) => r.phases.run(datasetPhase(d.name), fn),
+  };
+  const out = await driver.backup(d, index, env, r.captured.get(d.name));
+  r.captured.delete(d.name);
+  r.known.set(out.entry.archive, out.sha256);
+  if (out.blocks) r.blocks[out.entry.archive] = out.blocks as BlockIndex[string];
+  const entry = { ...out.entry, owner: out.entry.owner ?? d.owner };
+  if (driver.probe) {
+    const probe = driver.probe;
+    const started = Date.now();
+    await r.phases.run(probePhase(d.name), async (h) => {
+      h.update({ message: `opening ${entry.archive} in its engine` });
+      try {
+        const res = await probe(d, index, entry, { tempDir: r.tempDir, signal, log: r.ctx.log });
+        if (res) entry.probe = { ...res, durationMs: Date.now() - started };
+      } catch (err) {
+        const be = asBoxbackError(err, 'BOXBACK_ERR_PROBE_FAILED');
+        r.ctx.log.error({ dataset: d.name, err: be.message, durationMs: Date.now() - started }, 'consistency probe failed');
+        throw be;
+      }
+    });
   }
-  r.known.set(pds.archive, res.sha256);
-  const where = `postgresql://${pds.pg.host}:${pds.pg.port}/${pds.pg.database}`;
-  r.datasets.push({
-    name: d.name,
-    archive: pds.archive,
-    kind: 'pg_dump',
-    sources: [where],
-    target: where,
-    owner: d.owner,
-    entries: 1,
-    bytes: res.sizeBytes,
-    extra: manifestExtra(res),
-  });
-}
-
-async function archiveDataset(r: Run, d: PlanDataset, staged: StagedDataset | undefined, signal: AbortSignal): Promise<void> {
-  if (d.kind === 'postgres') return dumpDataset(r, d, signal);
-  const fromStage = !!staged;
-  const src = staged ?? { dir: d.path, files: d.files };
-  const out = path.join(r.tempDir, d.archive);
-  const res = await r.phases.run(datasetPhase(d.name), (h) =>
-    writeZip(src, out, {
-      excludes: d.excludes,
-      level: d.compressionLevel,
-      stable: fromStage,
-      signal,
-      reuse: r.reuse.get(d.archive),
-      onProgress: (p) => h.update({ ...p, message: d.archive }),
-    }),
-  );
-  r.known.set(d.archive, res.sha256);
-  if (Object.keys(res.blocks).length) r.blocks[d.archive] = res.blocks;
-  if (staged?.dir) await fsp.rm(staged.dir, { recursive: true, force: true });
-  r.datasets.push({
-    name: d.name,
-    archive: d.archive,
-    kind: 'zip',
-    sources: d.path ? [d.path] : [...(d.files ?? [])],
-    target: d.path ?? path.dirname(d.files![0]),
-    owner: d.owner,
-    entries: res.entries,
-    bytes: res.bytes,
-    extra: {
-      archiveBytes: res.size,
-      staged: fromStage,
-      excludes: d.excludes,
-      compressionLevel: d.compressionLevel ?? DEFAULT_LEVEL,
-      reusedBytes: res.reusedBytes,
-    },
-  });
+  if (entry.capture === 'live-unverified')
+    r.ctx.log.warn(
+      { dataset: d.name },
+      `dataset ${d.name} was copied while its service ran and nothing proves the copy opens (live-unverified); give it an engine driver or back it up quiesced`,
+    );
+  r.datasets.push(entry);
 }
 
 /** Store-relative path of the previous backup ("host/backup_ts"), as the journal names it. */

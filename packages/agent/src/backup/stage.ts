@@ -11,7 +11,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, mapLimit, type Logger } from '@boxback/common';
+import { BoxbackError, type Logger } from '@boxback/common';
 import type { PlanDataset } from '../plan.js';
 import { describeFailure, runCommand } from '../run-command.js';
 
@@ -28,7 +28,6 @@ export interface StageOptions {
   /** Milliseconds each copy may take at most (the lease's remaining time). */
   timeoutMs: number;
   log: Logger;
-  onDataset?: (done: number, total: number, name: string) => void;
 }
 
 /** Throw the error a failed cp deserves: a full disk is BOXBACK_ERR_DISK_FULL. */
@@ -39,7 +38,9 @@ function cpError(argv: string[], r: Awaited<ReturnType<typeof runCommand>>, time
   return new BoxbackError('BOXBACK_ERR_ARCHIVE_FAILED', msg);
 }
 
-async function stageOne(d: PlanDataset, o: StageOptions): Promise<StagedDataset> {
+/** Copy one dataset into the stage (`<stageRoot>/<name>`). */
+export async function stageDataset(d: Pick<PlanDataset, 'name' | 'path' | 'files'>, o: StageOptions): Promise<StagedDataset> {
+  await fsp.mkdir(o.stageRoot, { recursive: true });
   const dest = path.join(o.stageRoot, d.name);
   if (d.path) {
     await fsp.lstat(d.path).catch(() => {
@@ -61,20 +62,4 @@ async function stageOne(d: PlanDataset, o: StageOptions): Promise<StagedDataset>
     throw cpError(argv, r, o.timeoutMs, d.name);
   }
   return { files: d.files!.map((f) => path.join(dest, path.basename(f))) };
-}
-
-/** Copy the window's datasets into the stage. Returns dataset name -> staged location. */
-export async function stageDatasets(datasets: PlanDataset[], o: StageOptions): Promise<Map<string, StagedDataset>> {
-  await fsp.mkdir(o.stageRoot, { recursive: true });
-  const out = new Map<string, StagedDataset>();
-  let done = 0;
-  await mapLimit(datasets, 4, async (d) => {
-    o.signal.throwIfAborted();
-    const started = Date.now();
-    out.set(d.name, await stageOne(d, o));
-    done++;
-    o.log.debug({ dataset: d.name, ms: Date.now() - started }, 'dataset staged');
-    o.onDataset?.(done, datasets.length, d.name);
-  });
-  return out;
 }

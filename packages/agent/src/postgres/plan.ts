@@ -25,14 +25,12 @@
  * PostgreSQL programs through a temporary 0600 PGPASSFILE, never on a command line.
  */
 import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError } from '@boxback/common';
-import type { PlanDataset } from '../plan.js';
+import { absPath, datasetBase, foreignBlocks, noPathNoFiles, requiredBlock } from '../datasets/base.js';
 
 /** Database and role names: plain identifiers (the archive name db.<database> must be a plain file name). */
 const pgName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/, 'letters, digits, _ . - (at most 63)');
-const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 
 /** pg_dump options a plan may add. Nothing that changes where, what format or as whom. */
 export const ALLOWED_FLAGS = new Set([
@@ -139,61 +137,49 @@ export interface PostgresDataset {
 
 export const archiveNameFor = (database: string): string => `db.${database}`;
 
-type IssueSink = (path: Array<string | number>, message: string) => void;
+/** The plan's member of the dataset union for kind: postgres (datasets/postgres.ts). */
+export const postgresDatasetSchema = datasetBase
+  .extend({
+    kind: z.literal('postgres'),
+    postgres: requiredBlock('postgres', postgresSchema, 'host, port, database, user, passwordFile...'),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    noPathNoFiles(d, 'postgres', 'it is dumped with pg_dump', ctx);
+    foreignBlocks(d, 'postgres', ctx);
+    const want = d.postgres ? archiveNameFor(d.postgres.database) : undefined;
+    if (want && d.archive !== want)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['archive'],
+        message: `must be ${want} for a postgres dataset (GoCD's name for a pg_dump of database ${d.postgres.database})`,
+      });
+  });
 
-function checkOne(
-  d: Pick<PlanDataset, 'kind' | 'archive' | 'path' | 'files' | 'postgres'>,
-  i: number,
-  add: IssueSink,
-): PostgresConfig | undefined {
-  if (d.kind !== 'postgres') {
-    if (d.postgres !== undefined) add(['datasets', i, 'postgres'], 'only a kind: postgres dataset has a postgres block');
-    return undefined;
-  }
-  if (d.path !== undefined) add(['datasets', i, 'path'], 'a postgres dataset has no path (it is dumped with pg_dump)');
-  if (d.files !== undefined) add(['datasets', i, 'files'], 'a postgres dataset has no files (it is dumped with pg_dump)');
-  if (d.postgres === undefined) {
-    add(['datasets', i, 'postgres'], 'a kind: postgres dataset needs a postgres block (host, port, database, user, passwordFile...)');
-    return undefined;
-  }
-  const r = postgresSchema.safeParse(d.postgres);
-  if (!r.success) {
-    for (const issue of r.error.issues)
-      add(['datasets', i, 'postgres', ...issue.path.map((k) => (typeof k === 'symbol' ? String(k) : k))], issue.message);
-    return undefined;
-  }
-  const want = archiveNameFor(r.data.database);
-  if (d.archive !== want)
-    add(['datasets', i, 'archive'], `must be ${want} for a postgres dataset (GoCD's name for a pg_dump of database ${r.data.database})`);
-  return r.data;
+export type PlanPostgresDataset = z.output<typeof postgresDatasetSchema>;
+
+/** The engines' view of a plan dataset the plan schema already validated (no second parse). */
+export function toPostgresDataset(d: PlanPostgresDataset, index: number): PostgresDataset {
+  return { index, name: d.name, archive: d.archive, pg: { ...d.postgres, ownerRole: d.postgres.ownerRole ?? d.postgres.user } };
 }
 
 /**
- * For the host plan's superRefine: adds an issue per bad key of every postgres dataset,
- * so `loadPlan` refuses the plan and names `datasets.N.postgres.KEY`.
+ * Validate one raw dataset as a postgres dataset (tools and tests; the host plan validates
+ * its datasets itself); throws BOXBACK_ERR_PLAN_INVALID naming each bad key as datasets.N.KEY.
  */
-export function postgresDatasetIssues(
-  datasets: ReadonlyArray<Pick<PlanDataset, 'kind' | 'archive' | 'path' | 'files' | 'postgres'>>,
-  ctx: z.RefinementCtx,
-): void {
-  datasets.forEach((d, i) => checkOne(d, i, (p, message) => ctx.addIssue({ code: 'custom', path: p, message })));
-}
-
-/** Validate one dataset of the plan as a postgres dataset; throws BOXBACK_ERR_PLAN_INVALID naming each bad key. */
-export function parsePostgresDataset(
-  dataset: Pick<PlanDataset, 'name' | 'kind' | 'archive' | 'path' | 'files' | 'postgres'>,
-  index = 0,
-): PostgresDataset {
-  const problems: string[] = [];
-  if (dataset.kind !== 'postgres') problems.push(`datasets.${index}.kind: ${dataset.name} is a ${dataset.kind} dataset, not postgres`);
-  const pg = checkOne(dataset, index, (p, message) => problems.push(`${p.join('.')}: ${message}`));
-  if (problems.length || !pg)
+export function parsePostgresDataset(dataset: Record<string, unknown> & { name: string; kind?: string }, index = 0): PostgresDataset {
+  if (dataset.kind !== 'postgres')
+    throw new BoxbackError(
+      'BOXBACK_ERR_PLAN_INVALID',
+      `dataset ${dataset.name}: datasets.${index}.kind: ${dataset.name} is a ${dataset.kind ?? 'zip'} dataset, not postgres`,
+    );
+  const r = postgresDatasetSchema.safeParse(dataset);
+  if (!r.success) {
+    const problems = r.error.issues.map((i) => `${['datasets', index, ...i.path.map(String)].join('.')}: ${i.message}`);
     throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `dataset ${dataset.name}: ${problems.join('; ')}`, { problems });
-  return { index, name: dataset.name, archive: dataset.archive, pg: { ...pg, ownerRole: pg.ownerRole ?? pg.user } };
+  }
+  return toPostgresDataset(r.data, index);
 }
-
-/** Whether the dataset is dumped inside the quiesce window (the dataset-level `quiesce` key is not used for postgres). */
-export const dumpsInWindow = (ds: PostgresDataset): boolean => ds.pg.quiesce;
 
 /**
  * Read the password file: a regular file, not readable or writable by group or others

@@ -4,7 +4,7 @@
  * against what it would hold after the swap and the rewrite). Reads only.
  */
 import { readSmallEntry, type Manifest } from '@boxback/common';
-import { dryRunDescribe } from '../postgres/restore.js';
+import { driverOf } from '../datasets/registry.js';
 import type { JobContext } from '../job.js';
 import { hostFilePaths, readIfFile, replacements, rewrite, unifiedDiff } from './host-files.js';
 import type { RestoreTargets } from './targets.js';
@@ -47,10 +47,15 @@ export async function dryRunReport(
   }
   for (const t of targets.trees) steps.push(`SWAP           ${t.target} (current kept as ${t.target}.boxback-safety-${ctx.jobId})`);
   const dbWarnings: string[] = [];
-  for (const db of targets.databases) {
-    const d = await dryRunDescribe(db.ds, db.meta, { force, jobId: ctx.jobId, signal: ctx.signal });
+  const env = { config: ctx.config, jobId: ctx.jobId, signal: ctx.signal, log: ctx.log, force, emit: () => undefined };
+  let databases = 0;
+  for (const part of targets.parts) {
+    const dryRun = driverOf(part).dryRun;
+    if (!dryRun) continue;
+    const d = await dryRun(part, plan.datasets[part.index], env);
     steps.push(...d.steps);
     dbWarnings.push(...d.warnings);
+    databases++;
   }
   const hostFiles = await hostFilePaths(plan);
   steps.push(
@@ -64,7 +69,7 @@ export async function dryRunReport(
     `HEALTH_CHECK   ${plan.health ? `${plan.health.http?.url ?? plan.health.command!.join(' ')} within ${plan.health.timeoutSeconds}s` : '(the plan has none)'}`,
   );
   steps.push(
-    `ROLLBACK       if any step from STOP on fails: safety copies back${targets.databases.length ? ', safety databases renamed back' : ''}, host files back, services started`,
+    `ROLLBACK       if any step from STOP on fails: safety copies back${databases ? ', safety databases renamed back' : ''}, host files back, services started`,
   );
   steps.forEach((s, i) => lines.push(`${String(i + 1).padStart(3)}. ${s}`));
   for (const w of [...targets.warnings, ...version.warnings, ...dbWarnings, ...warnings]) lines.push(`warning: ${w}`);

@@ -3,20 +3,22 @@
  *
  *   VERIFY         read the manifest, map its parts onto this box's plan       targets.ts
  *   VERSION_CHECK  refuse a backup newer than the installed product (--force)  version-check.ts
- *                  and, per pg_dump dataset, a dump from a newer PostgreSQL major
- *                  than the target server's; the dump read back (pg_restore)    postgres/restore.ts
+ *                  and each dataset driver's preflight (a pg_dump from a newer
+ *                  PostgreSQL major than the target server's; the dump read back) datasets/
+ *                  A part the backup copied live-unverified is said here, and in the result
  *   -- dry run: VERIFY every checksum and zip CRC, report the steps and every host
  *      file's diff, change nothing, stop here --                               dry-run.ts
  *   VERIFY         every backup file against the manifest, every zip opens     verify.ts
  *     beside it, writing only staging siblings (nothing swapped until VERIFY passed):
- *   EXTRACT        zips into staging siblings, safely, every CRC checked       extract.ts
+ *   EXTRACT        each driver's stage: zips into staging siblings, safely,   datasets/zip.ts
+ *                  every CRC checked                                          extract.ts
  *   SYNC_TREES     rsync -a the trees into staging siblings                    trees.ts
  *   CHOWN          owners (and uid/gid maps) on the staged copies, then syncfs ownership.ts
  *   STOP           stop the services and make sure they are dead               stop.ts
  *   SWAP           staged copies into place, old ones kept as safety copies    swap.ts
- *   RESTORE_DATABASE  each pg_dump into the plan's database: the old one renamed
- *                  aside as the safety database, a new one loaded in one
- *                  transaction (the move is recorded first)                    postgres/restore.ts
+ *   RESTORE_DATABASE  each engine driver's apply (a pg_dump into the plan's database:
+ *                  the old one renamed aside as the safety database, a new one
+ *                  loaded in one transaction; the move is recorded first)     datasets/
  *   HOST_FILES     source hostname/addresses -> this box's, in host files only host-files.ts
  *   CLEANUP        the plan's clean-up steps                                   cleanup.ts
  *   START          start the services                                          services.ts
@@ -44,20 +46,20 @@ import {
   type RestoreRequest,
 } from '@boxback/common';
 import type { JobContext } from '../job.js';
-import { preflightPostgres, restorePostgres, safetyName } from '../postgres/restore.js';
+import type { RestoreEnv } from '../datasets/driver.js';
+import { driverOf } from '../datasets/registry.js';
 import { startServices } from '../services.js';
 import { runCleanup } from './cleanup.js';
 import { dryRunReport } from './dry-run.js';
-import { extractDirDataset, extractFilesDataset, type ExtractResult, type StagedFile } from './extract.js';
 import { checkHealth } from './health.js';
 import { rewriteHostFiles } from './host-files.js';
-import { applyOwnership, idMaps, type ChownWork } from './ownership.js';
-import { newRecord, saveRecord, sibling, type Move, type RestoreRecord } from './record.js';
+import { applyOwnership, type ChownWork } from './ownership.js';
+import { newRecord, saveRecord, sibling, type RestoreRecord } from './record.js';
 import { rollback } from './rollback.js';
 import { activeRestores } from './safety-copies.js';
 import { stopAndConfirm } from './stop.js';
 import { flushStaged, swapAll, type Staged } from './swap.js';
-import { checkJobId, currentOwner, mapTargets, type RestoreTargets } from './targets.js';
+import { checkJobId, liveUnverified, mapTargets, type RestoreTargets } from './targets.js';
 import { syncTrees } from './trees.js';
 import { verifyBackup } from './verify.js';
 import { checkVersion } from './version-check.js';
@@ -83,10 +85,22 @@ async function step<T>(run: Run, name: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-/** EXTRACT: every zip dataset into staging. */
+/** The environment the dataset drivers see. */
+function driverEnv(run: Run, force: boolean): RestoreEnv {
+  const { ctx } = run;
+  return {
+    config: ctx.config,
+    jobId: ctx.jobId,
+    signal: ctx.signal,
+    log: ctx.log,
+    force,
+    emit: (u) => ctx.emit({ phase: run.step, ...u }),
+  };
+}
+
+/** EXTRACT: each part its driver stages (the zips) into staging siblings. */
 async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets, staged: Staged[], chown: ChownWork[]): Promise<number> {
   const { ctx } = run;
-  const maps = idMaps(ctx.config.plan);
   const bytesTotal = targets.datasets.reduce((s, d) => s + d.bytes, 0);
   const filesTotal = targets.datasets.reduce((s, d) => s + d.entries, 0);
   let bytesDone = 0;
@@ -101,39 +115,14 @@ async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets,
     }
   };
   ctx.emit({ phase: 'EXTRACT', state: 'started', bytesTotal, filesTotal });
-  for (const d of targets.datasets) {
-    let r: ExtractResult;
-    ctx.emit({ phase: 'EXTRACT', bytesDone, bytesTotal, filesDone, filesTotal, message: d.archive });
-    if (d.kind === 'dir') {
-      const staging = sibling.staging(d.target, ctx.jobId);
-      rec.staging.push(staging);
-      await saveRecord(ctx.config.stateDir, rec);
-      const cur = await currentOwner(d.target);
-      r = await extractDirDataset(d, staging, {
-        jobId: ctx.jobId,
-        maps,
-        defaultIds: cur ? { uid: cur.uid, gid: cur.gid } : undefined,
-        chownEntries: !d.owner,
-        rootMode: cur?.mode,
-        signal: ctx.signal,
-        onProgress,
-      });
-      staged.push({ kind: 'dir', target: d.target, staging });
-      if (d.owner) chown.push({ path: staging, owner: d.owner, mapIds: false, label: d.name });
-    } else {
-      const files: StagedFile[] = [];
-      try {
-        r = await extractFilesDataset(d, { jobId: ctx.jobId, maps, chownEntries: !d.owner, signal: ctx.signal, onProgress }, files);
-      } finally {
-        rec.staging.push(...files.map((f) => f.staging));
-        await saveRecord(ctx.config.stateDir, rec);
-      }
-      for (const f of files) {
-        staged.push({ kind: 'file', target: f.target, staging: f.staging });
-        if (d.owner) chown.push({ path: f.staging, owner: d.owner, mapIds: false, label: `${d.name}: ${f.target}` });
-      }
-    }
-    run.warnings.push(...r.warnings);
+  for (const part of targets.parts) {
+    const stage = driverOf(part).stage;
+    if (!stage) continue;
+    ctx.emit({ phase: 'EXTRACT', bytesDone, bytesTotal, filesDone, filesTotal, message: part.archive });
+    const out = await stage(part, { ...driverEnv(run, false), rec, onProgress });
+    staged.push(...out.staged);
+    chown.push(...out.chown);
+    run.warnings.push(...out.warnings);
   }
   ctx.emit({ phase: 'EXTRACT', state: 'done', bytesDone, bytesTotal, filesDone, filesTotal });
   return bytesDone;
@@ -200,38 +189,35 @@ async function verifyAndStage(
   return staging.value;
 }
 
-/** RESTORE_DATABASE: each dump into the plan's database, the move recorded before it is made. */
+/** The parts whose driver loads them into an engine after SWAP. */
+const applied = (targets: RestoreTargets) => targets.parts.filter((p) => !!driverOf(p).apply);
+
+/** RESTORE_DATABASE: each engine part loaded by its driver, every move recorded before it is made. */
 async function restoreDatabases(run: Run, rec: RestoreRecord, targets: RestoreTargets, force: boolean): Promise<void> {
   const { ctx } = run;
-  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'started', filesTotal: targets.databases.length });
+  const parts = applied(targets);
+  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'started', filesTotal: parts.length });
   let done = 0;
-  for (const db of targets.databases) {
-    const { pg } = db.ds;
-    const move: Move = {
-      kind: 'database',
-      target: pg.database,
-      safety: pg.emptyWith === 'recreate' ? safetyName(pg.database, ctx.jobId) : null,
-      state: 'planned',
-      dataset: db.ds.name,
-      emptyWith: pg.emptyWith,
-    };
-    rec.moves.push(move);
-    await saveRecord(ctx.config.stateDir, rec);
-    const r = await restorePostgres(db.ds, db.archivePath, db.meta, {
-      force,
-      signal: ctx.signal,
-      log: ctx.log,
-      jobId: ctx.jobId,
-      onProgress: (m) => ctx.emit({ phase: 'RESTORE_DATABASE', filesDone: done, filesTotal: targets.databases.length, message: m }),
+  for (const part of parts) {
+    const d = ctx.config.plan.datasets[part.index];
+    const warnings = await driverOf(part).apply!(part, d, {
+      ...driverEnv(run, force),
+      rec,
+      save: () => saveRecord(ctx.config.stateDir, rec),
+      progress: (m) => ctx.emit({ phase: 'RESTORE_DATABASE', filesDone: done, filesTotal: parts.length, message: m }),
     });
-    move.safety = r.safetyDatabase;
-    move.state = 'done';
-    await saveRecord(ctx.config.stateDir, rec);
-    run.warnings.push(...r.warnings);
+    run.warnings.push(...warnings);
     done++;
-    ctx.log.info({ dataset: db.name, database: r.database, safety: r.safetyDatabase, durationMs: r.durationMs }, 'database restored');
   }
-  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'done', filesDone: done, filesTotal: targets.databases.length });
+  ctx.emit({ phase: 'RESTORE_DATABASE', state: 'done', filesDone: done, filesTotal: parts.length });
+}
+
+/** VERSION_CHECK, still before STOP: each driver reaches its engine and reads its archive back. */
+async function preflightAll(run: Run, targets: RestoreTargets, force: boolean): Promise<void> {
+  for (const part of targets.parts) {
+    const preflight = driverOf(part).preflight;
+    if (preflight) run.warnings.push(...(await preflight(part, run.ctx.config.plan.datasets[part.index], driverEnv(run, force))));
+  }
 }
 
 /** SWAP .. HEALTH_CHECK, with the services stopped. */
@@ -245,7 +231,7 @@ async function applyAll(
 ): Promise<void> {
   const { ctx } = run;
   await step(run, 'SWAP', () => swapAll(ctx, rec, staged));
-  if (targets.databases.length) await step(run, 'RESTORE_DATABASE', () => restoreDatabases(run, rec, targets, force));
+  if (applied(targets).length) await step(run, 'RESTORE_DATABASE', () => restoreDatabases(run, rec, targets, force));
   await step(run, 'HOST_FILES', async () => {
     const r = await rewriteHostFiles(ctx, rec, manifest);
     run.warnings.push(...r.warnings);
@@ -323,6 +309,7 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     });
     result.backupId = manifest.id;
     run.warnings.push(...targets.warnings);
+    for (const w of liveUnverified(targets.parts)) ctx.emit({ phase: 'VERIFY', message: `warning: ${w}` });
     const version = await step(run, 'VERSION_CHECK', () => checkVersion(ctx, backupDir, manifest, req.force));
     run.warnings.push(...version.warnings);
     if (req.dryRun) {
@@ -331,25 +318,12 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
       result.status = 'Completed';
       return result;
     }
-    if (targets.databases.length) {
-      // Still VERSION_CHECK, still before STOP: reach each target server, apply the
-      // PostgreSQL version rule and read each dump back. Nothing has changed yet.
-      await step(run, 'VERSION_CHECK', async () => {
-        for (const db of targets.databases) {
-          ctx.emit({
-            phase: 'VERSION_CHECK',
-            message: `${db.archive} -> database ${db.ds.pg.database} at ${db.ds.pg.host}:${db.ds.pg.port}`,
-          });
-          run.warnings.push(
-            ...(await preflightPostgres(db.ds, db.archivePath, db.meta, { force: req.force, signal: ctx.signal, log: ctx.log })).warnings,
-          );
-        }
-      });
-    }
+    // Still VERSION_CHECK, still before STOP: nothing has changed yet.
+    await step(run, 'VERSION_CHECK', () => preflightAll(run, targets, req.force));
     rec = newRecord(ctx.jobId, manifest.id, req.backupPath);
     await saveRecord(ctx.config.stateDir, rec);
     const { staged, bytes } = await verifyAndStage(run, rec, backupDir, manifest, targets);
-    result.sizeBytes = bytes + targets.databases.reduce((s, d) => s + d.bytes, 0);
+    result.sizeBytes = bytes + applied(targets).reduce((s, d) => s + d.bytes, 0);
     phase = 'stopping';
     await step(run, 'STOP', () => stopAndConfirm(ctx));
     phase = 'after-stop';

@@ -3,7 +3,7 @@
  *   1. stop the services (they may be running on the restored data); if they will not
  *      stop, nothing is moved back (never swap under a live process)
  *   2. undo the record's moves in reverse: host files, clean-up removals, restored
- *      databases (the safety database renamed back), then the swapped files and
+ *      databases (each by its dataset driver: the safety database renamed back), then the swapped files and
  *      directories get their safety copies back; the restored data moved aside is
  *      deleted (it is still in the backup)
  *   3. start the services, whatever happened above (services are never left stopped),
@@ -17,34 +17,15 @@ import path from 'node:path';
 import { BoxbackError, fsyncDir, type Logger } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import type { JobContext } from '../job.js';
-import { parsePostgresDataset } from '../postgres/plan.js';
-import { dropSafetyDatabase, putBackSafetyDatabase } from '../postgres/restore.js';
+import { driverOf, planDataset } from '../datasets/registry.js';
 import { startServices, stopServices } from '../services.js';
 import { checkHealth } from './health.js';
 import { exists, saveRecord, sibling, type Move, type RestoreRecord } from './record.js';
 
-/** The plan's postgres dataset a database move names. */
-export function moveDataset(config: AgentConfig, m: Move) {
-  const i = config.plan.datasets.findIndex((d) => d.kind === 'postgres' && d.name === m.dataset);
-  if (i < 0) throw new Error(`plan dataset ${m.dataset ?? '?'} (database ${m.target}) is no longer in the plan`);
-  return parsePostgresDataset(config.plan.datasets[i], i);
-}
-
+/** A move apply made (a database): its driver undoes it. */
 async function undoDatabase(config: AgentConfig, m: Move, log: Logger): Promise<void> {
-  const ds = moveDataset(config, m);
-  if (m.safety !== null) {
-    // Looks first: restorePostgres puts the copy back itself when the load fails.
-    if (await putBackSafetyDatabase(ds, m.safety, { log })) log.info({ database: m.target, safety: m.safety }, 'database put back');
-    return;
-  }
-  if (m.state !== 'done') return; // the load failed: its single transaction changed nothing to undo
-  if (m.emptyWith === 'clean') {
-    throw new Error(
-      `database ${m.target} was restored with emptyWith: clean, which keeps no safety copy: it holds the backup's data, not the previous data`,
-    );
-  }
-  // recreate, and there was no database before: remove what the restore created.
-  await dropSafetyDatabase(ds, m.target, { log });
+  const { d, index } = planDataset(config.plan, m.dataset);
+  await driverOf(d).undo?.(m, d, index, log);
 }
 
 async function undoMove(config: AgentConfig, m: Move, jobId: string, log: Logger): Promise<void> {

@@ -5,7 +5,7 @@
  * records. At agent start, pruneSafetyCopies also rolls back any restore a crashed agent
  * left in progress (its record says exactly what was moved), then starts the services.
  * A restored database's safety copy is a database (<db>_boxback_safety_<job>): listed as
- * postgresql://host:port/<name>, dropped on confirm and prune.
+ * its driver names it (postgresql://host:port/<name>), dropped on confirm and prune.
  */
 import { promises as fsp } from 'node:fs';
 import type { Logger, SafetyCopyInfo } from '@boxback/common';
@@ -13,8 +13,8 @@ import type { AgentConfig } from '../config.js';
 import { runCommand } from '../run-command.js';
 import { startServices, stopServices } from '../services.js';
 import { exists, readRecords, saveRecord, type RestoreRecord } from './record.js';
-import { dropSafetyDatabase } from '../postgres/restore.js';
-import { moveDataset, undoMoves } from './rollback.js';
+import { driverOf, planDataset } from '../datasets/registry.js';
+import { undoMoves } from './rollback.js';
 
 /** Restore jobs running in this process: their records are not to be touched. */
 export const activeRestores = new Set<string>();
@@ -37,12 +37,16 @@ function safetyDatabases(config: AgentConfig, rec: RestoreRecord): Array<{ label
       const safety = m.safety!;
       let label = `database ${safety}`;
       try {
-        const ds = moveDataset(config, m);
-        label = `postgresql://${ds.pg.host}:${ds.pg.port}/${safety}`;
+        const { d, index } = planDataset(config.plan, m.dataset);
+        label = driverOf(d).safetyLabel?.(m, d, index) ?? label;
       } catch {
         /* the plan no longer names it: listed by name only */
       }
-      return { label, drop: (log: Logger) => dropSafetyDatabase(moveDataset(config, m), safety, { log }) };
+      const drop = async (log: Logger) => {
+        const { d, index } = planDataset(config.plan, m.dataset);
+        await driverOf(d).dropSafety?.(m, d, index, log);
+      };
+      return { label, drop };
     });
 }
 

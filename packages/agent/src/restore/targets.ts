@@ -6,16 +6,16 @@
  * another box with other paths work. Parts the plan does not name are skipped with a
  * warning; targets nested in one another are refused (a swap would move both).
  *
- * A pg_dump dataset (db.<database>) maps onto the plan's postgres dataset with the same
- * archive or name: its dump is loaded into THIS plan's database (RESTORE_DATABASE, after
- * SWAP), so a restore onto another box or another database works the same way.
+ * The plan dataset's driver (datasets/) restores it: a zip kind extracts into staging; an
+ * engine kind (a pg_dump of db.<database>, mapped by archive or by name) is loaded into THIS
+ * plan's database after SWAP, so a restore onto another box or database works the same way.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, isInside, type Manifest } from '@boxback/common';
+import { BoxbackError, isInside, type Manifest, type ManifestDataset } from '@boxback/common';
 import type { Plan } from '../plan.js';
-import { parsePostgresDataset, type PostgresDataset } from '../postgres/plan.js';
-import { inspectDump, metaFromManifest, type PgDumpMeta } from '../postgres/restore.js';
+import type { RestorePart } from '../datasets/driver.js';
+import { accepts, driverOf } from '../datasets/registry.js';
 
 export interface Owner {
   user: string;
@@ -57,22 +57,11 @@ export interface TreeTarget {
   bytes: number;
 }
 
-/** A pg_dump file loaded into the plan's database (postgres/restore.ts). */
-export interface DatabaseTarget {
-  name: string;
-  archive: string;
-  archivePath: string;
-  ds: PostgresDataset;
-  /** What the backup recorded about the dump (or read from the file when it recorded nothing). */
-  meta: PgDumpMeta;
-  bytes: number;
-}
-
 export interface RestoreTargets {
-  /** Zip datasets: extracted into staging, swapped in. */
+  /** Every dataset of the backup this box restores, each with the driver of its plan dataset. */
+  parts: RestorePart[];
+  /** The parts that are zips of files: extracted into staging, swapped in. */
   datasets: DatasetTarget[];
-  /** pg_dump datasets: loaded into the plan's database after SWAP. */
-  databases: DatabaseTarget[];
   trees: TreeTarget[];
   warnings: string[];
 }
@@ -85,65 +74,56 @@ export function checkJobId(jobId: string): void {
   }
 }
 
+/**
+ * The plan dataset a manifest entry restores onto: the one with the same archive, else (for
+ * drivers that match by name: a dump restored into another database) the one with the same
+ * name whose driver accepts the entry's kind.
+ */
+function planDatasetFor(d: ManifestDataset, plan: Plan, taken: Set<number>): number {
+  const byArchive = plan.datasets.findIndex((pd) => pd.archive === d.archive);
+  if (byArchive >= 0 && (accepts(plan.datasets[byArchive], d) || !driverOf(plan.datasets[byArchive]).matchByName)) return byArchive;
+  return plan.datasets.findIndex((pd, i) => !taken.has(i) && driverOf(pd).matchByName && pd.name === d.name && accepts(pd, d));
+}
+
+/** Parts copied live with nothing to prove they open: said before anything changes, and in the result. */
+export function liveUnverified(parts: RestorePart[]): string[] {
+  return parts
+    .filter((p) => p.capture === 'live-unverified')
+    .map(
+      (p) =>
+        `${p.archive} (${p.name}) was copied live, without its engine and without the quiesce window (live-unverified): it may not open`,
+    );
+}
+
 export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): Promise<RestoreTargets> {
   const warnings: string[] = [];
-  const datasets: DatasetTarget[] = [];
-  const databases: DatabaseTarget[] = [];
-  const used = new Set<string>();
+  const parts: RestorePart[] = [];
+  const taken = new Set<number>();
   for (const d of manifest.datasets ?? []) {
-    if (d.kind === 'pg_dump') {
-      // The plan's postgres dataset of the same archive (db.<database>) or, restoring onto
-      // another database, of the same name.
-      const i = plan.datasets.findIndex((pd) => pd.kind === 'postgres' && (pd.archive === d.archive || pd.name === d.name));
-      if (i < 0) {
-        warnings.push(`backup dump ${d.archive} (${d.name}) has no postgres dataset in plan ${plan.name}; not restored`);
-        continue;
-      }
-      // The plan's connection settings, the backup's file name (the messages name the file restored).
-      const ds: PostgresDataset = { ...parsePostgresDataset(plan.datasets[i], i), archive: d.archive };
-      if (databases.some((x) => x.ds.index === i))
-        throw new BoxbackError(
-          'BOXBACK_ERR_PLAN_INVALID',
-          `two dumps of the backup restore into database ${ds.pg.database} (plan dataset ${ds.name})`,
-        );
-      const archivePath = path.join(backupDir, d.archive);
-      const meta = d.extra ? metaFromManifest(d.extra, d.archive) : await inspectDump(ds, archivePath);
-      used.add(plan.datasets[i].archive);
-      databases.push({ name: ds.name, archive: d.archive, archivePath, ds, meta, bytes: d.bytes ?? meta.sizeBytes ?? 0 });
+    const i = planDatasetFor(d, plan, taken);
+    if (i < 0) {
+      const noun = d.kind === 'zip' ? 'archive' : `${d.kind} dataset`;
+      warnings.push(`backup ${noun} ${d.archive} (${d.name}) has no dataset in plan ${plan.name} that restores it; not restored`);
       continue;
     }
-    const pd = plan.datasets.find((x) => x.archive === d.archive);
-    if (!pd) {
-      warnings.push(`backup archive ${d.archive} (${d.name}) has no dataset in plan ${plan.name}; not restored`);
-      continue;
-    }
-    if (d.kind !== 'zip' || pd.kind !== 'zip') {
+    const pd = plan.datasets[i];
+    if (!accepts(pd, d)) {
       throw new BoxbackError(
         'BOXBACK_ERR_INVALID_ARGUMENT',
         `dataset ${d.name} (${d.archive}) is a ${d.kind} archive but plan dataset ${pd.name} is ${pd.kind}; they cannot be restored onto each other`,
       );
     }
-    used.add(pd.archive);
-    const owner = pd.owner ?? d.owner;
-    const archivePath = path.join(backupDir, d.archive);
-    const base = { name: pd.name, archive: d.archive, archivePath, owner, entries: d.entries ?? 0, bytes: d.bytes ?? 0 };
-    if (pd.path) {
-      datasets.push({ kind: 'dir', ...base, target: path.resolve(pd.path) });
-    } else {
-      const files = new Map<string, string>();
-      for (const f of pd.files ?? []) {
-        const b = path.basename(f);
-        if (files.has(b)) throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `dataset ${pd.name}: two files share the base name ${b}`);
-        files.set(b, path.resolve(f));
-      }
-      datasets.push({ kind: 'files', ...base, files });
-    }
+    if (taken.has(i))
+      throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `two datasets of the backup restore onto plan dataset ${pd.name} (${pd.archive})`);
+    taken.add(i);
+    parts.push(await driverOf(pd).target(d, pd, i, backupDir));
   }
-  for (const pd of plan.datasets) {
-    if (!used.has(pd.archive) && !(manifest.datasets ?? []).some((d) => d.archive === pd.archive)) {
+  plan.datasets.forEach((pd, i) => {
+    if (!taken.has(i) && !(manifest.datasets ?? []).some((d) => d.archive === pd.archive))
       warnings.push(`plan dataset ${pd.name} (${pd.archive}) is not in the backup; left as it is`);
-    }
-  }
+  });
+  const datasets = parts.flatMap((p) => (p.zip ? [p.zip] : []));
+  warnings.unshift(...liveUnverified(parts));
   const trees: TreeTarget[] = [];
   for (const t of manifest.trees ?? []) {
     const pt = plan.trees.find((x) => (x.dir ?? x.name) === t.dir) ?? plan.trees.find((x) => x.name === t.name);
@@ -164,7 +144,7 @@ export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: stri
     });
   }
   checkNotNested([...datasets.flatMap((d) => (d.kind === 'dir' ? [d.target] : [...d.files.values()])), ...trees.map((t) => t.target)]);
-  return { datasets, databases, trees, warnings };
+  return { parts, datasets, trees, warnings };
 }
 
 function checkNotNested(targets: string[]): void {

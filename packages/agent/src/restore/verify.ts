@@ -77,8 +77,7 @@ export async function verifyBackup(
 ): Promise<VerifySummary> {
   const problems: string[] = [];
   const listed = new Set(manifest.files.map((f) => f.path));
-  for (const d of [...targets.datasets, ...targets.databases])
-    if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
+  for (const d of targets.parts) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
   problems.push(...(await unlistedTreeFiles(backupDir, manifest, targets)));
 
   const shaTotal = manifest.files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
