@@ -142,6 +142,39 @@ describe('tokens and roles', () => {
     c.close();
   });
 
+  it('lets an operator verify but not restore, and tells a viewer which role backs up', async () => {
+    const operatorToken = (await createToken(server.ctx.catalog, 'olga', 'operator')).token;
+    const op = client(operatorToken);
+    // past the role check: the store is not mounted here and the agent at 127.0.0.1:1 does not answer
+    await expect(unary(op, 'VerifyBackup', { backupId: 'gocd1@20261121-201000' })).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_UNREACHABLE',
+    });
+    await expect(unary(op, 'RestoreBackup', { backupId: 'gocd1@20261121-201000' })).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_PERMISSION_DENIED',
+      message: 'role operator may not restore backups; ask an admin for an admin token',
+    });
+    op.close();
+    const v = client(viewerToken);
+    await expect(unary(v, 'CreateBackup', { hosts: ['gocd1'] })).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_PERMISSION_DENIED',
+      message: 'role viewer may not create backups; ask an admin for an operator token',
+    });
+    v.close();
+    const audit = await server.ctx.catalog.listAudit(20);
+    expect(audit).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          who: 'olga',
+          action: 'VerifyBackup',
+          target: 'gocd1@20261121-201000',
+          result: 'BOXBACK_ERR_UNREACHABLE',
+        }),
+        expect.objectContaining({ who: 'olga', action: 'RestoreBackup', result: 'BOXBACK_ERR_PERMISSION_DENIED' }),
+        expect.objectContaining({ who: 'ci-bot', action: 'CreateBackup', target: 'gocd1', result: 'BOXBACK_ERR_PERMISSION_DENIED' }),
+      ]),
+    );
+  });
+
   it('serves grpc.health.v1 as SERVING', async () => {
     const def = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
     const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };

@@ -13,3 +13,4 @@ export * from './store/backup-store.js';
 export * from './store/ref.js';
 export * from './store/config.js';
 export * from './zip-read.js';
+export type * as wire from './wire.js';

@@ -1,12 +1,11 @@
 /**
  * Bearer tokens and roles. A token is "bbx_" + 32 random bytes (base64url); the catalog
- * keeps only its SHA-256. Every handler calls `authorize(call, need)` first:
- *   1. read `authorization: Bearer <token>` from the call's metadata,
+ * keeps only its SHA-256. The Dispatcher (api/dispatch.ts) authenticates every call:
+ *   1. read `authorization: Bearer <token>` (gRPC metadata, or the dashboard's session),
  *   2. look the hash up in the catalog (UNAUTHENTICATED when absent or unknown),
- *   3. compare the role with what the call needs (PERMISSION_DENIED with an actionable message).
+ *   3. then compares the role with the route-table entry's (api/routes.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type * as grpc from '@grpc/grpc-js';
 import { BoxbackError } from '@boxback/common';
 import type { Catalog, Role, TokenRow } from './catalog/types.js';
 
@@ -24,8 +23,8 @@ export function hashToken(token: string): string {
 }
 
 export function checkRole(role: string): Role {
-  if (role !== 'admin' && role !== 'viewer') {
-    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad role "${role}": want admin or viewer`);
+  if (role !== 'admin' && role !== 'operator' && role !== 'viewer') {
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad role "${role}": want viewer, operator or admin`);
   }
   return role;
 }
@@ -40,21 +39,13 @@ export async function createToken(catalog: Catalog, name: string, role: string):
   return { token, row };
 }
 
-/** What a call does, for the refusal message: "restore backups", "add hosts"... */
-export interface Need {
-  role: Role;
-  what: string;
-}
-
 export class Authenticator {
   private readonly lastTouch = new Map<number, number>();
   constructor(private readonly catalog: Catalog) {}
 
   /** Who calls: the token's name and role (UNAUTHENTICATED when there is no known token). */
-  async authenticate(call: { metadata: grpc.Metadata }): Promise<Caller> {
-    const raw = call.metadata.get('authorization')[0];
-    const header = typeof raw === 'string' ? raw : '';
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
+  async authenticate(cred: { authorization: string; peer?: string }): Promise<Caller> {
+    const m = /^Bearer\s+(\S+)$/i.exec(cred.authorization);
     if (!m) {
       throw new BoxbackError(
         'BOXBACK_ERR_UNAUTHENTICATED',
@@ -73,12 +64,5 @@ export class Authenticator {
       await this.catalog.touchToken(row.id, now);
     }
     return { name: row.name, role: row.role };
-  }
-}
-
-/** PERMISSION_DENIED unless the caller's role allows the call. */
-export function requireRole(caller: Caller, need: Need): void {
-  if (need.role === 'admin' && caller.role !== 'admin') {
-    throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `role ${caller.role} may not ${need.what}; ask an admin for an admin token`);
   }
 }

@@ -5,7 +5,15 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, checkName, resolveInStore, verifyBackupDeep, type Logger, type VerifyBackupResponse } from '@boxback/common';
+import {
+  BoxbackError,
+  checkName,
+  resolveInStore,
+  verifyBackupDeep,
+  type Logger,
+  type VerifyBackupResponse,
+  type wire,
+} from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import { createToken, type Caller } from './auth.js';
 import type { BackupRow, Catalog, HostRow } from './catalog/types.js';
@@ -34,10 +42,10 @@ export interface Ctx {
 /** What deleting a backup needs (the daemon's Ctx, or a part of it). */
 export type DeleteCtx = Pick<Ctx, 'config' | 'catalog' | 'agents' | 'jobs' | 'log'>;
 
-// Requests as proto-loader delivers them (every field present, defaults filled in);
-// each handler checks the fields it uses.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Req = Record<string, any>;
+// Requests are the generated wire types (proto-loader fills every default in); each
+// handler checks the fields it uses.
+type W = wire.ControllerServiceRpcs;
+type Req<N extends keyof W> = W[N]['req'];
 
 const ADDRESS_RE = /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/;
 
@@ -72,7 +80,7 @@ export async function mustBackup(ctx: Pick<Ctx, 'catalog'>, id: string): Promise
   return b;
 }
 
-export async function addHost(ctx: Ctx, r: Req) {
+export async function addHost(ctx: Ctx, r: Req<'AddHost'>) {
   checkName(r.name);
   if (!ADDRESS_RE.test(r.address ?? '')) {
     throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad agent address "${r.address ?? ''}": want host:port, e.g. 10.0.0.5:7444`);
@@ -126,7 +134,7 @@ export async function addHost(ctx: Ctx, r: Req) {
   return hostMsg(row);
 }
 
-export async function removeHost(ctx: Ctx, r: Req) {
+export async function removeHost(ctx: Ctx, r: Req<'RemoveHost'>) {
   const running = ctx.jobs.activeJobFor(r.name);
   if (running) throw new BoxbackError('BOXBACK_ERR_BUSY', `host ${r.name} is running job ${running.row.id}; wait for it first`);
   const removed = await ctx.catalog.removeHost(r.name);
@@ -137,11 +145,11 @@ export async function removeHost(ctx: Ctx, r: Req) {
   return { removed };
 }
 
-export async function listHosts(ctx: Ctx, r: Req) {
+export async function listHosts(ctx: Ctx, r: Req<'ListHosts'>) {
   return { hosts: (await ctx.catalog.listHosts(r.group || undefined)).map(hostMsg) };
 }
 
-async function selectHosts(ctx: Ctx, r: Req): Promise<HostRow[]> {
+async function selectHosts(ctx: Ctx, r: Req<'CreateBackup'>): Promise<HostRow[]> {
   const names: string[] = r.hosts ?? [];
   const chosen = [names.length > 0, Boolean(r.group), Boolean(r.all)].filter(Boolean).length;
   if (chosen !== 1)
@@ -155,7 +163,7 @@ async function selectHosts(ctx: Ctx, r: Req): Promise<HostRow[]> {
   return Promise.all([...new Set(names)].map((n) => mustHost(ctx, n)));
 }
 
-export async function createBackup(ctx: Ctx, r: Req, caller: Caller) {
+export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Caller) {
   if (Number(r.concurrency) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'concurrency must be 1 or more');
   const hosts = await selectHosts(ctx, r);
   const rows = await ctx.jobs.createBackups(hosts, {
@@ -167,15 +175,15 @@ export async function createBackup(ctx: Ctx, r: Req, caller: Caller) {
   return { jobs: rows.map((j) => jobMsg(j)) };
 }
 
-export async function listBackups(ctx: Ctx, r: Req) {
+export async function listBackups(ctx: Ctx, r: Req<'ListBackups'>) {
   return { backups: (await ctx.catalog.listBackups(r.host || undefined)).map((b) => backupMsg(b)) };
 }
 
-export async function getBackup(ctx: Ctx, r: Req) {
+export async function getBackup(ctx: Ctx, r: Req<'GetBackup'>) {
   return backupMsg(await mustBackup(ctx, r.id), true);
 }
 
-export async function restoreBackup(ctx: Ctx, r: Req, caller: Caller) {
+export async function restoreBackup(ctx: Ctx, r: Req<'RestoreBackup'>, caller: Caller) {
   const b = await mustBackup(ctx, r.backupId);
   if (!b.restorable) {
     const why = b.verifyFailed ? `its last verification failed: ${b.errorMessage}` : `its status is ${b.status}`;
@@ -189,8 +197,9 @@ export async function restoreBackup(ctx: Ctx, r: Req, caller: Caller) {
   return jobMsg(row);
 }
 
-export async function verifyBackup(ctx: Ctx, r: Req): Promise<VerifyBackupResponse> {
-  return verifyOne(ctx, await mustBackup(ctx, r.backupId));
+export async function verifyBackup(ctx: Ctx, r: Req<'VerifyBackup'>): Promise<wire.ControllerVerifyResponse> {
+  const res = await verifyOne(ctx, await mustBackup(ctx, r.backupId));
+  return { ...res, zipEntriesChecked: res.zipEntriesChecked ?? 0 };
 }
 
 /** Re-check every checksum and every zip entry's CRC-32 of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
@@ -243,7 +252,7 @@ async function ownBytes(dir: string): Promise<number> {
   return total;
 }
 
-export async function deleteBackup(ctx: Ctx, r: Req) {
+export async function deleteBackup(ctx: Ctx, r: Req<'DeleteBackup'>) {
   const b = await mustBackup(ctx, r.backupId);
   return { deleted: true, freedBytes: await removeBackup(ctx, b) };
 }
@@ -276,17 +285,17 @@ export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number
   return freed;
 }
 
-export async function pruneBackups(ctx: Ctx, r: Req, caller: Caller) {
+export async function pruneBackups(ctx: Ctx, r: Req<'PruneBackups'>, caller: Caller) {
   if (r.host) await mustHost(ctx, r.host);
   return ctx.retention.prune({ host: r.host || undefined, dryRun: Boolean(r.dryRun), by: caller.name });
 }
 
-export async function runDrill(ctx: Ctx, r: Req, caller: Caller) {
+export async function runDrill(ctx: Ctx, r: Req<'RunDrill'>, caller: Caller) {
   const row = await ctx.drills.start(r.host ?? '', r.drillHost ?? '', caller.name);
   return jobMsg(row);
 }
 
-export async function confirmRestore(ctx: Ctx, r: Req) {
+export async function confirmRestore(ctx: Ctx, r: Req<'ConfirmRestore'>) {
   const job = await ctx.catalog.getJob(r.jobId);
   if (!job) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job "${r.jobId}"`);
   if (job.kind !== 'restore') throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `job ${job.id} is a ${job.kind} job, not a restore`);
@@ -294,7 +303,7 @@ export async function confirmRestore(ctx: Ctx, r: Req) {
   return ctx.agents.get(host).confirmRestore(job.id);
 }
 
-export async function getJob(ctx: Ctx, r: Req) {
+export async function getJob(ctx: Ctx, r: Req<'GetJob'>) {
   const live = ctx.jobs.activeJobs().find((a) => a.row.id === r.id);
   if (live) return jobMsg(live.row, live.progress);
   const j = await ctx.catalog.getJob(r.id);
@@ -302,7 +311,7 @@ export async function getJob(ctx: Ctx, r: Req) {
   return jobMsg(j);
 }
 
-export async function createTokenRpc(ctx: Ctx, r: Req) {
+export async function createTokenRpc(ctx: Ctx, r: Req<'CreateToken'>) {
   const { token, row } = await createToken(ctx.catalog, r.name ?? '', r.role || 'viewer');
   return { token, name: row.name, role: row.role };
 }
@@ -318,6 +327,6 @@ export async function listTokens(ctx: Ctx) {
   };
 }
 
-export async function listAudit(ctx: Ctx, r: Req) {
+export async function listAudit(ctx: Ctx, r: Req<'ListAudit'>) {
   return { entries: await ctx.catalog.listAudit(Number(r.limit) > 0 ? Number(r.limit) : 100) };
 }

@@ -13,15 +13,14 @@
  *      An agent that has not picked the job up yet is asked again for a few seconds.
  * The caller follows the job (WatchJob) to see it end.
  */
-import { BoxbackError, emptyResult } from '@boxback/common';
+import { BoxbackError, emptyResult, type wire } from '@boxback/common';
 import type { Caller } from './auth.js';
 import type { JobRow, JobState } from './catalog/types.js';
 import { jobMsg } from './convert.js';
 import type { Ctx } from './handlers.js';
 import { isFinal } from './jobs.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Req = Record<string, any>;
+type Req<N extends keyof wire.ControllerServiceRpcs> = wire.ControllerServiceRpcs[N]['req'];
 
 const STATES: readonly JobState[] = ['Queued', 'Running', 'Completed', 'PartiallyFailed', 'Failed', 'RolledBack'];
 const KINDS = ['backup', 'restore', 'drill', 'verify'];
@@ -46,7 +45,7 @@ export function parseStates(states: readonly string[]): JobState[] {
   return [...out];
 }
 
-export async function listJobs(ctx: Ctx, r: Req) {
+export async function listJobs(ctx: Ctx, r: Req<'ListJobs'>) {
   const kind = String(r.kind ?? '').trim();
   if (kind && !KINDS.includes(kind))
     throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `no job kind "${kind}": want one of ${KINDS.join(', ')}`);
@@ -72,7 +71,7 @@ async function mustJob(ctx: Ctx, id: string): Promise<JobRow> {
   return j;
 }
 
-export async function jobLogs(ctx: Ctx, r: Req) {
+export async function jobLogs(ctx: Ctx, r: Req<'GetJobLogs'>) {
   const j = await mustJob(ctx, r.id);
   const events = await ctx.catalog.listJobEvents(j.id);
   return { job: jobMsg(j), entries: events.map((e) => ({ atMs: e.atMs, phase: e.phase, state: e.state, message: e.message })) };
@@ -80,7 +79,7 @@ export async function jobLogs(ctx: Ctx, r: Req) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function cancelJob(ctx: Ctx, r: Req, who: Caller) {
+export async function cancelJob(ctx: Ctx, r: Req<'CancelJob'>, who: Caller) {
   const row = await mustJob(ctx, r.id);
   if (isFinal(row.state))
     throw new BoxbackError('BOXBACK_ERR_JOB_ENDED', `job ${row.id} already ended (${row.state}); there is nothing to cancel`);

@@ -72,7 +72,7 @@ async function main(argv: string[]): Promise<void> {
     .command('create')
     .description('create a token and print it once (only its hash is stored)')
     .requiredOption('--name <name>', 'who the token is for')
-    .option('--role <role>', 'admin or viewer', 'viewer')
+    .option('--role <role>', 'viewer (reads), operator (also backs up and verifies) or admin (everything)', 'viewer')
     .action(async (opts: { name: string; role: string }) => {
       const config = needConfig(program.opts<{ config?: string }>().config);
       const catalog = await openCatalog(config);

@@ -2,12 +2,9 @@
  * The controller daemon's gRPC server: ControllerService over TLS (no client certificate
  * needed; callers present a bearer token) and the standard grpc.health.v1 service.
  *
- * Every call goes through the same steps:
- *   1. refuse when shutting down (UNAVAILABLE, BOXBACK_ERR_SHUTTING_DOWN),
- *   2. authenticate the token, check the role the call needs,
- *   3. run the handler,
- *   4. for mutating calls, append who/what/target/result to the audit log,
- *   5. send the result, or the error as a gRPC status with a boxback error code.
+ * Every call is an entry of the route table (api/routes.ts: role, audit, typed request and
+ * response, handler), run by the Dispatcher (api/dispatch.ts: shutting down? -> token ->
+ * role -> handler -> audit) behind the gRPC adapter (api/grpc-adapter.ts).
  *
  * Startup: open the catalog, take part in the leadership (leadership.ts), listen, start
  * polling agents. The leader (always, with SQLite) reconciles jobs a previous run left
@@ -21,42 +18,35 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { BoxbackError, asBoxbackError, createLogger, loadServices, serverCredentials, toServiceError, type Logger } from '@boxback/common';
+import { BoxbackError, createLogger, loadServices, serverCredentials, type Logger } from '@boxback/common';
 import { AgentClients } from './agent-client.js';
-import { Authenticator, requireRole, type Caller, type Need } from './auth.js';
+import { Dispatcher } from './api/dispatch.js';
+import { grpcImplementation } from './api/grpc-adapter.js';
+import { Authenticator } from './auth.js';
 import type { Catalog } from './catalog/types.js';
 import { openCatalog, pgOptions } from './catalog/open.js';
 import { PgLeadership, SoleLeadership, type Leadership } from './leadership.js';
 import type { ControllerConfig } from './config.js';
 import * as H from './handlers.js';
-import { exportBackup, importBackup } from './import-export.js';
-import { cancelJob, jobLogs, listJobs } from './job-control.js';
 import { JobRunner } from './jobs.js';
 import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
-import { backupMsg } from './convert.js';
 import { MetricsFeed } from './metrics.js';
 import { DrillRunner } from './drill.js';
 import { Notifications } from './notifications.js';
 import { RetentionRunner } from './retention.js';
 import { ScheduleRunner } from './scheduling.js';
 
-// Requests as proto-loader delivers them (every field present, defaults filled in);
-// each handler checks the fields it uses.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Req = Record<string, any>;
 const SERVICE_NAME = 'boxback.v1.ControllerService';
 const ORPHAN_SWEEP_MS = 30_000;
 const RETENTION_SWEEP_MS = 10 * 60_000;
-
-const admin = (what: string): Need => ({ role: 'admin', what });
-const viewer: Need = { role: 'viewer', what: 'read' };
 
 export class ControllerServer {
   readonly ctx: H.Ctx;
   private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
-  private readonly auth: Authenticator;
+  /** Runs route-table entries for every adapter. */
+  readonly dispatcher: Dispatcher;
   private closing = false;
   private metrics?: MetricsFeed;
   readonly leadership: Leadership;
@@ -97,7 +87,7 @@ export class ControllerServer {
     });
     jobs.onFinish((row, result) => notifications.onJobFinished(row, result));
     this.ctx = { ...base, monitor, retention, drills, notifications, schedules };
-    this.auth = new Authenticator(catalog);
+    this.dispatcher = new Dispatcher(this.ctx, new Authenticator(catalog), () => this.closing);
   }
 
   /** Open the catalog, reconcile, start polling and listen. */
@@ -198,7 +188,7 @@ export class ControllerServer {
 
   private async listen(): Promise<void> {
     const { ControllerService } = loadServices();
-    this.server.addService(ControllerService.service, this.handlers());
+    this.server.addService(ControllerService.service, grpcImplementation(this.dispatcher));
     this.health.addToServer(this.server);
     const creds = serverCredentials(this.ctx.config.tls, false);
     this.port = await new Promise<number>((resolve, reject) =>
@@ -211,172 +201,6 @@ export class ControllerServer {
     this.health.setStatus('', 'SERVING');
     this.health.setStatus(SERVICE_NAME, 'SERVING');
     this.ctx.log.info({ listen: this.ctx.config.listen, port: this.port }, 'controller listening');
-  }
-
-  private async audit(caller: Caller | undefined, action: string, target: string, result: string, detail = ''): Promise<void> {
-    try {
-      await this.ctx.catalog.appendAudit({ atMs: Date.now(), who: caller?.name ?? '(unauthenticated)', action, target, result, detail });
-    } catch (err) {
-      this.ctx.log.error({ err, action }, 'writing the audit log failed');
-    }
-  }
-
-  private fail(action: string, err: unknown): Partial<grpc.ServiceError> {
-    const be = asBoxbackError(err);
-    if (be.code === 'BOXBACK_ERR_INTERNAL' || be.code === 'BOXBACK_ERR_CATALOG') this.ctx.log.error({ err, action }, 'call failed');
-    else this.ctx.log.debug({ code: be.code, action, msg: be.message }, 'call refused');
-    return toServiceError(be);
-  }
-
-  private unary(action: string, need: Need, fn: (req: Req, caller: Caller) => Promise<unknown>, target?: (req: Req) => string) {
-    return (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-      let caller: Caller | undefined;
-      void (async () => {
-        try {
-          if (this.closing) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the controller is shutting down; retry in a moment');
-          const c = (caller = await this.auth.authenticate(call));
-          requireRole(c, need);
-          const res = await fn(call.request, c);
-          if (target) await this.audit(c, action, target(call.request), 'ok', detailOf(action, res));
-          cb(null, res);
-        } catch (err) {
-          if (target && caller) await this.audit(caller, action, target(call.request), asBoxbackError(err).code);
-          cb(this.fail(action, err) as grpc.ServiceError);
-        }
-      })();
-    };
-  }
-
-  private stream<T>(
-    action: string,
-    need: Need,
-    fn: (req: Req, caller: Caller, signal: AbortSignal) => AsyncGenerator<T>,
-    target?: (req: Req) => string,
-  ) {
-    return (call: grpc.ServerWritableStream<Req, T>) => {
-      let cancelled = false;
-      const abort = new AbortController();
-      call.on('cancelled', () => {
-        cancelled = true;
-        abort.abort();
-      });
-      void (async () => {
-        let caller: Caller | undefined;
-        try {
-          if (this.closing) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', 'the controller is shutting down; retry in a moment');
-          caller = await this.auth.authenticate(call);
-          requireRole(caller, need);
-          if (target) await this.audit(caller, action, target(call.request), 'ok');
-          const it = fn(call.request, caller, abort.signal);
-          for await (const item of it) {
-            if (cancelled) {
-              await it.return(undefined);
-              break;
-            }
-            if (!call.write(item)) await new Promise((r) => call.once('drain', r));
-          }
-          call.end();
-        } catch (err) {
-          if (target && caller) await this.audit(caller, action, target(call.request), asBoxbackError(err).code);
-          if (!cancelled) call.emit('error', this.fail(action, err));
-        }
-      })();
-    };
-  }
-
-  private handlers(): grpc.UntypedServiceImplementation {
-    const c = this.ctx;
-    const imp = { catalog: c.catalog, store: c.config.store };
-    return {
-      AddHost: this.unary(
-        'AddHost',
-        admin('add hosts'),
-        (r) => H.addHost(c, r),
-        (r) => r.name,
-      ),
-      ListHosts: this.unary('ListHosts', viewer, (r) => H.listHosts(c, r)),
-      RemoveHost: this.unary(
-        'RemoveHost',
-        admin('remove hosts'),
-        (r) => H.removeHost(c, r),
-        (r) => r.name,
-      ),
-      CreateBackup: this.unary('CreateBackup', admin('create backups'), (r, who) => H.createBackup(c, r, who), targetOfCreate),
-      ListBackups: this.unary('ListBackups', viewer, (r) => H.listBackups(c, r)),
-      GetBackup: this.unary('GetBackup', viewer, (r) => H.getBackup(c, r)),
-      RestoreBackup: this.unary(
-        'RestoreBackup',
-        admin('restore backups'),
-        (r, who) => H.restoreBackup(c, r, who),
-        (r) => `${r.backupId} -> ${r.targetHost || '(own host)'}${r.dryRun ? ' (dry run)' : ''}`,
-      ),
-      VerifyBackup: this.unary(
-        'VerifyBackup',
-        admin('verify backups'),
-        (r) => H.verifyBackup(c, r),
-        (r) => r.backupId,
-      ),
-      DeleteBackup: this.unary(
-        'DeleteBackup',
-        admin('delete backups'),
-        (r) => H.deleteBackup(c, r),
-        (r) => r.backupId,
-      ),
-      ImportBackup: this.unary(
-        'ImportBackup',
-        admin('import backups'),
-        async (r) => backupMsg(await importBackup(imp, r.path, r.host), false),
-        (r) => r.path,
-      ),
-      ExportBackup: this.stream(
-        'ExportBackup',
-        admin('export backups'),
-        (r) => this.exportStream(r),
-        (r) => r.backupId,
-      ),
-      ConfirmRestore: this.unary(
-        'ConfirmRestore',
-        admin('confirm restores'),
-        (r) => H.confirmRestore(c, r),
-        (r) => r.jobId,
-      ),
-      GetStatus: this.unary('GetStatus', viewer, (r) => c.monitor.status(Boolean(r.refresh))),
-      GetJob: this.unary('GetJob', viewer, (r) => H.getJob(c, r)),
-      WatchJob: this.stream('WatchJob', viewer, (r, _who, signal) => c.jobs.watch(r.id, signal)),
-      CreateToken: this.unary(
-        'CreateToken',
-        admin('create tokens'),
-        (r) => H.createTokenRpc(c, r),
-        (r) => `${r.name} (${r.role || 'viewer'})`,
-      ),
-      ListTokens: this.unary('ListTokens', admin('list tokens'), () => H.listTokens(c)),
-      ListAudit: this.unary('ListAudit', admin('read the audit log'), (r) => H.listAudit(c, r)),
-      PruneBackups: this.unary(
-        'PruneBackups',
-        admin('prune backups'),
-        (r, who) => H.pruneBackups(c, r, who),
-        (r) => `${r.host || '(all hosts)'}${r.dryRun ? ' (dry run)' : ''}`,
-      ),
-      RunDrill: this.unary(
-        'RunDrill',
-        admin('run restore drills'),
-        (r, who) => H.runDrill(c, r, who),
-        (r) => `${r.host} -> ${r.drillHost}`,
-      ),
-      ListJobs: this.unary('ListJobs', viewer, (r) => listJobs(c, r)),
-      GetJobLogs: this.unary('GetJobLogs', viewer, (r) => jobLogs(c, r)),
-      CancelJob: this.unary(
-        'CancelJob',
-        admin('cancel jobs'),
-        (r, who) => cancelJob(c, r, who),
-        (r) => r.id,
-      ),
-    };
-  }
-
-  private async *exportStream(r: Req) {
-    const b = await H.mustBackup(this.ctx, r.backupId);
-    yield* exportBackup(this.ctx.config.store, b);
   }
 
   /** SIGTERM: stop taking calls, let jobs finish within the grace period, close everything. */
@@ -409,22 +233,4 @@ export class ControllerServer {
     await this.ctx.catalog.close();
     log.info('stopped');
   }
-}
-
-function targetOfCreate(r: Req): string {
-  if (r.all) return '(all hosts)';
-  if (r.group) return `group ${r.group}`;
-  return (r.hosts ?? []).join(',');
-}
-
-function detailOf(action: string, res: unknown): string {
-  const r = res as Record<string, unknown> & { jobs?: { id: string }[]; problems?: string[] };
-  if (action === 'CreateBackup') return `jobs ${(r.jobs ?? []).map((j: { id: string }) => j.id).join(',')}`;
-  if (action === 'RestoreBackup') return `job ${r.id}`;
-  if (action === 'VerifyBackup') return r.ok ? 'ok' : `${r.problems?.length ?? 0} problem(s)`;
-  if (action === 'DeleteBackup') return `freed ${r.freedBytes ?? 0} bytes`;
-  if (action === 'ImportBackup') return `as ${r.id}`;
-  if (action === 'PruneBackups') return r.dryRun ? 'dry run' : `deleted ${r.deleted ?? 0}, freed ${r.freedBytes ?? 0} bytes`;
-  if (action === 'RunDrill') return `job ${r.id}`;
-  return '';
 }

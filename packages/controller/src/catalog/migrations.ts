@@ -239,6 +239,28 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX job_events_by_job ON job_events (job_id, id);
   `,
   },
+  // 5: the operator role (backs up and verifies; api/routes.ts orders viewer < operator < admin).
+  //    SQLite cannot alter a CHECK: the tokens table is rebuilt with its rows and ids.
+  {
+    sqlite: `
+  CREATE TABLE tokens_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('admin','operator','viewer')),
+    hash TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL DEFAULT 0
+  );
+  INSERT INTO tokens_new (id, name, role, hash, created_at_ms, last_used_ms)
+    SELECT id, name, role, hash, created_at_ms, last_used_ms FROM tokens;
+  DROP TABLE tokens;
+  ALTER TABLE tokens_new RENAME TO tokens;
+  `,
+    postgres: `
+  ALTER TABLE tokens DROP CONSTRAINT tokens_role_check;
+  ALTER TABLE tokens ADD CONSTRAINT tokens_role_check CHECK (role IN ('admin','operator','viewer'));
+  `,
+  },
 ];
 
 /** The SQL of migration `i` in a dialect. */

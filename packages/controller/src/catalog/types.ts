@@ -3,7 +3,7 @@
  * One small async interface so that a PostgreSQL implementation can follow the SQLite one.
  */
 
-export type Role = 'admin' | 'viewer';
+export type Role = 'admin' | 'operator' | 'viewer';
 export type BackupStatus = 'Queued' | 'Running' | 'Completed' | 'PartiallyFailed' | 'Failed';
 export type JobState = 'Queued' | 'Running' | 'Completed' | 'PartiallyFailed' | 'Failed' | 'RolledBack';
 export type JobKind = 'backup' | 'restore' | 'verify' | 'drill';

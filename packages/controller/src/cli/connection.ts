@@ -19,6 +19,7 @@ import {
   serverStream,
   tokenClientCredentials,
   unary,
+  type wire,
 } from '@boxback/common';
 import { tidyError } from '../grpc-errors.js';
 
@@ -81,6 +82,9 @@ export function resolveConnection(g: GlobalOptions): Connection {
   return { controller, ca, token, serverName: fromFile.serverName };
 }
 
+type Rpcs = wire.ControllerServiceRpcs;
+type Rpc = keyof Rpcs;
+
 /** A ControllerService client with unary and streaming helpers. */
 export class ControllerClient {
   private readonly client: grpc.Client;
@@ -93,12 +97,16 @@ export class ControllerClient {
     this.what = `the controller at ${conn.controller}`;
   }
 
-  call<Res = unknown>(method: string, req: object = {}, deadlineMs = 60_000): Promise<Res> {
-    return unary<object, Res>(this.client, method, req, { deadlineMs, what: this.what }).catch((err) => Promise.reject(tidyError(err)));
+  /** Call an RPC; request and response are the generated wire types (unset request fields take their defaults). */
+  call<N extends Rpc>(method: N, req: Partial<Rpcs[N]['req']> = {}, deadlineMs = 60_000): Promise<Rpcs[N]['res']> {
+    return unary<object, Rpcs[N]['res']>(this.client, method, req, { deadlineMs, what: this.what }).catch((err) =>
+      Promise.reject(tidyError(err)),
+    );
   }
 
-  stream<Ev = unknown>(method: string, req: object, signal?: AbortSignal): AsyncGenerator<Ev> {
-    return tidyStream(serverStream<object, Ev>(this.client, method, req, { what: this.what, signal }));
+  /** Follow a server-streaming RPC. */
+  stream<N extends Rpc>(method: N, req: Partial<Rpcs[N]['req']>, signal?: AbortSignal): AsyncGenerator<Rpcs[N]['res']> {
+    return tidyStream(serverStream<object, Rpcs[N]['res']>(this.client, method, req, { what: this.what, signal }));
   }
 
   close(): void {

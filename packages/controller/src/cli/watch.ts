@@ -8,7 +8,7 @@
  * CLI exits 130. The jobs are not cancelled (that is `boxback job cancel`).
  */
 import cliProgress from 'cli-progress';
-import { ExitCode, emptyResult, type JobEvent, type JobResult, type Progress } from '@boxback/common';
+import { ExitCode, emptyResult, type JobResult, type Progress } from '@boxback/common';
 import type { ControllerClient } from './connection.js';
 import { humanBytes, humanDuration } from './format.js';
 
@@ -86,7 +86,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
     let lastPrint = 0;
     let result: JobResult | undefined;
     try {
-      for await (const ev of client.stream<JobEvent>('WatchJob', { id: job.id })) {
+      for await (const ev of client.stream('WatchJob', { id: job.id })) {
         if (ev.result) {
           result = ev.result;
           break;

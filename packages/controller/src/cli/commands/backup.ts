@@ -11,38 +11,14 @@
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { BoxbackError, parseWithSchema } from '@boxback/common';
+import { BoxbackError, parseWithSchema, type wire } from '@boxback/common';
 import { z } from 'zod';
 import { parseDuration } from '../../config.js';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
-import type { PruneItem } from '../../retention.js';
 
-interface BackupMsg {
-  id: string;
-  host: string;
-  createdAtMs: number;
-  sizeBytes: number;
-  consistency: string;
-  status: string;
-  restorable: boolean;
-  verifiedAtMs: number;
-  path: string;
-  productVersion: string;
-  jobId: string;
-  origin: string;
-  manifestJson: string;
-  quiesceWindowMs: number;
-  fileCount: number;
-  initiatedVia?: string;
-  drillPassedAtMs?: number;
-  drillDurationMs?: number;
-  drillResult?: string;
-  drillAtMs?: number;
-  damaged?: boolean;
-  damage?: string;
-}
+type BackupMsg = wire.Backup;
 
 /** "✓ 3h ago (1m05s)" for a backup whose drill passed, "✗ 2d ago" for one whose last drill failed, "-" never drilled. */
 export function drillCell(b: BackupMsg): string {
@@ -111,7 +87,7 @@ export function backupDetails(b: BackupMsg): string {
 /** `gocd1@latest` -> the ID of gocd1's newest Restorable backup (asked once, so every later call names the same one). */
 async function resolveId(ctx: CliContext, id: string): Promise<string> {
   if (!id.endsWith('@latest')) return id;
-  const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+  const b = await ctx.client().call('GetBackup', { id });
   ctx.info(`${id} is ${b.id}`);
   return b.id;
 }
@@ -146,7 +122,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
             o.yes,
           );
         }
-        const res = await ctx.client().call<{ jobs: WatchedJob[] }>('CreateBackup', {
+        const res = await ctx.client().call('CreateBackup', {
           hosts: o.host ?? [],
           group: o.group ?? '',
           all: Boolean(o.all),
@@ -173,7 +149,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .command('get <id>')
     .description("show one backup and its manifest summary (ID, or HOST@latest: the host's newest Restorable backup)")
     .action(async (id: string) => {
-      const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+      const b = await ctx.client().call('GetBackup', { id });
       ctx.out({ ...b, manifest: b.manifestJson ? JSON.parse(b.manifestJson) : null, manifestJson: undefined }, () => backupDetails(b));
     });
 
@@ -185,7 +161,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--force', 'restore even when the backup is from a newer product version')
     .option('-y, --yes', 'do not ask for confirmation')
     .action(async (id: string, o: { target?: string; dryRun?: boolean; force?: boolean; yes?: boolean }) => {
-      const b = await ctx.client().call<BackupMsg>('GetBackup', { id });
+      const b = await ctx.client().call('GetBackup', { id });
       const target = o.target || b.host;
       if (!o.dryRun) {
         await ctx.confirm(
@@ -193,7 +169,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
           o.yes,
         );
       }
-      const job = await ctx.client().call<WatchedJob>('RestoreBackup', {
+      const job = await ctx.client().call('RestoreBackup', {
         backupId: id,
         targetHost: o.target ?? '',
         dryRun: Boolean(o.dryRun),
@@ -215,14 +191,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .description('re-check every checksum of a stored backup (ID or HOST@latest) and the CRC-32 of every zip entry')
     .action(async (given: string) => {
       const id = await resolveId(ctx, given);
-      const r = await ctx.client().call<{
-        ok: boolean;
-        filesChecked: number;
-        bytesChecked: number;
-        problems: string[];
-        durationMs: number;
-        zipEntriesChecked: number;
-      }>('VerifyBackup', { backupId: id }, 6 * 3600_000);
+      const r = await ctx.client().call('VerifyBackup', { backupId: id }, 6 * 3600_000);
       if (!r.ok) ctx.exitCode = 5;
       ctx.out(r, () =>
         r.ok
@@ -238,7 +207,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .action(async (given: string, o: { yes?: boolean }) => {
       const id = await resolveId(ctx, given);
       await ctx.confirm(`Delete backup ${id}? This cannot be undone`, o.yes);
-      const r = await ctx.client().call<{ deleted: boolean; freedBytes: number }>('DeleteBackup', { backupId: id }, 3600_000);
+      const r = await ctx.client().call('DeleteBackup', { backupId: id }, 3600_000);
       ctx.out(r, () => `deleted ${id}, freed ${humanBytes(r.freedBytes)}`);
     });
 
@@ -247,7 +216,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .description("register a backup directory (GoCD-made or boxback) or an export .tar that is on the controller's filesystem")
     .option('--host <name>', 'host to file it under (required for a GoCD-made directory)')
     .action(async (p: string, o: { host?: string }) => {
-      const b = await ctx.client().call<BackupMsg>('ImportBackup', { path: path.resolve(p), host: o.host ?? '' }, 6 * 3600_000);
+      const b = await ctx.client().call('ImportBackup', { path: path.resolve(p), host: o.host ?? '' }, 6 * 3600_000);
       ctx.out(b, () => `imported as ${b.id} (${humanBytes(b.sizeBytes)}, ${b.restorable ? 'Restorable' : 'not Restorable'})`);
     });
 
@@ -261,7 +230,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const ws = createWriteStream(tmp, { flags: 'w', mode: 0o600 });
       let bytes = 0;
       try {
-        for await (const chunk of ctx.client().stream<{ data: Buffer }>('ExportBackup', { backupId: id })) {
+        for await (const chunk of ctx.client().stream('ExportBackup', { backupId: id })) {
           bytes += chunk.data.length;
           if (!ws.write(chunk.data)) await new Promise<void>((r) => ws.once('drain', () => r()));
         }
@@ -282,7 +251,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     )
     .option('--host <name>', 'only this host')
     .action(async (o: { host?: string }) => {
-      const r = await ctx.client().call<{ backups: BackupMsg[] }>('ListBackups', { host: o.host ?? '' });
+      const r = await ctx.client().call('ListBackups', { host: o.host ?? '' });
       ctx.out(r.backups, () => backupsTable(r.backups));
     });
 
@@ -295,7 +264,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .action(async (o: { host?: string; dryRun?: boolean; yes?: boolean }) => {
       // `--host` after `prune` may land on `backups` itself (it has the same option)
       const host = o.host ?? backups.opts<{ host?: string }>().host ?? '';
-      const call = (dryRun: boolean) => ctx.client().call<PruneResult>('PruneBackups', { host, dryRun }, 3600_000);
+      const call = (dryRun: boolean) => ctx.client().call('PruneBackups', { host, dryRun }, 3600_000);
       let r: PruneResult;
       if (o.dryRun) r = await call(true);
       else {
@@ -312,12 +281,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     });
 }
 
-interface PruneResult {
-  items: PruneItem[];
-  deleted: number;
-  freedBytes: number;
-  dryRun: boolean;
-}
+type PruneResult = wire.PruneBackupsResponse;
 
 export function pruneText(r: PruneResult): string {
   if (!r.items.length) return 'no backups';

@@ -3,55 +3,14 @@
  * `boxback restore confirm`, `boxback tokens create|list`, `boxback audit`.
  */
 import type { Command } from 'commander';
-import type { JobResult } from '@boxback/common';
+import type { JobResult, wire } from '@boxback/common';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDuration, table } from '../format.js';
-import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+import { followJobs, resultLine } from '../watch.js';
 import { rpoOption } from './backup.js';
 
-interface HostMsg {
-  name: string;
-  address: string;
-  group: string;
-  planName: string;
-  agentVersion: string;
-  lastSeenMs: number;
-  rpoSeconds: number;
-  product: string;
-  productVersion: string;
-}
-
-interface StatusMsg {
-  hosts: Array<{
-    host: HostMsg;
-    reachable: boolean;
-    unreachableReason: string;
-    runningJob: {
-      id: string;
-      kind: string;
-      phase: string;
-      progress?: { filesDone: number; bytesDone: number; bytesTotal: number; state: string } | null;
-    } | null;
-    lastGoodBackup: { id: string; createdAtMs: number } | null;
-    lastGoodAgeSeconds: number;
-    nextRunMs: number;
-    atRisk: boolean;
-    safetyCopies: number;
-    safetyCopyBytes: number;
-    lastDrillBackupId?: string;
-    lastDrillAtMs?: number;
-    lastDrillDurationMs?: number;
-  }>;
-  totalHosts: number;
-  reachableHosts: number;
-  atRiskHosts: number;
-  runningJobs: number;
-  controllerVersion: string;
-  atMs: number;
-  /** Leading controller and the one that answered (two controllers on one PostgreSQL catalog). */
-  leader?: string;
-  controller?: string;
-}
+type StatusMsg = wire.StatusResponse;
+type HostWithStatus = wire.HostStatus & { host: wire.Host };
 
 /** "in 3m05s" (or "now" when due). */
 function humanIn(ms: number, now = Date.now()): string {
@@ -66,8 +25,10 @@ function leaderNote(s: StatusMsg): string {
 
 export function statusText(s: StatusMsg): string {
   const head = `${s.totalHosts} host(s), ${s.reachableHosts} reachable, ${s.atRiskHosts} at risk, ${s.runningJobs} job(s) running — controller ${s.controllerVersion}${leaderNote(s)}`;
-  if (!s.hosts.length) return `${head}\nno hosts: \`boxback hosts add NAME --address HOST:PORT\``;
-  const t = table(s.hosts, [
+  // the controller always names the host of a status row
+  const hosts = s.hosts.filter((h): h is HostWithStatus => h.host !== null);
+  if (!hosts.length) return `${head}\nno hosts: \`boxback hosts add NAME --address HOST:PORT\``;
+  const t = table(hosts, [
     { header: 'Host', get: (h) => h.host.name, priority: 20 },
     { header: 'Agent', get: (h) => (h.reachable ? `up ${h.host.agentVersion}` : 'DOWN'), priority: 15 },
     { header: 'Product', get: (h) => (h.host.product ? `${h.host.product} ${h.host.productVersion}`.trim() : '-'), priority: 3 },
@@ -97,7 +58,7 @@ export function statusText(s: StatusMsg): string {
     { header: 'Safety copies', get: (h) => (h.safetyCopies ? `${h.safetyCopies} (${humanBytes(h.safetyCopyBytes)})` : '-'), priority: 1 },
     { header: 'At risk', get: (h) => (h.atRisk ? 'AT RISK' : 'ok'), priority: 18 },
   ]);
-  const down = s.hosts.filter((h) => !h.reachable).map((h) => `  ${h.host.name}: ${h.unreachableReason}`);
+  const down = hosts.filter((h) => !h.reachable).map((h) => `  ${h.host.name}: ${h.unreachableReason}`);
   return [head, '', t, ...(down.length ? ['', 'unreachable:', ...down] : [])].join('\n');
 }
 
@@ -113,7 +74,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .action(async (name: string, o: { address: string; group?: string; rpo?: number; skipCheck?: boolean }) => {
       const h = await ctx
         .client()
-        .call<HostMsg>(
+        .call(
           'AddHost',
           { name, address: o.address, group: o.group ?? '', rpoSeconds: o.rpo ?? 0, skipCheck: Boolean(o.skipCheck) },
           30_000,
@@ -125,7 +86,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .description('list registered hosts')
     .option('--group <group>', 'only this group')
     .action(async (o: { group?: string }) => {
-      const r = await ctx.client().call<{ hosts: HostMsg[] }>('ListHosts', { group: o.group ?? '' });
+      const r = await ctx.client().call('ListHosts', { group: o.group ?? '' });
       ctx.out(r.hosts, () =>
         r.hosts.length
           ? table(r.hosts, [
@@ -154,7 +115,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .option('--watch', 'refresh every 2 seconds')
     .option('--refresh', 'ask every agent now instead of using the last poll')
     .action(async (o: { watch?: boolean; refresh?: boolean }) => {
-      const once = async () => ctx.client().call<StatusMsg>('GetStatus', { refresh: Boolean(o.refresh) });
+      const once = async () => ctx.client().call('GetStatus', { refresh: Boolean(o.refresh) });
       if (!o.watch) {
         const s = await once();
         ctx.out(s, () => statusText(s));
@@ -174,7 +135,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .command('confirm <jobId>')
     .description('accept a restore: drop the safety copies its host keeps')
     .action(async (jobId: string) => {
-      const r = await ctx.client().call<{ removed: number; freedBytes: number }>('ConfirmRestore', { jobId }, 3600_000);
+      const r = await ctx.client().call('ConfirmRestore', { jobId }, 3600_000);
       ctx.out(
         r,
         () => `confirmed ${jobId}: removed ${r.removed} safety cop${r.removed === 1 ? 'y' : 'ies'}, freed ${humanBytes(r.freedBytes)}`,
@@ -191,7 +152,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .option('--no-wait', 'print the job ID and return')
     .action(async (o: { host: string; on: string; yes?: boolean; wait: boolean }) => {
       await ctx.confirm(`Drill ${o.host} onto ${o.on}? The services and data of ${o.on} are replaced`, o.yes);
-      const job = await ctx.client().call<WatchedJob & { backupId: string }>('RunDrill', { host: o.host, drillHost: o.on });
+      const job = await ctx.client().call('RunDrill', { host: o.host, drillHost: o.on });
       if (!o.wait) {
         ctx.out({ job }, () => `${job.host}  ${job.id}  (drilling ${job.backupId})\n\nfollow with \`boxback job watch ${job.id}\``);
         return;
@@ -199,9 +160,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       ctx.info(`drill job ${job.id}: restoring ${job.backupId} onto ${job.host}`);
       const [r] = await followJobs(ctx.client(), [job], { json: ctx.json, tty: ctx.tty });
       ctx.failOnJobs([r]);
-      const b = await ctx
-        .client()
-        .call<{ id: string; drillResult: string; drillDurationMs: number; drillPassedAtMs: number }>('GetBackup', { id: job.backupId });
+      const b = await ctx.client().call('GetBackup', { id: job.backupId });
       ctx.out({ job, result: r, backup: { id: b.id, drillResult: b.drillResult, drillDurationMs: b.drillDurationMs } }, () =>
         [
           resultLine(job, r, job.host.length),
@@ -215,9 +174,9 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .command('create')
     .description('create a token and print it once')
     .requiredOption('--name <name>', 'who the token is for')
-    .option('--role <role>', 'admin or viewer', 'viewer')
+    .option('--role <role>', 'viewer (reads), operator (also backs up and verifies) or admin (everything)', 'viewer')
     .action(async (o: { name: string; role: string }) => {
-      const r = await ctx.client().call<{ token: string; name: string; role: string }>('CreateToken', { name: o.name, role: o.role });
+      const r = await ctx.client().call('CreateToken', { name: o.name, role: o.role });
       ctx.out(r, () => r.token);
       ctx.info(`created ${r.role} token "${r.name}"; it is shown only once`);
     });
@@ -225,9 +184,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .command('list')
     .description('list tokens (never the secrets)')
     .action(async () => {
-      const r = await ctx
-        .client()
-        .call<{ tokens: Array<{ name: string; role: string; createdAtMs: number; lastUsedMs: number }> }>('ListTokens', {});
+      const r = await ctx.client().call('ListTokens', {});
       ctx.out(r.tokens, () =>
         table(r.tokens, [
           { header: 'Name', get: (t) => t.name },
@@ -243,12 +200,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .description('the newest entries of the audit log (admins only)')
     .option('--limit <n>', 'how many', positiveInt('--limit'), 50)
     .action(async (o: { limit: number }) => {
-      const r = await ctx
-        .client()
-        .call<{ entries: Array<{ atMs: number; who: string; action: string; target: string; result: string; detail: string }> }>(
-          'ListAudit',
-          { limit: o.limit },
-        );
+      const r = await ctx.client().call('ListAudit', { limit: o.limit });
       ctx.out(r.entries, () =>
         table(r.entries, [
           { header: 'When', get: (e) => new Date(e.atMs).toISOString().replace('T', ' ').slice(0, 19), priority: 20 },

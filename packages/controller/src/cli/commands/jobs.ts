@@ -8,35 +8,12 @@
  * logs:   the job's log from the catalog; --follow then prints each phase change live.
  */
 import type { Command } from 'commander';
-import type { JobResult, Progress } from '@boxback/common';
+import type { JobResult, wire } from '@boxback/common';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
 
-export interface JobMsg {
-  id: string;
-  kind: string;
-  host: string;
-  state: string;
-  phase: string;
-  progress?: Progress | null;
-  requestedBy: string;
-  createdAtMs: number;
-  startedAtMs: number;
-  endedAtMs: number;
-  errorCode: string;
-  errorMessage: string;
-  backupId: string;
-  warningCount: number;
-  dryRunReport: string;
-}
-
-interface LogEntry {
-  atMs: number;
-  phase: string;
-  state: string;
-  message: string;
-}
+export type JobMsg = wire.Job;
 
 const FAILED = new Set(['Failed', 'RolledBack']);
 
@@ -88,7 +65,7 @@ export function jobDetails(j: JobMsg): string {
 }
 
 /** "18:40:01  QUIESCE  started  stopping go-server" (local time, one line per entry). */
-export function logLine(e: LogEntry): string {
+export function logLine(e: Pick<wire.JobLogEntry, 'atMs' | 'phase' | 'state' | 'message'>): string {
   const d = new Date(e.atMs);
   const p = (n: number) => String(n).padStart(2, '0');
   const t = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
@@ -112,9 +89,7 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     )
     .option('--limit <n>', 'at most N jobs', positiveInt('--limit'), 50)
     .action(async (o: { host?: string; kind?: string; state?: string[]; limit: number }) => {
-      const r = await ctx
-        .client()
-        .call<{ jobs: JobMsg[] }>('ListJobs', { host: o.host ?? '', kind: o.kind ?? '', states: o.state ?? [], limit: o.limit });
+      const r = await ctx.client().call('ListJobs', { host: o.host ?? '', kind: o.kind ?? '', states: o.state ?? [], limit: o.limit });
       ctx.out(r.jobs, () => jobsTable(r.jobs));
     });
 
@@ -123,7 +98,7 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     .command('watch <id>')
     .description('follow a job: progress, then its result (exit 5 when it failed); Ctrl-C stops watching, the job goes on')
     .action(async (id: string) => {
-      const j = await ctx.client().call<WatchedJob>('GetJob', { id });
+      const j = await ctx.client().call('GetJob', { id });
       const r = await follow(ctx, j);
       ctx.failOnJobs([r]);
       ctx.out({ job: j, result: r }, () => resultLine(j, r, j.host.length) + (r.dryRunReport ? `\n\n${r.dryRunReport.trimEnd()}` : ''));
@@ -132,7 +107,7 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     .command('get <id>')
     .description('show one job (exit 5 when it failed)')
     .action(async (id: string) => {
-      const j = await ctx.client().call<JobMsg>('GetJob', { id });
+      const j = await ctx.client().call('GetJob', { id });
       if (FAILED.has(j.state)) ctx.exitCode = 5;
       ctx.out(j, () => jobDetails(j));
     });
@@ -141,7 +116,7 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     .description('cancel a queued or running job: a backup resumes the services and keeps nothing, a restore rolls back')
     .option('--no-wait', 'ask for the cancel and return; do not wait for the job to end')
     .action(async (id: string, o: { wait: boolean }) => {
-      const j = await ctx.client().call<JobMsg>('CancelJob', { id }, 30_000);
+      const j = await ctx.client().call('CancelJob', { id }, 30_000);
       if (!o.wait) {
         ctx.out({ job: j }, () => `cancelling ${j.id} on ${j.host}; follow with \`boxback job watch ${j.id}\``);
         return;
@@ -166,9 +141,9 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     .description("a job's log: queued, each phase's start and end, cancel requests, how it ended")
     .option('-f, --follow', 'then print each phase change until the job ends')
     .action(async (id: string, o: { follow?: boolean }) => {
-      const r = await ctx.client().call<{ job: JobMsg; entries: LogEntry[] }>('GetJobLogs', { id });
+      const r = await ctx.client().call('GetJobLogs', { id });
       ctx.out(r, () => (r.entries.length ? r.entries.map(logLine).join('\n') : `no log lines for ${id} yet`));
-      if (!o.follow || r.job.endedAtMs) return;
+      if (!o.follow || !r.job || r.job.endedAtMs) return;
       let last = r.entries.length ? `${r.entries[r.entries.length - 1].phase}/${r.entries[r.entries.length - 1].state}` : '';
       const res = await followJobs(ctx.client(), [r.job], {
         json: ctx.json,

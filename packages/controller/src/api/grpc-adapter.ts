@@ -1,0 +1,58 @@
+/**
+ * The gRPC adapter: every route-table entry (routes.ts) as its ControllerService RPC.
+ * It only moves the call's metadata and request into the Dispatcher and the result (or a
+ * BoxbackError, as a gRPC status with its code in the trailer) back out.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { toServiceError } from '@boxback/common';
+import type { Credentials, Dispatcher } from './dispatch.js';
+import { routeList, type Route } from './routes.js';
+
+function credentials(call: { metadata: grpc.Metadata; getPeer(): string }): Credentials {
+  const raw = call.metadata.get('authorization')[0];
+  return { authorization: typeof raw === 'string' ? raw : '', peer: call.getPeer(), via: 'grpc' };
+}
+
+function unaryHandler(d: Dispatcher, route: Route): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, cb) => {
+    const abort = new AbortController();
+    call.on('cancelled', () => abort.abort());
+    d.unary(route, credentials(call), call.request, abort.signal).then(
+      (res) => cb(null, res),
+      (err: unknown) => cb(toServiceError(err) as grpc.ServiceError),
+    );
+  };
+}
+
+function streamHandler(d: Dispatcher, route: Route): grpc.handleServerStreamingCall<unknown, unknown> {
+  return (call) => {
+    let cancelled = false;
+    const abort = new AbortController();
+    call.on('cancelled', () => {
+      cancelled = true;
+      abort.abort();
+    });
+    void (async () => {
+      const it = d.stream(route, credentials(call), call.request, abort.signal);
+      try {
+        for await (const msg of it) {
+          if (cancelled) {
+            await it.return(undefined);
+            break;
+          }
+          if (!call.write(msg)) await new Promise((r) => call.once('drain', r));
+        }
+        call.end();
+      } catch (err) {
+        if (!cancelled) call.emit('error', toServiceError(err));
+      }
+    })();
+  };
+}
+
+/** The ControllerService implementation: one handler per entry of the route table. */
+export function grpcImplementation(d: Dispatcher): grpc.UntypedServiceImplementation {
+  const imp: grpc.UntypedServiceImplementation = {};
+  for (const route of routeList()) imp[route.name] = route.kind === 'stream' ? streamHandler(d, route) : unaryHandler(d, route);
+  return imp;
+}
