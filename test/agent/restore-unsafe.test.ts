@@ -113,22 +113,29 @@ describe('damaged archives', () => {
 });
 
 describe('mode bits', () => {
-  it('strips setuid, setgid and sticky bits and restores the rest', async () => {
+  it('drops setuid/setgid/sticky from files with a warning naming them (dry run too); directories keep setgid and sticky', async () => {
     const bk = withArchive('plugins.zip', [
       file('bin/tool', '#!/bin/sh\n', S.file | 0o4755),
       file('bin/group-tool', 'g', S.file | 0o2750),
       { name: 'shared/', mode: S.dir | 0o1777 },
+      { name: 'team/', mode: S.dir | 0o2775 },
       file('plain.jar', 'j', S.file | 0o640),
       link('current', 'plain.jar'),
     ]);
+    const warning =
+      /plugins\.zip: setuid\/setgid\/sticky bits dropped from 2 entries \(a restore never puts them on files; directories keep setgid and sticky\): bin\/tool, bin\/group-tool/;
+    const dry = await runRestore(job(b.config, 'r-modes-dry').ctx, restoreReq(bk.rel, { dryRun: true }));
+    expect(dry.status).toBe('Completed');
+    expect(dry.dryRunReport).toMatch(new RegExp(`warning: ${warning.source}`));
     const r = await runRestore(job(b.config, 'r-modes').ctx, restoreReq(bk.rel));
     expect(r.errorMessage).toBe('');
     expect(r.status).toBe('Completed');
-    expect(r.warnings.join('\n')).toMatch(/plugins\.zip: dropped setuid\/setgid\/sticky bits from 3 entries/);
+    expect(r.warnings.join('\n')).toMatch(warning);
     const mode = (p: string) => lstatSync(path.join(b.box.plugins, p)).mode & 0o7777;
     expect(mode('bin/tool')).toBe(0o755);
     expect(mode('bin/group-tool')).toBe(0o750);
-    expect(mode('shared')).toBe(0o777);
+    expect(mode('shared')).toBe(0o1777);
+    expect(mode('team')).toBe(0o2775);
     expect(mode('plain.jar')).toBe(0o640);
     expect(lstatSync(path.join(b.box.plugins, 'current')).isSymbolicLink()).toBe(true);
     await b.box.stop();

@@ -77,7 +77,7 @@ export const ERROR_CODES = {
     S.FAILED_PRECONDITION,
     E.JOB_FAILED,
     412,
-    'An archive entry would land outside its target or is a device/setuid file.',
+    'An archive entry would land outside its target, or is a device, fifo or socket (setuid/setgid bits are dropped with a warning, not refused).',
   ),
   BOXBACK_ERR_RESTORE_FAILED: spec(S.ABORTED, E.JOB_FAILED, 409, 'A restore step failed; the previous data was put back.'),
   BOXBACK_ERR_ROLLBACK_FAILED: spec(

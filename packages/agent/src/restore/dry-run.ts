@@ -6,6 +6,7 @@
 import { readSmallEntry, type Manifest } from '@boxback/common';
 import { driverOf } from '../datasets/registry.js';
 import type { JobContext } from '../job.js';
+import { droppedBitsWarning, entriesDroppingBits } from './extract.js';
 import { hostFilePaths, readIfFile, replacements, rewrite, unifiedDiff } from './host-files.js';
 import type { RestoreTargets } from './targets.js';
 import type { VerifySummary } from './verify.js';
@@ -72,7 +73,12 @@ export async function dryRunReport(
     `ROLLBACK       if any step from STOP on fails: safety copies back${databases ? ', safety databases renamed back' : ''}, host files back, services started`,
   );
   steps.forEach((s, i) => lines.push(`${String(i + 1).padStart(3)}. ${s}`));
-  for (const w of [...targets.warnings, ...version.warnings, ...dbWarnings, ...warnings]) lines.push(`warning: ${w}`);
+  const modeWarnings: string[] = [];
+  for (const d of targets.datasets) {
+    const names = await entriesDroppingBits(d.archivePath);
+    if (names.length) modeWarnings.push(droppedBitsWarning(d.archive, names));
+  }
+  for (const w of [...targets.warnings, ...modeWarnings, ...version.warnings, ...dbWarnings, ...warnings]) lines.push(`warning: ${w}`);
 
   lines.push('', 'Host files:');
   for (const file of hostFiles) {

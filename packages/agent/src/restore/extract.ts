@@ -8,7 +8,10 @@
  *   - refused: device, fifo and socket entries; encrypted entries
  *   - refused: an entry written through (or over) a symlink of the archive; duplicates
  *   - refused: a symlink pointing outside the target, or through another symlink
- *   - stripped: setuid, setgid and sticky bits (counted in the result)
+ *   - stripped, with a warning naming the first few: setuid, setgid and sticky bits of files
+ *     (a restore never plants a privilege-raising executable); directories keep setgid and
+ *     sticky (shared group directories, /tmp-like ones: no privilege), lose setuid
+ *     (meaningless on Linux). Decision and why: docs/operating.md, "What a restore refuses".
  * Files are created O_EXCL|O_NOFOLLOW in a fresh directory, and symlinks are created only
  * after every file is written, so nothing can be written through one even by mistake.
  * Every entry's CRC-32 is checked as it streams. Nothing is fsynced per file: the
@@ -42,6 +45,29 @@ export interface ExtractResult {
   bytes: number;
   strippedModeBits: number;
   warnings: string[];
+}
+
+/** The permission bits an entry is restored with (see the header): files 0o777, directories 0o3777. */
+export function keptMode(type: ZipEntryInfo['type'], mode: number): number {
+  return mode & (type === 'dir' ? 0o3777 : 0o777);
+}
+
+/** True when keptMode drops a setuid, setgid or sticky bit the archive asked for. */
+export function dropsBits(e: Pick<ZipEntryInfo, 'type' | 'mode'>): boolean {
+  return e.mode !== undefined && e.type !== 'symlink' && (e.mode & 0o7000 & ~keptMode(e.type, e.mode)) !== 0;
+}
+
+/** The restore's warning for entries whose setuid/setgid/sticky bits were (or would be) dropped. */
+export function droppedBitsWarning(archive: string, names: string[]): string {
+  const shown = names.slice(0, 3).join(', ') + (names.length > 3 ? `, and ${names.length - 3} more` : '');
+  return `${archive}: setuid/setgid/sticky bits dropped from ${names.length} entries (a restore never puts them on files; directories keep setgid and sticky): ${shown}`;
+}
+
+/** The entries of a zip whose bits a restore would drop (the dry run's warning); reads names and modes only. */
+export async function entriesDroppingBits(file: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of zipEntries(file)) if (dropsBits(e)) out.push(e.name);
+  return out;
 }
 
 const unsafe = (archive: string, entry: string, why: string) =>
@@ -133,6 +159,7 @@ async function writeEntryFile(
 export async function extractDirDataset(d: DirDatasetTarget, staging: string, o: ExtractOptions): Promise<ExtractResult> {
   const archive = d.archive;
   const res: ExtractResult = { entries: 0, bytes: 0, strippedModeBits: 0, warnings: [] };
+  const dropped: string[] = [];
   await fsp.mkdir(staging, { mode: 0o700 });
   const links = new Set<string>();
   const pendingLinks: Array<{ rel: string; target: string; e: ZipEntryInfo }> = [];
@@ -161,7 +188,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
     }
     if (e.type === 'device' || e.type === 'fifo' || e.type === 'socket') throw unsafe(archive, e.name, `is a ${e.type} file`);
     if (e.encrypted) throw unsafe(archive, e.name, 'is encrypted');
-    if (e.mode !== undefined && (e.mode & 0o7000) !== 0) res.strippedModeBits++;
+    if (dropsBits(e)) dropped.push(e.name);
     if (e.type === 'dir') {
       await ensureDir(segs);
       dirs.set(rel, e);
@@ -204,12 +231,13 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
     const p = path.join(staging, rel);
     const ids = o.chownEntries ? (e ? mapped(e, o) : o.defaultIds) : undefined;
     if (ids) await fsp.lchown(p, ids.uid, ids.gid);
-    await fsp.chmod(p, (e?.mode ?? 0o755) & 0o777);
+    await fsp.chmod(p, keptMode('dir', e?.mode ?? 0o755));
     if (e) await fsp.utimes(p, e.mtime, e.mtime);
   }
   if (o.chownEntries && o.defaultIds) await fsp.lchown(staging, o.defaultIds.uid, o.defaultIds.gid);
   await fsp.chmod(staging, (o.rootMode ?? 0o755) & 0o777);
-  if (res.strippedModeBits) res.warnings.push(`${archive}: dropped setuid/setgid/sticky bits from ${res.strippedModeBits} entries`);
+  res.strippedModeBits = dropped.length;
+  if (dropped.length) res.warnings.push(droppedBitsWarning(archive, dropped));
   return res;
 }
 
@@ -221,6 +249,7 @@ export interface StagedFile {
 export async function extractFilesDataset(d: FilesDatasetTarget, o: ExtractOptions, staged: StagedFile[]): Promise<ExtractResult> {
   const archive = d.archive;
   const res: ExtractResult = { entries: 0, bytes: 0, strippedModeBits: 0, warnings: [] };
+  const dropped: string[] = [];
   const seen = new Set<string>();
   for await (const e of zipEntries(d.archivePath)) {
     const segs = entrySegments(archive, e.name);
@@ -236,7 +265,7 @@ export async function extractFilesDataset(d: FilesDatasetTarget, o: ExtractOptio
     }
     if (seen.has(target)) throw unsafe(archive, e.name, 'is a duplicate of an earlier entry');
     seen.add(target);
-    if (e.mode !== undefined && (e.mode & 0o7000) !== 0) res.strippedModeBits++;
+    if (dropsBits(e)) dropped.push(e.name);
     const staging = sibling.staging(target, o.jobId);
     await fsp.mkdir(path.dirname(target), { recursive: true });
     let cur: { uid: number; gid: number; mode: number } | undefined;
@@ -257,6 +286,7 @@ export async function extractFilesDataset(d: FilesDatasetTarget, o: ExtractOptio
     });
     o.onProgress?.(0, 1);
   }
-  if (res.strippedModeBits) res.warnings.push(`${archive}: dropped setuid/setgid/sticky bits from ${res.strippedModeBits} entries`);
+  res.strippedModeBits = dropped.length;
+  if (dropped.length) res.warnings.push(droppedBitsWarning(archive, dropped));
   return res;
 }
