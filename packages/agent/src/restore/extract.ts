@@ -11,7 +11,7 @@
  *   - stripped, with a warning naming the first few: setuid, setgid and sticky bits of files
  *     (a restore never plants a privilege-raising executable); directories keep setgid and
  *     sticky (shared group directories, /tmp-like ones: no privilege), lose setuid
- *     (meaningless on Linux). Decision and why: docs/operating.md, "What a restore refuses".
+ *     (meaningless on Linux). Decision and why: docs/operating.md (the restore steps table).
  * Files are created O_EXCL|O_NOFOLLOW in a fresh directory, and symlinks are created only
  * after every file is written, so nothing can be written through one even by mistake.
  * Every entry's CRC-32 is checked as it streams. Nothing is fsynced per file: the
