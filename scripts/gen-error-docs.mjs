@@ -17,7 +17,7 @@ export function renderErrorDocs(codes = ERROR_CODES, exitCodes = ExitCode) {
   let out = `# Error codes
 
 Every error boxback reports carries one of these codes. They are stable: a code is never
-reused for another meaning. The CLI prints \`boxback: <message>\` on one line and exits with
+reused for another meaning. The CLI prints \`boxback: <CODE>: <message>\` on one line (a job that ended Failed or RolledBack too) and exits with
 the code shown; over gRPC the error travels with the status shown and the code in the
 \`boxback-error-code\` trailer; the dashboard's HTTPS API answers with the HTTP status shown
 and \`{"code": ..., "message": ...}\`. Generated from \`packages/common/src/errors.ts\` by

@@ -15,7 +15,7 @@ let viewer: { controller: string; ca: string; token: string };
 
 function oneLine(stderr: string) {
   expect(stderr.trim().split('\n')).toHaveLength(1);
-  expect(stderr).toMatch(/^boxback: /);
+  expect(stderr).toMatch(/^boxback: BOXBACK_ERR_[A-Z_]+: /);
   expect(stderr).not.toMatch(/\n\s+at /);
 }
 
@@ -82,7 +82,7 @@ describe('boxback CLI exit codes', () => {
   it('exits 4 for a viewer mutating, and for a bad token', async () => {
     const r = await cli(['hosts', 'add', 'x', '--address', '127.0.0.1:2', '--skip-check'], viewer);
     expect(r.code).toBe(4);
-    expect(r.stderr.trim()).toBe('boxback: role viewer may not add hosts; ask an admin for an admin token');
+    expect(r.stderr.trim()).toBe('boxback: BOXBACK_ERR_PERMISSION_DENIED: role viewer may not add hosts; ask an admin for an admin token');
     const bad = await cli(['backups'], { ...admin, token: 'bbx_wrong' });
     expect(bad.code).toBe(4);
     oneLine(bad.stderr);
@@ -91,7 +91,7 @@ describe('boxback CLI exit codes', () => {
   it('exits 6 when the controller does not answer', async () => {
     const r = await cli(['backups'], { ...admin, controller: '127.0.0.1:1' });
     expect(r.code).toBe(6);
-    expect(r.stderr).toMatch(/^boxback: the controller at 127\.0\.0\.1:1 did not answer: connection refused/);
+    expect(r.stderr).toMatch(/^boxback: BOXBACK_ERR_UNREACHABLE: the controller at 127\.0\.0\.1:1 did not answer: connection refused/);
     oneLine(r.stderr);
   });
 

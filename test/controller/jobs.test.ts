@@ -91,7 +91,7 @@ describe('fleet backups', () => {
     expect(first.code, first.stderr).toBe(0);
     const second = await cli(['backup', 'create', '--host', 'box2'], env);
     expect(second.code).toBe(7);
-    expect(second.stderr).toMatch(/^boxback: already running a backup or restore: box2 \(job backup-/);
+    expect(second.stderr).toMatch(/^boxback: BOXBACK_ERR_BUSY: already running a backup or restore: box2 \(job backup-/);
     const status = json((await cli(['--json', 'status'], env)).stdout);
     const box2 = status.hosts.find((h: { host: { name: string } }) => h.host.name === 'box2');
     expect(box2.runningJob).toMatchObject({ kind: 'backup', state: 'Running' });
@@ -124,7 +124,9 @@ describe('failures', () => {
   it('exits 5 when a job fails (agent gone) and 6 when a host cannot be reached to add', async () => {
     const r0 = await cli(['hosts', 'add', 'ghost', '--address', '127.0.0.1:1'], env);
     expect(r0.code).toBe(6);
-    expect(r0.stderr).toMatch(/^boxback: agent ghost at 127\.0\.0\.1:1 did not answer: connection refused.*--skip-check/);
+    expect(r0.stderr).toMatch(
+      /^boxback: BOXBACK_ERR_UNREACHABLE: agent ghost at 127\.0\.0\.1:1 did not answer: connection refused.*--skip-check/,
+    );
     expect((await cli(['hosts', 'add', 'ghost', '--address', '127.0.0.1:1', '--skip-check'], env)).code).toBe(0);
     const r = await cli(['backup', 'create', '--host', 'ghost'], env);
     expect(r.code).toBe(5);

@@ -4,7 +4,8 @@
  * the box is touched here; a refusal leaves only staging to delete.
  *
  * Safe extraction: no entry may land outside its target.
- *   - refused: absolute names, drive letters, `..` segments, backslashes, NUL
+ *   - refused: absolute names, drive letters, `..` segments, backslashes, NUL, a segment
+ *     longer than NAME_MAX or a name longer than PATH_MAX (messages show long names cut)
  *   - refused: device, fifo and socket entries; encrypted entries
  *   - refused: an entry written through (or over) a symlink of the archive; duplicates
  *   - refused: a symlink pointing outside the target, or through another symlink
@@ -70,11 +71,19 @@ export async function entriesDroppingBits(file: string): Promise<string[]> {
   return out;
 }
 
+/** An entry name as a message shows it: at most 120 characters (a crafted name may have thousands). */
+const shownName = (name: string): string => (name.length > 120 ? `${name.slice(0, 60)}…${name.slice(-40)} (${name.length} chars)` : name);
+
 const unsafe = (archive: string, entry: string, why: string) =>
-  new BoxbackError('BOXBACK_ERR_UNSAFE_ARCHIVE', `${archive}: entry "${entry}" ${why}; refusing the archive, nothing was changed`, {
-    archive,
-    entry,
-  });
+  new BoxbackError(
+    'BOXBACK_ERR_UNSAFE_ARCHIVE',
+    `${archive}: entry "${shownName(entry)}" ${why}; refusing the archive, nothing was changed`,
+    { archive, entry: shownName(entry) },
+  );
+
+/** Linux's limits: NAME_MAX for one path segment, PATH_MAX for the name inside its target. */
+const NAME_MAX = 255;
+const PATH_MAX = 4095;
 
 /** The entry's path segments, or a refusal. An empty list means the archive root itself. */
 export function entrySegments(archive: string, name: string): string[] {
@@ -83,6 +92,10 @@ export function entrySegments(archive: string, name: string): string[] {
   if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) throw unsafe(archive, name, 'has an absolute path');
   const segs = name.split('/').filter((s) => s !== '' && s !== '.');
   if (segs.includes('..')) throw unsafe(archive, name, "climbs out with '..'");
+  const long = segs.find((seg) => Buffer.byteLength(seg) > NAME_MAX);
+  if (long) throw unsafe(archive, name, `has a path segment of ${Buffer.byteLength(long)} bytes (a file name holds at most ${NAME_MAX})`);
+  if (Buffer.byteLength(name) > PATH_MAX)
+    throw unsafe(archive, name, `is ${Buffer.byteLength(name)} bytes long (a path holds at most ${PATH_MAX})`);
   return segs;
 }
 

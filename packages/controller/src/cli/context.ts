@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { BoxbackError, type JobResult } from '@boxback/common';
+import { BoxbackError, ExitCode, isErrorCode, type ErrorCode, type JobResult } from '@boxback/common';
 import { ControllerClient, resolveConnection, type GlobalOptions } from './connection.js';
 
 export class CliContext {
@@ -63,9 +63,29 @@ export class CliContext {
     }
   }
 
-  /** Exit 5 (job failed) when any job ended Failed or RolledBack. */
+  /** The last line on stderr once the command's output is written (main.ts prints it). */
+  finalError = '';
+
+  /**
+   * When any job ended Failed or RolledBack: exit 5 (job failed), and end with one
+   * `boxback: CODE: message` line (one job: its code, step and message; several:
+   * BOXBACK_ERR_JOB_FAILED naming each).
+   */
   failOnJobs(results: JobResult[]): void {
-    if (results.some((r) => r.status === 'Failed' || r.status === 'RolledBack')) this.exitCode = 5;
+    const failed = results.filter((r) => r.status === 'Failed' || r.status === 'RolledBack');
+    if (!failed.length) return;
+    const codeOf = (r: JobResult): ErrorCode => (isErrorCode(r.errorCode) ? r.errorCode : 'BOXBACK_ERR_JOB_FAILED');
+    if (failed.length === 1) {
+      const r = failed[0];
+      const code = codeOf(r);
+      const why = (r.errorMessage || 'see `boxback job logs`').split('\n')[0];
+      this.finalError = `boxback: ${code}: job ${r.jobId} ended ${r.status}${r.failedStep ? ` at ${r.failedStep}` : ''}: ${why}`;
+      this.exitCode = ExitCode.JOB_FAILED;
+      return;
+    }
+    const list = failed.map((r) => `${r.jobId} (${r.status}, ${codeOf(r)})`).join(', ');
+    this.finalError = `boxback: BOXBACK_ERR_JOB_FAILED: ${failed.length} of ${results.length} jobs did not complete: ${list}`;
+    this.exitCode = ExitCode.JOB_FAILED;
   }
 }
 

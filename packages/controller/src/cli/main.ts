@@ -2,7 +2,8 @@
 /**
  * The `boxback` CLI. Parses the command line (commander), runs one command against the
  * controller (or locally for `certs`), prints a table or JSON, and exits with a code from
- * ExitCode. Every error is one line, `boxback: <message>`, on stderr; never a stack trace.
+ * ExitCode. Every error is one line, `boxback: <CODE>: <message>`, on stderr (a job
+ * that ended Failed or RolledBack too: cli/context.ts failOnJobs); never a stack trace.
  */
 import { Command, CommanderError } from 'commander';
 import { BOXBACK_VERSION, ExitCode, asBoxbackError } from '@boxback/common';
@@ -47,7 +48,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({
-      writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `boxback: ${s.slice(7)}` : s),
+      writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `boxback: BOXBACK_ERR_USAGE: ${s.slice(7)}` : s),
     })
     .addHelpText('after', EXIT_CODES_HELP);
   registerBackupCommands(program, ctx);
@@ -72,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
   const { program, ctx } = buildProgram();
   try {
     await program.parseAsync(argv);
+    if (ctx.finalError) process.stderr.write(`${ctx.finalError}\n`);
     return ctx.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -79,7 +81,7 @@ export async function run(argv: string[]): Promise<number> {
       return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
     }
     const be = asBoxbackError(err);
-    process.stderr.write(`boxback: ${oneLine(be.message)}\n`);
+    process.stderr.write(`boxback: ${be.code}: ${oneLine(be.message)}\n`);
     return be.exitCode;
   } finally {
     ctx.close();
@@ -91,7 +93,7 @@ run(process.argv).then(
     process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(`boxback: ${oneLine(String((err as Error)?.message ?? err))}\n`);
+    process.stderr.write(`boxback: BOXBACK_ERR_INTERNAL: ${oneLine(String((err as Error)?.message ?? err))}\n`);
     process.exitCode = ExitCode.FAILURE;
   },
 );

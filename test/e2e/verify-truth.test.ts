@@ -6,7 +6,10 @@
 //     older boxback accepted) fails `boxback backup verify` (exit 5, the entry named), both
 //     when the controller reads the store itself and when it asks the host's agent, and
 //     fails the agent's restore dry run;
-//   - a sound import verifies ok with its zip entries counted.
+//   - a sound import verifies ok with its zip entries counted;
+//   - a restore of an archive with a 5000-character entry name fails with the unsafe-archive
+//     error (the name cut short in the message, not a raw ENAMETOOLONG), and the CLI ends with
+//     one `boxback: CODE: message` line on stderr.
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -156,5 +159,30 @@ describe('backup verify reads every zip entry', () => {
     const v = await cluster.cli(['backup', 'verify', wid]);
     expect(v.code).toBe(5);
     expect(v.stdout).toMatch(/config-dir\.zip: entry cruise-config\.xml: CRC-32 mismatch/);
+  });
+});
+
+describe('a failed restore says why in one line', () => {
+  it('a 5000-character entry name is an unsafe archive, shown cut short, as the last stderr line', async () => {
+    const src = gocdDir('backup_20250304-050505');
+    const long = 'n'.repeat(5000);
+    craftZip(path.join(src, 'config-dir.zip'), [
+      { name: 'cruise-config.xml', data: '<cruise/>' },
+      { name: long, data: 'x' },
+    ]);
+    const imp = await cluster.cli(['--json', 'backup', 'import', src, '--host', 'gocd-v']);
+    expect(imp.code, imp.stderr).toBe(0);
+    const id = JSON.parse(imp.stdout).id as string;
+    const r = await cluster.cli(['backup', 'restore', id, '--yes']);
+    expect(r.code).toBe(5);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('boxback:'))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(
+      /^boxback: BOXBACK_ERR_UNSAFE_ARCHIVE: job \S+ ended Failed at EXTRACT: config-dir\.zip: entry "n{60}…n{40} \(5000 chars\)" has a path segment of 5000 bytes \(a file name holds at most 255\); refusing the archive, nothing was changed$/,
+    );
+    expect(r.stdout + r.stderr).not.toContain('ENAMETOOLONG');
+    expect(r.stdout + r.stderr).not.toContain('n'.repeat(200));
+    // nothing was changed: the config dir is what it was
+    expect(readdirSync(box.configDir)).not.toContain(long.slice(0, 255));
   });
 });
