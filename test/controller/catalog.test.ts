@@ -293,6 +293,33 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
     await c.close();
   });
 
+  it('keeps drill and verify evidence after the backup is deleted; the newest passed one per host', async () => {
+    const c = await be.open();
+    await c.addHost(host('ev1'));
+    await c.putBackup(backup('ev1@20261120-010000'));
+    const base = { host: 'ev1', backupId: 'ev1@20261120-010000', target: '', jobId: '', detail: '' };
+    await c.appendEvidence({ ...base, kind: 'drill', atMs: 1_000, passed: true, durationMs: 61_000, target: 'spare1', jobId: 'drill-1' });
+    await c.appendEvidence({ ...base, kind: 'drill', atMs: 2_000, passed: false, durationMs: 5_000, target: 'spare1', jobId: 'drill-2' });
+    await c.appendEvidence({ ...base, kind: 'verify', atMs: 3_000, passed: true, durationMs: 1_200 });
+    expect(await c.deleteBackup('ev1@20261120-010000')).toBe(true);
+    await c.close();
+
+    const again = await be.open();
+    const all = await again.listEvidence({ host: 'ev1' });
+    expect(all.map((e) => [e.kind, e.atMs, e.passed])).toEqual([
+      ['verify', 3_000, true],
+      ['drill', 2_000, false],
+      ['drill', 1_000, true],
+    ]);
+    expect(all[2]).toMatchObject({ durationMs: 61_000, target: 'spare1', jobId: 'drill-1', backupId: 'ev1@20261120-010000' });
+    expect(typeof all[2].durationMs).toBe('number');
+    expect((await again.listEvidence({ host: 'ev1', kind: 'drill', limit: 1 })).map((e) => e.atMs)).toEqual([2_000]);
+    const lastDrill = await again.lastPassedEvidence('drill');
+    expect(lastDrill.get('ev1')).toMatchObject({ atMs: 1_000, passed: true, jobId: 'drill-1' });
+    expect((await again.lastPassedEvidence('verify')).get('ev1')?.atMs).toBe(3_000);
+    await again.close();
+  });
+
   it('refuses to change or delete audit entries', async () => {
     await expect(be.exec("UPDATE audit SET who = 'mallory'")).rejects.toThrow(/append-only/);
     await expect(be.exec('DELETE FROM audit')).rejects.toThrow(/append-only/);

@@ -144,6 +144,7 @@ export interface ControllerServiceRpcs {
   ListAudit: { req: ListAuditRequest; res: ListAuditResponse; kind: 'unary' };
   PruneBackups: { req: PruneBackupsRequest; res: PruneBackupsResponse; kind: 'unary' };
   RunDrill: { req: RunDrillRequest; res: Job; kind: 'unary' };
+  ListEvidence: { req: ListEvidenceRequest; res: ListEvidenceResponse; kind: 'unary' };
   ListJobs: { req: ListJobsRequest; res: ListJobsResponse; kind: 'unary' };
   CancelJob: { req: ControllerCancelRequest; res: Job; kind: 'unary' };
   GetJobLogs: { req: GetJobLogsRequest; res: GetJobLogsResponse; kind: 'unary' };
@@ -197,6 +198,19 @@ export interface DeleteBackupRequest {
 export interface DeleteBackupResponse {
   deleted: boolean;
   freedBytes: number;
+}
+
+export interface Evidence {
+  host: string;
+  kind: string;
+  backupId: string;
+  atMs: number;
+  passed: boolean;
+  durationMs: number;
+  target: string;
+  jobId: string;
+  detail: string;
+  backupExists: boolean;
 }
 
 export interface ExportBackupRequest {
@@ -319,6 +333,16 @@ export interface ListBackupsRequest {
 
 export interface ListBackupsResponse {
   backups: Backup[];
+}
+
+export interface ListEvidenceRequest {
+  host: string;
+  kind: string;
+  limit: number;
+}
+
+export interface ListEvidenceResponse {
+  entries: Evidence[];
 }
 
 export interface ListHostsRequest {

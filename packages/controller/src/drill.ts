@@ -9,7 +9,8 @@
  *      health check, rolling back on failure);
  *   3. when the agent's result arrives, before the job is recorded: write the result and the
  *      restore's duration on the backup (drill_at_ms, drill_duration_ms, drill_result, and
- *      drill_passed_at_ms when it Completed);
+ *      drill_passed_at_ms when it Completed) and as evidence under the source host (the
+ *      `evidence` table, which outlives the backup: `boxback drills`, status, metrics);
  *   4. clean up: a Completed drill is confirmed on D (its safety copies are dropped; the
  *      drilled data stays as D's working copy until the next drill). A RolledBack one already
  *      put D back as it was.
@@ -68,11 +69,23 @@ export class DrillRunner {
     const now = Date.now();
     const passed = r.status === 'Completed';
     const durationMs = r.durationMs > 0 ? r.durationMs : now - (row.startedAtMs || now);
+    const drillResult = passed ? `passed on ${target.name}` : `${r.status} on ${target.name}: ${r.errorMessage || 'see the job'}`;
     await this.d.catalog.updateBackup(b.id, {
       drillAtMs: now,
       drillDurationMs: durationMs,
-      drillResult: passed ? `passed on ${target.name}` : `${r.status} on ${target.name}: ${r.errorMessage || 'see the job'}`,
+      drillResult,
       ...(passed ? { drillPassedAtMs: now } : {}),
+    });
+    await this.d.catalog.appendEvidence({
+      host: b.host,
+      kind: 'drill',
+      backupId: b.id,
+      atMs: now,
+      passed,
+      durationMs,
+      target: target.name,
+      jobId: row.id,
+      detail: drillResult,
     });
     this.log.info({ backupId: b.id, drillHost: target.name, passed, durationMs, jobId: row.id }, 'restore drill ended');
     if (!passed) return;

@@ -16,7 +16,7 @@ import {
 } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import { createToken, type Caller } from './auth.js';
-import type { BackupRow, Catalog, HostRow } from './catalog/types.js';
+import type { BackupRow, Catalog, EvidenceKind, HostRow } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
@@ -202,7 +202,7 @@ export async function verifyBackup(ctx: Ctx, r: Req<'VerifyBackup'>): Promise<wi
   return { ...res, zipEntriesChecked: res.zipEntriesChecked ?? 0 };
 }
 
-/** Re-check every checksum and every zip entry's CRC-32 of `b` (locally when the store is mounted here, else by its agent); record the outcome. */
+/** Re-check every checksum and every zip entry's CRC-32 of `b` (evidence recorded under its host) (locally when the store is mounted here, else by its agent); record the outcome. */
 export async function verifyOne(
   ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'> & { notifications?: Notifications },
   b: BackupRow,
@@ -226,7 +226,19 @@ export async function verifyOne(
     res = await ctx.agents.get(host).verifyBackup(b.path);
   }
   const errorMessage = res.ok ? '' : `${res.problems.length} problem(s), first: ${res.problems[0] ?? ''}`;
-  await ctx.catalog.updateBackup(b.id, { verifiedAtMs: Date.now(), verifyFailed: !res.ok, errorMessage });
+  const atMs = Date.now();
+  await ctx.catalog.updateBackup(b.id, { verifiedAtMs: atMs, verifyFailed: !res.ok, errorMessage });
+  await ctx.catalog.appendEvidence({
+    host: b.host,
+    kind: 'verify',
+    backupId: b.id,
+    atMs,
+    passed: res.ok,
+    durationMs: res.durationMs,
+    target: local ? '' : b.host,
+    jobId: '',
+    detail: res.ok ? `${res.filesChecked} files, ${res.zipEntriesChecked ?? 0} zip entries checked` : errorMessage,
+  });
   if (!res.ok)
     ctx.notifications?.damaged(
       { ...b, errorMessage },
@@ -286,7 +298,6 @@ export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number
 }
 
 export async function pruneBackups(ctx: Ctx, r: Req<'PruneBackups'>, caller: Caller) {
-  if (r.host) await mustHost(ctx, r.host);
   return ctx.retention.prune({ host: r.host || undefined, dryRun: Boolean(r.dryRun), by: caller.name });
 }
 
@@ -325,6 +336,20 @@ export async function listTokens(ctx: Ctx) {
       lastUsedMs: t.lastUsedMs,
     })),
   };
+}
+
+/** Drills and verifies, newest first, each saying whether the backup it tested still exists. */
+export async function listEvidence(ctx: Ctx, r: Req<'ListEvidence'>) {
+  const kind = String(r.kind ?? '').trim();
+  if (kind && kind !== 'drill' && kind !== 'verify')
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `no evidence kind "${kind}": want drill or verify`);
+  const rows = await ctx.catalog.listEvidence({
+    host: r.host || undefined,
+    kind: (kind || undefined) as EvidenceKind | undefined,
+    limit: r.limit > 0 ? Math.min(r.limit, 10_000) : 100,
+  });
+  const exists = new Set((await ctx.catalog.listBackups(r.host || undefined)).map((b) => b.id));
+  return { entries: rows.map((e) => ({ ...e, backupExists: exists.has(e.backupId) })) };
 }
 
 export async function listAudit(ctx: Ctx, r: Req<'ListAudit'>) {

@@ -9,7 +9,7 @@
  */
 import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import type { Catalog, HostRow, HostUpdate } from './catalog/types.js';
+import type { Catalog, EvidenceRow, HostRow, HostUpdate } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
 import type { AtRiskInput } from './notifications.js';
@@ -31,6 +31,8 @@ export class HostMonitor {
     readAtMs: number;
     hosts: HostRow[];
     backups: Awaited<ReturnType<Catalog['statusBackups']>>;
+    /** Per host, its newest passed drill (evidence: still there when that backup is deleted). */
+    drills: Map<string, EvidenceRow>;
   };
   /** Next scheduled backup per host (the scheduler's). */
   nextRuns: (hosts: readonly HostRow[]) => Map<string, number> = () => new Map();
@@ -108,10 +110,16 @@ export class HostMonitor {
     if (this.cache?.generation !== this.catalog.generation) {
       const generation = this.catalog.generation;
       const readAtMs = Date.now();
-      this.cache = { generation, readAtMs, hosts: await this.catalog.listHosts(), backups: await this.catalog.statusBackups() };
+      this.cache = {
+        generation,
+        readAtMs,
+        hosts: await this.catalog.listHosts(),
+        backups: await this.catalog.statusBackups(),
+        drills: await this.catalog.lastPassedEvidence('drill'),
+      };
     }
-    const { hosts, backups, readAtMs } = this.cache;
-    const { lastRestorable, lastDrilled } = backups;
+    const { hosts, backups, readAtMs, drills } = this.cache;
+    const { lastRestorable } = backups;
     const nextRuns = this.nextRuns(hosts);
     const out = await mapLimit(hosts, 32, async (h) => {
       let s = this.seen.get(h.name);
@@ -121,7 +129,7 @@ export class HostMonitor {
         fresh = (await this.catalog.getHost(h.name)) ?? h;
       }
       const last = lastRestorable.get(h.name);
-      const drilled = lastDrilled.get(h.name);
+      const drilled = drills.get(h.name);
       const ageS = last ? Math.max(0, Math.floor((now - last.createdAtMs) / 1000)) : -1;
       const rpo = h.rpoSeconds > 0 ? h.rpoSeconds : this.defaultRpoSeconds;
       const running = this.jobs.activeJobFor(h.name);
@@ -146,9 +154,9 @@ export class HostMonitor {
         atRisk,
         safetyCopies: copies.length,
         safetyCopyBytes: copies.reduce((n, c) => n + Number(c.sizeBytes), 0),
-        lastDrillBackupId: drilled?.id ?? '',
-        lastDrillAtMs: drilled?.drillPassedAtMs ?? 0,
-        lastDrillDurationMs: drilled?.drillDurationMs ?? 0,
+        lastDrillBackupId: drilled?.backupId ?? '',
+        lastDrillAtMs: drilled?.atMs ?? 0,
+        lastDrillDurationMs: drilled?.durationMs ?? 0,
       };
     });
     return {

@@ -151,6 +151,12 @@ export const ROUTES: RouteTable = {
     handler: (r, c) => H.createTokenRpc(c.ctx, r),
   }),
   ListTokens: unary({ name: 'ListTokens', role: 'admin', what: 'list tokens', handler: (_r, c) => H.listTokens(c.ctx) }),
+  ListEvidence: unary({
+    name: 'ListEvidence',
+    role: 'viewer',
+    what: 'read the drill and verify history',
+    handler: (r, c) => H.listEvidence(c.ctx, r),
+  }),
   ListAudit: unary({ name: 'ListAudit', role: 'admin', what: 'read the audit log', handler: (r, c) => H.listAudit(c.ctx, r) }),
   PruneBackups: unary({
     name: 'PruneBackups',

@@ -261,6 +261,53 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE tokens ADD CONSTRAINT tokens_role_check CHECK (role IN ('admin','operator','viewer'));
   `,
   },
+  // 6: evidence: every drill and verify of a host's backups (when, which backup, passed or not,
+  //    how long), kept after the backup is deleted: no foreign key to backups. Seeded from the
+  //    drill and verify columns of the backups still listed.
+  {
+    sqlite: `
+  CREATE TABLE evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('drill','verify')),
+    backup_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    passed INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL DEFAULT 0,
+    target TEXT NOT NULL DEFAULT '',
+    job_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX evidence_by_host ON evidence (host, kind, at_ms);
+  INSERT INTO evidence (host, kind, backup_id, at_ms, passed, duration_ms, detail)
+    SELECT host, 'drill', id, drill_at_ms, CASE WHEN drill_result LIKE 'passed%' THEN 1 ELSE 0 END, drill_duration_ms, drill_result
+    FROM backups WHERE drill_at_ms > 0;
+  INSERT INTO evidence (host, kind, backup_id, at_ms, passed, detail)
+    SELECT host, 'verify', id, verified_at_ms, CASE WHEN verify_failed = 0 THEN 1 ELSE 0 END, error_message
+    FROM backups WHERE verified_at_ms > 0;
+  `,
+    postgres: `
+  CREATE TABLE evidence (
+    id BIGSERIAL PRIMARY KEY,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('drill','verify')),
+    backup_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    passed BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL DEFAULT 0,
+    target TEXT NOT NULL DEFAULT '',
+    job_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX evidence_by_host ON evidence (host, kind, at_ms);
+  INSERT INTO evidence (host, kind, backup_id, at_ms, passed, duration_ms, detail)
+    SELECT host, 'drill', id, drill_at_ms, CASE WHEN drill_result LIKE 'passed%' THEN 1 ELSE 0 END, drill_duration_ms, drill_result
+    FROM backups WHERE drill_at_ms > 0;
+  INSERT INTO evidence (host, kind, backup_id, at_ms, passed, detail)
+    SELECT host, 'verify', id, verified_at_ms, CASE WHEN verify_failed = 0 THEN 1 ELSE 0 END, error_message
+    FROM backups WHERE verified_at_ms > 0;
+  `,
+  },
 ];
 
 /** The SQL of migration `i` in a dialect. */

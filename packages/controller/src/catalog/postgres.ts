@@ -16,12 +16,28 @@
 import pg from 'pg';
 import { BoxbackError } from '@boxback/common';
 import { MIGRATIONS, migrationSql, newerSchemaError } from './migrations.js';
-import { BACKUP_LIST_COLUMNS, camelToSnake, fromDb, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
+import {
+  BACKUP_LIST_COLUMNS,
+  EVIDENCE_COLUMNS,
+  camelToSnake,
+  fromDb,
+  jobExists,
+  toAudit,
+  toBackup,
+  toEvidence,
+  toHost,
+  toJob,
+  toToken,
+  type Row,
+} from './rows.js';
 import type {
   AuditEntry,
   BackupRow,
   BackupUpdate,
   Catalog,
+  EvidenceFilter,
+  EvidenceKind,
+  EvidenceRow,
   HostRow,
   HostUpdate,
   JobEventRow,
@@ -476,6 +492,34 @@ export class PgCatalog implements Catalog {
   async listJobEvents(jobId: string): Promise<JobEventRow[]> {
     const r = await this.q('SELECT job_id, at_ms, phase, state, message FROM job_events WHERE job_id = $1 ORDER BY id', [jobId]);
     return r.rows.map((row) => fromDb(row) as unknown as JobEventRow);
+  }
+
+  // ---- evidence (drills and verifies)
+
+  async appendEvidence(e: Omit<EvidenceRow, 'id'>): Promise<void> {
+    await this.q(
+      `INSERT INTO evidence (host, kind, backup_id, at_ms, passed, duration_ms, target, job_id, detail)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [e.host, e.kind, e.backupId, e.atMs, Number(e.passed), e.durationMs, e.target, e.jobId, e.detail],
+    );
+    this.gen++;
+  }
+
+  async listEvidence(f: EvidenceFilter = {}): Promise<EvidenceRow[]> {
+    const r = await this.q(
+      `SELECT ${EVIDENCE_COLUMNS} FROM evidence WHERE ($1 = '' OR host = $1) AND ($2 = '' OR kind = $2)
+       ORDER BY at_ms DESC, id DESC LIMIT $3`,
+      [f.host ?? '', f.kind ?? '', f.limit || 100],
+    );
+    return r.rows.map(toEvidence);
+  }
+
+  async lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>> {
+    const r = await this.q(
+      `SELECT DISTINCT ON (host) ${EVIDENCE_COLUMNS} FROM evidence WHERE kind = $1 AND passed = 1 ORDER BY host, at_ms DESC, id DESC`,
+      [kind],
+    );
+    return new Map(r.rows.map((row) => [String(row.host), toEvidence(row)]));
   }
 
   // ---- audit

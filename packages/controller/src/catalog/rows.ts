@@ -3,7 +3,7 @@
  * camelCase rows of types.ts, and the derived fields (Restorable, a host's group).
  */
 import { BoxbackError } from '@boxback/common';
-import type { AuditEntry, BackupRow, HostRow, JobRow, TokenRow } from './types.js';
+import type { AuditEntry, BackupRow, EvidenceRow, HostRow, JobRow, TokenRow } from './types.js';
 
 export type Row = Record<string, unknown>;
 
@@ -55,4 +55,12 @@ export function jobExists(j: JobRow): BoxbackError {
         `schedule ${j.schedule} already fired slot ${new Date(j.slotMs ?? 0).toISOString()} (attempt ${j.attempt ?? 1}) for ${j.host}`,
       )
     : new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `job ${j.id} already exists`);
+}
+
+export const EVIDENCE_COLUMNS = 'id, host, kind, backup_id, at_ms, passed, duration_ms, target, job_id, detail';
+
+export function toEvidence(row: Row): EvidenceRow {
+  const r = fromDb(row) as unknown as EvidenceRow & { passed: number | boolean };
+  r.passed = Boolean(Number(r.passed));
+  return r;
 }

@@ -9,12 +9,28 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
 import { migrateSqlite } from './migrations.js';
-import { BACKUP_LIST_COLUMNS, camelToSnake, fromDb, jobExists, toAudit, toBackup, toHost, toJob, toToken, type Row } from './rows.js';
+import {
+  BACKUP_LIST_COLUMNS,
+  EVIDENCE_COLUMNS,
+  camelToSnake,
+  fromDb,
+  jobExists,
+  toAudit,
+  toBackup,
+  toEvidence,
+  toHost,
+  toJob,
+  toToken,
+  type Row,
+} from './rows.js';
 import type {
   AuditEntry,
   BackupRow,
   BackupUpdate,
   Catalog,
+  EvidenceFilter,
+  EvidenceKind,
+  EvidenceRow,
   HostRow,
   HostUpdate,
   JobEventRow,
@@ -334,6 +350,32 @@ export class SqliteCatalog implements Catalog {
   async listJobEvents(jobId: string): Promise<JobEventRow[]> {
     const rows = this.stmt('SELECT job_id, at_ms, phase, state, message FROM job_events WHERE job_id = ? ORDER BY id').all(jobId) as Row[];
     return rows.map((r) => fromDb(r) as unknown as JobEventRow);
+  }
+
+  // ---- evidence (drills and verifies)
+
+  async appendEvidence(e: Omit<EvidenceRow, 'id'>): Promise<void> {
+    this.stmt(
+      `INSERT INTO evidence (host, kind, backup_id, at_ms, passed, duration_ms, target, job_id, detail)
+       VALUES (@host, @kind, @backupId, @atMs, @passed, @durationMs, @target, @jobId, @detail)`,
+    ).run({ ...e, passed: Number(e.passed) });
+    this.generation++;
+  }
+
+  async listEvidence(f: EvidenceFilter = {}): Promise<EvidenceRow[]> {
+    const rows = this.stmt(
+      `SELECT ${EVIDENCE_COLUMNS} FROM evidence WHERE (@host = '' OR host = @host) AND (@kind = '' OR kind = @kind)
+       ORDER BY at_ms DESC, id DESC LIMIT @limit`,
+    ).all({ host: f.host ?? '', kind: f.kind ?? '', limit: f.limit || 100 }) as Row[];
+    return rows.map(toEvidence);
+  }
+
+  async lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>> {
+    const rows = this.stmt(
+      `SELECT ${EVIDENCE_COLUMNS} FROM evidence e WHERE kind = ? AND passed = 1
+         AND id = (SELECT x.id FROM evidence x WHERE x.host = e.host AND x.kind = e.kind AND x.passed = 1 ORDER BY x.at_ms DESC, x.id DESC LIMIT 1)`,
+    ).all(kind) as Row[];
+    return new Map(rows.map((r) => [String(r.host), toEvidence(r)]));
   }
 
   // ---- audit

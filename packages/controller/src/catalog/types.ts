@@ -98,6 +98,34 @@ export interface JobRow {
   owner?: string;
 }
 
+export type EvidenceKind = 'drill' | 'verify';
+
+/** One drill or verify of a backup, kept after the backup is deleted (`boxback drills`). */
+export interface EvidenceRow {
+  id?: number;
+  /** The backup's (source) host. */
+  host: string;
+  kind: EvidenceKind;
+  backupId: string;
+  /** When it ended. */
+  atMs: number;
+  passed: boolean;
+  /** A drill's restore time; a verify's check time. */
+  durationMs: number;
+  /** The drill host ('' for a verify). */
+  target: string;
+  jobId: string;
+  /** "passed on H", the failure, or the verify's first problem. */
+  detail: string;
+}
+
+export interface EvidenceFilter {
+  host?: string;
+  kind?: EvidenceKind;
+  /** Newest first, at most this many (default 100). */
+  limit?: number;
+}
+
 /** One line of a job's log: a phase started, ended or failed, a cancel asked for, the job's end. */
 export interface JobEventRow {
   jobId: string;
@@ -187,6 +215,13 @@ export interface Catalog {
   appendJobEvent(e: JobEventRow): Promise<void>;
   /** A job's log, oldest first. */
   listJobEvents(jobId: string): Promise<JobEventRow[]>;
+
+  /** Record a drill or verify (evidence outlives the backup it tested). */
+  appendEvidence(e: Omit<EvidenceRow, 'id'>): Promise<void>;
+  /** Drills and verifies, newest first. */
+  listEvidence(f?: EvidenceFilter): Promise<EvidenceRow[]>;
+  /** Per host, the newest passed drill or verify of `kind` (status, metrics). */
+  lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>>;
   /** Jobs counted by host, kind and state (for metrics). */
   countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>>;
   /** Per host, the newest backup job that Completed (duration for metrics). */

@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import type { JobResult, wire } from '@boxback/common';
 import { positiveInt, type CliContext } from '../context.js';
-import { humanAge, humanBytes, humanDuration, table } from '../format.js';
+import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine } from '../watch.js';
 import { rpoOption } from './backup.js';
 
@@ -166,6 +166,30 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
           resultLine(job, r, job.host.length),
           `drill of ${b.id}: ${b.drillResult || r.status}, recovery took ${humanDuration(b.drillDurationMs || r.durationMs)}`,
         ].join('\n'),
+      );
+    });
+
+  program
+    .command('drills')
+    .description('the drill and verify history, newest first (kept after the backups they tested are deleted)')
+    .option('--host <name>', 'only the backups of this host')
+    .option('--kind <kind>', 'only drill or verify')
+    .option('--limit <n>', 'how many', positiveInt('--limit'), 50)
+    .action(async (o: { host?: string; kind?: string; limit: number }) => {
+      const r = await ctx.client().call('ListEvidence', { host: o.host ?? '', kind: o.kind ?? '', limit: o.limit });
+      ctx.out(r.entries, () =>
+        r.entries.length
+          ? table(r.entries, [
+              { header: 'When', get: (e) => `${humanDate(e.atMs)} (${humanAge(e.atMs)})`, priority: 20 },
+              { header: 'Host', get: (e) => e.host, priority: 18 },
+              { header: 'Kind', get: (e) => e.kind, priority: 18 },
+              { header: 'Backup ID', get: (e) => `${e.backupId}${e.backupExists ? '' : ' (deleted)'}`, priority: 16 },
+              { header: 'Result', get: (e) => (e.passed ? 'passed' : 'FAILED'), priority: 20 },
+              { header: 'Duration', get: (e) => (e.durationMs ? humanDuration(e.durationMs) : '-'), align: 'right', priority: 12 },
+              { header: 'On', get: (e) => e.target || '-', priority: 6 },
+              { header: 'Detail', get: (e) => e.detail, priority: 1 },
+            ])
+          : 'no drills or verifies yet: `boxback drill run --host H --on SPARE`, `boxback backup verify ID`',
       );
     });
 
