@@ -76,6 +76,8 @@ const time = async (fn) => {
 };
 const du = async (p) => Number((await sh('du', ['-s', '--block-size=1', p])).split('\t')[0]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const f2 = (x) => (x === undefined ? '-' : x.toFixed(2));
+const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
 const hasRestic =
   !args['no-restic'] &&
   (await sh('restic', ['version']).then(
@@ -204,6 +206,7 @@ try {
     })
   ).seconds;
   figures.full_ratio = figures.full_s / figures.plain_full_s;
+  say(`  full: boxback ${f2(figures.full_s)} s, plain ${f2(figures.plain_full_s)} s`);
 
   // 3. Quiesce window vs cp -a of the window's datasets.
   Object.assign(figures, windowFigures('', full.manifest.quiesce));
@@ -218,6 +221,9 @@ try {
   figures.window_ratio = figures.window_s / figures.cp_datasets_s;
   figures.window_copy_ratio = figures.window_copy_s / figures.cp_datasets_s;
   figures.window_own_vs_cp_ratio = figures.window_own_s / figures.cp_datasets_s;
+  say(
+    `  window ${f2(figures.window_s)} s: service stop ${f2(figures.window_service_stop_s)} s + start ${f2(figures.window_service_start_s)} s, ours ${f2(figures.window_own_s)} s; cp -a ${f2(figures.cp_datasets_s)} s`,
+  );
 
   // 4. Peers' full runs: restic, and rsync of the whole box (base for --link-dest).
   const resticRepo = path.join(root, 'restic-repo');
@@ -289,6 +295,15 @@ try {
     figures.deployed_incremental_vs_restic_ratio = figures.deployed_incremental_s / figures.restic_incremental_s;
     figures.fallback_incremental_vs_restic_ratio = figures.fallback_incremental_s / figures.restic_incremental_s;
   }
+  say(
+    `  incremental: deployed ${f2(figures.deployed_incremental_s)} s, fallback ${f2(figures.fallback_incremental_s)} s, rsync ${f2(figures.rsync_linkdest_s)} s, restic ${f2(figures.restic_incremental_s)} s`,
+  );
+  say(`  deployed incremental phases (s): ${incr.manifest.phases.map((p) => `${p.name} ${f2(p.durationMs / 1000)}`).join(', ')}`);
+  say(
+    `  inside them (s): ${Object.entries(incr.steps)
+      .map(([k, v]) => `${k} ${typeof v === 'number' ? f2(v) : v}`)
+      .join(', ')}`,
+  );
 
   // 7. Restore of the incremental, as deployed, vs unzip + rsync and restic restore.
   say('restore: boxback (the daemon, over gRPC)...');
@@ -326,6 +341,16 @@ try {
   // Peak RSS of the agent: the daemon during each job, the fallback's one-shot process.
   figures.agent_backup_peak_rss_bytes = Math.max(full.peakRssBytes, incr.peakRssBytes);
   figures.agent_restore_peak_rss_bytes = rest.peakRssBytes;
+  say(
+    `  restore: data path ${f2(figures.restore_s)} s (job ${f2(figures.restore_job_s)} s), plain ${f2(figures.restore_plain_s)} s, restic ${f2(figures.restic_restore_s)} s; phases ${Object.entries(
+      rest.phases,
+    )
+      .map(([k, v]) => `${k} ${f2(v)}`)
+      .join(', ')}`,
+  );
+  say(
+    `  agent peak RSS: backups ${mib(Math.max(full.peakRssBytes, incr.peakRssBytes))}, restore ${mib(rest.peakRssBytes)}, fallback ${mib(Math.max(fb.vmHwmBytes, fb.maxRssBytes))}`,
+  );
   figures.fallback_peak_rss_bytes = Math.max(fb.vmHwmBytes, fb.maxRssBytes);
   figures.peak_rss_bytes = Math.max(
     figures.agent_backup_peak_rss_bytes,

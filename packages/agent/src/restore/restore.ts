@@ -128,16 +128,43 @@ async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets,
   return bytesDone;
 }
 
-/** Everything before STOP: nothing on the box changes but staging siblings. */
+/**
+ * Everything before STOP: nothing on the box changes but staging siblings. EXTRACT and
+ * SYNC_TREES run side by side (inflating is CPU, rsync mostly I/O); the first failure stops
+ * the other and is the one reported. The trees' staging paths are recorded before either
+ * starts, so only EXTRACT writes the record meanwhile.
+ */
 async function stageAll(run: Run, rec: RestoreRecord, targets: RestoreTargets): Promise<{ staged: Staged[]; bytes: number }> {
   const staged: Staged[] = [];
   const chown: ChownWork[] = [];
-  let bytes = await step(run, 'EXTRACT', () => extractAll(run, rec, targets, staged, chown));
-  await step(run, 'SYNC_TREES', async () => {
-    for (const t of targets.trees) rec.staging.push(sibling.staging(t.target, run.ctx.jobId));
-    await saveRecord(run.ctx.config.stateDir, rec);
-    await syncTrees(run.ctx, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId));
+  for (const t of targets.trees) rec.staging.push(sibling.staging(t.target, run.ctx.jobId));
+  await saveRecord(run.ctx.config.stateDir, rec);
+  const stop = new AbortController();
+  const side = (name: string): Run => ({
+    ctx: { ...run.ctx, signal: AbortSignal.any([run.ctx.signal, stop.signal]) },
+    step: name,
+    warnings: run.warnings,
   });
+  const lanes = [side('EXTRACT'), side('SYNC_TREES')];
+  const results = await Promise.allSettled(
+    [
+      step(lanes[0], 'EXTRACT', () => extractAll(lanes[0], rec, targets, staged, chown)),
+      step(lanes[1], 'SYNC_TREES', () => syncTrees(lanes[1].ctx, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId))),
+    ].map((p) =>
+      p.catch((err: unknown) => {
+        stop.abort(err);
+        throw err;
+      }),
+    ),
+  );
+  // Report the lane that failed first (its error stopped the other one).
+  const rejected = results.map((x, i) => ({ x, i })).filter(({ x }) => x.status === 'rejected');
+  if (rejected.length) {
+    const first = rejected.find(({ x }) => (x as PromiseRejectedResult).reason === stop.signal.reason) ?? rejected[0];
+    run.step = lanes[first.i].step;
+    throw (first.x as PromiseRejectedResult).reason;
+  }
+  let bytes = (results[0] as PromiseFulfilledResult<number>).value;
   for (const t of targets.trees) {
     const staging = sibling.staging(t.target, run.ctx.jobId);
     staged.push({ kind: 'dir', target: t.target, staging });
