@@ -5,6 +5,7 @@
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
 //                    [--journal-files N] [--no-journal] [--daemon-files N] [--no-daemon-rss] [--timeout S]
+//                    [--cpu-prof DIR]
 //
 // Steps, in order:
 //   1. generate the box (bench/lib/gen-box.mjs), start its stand-in server and the real
@@ -60,6 +61,7 @@ const { values: args } = parseArgs({
     'daemon-files': { type: 'string', default: '200000' },
     'no-daemon-rss': { type: 'boolean', default: false },
     timeout: { type: 'string' },
+    'cpu-prof': { type: 'string' },
   },
 });
 const say = (msg) => process.stderr.write(`${msg}\n`);
@@ -76,6 +78,9 @@ const time = async (fn) => {
 };
 const du = async (p) => Number((await sh('du', ['-s', '--block-size=1', p])).split('\t')[0]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Before every timed step: nothing left dirty, so that no one's flush (our syncfs, the plain
+// tools' sync) pays for what an earlier step wrote.
+const settle = () => sh('sync', []);
 const f2 = (x) => (x === undefined ? '-' : x.toFixed(2));
 const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
 const hasRestic =
@@ -184,6 +189,8 @@ try {
     store,
     stateDir: path.join(root, 'state'),
     allowedRoots: [box.root],
+    // --cpu-prof DIR: the daemon writes a V8 CPU profile there when it stops.
+    nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
     log: say,
   });
   const w = await daemon.watching(TREE_NAMES);
@@ -191,12 +198,14 @@ try {
   figures.daemon_box_first_scan_peak_rss_bytes = w.hwmBytes;
 
   // 2. Full backup: ours (the daemon) vs zip -r -1 + rsync -a.
+  await settle();
   say('full backup: boxback (the daemon, over gRPC)...');
   const beforeFull = daemon.mark();
   const full = await daemon.backup('bench-full');
   figures.full_s = full.seconds;
   figures.full_backup_bytes = await du(path.join(store, full.result.backupPath));
   Object.assign(figures, phaseFigures('full_', full.manifest));
+  await settle();
   say('full backup: zip -r -1 + rsync -a + sync...');
   figures.plain_full_s = (
     await time(async () => {
@@ -236,6 +245,7 @@ try {
   if (hasRestic) {
     writeFileSync(resticEnv.RESTIC_PASSWORD_FILE, 'bench-password\n');
     await sh('restic', ['init', '-q'], { env: resticEnv });
+    await settle();
     say('full backup: restic...');
     figures.restic_full_s = (await time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv }))).seconds;
     figures.full_vs_restic_ratio = figures.full_s / figures.restic_full_s;
@@ -250,6 +260,7 @@ try {
       await sh('rsync', a);
     }
   };
+  await settle();
   say('rsync -a of the whole box (base for --link-dest)...');
   figures.rsync_full_s = (await time(() => rsyncWhole(rs(1)))).seconds;
   // The fallback's store: the same full backup, hard-linked (its next backup links against it).
@@ -264,6 +275,7 @@ try {
   await sleep(2000); // the watcher's last events; a new backup timestamp
 
   // 6. Incremental as deployed vs restic and rsync --link-dest; the fallback beside it.
+  await settle();
   say('incremental backup as deployed: boxback (the same daemon, over gRPC)...');
   const incr = await daemon.backup('bench-incr');
   figures.deployed_incremental_s = incr.seconds;
@@ -276,10 +288,12 @@ try {
   for (const [k, v] of Object.entries(incr.steps)) if (typeof v === 'number') figures[`deployed_incremental_step_${k}`] = v;
   if (incr.steps.publish_flush_how) notes.push(`deployed incremental flushed with ${incr.steps.publish_flush_how}`);
   Object.assign(figures, windowFigures('deployed_incremental_', incr.manifest.quiesce));
+  await settle();
   say('incremental, fallback full pass (no journal): boxback one-shot process...');
   const fb = await oneShotBackup(fallbackYaml, 'bench-fallback');
   figures.fallback_incremental_s = fb.seconds;
   figures.fallback_incremental_linked_files = fb.linkedFiles;
+  await settle();
   say('incremental: rsync -a --link-dest + sync...');
   figures.rsync_linkdest_s = (
     await time(async () => {
@@ -290,6 +304,7 @@ try {
   figures.deployed_incremental_vs_rsync_ratio = figures.deployed_incremental_s / figures.rsync_linkdest_s;
   figures.fallback_incremental_ratio = figures.fallback_incremental_s / figures.rsync_linkdest_s;
   if (hasRestic) {
+    await settle();
     say('incremental: restic...');
     figures.restic_incremental_s = (await time(() => sh('restic', ['backup', '-q', ...resticPaths], { env: resticEnv }))).seconds;
     figures.deployed_incremental_vs_restic_ratio = figures.deployed_incremental_s / figures.restic_incremental_s;
@@ -312,6 +327,7 @@ try {
     readFileSync(path.join(backupDir, 'manifest.json'), 'utf8').replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []'),
   );
   const plainOut = path.join(root, 'restore-plain');
+  await settle();
   say('restore: unzip + rsync -a + sync of the same backup...');
   figures.restore_plain_s = (
     await time(async () => {
@@ -323,6 +339,7 @@ try {
     })
   ).seconds;
   rmSync(plainOut, { recursive: true, force: true });
+  await settle();
   const rest = await daemon.restore('bench-restore', incr.result.backupPath);
   figures.restore_s = rest.dataPathSeconds;
   figures.restore_job_s = rest.seconds;
@@ -331,6 +348,7 @@ try {
   figures.restore_ratio = figures.restore_vs_plain_ratio; // the name of earlier runs
   figures.restore_backup_bytes = await du(backupDir);
   if (hasRestic) {
+    await settle();
     say('restore: restic restore latest...');
     const out = path.join(root, 'restore-restic');
     figures.restic_restore_s = (await time(() => sh('restic', ['restore', 'latest', '-q', '--target', out], { env: resticEnv }))).seconds;

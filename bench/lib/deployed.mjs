@@ -47,6 +47,7 @@ export function steps(text, jobId) {
     } else if (/^tree .* synced from the journal$/.test(l.msg)) {
       const t = l.tree.replace(/[^a-z0-9]+/gi, '_');
       s[`${t}_farm_s`] = l.linkMs / 1000;
+      s[`${t}_journal_sync_s`] = l.syncMs / 1000;
       s[`${t}_rsync_copy_s`] = (l.copyMs ?? 0) / 1000;
       s[`${t}_rsync_dirs_s`] = (l.dirsMs ?? 0) / 1000;
       s[`${t}_changed_roots`] = l.roots;
@@ -76,7 +77,7 @@ function phaseSpans(events) {
   return Object.fromEntries(Object.entries(span).map(([k, v]) => [k, (v.to - v.from) / 1000]));
 }
 
-export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, log = () => {} }) {
+export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, nodeArgs, log = () => {} }) {
   const agent = await startAgentDaemon({
     dir,
     name,
@@ -84,6 +85,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     store,
     allowedRoots,
     stateDir,
+    nodeArgs,
     startTimeoutMs: 60_000,
     onSpawn: track,
   });

@@ -18,6 +18,8 @@ export interface StartAgentOptions {
   env?: Record<string, string>;
   /** How long to wait for the agent to listen (ms). */
   startTimeoutMs?: number;
+  /** Extra node flags (the bench's --cpu-prof). */
+  nodeArgs?: string[];
   /** Called with the child as soon as it is spawned (the bench tracks it to stop it on a signal). */
   onSpawn?: (proc: ChildProcess) => void;
 }

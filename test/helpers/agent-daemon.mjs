@@ -75,7 +75,7 @@ export async function startAgentDaemon(o) {
     ...o.extraConfig,
   };
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
-  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, AGENT_MAIN, '--config', configFile], {
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, ...(o.nodeArgs ?? []), AGENT_MAIN, '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, BOXBACK_LOG_LEVEL: 'debug', ...o.env },
   });

@@ -16,7 +16,8 @@
  *   PROBE_DATABASE ...     the driver's consistency probe: the copy opens in its real engine;
  *                          a failure fails the backup with the engine's own message
  *   VERIFY                 then, still beside the trees: re-read and re-hash every archive written
- *   SYNC_ARTIFACTS ...     at the same time: each tree with rsync --link-dest to the previous backup,
+ *   SYNC_ARTIFACTS ...     at the same time (started as soon as the window's copy is done, beside
+ *                          RESUME), 2 at a time: each tree with rsync --link-dest to the previous backup,
  *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode.
  *                          When the tree's change journal is trusted (journal/), only the changed
  *                          paths are synced over a hard-link farm of the previous tree; otherwise
@@ -236,12 +237,13 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   let manifestJson = '';
   let manifest: Manifest | undefined;
   let publishAt = 0;
+  const lanes = new Lanes(r);
   try {
     ctx.signal.throwIfAborted();
     await preBackupHooks(r);
     await creatingDir(r);
-    await quiesceAndCapture(r);
-    await archivesAndTrees(r);
+    await quiesceAndCapture(r, () => void lanes.startTrees());
+    await archivesAndTrees(r, lanes);
     await versionFile(r);
     manifest = await describe(r);
     manifest.completedAt = new Date().toISOString();
@@ -262,6 +264,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     // A large manifest stays in the store: the controller reads it from there.
     if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await fsp.readFile(path.join(finalDir, MANIFEST_FILE), 'utf8');
   } catch (err) {
+    await lanes.cancel(err);
     error = explain(r, err);
     ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
   } finally {
@@ -357,8 +360,11 @@ async function creatingDir(r: Run): Promise<void> {
   });
 }
 
-/** QUIESCE and RESUME: the window covers only the consistent copies (r.captured). */
-async function quiesceAndCapture(r: Run): Promise<void> {
+/**
+ * QUIESCE and RESUME: the window covers only the consistent copies (r.captured). `copied` is
+ * called once they are taken, before the services are started again.
+ */
+async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
   const { ctx } = r;
   const plan = ctx.config.plan;
   if (r.consistency === 'live') {
@@ -412,6 +418,7 @@ async function quiesceAndCapture(r: Run): Promise<void> {
       });
       r.copyMs = Date.now() - c0;
     });
+    if (r.consistency === 'quiesced') copied();
   } catch (err) {
     primary = lease?.expired.aborted && !ctx.signal.aborted ? lease.expired.reason : err;
   } finally {
@@ -437,27 +444,61 @@ async function quiesceAndCapture(r: Run): Promise<void> {
   );
 }
 
-/** Archives (2 at a time) and trees (one after the other) run side by side; the first failure stops both. */
-async function archivesAndTrees(r: Run): Promise<void> {
-  const lanes = new AbortController();
-  const signal = AbortSignal.any([r.ctx.signal, lanes.signal]);
-  const guard = async (fn: () => Promise<void>) => {
+/**
+ * The two lanes of a backup: archives (2 at a time, then VERIFY) and trees (2 at a time). The
+ * trees lane starts as soon as the window's copy is done, beside the services' start (the
+ * trees are not part of the window); the archives lane once the services run again. The
+ * first failure stops both.
+ */
+class Lanes {
+  private readonly stop = new AbortController();
+  readonly signal: AbortSignal;
+  private trees?: Promise<void>;
+
+  constructor(private readonly r: Run) {
+    this.signal = AbortSignal.any([r.ctx.signal, this.stop.signal]);
+  }
+
+  /** The first failure of either lane. */
+  get failure(): unknown {
+    return this.stop.signal.reason;
+  }
+
+  async guard(fn: () => Promise<unknown>): Promise<void> {
     try {
       await fn();
     } catch (err) {
-      lanes.abort(err);
+      this.stop.abort(err);
       throw err;
     }
-  };
+  }
+
+  /** Start the trees lane (once). */
+  startTrees(): Promise<void> {
+    if (!this.trees) {
+      // Two trees at a time: a small tree's sync is mostly rsync start-ups and fsyncs, not CPU.
+      this.trees = this.guard(() => mapLimit(this.r.ctx.config.plan.trees, 2, (t, i) => syncOneTree(this.r, t, i, this.signal)));
+      this.trees.catch(() => undefined); // awaited by archivesAndTrees, or by cancel
+    }
+    return this.trees;
+  }
+
+  /** After a failure elsewhere: stop the trees lane and wait for it (the temporary directory goes next). */
+  async cancel(err: unknown): Promise<void> {
+    this.stop.abort(err);
+    await this.trees?.catch(() => undefined);
+  }
+}
+
+async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
+  const { signal } = lanes;
   const results = await Promise.allSettled([
     // Each archive is read back and re-hashed (VERIFY) as soon as the archives are written, while the trees may still sync.
-    guard(async () => {
+    lanes.guard(async () => {
       await mapLimit(r.ctx.config.plan.datasets, 2, (d) => backupDataset(r, d, signal));
       await verify(r, signal);
     }),
-    guard(async () => {
-      for (const t of r.ctx.config.plan.trees) await syncOneTree(r, t, signal);
-    }),
+    lanes.startTrees(),
   ]);
   // The trees are described: the previous manifest's files (100k+ entries) are no longer needed.
   if (r.previous) {
@@ -465,7 +506,7 @@ async function archivesAndTrees(r: Run): Promise<void> {
     r.previous.index.byPath.clear();
   }
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-  if (failed) throw lanes.signal.reason ?? failed.reason;
+  if (failed) throw lanes.failure ?? failed.reason;
   r.reuse.clear();
   const index = await writeBlockIndex(r.tempDir, r.blocks);
   if (index) {
@@ -546,7 +587,7 @@ interface TreeSyncOutcome {
   changedPaths?: number;
 }
 
-async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<void> {
+async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSignal): Promise<void> {
   const dir = t.dir ?? t.name;
   const dest = path.join(r.tempDir, dir);
   const prevTree = r.previous ? path.join(r.previous.dir, dir) : undefined;
@@ -642,7 +683,7 @@ async function syncOneTree(r: Run, t: PlanTree, signal: AbortSignal): Promise<vo
         out = await full(reason);
       }
       const describedAt = Date.now();
-      const partFile = path.join(r.tempDir, PARTS_DIR, `tree-${r.treeFiles.size}.jsonl`);
+      const partFile = path.join(r.tempDir, PARTS_DIR, `tree-${index}.jsonl`);
       const describeOpts = {
         dir: r.tempDir,
         subdir: dir,
@@ -760,6 +801,9 @@ async function describe(r: Run): Promise<Manifest> {
   r.written = top.written;
   r.dirs = top.dirs;
   const parts = [out.file];
+  // In plan order (the trees are synced side by side, and finish in any order).
+  const planOrder = new Map(config.plan.trees.map((t, i) => [t.name, i]));
+  r.trees.sort((a, b) => planOrder.get(a.name)! - planOrder.get(b.name)!);
   for (const t of r.trees) {
     const tc = r.treeFiles.get(t.dir)!;
     Object.assign(t, tc.trees.get(t.dir));
