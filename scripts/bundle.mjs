@@ -5,6 +5,7 @@
 //     boxback-agent.mjs        the agent daemon        (packages/agent/src/main.ts)
 //     boxback-controller.mjs   the controller daemon   (packages/controller/src/main.ts)
 //     boxback.mjs              the CLI                 (packages/controller/src/cli/main.ts)
+//     assets/                  the dashboard's app.js and app.css (scripts/build-dashboard.mjs)
 //     proto/                   boxback's .proto files, plus grpc.health.v1 (grpc-health-check's)
 //     node_modules/            better-sqlite3 (its .node file, lib/, package.json) and its
 //                              run-time deps bindings and file-uri-to-path: the only package
@@ -28,6 +29,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as esbuild from 'esbuild';
+import { buildDashboard } from './build-dashboard.mjs';
 
 export const MIN_NODE = '20.19';
 
@@ -179,6 +181,8 @@ export async function bundle({ outdir = path.join(repo, 'dist-bundle'), only } =
     }
   }
   cpSync(path.join(repo, 'proto'), path.join(outdir, 'proto'), { recursive: true });
+  // the dashboard's script and styles, served by the controller bundle from assets/ beside it
+  if (names.includes('controller')) await buildDashboard(path.join(outdir, 'assets'));
   const health = path.join(repo, 'node_modules/grpc-health-check/proto/health');
   cpSync(health, path.join(outdir, 'proto/health'), { recursive: true });
   copyNative(outdir);

@@ -9,7 +9,9 @@
 //  6. prove the bytes equal, the host file rewritten, the restored service healthy
 //  7. print a summary with timings and stop everything it started
 //
-// Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir).
+// Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir),
+// --serve (keep the controller, its dashboard and the agents running until Ctrl-C).
+// The controller serves the dashboard on 127.0.0.1; its URL is printed once the hosts are added.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -18,7 +20,7 @@ import { freePort, startCluster } from './lib/cluster.mjs';
 import { createSampleBox } from './lib/sample-box.mjs';
 import { diffSnapshots, liveParts, snapshotTree } from './lib/tree-snapshot.mjs';
 
-const { values } = parseArgs({ options: { dir: { type: 'string' }, keep: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { dir: { type: 'string' }, keep: { type: 'boolean' }, serve: { type: 'boolean' } } });
 const dir = path.resolve(values.dir ?? '.boxback/quickstart');
 const t0 = Date.now();
 const timings = [];
@@ -69,11 +71,14 @@ try {
     return b;
   });
   cluster = await step('certificates, controller and agents on loopback', async () => {
-    const c = await startCluster({ dir });
+    const c = await startCluster({ dir, dashboard: true });
     await c.addAgent({ name: 'gocd1', box: box1 });
     await c.addAgent({ name: 'gocd2', box: box2 });
     await cliOk(c, ['hosts', 'add', 'gocd1', '--address', c.agents.gocd1.address]);
     await cliOk(c, ['hosts', 'add', 'gocd2', '--address', c.agents.gocd2.address]);
+    say(
+      `dashboard: ${c.dashboardUrl} (the controller's certificate, CA ${path.join(c.certs, 'ca.crt')}; sign in with the token in ${c.cliConfig})`,
+    );
     return c;
   });
 
@@ -149,6 +154,10 @@ try {
   say(`${((Date.now() - t0) / 1000).toFixed(2).padStart(7)} s  total`);
   say(ok ? '\nquickstart OK: restored bytes equal the backed-up bytes' : '\nquickstart FAILED: see above');
   process.exitCode = ok ? 0 : 1;
+  if (values.serve) {
+    say(`\nserving the dashboard at ${cluster.dashboardUrl} until Ctrl-C`);
+    await new Promise((resolve) => process.once('SIGINT', resolve));
+  }
 } catch (err) {
   process.stderr.write(`quickstart failed: ${err.message}\n`);
   process.exitCode = 1;

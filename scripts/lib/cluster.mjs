@@ -101,7 +101,8 @@ function startDaemon(name, argv, logFile, readyMsg) {
 }
 
 /**
- * @param {{ dir: string, concurrency?: number, controllerExtra?: string }} o
+ * @param {{ dir: string, concurrency?: number, controllerExtra?: string, dashboard?: boolean | { sessionTimeout?: string | number } }} o
+ * dashboard: the controller also serves the dashboard on a free loopback port (cluster.dashboardUrl).
  */
 export async function startCluster(o) {
   const dir = path.resolve(o.dir);
@@ -117,6 +118,8 @@ export async function startCluster(o) {
   if (init.code !== 0) throw new Error(`boxback certs init failed: ${init.stderr}`);
 
   const ctlPort = await freePort();
+  const httpPort = o.dashboard ? await freePort() : 0;
+  const session = typeof o.dashboard === 'object' && o.dashboard.sessionTimeout !== undefined ? o.dashboard.sessionTimeout : '8h';
   const controllerYaml = path.join(dir, 'controller.yaml');
   writeFileSync(
     controllerYaml,
@@ -125,7 +128,7 @@ tls: { ca: certs/ca.crt, cert: certs/controller.crt, key: certs/controller.key }
 catalog: catalog.db
 store: store
 concurrency: ${o.concurrency ?? 4}
-${o.controllerExtra ?? ''}`,
+${httpPort ? `http: { listen: 127.0.0.1:${httpPort}, sessionTimeout: ${q(session)} }\n` : ''}${o.controllerExtra ?? ''}`,
   );
   const tok = await run([
     process.execPath,
@@ -148,7 +151,7 @@ ${o.controllerExtra ?? ''}`,
       'controller',
       [process.execPath, BIN.controller, '--config', controllerYaml],
       path.join(dir, 'logs/controller.log'),
-      'controller listening',
+      httpPort ? 'dashboard listening' : 'controller listening',
     );
     daemons.push(d);
     await d.ready;
@@ -163,6 +166,8 @@ ${o.controllerExtra ?? ''}`,
     token,
     controllerYaml,
     cliConfig,
+    /** https://127.0.0.1:PORT/ when started with `dashboard` (the controller's certificate; CA in certs/ca.crt). */
+    dashboardUrl: httpPort ? `https://127.0.0.1:${httpPort}/` : '',
     get controller() {
       return controller;
     },

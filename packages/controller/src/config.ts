@@ -49,6 +49,11 @@ const controllerConfigSchema = z
       .object({ listen: z.string().regex(listenRe, 'want host:port') })
       .strict()
       .optional(),
+    /** The dashboard over HTTPS with the controller's certificate (optional): where, and how long a sign-in lasts. */
+    http: z
+      .object({ listen: z.string().regex(listenRe, 'want host:port'), sessionTimeout: duration.default('8h') })
+      .strict()
+      .optional(),
     /** How often every agent is asked for its info (status, last seen). */
     pollSeconds: duration.default(15),
     /** How long SIGTERM waits for running jobs before leaving them to reconciliation. */
@@ -114,6 +119,9 @@ export interface ControllerConfig {
   readonly concurrency: number;
   readonly defaultRpoSeconds: number;
   readonly metricsListen?: string;
+  /** Dashboard address (undefined: no dashboard) and its session lifetime. */
+  readonly httpListen?: string;
+  readonly httpSessionSeconds: number;
   readonly pollSeconds: number;
   readonly shutdownGraceSeconds: number;
   readonly schedules: readonly Schedule[];
@@ -146,6 +154,8 @@ export function loadControllerConfig(file: string): ControllerConfig {
     concurrency: raw.concurrency,
     defaultRpoSeconds: parseDuration(raw.defaultRpoSeconds),
     metricsListen: raw.metrics?.listen,
+    httpListen: raw.http?.listen,
+    httpSessionSeconds: Math.max(1, parseDuration(raw.http?.sessionTimeout ?? '8h')),
     pollSeconds: Math.max(1, parseDuration(raw.pollSeconds)),
     shutdownGraceSeconds: parseDuration(raw.shutdownGraceSeconds),
     schedules: Object.freeze(raw.schedules),

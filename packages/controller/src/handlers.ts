@@ -163,14 +163,15 @@ async function selectHosts(ctx: Ctx, r: Req<'CreateBackup'>): Promise<HostRow[]>
   return Promise.all([...new Set(names)].map((n) => mustHost(ctx, n)));
 }
 
-export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Caller) {
+/** `via`: 'cli' for the gRPC API (the CLI), 'api' for the dashboard's HTTP API. */
+export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Caller, via: 'cli' | 'api' = 'cli') {
   if (Number(r.concurrency) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'concurrency must be 1 or more');
   const hosts = await selectHosts(ctx, r);
   const rows = await ctx.jobs.createBackups(hosts, {
     live: Boolean(r.live),
     concurrency: Number(r.concurrency ?? 0),
     requestedBy: caller.name,
-    via: 'cli',
+    via,
   });
   return { jobs: rows.map((j) => jobMsg(j)) };
 }

@@ -22,6 +22,7 @@ import { BoxbackError, createLogger, loadServices, serverCredentials, type Logge
 import { AgentClients } from './agent-client.js';
 import { Dispatcher } from './api/dispatch.js';
 import { grpcImplementation } from './api/grpc-adapter.js';
+import { Dashboard } from './dashboard/server.js';
 import { Authenticator } from './auth.js';
 import type { Catalog } from './catalog/types.js';
 import { openCatalog, pgOptions } from './catalog/open.js';
@@ -57,6 +58,9 @@ export class ControllerServer {
   port = 0;
   /** Port of the metrics HTTP server (0 when not configured). */
   metricsPort = 0;
+  private dashboard?: Dashboard;
+  /** Port of the dashboard (0 when not configured). */
+  httpPort = 0;
 
   private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
     this.leadership = leadership;
@@ -124,7 +128,25 @@ export class ControllerServer {
       }
       log.info({ listen: config.metricsListen, port: s.metricsPort }, 'metrics listening');
     }
+    if (config.httpListen) await s.startDashboard(config.httpListen);
     return s;
+  }
+
+  private async startDashboard(listen: string): Promise<void> {
+    const { config, log } = this.ctx;
+    this.dashboard = new Dashboard(
+      this.dispatcher,
+      { listen, tls: config.tls, sessionSeconds: config.httpSessionSeconds, defaultRpoSeconds: config.defaultRpoSeconds },
+      log.child({ part: 'dashboard' }),
+    );
+    try {
+      this.httpPort = await this.dashboard.start();
+    } catch (err) {
+      await this.shutdown();
+      if (err instanceof BoxbackError) throw err;
+      throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `http.listen: cannot listen on ${listen}: ${(err as Error).message}`);
+    }
+    log.info({ listen, port: this.httpPort, url: `https://${listen.replace(/:\d+$/, '')}:${this.httpPort}/` }, 'dashboard listening');
   }
 
   /** Became the leader: reconcile, then fire schedules (and with PostgreSQL, sweep orphans and retention). */
@@ -228,6 +250,7 @@ export class ControllerServer {
     });
     await this.ctx.monitor.stop();
     await this.metrics?.close();
+    await this.dashboard?.close();
     await this.ctx.notifications.stop();
     this.ctx.agents.closeAll();
     await this.ctx.catalog.close();

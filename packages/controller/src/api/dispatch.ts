@@ -56,7 +56,7 @@ export class Dispatcher {
     try {
       caller = await this.authenticate(cred);
       requireRouteRole(caller, route);
-      const res = await r.handler(req as never, { ctx: this.ctx, caller, signal });
+      const res = await r.handler(req as never, { ctx: this.ctx, caller, signal, via: cred.via });
       if (r.audit) await this.audit(caller, route, req, 'ok', r.audit.detail?.(res as never) ?? '');
       return res;
     } catch (err) {
@@ -72,7 +72,7 @@ export class Dispatcher {
       caller = await this.authenticate(cred);
       requireRouteRole(caller, route);
       if (r.audit) await this.audit(caller, route, req, 'ok');
-      yield* r.handler(req as never, { ctx: this.ctx, caller, signal });
+      yield* r.handler(req as never, { ctx: this.ctx, caller, signal, via: cred.via });
     } catch (err) {
       throw await this.failed(route, caller, req, err);
     }

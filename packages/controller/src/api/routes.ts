@@ -33,6 +33,8 @@ export interface Call {
   caller: Caller;
   /** Aborted when the client goes away (streams) or the controller shuts down. */
   signal: AbortSignal;
+  /** The adapter that took the call. */
+  via: 'grpc' | 'http';
 }
 
 interface RouteBase<N extends RpcName> {
@@ -86,7 +88,7 @@ export const ROUTES: RouteTable = {
     role: 'operator',
     what: 'create backups',
     audit: { target: targetOfCreate, detail: (res) => `jobs ${res.jobs.map((j) => j.id).join(',')}` },
-    handler: (r, c) => H.createBackup(c.ctx, r, c.caller),
+    handler: (r, c) => H.createBackup(c.ctx, r, c.caller, c.via === 'http' ? 'api' : 'cli'),
   }),
   ListBackups: unary({ name: 'ListBackups', role: 'viewer', what: 'list backups', handler: (r, c) => H.listBackups(c.ctx, r) }),
   GetBackup: unary({ name: 'GetBackup', role: 'viewer', what: 'read backups', handler: (r, c) => H.getBackup(c.ctx, r) }),
