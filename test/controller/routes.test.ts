@@ -41,23 +41,8 @@ describe('route table', () => {
   });
 
   it('audits every call that changes something, and needs more than viewer for it', () => {
-    const reads = routeList()
-      .filter((r) => !r.audit)
-      .map((r) => r.name);
-    expect(reads.sort()).toEqual(
-      [
-        'GetBackup',
-        'GetJob',
-        'GetStatus',
-        'ListAudit',
-        'ListBackups',
-        'ListHosts',
-        'ListJobs',
-        'GetJobLogs',
-        'ListTokens',
-        'WatchJob',
-      ].sort(),
-    );
+    // a call that is not audited only reads: its name says so (Get, List, Watch)
+    for (const r of routeList()) if (!r.audit) expect(r.name, r.name).toMatch(/^(Get|List|Watch)[A-Z]/);
     for (const r of routeList()) if (r.audit) expect(r.role, r.name).not.toBe('viewer');
     expect(ROUTES.RestoreBackup.role).toBe('admin');
     expect(ROUTES.CreateBackup.role).toBe('operator');
