@@ -169,6 +169,7 @@ export interface CreateBackupRequest {
   all: boolean;
   live: boolean;
   concurrency: number;
+  client: string;
 }
 
 export interface CreateBackupResponse {

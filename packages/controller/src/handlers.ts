@@ -163,7 +163,10 @@ async function selectHosts(ctx: Ctx, r: Req<'CreateBackup'>): Promise<HostRow[]>
   return Promise.all([...new Set(names)].map((n) => mustHost(ctx, n)));
 }
 
-/** `via`: 'cli' for the gRPC API (the CLI), 'api' for the dashboard's HTTP API. */
+/**
+ * Initiated via 'cli' only for the boxback CLI (over gRPC, `client: "cli"`); 'api' for anything
+ * else: another gRPC client, or the dashboard's HTTP API (`via` 'api').
+ */
 export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Caller, via: 'cli' | 'api' = 'cli') {
   if (Number(r.concurrency) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'concurrency must be 1 or more');
   const hosts = await selectHosts(ctx, r);
@@ -171,7 +174,7 @@ export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Cal
     live: Boolean(r.live),
     concurrency: Number(r.concurrency ?? 0),
     requestedBy: caller.name,
-    via,
+    via: via === 'cli' && r.client === 'cli' ? 'cli' : 'api',
   });
   return { jobs: rows.map((j) => jobMsg(j)) };
 }

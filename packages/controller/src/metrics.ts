@@ -4,7 +4,10 @@
  * this file turns the catalog and the host monitor's last poll into its inputs:
  *   1. per host: newest Restorable backup (time, size, quiesce window), newest completed
  *      backup job's duration, agent up at the last poll, at risk against the RPO;
- *   2. job counts by host, kind and result, from the catalog (so they survive restarts).
+ *   2. the newest passed drill and verify per host, from the evidence (they outlive the backup);
+ *   3. job counts by source host, kind and result, from the catalog (so they survive restarts):
+ *      drills under the drilled host, verifies from the evidence, restore dry runs left out;
+ *      every series of every registered host starts at 0 (policy/metrics.ts JOB_SERIES).
  * It refreshes every few seconds and right after a job ends.
  */
 import type { Logger } from '@boxback/common';
@@ -51,6 +54,8 @@ export class MetricsFeed {
   private async compute(): Promise<void> {
     const now = Date.now();
     const durations = new Map((await this.catalog.lastCompletedBackupJobs()).map((j) => [j.host, (j.endedAtMs - j.startedAtMs) / 1000]));
+    const drills = await this.catalog.lastPassedEvidence('drill');
+    const verifies = await this.catalog.lastPassedEvidence('verify');
     const hosts = [];
     for (const h of await this.catalog.listHosts()) {
       const b = await this.catalog.lastRestorable(h.name);
@@ -61,6 +66,8 @@ export class MetricsFeed {
         lastBackupDurationSeconds: durations.get(h.name) ?? null,
         lastBackupSizeBytes: b?.sizeBytes ?? null,
         quiesceWindowSeconds: b ? b.quiesceWindowMs / 1000 : null,
+        lastDrillSuccessAtMs: drills.get(h.name)?.atMs ?? null,
+        lastVerifySuccessAtMs: verifies.get(h.name)?.atMs ?? null,
         agentUp: Boolean(this.monitor.last(h.name)?.info),
         atRisk: !b || now - b.createdAtMs > rpo * 1000,
       });

@@ -419,7 +419,12 @@ export class PgCatalog implements Catalog {
 
   async countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>> {
     const r = await this.q<{ host: string; kind: string; state: string; count: number }>(
-      'SELECT host, kind, state, COUNT(*) AS count FROM jobs GROUP BY host, kind, state',
+      `SELECT CASE WHEN kind = 'drill' AND strpos(backup_id, '@') > 0 THEN split_part(backup_id, '@', 1) ELSE host END AS host,
+              kind, state, COUNT(*) AS count
+         FROM jobs WHERE kind != 'verify' AND NOT (kind = 'restore' AND params_json LIKE '%"dryRun":true%') GROUP BY 1, 2, 3
+       UNION ALL
+       SELECT host, 'verify' AS kind, CASE WHEN passed = 1 THEN 'Completed' ELSE 'Failed' END AS state, COUNT(*) AS count
+         FROM evidence WHERE kind = 'verify' GROUP BY 1, 3`,
     );
     return r.rows;
   }

@@ -278,7 +278,14 @@ export class SqliteCatalog implements Catalog {
   }
 
   async countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>> {
-    return this.stmt('SELECT host, kind, state, COUNT(*) AS count FROM jobs GROUP BY host, kind, state').all() as Array<{
+    return this.stmt(
+      `SELECT CASE WHEN kind = 'drill' AND instr(backup_id, '@') > 0 THEN substr(backup_id, 1, instr(backup_id, '@') - 1) ELSE host END AS host,
+              kind, state, COUNT(*) AS count
+         FROM jobs WHERE kind != 'verify' AND NOT (kind = 'restore' AND params_json LIKE '%"dryRun":true%') GROUP BY 1, 2, 3
+       UNION ALL
+       SELECT host, 'verify' AS kind, CASE WHEN passed = 1 THEN 'Completed' ELSE 'Failed' END AS state, COUNT(*) AS count
+         FROM evidence WHERE kind = 'verify' GROUP BY 1, 3`,
+    ).all() as Array<{
       host: string;
       kind: string;
       state: string;

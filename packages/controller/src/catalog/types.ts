@@ -222,7 +222,10 @@ export interface Catalog {
   listEvidence(f?: EvidenceFilter): Promise<EvidenceRow[]>;
   /** Per host, the newest passed drill or verify of `kind` (status, metrics). */
   lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>>;
-  /** Jobs counted by host, kind and state (for metrics). */
+  /**
+   * Ended work counted by source host, kind and state (metrics): a drill under the host whose
+   * backup it drilled, restore dry runs left out, verifies (no jobs) from the evidence.
+   */
   countJobs(): Promise<Array<{ host: string; kind: string; state: string; count: number }>>;
   /** Per host, the newest backup job that Completed (duration for metrics). */
   lastCompletedBackupJobs(): Promise<JobRow[]>;

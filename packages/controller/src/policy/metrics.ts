@@ -7,7 +7,13 @@
  * returns (after each poll or job end) and `recordJob()` when a job ends; Prometheus scrapes
  * `GET /metrics`; load balancers and systemd watchdogs poll `GET /healthz` (200 or 503, JSON).
  * A host missing from an update is removed from every per-host gauge, so a removed host stops
- * being reported instead of freezing at its last values.
+ * being reported instead of freezing at its last values. Every `boxback_jobs_total` series a
+ * registered host can have (JOB_SERIES) exists from the start at 0, so that the documented
+ * alert `increase(boxback_jobs_total{result!="Completed"}[1h]) > 0` fires on the first failure
+ * (`increase` needs a sample before the one that counts it).
+ * The exposition passes `promtool check metrics`: Node's default metrics are kept except the
+ * three gauges prom-client names `_total` (nodejs_active_{handles,requests,resources}_total),
+ * whose per-type twins without the suffix stay.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,6 +29,10 @@ export interface HostMetricsInput {
   lastBackupSizeBytes?: number | null;
   /** How long the services were quiesced during the last backup. */
   quiesceWindowSeconds?: number | null;
+  /** When a restore drill of one of the host's backups last passed (evidence: survives the backup). */
+  lastDrillSuccessAtMs?: number | null;
+  /** When a verification of one of the host's backups last passed. */
+  lastVerifySuccessAtMs?: number | null;
   agentUp: boolean;
   atRisk: boolean;
 }
@@ -41,6 +51,24 @@ export interface StatusForMetrics {
   jobCounts?: readonly JobCountInput[];
 }
 
+/** Every (kind, result) a job of a registered host can end with: created at 0 per host. */
+export const JOB_SERIES: ReadonlyArray<readonly [string, string]> = [
+  ['backup', 'Completed'],
+  ['backup', 'PartiallyFailed'],
+  ['backup', 'Failed'],
+  ['restore', 'Completed'],
+  ['restore', 'Failed'],
+  ['restore', 'RolledBack'],
+  ['drill', 'Completed'],
+  ['drill', 'Failed'],
+  ['drill', 'RolledBack'],
+  ['verify', 'Completed'],
+  ['verify', 'Failed'],
+];
+
+/** prom-client default gauges whose `_total` names promtool refuses (their per-type twins stay). */
+const NON_COUNTER_TOTALS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 export interface ControllerMetricsOptions {
   /** Default process metrics (CPU, RSS, event loop lag, ...). Default true. */
   defaultMetrics?: boolean;
@@ -54,6 +82,8 @@ export class ControllerMetrics {
   private readonly quiesce: Gauge<'host'>;
   private readonly agentUp: Gauge<'host'>;
   private readonly atRisk: Gauge<'host'>;
+  private readonly lastDrill: Gauge<'host'>;
+  private readonly lastVerify: Gauge<'host'>;
   private readonly jobs: Counter<'host' | 'kind' | 'result'>;
   private known = new Set<string>();
 
@@ -69,13 +99,24 @@ export class ControllerMetrics {
     );
     this.agentUp = gauge('boxback_agent_up', '1 when the controller reached the host agent at its last poll.');
     this.atRisk = gauge('boxback_host_at_risk', '1 when the host has no Restorable backup younger than its RPO.');
+    this.lastDrill = gauge(
+      'boxback_last_drill_success_timestamp_seconds',
+      "Unix time a restore drill of one of the host's backups last passed (kept after that backup is deleted).",
+    );
+    this.lastVerify = gauge(
+      'boxback_last_verify_success_timestamp_seconds',
+      "Unix time a verification of one of the host's backups last passed (kept after that backup is deleted).",
+    );
     this.jobs = new Counter({
       name: 'boxback_jobs_total',
-      help: 'Jobs ended, by host, kind (backup, restore, verify, drill) and result (Completed, Failed, ...).',
+      help: 'Jobs ended, by source host, kind (backup, restore, verify, drill; restore dry runs not counted) and result (Completed, Failed, ...).',
       labelNames: ['host', 'kind', 'result'],
       registers,
     });
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry });
+      for (const name of NON_COUNTER_TOTALS) this.registry.removeSingleMetric(name);
+    }
   }
 
   /** Set every per-host gauge from plain status data; hosts not listed are dropped. */
@@ -88,16 +129,29 @@ export class ControllerMetrics {
       setOrRemove(this.duration, l, h.lastBackupDurationSeconds);
       setOrRemove(this.size, l, h.lastBackupSizeBytes);
       setOrRemove(this.quiesce, l, h.quiesceWindowSeconds);
+      setOrRemove(this.lastDrill, l, h.lastDrillSuccessAtMs == null ? null : h.lastDrillSuccessAtMs / 1000);
+      setOrRemove(this.lastVerify, l, h.lastVerifySuccessAtMs == null ? null : h.lastVerifySuccessAtMs / 1000);
       this.agentUp.set(l, h.agentUp ? 1 : 0);
       this.atRisk.set(l, h.atRisk ? 1 : 0);
     }
     for (const gone of this.known) {
       if (now.has(gone)) continue;
-      for (const g of [this.lastSuccess, this.duration, this.size, this.quiesce, this.agentUp, this.atRisk]) g.remove({ host: gone });
+      for (const g of [
+        this.lastSuccess,
+        this.duration,
+        this.size,
+        this.quiesce,
+        this.agentUp,
+        this.atRisk,
+        this.lastDrill,
+        this.lastVerify,
+      ])
+        g.remove({ host: gone });
     }
     this.known = now;
     if (status.jobCounts) {
       this.jobs.reset();
+      for (const h of status.hosts) for (const [kind, result] of JOB_SERIES) this.jobs.inc({ host: h.host, kind, result }, 0);
       for (const c of status.jobCounts) this.jobs.inc({ host: c.host, kind: c.kind, result: c.result }, c.count);
     }
   }

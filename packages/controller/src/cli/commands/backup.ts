@@ -123,6 +123,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
           );
         }
         const res = await ctx.client().call('CreateBackup', {
+          client: 'cli',
           hosts: o.host ?? [],
           group: o.group ?? '',
           all: Boolean(o.all),
