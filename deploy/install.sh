@@ -268,8 +268,10 @@ plan: plans/$PLAN.yaml
 allowedRoots: $ROOTS
 # The hostname and addresses written into host files on restore (default: this box's own).
 # identity: { hostname: $NAME.example.com, addresses: [10.0.0.5] }
-# Certificate names allowed to call this agent (default: any certificate from the fleet CA).
-# allowedClients: [controller]
+# The only certificate names that may call this agent: the controller's ("controller" unless
+# \`boxback certs init --name\` named it otherwise). Every other certificate of the fleet CA
+# (another agent's, or one issued for any other name) is refused with PERMISSION_DENIED.
+allowedClients: [controller]
 EOF
 else
   CTL_GROUP=""; [ "$HAVE_USER" = yes ] && CTL_GROUP=boxback

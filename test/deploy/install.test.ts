@@ -90,6 +90,23 @@ describe('install.sh --agent', () => {
     expect(r.stdout).toMatch(/config ok: agent gocd1, plan gocd/);
   });
 
+  it('ships the secure agent config: only the controller certificate may call, and there is no way to say "any"', () => {
+    const yaml = readFileSync(at('etc/boxback/agent.yaml'), 'utf8');
+    expect(yaml).toMatch(/^allowedClients: \[controller\]$/m);
+    const check = (file: string) =>
+      sh([process.execPath, at('opt/boxback/boxback-agent.mjs'), '--config', file, '--check-config'], { cwd: os.tmpdir() });
+    expect(check(at('etc/boxback/agent.yaml')).stdout).toMatch(/; serves only controller$/m);
+    // an agent.yaml from an older install.sh (the line commented out) is just as strict
+    const old = at('etc/boxback/agent-old.yaml');
+    writeFileSync(old, yaml.replace(/^allowedClients: .*$/m, '# allowedClients: [controller]'));
+    expect(check(old).stdout).toMatch(/; serves only controller$/m);
+    writeFileSync(old, yaml.replace(/^allowedClients: .*$/m, 'allowedClients: []'));
+    const r = check(old);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/allowedClients: name at least one client/);
+    rmSync(old);
+  });
+
   it('a second run changes nothing and says so', () => {
     const before = tree(root);
     const r = ok(install(root, bundle, ['--agent', '--plan', 'gocd', '--name', 'gocd1']));
@@ -101,7 +118,7 @@ describe('install.sh --agent', () => {
 
   it('keeps an edited config and plan, writes the new defaults beside them as .new, and says so', () => {
     const pristine = readFileSync(at('etc/boxback/agent.yaml'), 'utf8');
-    appendFileSync(at('etc/boxback/agent.yaml'), 'allowedClients: [controller]\n');
+    appendFileSync(at('etc/boxback/agent.yaml'), 'identity: { hostname: gocd1.example.com }\n');
     appendFileSync(at('etc/boxback/plans/gocd.yaml'), '# tuned by ops\n');
     const edited = readFileSync(at('etc/boxback/agent.yaml'), 'utf8');
     const r = ok(install(root, bundle, ['--agent', '--plan', 'gocd', '--name', 'gocd1']));

@@ -8,6 +8,9 @@ import { z } from 'zod';
 import { loadYamlFile, resolveFrom } from '@boxback/common';
 import { loadPlan, type Plan } from './plan.js';
 
+/** The name `boxback certs init` gives the controller's certificate. */
+export const DEFAULT_CONTROLLER_NAME = 'controller';
+
 const agentConfigSchema = z
   .object({
     /** Host name in the catalog; must match the agent's certificate. */
@@ -28,8 +31,14 @@ const agentConfigSchema = z
       .object({ hostname: z.string().optional(), addresses: z.array(z.string()).optional() })
       .strict()
       .default({}),
-    /** Certificate common names allowed to call this agent (default: any cert from the CA). */
-    allowedClients: z.array(z.string()).default([]),
+    /**
+     * Certificate common names allowed to call this agent. Default: only the controller's
+     * (`boxback certs init` names it "controller"); every other fleet certificate is refused.
+     */
+    allowedClients: z
+      .array(z.string().min(1))
+      .min(1, 'name at least one client (the controller\'s certificate name); there is no "any certificate of the CA"')
+      .default([DEFAULT_CONTROLLER_NAME]),
   })
   .strict();
 

@@ -11,6 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BOXBACK_VERSION, asBoxbackError, createLogger } from '@boxback/common';
 import { recoverQuiesce } from './backup/quiesce-record.js';
+import { ownCertWarning } from './access.js';
 import { loadAgentConfig } from './config.js';
 import { createJournals } from './journal/index.js';
 import { pruneSafetyCopies } from './restore/safety-copies.js';
@@ -53,17 +54,26 @@ async function main(): Promise<number> {
   }
   const config = loadAgentConfig(args.values.config);
   if (args.values['check-config']) {
-    process.stdout.write(`config ok: agent ${config.name}, plan ${config.plan.name} (${config.planFile})\n`);
+    process.stdout.write(
+      `config ok: agent ${config.name}, plan ${config.plan.name} (${config.planFile}); serves only ${config.allowedClients.join(', ')}\n`,
+    );
+    const warning = ownCertWarning(config);
+    if (warning) process.stderr.write(`boxback-agent: warning: ${warning}\n`);
     return 0;
   }
   const log = createLogger('boxback-agent').child({ agent: config.name });
+  const certWarning = ownCertWarning(config);
+  if (certWarning) log.warn(certWarning);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   await recoverQuiesce(config, log);
   await pruneSafetyCopies(config, log).catch((err) => log.warn({ err }, 'pruning safety copies failed'));
   const journals = await createJournals(config, log);
   const server = new AgentServer(config, log, journals);
   const port = await server.listen();
-  log.info({ listen: config.listen, port, plan: config.plan.name, version: BOXBACK_VERSION }, 'agent listening');
+  log.info(
+    { listen: config.listen, port, plan: config.plan.name, version: BOXBACK_VERSION, allowedClients: config.allowedClients },
+    'agent listening',
+  );
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {

@@ -1,6 +1,9 @@
 /**
  * The agent's gRPC server: AgentService over mutual TLS plus grpc.health.v1.
  *
+ * Every RPC first passes access.ts: the caller's certificate must be the controller's (or
+ * one `allowedClients` names), and a backup it names must be in this host's part of the
+ * store (a restore may read the source host the controller names for it).
  * A job RPC (Backup, Restore):
  *   1. take the host lock (busy error if held)
  *   2. run the job with an AbortSignal tied to the call and to shutdown
@@ -16,7 +19,6 @@ import {
   asBoxbackError,
   emptyResult,
   loadServices,
-  resolveInStore,
   serverCredentials,
   toServiceError,
   verifyBackupDeep,
@@ -28,6 +30,7 @@ import {
   type Progress,
   type RestoreRequest,
 } from '@boxback/common';
+import { backupDirFor, checkCaller } from './access.js';
 import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
@@ -67,9 +70,10 @@ export class AgentServer {
       Backup: (call: grpc.ServerWritableStream<BackupRequest, JobEvent>) => this.jobCall(call, 'backup'),
       Restore: (call: grpc.ServerWritableStream<RestoreRequest, JobEvent>) => this.jobCall(call, 'restore'),
       VerifyBackup: this.unary('VerifyBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) =>
-        verifyBackupDeep(resolveInStore(this.config.store, call.request.backupPath)),
+        verifyBackupDeep(backupDirFor(this.config, call.request.backupPath, 'verify')),
       ),
       DeleteBackup: this.unary('DeleteBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) => {
+        backupDirFor(this.config, call.request.backupPath, 'delete');
         const r = await deleteBackup(this.config.store, call.request.backupPath);
         this.log.info({ backupPath: call.request.backupPath, ...r }, 'backup deleted');
         return r;
@@ -99,13 +103,9 @@ export class AgentServer {
     };
   }
 
-  /** Only certificates with an allowed common name may call (any from the CA when none is configured). */
+  /** Only the controller's certificate (or one `allowedClients` names) may call. */
   private checkClient(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): void {
-    if (this.config.allowedClients.length === 0) return;
-    const cn = call.getAuthContext()?.sslPeerCertificate?.subject?.CN;
-    if (!cn || !this.config.allowedClients.includes(String(cn))) {
-      throw new BoxbackError('BOXBACK_ERR_PERMISSION_DENIED', `certificate "${cn ?? 'none'}" may not call agent ${this.config.name}`);
-    }
+    checkCaller(this.config, call.getAuthContext());
   }
 
   /**
@@ -156,6 +156,10 @@ export class AgentServer {
     };
     try {
       this.checkClient(call);
+      if (kind === 'restore') {
+        const r = req as RestoreRequest;
+        backupDirFor(this.config, r.backupPath, 'restore', r.sourceHost);
+      }
       if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `agent ${this.config.name} is shutting down`);
       if (this.running) {
         throw new BoxbackError(

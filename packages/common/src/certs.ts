@@ -5,11 +5,15 @@
  *
  * Layout of a certs directory:
  *   ca.crt, ca.key                 the CA
- *   controller.crt, controller.key the controller (server for the CLI, client for agents)
- *   agents/<name>.crt, .key        one per agent (server for the controller)
+ *   controller.crt, controller.key the controller (server for the CLI, client for agents):
+ *                                  extended key usage serverAuth + clientAuth
+ *   agents/<name>.crt, .key        one per agent (server for the controller): serverAuth
+ *                                  only, so TLS refuses it as a client certificate
+ * Certificates issued by older versions gave agents clientAuth too: `checkCerts` (`boxback certs
+ * check`) names them, and `boxback certs issue` again replaces one.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import forge from 'node-forge';
@@ -59,8 +63,11 @@ export function createCa(name = 'boxback fleet CA'): IssuedCert {
   return { certPem: forge.pki.certificateToPem(cert), keyPem: kp.privatePem };
 }
 
-/** Issue a leaf certificate for `name`, valid as TLS server and client. */
-export function issueCert(ca: IssuedCert, name: string, altNames: string[] = []): IssuedCert {
+/** What a leaf certificate may do: `server` (agents) or `server+client` (the controller). */
+export type CertUsage = 'server' | 'server+client';
+
+/** Issue a leaf certificate for `name`: a TLS server, and a TLS client too when `usage` says so. */
+export function issueCert(ca: IssuedCert, name: string, altNames: string[] = [], usage: CertUsage = 'server'): IssuedCert {
   const caCert = forge.pki.certificateFromPem(ca.certPem);
   const caKey = forge.pki.privateKeyFromPem(ca.keyPem);
   const kp = newKeyPair();
@@ -71,7 +78,7 @@ export function issueCert(ca: IssuedCert, name: string, altNames: string[] = [])
   cert.setExtensions([
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: usage === 'server+client' },
     {
       name: 'subjectAltName',
       altNames: [...names.filter((n) => !isIP(n)).map((value) => ({ type: 2, value })), ...ips.map((ip) => ({ type: 7, ip }))],
@@ -118,7 +125,7 @@ export async function initCerts(dir: string, opts: { controllerName?: string; al
   const ca = createCa();
   const caFiles = await writePair(dir, 'ca', ca);
   const name = opts.controllerName ?? 'controller';
-  const ctl = await writePair(dir, 'controller', issueCert(ca, name, opts.altNames));
+  const ctl = await writePair(dir, 'controller', issueCert(ca, name, opts.altNames, 'server+client'));
   return { ca: caFiles.cert, caKey: caFiles.key, cert: ctl.cert, key: ctl.key };
 }
 
@@ -126,6 +133,55 @@ export async function initCerts(dir: string, opts: { controllerName?: string; al
 export async function issueAgentCert(dir: string, host: string, altNames: string[] = []) {
   checkName(host);
   const ca = loadCa(dir);
-  const files = await writePair(path.join(dir, 'agents'), host, issueCert(ca, host, altNames));
+  const files = await writePair(path.join(dir, 'agents'), host, issueCert(ca, host, altNames, 'server'));
   return { ca: path.join(dir, 'ca.crt'), ...files };
+}
+
+/** The name (CN) of a certificate, and whether it may act as a TLS client (no EKU at all also may). */
+export function certInfo(certPem: string): { name: string; clientAuth: boolean; notAfterMs: number } {
+  const cert = forge.pki.certificateFromPem(certPem);
+  const eku = cert.getExtension('extKeyUsage') as { clientAuth?: boolean } | null;
+  return {
+    name: String(cert.subject.getField('CN')?.value ?? ''),
+    clientAuth: !eku || Boolean(eku.clientAuth),
+    notAfterMs: cert.validity.notAfter.getTime(),
+  };
+}
+
+export interface CertCheck {
+  file: string;
+  role: 'controller' | 'agent';
+  name: string;
+  clientAuth: boolean;
+  notAfterMs: number;
+  /** What is wrong and what to run; '' when the certificate is as this version issues it. */
+  problem: string;
+}
+
+/**
+ * `boxback certs check`: every certificate of a certs directory, and the ones an older boxback
+ * issued that this one would not (an agent certificate usable as a TLS client could call other
+ * agents as if it were the controller, were they configured to accept its name).
+ */
+export function checkCerts(dir: string): CertCheck[] {
+  const out: CertCheck[] = [];
+  const look = (file: string, role: CertCheck['role']) => {
+    if (!existsSync(file)) return;
+    const i = certInfo(readFileSync(file, 'utf8'));
+    let problem = '';
+    if (role === 'agent' && i.clientAuth) {
+      problem = `usable as a client certificate (issued by an older boxback): re-issue it with \`boxback certs issue --dir ${dir} --host ${i.name}\` and install the new one on the agent`;
+    }
+    if (i.notAfterMs < Date.now()) problem = [problem, 'expired'].filter(Boolean).join('; ');
+    out.push({ file, role, name: i.name, clientAuth: i.clientAuth, notAfterMs: i.notAfterMs, problem });
+  };
+  look(path.join(dir, 'controller.crt'), 'controller');
+  const agents = path.join(dir, 'agents');
+  if (existsSync(agents)) {
+    for (const f of readdirSync(agents)
+      .filter((n) => n.endsWith('.crt'))
+      .sort())
+      look(path.join(agents, f), 'agent');
+  }
+  return out;
 }

@@ -46,7 +46,12 @@ export const ERROR_CODES = {
   BOXBACK_ERR_NOT_FOUND: spec(S.NOT_FOUND, E.NOT_FOUND, 404, 'The host, backup or job named does not exist.'),
   BOXBACK_ERR_ALREADY_EXISTS: spec(S.ALREADY_EXISTS, E.USAGE, 409, 'A host or backup with that name already exists.'),
   BOXBACK_ERR_UNAUTHENTICATED: spec(S.UNAUTHENTICATED, E.PERMISSION_DENIED, 401, 'No valid token or certificate was presented.'),
-  BOXBACK_ERR_PERMISSION_DENIED: spec(S.PERMISSION_DENIED, E.PERMISSION_DENIED, 403, "The caller's role does not allow this call."),
+  BOXBACK_ERR_PERMISSION_DENIED: spec(
+    S.PERMISSION_DENIED,
+    E.PERMISSION_DENIED,
+    403,
+    "The caller may not make this call: its token's role does not allow it, or (on an agent) its certificate is not the controller's, or the backup it names is another host's.",
+  ),
   BOXBACK_ERR_UNREACHABLE: spec(S.UNAVAILABLE, E.UNREACHABLE, 502, 'An agent or the controller did not answer.'),
   BOXBACK_ERR_TLS: spec(S.UNAVAILABLE, E.UNREACHABLE, 502, 'The TLS handshake failed: certificate from another CA, or plaintext.'),
   BOXBACK_ERR_BUSY: spec(S.RESOURCE_EXHAUSTED, E.BUSY, 409, 'The host is already running a backup or restore.'),

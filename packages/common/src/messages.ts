@@ -80,6 +80,8 @@ export interface RestoreRequest {
   dryRun: boolean;
   force: boolean;
   backupId: string;
+  /** The host whose backup this restore reads when it is not the agent's own (a restore onto another box, a drill). */
+  sourceHost?: string;
 }
 
 export interface VerifyBackupResponse {

@@ -314,7 +314,9 @@ export class JobRunner {
     const log = this.log.child({ jobId: a.row.id, host: target.name, backupId: backup.id });
     log.info({ dryRun: opts.dryRun }, 'restore started');
     const agent = this.agents.get(target);
-    const req = { jobId: a.row.id, backupPath: backup.path, dryRun: opts.dryRun, force: opts.force, backupId: backup.id };
+    // Another host's backup: name its host, so that the agent reads that part of the store for this restore only.
+    const sourceHost = backup.host === target.name ? '' : backup.host;
+    const req = { jobId: a.row.id, backupPath: backup.path, dryRun: opts.dryRun, force: opts.force, backupId: backup.id, sourceHost };
     const result = await this.drive(a, agent.restore(req, a.abort.signal));
     if (!result) return;
     result.backupId ||= backup.id;

@@ -1,10 +1,13 @@
 /**
- * `boxback certs init` (the fleet CA and the controller's certificate) and
- * `boxback certs issue --host NAME` (an agent's). Local: no controller needed.
+ * `boxback certs init` (the fleet CA and the controller's certificate),
+ * `boxback certs issue --host NAME` (an agent's) and `boxback certs check` (what each
+ * certificate may do, and those an older boxback issued that need re-issuing). Local: no
+ * controller needed.
  */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { initCerts, issueAgentCert } from '@boxback/common';
+import { checkCerts, initCerts, issueAgentCert } from '@boxback/common';
+import { humanDate, table } from '../format.js';
 import type { CliContext } from '../context.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -38,5 +41,22 @@ export function registerCertCommands(program: Command, ctx: CliContext): void {
     .action(async (o: { dir: string; host: string; altName?: string[] }) => {
       const r = await issueAgentCert(path.resolve(o.dir), o.host, o.altName ?? []);
       ctx.out(r, () => [`CA:    ${r.ca}`, `cert:  ${r.cert}`, `key:   ${r.key}`].join('\n'));
+    });
+  certs
+    .command('check')
+    .description('list the certificates in --dir and what needs re-issuing (exit 1 when something does)')
+    .requiredOption('--dir <dir>', 'directory made by `boxback certs init`')
+    .action((o: { dir: string }) => {
+      const r = checkCerts(path.resolve(o.dir));
+      ctx.out(r, () =>
+        table(r, [
+          { header: 'Role', get: (c) => c.role, priority: 20 },
+          { header: 'Name', get: (c) => c.name, priority: 20 },
+          { header: 'Usage', get: (c) => (c.clientAuth ? 'server+client' : 'server'), priority: 15 },
+          { header: 'Expires', get: (c) => humanDate(c.notAfterMs), priority: 5 },
+          { header: 'Problem', get: (c) => c.problem || 'ok', priority: 20 },
+        ]),
+      );
+      if (r.some((c) => c.problem)) ctx.exitCode = 1;
     });
 }
