@@ -430,6 +430,7 @@ export interface RestoreRequest {
   dryRun: boolean;
   force: boolean;
   backupId: string;
+  sourceHost: string;
 }
 
 export interface RunDrillRequest {
