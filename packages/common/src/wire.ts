@@ -148,6 +148,10 @@ export interface ControllerServiceRpcs {
   ListJobs: { req: ListJobsRequest; res: ListJobsResponse; kind: 'unary' };
   CancelJob: { req: ControllerCancelRequest; res: Job; kind: 'unary' };
   GetJobLogs: { req: GetJobLogsRequest; res: GetJobLogsResponse; kind: 'unary' };
+  UpdateHost: { req: UpdateHostRequest; res: Host; kind: 'unary' };
+  ListSchedules: { req: ListSchedulesRequest; res: ListSchedulesResponse; kind: 'unary' };
+  SetSchedulePaused: { req: SetSchedulePausedRequest; res: ScheduleInfo; kind: 'unary' };
+  RunSchedule: { req: RunScheduleRequest; res: RunScheduleResponse; kind: 'unary' };
 }
 
 export interface ControllerVerifyRequest {
@@ -365,6 +369,12 @@ export interface ListJobsResponse {
   jobs: Job[];
 }
 
+export interface ListSchedulesRequest {}
+
+export interface ListSchedulesResponse {
+  schedules: ScheduleInfo[];
+}
+
 export interface ListTokensRequest {}
 
 export interface ListTokensResponse {
@@ -438,12 +448,42 @@ export interface RunDrillRequest {
   drillHost: string;
 }
 
+export interface RunScheduleRequest {
+  name: string;
+}
+
+export interface RunScheduleResponse {
+  name: string;
+  slotMs: number;
+}
+
 export interface SafetyCopy {
   jobId: string;
   backupId: string;
   createdAtMs: number;
   sizeBytes: number;
   paths: string[];
+}
+
+export interface ScheduleInfo {
+  name: string;
+  kind: string;
+  cron: string;
+  timezone: string;
+  hosts: string[];
+  group: string;
+  drillHost: string;
+  nextRunMs: number;
+  lastSlotMs: number;
+  running: boolean;
+  paused: boolean;
+  pausedAtMs: number;
+  pausedBy: string;
+}
+
+export interface SetSchedulePausedRequest {
+  name: string;
+  paused: boolean;
 }
 
 export interface StatusResponse {
@@ -463,6 +503,15 @@ export interface TokenInfo {
   role: string;
   createdAtMs: number;
   lastUsedMs: number;
+}
+
+export interface UpdateHostRequest {
+  name: string;
+  address: string;
+  group: string;
+  setGroup: boolean;
+  rpoSeconds: number;
+  setRpo: boolean;
 }
 
 export interface VerifyBackupRequest {

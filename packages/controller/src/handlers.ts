@@ -16,7 +16,7 @@ import {
 } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import { createToken, type Caller } from './auth.js';
-import type { BackupRow, Catalog, EvidenceKind, HostRow } from './catalog/types.js';
+import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
@@ -80,13 +80,46 @@ export async function mustBackup(ctx: Pick<Ctx, 'catalog'>, id: string): Promise
   return b;
 }
 
+/** 0: the controller's default; -1: none (a drill-only spare, never at risk); else seconds. */
+function checkRpo(v: unknown): void {
+  if (Number(v) < -1) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'rpo must be seconds, 0 (the default) or -1 (none)');
+}
+
+function checkGroup(g: string | undefined): void {
+  if (g && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(g)) checkName(g, 'group name');
+}
+
+/** `boxback hosts set`: change a host's address, group or RPO (only the fields asked for). */
+export async function updateHost(ctx: Ctx, r: Req<'UpdateHost'>) {
+  const h = await mustHost(ctx, r.name);
+  const u: HostUpdate = {};
+  if (r.address) {
+    if (!ADDRESS_RE.test(r.address))
+      throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad agent address "${r.address}": want host:port, e.g. 10.0.0.5:7444`);
+    u.address = r.address;
+  }
+  if (r.setGroup) {
+    checkGroup(r.group);
+    u.group = r.group ?? '';
+  }
+  if (r.setRpo) {
+    checkRpo(r.rpoSeconds);
+    u.rpoSeconds = Number(r.rpoSeconds ?? 0);
+  }
+  if (!Object.keys(u).length) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'nothing to change: give --address, --group or --rpo');
+  await ctx.catalog.updateHost(h.name, u);
+  if (u.address) ctx.agents.drop(h.name);
+  await ctx.schedules.refreshHosts();
+  return hostMsg({ ...h, ...u });
+}
+
 export async function addHost(ctx: Ctx, r: Req<'AddHost'>) {
   checkName(r.name);
   if (!ADDRESS_RE.test(r.address ?? '')) {
     throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad agent address "${r.address ?? ''}": want host:port, e.g. 10.0.0.5:7444`);
   }
-  if (Number(r.rpoSeconds) < 0) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', 'rpo must not be negative');
-  if (r.group && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(r.group)) checkName(r.group, 'group name');
+  checkRpo(r.rpoSeconds);
+  checkGroup(r.group);
   if (await ctx.catalog.getHost(r.name)) {
     throw new BoxbackError(
       'BOXBACK_ERR_ALREADY_EXISTS',

@@ -69,7 +69,7 @@ export class MetricsFeed {
         lastDrillSuccessAtMs: drills.get(h.name)?.atMs ?? null,
         lastVerifySuccessAtMs: verifies.get(h.name)?.atMs ?? null,
         agentUp: Boolean(this.monitor.last(h.name)?.info),
-        atRisk: !b || now - b.createdAtMs > rpo * 1000,
+        atRisk: h.rpoSeconds >= 0 && (!b || now - b.createdAtMs > rpo * 1000),
       });
     }
     const jobCounts = (await this.catalog.countJobs())

@@ -21,9 +21,15 @@
  *     drill:  one drill per host onto `drillHost`, in turn, each waited for; a failed drill
  *             fails the run.
  * - Status: the next scheduled backup time per host (`nextRunMs`).
+ * - Operators (`boxback schedules`): list with next runs; pause and resume (kept in the
+ *   catalog's schedule_pauses, so a restart or a new leader keeps them paused: a paused
+ *   schedule's slots pass without a run, nothing is caught up on resume); run now (fires the
+ *   schedule at once on the leader, paused or not, as a run of the current time).
+ * - A host with `--rpo none` (a spare box that only receives drills) is left out of backup
+ *   and verify schedules that name a group or every host; a schedule naming it in `hosts` runs.
  */
 import { BoxbackError, type Logger } from '@boxback/common';
-import type { BackupRow, Catalog, HostRow, JobRow } from './catalog/types.js';
+import type { BackupRow, Catalog, HostRow, JobRow, SchedulePause } from './catalog/types.js';
 import type { DrillRunner } from './drill.js';
 import type { JobRunner } from './jobs.js';
 import { Scheduler, nextRunTime, type Schedule } from './policy/schedule.js';
@@ -41,6 +47,24 @@ export interface ScheduleDeps {
 
 const FAILED = new Set(['Failed', 'RolledBack']);
 
+/** One schedule as `boxback schedules` shows it. */
+export interface ScheduleInfo {
+  name: string;
+  kind: string;
+  cron: string;
+  timezone: string;
+  hosts: string[];
+  group: string;
+  drillHost: string;
+  /** Next run, ms since the epoch (0: paused, or never again). */
+  nextRunMs: number;
+  lastSlotMs: number;
+  running: boolean;
+  paused: boolean;
+  pausedAtMs: number;
+  pausedBy: string;
+}
+
 export class ScheduleRunner {
   private scheduler?: Scheduler;
   private slots = new Map<string, number>();
@@ -49,12 +73,15 @@ export class ScheduleRunner {
   private readonly retryHosts = new Map<string, string[]>();
   /** The latest write of each schedule's slot, awaited before its run creates jobs. */
   private readonly slotWrites = new Map<string, Promise<void>>();
+  /** Paused schedules as last read from the catalog (status's next runs leave them out). */
+  private pausedNames = new Set<string>();
 
   constructor(private readonly d: ScheduleDeps) {}
 
   async start(): Promise<void> {
     if (!this.d.schedules.length) return;
     this.slots = await this.d.catalog.listScheduleSlots();
+    await this.readPauses();
     await this.refreshHosts();
     this.scheduler?.stop(); // started again (a new leadership): one Scheduler at a time
     this.scheduler = new Scheduler(this.d.schedules, {
@@ -87,7 +114,73 @@ export class ScheduleRunner {
   /** Hosts a schedule covers, by name (from `hosts`, default the index refreshed at runs). */
   hostNames(s: Schedule, hosts: readonly HostRow[] = this.hosts): string[] {
     if (s.hosts?.length) return [...s.hosts];
-    return hosts.filter((h) => !s.group || h.group === s.group).map((h) => h.name);
+    const spare = (h: HostRow) => h.rpoSeconds < 0 && s.kind !== 'drill';
+    return hosts.filter((h) => (!s.group || h.group === s.group) && !spare(h)).map((h) => h.name);
+  }
+
+  private mustSchedule(name: string): Schedule {
+    const s = this.d.schedules.find((x) => x.name === name);
+    if (!s) {
+      const known = this.d.schedules.map((x) => x.name).join(', ') || 'none (controller.yaml has no schedules)';
+      throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no schedule "${name}": the config's schedules are ${known}`);
+    }
+    return s;
+  }
+
+  /** Every schedule of the config with its next run, last slot and pause. */
+  async list(): Promise<ScheduleInfo[]> {
+    const paused = await this.readPauses();
+    const slots = this.scheduler ? this.slots : await this.d.catalog.listScheduleSlots();
+    const live = new Map((this.scheduler?.status() ?? []).map((st) => [st.name, st]));
+    const now = new Date();
+    return this.d.schedules.map((s) => {
+      const st = live.get(s.name);
+      const p = paused.get(s.name);
+      const next = st ? st.nextRunMs : (nextRunTime(s.cron, s.timezone, now)?.getTime() ?? null);
+      return {
+        name: s.name,
+        kind: s.kind,
+        cron: s.cron,
+        timezone: s.timezone,
+        hosts: s.hosts ?? [],
+        group: s.group ?? '',
+        drillHost: s.drillHost ?? '',
+        nextRunMs: p ? 0 : (next ?? 0),
+        lastSlotMs: st?.lastSlotMs ?? slots.get(s.name) ?? 0,
+        running: st?.running ?? false,
+        paused: Boolean(p),
+        pausedAtMs: p?.pausedAtMs ?? 0,
+        pausedBy: p?.pausedBy ?? '',
+      };
+    });
+  }
+
+  private async readPauses(): Promise<Map<string, SchedulePause>> {
+    const paused = await this.d.catalog.listSchedulePauses();
+    this.pausedNames = new Set(paused.keys());
+    return paused;
+  }
+
+  /** Pause (by someone) or resume (null) a schedule; kept in the catalog. */
+  async setPaused(name: string, by: string | null): Promise<ScheduleInfo> {
+    this.mustSchedule(name);
+    const pause: SchedulePause | null = by === null ? null : { name, pausedAtMs: Date.now(), pausedBy: by };
+    await this.d.catalog.setSchedulePause(name, pause);
+    this.d.log.info({ schedule: name, by }, by === null ? 'schedule resumed' : 'schedule paused');
+    return (await this.list()).find((x) => x.name === name)!;
+  }
+
+  /** Fire a schedule now (on the leader), paused or not; returns at once, the run goes on. */
+  runNow(name: string, by: string): { name: string; slotMs: number } {
+    const s = this.mustSchedule(name);
+    if (this.d.isLeader && !this.d.isLeader())
+      throw new BoxbackError('BOXBACK_ERR_UNREACHABLE', `this controller does not lead: run schedule ${name} on the leader`);
+    const slotMs = Date.now();
+    this.d.log.info({ schedule: name, by }, 'schedule run now');
+    void this.fire(s, slotMs, 1, true).catch((err: unknown) =>
+      this.d.log.warn({ schedule: name, err: (err as Error).message }, 'schedule run (now) failed'),
+    );
+    return { name, slotMs };
   }
 
   /**
@@ -103,7 +196,7 @@ export class ScheduleRunner {
     const byName = new Map(this.d.schedules.map((s) => [s.name, s]));
     for (const [name, nextRunMs] of next) {
       const s = byName.get(name);
-      if (!s || s.kind !== 'backup' || nextRunMs === null) continue;
+      if (!s || s.kind !== 'backup' || nextRunMs === null || this.pausedNames.has(name)) continue;
       for (const h of this.hostNames(s, hosts)) {
         const cur = out.get(h);
         if (cur === undefined || nextRunMs < cur) out.set(h, nextRunMs);
@@ -112,10 +205,14 @@ export class ScheduleRunner {
     return out;
   }
 
-  private async fire(s: Schedule, slot: number, attempt: number): Promise<void> {
+  private async fire(s: Schedule, slot: number, attempt: number, now = false): Promise<void> {
     await this.slotWrites.get(s.name); // durable before any job: a new leader will not fire it again
     if (this.d.isLeader && !this.d.isLeader()) {
       this.d.log.info({ schedule: s.name, slot: new Date(slot).toISOString() }, 'no longer the leader: scheduled run not started');
+      return;
+    }
+    if (!now && (await this.readPauses()).has(s.name)) {
+      this.d.log.info({ schedule: s.name, slot: new Date(slot).toISOString() }, 'schedule paused: slot passed without a run');
       return;
     }
     await this.refreshHosts();

@@ -134,7 +134,7 @@ export class HostMonitor {
       const rpo = h.rpoSeconds > 0 ? h.rpoSeconds : this.defaultRpoSeconds;
       const running = this.jobs.activeJobFor(h.name);
       const copies = s.info?.safetyCopies ?? [];
-      const atRisk = !last || ageS > rpo;
+      const atRisk = h.rpoSeconds >= 0 && (!last || ageS > rpo); // rpo none: a drill-only spare is never at risk
       this.onAtRisk({
         host: h.name,
         atRisk,

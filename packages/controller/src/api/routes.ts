@@ -186,6 +186,38 @@ export const ROUTES: RouteTable = {
     audit: { target: (r) => r.id },
     handler: (r, c) => cancelJob(c.ctx, r, c.caller),
   }),
+  UpdateHost: unary({
+    name: 'UpdateHost',
+    role: 'admin',
+    what: 'change hosts',
+    audit: {
+      target: (r) =>
+        [r.name, r.address && `address ${r.address}`, r.setGroup && `group ${r.group || '(none)'}`, r.setRpo && `rpo ${r.rpoSeconds}`]
+          .filter(Boolean)
+          .join(' '),
+    },
+    handler: (r, c) => H.updateHost(c.ctx, r),
+  }),
+  ListSchedules: unary({
+    name: 'ListSchedules',
+    role: 'viewer',
+    what: 'list schedules',
+    handler: async (_r, c) => ({ schedules: await c.ctx.schedules.list() }),
+  }),
+  SetSchedulePaused: unary({
+    name: 'SetSchedulePaused',
+    role: 'admin',
+    what: 'pause schedules',
+    audit: { target: (r) => `${r.name} ${r.paused ? 'paused' : 'resumed'}` },
+    handler: (r, c) => c.ctx.schedules.setPaused(r.name, r.paused ? c.caller.name : null),
+  }),
+  RunSchedule: unary({
+    name: 'RunSchedule',
+    role: 'admin',
+    what: 'run schedules',
+    audit: { target: (r) => r.name },
+    handler: async (r, c) => c.ctx.schedules.runNow(r.name, c.caller.name),
+  }),
 };
 
 /** The entries in table order. */

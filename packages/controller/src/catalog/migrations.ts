@@ -308,6 +308,28 @@ export const MIGRATIONS: readonly Migration[] = [
     FROM backups WHERE verified_at_ms > 0;
   `,
   },
+  // 7: schedules paused by an operator (`boxback schedules pause`; the config still lists them),
+  //    and a backup's label (`backup create --label`) and pin (retention never deletes a pinned one).
+  {
+    sqlite: `
+  CREATE TABLE schedule_pauses (
+    name TEXT PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL,
+    paused_by TEXT NOT NULL DEFAULT ''
+  );
+  ALTER TABLE backups ADD COLUMN label TEXT NOT NULL DEFAULT '';
+  ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+  `,
+    postgres: `
+  CREATE TABLE schedule_pauses (
+    name TEXT PRIMARY KEY,
+    paused_at_ms BIGINT NOT NULL,
+    paused_by TEXT NOT NULL DEFAULT ''
+  );
+  ALTER TABLE backups ADD COLUMN label TEXT NOT NULL DEFAULT '';
+  ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+  `,
+  },
 ];
 
 /** The SQL of migration `i` in a dialect. */

@@ -45,6 +45,7 @@ import type {
   JobRow,
   JobUpdate,
   NewBackup,
+  SchedulePause,
   TokenRow,
 } from './types.js';
 
@@ -278,7 +279,8 @@ export class PgCatalog implements Catalog {
 
   async updateHost(name: string, u: HostUpdate): Promise<void> {
     this.gen++;
-    const { sql, values } = setClause(u, 2);
+    const { group, ...rest } = u;
+    const { sql, values } = setClause(group === undefined ? rest : { ...rest, grp: group }, 2);
     if (sql) await this.q(`UPDATE hosts SET ${sql} WHERE name = $1`, [name, ...values]);
   }
 
@@ -525,6 +527,20 @@ export class PgCatalog implements Catalog {
       [kind],
     );
     return new Map(r.rows.map((row) => [String(row.host), toEvidence(row)]));
+  }
+
+  async listSchedulePauses(): Promise<Map<string, SchedulePause>> {
+    const r = await this.q('SELECT name, paused_at_ms, paused_by FROM schedule_pauses');
+    return new Map(r.rows.map((row) => [String(row.name), fromDb(row) as unknown as SchedulePause]));
+  }
+
+  async setSchedulePause(name: string, pause: SchedulePause | null): Promise<void> {
+    if (!pause) await this.q('DELETE FROM schedule_pauses WHERE name = $1', [name]);
+    else
+      await this.q(
+        'INSERT INTO schedule_pauses (name, paused_at_ms, paused_by) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET paused_at_ms = excluded.paused_at_ms, paused_by = excluded.paused_by',
+        [name, pause.pausedAtMs, pause.pausedBy],
+      );
   }
 
   // ---- audit

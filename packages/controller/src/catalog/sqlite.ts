@@ -38,6 +38,7 @@ import type {
   JobRow,
   JobUpdate,
   NewBackup,
+  SchedulePause,
   TokenRow,
 } from './types.js';
 
@@ -133,7 +134,7 @@ export class SqliteCatalog implements Catalog {
 
   async updateHost(name: string, u: HostUpdate): Promise<void> {
     this.generation++;
-    const { sql, params } = setClause(u);
+    const { sql, params } = setClause(u, { group: 'grp' });
     if (sql) this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
   }
 
@@ -383,6 +384,19 @@ export class SqliteCatalog implements Catalog {
          AND id = (SELECT x.id FROM evidence x WHERE x.host = e.host AND x.kind = e.kind AND x.passed = 1 ORDER BY x.at_ms DESC, x.id DESC LIMIT 1)`,
     ).all(kind) as Row[];
     return new Map(rows.map((r) => [String(r.host), toEvidence(r)]));
+  }
+
+  async listSchedulePauses(): Promise<Map<string, SchedulePause>> {
+    const rows = this.stmt('SELECT name, paused_at_ms, paused_by FROM schedule_pauses').all() as Row[];
+    return new Map(rows.map((r) => [String(r.name), fromDb(r) as unknown as SchedulePause]));
+  }
+
+  async setSchedulePause(name: string, pause: SchedulePause | null): Promise<void> {
+    if (!pause) this.stmt('DELETE FROM schedule_pauses WHERE name = ?').run(name);
+    else
+      this.stmt(
+        'INSERT INTO schedule_pauses (name, paused_at_ms, paused_by) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET paused_at_ms = excluded.paused_at_ms, paused_by = excluded.paused_by',
+      ).run(name, pause.pausedAtMs, pause.pausedBy);
   }
 
   // ---- audit

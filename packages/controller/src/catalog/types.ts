@@ -14,7 +14,7 @@ export interface HostRow {
   name: string;
   address: string;
   group: string;
-  /** 0: the controller's default RPO. */
+  /** 0: the controller's default RPO; -1: none (a spare box that only receives drills: never at risk). */
   rpoSeconds: number;
   planName: string;
   product: string;
@@ -168,7 +168,16 @@ export interface AuditEntry {
   detail: string;
 }
 
-export type HostUpdate = Partial<Pick<HostRow, 'planName' | 'product' | 'productVersion' | 'agentVersion' | 'lastSeenMs'>>;
+export type HostUpdate = Partial<
+  Pick<HostRow, 'planName' | 'product' | 'productVersion' | 'agentVersion' | 'lastSeenMs' | 'address' | 'group' | 'rpoSeconds'>
+>;
+
+/** A schedule an operator paused: its slots pass without a run until it is resumed. */
+export interface SchedulePause {
+  name: string;
+  pausedAtMs: number;
+  pausedBy: string;
+}
 export type JobUpdate = Partial<Omit<JobRow, 'id' | 'kind' | 'host' | 'createdAtMs' | 'schedule' | 'slotMs' | 'attempt' | 'owner'>>;
 export type BackupUpdate = Partial<
   Pick<
@@ -238,6 +247,10 @@ export interface Catalog {
   /** The scheduler's last fired slot per schedule name. */
   listScheduleSlots(): Promise<Map<string, number>>;
   setScheduleSlot(name: string, slotMs: number): Promise<void>;
+  /** Paused schedules by name. */
+  listSchedulePauses(): Promise<Map<string, SchedulePause>>;
+  /** Pause (a SchedulePause) or resume (null) a schedule. */
+  setSchedulePause(name: string, pause: SchedulePause | null): Promise<void>;
 
   appendAudit(e: AuditEntry): Promise<void>;
   listAudit(limit?: number): Promise<AuditEntry[]>;

@@ -306,8 +306,9 @@ export function pruneText(r: PruneResult): string {
 ${tail}`;
 }
 
-/** `--rpo 24h` -> seconds, as a usage error when malformed. */
+/** `--rpo 24h` -> seconds, `--rpo none` -> -1 (a spare box that only receives drills), as a usage error when malformed. */
 export function rpoOption(v: string): number {
+  if (v.trim().toLowerCase() === 'none') return -1;
   const s = parseWithSchema(z.string().regex(/^\d+\s*(s|m|h|d|w)?$/, 'want e.g. 90s, 15m, 24h, 7d'), v, '--rpo', 'BOXBACK_ERR_USAGE');
   return parseDuration(s);
 }

@@ -1,5 +1,5 @@
 /**
- * `boxback hosts add|list|remove`, `boxback status [--watch]`,
+ * `boxback hosts add|set|list|remove`, `boxback status [--watch]`, `boxback schedules`,
  * `boxback restore confirm`, `boxback tokens create|list`, `boxback audit`.
  */
 import type { Command } from 'commander';
@@ -11,6 +11,40 @@ import { rpoOption } from './backup.js';
 
 type StatusMsg = wire.StatusResponse;
 type HostWithStatus = wire.HostStatus & { host: wire.Host };
+
+/** "24h00m", "default" (0) or "none" (-1: a drill-only spare). */
+export function rpoText(s: number): string {
+  return s < 0 ? 'none' : s ? humanDuration(s * 1000) : 'default';
+}
+
+type ScheduleMsg = wire.ScheduleInfo;
+
+export function schedulesTable(list: ScheduleMsg[]): string {
+  if (!list.length) return 'no schedules: add them under `schedules:` in controller.yaml';
+  return table(list, [
+    { header: 'Schedule', get: (s) => s.name, priority: 20 },
+    { header: 'Kind', get: (s) => s.kind, priority: 15 },
+    { header: 'Cron', get: (s) => `${s.cron} ${s.timezone}`, priority: 10 },
+    {
+      header: 'Covers',
+      get: (s) =>
+        (s.hosts.length ? s.hosts.join(',') : s.group ? `group ${s.group}` : 'every host') + (s.drillHost ? ` -> ${s.drillHost}` : ''),
+      priority: 9,
+    },
+    {
+      header: 'Next run',
+      get: (s) =>
+        s.paused ? 'paused' : s.running ? 'running now' : s.nextRunMs ? `${humanDateTime(s.nextRunMs)} (${humanIn(s.nextRunMs)})` : 'never',
+      priority: 18,
+    },
+    { header: 'Last run', get: (s) => (s.lastSlotMs ? humanAge(s.lastSlotMs) : 'never'), priority: 6 },
+    { header: 'Paused', get: (s) => (s.paused ? `by ${s.pausedBy}, ${humanAge(s.pausedAtMs)}` : '-'), priority: 8 },
+  ]);
+}
+
+function humanDateTime(ms: number): string {
+  return new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + 'Z';
+}
 
 /** "in 3m05s" (or "now" when due). */
 function humanIn(ms: number, now = Date.now()): string {
@@ -45,7 +79,7 @@ export function statusText(s: StatusMsg): string {
     },
     { header: 'Last good backup', get: (h) => h.lastGoodBackup?.id ?? 'none', priority: 5 },
     { header: 'Age', get: (h) => (h.lastGoodAgeSeconds >= 0 ? humanDuration(h.lastGoodAgeSeconds * 1000) : '-'), priority: 12 },
-    { header: 'RPO', get: (h) => (h.host.rpoSeconds ? humanDuration(h.host.rpoSeconds * 1000) : 'default'), priority: 2 },
+    { header: 'RPO', get: (h) => rpoText(h.host.rpoSeconds), priority: 2 },
     { header: 'Next run', get: (h) => (h.nextRunMs ? humanIn(h.nextRunMs) : '-'), priority: 9 },
     {
       header: 'Last drill',
@@ -69,7 +103,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .description("register a host by its agent's address (the agent is asked first)")
     .requiredOption('--address <host:port>', "the agent's address")
     .option('--group <group>', 'group for fleet backups')
-    .option('--rpo <duration>', "recovery point objective, e.g. 24h (default: the controller's)", rpoOption)
+    .option('--rpo <duration>', "recovery point objective, e.g. 24h (default: the controller's; none: a drill-only spare)", rpoOption)
     .option('--skip-check', 'register without asking the agent')
     .action(async (name: string, o: { address: string; group?: string; rpo?: number; skipCheck?: boolean }) => {
       const h = await ctx
@@ -80,6 +114,25 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
           30_000,
         );
       ctx.out(h, () => `added ${h.name} at ${h.address}${h.agentVersion ? ` (agent ${h.agentVersion}, plan ${h.planName})` : ''}`);
+    });
+  hosts
+    .command('set <name>')
+    .description("change a host's agent address, group or RPO (--rpo none: a spare box that only receives drills, never at risk)")
+    .option('--address <host:port>', "the agent's new address")
+    .option('--group <group>', "the host's group ('' : none)")
+    .option('--rpo <duration>', "recovery point objective, e.g. 24h; default: the controller's; none: never at risk", (v: string) =>
+      v === 'default' ? 0 : rpoOption(v),
+    )
+    .action(async (name: string, o: { address?: string; group?: string; rpo?: number }) => {
+      const h = await ctx.client().call('UpdateHost', {
+        name,
+        address: o.address ?? '',
+        group: o.group ?? '',
+        setGroup: o.group !== undefined,
+        rpoSeconds: o.rpo ?? 0,
+        setRpo: o.rpo !== undefined,
+      });
+      ctx.out(h, () => `${h.name}: address ${h.address}, group ${h.group || '-'}, RPO ${rpoText(h.rpoSeconds)}`);
     });
   hosts
     .command('list')
@@ -95,7 +148,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
               { header: 'Group', get: (h) => h.group || '-', priority: 5 },
               { header: 'Plan', get: (h) => h.planName || '-', priority: 3 },
               { header: 'Agent', get: (h) => h.agentVersion || '-', priority: 2 },
-              { header: 'RPO', get: (h) => (h.rpoSeconds ? humanDuration(h.rpoSeconds * 1000) : 'default'), priority: 4 },
+              { header: 'RPO', get: (h) => rpoText(h.rpoSeconds), priority: 4 },
               { header: 'Last seen', get: (h) => humanAge(h.lastSeenMs), priority: 6 },
             ])
           : 'no hosts: `boxback hosts add NAME --address HOST:PORT`',
@@ -127,6 +180,37 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
         else process.stdout.write(`${ctx.tty ? '\x1b[2J\x1b[H' : ''}${statusText(s)}\n\n`);
         await new Promise((r) => setTimeout(r, 2_000));
       }
+    });
+
+  const schedules = program
+    .command('schedules')
+    .description("the config's schedules: next runs, pause, resume, run now (`boxback schedules` lists them)")
+    .action(async () => {
+      const r = await ctx.client().call('ListSchedules', {});
+      ctx.out(r.schedules, () => schedulesTable(r.schedules));
+    });
+  const pauseOrResume = (paused: boolean) => async (name: string) => {
+    const s = await ctx.client().call('SetSchedulePaused', { name, paused });
+    ctx.out(s, () =>
+      paused
+        ? `paused ${s.name}: its runs are skipped until \`boxback schedules resume ${s.name}\` (kept across controller restarts)`
+        : `resumed ${s.name}: next run ${s.nextRunMs ? `${humanDateTime(s.nextRunMs)} (${humanIn(s.nextRunMs)})` : 'never'}`,
+    );
+  };
+  schedules
+    .command('pause <name>')
+    .description("skip the schedule's runs until resumed (kept across restarts)")
+    .action(pauseOrResume(true));
+  schedules
+    .command('resume <name>')
+    .description('run the schedule again from its next slot (missed ones are not caught up)')
+    .action(pauseOrResume(false));
+  schedules
+    .command('run <name>')
+    .description('run the schedule now (paused or not); its jobs go on in the background: `boxback jobs --state active`')
+    .action(async (name: string) => {
+      const r = await ctx.client().call('RunSchedule', { name });
+      ctx.out(r, () => `started ${r.name} now; follow its jobs with \`boxback jobs --state active\``);
     });
 
   program
