@@ -212,6 +212,17 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
     expect(t).toMatchObject({ name: 'ci-bot', role: 'viewer' });
     expect(typeof t?.id).toBe('number');
     expect(JSON.stringify(await c.listTokens())).not.toContain(token); // only the hash is stored
+    // expiry and revocation (migration 8): by name, then by ID; the first revocation's time stays
+    const { row: exp } = await createToken(c, 'short', 'viewer', 3600);
+    expect((await c.findTokenByHash(exp.hash))?.expiresAtMs).toBe(exp.expiresAtMs);
+    expect((await c.revokeToken('ci-bot', 1000))?.revokedAtMs).toBe(1000);
+    expect((await c.revokeToken(String(t!.id), 2000))?.revokedAtMs).toBe(1000);
+    expect((await c.revokeToken(String(exp.id), 3000))?.name).toBe('short');
+    expect(await c.revokeToken('nobody', 1)).toBeUndefined();
+    expect((await c.listTokens()).map((x) => [x.name, x.revokedAtMs])).toEqual([
+      ['ci-bot', 1000],
+      ['short', 3000],
+    ]);
     expect(await c.listAudit()).toEqual([expect.objectContaining({ who: 'alice', action: 'AddHost', target: 'gocd1', result: 'ok' })]);
     await c.close();
   });

@@ -45,7 +45,12 @@ export const ERROR_CODES = {
   BOXBACK_ERR_INVALID_ARGUMENT: spec(S.INVALID_ARGUMENT, E.USAGE, 400, 'An RPC field or CLI argument has an invalid value.'),
   BOXBACK_ERR_NOT_FOUND: spec(S.NOT_FOUND, E.NOT_FOUND, 404, 'The host, backup or job named does not exist.'),
   BOXBACK_ERR_ALREADY_EXISTS: spec(S.ALREADY_EXISTS, E.USAGE, 409, 'A host or backup with that name already exists.'),
-  BOXBACK_ERR_UNAUTHENTICATED: spec(S.UNAUTHENTICATED, E.PERMISSION_DENIED, 401, 'No valid token or certificate was presented.'),
+  BOXBACK_ERR_UNAUTHENTICATED: spec(
+    S.UNAUTHENTICATED,
+    E.PERMISSION_DENIED,
+    401,
+    'No valid token or certificate was presented (none, unknown, revoked or expired).',
+  ),
   BOXBACK_ERR_PERMISSION_DENIED: spec(
     S.PERMISSION_DENIED,
     E.PERMISSION_DENIED,

@@ -141,6 +141,7 @@ export interface ControllerServiceRpcs {
   WatchJob: { req: WatchJobRequest; res: JobEvent; kind: 'stream' };
   CreateToken: { req: CreateTokenRequest; res: CreateTokenResponse; kind: 'unary' };
   ListTokens: { req: ListTokensRequest; res: ListTokensResponse; kind: 'unary' };
+  RevokeToken: { req: RevokeTokenRequest; res: TokenInfo; kind: 'unary' };
   ListAudit: { req: ListAuditRequest; res: ListAuditResponse; kind: 'unary' };
   PruneBackups: { req: PruneBackupsRequest; res: PruneBackupsResponse; kind: 'unary' };
   RunDrill: { req: RunDrillRequest; res: Job; kind: 'unary' };
@@ -183,12 +184,14 @@ export interface CreateBackupResponse {
 export interface CreateTokenRequest {
   name: string;
   role: string;
+  expiresInSeconds: number;
 }
 
 export interface CreateTokenResponse {
   token: string;
   name: string;
   role: string;
+  expiresAtMs: number;
 }
 
 export interface DataChunk {
@@ -443,6 +446,10 @@ export interface RestoreRequest {
   sourceHost: string;
 }
 
+export interface RevokeTokenRequest {
+  token: string;
+}
+
 export interface RunDrillRequest {
   host: string;
   drillHost: string;
@@ -503,6 +510,9 @@ export interface TokenInfo {
   role: string;
   createdAtMs: number;
   lastUsedMs: number;
+  id: number;
+  expiresAtMs: number;
+  revokedAtMs: number;
 }
 
 export interface UpdateHostRequest {

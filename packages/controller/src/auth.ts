@@ -2,7 +2,8 @@
  * Bearer tokens and roles. A token is "bbx_" + 32 random bytes (base64url); the catalog
  * keeps only its SHA-256. The Dispatcher (api/dispatch.ts) authenticates every call:
  *   1. read `authorization: Bearer <token>` (gRPC metadata, or the dashboard's session),
- *   2. look the hash up in the catalog (UNAUTHENTICATED when absent or unknown),
+ *   2. look the hash up in the catalog (UNAUTHENTICATED when absent, unknown, revoked or
+ *      expired: the message says which),
  *   3. then compares the role with the route-table entry's (api/routes.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -29,14 +30,52 @@ export function checkRole(role: string): Role {
   return role;
 }
 
-/** Create a token in the catalog; returns the token (shown once) and its row. */
-export async function createToken(catalog: Catalog, name: string, role: string): Promise<{ token: string; row: TokenRow }> {
+/**
+ * Create a token in the catalog; returns the token (shown once) and its row. `expiresInSeconds`
+ * (0: never) makes it stop working that long from now.
+ */
+export async function createToken(
+  catalog: Catalog,
+  name: string,
+  role: string,
+  expiresInSeconds = 0,
+): Promise<{ token: string; row: TokenRow }> {
+  if (!Number.isInteger(expiresInSeconds) || expiresInSeconds < 0) {
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad expiry "${expiresInSeconds}": want a positive duration such as 90d`);
+  }
   if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/.test(name)) {
     throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad token name "${name}": use letters, digits, '.', '_', '@' or '-'`);
   }
   const token = newToken();
-  const row = await catalog.createToken({ name, role: checkRole(role), hash: hashToken(token), createdAtMs: Date.now() });
+  const now = Date.now();
+  const expiresAtMs = expiresInSeconds ? now + expiresInSeconds * 1000 : 0;
+  const row = await catalog.createToken({ name, role: checkRole(role), hash: hashToken(token), createdAtMs: now, expiresAtMs });
   return { token, row };
+}
+
+/** Revoke a token by name or ID (NOT_FOUND when there is none); calls with it fail from now on. */
+export async function revokeToken(catalog: Catalog, nameOrId: string): Promise<TokenRow> {
+  const row = nameOrId ? await catalog.revokeToken(nameOrId, Date.now()) : undefined;
+  if (!row) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no token named or numbered "${nameOrId}" (see \`boxback tokens list\`)`);
+  return row;
+}
+
+const isoMinute = (ms: number) => new Date(ms).toISOString().slice(0, 16).replace('T', ' ') + 'Z';
+
+/** UNAUTHENTICATED when a token was revoked or has expired, saying which and when. */
+export function checkTokenUsable(row: TokenRow, now = Date.now()): void {
+  if (row.revokedAtMs) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_UNAUTHENTICATED',
+      `token "${row.name}" was revoked at ${isoMinute(row.revokedAtMs)}; ask an admin for a new one (\`boxback tokens create\`)`,
+    );
+  }
+  if (row.expiresAtMs && now >= row.expiresAtMs) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_UNAUTHENTICATED',
+      `token "${row.name}" expired at ${isoMinute(row.expiresAtMs)}; ask an admin for a new one (\`boxback tokens create --expires 90d\`)`,
+    );
+  }
 }
 
 export class Authenticator {
@@ -59,6 +98,7 @@ export class Authenticator {
         'the token is not known to this controller (revoked, or from another controller)',
       );
     const now = Date.now();
+    checkTokenUsable(row, now);
     if (now - (this.lastTouch.get(row.id) ?? 0) > 60_000) {
       this.lastTouch.set(row.id, now);
       await this.catalog.touchToken(row.id, now);

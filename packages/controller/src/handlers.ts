@@ -15,8 +15,8 @@ import {
   type wire,
 } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import { createToken, type Caller } from './auth.js';
-import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate } from './catalog/types.js';
+import { createToken, revokeToken, type Caller } from './auth.js';
+import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate, TokenRow } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
@@ -360,19 +360,28 @@ export async function getJob(ctx: Ctx, r: Req<'GetJob'>) {
 }
 
 export async function createTokenRpc(ctx: Ctx, r: Req<'CreateToken'>) {
-  const { token, row } = await createToken(ctx.catalog, r.name ?? '', r.role || 'viewer');
-  return { token, name: row.name, role: row.role };
+  const { token, row } = await createToken(ctx.catalog, r.name ?? '', r.role || 'viewer', Number(r.expiresInSeconds ?? 0));
+  return { token, name: row.name, role: row.role, expiresAtMs: row.expiresAtMs };
+}
+
+function tokenMsg(t: TokenRow) {
+  return {
+    name: t.name,
+    role: t.role,
+    createdAtMs: t.createdAtMs,
+    lastUsedMs: t.lastUsedMs,
+    id: t.id,
+    expiresAtMs: t.expiresAtMs,
+    revokedAtMs: t.revokedAtMs,
+  };
 }
 
 export async function listTokens(ctx: Ctx) {
-  return {
-    tokens: (await ctx.catalog.listTokens()).map((t) => ({
-      name: t.name,
-      role: t.role,
-      createdAtMs: t.createdAtMs,
-      lastUsedMs: t.lastUsedMs,
-    })),
-  };
+  return { tokens: (await ctx.catalog.listTokens()).map(tokenMsg) };
+}
+
+export async function revokeTokenRpc(ctx: Ctx, r: Req<'RevokeToken'>) {
+  return tokenMsg(await revokeToken(ctx.catalog, String(r.token ?? '').trim()));
 }
 
 /** Drills and verifies, newest first, each saying whether the backup it tested still exists. */

@@ -5,14 +5,16 @@
  *                                                        report its server and schema versions) and exit
  * boxback-controller --config FILE token create --role admin --name NAME
  *                                                        make a token on the local catalog
- *                                                        (the first admin token), print it once
+ *                                                        (the first admin token), print it once;
+ *                                                        --expires 90d makes it stop working then
+ * boxback-controller --config FILE token revoke NAME|ID    revoke a token on the local catalog
  * Errors are one line on stderr and an exit code from ExitCode (bad config: 2).
  */
 import { Command, CommanderError } from 'commander';
 import { BOXBACK_VERSION, BoxbackError, ExitCode, asBoxbackError, createLogger } from '@boxback/common';
-import { createToken } from './auth.js';
+import { createToken, revokeToken } from './auth.js';
 import { checkCatalog, openCatalog } from './catalog/open.js';
-import { loadControllerConfig, type ControllerConfig } from './config.js';
+import { loadControllerConfig, parseDuration, type ControllerConfig } from './config.js';
 import { ControllerServer } from './server.js';
 
 function die(err: unknown): never {
@@ -73,11 +75,13 @@ async function main(argv: string[]): Promise<void> {
     .description('create a token and print it once (only its hash is stored)')
     .requiredOption('--name <name>', 'who the token is for')
     .option('--role <role>', 'viewer (reads), operator (also backs up and verifies) or admin (everything)', 'viewer')
-    .action(async (opts: { name: string; role: string }) => {
+    .option('--expires <duration>', 'stop working after this long (90d, 12h, ...; default: never)')
+    .action(async (opts: { name: string; role: string; expires?: string }) => {
       const config = needConfig(program.opts<{ config?: string }>().config);
+      const expires = opts.expires ? parseDuration(opts.expires) : 0;
       const catalog = await openCatalog(config);
       try {
-        const { token: t, row } = await createToken(catalog, opts.name, opts.role);
+        const { token: t, row } = await createToken(catalog, opts.name, opts.role, expires);
         await catalog.appendAudit({
           atMs: Date.now(),
           who: 'local',
@@ -90,6 +94,28 @@ async function main(argv: string[]): Promise<void> {
         process.stderr.write(
           `created ${row.role} token "${row.name}"; it is shown only once — keep it (cli.yaml \`token:\` or BOXBACK_TOKEN)\n`,
         );
+      } finally {
+        await catalog.close();
+      }
+    });
+  token
+    .command('revoke')
+    .description('revoke a token by name or ID: every call with it fails from now on')
+    .argument('<name-or-id>', 'the token, as `boxback tokens list` names it')
+    .action(async (nameOrId: string) => {
+      const config = needConfig(program.opts<{ config?: string }>().config);
+      const catalog = await openCatalog(config);
+      try {
+        const row = await revokeToken(catalog, nameOrId);
+        await catalog.appendAudit({
+          atMs: Date.now(),
+          who: 'local',
+          action: 'token revoke',
+          target: nameOrId,
+          result: 'ok',
+          detail: `revoked ${row.name} (id ${row.id})`,
+        });
+        process.stderr.write(`revoked token "${row.name}" (id ${row.id}); calls with it fail from now on\n`);
       } finally {
         await catalog.close();
       }

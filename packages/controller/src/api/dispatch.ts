@@ -5,7 +5,9 @@
  *   2. authenticate the bearer token, check the entry's role,
  *   3. run the handler,
  *   4. for audited entries, append who/what/target/result/detail to the audit log
- *      (streams: once they start; a refused or failed call: with its error code),
+ *      (streams: once they start; a failed call: with its error code); a refused call
+ *      (UNAUTHENTICATED, PERMISSION_DENIED) is recorded for every entry, reads too: without a
+ *      known, usable token as "(unauthenticated)" with the peer address and the reason,
  *   5. hand the result (or each message of a stream) back; failures are BoxbackErrors
  *      that the adapter turns into a gRPC status or an HTTP status.
  * An adapter only translates transport to (credentials, request) and back.
@@ -60,7 +62,7 @@ export class Dispatcher {
       if (r.audit) await this.audit(caller, route, req, 'ok', r.audit.detail?.(res as never) ?? '');
       return res;
     } catch (err) {
-      throw await this.failed(route, caller, req, err);
+      throw await this.failed(route, caller, req, err, cred);
     }
   }
 
@@ -74,13 +76,15 @@ export class Dispatcher {
       if (r.audit) await this.audit(caller, route, req, 'ok');
       yield* r.handler(req as never, { ctx: this.ctx, caller, signal, via: cred.via });
     } catch (err) {
-      throw await this.failed(route, caller, req, err);
+      throw await this.failed(route, caller, req, err, cred);
     }
   }
 
-  private async failed(route: Route, caller: Caller | undefined, req: unknown, err: unknown): Promise<BoxbackError> {
+  private async failed(route: Route, caller: Caller | undefined, req: unknown, err: unknown, cred: Credentials): Promise<BoxbackError> {
     const be = asBoxbackError(err);
-    if (route.audit && caller) await this.audit(caller, route, req, be.code);
+    const refused = be.code === 'BOXBACK_ERR_UNAUTHENTICATED' || be.code === 'BOXBACK_ERR_PERMISSION_DENIED';
+    if (refused) await this.audit(caller, route, req, be.code, `${caller ? '' : `from ${cred.peer}: `}${be.message}`);
+    else if (route.audit && caller) await this.audit(caller, route, req, be.code);
     if (be.code === 'BOXBACK_ERR_INTERNAL' || be.code === 'BOXBACK_ERR_CATALOG')
       this.ctx.log.error({ err, action: route.name }, 'call failed');
     else this.ctx.log.debug({ code: be.code, action: route.name, msg: be.message }, 'call refused');
@@ -89,7 +93,12 @@ export class Dispatcher {
 
   /** Append to the audit log; a failure to write it is logged, never hides the call's outcome. */
   async audit(caller: Caller | undefined, route: Route, req: unknown, result: string, detail = ''): Promise<void> {
-    const target = route.audit ? route.audit.target(req as never) : '';
+    let target = '';
+    try {
+      target = route.audit ? route.audit.target(req as never) : '';
+    } catch {
+      // a malformed request (refused before its handler ran) still gets its entry
+    }
     await this.record(caller?.name ?? '(unauthenticated)', route.name, target, result, detail);
   }
 

@@ -153,6 +153,13 @@ export const ROUTES: RouteTable = {
     handler: (r, c) => H.createTokenRpc(c.ctx, r),
   }),
   ListTokens: unary({ name: 'ListTokens', role: 'admin', what: 'list tokens', handler: (_r, c) => H.listTokens(c.ctx) }),
+  RevokeToken: unary({
+    name: 'RevokeToken',
+    role: 'admin',
+    what: 'revoke tokens',
+    audit: { target: (r) => r.token, detail: (res) => `revoked ${res.name} (id ${res.id})` },
+    handler: (r, c) => H.revokeTokenRpc(c.ctx, r),
+  }),
   ListEvidence: unary({
     name: 'ListEvidence',
     role: 'viewer',

@@ -330,6 +330,17 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
   `,
   },
+  // 8: token expiry and revocation (a revoked token's row stays, so that a call with it is told so).
+  {
+    sqlite: `
+  ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tokens ADD COLUMN revoked_at_ms INTEGER NOT NULL DEFAULT 0;
+  `,
+    postgres: `
+  ALTER TABLE tokens ADD COLUMN expires_at_ms BIGINT NOT NULL DEFAULT 0;
+  ALTER TABLE tokens ADD COLUMN revoked_at_ms BIGINT NOT NULL DEFAULT 0;
+  `,
+  },
 ];
 
 /** The SQL of migration `i` in a dialect. */

@@ -442,15 +442,13 @@ export class PgCatalog implements Catalog {
 
   // ---- tokens
 
-  async createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs'>): Promise<TokenRow> {
+  async createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs' | 'revokedAtMs'>): Promise<TokenRow> {
     try {
-      const r = await this.q<{ id: number }>('INSERT INTO tokens (name, role, hash, created_at_ms) VALUES ($1, $2, $3, $4) RETURNING id', [
-        t.name,
-        t.role,
-        t.hash,
-        t.createdAtMs,
-      ]);
-      return { ...t, id: r.rows[0].id, lastUsedMs: 0 };
+      const r = await this.q<{ id: number }>(
+        'INSERT INTO tokens (name, role, hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id',
+        [t.name, t.role, t.hash, t.createdAtMs, t.expiresAtMs],
+      );
+      return { ...t, id: Number(r.rows[0].id), lastUsedMs: 0, revokedAtMs: 0 };
     } catch (err) {
       if (pgCode(err) === UNIQUE_VIOLATION) {
         throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `a token named "${t.name}" already exists; pick another name`);
@@ -470,6 +468,13 @@ export class PgCatalog implements Catalog {
 
   async touchToken(id: number, atMs: number): Promise<void> {
     await this.q('UPDATE tokens SET last_used_ms = $2 WHERE id = $1', [id, atMs]);
+  }
+
+  async revokeToken(nameOrId: string, atMs: number): Promise<TokenRow | undefined> {
+    const where = /^\d+$/.test(nameOrId) ? 'id = $1::bigint' : 'name = $1';
+    await this.q(`UPDATE tokens SET revoked_at_ms = $2 WHERE ${where} AND revoked_at_ms = 0`, [nameOrId, atMs]);
+    const r = await this.q(`SELECT * FROM tokens WHERE ${where}`, [nameOrId]);
+    return r.rows[0] && toToken(r.rows[0]);
   }
 
   // ---- schedules

@@ -305,12 +305,12 @@ export class SqliteCatalog implements Catalog {
 
   // ---- tokens
 
-  async createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs'>): Promise<TokenRow> {
+  async createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs' | 'revokedAtMs'>): Promise<TokenRow> {
     try {
-      const r = this.stmt('INSERT INTO tokens (name, role, hash, created_at_ms) VALUES (@name, @role, @hash, @createdAtMs)').run(
-        t as unknown as Row,
-      );
-      return { ...t, id: Number(r.lastInsertRowid), lastUsedMs: 0 };
+      const r = this.stmt(
+        'INSERT INTO tokens (name, role, hash, created_at_ms, expires_at_ms) VALUES (@name, @role, @hash, @createdAtMs, @expiresAtMs)',
+      ).run(t as unknown as Row);
+      return { ...t, id: Number(r.lastInsertRowid), lastUsedMs: 0, revokedAtMs: 0 };
     } catch (err) {
       if (String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) {
         throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `a token named "${t.name}" already exists; pick another name`);
@@ -330,6 +330,14 @@ export class SqliteCatalog implements Catalog {
 
   async touchToken(id: number, atMs: number): Promise<void> {
     this.stmt('UPDATE tokens SET last_used_ms = ? WHERE id = ?').run(atMs, id);
+  }
+
+  async revokeToken(nameOrId: string, atMs: number): Promise<TokenRow | undefined> {
+    const where = /^\d+$/.test(nameOrId) ? 'id = ?' : 'name = ?';
+    const key = /^\d+$/.test(nameOrId) ? Number(nameOrId) : nameOrId;
+    this.stmt(`UPDATE tokens SET revoked_at_ms = ? WHERE ${where} AND revoked_at_ms = 0`).run(atMs, key);
+    const row = this.stmt(`SELECT * FROM tokens WHERE ${where}`).get(key) as Row | undefined;
+    return row && toToken(row);
   }
 
   // ---- schedules

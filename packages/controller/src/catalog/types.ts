@@ -152,6 +152,10 @@ export interface TokenRow {
   hash: string;
   createdAtMs: number;
   lastUsedMs: number;
+  /** When it stops working (0: never). */
+  expiresAtMs: number;
+  /** When it was revoked (0: it was not). */
+  revokedAtMs: number;
 }
 
 export interface AuditEntry {
@@ -239,7 +243,9 @@ export interface Catalog {
   /** Per host, the newest backup job that Completed (duration for metrics). */
   lastCompletedBackupJobs(): Promise<JobRow[]>;
 
-  createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs'>): Promise<TokenRow>;
+  createToken(t: Omit<TokenRow, 'id' | 'lastUsedMs' | 'revokedAtMs'>): Promise<TokenRow>;
+  /** Mark a token (by name, or by ID when `nameOrId` is all digits) revoked; undefined when there is none. */
+  revokeToken(nameOrId: string, atMs: number): Promise<TokenRow | undefined>;
   findTokenByHash(hash: string): Promise<TokenRow | undefined>;
   listTokens(): Promise<TokenRow[]>;
   touchToken(id: number, atMs: number): Promise<void>;

@@ -1,12 +1,13 @@
 /**
  * `boxback hosts add|set|list|remove`, `boxback status [--watch]`, `boxback schedules`,
- * `boxback restore confirm`, `boxback tokens create|list`, `boxback audit`.
+ * `boxback restore confirm`, `boxback tokens create|list|revoke`, `boxback audit`.
  */
 import type { Command } from 'commander';
 import type { JobResult, wire } from '@boxback/common';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine } from '../watch.js';
+import { parseDuration } from '../../config.js';
 import { rpoOption } from './backup.js';
 
 type StatusMsg = wire.StatusResponse;
@@ -44,6 +45,13 @@ export function schedulesTable(list: ScheduleMsg[]): string {
 
 function humanDateTime(ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + 'Z';
+}
+
+/** "active", "revoked 2d ago", "expired 3h ago". */
+function tokenState(t: wire.TokenInfo, now = Date.now()): string {
+  if (t.revokedAtMs) return `revoked ${humanAge(t.revokedAtMs, now)}`;
+  if (t.expiresAtMs && t.expiresAtMs <= now) return `expired ${humanAge(t.expiresAtMs, now)}`;
+  return 'active';
 }
 
 /** "in 3m05s" (or "now" when due). */
@@ -283,10 +291,21 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .description('create a token and print it once')
     .requiredOption('--name <name>', 'who the token is for')
     .option('--role <role>', 'viewer (reads), operator (also backs up and verifies) or admin (everything)', 'viewer')
-    .action(async (o: { name: string; role: string }) => {
-      const r = await ctx.client().call('CreateToken', { name: o.name, role: o.role });
+    .option('--expires <duration>', 'stop working after this long (90d, 12h, ...; default: never)')
+    .action(async (o: { name: string; role: string; expires?: string }) => {
+      const expiresInSeconds = o.expires ? parseDuration(o.expires) : 0;
+      const r = await ctx.client().call('CreateToken', { name: o.name, role: o.role, expiresInSeconds });
       ctx.out(r, () => r.token);
-      ctx.info(`created ${r.role} token "${r.name}"; it is shown only once`);
+      const until = r.expiresAtMs ? `, valid until ${new Date(r.expiresAtMs).toISOString()}` : '';
+      ctx.info(`created ${r.role} token "${r.name}"${until}; it is shown only once`);
+    });
+  tokens
+    .command('revoke')
+    .description('revoke a token by name or ID: every call with it fails from now on')
+    .argument('<name-or-id>', 'the token, as `boxback tokens list` names it')
+    .action(async (nameOrId: string) => {
+      const r = await ctx.client().call('RevokeToken', { token: nameOrId });
+      ctx.out(r, () => `revoked token "${r.name}" (id ${r.id}); calls with it fail from now on`);
     });
   tokens
     .command('list')
@@ -295,10 +314,13 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       const r = await ctx.client().call('ListTokens', {});
       ctx.out(r.tokens, () =>
         table(r.tokens, [
-          { header: 'Name', get: (t) => t.name },
-          { header: 'Role', get: (t) => t.role },
+          { header: 'ID', get: (t) => String(t.id), align: 'right', priority: 15 },
+          { header: 'Name', get: (t) => t.name, priority: 20 },
+          { header: 'Role', get: (t) => t.role, priority: 15 },
+          { header: 'State', get: (t) => tokenState(t), priority: 20 },
           { header: 'Created', get: (t) => humanAge(t.createdAtMs) },
-          { header: 'Last used', get: (t) => humanAge(t.lastUsedMs) },
+          { header: 'Last used', get: (t) => humanAge(t.lastUsedMs), priority: 15 },
+          { header: 'Expires', get: (t) => (t.expiresAtMs ? humanDate(t.expiresAtMs) : 'never'), priority: 15 },
         ]),
       );
     });
