@@ -28,6 +28,8 @@ export interface CommandOptions {
   env?: Record<string, string>;
   cwd?: string;
   signal?: AbortSignal;
+  /** How much of the output's end to keep in outputTail (default 2000 bytes). */
+  tailBytes?: number;
 }
 
 const TAIL_BYTES = 2000;
@@ -52,7 +54,7 @@ export async function runCommand(argv: string[], opts: CommandOptions): Promise<
     let tail = '';
     try {
       const text = readFileSync(out, 'utf8');
-      tail = text.slice(-TAIL_BYTES).trim();
+      tail = text.slice(-(opts.tailBytes ?? TAIL_BYTES)).trim();
     } catch {
       /* nothing written */
     }

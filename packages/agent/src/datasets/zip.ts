@@ -150,7 +150,7 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
 export const zipDriver: DatasetDriver<ZipDataset> = {
   kind: 'zip',
   schema: zipSchema,
-  accepts: ['zip', 'h2', 'sqlite'],
+  accepts: ['zip', 'h2'],
   noun: 'archive',
   needsWindow: (d) => d.quiesce,
   captureInWindow: (d, _i, env: WindowEnv) => stageDataset(d, env),

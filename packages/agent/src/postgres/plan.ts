@@ -24,9 +24,9 @@
  * is readable by group or others, as libpq refuses a loose ~/.pgpass) and handed to the
  * PostgreSQL programs through a temporary 0600 PGPASSFILE, never on a command line.
  */
-import { promises as fsp } from 'node:fs';
 import { z } from 'zod';
 import { BoxbackError } from '@boxback/common';
+import { readSecretFile } from '../datasets/secrets.js';
 import { absPath, datasetBase, foreignBlocks, noPathNoFiles, requiredBlock } from '../datasets/base.js';
 
 /** Database and role names: plain identifiers (the archive name db.<database> must be a plain file name). */
@@ -181,34 +181,7 @@ export function parsePostgresDataset(dataset: Record<string, unknown> & { name: 
   return toPostgresDataset(r.data, index);
 }
 
-/**
- * Read the password file: a regular file, not readable or writable by group or others
- * (refused otherwise, naming the key), whose first line is the password.
- */
+/** The dataset's password file (0600), or undefined when it names none (datasets/secrets.ts). */
 export async function readPasswordFile(ds: PostgresDataset): Promise<string | undefined> {
-  const file = ds.pg.passwordFile;
-  if (!file) return undefined;
-  const key = `datasets.${ds.index}.postgres.passwordFile`;
-  let st;
-  try {
-    st = await fsp.stat(file);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new BoxbackError(
-      'BOXBACK_ERR_PLAN_INVALID',
-      `${key}: cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : (e.code ?? e.message)}`,
-    );
-  }
-  if (!st.isFile()) throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `${key}: ${file} is not a regular file`);
-  if ((st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    throw new BoxbackError(
-      'BOXBACK_ERR_PLAN_INVALID',
-      `${key}: ${file} is accessible by group or others (mode ${mode}); refusing to use it: chmod 600 ${file}`,
-    );
-  }
-  const text = await fsp.readFile(file, 'utf8');
-  const password = text.split(/\r?\n/)[0];
-  if (!password) throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `${key}: ${file} is empty (its first line must be the password)`);
-  return password;
+  return ds.pg.passwordFile ? readSecretFile(ds.pg.passwordFile, `datasets.${ds.index}.postgres.passwordFile`) : undefined;
 }

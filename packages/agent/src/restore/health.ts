@@ -1,8 +1,9 @@
 /**
  * Step HEALTH_CHECK: poll the plan's health check (an HTTP URL answering one of the
  * expected statuses, or a command exiting 0) every intervalSeconds until it passes or the
- * deadline (timeoutSeconds) passes; then BOXBACK_ERR_HEALTH_CHECK_FAILED with the last
- * reason. No health check in the plan: the services being up is all we can check.
+ * deadline (timeoutSeconds) passes; then BOXBACK_ERR_HEALTH_CHECK_FAILED with the first
+ * and the last failing attempt's output (the first is often the cause, the last may only be
+ * cut short by the deadline). No health check in the plan: the services being up is all we can check.
  */
 import { BoxbackError, asBoxbackError } from '@boxback/common';
 import type { JobContext } from '../job.js';
@@ -53,9 +54,11 @@ export async function checkHealth(ctx: JobContext, phase = 'HEALTH_CHECK'): Prom
   ctx.emit({ phase, state: 'started', message: what });
   let tries = 0;
   let last: string | null = 'not checked';
+  let first: string | null = null;
   while (!ctx.signal.aborted) {
     tries++;
     last = await probe(h, deadline - Date.now(), ctx.signal);
+    first ??= last;
     if (last === null) {
       ctx.emit({ phase, state: 'done', filesDone: tries, message: `${what} healthy after ${tries} tries` });
       return;
@@ -65,5 +68,10 @@ export async function checkHealth(ctx: JobContext, phase = 'HEALTH_CHECK'): Prom
     await sleep(h.intervalSeconds * 1000, ctx.signal);
   }
   if (ctx.signal.aborted) throw asBoxbackError(ctx.signal.reason, 'BOXBACK_ERR_CANCELLED');
-  throw new BoxbackError('BOXBACK_ERR_HEALTH_CHECK_FAILED', `not healthy within ${h.timeoutSeconds}s (${tries} tries): ${last}`);
+  // The first failure is often the real cause; the last one may only be cut short by the deadline.
+  const why = first && first !== last && tries > 1 ? `first try: ${first}; last try: ${last}` : `${last}`;
+  throw new BoxbackError('BOXBACK_ERR_HEALTH_CHECK_FAILED', `not healthy within ${h.timeoutSeconds}s (${tries} tries): ${why}`, {
+    first,
+    last,
+  });
 }
