@@ -6,7 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { BoxbackError, isInside, loadYamlFile, resolveFrom } from '@boxback/common';
 import { journalPlanSchema } from './journal/plan-extension.js';
-import { datasetSchema } from './datasets/registry.js';
+import { datasetSchema, driverOf } from './datasets/registry.js';
 
 const absPath = z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path');
 const argv = z.array(z.string()).min(1, 'must name a program');
@@ -179,6 +179,9 @@ export function planPaths(plan: Plan): Array<{ key: string; path: string }> {
   plan.datasets.forEach((d, i) => {
     if (d.path) out.push({ key: `datasets.${i}.path`, path: d.path });
     d.files?.forEach((f, j) => out.push({ key: `datasets.${i}.files.${j}`, path: f }));
+    driverOf(d)
+      .paths?.(d)
+      ?.forEach((p) => out.push({ key: `datasets.${i}.${p.key}`, path: p.path }));
   });
   plan.trees.forEach((t, i) => out.push({ key: `trees.${i}.source`, path: t.source }));
   plan.hostFiles.forEach((h, i) => out.push({ key: `hostFiles.${i}`, path: (h.path ?? h.glob)! }));

@@ -143,6 +143,29 @@ export interface Manifest {
   warnings: string[];
 }
 
+/**
+ * The consistency a listing shows: the manifest's, or `live-unverified` when a dataset was
+ * copied live with nothing to prove it opens (a plain zip of a database file, --live).
+ */
+export function consistencyOf(m: Pick<Manifest, 'consistency' | 'datasets'>): string {
+  if ((m.datasets ?? []).some((d) => d.capture === 'live-unverified')) return 'live-unverified';
+  return m.consistency ?? '';
+}
+
+/** One line per dataset for `backup get`: kind, how it was copied, the probe's result. */
+export function datasetFacts(d: ManifestDataset): string {
+  const capture = {
+    quiesced: 'copied quiesced',
+    engine: "the engine's online copy",
+    live: 'copied live',
+    'live-unverified': 'LIVE-UNVERIFIED: copied live, nothing proves it opens',
+  }[d.capture ?? 'live'];
+  const probe = d.probe
+    ? `; probe ${d.probe.result} in ${(d.probe.durationMs / 1000).toFixed(1)} s (${d.probe.method}${d.probe.message ? `: ${d.probe.message}` : ''})`
+    : '';
+  return `${d.kind === 'pg_dump' ? 'postgres' : d.kind}${d.capture ? `, ${capture}` : ''}${probe}`;
+}
+
 export function formatTimestamp(d: Date): string {
   const p = (n: number, w = 2) => String(n).padStart(w, '0');
   return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;

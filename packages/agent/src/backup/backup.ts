@@ -545,7 +545,7 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
     await r.phases.run(probePhase(d.name), async (h) => {
       h.update({ message: `opening ${entry.archive} in its engine` });
       try {
-        const res = await probe(d, index, entry, { tempDir: r.tempDir, signal, log: r.ctx.log });
+        const res = await probe(d, index, entry, { tempDir: r.tempDir, stageRoot: env.stageRoot, signal, log: r.ctx.log });
         if (res) entry.probe = { ...res, durationMs: Date.now() - started };
       } catch (err) {
         const be = asBoxbackError(err, 'BOXBACK_ERR_PROBE_FAILED');

@@ -74,6 +74,8 @@ export interface Captured {
 
 export interface ProbeEnv {
   tempDir: string;
+  /** Where backup() staged its copy (still there while the probes run). */
+  stageRoot: string;
   signal: AbortSignal;
   log: Logger;
 }
@@ -136,6 +138,8 @@ export interface DatasetDriver<D extends PlanDataset = PlanDataset, P extends Re
   /** The word for it in messages ("dump", "archive"). */
   readonly noun: string;
 
+  /** Paths on the box it reads or writes beyond path/files (checked against allowedRoots): key -> path. */
+  paths?(d: D): Array<{ key: string; path: string }>;
   needsWindow(d: D): boolean;
   captureInWindow?(d: D, index: number, env: WindowEnv): Promise<unknown>;
   backup(d: D, index: number, env: BackupEnv, captured: unknown): Promise<Captured>;

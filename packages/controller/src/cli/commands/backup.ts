@@ -11,7 +11,7 @@
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { BoxbackError, parseWithSchema, type wire } from '@boxback/common';
+import { BoxbackError, datasetFacts, parseWithSchema, type ManifestDataset, type wire } from '@boxback/common';
 import { z } from 'zod';
 import { parseDuration } from '../../config.js';
 import { positiveInt, type CliContext } from '../context.js';
@@ -71,11 +71,11 @@ export function backupDetails(b: BackupMsg): string {
   ];
   try {
     const m = JSON.parse(b.manifestJson || '{}') as {
-      datasets?: Array<{ name: string; archive: string; bytes: number; target: string }>;
+      datasets?: ManifestDataset[];
       trees?: Array<{ name: string; dir: string; files: number; bytes: number }>;
     };
     for (const d of m.datasets ?? [])
-      rows.push([`  dataset ${d.name}`, `${d.archive} (${humanBytes(d.bytes)}) -> ${d.target || '(plan decides)'}`]);
+      rows.push([`  dataset ${d.name}`, `${d.archive} (${humanBytes(d.bytes)}) -> ${d.target || '(plan decides)'}; ${datasetFacts(d)}`]);
     for (const t of m.trees ?? []) rows.push([`  tree ${t.name}`, `${t.dir}/ ${t.files} files, ${humanBytes(t.bytes)}`]);
   } catch {
     // no manifest details
