@@ -88,14 +88,15 @@ describe.skipIf(!haveH2)('kind: h2 on a real H2 server', () => {
     mkdirSync(broken, { recursive: true });
     const good = path.join(b.dir, 'good-copy');
     mkdirSync(good, { recursive: true });
-    // A consistent copy of the database, then 64 KiB of it overwritten in the middle.
+    // A consistent copy of the database, then 16 KiB in every 128 KiB after the file headers
+    // overwritten (one damaged spot could fall in space H2 no longer uses).
     const { ctx: c0 } = b.job('h2copy');
     const r0 = await runBackup(c0, req({ live: true, jobId: 'h2copy' }));
     execFileSync('unzip', ['-q', path.join(b.store, r0.backupPath, 'db.zip'), '-d', good]);
     copyFileSync(path.join(good, 'cruise.mv.db'), path.join(broken, 'cruise.mv.db'));
     const file = path.join(broken, 'cruise.mv.db');
     const fd = openSync(file, 'r+');
-    writeSync(fd, Buffer.alloc(65536, 0x5a), 0, 65536, Math.floor(statSync(file).size / 2));
+    for (let at = 65536; at < statSync(file).size - 8192; at += 131072) writeSync(fd, Buffer.alloc(16384, 0x5a), 0, 16384, at);
     closeSync(fd);
     const before = readdirSync(path.join(b.store, b.name)).filter((f) => f.startsWith('backup_')).length;
     b.editPlan((p) => {

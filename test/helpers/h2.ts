@@ -73,10 +73,10 @@ export interface Prefix {
   counter: number;
 }
 
-/** Open the database file `dir/<db>.mv.db` offline, read-only, and read the invariants. */
+/** Open the database file `dir/<db>.mv.db` offline (a throwaway copy) and read the invariants. */
 export function readPrefix(dir: string, db = 'cruise'): Prefix {
   const out = h2(
-    `jdbc:h2:file:${path.join(dir, db)};ACCESS_MODE_DATA=r;IFEXISTS=TRUE`,
+    `jdbc:h2:file:${path.join(dir, db)};IFEXISTS=TRUE`,
     "SELECT 'P', COUNT(*), COALESCE(MAX(id),0), COALESCE(MIN(id),0), (SELECT last FROM counter WHERE k = 1) FROM builds",
   );
   const m = /^P\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)/m.exec(out);

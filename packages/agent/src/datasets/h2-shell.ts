@@ -1,6 +1,6 @@
 /**
  * SQL through H2's own tools jar (`org.h2.tools.Shell`), the way the h2 driver talks to an
- * H2 database: the running server over its TCP URL, or an offline copy opened read-only.
+ * H2 database: the running server over its TCP URL, or a throwaway copy opened offline.
  *
  *   1. the Shell's arguments (URL, user, password, statements) go into a 0600 Java argument
  *      file in a private directory: the command line is `java @FILE`, no password on it
@@ -17,7 +17,7 @@ import { withPrivateDir } from './secrets.js';
 export interface H2Connection {
   java: string;
   jar: string;
-  /** jdbc:h2:tcp://host:port/db or jdbc:h2:file:/dir/db;ACCESS_MODE_DATA=r */
+  /** jdbc:h2:tcp://host:port/db or jdbc:h2:file:/dir/db (a throwaway copy) */
   url: string;
   user: string;
   password: string;

@@ -7,8 +7,9 @@
  *     into the backup. Retried while the server is not listening yet (just restarted after
  *     the window). With `h2.quiesce: true` the file is copied inside the quiesce window
  *     instead (config and database frozen together), unless the backup is --live.
- *   probe: the copy is extracted into a temporary directory and opened offline, read-only,
- *     by H2 itself; `SCRIPT` reads every row (a torn copy fails with "File corrupted" or
+ *   probe: the copy is extracted into a throwaway directory and opened offline by H2 itself
+ *     (not read-only: H2 rolls back the transactions that were open at the copy, as the
+ *     restored server will; a read-only open refuses such a copy); `SCRIPT` reads every row (a torn copy fails with "File corrupted" or
  *     "Unable to read the page"): the backup fails with H2's words, never Restorable
  *   restore: a zip of the database directory, like kind zip: extracted into staging before
  *     STOP, swapped in by SWAP (a zip dataset's db.zip from before this driver restores too)
@@ -190,7 +191,7 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
           'BOXBACK_ERR_PROBE_FAILED',
           `${entry.archive} holds no ${db}.mv.db (it holds ${names.join(', ') || 'nothing'})`,
         );
-      const conn = await connection(d, index, `jdbc:h2:file:${path.join(dir, db)};ACCESS_MODE_DATA=r;IFEXISTS=TRUE`);
+      const conn = await connection(d, index, `jdbc:h2:file:${path.join(dir, db)};IFEXISTS=TRUE`);
       const out = await h2Sql(conn, ['SELECT COUNT(*) AS TABLES FROM INFORMATION_SCHEMA.TABLES', "SCRIPT TO '/dev/null'"], {
         timeoutMs: d.h2.timeoutSeconds * 1000,
         signal: env.signal,
@@ -200,7 +201,7 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
       const tables = /TABLES\s*\n\s*(\d+)/.exec(out)?.[1];
       return {
         result: 'ok',
-        method: 'H2 opened the copy read-only and ran SCRIPT (every row read)',
+        method: 'H2 opened a throwaway copy and ran SCRIPT (every row read)',
         message: tables ? `${tables} tables` : undefined,
       };
     } finally {
