@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // boxback fleet bench: a real controller process against N lightweight agents on loopback.
 //
-//   npm run bench:fleet -- [--hosts 200] [--backup-ms 100] [--status-calls 300] [--json] [--keep]
+//   npm run bench:fleet -- [--hosts 200] [--concurrency 50] [--backup-ms 500] [--status-calls 300] [--json] [--keep]
 //
 // Steps, in order:
 //   1. a temp dir with a fleet CA, the controller's certificate, and ONE agent certificate
@@ -11,15 +11,20 @@
 //      127.0.0.1:0: GetInfo answers, Backup streams progress, holds `--backup-ms`, writes a
 //      small complete backup (manifest.json with SHA-256) into the shared store and returns
 //      its result (the shape the real agent returns)
-//   3. the real controller (packages/controller/dist/main.js) as a child process with the
-//      default fleet concurrency; an admin token from its `token create`; N AddHost calls
-//   4. fleet backup: CreateBackup --all, every job followed with WatchJob until its result;
-//      GetStatus sampled every 50 ms meanwhile (status under load)
+//   3. the real controller (packages/controller/dist/main.js) as a child process with fleet
+//      concurrency `--concurrency` and its dashboard on; an admin token from its `token create`;
+//      a dashboard session (POST /login); N AddHost calls
+//   4. fleet backup: CreateBackup --all, every job followed with WatchJob until its result
+//      (per-host progress: each job must stream progress before its result); meanwhile every
+//      50 ms GetStatus over gRPC, the fleet page's HTML (GET / with the session) and its JSON
+//      (POST /api/v1/GetStatus) are timed; afterwards no job may be left Queued or Running
 //   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog)
 //   6. the controller's peak RSS (VmHWM of /proc/<pid>/status), then SIGTERM and clean-up
-//   7. a table, or with --json one object (`fleet_backup_s`, `status_p50_ms`, `status_p99_ms`,
-//      `status_busy_p99_ms`, `controller_peak_rss_mb`, ...)
+//   7. a table, or with --json one object (`fleet_hosts`, `fleet_backup_s`, `status_p99_ms`
+//      (during the backup), `status_idle_p99_ms`, `dashboard_p99_ms` (fleet page HTML during the
+//      backup), `dashboard_json_p99_ms`, `controller_peak_rss_mb`, `jobs_left_running`, ...)
 import { spawn, spawnSync } from 'node:child_process';
+import https from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,7 +42,8 @@ const { ControllerClient } = await import(path.join(repo, 'packages/controller/d
 const { values: args } = parseArgs({
   options: {
     hosts: { type: 'string', default: '200' },
-    'backup-ms': { type: 'string', default: '100' },
+    'backup-ms': { type: 'string', default: '500' },
+    concurrency: { type: 'string', default: '50' },
     'status-calls': { type: 'string', default: '300' },
     // internal: this process is the agents' process (see step 2)
     'serve-agents': { type: 'string' },
@@ -48,6 +54,7 @@ const { values: args } = parseArgs({
 const N = Number(args.hosts);
 const BACKUP_MS = Number(args['backup-ms']);
 const STATUS_CALLS = Number(args['status-calls']);
+const CONCURRENCY = Number(args.concurrency);
 const log = (s) => {
   if (!args.json) process.stderr.write(`${s}\n`);
 };
@@ -120,9 +127,10 @@ function startController(configFile) {
       out += d;
       if (out.length > 1e6) out = out.slice(-1e5);
       const m = /"port":(\d+)[^\n]*"msg":"controller listening"/.exec(out);
-      if (m) {
+      const h = /"port":(\d+)[^\n]*"msg":"dashboard listening"/.exec(out);
+      if (m && h) {
         clearTimeout(t);
-        resolve({ proc, port: Number(m[1]) });
+        resolve({ proc, port: Number(m[1]), httpPort: Number(h[1]) });
       }
     });
     proc.stderr.on('data', (d) => (out += d));
@@ -145,6 +153,43 @@ async function timeStatus(client) {
   const t = performance.now();
   const s = await client.call('GetStatus', { refresh: false });
   return { ms: performance.now() - t, s };
+}
+
+/** One HTTPS request to the dashboard; resolves { status, ms, body, headers }. */
+function request(web, method, p, { body, headers = {} } = {}) {
+  const t = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: web.port, method, path: p, agent: web.agent, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t, body: text, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Sign in to the dashboard with the token; returns the session cookie. */
+async function dashboardSession(web, token) {
+  const r = await request(web, 'POST', '/login', {
+    body: new URLSearchParams({ token }).toString(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  const cookie = String(r.headers['set-cookie'] ?? '').split(';')[0];
+  if (r.status !== 303 || !cookie) throw new Error(`dashboard sign-in failed: ${r.status} ${r.body.slice(0, 200)}`);
+  return cookie;
+}
+
+async function timeDashboard(web) {
+  const page = await request(web, 'GET', '/', { headers: { cookie: web.cookie } });
+  if (page.status !== 200 || !page.body.includes('<table class="fleet"')) throw new Error(`fleet page: ${page.status}`);
+  const json = await request(web, 'POST', '/api/v1/GetStatus', {
+    body: '{}',
+    headers: { authorization: `Bearer ${web.token}`, 'content-type': 'application/json' },
+  });
+  if (json.status !== 200) throw new Error(`GetStatus over HTTP: ${json.status} ${json.body.slice(0, 200)}`);
+  return { html: page.ms, json: json.ms, htmlBytes: page.body.length };
 }
 
 /** The agents' process: serve every agent, print their addresses as one JSON line, live until stdin ends. */
@@ -180,11 +225,12 @@ async function main() {
   const certsDir = path.join(dir, 'certs');
   const store = path.join(dir, 'store');
   mkdirSync(store, { recursive: true });
-  const names = Array.from({ length: N }, (_, i) => `box${String(i + 1).padStart(3, '0')}`);
+  const names = Array.from({ length: N }, (_, i) => `box${String(i + 1).padStart(4, '0')}`);
   let controller;
   let agents = [];
   let agentsProc;
   let client;
+  let web;
   try {
     log(`fleet bench: ${N} agents, backups of ${BACKUP_MS} ms each, in ${dir}`);
     await initCerts(certsDir, { controllerName: 'controller' });
@@ -200,6 +246,8 @@ async function main() {
 tls: { ca: certs/ca.crt, cert: certs/controller.crt, key: certs/controller.key }
 catalog: state/catalog.db
 store: store
+concurrency: ${CONCURRENCY}
+http: { listen: 127.0.0.1:0 }
 ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
 `,
     );
@@ -217,6 +265,12 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       ca: path.join(certsDir, 'ca.crt'),
       token: tok.stdout.trim(),
     });
+    web = {
+      port: controller.httpPort,
+      agent: new https.Agent({ ca: readFileSync(path.join(certsDir, 'ca.crt')), servername: 'controller', keepAlive: true }),
+      token: tok.stdout.trim(),
+    };
+    web.cookie = await dashboardSession(web, web.token);
     const t1 = performance.now();
     await mapLimit(agents, 16, (a) => client.call('AddHost', { name: a.name, address: a.address }, 30_000));
     const addS = (performance.now() - t1) / 1000;
@@ -226,6 +280,9 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
 
     // 4. fleet backup, status sampled meanwhile
     const busy = [];
+    const pageMs = [];
+    const jsonMs = [];
+    let pageBytes = 0;
     let backingUp = true;
     const sampler = (async () => {
       while (backingUp) {
@@ -233,15 +290,33 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
+    const webSampler = (async () => {
+      while (backingUp) {
+        const d = await timeDashboard(web);
+        pageMs.push(d.html);
+        jsonMs.push(d.json);
+        pageBytes = d.htmlBytes;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    let withProgress = 0;
     const tb = performance.now();
     const { jobs } = await client.call('CreateBackup', { all: true }, 60_000);
     const results = await mapLimit(jobs, 256, async (j) => {
-      for await (const ev of client.stream('WatchJob', { id: j.id })) if (ev.result) return ev.result;
+      let progressed = false;
+      for await (const ev of client.stream('WatchJob', { id: j.id })) {
+        if (ev.progress) progressed = true;
+        if (ev.result) {
+          if (progressed) withProgress++;
+          return ev.result;
+        }
+      }
       throw new Error(`job ${j.id} ended without a result`);
     });
     const fleetS = (performance.now() - tb) / 1000;
     backingUp = false;
-    await sampler;
+    await Promise.all([sampler, webSampler]);
+    const leftRunning = (await client.call('ListJobs', { states: ['active'], limit: 10_000 })).jobs.length;
     const completed = results.filter((r) => r.status === 'Completed').length;
     log(`  fleet backup: ${completed}/${N} Completed in ${round(fleetS, 2)} s`);
 
@@ -256,41 +331,62 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     }
     idle.sort((a, b) => a - b);
     busy.sort((a, b) => a - b);
+    pageMs.sort((a, b) => a - b);
+    jsonMs.sort((a, b) => a - b);
     const rss = peakRssMb(controller.proc.pid);
     const out = {
-      hosts: N,
-      fleet_concurrency: 4,
+      fleet_hosts: N,
+      fleet_concurrency: CONCURRENCY,
       backup_ms_per_host: BACKUP_MS,
       fleet_backup_s: round(fleetS, 2),
       fleet_backups_completed: completed,
+      fleet_backups_with_progress: withProgress,
+      jobs_left_running: leftRunning,
       hosts_per_s: round(N / fleetS, 1),
       add_hosts_s: round(addS, 2),
       status_calls: STATUS_CALLS,
-      status_p50_ms: round(pct(idle, 50), 2),
-      status_p99_ms: round(pct(idle, 99), 2),
-      status_max_ms: round(idle[idle.length - 1], 2),
-      status_busy_samples: busy.length,
-      status_busy_p50_ms: busy.length ? round(pct(busy, 50), 2) : null,
-      status_busy_p99_ms: busy.length ? round(pct(busy, 99), 2) : null,
+      status_p99_ms: busy.length ? round(pct(busy, 99), 2) : null,
+      status_p50_ms: busy.length ? round(pct(busy, 50), 2) : null,
+      status_samples: busy.length,
+      status_idle_p50_ms: round(pct(idle, 50), 2),
+      status_idle_p99_ms: round(pct(idle, 99), 2),
+      status_idle_max_ms: round(idle[idle.length - 1], 2),
+      dashboard_p99_ms: pageMs.length ? round(pct(pageMs, 99), 2) : null,
+      dashboard_p50_ms: pageMs.length ? round(pct(pageMs, 50), 2) : null,
+      dashboard_json_p99_ms: jsonMs.length ? round(pct(jsonMs, 99), 2) : null,
+      dashboard_samples: pageMs.length,
+      dashboard_page_kb: round(pageBytes / 1024, 1),
       status_hosts_reported: last.totalHosts,
       status_at_risk_hosts: last.atRiskHosts,
       controller_peak_rss_mb: round(rss, 1),
-      targets: { status_p99_ms: 50, controller_peak_rss_mb: 200 },
+      targets: { status_p99_ms: 50, dashboard_p99_ms: 200, controller_peak_rss_mb: 250 },
     };
     if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
     else {
       const rows = [
         ['hosts', `${N}`],
-        ['fleet backup (concurrency 4)', `${out.fleet_backup_s} s, ${completed}/${N} Completed, ${out.hosts_per_s} hosts/s`],
-        ['status p50 / p99 / max (idle)', `${out.status_p50_ms} / ${out.status_p99_ms} / ${out.status_max_ms} ms   (target p99 < 50 ms)`],
-        ['status p50 / p99 (during backup)', `${out.status_busy_p50_ms} / ${out.status_busy_p99_ms} ms over ${busy.length} calls`],
-        ['controller peak RSS', `${out.controller_peak_rss_mb} MB   (target < 200 MB)`],
+        [
+          `fleet backup (concurrency ${CONCURRENCY})`,
+          `${out.fleet_backup_s} s, ${completed}/${N} Completed, ${withProgress} with progress, ${leftRunning} left running, ${out.hosts_per_s} hosts/s`,
+        ],
+        [
+          'status p50 / p99 (during backup)',
+          `${out.status_p50_ms} / ${out.status_p99_ms} ms over ${busy.length} calls   (target p99 < 50 ms)`,
+        ],
+        ['status p50 / p99 / max (idle)', `${out.status_idle_p50_ms} / ${out.status_idle_p99_ms} / ${out.status_idle_max_ms} ms`],
+        [
+          'fleet page HTML p50 / p99 (during backup)',
+          `${out.dashboard_p50_ms} / ${out.dashboard_p99_ms} ms, ${out.dashboard_page_kb} KiB   (target p99 < 200 ms)`,
+        ],
+        ['fleet JSON p99 (during backup)', `${out.dashboard_json_p99_ms} ms over ${pageMs.length} samples`],
+        ['controller peak RSS', `${out.controller_peak_rss_mb} MB   (target < 250 MB)`],
       ];
       const w = Math.max(...rows.map((r) => r[0].length));
       process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
     }
   } finally {
     client?.close();
+    web?.agent.destroy();
     if (controller) {
       controller.proc.kill('SIGTERM');
       await new Promise((r) => {

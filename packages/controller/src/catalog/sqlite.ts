@@ -142,14 +142,26 @@ export class SqliteCatalog implements Catalog {
     this.generation++;
     // What a poll learns (versions, last seen) is learnt again at the next poll: committed
     // without an fsync of its own (WAL + NORMAL), so a fleet poll never stalls status calls.
-    this.db.pragma('synchronous = NORMAL');
-    try {
+    this.withoutFsync(() =>
       this.db.transaction(() => {
         for (const { name, update } of updates) {
           const { sql, params } = setClause(update);
           if (sql) this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
         }
-      })();
+      })(),
+    );
+  }
+
+  /**
+   * Commit without an fsync of its own (WAL + synchronous=NORMAL): for what is learnt again or
+   * only describes (polls, progress, job log lines). A power cut may lose such a commit, never a
+   * job's state or a backup row; the next FULL commit makes it durable. A fleet's worth of
+   * these (1000 hosts, 50 backups at once) would otherwise stall every call behind fsyncs.
+   */
+  private withoutFsync<T>(fn: () => T): T {
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return fn();
     } finally {
       this.db.pragma('synchronous = FULL');
     }
@@ -249,14 +261,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   async updateJobProgress(id: string, phase: string, progressJson: string): Promise<void> {
-    // WAL + synchronous=NORMAL: committed without an fsync; a power cut may lose this progress
-    // (never a job's state or a backup row), and the next FULL commit makes it durable.
-    this.db.pragma('synchronous = NORMAL');
-    try {
-      this.stmt('UPDATE jobs SET phase = ?, progress_json = ? WHERE id = ?').run(phase, progressJson, id);
-    } finally {
-      this.db.pragma('synchronous = FULL');
-    }
+    this.withoutFsync(() => this.stmt('UPDATE jobs SET phase = ?, progress_json = ? WHERE id = ?').run(phase, progressJson, id));
   }
 
   async listJobs(filter: JobFilter = {}): Promise<JobRow[]> {
@@ -354,12 +359,14 @@ export class SqliteCatalog implements Catalog {
   }
 
   async appendJobEvent(e: JobEventRow): Promise<void> {
-    this.stmt('INSERT INTO job_events (job_id, at_ms, phase, state, message) VALUES (?, ?, ?, ?, ?)').run(
-      e.jobId,
-      e.atMs,
-      e.phase,
-      e.state,
-      e.message,
+    this.withoutFsync(() =>
+      this.stmt('INSERT INTO job_events (job_id, at_ms, phase, state, message) VALUES (?, ?, ?, ?, ?)').run(
+        e.jobId,
+        e.atMs,
+        e.phase,
+        e.state,
+        e.message,
+      ),
     );
   }
 
