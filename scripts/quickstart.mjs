@@ -2,21 +2,25 @@
 // `npm run quickstart`: the main job on embedded defaults, on loopback, in a scratch dir.
 //
 //  1. certificates for a controller and two agents (one fleet CA)
-//  2. a GoCD-like services box with a running stand-in server that writes to its database
+//  2. a GoCD-like services box: its database a real H2 TCP server (libh2-java) that a writer
+//     keeps committing numbered rows to, and rewriting old ones, during the backups
 //  3. start a controller (SQLite catalog) and an agent for the box, register the host
 //  4. back it up, change it, back it up again, list the backups
 //  5. restore the first backup onto a second, fresh box (its own agent and addresses)
-//  6. prove the bytes equal, the host file rewritten, the restored service healthy
+//  6. prove the bytes equal, the host file rewritten, the restored service healthy, and the
+//     database: backup 1 opened by H2 holds rows 1..K with no gap (its counter row says K),
+//     and the restored box's H2 server serves exactly those rows
 //  7. print a summary with timings and stop everything it started
 //
 // Options: --dir DIR (default ./.boxback/quickstart), --keep (leave the scratch dir),
 // --serve (keep the controller, its dashboard and the agents running until Ctrl-C).
 // The controller serves the dashboard on 127.0.0.1; its URL is printed once the hosts are added.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, startCluster } from './lib/cluster.mjs';
+import { h2Prefix, startH2Writer } from './lib/h2-ctl.mjs';
 import { createSampleBox } from './lib/sample-box.mjs';
 import { diffSnapshots, liveParts, snapshotTree } from './lib/tree-snapshot.mjs';
 
@@ -40,6 +44,7 @@ async function cliOk(c, args, { show = true } = {}) {
 }
 
 let cluster;
+let writer;
 let boxes = [];
 try {
   rmSync(dir, { recursive: true, force: true });
@@ -50,10 +55,11 @@ try {
       seed: 1,
       hostname: 'gocd-box-1',
       address: '10.20.0.11',
+      h2Port: await freePort(),
     });
     await b.start();
     boxes.push(b);
-    say(`box1 at ${b.root}, stand-in server healthy: ${await b.healthy()}`);
+    say(`box1 at ${b.root}, server healthy: ${await b.healthy()}, H2 serving ${b.h2.url}`);
     return b;
   });
   const box2 = await step('create a fresh second box to restore onto', async () => {
@@ -65,6 +71,7 @@ try {
       address: '10.20.0.12',
       artifacts: 3,
       testReports: 1,
+      h2Port: await freePort(),
     });
     await b.start();
     boxes.push(b);
@@ -85,7 +92,9 @@ try {
   // What backup 1 must hold: every file but the live database, hashed now.
   const before = snapshotTree(box1.root, liveParts(box1));
 
-  await step('backup 1 of gocd1 (server stopped only for the staging copy)', () =>
+  // A writer commits numbered rows to box1's H2 (and rewrites old ones) through both backups.
+  writer = startH2Writer(box1.h2.url, 1);
+  await step('backup 1 of gocd1 (H2 copied online by BACKUP TO, the rest quiesced)', () =>
     cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']),
   );
   await step('change the box: a config edit, new artifacts, a deleted report', async () => {
@@ -98,6 +107,8 @@ try {
   await step('backup 2 of gocd1 (unchanged artifacts cost a hard link)', () =>
     cliOk(cluster, ['backup', 'create', '--host', 'gocd1', '--yes']),
   );
+  await writer.stop();
+  writer = undefined;
   const list = await step('list backups', async () => {
     await cliOk(cluster, ['backups']);
     const r = await cliOk(cluster, ['backups', '--host', 'gocd1', '--json'], { show: false });
@@ -120,28 +131,34 @@ try {
     const envRel = path.relative(box1.root, box1.envFile);
     const differ = diffSnapshots(before, after).filter((k) => k !== envRel);
     const env = readFileSync(box2.envFile, 'utf8');
-    // The database as backup 1 holds it; the live one and the restored one (whose server
-    // has gone on writing since) must both start with exactly those bytes.
+    // The database as backup 1 holds it, opened by H2 from a throwaway copy: rows 1..K, no gap.
     const backupDir = path.join(cluster.store, 'gocd1', `backup_${first.id.split('@')[1]}`);
-    const atBackup = execFileSync('unzip', ['-p', path.join(backupDir, 'db.zip'), 'cruise.mv.db'], { maxBuffer: 1 << 30 }).toString(
-      'latin1',
-    );
-    const liveDb = readFileSync(box1.dbFile, 'latin1');
-    const restoredDb = readFileSync(box2.dbFile, 'latin1');
-    const restoredRecords = atBackup.split('\n').filter((l) => l.startsWith('record ')).length;
+    const open = mkdtempSync(path.join(dir, 'open-'));
+    execFileSync('unzip', ['-q', path.join(backupDir, 'db.zip'), '-d', open]);
+    const inBackup = h2Prefix(`jdbc:h2:file:${path.join(open, 'cruise')};IFEXISTS=TRUE`);
+    rmSync(open, { recursive: true, force: true });
+    // What box2's H2 server (restarted by the restore) serves, and what box1 holds by now.
+    const restored = h2Prefix(box2.h2.url);
+    const live = h2Prefix(box1.h2.url);
     return {
       filesCompared: Object.keys(before).length,
       differ,
       hostFileRewritten: env.includes('gocd-box-2') && env.includes('10.20.0.12') && !env.includes('10.20.0.11'),
-      // The stand-in only appends, so a consistent copy of the database is a prefix of the live one.
-      dbConsistentPrefix: liveDb.startsWith(atBackup) && restoredDb.startsWith(atBackup) && atBackup.endsWith('\n'),
-      restoredRecords,
+      dbConsistentPrefix:
+        inBackup.consistent &&
+        inBackup.rows > 0 &&
+        restored.consistent &&
+        restored.rows === inBackup.rows &&
+        live.consistent &&
+        live.rows >= inBackup.rows,
+      restoredRecords: inBackup.rows,
+      liveRows: live.rows,
       healthy: await box2.healthy(),
     };
   });
   say(`files compared: ${results.filesCompared}, differing: ${results.differ.length ? results.differ.join(', ') : 'none'}`);
   say(
-    `database: backed up as a consistent prefix of the live one and restored byte for byte: ${results.dbConsistentPrefix} (${results.restoredRecords} committed records)`,
+    `database: backup 1 opened by H2 holds rows 1..${results.restoredRecords} with no gap, and the restored H2 serves exactly those: ${results.dbConsistentPrefix} (box1 holds ${results.liveRows} rows by now)`,
   );
   say(`host file rewritten for gocd2's hostname and address: ${results.hostFileRewritten}`);
   say(`restored server healthy: ${results.healthy}`);
@@ -162,6 +179,7 @@ try {
   process.stderr.write(`quickstart failed: ${err.message}\n`);
   process.exitCode = 1;
 } finally {
+  await writer?.stop();
   await cluster?.stop();
   for (const b of boxes) await b.stop().catch(() => undefined);
   if (!values.keep && process.exitCode === 0) rmSync(dir, { recursive: true, force: true });

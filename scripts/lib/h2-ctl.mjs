@@ -6,7 +6,7 @@
 //
 //   node h2-ctl.mjs start BASEDIR PORT PIDFILE [LOGFILE]
 //   node h2-ctl.mjs stop PIDFILE
-import { spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 
@@ -55,6 +55,94 @@ export async function stopH2(pidFile) {
     for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
   }
   rmSync(pidFile, { force: true });
+}
+
+/** Run SQL with H2's Shell (demo and tests: the password, empty here, is on the command line); throws on an `Error:` line. */
+export function h2Query(url, sql) {
+  const out = execFileSync('java', ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', '', '-sql', sql], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const err = out.split('\n').find((l) => l.startsWith('Error: '));
+  if (err) throw new Error(err);
+  return out;
+}
+
+/** The demo's tables: numbered builds, and a counter committed with each row. */
+export const H2_SCHEMA =
+  'CREATE TABLE IF NOT EXISTS builds(id INT PRIMARY KEY, payload VARCHAR, gen INT); CREATE TABLE IF NOT EXISTS counter(k INT PRIMARY KEY, last INT); MERGE INTO counter VALUES (1, 0)';
+
+/** Rows 1..K, no gap, counter = K? Reads `url` (a server, or jdbc:h2:file:DIR/cruise). */
+export function h2Prefix(url) {
+  const out = h2Query(
+    url,
+    "SELECT 'P', COUNT(*), COALESCE(MAX(id),0), COALESCE(MIN(id),0), (SELECT last FROM counter WHERE k = 1) FROM builds",
+  );
+  const m = /^P\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(-?\d+)/m.exec(out);
+  if (!m) throw new Error(`unexpected H2 output: ${out}`);
+  const p = { rows: +m[1], max: +m[2], min: +m[3], counter: +m[4] };
+  return { ...p, consistent: p.rows === p.max && p.counter === p.max && (p.rows === 0 || p.min === 1) };
+}
+
+/**
+ * A writer: a Shell session fed on stdin, row n and counter = n in one transaction, and after
+ * every row an update that rewrites an older row with a larger payload (pages move in the file).
+ * When the server goes away (a stop-mode backup's window, a restore) it reconnects and goes on
+ * from the committed counter, so there is never a gap. stop() resolves with the next row number.
+ */
+export function startH2Writer(url, from = 1) {
+  let n = from;
+  let running = true;
+  let sh;
+  const pump = () => {
+    while (running && sh.exitCode === null) {
+      const old = 1 + ((n * 7919) % Math.max(1, n - 1));
+      const stmt =
+        `INSERT INTO builds VALUES (${n}, REPEAT('r${n}-', 40), 0); UPDATE counter SET last = ${n} WHERE k = 1; COMMIT;\n` +
+        `UPDATE builds SET payload = REPEAT('w${n}-', ${50 + (n % 200)}), gen = gen + 1 WHERE id = ${old}; COMMIT;\n`;
+      n++;
+      if (!sh.stdin.write(stmt)) {
+        sh.stdin.once('drain', pump);
+        return;
+      }
+    }
+  };
+  const reconnect = () => {
+    if (!running) return;
+    execFile(
+      'java',
+      ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', '', '-sql', 'SELECT last FROM counter WHERE k = 1'],
+      (err, out) => {
+        const last = /^LAST\s*\n\s*(\d+)/m.exec(out ?? '');
+        if (err || !last) return void setTimeout(reconnect, 500);
+        n = Number(last[1]) + 1;
+        connect();
+      },
+    );
+  };
+  const connect = () => {
+    sh = spawn('java', ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', ''], {
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    sh.stdin.on('error', () => undefined);
+    // The interactive Shell stays up on a broken connection: any error ends this session.
+    const self = sh;
+    self.stdout.on('data', (b) => {
+      if (/Error: /.test(b.toString())) self.kill('SIGKILL');
+    });
+    sh.once('exit', () => setTimeout(reconnect, 300));
+    sh.stdin.write('SET AUTOCOMMIT FALSE;\n');
+    pump();
+  };
+  connect();
+  return {
+    async stop() {
+      running = false;
+      sh.stdin.end();
+      await new Promise((r) => (sh.exitCode !== null ? r(null) : sh.once('exit', r)));
+      return n;
+    },
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -1,5 +1,6 @@
 // Types for sample-box.mjs, so .ts tests and tools can import it.
 export declare const STANDIN_CTL: string;
+export declare const H2_CTL: string;
 
 export interface Prng {
   next(): number;
@@ -19,6 +20,8 @@ export interface SampleBoxOptions {
   hostname?: string;
   address?: string;
   commits?: number;
+  /** A real H2 TCP server on this port holds the database (kind: h2). */
+  h2Port?: number;
 }
 
 export interface SampleBox {
@@ -42,6 +45,10 @@ export interface SampleBox {
   address: string;
   version: string;
   port: number;
+  /** With h2Port: the H2 server's URL and pid file. */
+  h2: { port: number; url: string; pidFile: string } | null;
+  /** Where the stand-in appends its records (dbFile without H2). */
+  standinDb: string;
   startArgv: string[];
   stopArgv: string[];
   start(): Promise<void>;

@@ -36,6 +36,15 @@ export function diffSnapshots(a, b) {
 /** The parts of a sample box that legitimately change on their own or are boxback's own. */
 export function liveParts(box) {
   const dbRel = path.relative(box.root, box.dbFile);
+  // A real H2 owns its whole directory (its lock and trace files come and go).
+  const h2Dir = box.h2 ? `${path.relative(box.root, path.dirname(box.dbFile))}/` : null;
+  const standin = box.standinDb ? path.relative(box.root, box.standinDb) : dbRel;
   return (rel) =>
-    rel === dbRel || rel.startsWith('run') || rel.startsWith('var/log') || rel === 'plan.yaml' || rel.includes('.boxback-safety-');
+    rel === dbRel ||
+    rel === standin ||
+    (h2Dir !== null && (rel.startsWith(h2Dir) || `${rel}/` === h2Dir)) ||
+    rel.startsWith('run') ||
+    rel.startsWith('var/log') ||
+    rel === 'plan.yaml' ||
+    rel.includes('.boxback-safety-');
 }
