@@ -166,3 +166,15 @@ export async function listStoreBackups(store: string, host: string): Promise<str
   }
   return out;
 }
+
+/** Whether `<store>/<relPath>/manifest.json` exists (a complete backup is there). */
+export async function storeHas(store: string, relPath: string): Promise<boolean> {
+  const parts = relPath.split('/');
+  if (parts.length !== 2 || !BACKUP_DIR_RE.test(parts[1]) || parts[0] === '' || parts[0] === '.' || parts[0] === '..') return false;
+  try {
+    await fsp.access(path.join(store, ...parts, 'manifest.json'));
+    return true;
+  } catch {
+    return false;
+  }
+}

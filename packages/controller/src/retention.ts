@@ -50,6 +50,9 @@ export class RetentionRunner {
     private readonly log: Logger,
   ) {}
 
+  /** Marks Restorable backups missing from the store (store-agreement.ts); returns how many. */
+  checkPresence?: (backups: Iterable<BackupRow>) => Promise<number>;
+
   private get catalog(): Catalog {
     return this.d.catalog;
   }
@@ -79,7 +82,9 @@ export class RetentionRunner {
   }
 
   private async pruneNow(o: { host?: string; dryRun: boolean; by: string }): Promise<PruneResult> {
-    const all = await this.catalog.listBackups(o.host);
+    let all = await this.catalog.listBackups(o.host);
+    // a Restorable backup that vanished from the store must not count as a host's newest good one
+    if (this.checkPresence && (await this.checkPresence(all))) all = await this.catalog.listBackups(o.host);
     const byHost = new Map<string, BackupRow[]>();
     for (const b of all) (byHost.get(b.host) ?? byHost.set(b.host, []).get(b.host)!).push(b);
     const out: PruneResult = { items: [], deleted: 0, freedBytes: 0, dryRun: o.dryRun };

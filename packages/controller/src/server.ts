@@ -32,12 +32,15 @@ import * as H from './handlers.js';
 import { JobRunner } from './jobs.js';
 import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
+import { STORE_SWEEP_MS, checkPresence, reconcileStore, type AgreementDeps } from './store-agreement.js';
 import { MetricsFeed } from './metrics.js';
 import { DrillRunner } from './drill.js';
 import { Notifications } from './notifications.js';
 import { RetentionRunner } from './retention.js';
 import { ScheduleRunner } from './scheduling.js';
 
+/** After a backup whose agent dropped: look for what it may have published, soon and once more later. */
+const AFTER_DROP_MS = [20_000, 120_000];
 const SERVICE_NAME = 'boxback.v1.ControllerService';
 const ORPHAN_SWEEP_MS = 30_000;
 const RETENTION_SWEEP_MS = 10 * 60_000;
@@ -61,6 +64,8 @@ export class ControllerServer {
   private dashboard?: Dashboard;
   /** Port of the dashboard (0 when not configured). */
   httpPort = 0;
+
+  private readonly agreement: AgreementDeps;
 
   private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
     this.leadership = leadership;
@@ -90,6 +95,18 @@ export class ControllerServer {
       if (leadership.isLeader()) retention.onJobFinished(row, result);
     });
     jobs.onFinish((row, result) => notifications.onJobFinished(row, result));
+    // The catalog and the store agree (store-agreement.ts): presence before status and retention count a backup,
+    // and a reconcile of the host after a backup whose agent dropped (it may have published after all).
+    const agreement: AgreementDeps = { catalog, store: config.store, log: log.child({ part: 'store' }), notifications };
+    this.agreement = agreement;
+    monitor.checkPresence = (b) => checkPresence(agreement, b);
+    retention.checkPresence = (b) => checkPresence(agreement, b);
+    jobs.onFinish((row, result) => {
+      if (row.kind !== 'backup' || result.errorCode !== 'BOXBACK_ERR_UNREACHABLE' || !leadership.isLeader()) return;
+      for (const ms of AFTER_DROP_MS) {
+        setTimeout(() => void reconcileStore(agreement, row.host).catch((err) => log.warn({ err }, 'store reconcile failed')), ms).unref();
+      }
+    });
     this.ctx = { ...base, monitor, retention, drills, notifications, schedules };
     this.dispatcher = new Dispatcher(this.ctx, new Authenticator(catalog), () => this.closing);
   }
@@ -155,6 +172,7 @@ export class ControllerServer {
     const still = () => epoch === this.leaderEpoch && this.leadership.isLeader() && !this.closing;
     const n = await this.reconcile();
     if (n) this.ctx.log.info({ jobs: n }, 'reconciled jobs left by a previous run');
+    void reconcileStore(this.agreement).catch((err) => this.ctx.log.warn({ err }, 'store reconcile failed'));
     if (!still()) return;
     await this.ctx.schedules.start();
     if (!still()) {
@@ -162,7 +180,6 @@ export class ControllerServer {
       if (!this.leadership.isLeader() || this.closing) this.ctx.schedules.stop();
       return;
     }
-    if (this.ctx.config.catalogKind !== 'postgres') return;
     const every = (ms: number, fn: () => Promise<unknown>) => {
       const t = setInterval(() => {
         if (still()) void fn().catch((err) => this.ctx.log.warn({ err }, 'leader sweep failed'));
@@ -170,6 +187,8 @@ export class ControllerServer {
       t.unref();
       this.leaderTimers.push(t);
     };
+    every(STORE_SWEEP_MS, () => reconcileStore(this.agreement));
+    if (this.ctx.config.catalogKind !== 'postgres') return;
     every(ORPHAN_SWEEP_MS, async () => {
       if (this.sweeping) return;
       this.sweeping = true;

@@ -9,10 +9,11 @@
  */
 import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import type { Catalog, EvidenceRow, HostRow, HostUpdate } from './catalog/types.js';
+import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
 import type { AtRiskInput } from './notifications.js';
+import { PRESENCE_EVERY_MS } from './store-agreement.js';
 
 interface Seen {
   atMs: number;
@@ -45,6 +46,9 @@ export class HostMonitor {
   leadership?: { readonly id: string; leader(): string };
   /** Told each host's at-risk flag whenever status is computed (webhooks). */
   onAtRisk: (h: AtRiskInput) => void = () => undefined;
+  /** Checks that each host's newest Restorable backup is still in the store (store-agreement.ts); returns how many it marked. */
+  checkPresence?: (backups: Iterable<BackupRow>) => Promise<number>;
+  private presenceAtMs = 0;
 
   constructor(
     private readonly catalog: Catalog,
@@ -110,6 +114,14 @@ export class HostMonitor {
     }
   }
 
+  /** The newest Restorable backups must still be in the store (every call with refresh, else at most every PRESENCE_EVERY_MS). */
+  private async presence(refresh: boolean, now: number): Promise<void> {
+    if (!this.checkPresence || (!refresh && now - this.presenceAtMs < PRESENCE_EVERY_MS)) return;
+    this.presenceAtMs = now;
+    const newest = this.cache?.generation === this.catalog.generation ? this.cache.backups : await this.catalog.statusBackups();
+    await this.checkPresence(newest.lastRestorable.values()).catch((err: unknown) => this.log.warn({ err }, 'store presence check failed'));
+  }
+
   /**
    * The fleet status. Without `refresh`, while jobs run, an answer built in the last
    * STATUS_REUSE_MS is given again (its progress at most that old): during a fleet backup of
@@ -128,6 +140,7 @@ export class HostMonitor {
 
   private async build(refresh: boolean) {
     const now = Date.now();
+    await this.presence(refresh, now);
     if (this.cache?.generation !== this.catalog.generation) {
       const generation = this.catalog.generation;
       const readAtMs = Date.now();
