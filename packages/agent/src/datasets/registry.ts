@@ -8,18 +8,19 @@ import { BoxbackError, type ManifestDataset } from '@boxback/common';
 import type { Plan, PlanDataset } from '../plan.js';
 import type { DatasetDriver } from './driver.js';
 import { h2DatasetSchema, h2Driver } from './h2.js';
+import { mysqlDatasetSchema, mysqlDriver } from './mysql.js';
 import { postgresDriver } from './postgres.js';
 import { sqliteDatasetSchema, sqliteDriver } from './sqlite.js';
 import { zipDriver, zipSchema } from './zip.js';
 import { postgresDatasetSchema } from '../postgres/plan.js';
 
 /** Every driver, in the order their kinds are documented. */
-const DRIVERS = [zipDriver, postgresDriver, h2Driver, sqliteDriver] as const;
+const DRIVERS = [zipDriver, postgresDriver, h2Driver, sqliteDriver, mysqlDriver] as const;
 
 /** The plan's `datasets[]` item: `kind` defaults to zip. */
 export const datasetSchema = z.preprocess(
   (v) => (v && typeof v === 'object' && !Array.isArray(v) && (v as { kind?: unknown }).kind === undefined ? { ...v, kind: 'zip' } : v),
-  z.discriminatedUnion('kind', [zipSchema, postgresDatasetSchema, h2DatasetSchema, sqliteDatasetSchema]),
+  z.discriminatedUnion('kind', [zipSchema, postgresDatasetSchema, h2DatasetSchema, sqliteDatasetSchema, mysqlDatasetSchema]),
 );
 
 export const DATASET_KINDS: readonly string[] = DRIVERS.map((d) => d.kind);
