@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@boxback/common';
-import { startCluster } from '../../scripts/lib/cluster.mjs';
+import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { openCatalog } from '../../packages/controller/src/catalog/open.js';
 import { loadControllerConfig } from '../../packages/controller/src/config.js';
 import { writeFakeBackup } from '../helpers/fake-backup.mjs';
@@ -20,8 +20,13 @@ type Cluster = Awaited<ReturnType<typeof startCluster>>;
 let dir: string;
 let cluster: Cluster;
 let hook: http.Server;
+let metricsPort = 0;
+const lastSuccess = async () =>
+  /^boxback_last_success_timestamp_seconds\{host="gocd1"\} (\S+)$/m.exec(
+    await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(),
+  )?.[1];
 const received: Array<Record<string, unknown>> = [];
-let made: { rel: string; manifest: { id: string } };
+let made: { rel: string; manifest: { id: string; createdAt: string } };
 const JOB = 'backup-killed-after-publish';
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
@@ -54,7 +59,8 @@ beforeAll(async () => {
   const port = (hook.address() as { port: number }).port;
   cluster = await startCluster({
     dir,
-    controllerExtra: `notify: { webhooks: [ { url: "http://127.0.0.1:${port}/hook", events: [damaged, at-risk], retries: 0 } ], atRiskCheckSeconds: 1 }\n`,
+    controllerExtra: `notify: { webhooks: [ { url: "http://127.0.0.1:${port}/hook", events: [damaged, at-risk], retries: 0 } ], atRiskCheckSeconds: 1 }
+metrics: { listen: 127.0.0.1:${(metricsPort = await freePort())} }\n`,
   });
   const add = await cluster.cli(['hosts', 'add', 'gocd1', '--address', '127.0.0.1:1', '--skip-check']);
   expect(add.code, add.stderr).toBe(0);
@@ -118,6 +124,8 @@ describe('the catalog and the store agree', () => {
     );
     const status = await json<{ hosts: Array<{ atRisk: boolean }> }>(['status']);
     expect(status.hosts[0].atRisk).toBe(false);
+    const m = await until('the adopted backup in the metrics', async () => ((await lastSuccess()) ? await lastSuccess() : undefined));
+    expect(Number(m)).toBeCloseTo(Date.parse(made.manifest.createdAt) / 1000, 0);
   });
 
   it('notices a deleted store directory: not Restorable, AT RISK, and a webhook', async () => {
@@ -131,5 +139,7 @@ describe('the catalog and the store agree', () => {
     const damaged = await until('the damaged webhook', async () => received.find((m) => m.event === 'damaged'));
     expect(damaged).toMatchObject({ host: 'gocd1', backupId: made.manifest.id });
     expect(String(damaged.message)).toMatch(/missing from the store/);
+    // and the metrics no longer call it the host's last success (refreshed every 5 s)
+    await until('the metrics to drop it', async () => ((await lastSuccess()) === undefined ? true : undefined), 15_000);
   });
 });

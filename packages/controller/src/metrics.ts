@@ -53,6 +53,8 @@ export class MetricsFeed {
 
   private async compute(): Promise<void> {
     const now = Date.now();
+    await this.monitor.checkStore(false, now); // a backup gone from the store is no last success
+
     const durations = new Map((await this.catalog.lastCompletedBackupJobs()).map((j) => [j.host, (j.endedAtMs - j.startedAtMs) / 1000]));
     const drills = await this.catalog.lastPassedEvidence('drill');
     const verifies = await this.catalog.lastPassedEvidence('verify');

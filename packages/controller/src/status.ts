@@ -114,8 +114,11 @@ export class HostMonitor {
     }
   }
 
-  /** The newest Restorable backups must still be in the store (every call with refresh, else at most every PRESENCE_EVERY_MS). */
-  private async presence(refresh: boolean, now: number): Promise<void> {
+  /**
+   * The newest Restorable backups must still be in the store (every call with refresh, else at
+   * most every PRESENCE_EVERY_MS); status and the metrics call this before they read them.
+   */
+  async checkStore(refresh: boolean, now = Date.now()): Promise<void> {
     if (!this.checkPresence || (!refresh && now - this.presenceAtMs < PRESENCE_EVERY_MS)) return;
     this.presenceAtMs = now;
     const newest = this.cache?.generation === this.catalog.generation ? this.cache.backups : await this.catalog.statusBackups();
@@ -140,7 +143,7 @@ export class HostMonitor {
 
   private async build(refresh: boolean) {
     const now = Date.now();
-    await this.presence(refresh, now);
+    await this.checkStore(refresh, now);
     if (this.cache?.generation !== this.catalog.generation) {
       const generation = this.catalog.generation;
       const readAtMs = Date.now();
