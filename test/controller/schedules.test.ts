@@ -60,7 +60,7 @@ const json = (s: string) => JSON.parse(s);
 let client: ControllerClient;
 /** A backup through the RPC (the CLI is tested elsewhere; processes are slow on a busy box). */
 async function backupNow(host: string): Promise<string> {
-  const r = await client.call<{ jobs: Array<{ id: string }> }>('CreateBackup', { hosts: [host], client: 'cli' }); // as the CLI sends it: counted as manual;
+  const r = await client.call<{ jobs: Array<{ id: string }> }>('CreateBackup', { hosts: [host], client: 'cli' }); // as the CLI sends it: counted as manual
   const job = await until(async () => {
     const j = await client.call<{ state: string; backupId: string }>('GetJob', { id: r.jobs[0].id });
     return j.state === 'Completed' ? j : undefined;
