@@ -94,8 +94,9 @@ export function startH2Writer(url, from = 1) {
   let n = from;
   let running = true;
   let sh;
+  // Paced (a few hundred rows a second), so a writer does not take a whole core of a small machine.
   const pump = () => {
-    while (running && sh.exitCode === null) {
+    for (let batch = 0; batch < 5 && running && sh.exitCode === null; batch++) {
       const old = 1 + ((n * 7919) % Math.max(1, n - 1));
       const stmt =
         `INSERT INTO builds VALUES (${n}, REPEAT('r${n}-', 40), 0); UPDATE counter SET last = ${n} WHERE k = 1; COMMIT;\n` +
@@ -106,6 +107,7 @@ export function startH2Writer(url, from = 1) {
         return;
       }
     }
+    if (running && sh.exitCode === null) setTimeout(pump, 10);
   };
   const reconnect = () => {
     if (!running) return;
