@@ -234,3 +234,23 @@ describe('damaged backups and drill evidence', () => {
     expect(two.forget.map((f) => f.id).sort()).toEqual(['drilled', 'drilled2', 'mid']);
   });
 });
+
+describe('pinned backups', () => {
+  it('keeps a pinned backup whatever the policy says: outside every tier, or not Restorable', () => {
+    const input = history();
+    const oldest = input[0];
+    const failed = input.find((b) => b.status === 'Failed' && b.id !== 'late-failed')!;
+    oldest.pinned = true;
+    failed.pinned = true;
+    const policy = retentionPolicySchema.parse({ keepLast: 1, keepManual: 0 });
+    const plan = planRetention(input, policy, 'UTC');
+    expectPartition(input, plan);
+    expect(reasonsOf(plan, oldest.id)).toEqual(['pinned']);
+    expect(reasonsOf(plan, failed.id)).toEqual(['pinned']);
+    // unpinned, the same policy forgets both
+    oldest.pinned = false;
+    failed.pinned = false;
+    const again = planRetention(input, policy, 'UTC');
+    expect(again.forget.map((f) => f.id)).toEqual(expect.arrayContaining([oldest.id, failed.id]));
+  });
+});

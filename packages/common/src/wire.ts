@@ -72,6 +72,8 @@ export interface Backup {
   drillAtMs: number;
   damaged: boolean;
   damage: string;
+  label: string;
+  pinned: boolean;
 }
 
 export interface BackupRequest {
@@ -153,6 +155,7 @@ export interface ControllerServiceRpcs {
   ListSchedules: { req: ListSchedulesRequest; res: ListSchedulesResponse; kind: 'unary' };
   SetSchedulePaused: { req: SetSchedulePausedRequest; res: ScheduleInfo; kind: 'unary' };
   RunSchedule: { req: RunScheduleRequest; res: RunScheduleResponse; kind: 'unary' };
+  PinBackup: { req: PinBackupRequest; res: Backup; kind: 'unary' };
 }
 
 export interface ControllerVerifyRequest {
@@ -175,6 +178,7 @@ export interface CreateBackupRequest {
   live: boolean;
   concurrency: number;
   client: string;
+  label: string;
 }
 
 export interface CreateBackupResponse {
@@ -337,6 +341,10 @@ export interface ListAuditResponse {
 
 export interface ListBackupsRequest {
   host: string;
+  label: string;
+  status: string;
+  sinceMs: number;
+  limit: number;
 }
 
 export interface ListBackupsResponse {
@@ -382,6 +390,11 @@ export interface ListTokensRequest {}
 
 export interface ListTokensResponse {
   tokens: TokenInfo[];
+}
+
+export interface PinBackupRequest {
+  backupId: string;
+  pinned: boolean;
 }
 
 export interface Progress {

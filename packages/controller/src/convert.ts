@@ -42,6 +42,8 @@ export function backupMsg(b: BackupRow, withManifest = false) {
     drillAtMs: b.drillAtMs,
     damaged: b.status === 'Completed' && b.verifyFailed,
     damage: b.verifyFailed ? b.errorMessage : '',
+    label: b.label ?? '',
+    pinned: Boolean(b.pinned),
   };
 }
 

@@ -208,12 +208,33 @@ export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Cal
     concurrency: Number(r.concurrency ?? 0),
     requestedBy: caller.name,
     via: via === 'cli' && r.client === 'cli' ? 'cli' : 'api',
+    label: checkLabel(r.label ?? ''),
   });
   return { jobs: rows.map((j) => jobMsg(j)) };
 }
 
+function checkLabel(label: string): string {
+  if (label && !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/.test(label))
+    throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `bad label "${label}": want letters, digits, ".", "_", ":" or "-" (at most 64)`);
+  return label;
+}
+
+/** Newest first, filtered by label, status ("restorable" too), creation time, then cut to `limit`. */
 export async function listBackups(ctx: Ctx, r: Req<'ListBackups'>) {
-  return { backups: (await ctx.catalog.listBackups(r.host || undefined)).map((b) => backupMsg(b)) };
+  const status = (r.status ?? '').toLowerCase();
+  let list = await ctx.catalog.listBackups(r.host || undefined);
+  if (r.label) list = list.filter((b) => b.label === r.label);
+  if (status) list = list.filter((b) => (status === 'restorable' ? b.restorable : b.status.toLowerCase() === status));
+  if (Number(r.sinceMs) > 0) list = list.filter((b) => b.createdAtMs >= Number(r.sinceMs));
+  if (Number(r.limit) > 0) list = list.slice(0, Number(r.limit));
+  return { backups: list.map((b) => backupMsg(b)) };
+}
+
+/** `boxback backup pin|unpin ID`: retention never deletes a pinned backup. */
+export async function pinBackup(ctx: Ctx, r: Req<'PinBackup'>) {
+  const b = await mustBackup(ctx, r.backupId);
+  await ctx.catalog.updateBackup(b.id, { pinned: Boolean(r.pinned) });
+  return backupMsg({ ...b, pinned: Boolean(r.pinned) });
 }
 
 export async function getBackup(ctx: Ctx, r: Req<'GetBackup'>) {

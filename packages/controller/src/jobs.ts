@@ -50,6 +50,8 @@ export interface BackupOptions {
   concurrency: number;
   requestedBy: string;
   via: 'cli' | 'schedule' | 'api';
+  /** A label for the backup ('' or missing: none). */
+  label?: string;
   /** A scheduled backup: the schedule and slot it was fired for (at most one job per slot and host). */
   slot?: { schedule: string; slotMs: number; attempt: number };
 }
@@ -294,6 +296,7 @@ export class JobRunner {
         : rowFromResult(host.name, a.row.id, result);
       if (row) {
         const saved = await this.catalog.putBackup({ ...row, initiatedVia: opts.via });
+        if (opts.label) await this.catalog.updateBackup(saved.id, { label: opts.label });
         if (result.status === 'Completed' && !saved.restorable) {
           result.warnings = [...result.warnings, 'the agent sent no readable manifest: the backup is not Restorable'];
           result.status = 'PartiallyFailed';

@@ -101,6 +101,7 @@ export class RetentionRunner {
           status: b.status,
           damagedAtMs: b.status === 'Completed' && b.verifyFailed ? b.verifiedAtMs || b.createdAtMs : 0,
           drillPassedAtMs: b.drillPassedAtMs,
+          pinned: b.pinned,
         })),
         policy,
         this.d.config.retention?.timezone ?? 'UTC',

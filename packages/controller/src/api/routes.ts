@@ -218,6 +218,13 @@ export const ROUTES: RouteTable = {
     audit: { target: (r) => `${r.name} ${r.paused ? 'paused' : 'resumed'}` },
     handler: (r, c) => c.ctx.schedules.setPaused(r.name, r.paused ? c.caller.name : null),
   }),
+  PinBackup: unary({
+    name: 'PinBackup',
+    role: 'admin',
+    what: 'pin backups',
+    audit: { target: (r) => `${r.backupId} ${r.pinned ? 'pinned' : 'unpinned'}`, detail: (res) => res.id },
+    handler: (r, c) => H.pinBackup(c.ctx, r),
+  }),
   RunSchedule: unary({
     name: 'RunSchedule',
     role: 'admin',

@@ -31,7 +31,7 @@ export function toHost(row: Row): HostRow {
 /** Listing columns: everything but the (large) manifest, and whether there is one. */
 export const BACKUP_LIST_COLUMNS = `id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path, product_version,
   job_id, origin, quiesce_window_ms, file_count, warning_count, error_count, error_message, initiated_via, drill_passed_at_ms,
-  drill_at_ms, drill_duration_ms, drill_result, (manifest_json != '') AS has_manifest`;
+  drill_at_ms, drill_duration_ms, drill_result, label, pinned, (manifest_json != '') AS has_manifest`;
 
 export function toBackup(row: Row): BackupRow {
   const r = fromDb(row) as unknown as BackupRow & { verifyFailed: number | boolean; hasManifest?: number | boolean };
@@ -39,6 +39,8 @@ export function toBackup(row: Row): BackupRow {
   delete r.hasManifest;
   r.manifestJson ??= '';
   r.verifyFailed = Boolean(r.verifyFailed);
+  r.pinned = Boolean(r.pinned);
+  r.label ??= '';
   r.restorable = r.status === 'Completed' && hasManifest && !r.verifyFailed;
   return r;
 }

@@ -57,12 +57,16 @@ export interface BackupRow {
   drillDurationMs: number;
   /** "passed on H" or "failed on H: why" ('' : never drilled). */
   drillResult: string;
+  /** An operator's label (`backup create --label pre-upgrade`; '' : none). */
+  label: string;
+  /** Pinned: retention never deletes it. */
+  pinned: boolean;
 }
 
 /** What putBackup takes: drill fields start empty, initiatedVia defaults to "cli". */
 export type NewBackup = Omit<
   BackupRow,
-  'restorable' | 'drillPassedAtMs' | 'drillAtMs' | 'drillDurationMs' | 'drillResult' | 'initiatedVia'
+  'restorable' | 'drillPassedAtMs' | 'drillAtMs' | 'drillDurationMs' | 'drillResult' | 'initiatedVia' | 'label' | 'pinned'
 > & {
   initiatedVia?: string;
 };
@@ -186,7 +190,16 @@ export type JobUpdate = Partial<Omit<JobRow, 'id' | 'kind' | 'host' | 'createdAt
 export type BackupUpdate = Partial<
   Pick<
     BackupRow,
-    'verifiedAtMs' | 'verifyFailed' | 'status' | 'errorMessage' | 'drillPassedAtMs' | 'drillAtMs' | 'drillDurationMs' | 'drillResult'
+    | 'verifiedAtMs'
+    | 'verifyFailed'
+    | 'status'
+    | 'errorMessage'
+    | 'drillPassedAtMs'
+    | 'drillAtMs'
+    | 'drillDurationMs'
+    | 'drillResult'
+    | 'label'
+    | 'pinned'
   >
 >;
 

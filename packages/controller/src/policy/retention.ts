@@ -24,6 +24,7 @@
  *      than N buckets also keeps the oldest backup ("<tier>-oldest"). A backup kept by several
  *      tiers lists every reason.
  *   5. Restorable manual backups: the keepManual newest are kept ("manual").
+ *   5b. A pinned backup (`boxback backup pin`) is always kept ("pinned"), whatever its status.
  *   6. A tier group with no keep-* set at all keeps everything ("no-policy"): an empty policy
  *      never deletes; an explicit 0 does.
  *
@@ -73,6 +74,8 @@ export interface BackupForRetention {
   damagedAtMs?: number;
   /** When a restore drill of it last passed (0 or missing: never). */
   drillPassedAtMs?: number;
+  /** Pinned by an operator: never forgotten. */
+  pinned?: boolean;
 }
 
 /** The default of keepDamagedDays. */
@@ -94,6 +97,7 @@ export type KeepReason =
   | 'weekly-oldest'
   | 'monthly-oldest'
   | 'manual'
+  | 'pinned'
   | 'no-policy';
 
 export type ForgetReason = 'not-restorable' | 'damaged-expired' | 'outside-policy';
@@ -271,6 +275,7 @@ function planHost(list: BackupForRetention[], policy: RetentionPolicy, tz: strin
   const manual = restorable.filter((b) => b.manual);
   if (policy.keepManual === undefined) for (const b of manual) add(b, 'no-policy');
   else for (const b of manual.slice(0, policy.keepManual)) add(b, 'manual');
+  for (const b of sorted) if (b.pinned) add(b, 'pinned');
 
   const plan: RetentionPlan = { keep: [], forget: [] };
   for (const b of sorted) {

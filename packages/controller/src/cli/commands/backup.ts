@@ -44,6 +44,7 @@ export function backupsTable(list: BackupMsg[]): string {
     { header: 'Restorable', get: restorableCell, priority: 11 },
     { header: 'Via', get: (b) => viaText(b.initiatedVia), priority: 2 },
     { header: 'Drill', get: drillCell, priority: 7 },
+    { header: 'Label', get: (b) => `${b.pinned ? '📌 ' : ''}${b.label || (b.pinned ? 'pinned' : '-')}`, priority: 8 },
   ]);
 }
 
@@ -68,6 +69,8 @@ export function backupDetails(b: BackupMsg): string {
     ['Origin', b.origin],
     ['Path', b.path],
     ['Job', b.jobId || '-'],
+    ['Label', b.label || '-'],
+    ['Pinned', b.pinned ? 'yes: retention never deletes it (`boxback backup unpin`)' : 'no'],
   ];
   try {
     const m = JSON.parse(b.manifestJson || '{}') as {
@@ -108,11 +111,21 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--group <group>', 'every host of a group')
     .option('--all', 'every registered host')
     .option('--live', 'do not quiesce the services (recorded as "live")')
+    .option('--label <label>', 'label the backup(s), e.g. pre-upgrade (`boxback backups --label pre-upgrade`)')
     .option('-y, --yes', 'do not ask for confirmation')
     .option('--no-wait', 'print the job IDs and return')
     .option('--concurrency <n>', 'at most N hosts at once for this request', positiveInt('--concurrency'))
     .action(
-      async (o: { host?: string[]; group?: string; all?: boolean; live?: boolean; yes?: boolean; wait: boolean; concurrency?: number }) => {
+      async (o: {
+        host?: string[];
+        group?: string;
+        all?: boolean;
+        live?: boolean;
+        label?: string;
+        yes?: boolean;
+        wait: boolean;
+        concurrency?: number;
+      }) => {
         const chosen = [Boolean(o.host?.length), Boolean(o.group), Boolean(o.all)].filter(Boolean).length;
         if (chosen !== 1)
           throw new BoxbackError('BOXBACK_ERR_USAGE', 'name what to back up: exactly one of --host NAME, --group G or --all');
@@ -129,6 +142,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
           all: Boolean(o.all),
           live: Boolean(o.live),
           concurrency: o.concurrency ?? 0,
+          label: o.label ?? '',
         });
         if (!o.wait) {
           ctx.out(
@@ -251,10 +265,33 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       'list backups, newest first (Via: manual, or auto by a schedule; Drill: ✓ when a restore drill passed); `backups prune` applies retention',
     )
     .option('--host <name>', 'only this host')
-    .action(async (o: { host?: string }) => {
-      const r = await ctx.client().call('ListBackups', { host: o.host ?? '' });
+    .option('--label <label>', 'only backups with this label')
+    .option('--status <status>', 'only this status: restorable, Completed, PartiallyFailed, Failed')
+    .option('--since <when>', 'only backups made since: a duration back from now (7d, 12h) or a date (2026-11-01, RFC 3339)', sinceOption)
+    .option('--limit <n>', 'at most N, newest first', positiveInt('--limit'))
+    .action(async (o: { host?: string; label?: string; status?: string; since?: number; limit?: number }) => {
+      const r = await ctx.client().call('ListBackups', {
+        host: o.host ?? '',
+        label: o.label ?? '',
+        status: o.status ?? '',
+        sinceMs: o.since ?? 0,
+        limit: o.limit ?? 0,
+      });
       ctx.out(r.backups, () => backupsTable(r.backups));
     });
+
+  for (const [name, pinned] of [
+    ['pin', true],
+    ['unpin', false],
+  ] as const) {
+    backup
+      .command(`${name} <id>`)
+      .description(pinned ? 'pin a backup (ID or HOST@latest): retention never deletes it' : 'unpin a backup: retention judges it again')
+      .action(async (given: string) => {
+        const b = await ctx.client().call('PinBackup', { backupId: given, pinned });
+        ctx.out(b, () => (pinned ? `pinned ${b.id}: retention never deletes it` : `unpinned ${b.id}: retention judges it again`));
+      });
+  }
 
   backups
     .command('prune')
@@ -304,6 +341,15 @@ export function pruneText(r: PruneResult): string {
   return `${t}
 
 ${tail}`;
+}
+
+/** `--since 7d` -> now minus 7 days; `--since 2026-11-01` (or RFC 3339) -> that time; ms since the epoch. */
+export function sinceOption(v: string): number {
+  if (/^\d+\s*(s|m|h|d|w)$/.test(v.trim())) return Date.now() - parseDuration(v.trim()) * 1000;
+  const t = Date.parse(v);
+  if (!Number.isFinite(t))
+    throw new BoxbackError('BOXBACK_ERR_USAGE', `--since wants a duration (7d, 12h) or a date (2026-11-01), not "${v}"`);
+  return t;
 }
 
 /** `--rpo 24h` -> seconds, `--rpo none` -> -1 (a spare box that only receives drills), as a usage error when malformed. */
