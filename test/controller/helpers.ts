@@ -145,15 +145,19 @@ export function cli(
   env: { controller: string; ca: string; token?: string },
   extraEnv: Record<string, string> = {},
 ): Promise<RunResult> {
-  return run([CLI_MAIN, ...args], {
-    env: {
-      BOXBACK_CONTROLLER: env.controller,
-      BOXBACK_CA: env.ca,
-      BOXBACK_TOKEN: env.token ?? '',
-      BOXBACK_CONFIG: '',
-      ...extraEnv,
-    },
-  });
+  return run([CLI_MAIN, ...args], { env: cliEnv(env, extraEnv) });
+}
+
+/** The environment `cli` runs the CLI with (for tests that spawn it themselves, e.g. in a pipeline). */
+export function cliEnv(env: { controller: string; ca: string; token?: string }, extraEnv: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    BOXBACK_CONTROLLER: env.controller,
+    BOXBACK_CA: env.ca,
+    BOXBACK_TOKEN: env.token ?? '',
+    BOXBACK_CONFIG: '',
+    ...extraEnv,
+  };
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

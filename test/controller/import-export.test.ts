@@ -2,13 +2,22 @@
 // becomes a Restorable boxback backup with a built manifest; export streams a tar that
 // imports again under another host; verify catches a changed file; an archive with an
 // entry escaping its directory is refused; delete removes it from store and catalog.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { craftZip } from '../helpers/craft-zip.js';
-import { cli, createTokenLocal, makeCerts, startController, writeControllerYaml, type ControllerProc } from './helpers.js';
+import {
+  CLI_MAIN,
+  cli,
+  cliEnv,
+  createTokenLocal,
+  makeCerts,
+  startController,
+  writeControllerYaml,
+  type ControllerProc,
+} from './helpers.js';
 
 let dir: string;
 let store: string;
@@ -83,6 +92,40 @@ describe('import and export', () => {
     const v = await cli(['backup', 'verify', 'gocd2@20250101-101010'], env);
     expect(v.code, v.stderr).toBe(0);
     expect(v.stdout).toMatch(/ok, 5 files/);
+  });
+
+  it('exports to stdout with -o -: only the tar on stdout, piped into the real tar, bytes as in the store', async () => {
+    const out = path.join(dir, 'piped');
+    mkdirSync(out);
+    // a real shell pipeline: boxback ... -o - | tar -x; pipefail makes either side's failure count
+    const pipe = spawnSync(
+      'bash',
+      ['-o', 'pipefail', '-c', `"${process.execPath}" "${CLI_MAIN}" backup export gocd1@20250101-101010 -o - | tar -x -C "${out}"`],
+      { env: cliEnv(env), encoding: 'utf8' },
+    );
+    expect(pipe.status, pipe.stderr).toBe(0);
+    expect(pipe.stderr).toMatch(/^wrote [\d.]+ KiB of tar to stdout\n$/);
+    const stored = path.join(store, 'gocd1/backup_20250101-101010');
+    const names = readdirSync(stored).sort();
+    expect(readdirSync(path.join(out, 'backup_20250101-101010')).sort()).toEqual(names);
+    for (const n of names)
+      expect(readFileSync(path.join(out, 'backup_20250101-101010', n)).equals(readFileSync(path.join(stored, n))), n).toBe(true);
+
+    // stdout is nothing but the tar: `tar -t` reads all of it, with --json too
+    const raw = spawnSync(process.execPath, [CLI_MAIN, '--json', 'backup', 'export', 'gocd1@20250101-101010', '-o', '-'], {
+      env: cliEnv(env),
+    });
+    expect(raw.status, raw.stderr.toString()).toBe(0);
+    expect(raw.stderr.toString()).toBe('');
+    const listing = spawnSync('tar', ['-t'], { input: raw.stdout, encoding: 'utf8' });
+    expect(listing.status, listing.stderr).toBe(0);
+    expect(
+      listing.stdout
+        .split('\n')
+        .filter((l) => l && !l.endsWith('/'))
+        .sort(),
+    ).toEqual(names.map((n) => `backup_20250101-101010/${n}`));
+    expect(raw.stdout.length % 512).toBe(0); // whole tar blocks, no text after the archive
   });
 
   it('verify catches a changed file: exit 5, and the backup is no longer Restorable', async () => {

@@ -237,18 +237,28 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
 
   backup
     .command('export <id>')
-    .description('download a backup (ID or HOST@latest) as one tar file')
-    .requiredOption('-o, --output <file>', 'tar file to write')
+    .description('download a backup (ID or HOST@latest) as one tar file (-o -: to stdout, for a pipe)')
+    .requiredOption('-o, --output <file>', 'tar file to write (written as FILE.part, then renamed); - writes the tar to stdout')
     .action(async (id: string, o: { output: string }) => {
+      const chunks = (async function* () {
+        for await (const chunk of ctx.client().stream('ExportBackup', { backupId: id })) yield chunk.data;
+      })();
+      if (o.output === '-') {
+        if (process.stdout.isTTY)
+          throw new BoxbackError(
+            'BOXBACK_ERR_USAGE',
+            '-o - writes a tar to stdout, which is a terminal: pipe it (| tar -x) or redirect it',
+          );
+        const bytes = await writeAll(process.stdout, chunks);
+        ctx.info(`wrote ${humanBytes(bytes)} of tar to stdout`); // stdout carries the tar and nothing else
+        return;
+      }
       const out = path.resolve(o.output);
       const tmp = `${out}.part`;
       const ws = createWriteStream(tmp, { flags: 'w', mode: 0o600 });
       let bytes = 0;
       try {
-        for await (const chunk of ctx.client().stream('ExportBackup', { backupId: id })) {
-          bytes += chunk.data.length;
-          if (!ws.write(chunk.data)) await new Promise<void>((r) => ws.once('drain', () => r()));
-        }
+        bytes = await writeAll(ws, chunks);
         await new Promise<void>((resolve, reject) => ws.end((err?: Error | null) => (err ? reject(err) : resolve())));
         await fsp.rename(tmp, out);
       } catch (err) {
@@ -341,6 +351,40 @@ export function pruneText(r: PruneResult): string {
   return `${t}
 
 ${tail}`;
+}
+
+/**
+ * Write every chunk to `ws`, waiting on back-pressure (a slow pipe slows the download); the
+ * byte count. A write error (EPIPE: the reader of `-o -` went away) ends the download.
+ */
+async function writeAll(ws: NodeJS.WritableStream, chunks: AsyncIterable<Uint8Array>): Promise<number> {
+  let failed: Error | undefined;
+  let wake: (() => void) | undefined;
+  const onError = (e: Error) => {
+    failed = e;
+    wake?.();
+  };
+  ws.on('error', onError);
+  try {
+    let bytes = 0;
+    for await (const data of chunks) {
+      if (failed) break;
+      bytes += data.length;
+      if (!ws.write(data)) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          ws.once('drain', resolve);
+        });
+      }
+    }
+    if (failed) {
+      const code = (failed as NodeJS.ErrnoException).code;
+      throw code === 'EPIPE' ? new BoxbackError('BOXBACK_ERR_INTERNAL', 'the reader of the tar closed the pipe before its end') : failed;
+    }
+    return bytes;
+  } finally {
+    ws.off('error', onError);
+  }
 }
 
 /** `--since 7d` -> now minus 7 days; `--since 2026-11-01` (or RFC 3339) -> that time; ms since the epoch. */
