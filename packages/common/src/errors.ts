@@ -18,6 +18,8 @@ export const ExitCode = {
   BUSY: 7,
   /** Not possible in this state: a backup that is not Restorable, a job that already ended. */
   NOT_POSSIBLE: 8,
+  /** `boxback status --exit-code`: a host is AT RISK or its agent DOWN. */
+  AT_RISK: 9,
   INTERRUPTED: 130,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

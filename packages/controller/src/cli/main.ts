@@ -28,6 +28,7 @@ Exit codes:
   6  controller or agent unreachable
   7  busy (the host already runs a backup or restore)
   8  not possible in this state (the backup is not Restorable, the job already ended)
+  9  status --exit-code: a host is AT RISK or its agent DOWN (one stderr line per host)
   130  interrupted (Ctrl-C; a job being watched goes on)
 
 Connection: --controller/--ca/--token, or BOXBACK_CONTROLLER/BOXBACK_CA/BOXBACK_TOKEN,

@@ -3,7 +3,7 @@
  * `boxback restore confirm`, `boxback tokens create|list|revoke`, `boxback audit`.
  */
 import type { Command } from 'commander';
-import type { JobResult, wire } from '@boxback/common';
+import { BoxbackError, ExitCode, type JobResult, type wire } from '@boxback/common';
 import { positiveInt, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine } from '../watch.js';
@@ -104,6 +104,25 @@ export function statusText(s: StatusMsg): string {
   return [head, '', t, ...(down.length ? ['', 'unreachable:', ...down] : [])].join('\n');
 }
 
+/**
+ * `status --exit-code`: one line per host that needs someone, DOWN first (its agent did not
+ * answer), then AT RISK (no Restorable backup younger than its RPO); none when all is well.
+ */
+export function troubleLines(s: StatusMsg): string[] {
+  const hosts = s.hosts.filter((h): h is HostWithStatus => h.host !== null);
+  const down = hosts
+    .filter((h) => !h.reachable)
+    .map((h) => `boxback: ${h.host.name} DOWN: ${h.unreachableReason || 'the agent did not answer'}`);
+  const risk = hosts
+    .filter((h) => h.atRisk)
+    .map((h) => {
+      const newest =
+        h.lastGoodAgeSeconds >= 0 ? `newest Restorable backup ${humanDuration(h.lastGoodAgeSeconds * 1000)} old` : 'no Restorable backup';
+      return `boxback: ${h.host.name} AT RISK: ${newest}, RPO ${rpoText(h.host.rpoSeconds)}`;
+    });
+  return [...down, ...risk];
+}
+
 export function registerFleetCommands(program: Command, ctx: CliContext): void {
   const hosts = program.command('hosts').description('register, list and remove services boxes');
   hosts
@@ -175,11 +194,20 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
     .description('every host: agent, running job, last good backup and its age, next scheduled run, last passed drill, at risk')
     .option('--watch', 'refresh every 2 seconds')
     .option('--refresh', 'ask every agent now instead of using the last poll')
-    .action(async (o: { watch?: boolean; refresh?: boolean }) => {
+    .option('--exit-code', 'exit 9 when a host is AT RISK or its agent DOWN, naming each on stderr (for cron and monitoring)')
+    .action(async (o: { watch?: boolean; refresh?: boolean; exitCode?: boolean }) => {
       const once = async () => ctx.client().call('GetStatus', { refresh: Boolean(o.refresh) });
+      if (o.watch && o.exitCode) throw new BoxbackError('BOXBACK_ERR_USAGE', '--exit-code needs a status that ends: drop --watch');
       if (!o.watch) {
         const s = await once();
         ctx.out(s, () => statusText(s));
+        if (o.exitCode) {
+          const lines = troubleLines(s);
+          if (lines.length) {
+            ctx.finalError = lines.join('\n');
+            ctx.exitCode = ExitCode.AT_RISK;
+          }
+        }
         return;
       }
       for (;;) {
