@@ -97,6 +97,8 @@ export function resultOfRow(j: JobRow): JobResult {
 export class JobRunner {
   readonly fleet: Semaphore;
   private readonly active = new Map<string, ActiveJob>();
+  /** The active job of each host (a host runs one job at a time): status asks per host. */
+  private readonly activeByHost = new Map<string, ActiveJob>();
   private readonly watchers = new Map<string, Set<AsyncQueue<JobEvent>>>();
   private shuttingDown = false;
   private readonly finishListeners: Array<(row: JobRow, result: JobResult) => void> = [];
@@ -137,8 +139,7 @@ export class JobRunner {
   }
 
   activeJobFor(host: string): ActiveJob | undefined {
-    for (const a of this.active.values()) if (a.row.host === host) return a;
-    return undefined;
+    return this.activeByHost.get(host);
   }
 
   private refuseIfShuttingDown(): void {
@@ -192,11 +193,16 @@ export class JobRunner {
     if (hosts.length === 0) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', 'no hosts to back up: register one with `boxback hosts add`');
     await this.refuseBusy(hosts.map((h) => h.name));
     const bound = new Semaphore(opts.concurrency > 0 ? Math.min(opts.concurrency, this.fleet.permits) : this.fleet.permits);
-    const rows: JobRow[] = [];
-    for (const host of hosts) {
+    const made = hosts.map((host) => {
       const row = this.newRow('backup', host.name, opts.requestedBy, { live: opts.live, via: opts.via });
       if (opts.slot) Object.assign(row, opts.slot);
-      await this.catalog.createJob(row);
+      return { host, row };
+    });
+    // every row in one catalog commit (the catalog groups writes made together: one fsync, not one per host)
+    const created = await Promise.allSettled(made.map(({ row }) => this.catalog.createJob(row)));
+    const rows: JobRow[] = [];
+    for (const [i, { host, row }] of made.entries()) {
+      if (created[i].status === 'rejected') continue;
       await this.logEvent(
         row.id,
         '',
@@ -216,6 +222,8 @@ export class JobRunner {
         }
       });
     }
+    const failed = created.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+    if (failed) throw failed.reason;
     return rows;
   }
 
@@ -242,9 +250,13 @@ export class JobRunner {
   private start(row: JobRow, body: (a: ActiveJob) => Promise<void>): ActiveJob {
     const a: ActiveJob = { row, abort: new AbortController(), cancelled: false, done: Promise.resolve(), lastPersistMs: 0 };
     this.active.set(row.id, a);
+    this.activeByHost.set(row.host, a);
     a.done = body(a)
       .catch((err) => this.log.error({ err, jobId: row.id }, 'job runner failed'))
-      .finally(() => this.active.delete(row.id));
+      .finally(() => {
+        this.active.delete(row.id);
+        if (this.activeByHost.get(row.host) === a) this.activeByHost.delete(row.host);
+      });
     return a;
   }
 

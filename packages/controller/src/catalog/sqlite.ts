@@ -3,6 +3,14 @@
  * recorded backup survives a power cut), schema versioned with `PRAGMA user_version`.
  * better-sqlite3 is synchronous; the methods return promises to keep the Catalog
  * interface the same for PostgreSQL.
+ *
+ * Group commit: the durable writes of the busy paths (jobs, backups, hosts, audit) are queued
+ * and committed together in one transaction at the next turn of the event loop, so one fsync
+ * covers every write made meanwhile (a fleet backup of 1000 hosts makes thousands; one fsync
+ * each on the event loop held every status call behind them). A write's promise resolves after
+ * its commit, as before; one failing write rolls back to its own savepoint and only its promise
+ * rejects. `generation` moves when a batch that changed hosts or backups has committed, so a
+ * reader never caches the rows before the change under the generation after it.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -55,10 +63,22 @@ function setClause(u: Record<string, unknown>, rename: Record<string, string> = 
   return { sql: parts.join(', '), params };
 }
 
+interface QueuedWrite {
+  fn: () => unknown;
+  /** The write changes hosts, backups or evidence (status caches key on `generation`). */
+  bumps: boolean;
+  resolve: (v: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 export class SqliteCatalog implements Catalog {
   readonly schemaVersion: number;
   generation = 0;
   private readonly db: Database.Database;
+  private queue: QueuedWrite[] = [];
+  private flushing?: NodeJS.Immediate;
+  /** Commits so far and writes in them (a test and the fleet bench read them). */
+  readonly commits = { batches: 0, writes: 0 };
   /** Prepared statements by SQL text: preparing costs more than running (status asks hundreds per call). */
   private readonly stmts = new Map<string, Database.Statement>();
 
@@ -74,6 +94,42 @@ export class SqliteCatalog implements Catalog {
       this.stmts.set(sql, st);
     }
     return st;
+  }
+
+  /** Queue a durable write for the next group commit; resolves with `fn`'s value once committed. */
+  private write<T>(fn: () => T, bumps = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, bumps, resolve: resolve as (v: unknown) => void, reject });
+      this.flushing ??= setImmediate(() => this.flush());
+    });
+  }
+
+  /** One transaction (one fsync) for every queued write; each write in its own savepoint. */
+  private flush(): void {
+    this.flushing = undefined;
+    const batch = this.queue;
+    this.queue = [];
+    if (!batch.length) return;
+    const outcome: Array<{ ok: boolean; value: unknown }> = [];
+    try {
+      this.db.transaction(() => {
+        for (const w of batch) {
+          try {
+            outcome.push({ ok: true, value: this.db.transaction(w.fn)() });
+          } catch (err) {
+            outcome.push({ ok: false, value: err });
+          }
+        }
+      })();
+    } catch (err) {
+      // the commit itself failed (disk full, I/O error): nothing of the batch is recorded
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    this.commits.batches++;
+    this.commits.writes += batch.length;
+    if (batch.some((w, i) => w.bumps && outcome[i].ok)) this.generation++;
+    batch.forEach((w, i) => (outcome[i].ok ? w.resolve(outcome[i].value) : w.reject(outcome[i].value)));
   }
 
   /** Open (creating if needed) and migrate the catalog file. */
@@ -101,18 +157,22 @@ export class SqliteCatalog implements Catalog {
   // ---- hosts
 
   async addHost(h: HostRow): Promise<void> {
-    this.generation++;
-    try {
-      this.stmt(
-        `INSERT INTO hosts (name, address, grp, rpo_seconds, plan_name, product, product_version, agent_version, last_seen_ms, created_at_ms)
-           VALUES (@name, @address, @group, @rpoSeconds, @planName, @product, @productVersion, @agentVersion, @lastSeenMs, @createdAtMs)`,
-      ).run(h);
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `host ${h.name} is already registered; remove it first to change its address`);
+    await this.write(() => {
+      try {
+        this.stmt(
+          `INSERT INTO hosts (name, address, grp, rpo_seconds, plan_name, product, product_version, agent_version, last_seen_ms, created_at_ms)
+             VALUES (@name, @address, @group, @rpoSeconds, @planName, @product, @productVersion, @agentVersion, @lastSeenMs, @createdAtMs)`,
+        ).run(h);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+          throw new BoxbackError(
+            'BOXBACK_ERR_ALREADY_EXISTS',
+            `host ${h.name} is already registered; remove it first to change its address`,
+          );
+        }
+        throw err;
       }
-      throw err;
-    }
+    }, true);
   }
 
   async getHost(name: string): Promise<HostRow | undefined> {
@@ -133,9 +193,8 @@ export class SqliteCatalog implements Catalog {
   }
 
   async updateHost(name: string, u: HostUpdate): Promise<void> {
-    this.generation++;
     const { sql, params } = setClause(u, { group: 'grp' });
-    if (sql) this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name });
+    if (sql) await this.write(() => this.stmt(`UPDATE hosts SET ${sql} WHERE name = @_name`).run({ ...params, _name: name }), true);
   }
 
   async updateHosts(updates: ReadonlyArray<{ name: string; update: HostUpdate }>): Promise<void> {
@@ -170,16 +229,14 @@ export class SqliteCatalog implements Catalog {
   // ---- backups
 
   async putBackup(b: NewBackup): Promise<BackupRow> {
-    this.generation++;
     const row = { ...b, verifyFailed: Number(b.verifyFailed), initiatedVia: b.initiatedVia ?? 'cli' } as Row;
-    this.stmt(
-      `INSERT OR REPLACE INTO backups (id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path,
+    const sql = `INSERT OR REPLACE INTO backups (id, host, created_at_ms, size_bytes, consistency, status, verified_at_ms, verify_failed, path,
            product_version, job_id, origin, manifest_json, quiesce_window_ms, file_count, warning_count, error_count, error_message,
            initiated_via)
          VALUES (@id, @host, @createdAtMs, @sizeBytes, @consistency, @status, @verifiedAtMs, @verifyFailed, @path,
            @productVersion, @jobId, @origin, @manifestJson, @quiesceWindowMs, @fileCount, @warningCount, @errorCount, @errorMessage,
-           @initiatedVia)`,
-    ).run(row);
+           @initiatedVia)`;
+    await this.write(() => this.stmt(sql).run(row), true);
     return (await this.getBackup(b.id))!;
   }
 
@@ -226,9 +283,8 @@ export class SqliteCatalog implements Catalog {
   }
 
   async updateBackup(id: string, u: BackupUpdate): Promise<void> {
-    this.generation++;
     const { sql, params } = setClause(u);
-    if (sql) this.stmt(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
+    if (sql) await this.write(() => this.stmt(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id }), true);
   }
 
   async deleteBackup(id: string): Promise<boolean> {
@@ -240,14 +296,16 @@ export class SqliteCatalog implements Catalog {
 
   async createJob(j: JobRow): Promise<void> {
     const cols = Object.keys(j).filter((k) => (j as unknown as Row)[k] !== undefined);
-    try {
-      this.stmt(`INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(
-        j as unknown as Row,
-      );
-    } catch (err) {
-      if (String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) throw jobExists(j);
-      throw err;
-    }
+    const sql = `INSERT INTO jobs (${cols.map(camelToSnake).join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`;
+    const row = { ...j } as unknown as Row;
+    await this.write(() => {
+      try {
+        this.stmt(sql).run(row);
+      } catch (err) {
+        if (String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) throw jobExists(j);
+        throw err;
+      }
+    });
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {
@@ -257,7 +315,7 @@ export class SqliteCatalog implements Catalog {
 
   async updateJob(id: string, u: JobUpdate): Promise<void> {
     const { sql, params } = setClause(u);
-    if (sql) this.stmt(`UPDATE jobs SET ${sql} WHERE id = @_id`).run({ ...params, _id: id });
+    if (sql) await this.write(() => this.stmt(`UPDATE jobs SET ${sql} WHERE id = @_id`).run({ ...params, _id: id }));
   }
 
   async updateJobProgress(id: string, phase: string, progressJson: string): Promise<void> {
@@ -417,9 +475,12 @@ export class SqliteCatalog implements Catalog {
   // ---- audit
 
   async appendAudit(e: AuditEntry): Promise<void> {
-    this.stmt(
-      'INSERT INTO audit (at_ms, who, action, target, result, detail) VALUES (@atMs, @who, @action, @target, @result, @detail)',
-    ).run({ atMs: e.atMs, who: e.who, action: e.action, target: e.target, result: e.result, detail: e.detail });
+    const row = { atMs: e.atMs, who: e.who, action: e.action, target: e.target, result: e.result, detail: e.detail };
+    await this.write(() =>
+      this.stmt(
+        'INSERT INTO audit (at_ms, who, action, target, result, detail) VALUES (@atMs, @who, @action, @target, @result, @detail)',
+      ).run(row),
+    );
   }
 
   async listAudit(limit = 100): Promise<AuditEntry[]> {
@@ -427,6 +488,8 @@ export class SqliteCatalog implements Catalog {
   }
 
   async close(): Promise<void> {
+    if (this.flushing) clearImmediate(this.flushing);
+    if (this.db.open) this.flush();
     if (this.db.open) this.db.close();
   }
 }
