@@ -4,8 +4,9 @@
 //   npm run bench:fleet -- [--hosts 200] [--concurrency 50] [--backup-ms 500] [--status-calls 300] [--json] [--keep]
 //
 // Steps, in order:
-//   1. a temp dir with a fleet CA, the controller's certificate, and ONE agent certificate
-//      whose SANs name every agent (so 200 agents cost one key, not 200)
+//   1. a temp dir with a fleet CA, the controller's certificate, and one certificate per agent
+//      naming that agent (bench/lib/agent-certs.mjs: one shared key, natively signed), so the
+//      controller checks per connection what it checks in production
 //   2. N gRPC servers in ONE child process (this file with --serve-agents, so that the agents'
 //      work never delays the measuring client), each a scripted AgentService over mutual TLS on
 //      127.0.0.1:0: GetInfo answers, Backup streams progress, holds `--backup-ms`, writes a
@@ -15,14 +16,17 @@
 //      concurrency `--concurrency` and its dashboard on; an admin token from its `token create`;
 //      a dashboard session (POST /login); N AddHost calls
 //   4. fleet backup: CreateBackup --all, every job followed with WatchJob until its result
-//      (per-host progress: each job must stream progress before its result); meanwhile every
-//      50 ms GetStatus over gRPC, the fleet page's HTML (GET / with the session) and its JSON
-//      (POST /api/v1/GetStatus) are timed; afterwards no job may be left Queued or Running
+//      (per-host progress: each job must stream progress before its result); meanwhile a third
+//      child process (this file with --sample: its own event loop, so the N watch streams here
+//      never delay a timing) times, every 50 ms, GetStatus over gRPC, and the fleet page's HTML
+//      (GET / with the session) and its JSON (POST /api/v1/GetStatus); every page must list
+//      every host; afterwards no job may be left Queued or Running
 //   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog)
 //   6. the controller's peak RSS (VmHWM of /proc/<pid>/status), then SIGTERM and clean-up
 //   7. a table, or with --json one object (`fleet_hosts`, `fleet_backup_s`, `status_p99_ms`
 //      (during the backup), `status_idle_p99_ms`, `dashboard_p99_ms` (fleet page HTML during the
-//      backup), `dashboard_json_p99_ms`, `controller_peak_rss_mb`, `jobs_left_running`, ...)
+//      backup), `dashboard_json_p99_ms`, `controller_peak_rss_mb`, `jobs_left_running`,
+//      `load_avg_1m` (at start and end: the machine is shared), ...)
 import { spawn, spawnSync } from 'node:child_process';
 import https from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,8 +35,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { emptyProgress, emptyResult, initCerts, issueAgentCert, loadServices, mapLimit, serverCredentials } from '@boxback/common';
+import { emptyProgress, emptyResult, initCerts, loadServices, mapLimit, serverCredentials } from '@boxback/common';
 import { writeFakeBackup } from '../test/helpers/fake-backup.mjs';
+import { issueBenchAgentCerts } from './lib/agent-certs.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -45,8 +50,9 @@ const { values: args } = parseArgs({
     'backup-ms': { type: 'string', default: '500' },
     concurrency: { type: 'string', default: '50' },
     'status-calls': { type: 'string', default: '300' },
-    // internal: this process is the agents' process (see step 2)
+    // internal: this process is the agents' process (see step 2), or the timing client (step 4)
     'serve-agents': { type: 'string' },
+    sample: { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },
@@ -109,7 +115,9 @@ async function startAgent(name, tls, store) {
     ConfirmRestore: (_c, cb) => cb(null, { removed: 0, freedBytes: 0 }),
   });
   const port = await new Promise((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', serverCredentials(tls, true), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', serverCredentials({ ca: tls.ca, key: tls.key, cert: tls.certOf(name) }, true), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
   );
   return { name, address: `127.0.0.1:${port}`, server };
 }
@@ -144,6 +152,12 @@ function startController(configFile) {
 function peakRssMb(pid) {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** CPU seconds the process has used (user + system): less noisy than wall time on a shared machine. */
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15) in ticks of 1/100 s
 }
 
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -184,6 +198,8 @@ async function dashboardSession(web, token) {
 async function timeDashboard(web) {
   const page = await request(web, 'GET', '/', { headers: { cookie: web.cookie } });
   if (page.status !== 200 || !page.body.includes('<table class="fleet"')) throw new Error(`fleet page: ${page.status}`);
+  const rows = page.body.match(/<tr\s+data-host="/g)?.length ?? 0;
+  if (rows !== web.hosts) throw new Error(`the fleet page lists ${rows} of ${web.hosts} hosts`);
   const json = await request(web, 'POST', '/api/v1/GetStatus', {
     body: '{}',
     headers: { authorization: `Bearer ${web.token}`, 'content-type': 'application/json' },
@@ -192,9 +208,75 @@ async function timeDashboard(web) {
   return { html: page.ms, json: json.ms, htmlBytes: page.body.length };
 }
 
+/**
+ * The timing client's process: GetStatus over gRPC and the fleet page (HTML, then JSON) every
+ * 50 ms each until stdin ends; prints { status, html, json, pageBytes } (milliseconds).
+ */
+async function sample(spec) {
+  const o = JSON.parse(spec);
+  const client = new ControllerClient({ controller: o.controller, ca: o.ca, token: o.token });
+  const web = { ...o.web, agent: new https.Agent({ ca: readFileSync(o.ca), servername: 'controller', keepAlive: true }) };
+  const out = { status: [], html: [], json: [], pageBytes: 0 };
+  let running = true;
+  process.stdin.resume();
+  process.stdin.once('end', () => (running = false));
+  await timeStatus(client); // connect before the first timing
+  process.stdout.write('ready\n');
+  const pause = () => new Promise((r) => setTimeout(r, 50));
+  await Promise.all([
+    (async () => {
+      while (running) {
+        out.status.push((await timeStatus(client)).ms);
+        await pause();
+      }
+    })(),
+    (async () => {
+      while (running) {
+        const d = await timeDashboard(web);
+        out.html.push(d.html);
+        out.json.push(d.json);
+        out.pageBytes = d.htmlBytes;
+        await pause();
+      }
+    })(),
+  ]);
+  client.close();
+  web.agent.destroy();
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+function spawnSampler(spec) {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), '--sample', JSON.stringify(spec)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  let out = '';
+  proc.stdout.on('data', (d) => (out += d));
+  const exited = new Promise((resolve, reject) =>
+    proc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`the timing client exited (${code})`)))),
+  );
+  const ready = new Promise((resolve, reject) => {
+    proc.stdout.on('data', () => out.startsWith('ready\n') && resolve());
+    exited.catch(reject);
+  });
+  return {
+    ready,
+    /** Stop sampling; resolves with the timings. */
+    async stop() {
+      proc.stdin.end();
+      await exited;
+      return JSON.parse(out.slice('ready\n'.length));
+    },
+  };
+}
+
 /** The agents' process: serve every agent, print their addresses as one JSON line, live until stdin ends. */
 async function serveAgents(spec) {
-  const { names, tls, store } = JSON.parse(spec);
+  const { names, certsDir, store } = JSON.parse(spec);
+  const tls = {
+    ca: path.join(certsDir, 'ca.crt'),
+    key: path.join(certsDir, 'agents', 'bench-agents.key'),
+    certOf: (n) => path.join(certsDir, 'agents', `${n}.crt`),
+  };
   const agents = [];
   for (const n of names) agents.push(await startAgent(n, tls, store));
   process.stdout.write(`${JSON.stringify(agents.map((a) => ({ name: a.name, address: a.address })))}\n`);
@@ -203,8 +285,8 @@ async function serveAgents(spec) {
   await Promise.all(agents.map((a) => new Promise((r) => a.server.tryShutdown(r))));
 }
 
-function spawnAgents(names, tls, store) {
-  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve-agents', JSON.stringify({ names, tls, store })], {
+function spawnAgents(names, certsDir, store) {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve-agents', JSON.stringify({ names, certsDir, store })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   let out = '';
@@ -227,16 +309,18 @@ async function main() {
   mkdirSync(store, { recursive: true });
   const names = Array.from({ length: N }, (_, i) => `box${String(i + 1).padStart(4, '0')}`);
   let controller;
+  let load0 = 0;
   let agents = [];
   let agentsProc;
   let client;
   let web;
   try {
     log(`fleet bench: ${N} agents, backups of ${BACKUP_MS} ms each, in ${dir}`);
+    load0 = os.loadavg()[0];
     await initCerts(certsDir, { controllerName: 'controller' });
-    const agentTls = await issueAgentCert(certsDir, 'bench-agents', names);
+    issueBenchAgentCerts(certsDir, names);
     const t0 = performance.now();
-    ({ proc: agentsProc, agents } = await spawnAgents(names, agentTls, store));
+    ({ proc: agentsProc, agents } = await spawnAgents(names, certsDir, store));
     log(`  ${N} agents listening (${round((performance.now() - t0) / 1000)} s)`);
 
     const configFile = path.join(dir, 'controller.yaml');
@@ -269,36 +353,36 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       port: controller.httpPort,
       agent: new https.Agent({ ca: readFileSync(path.join(certsDir, 'ca.crt')), servername: 'controller', keepAlive: true }),
       token: tok.stdout.trim(),
+      hosts: N,
     };
     web.cookie = await dashboardSession(web, web.token);
     const t1 = performance.now();
-    await mapLimit(agents, 16, (a) => client.call('AddHost', { name: a.name, address: a.address }, 30_000));
+    // AddHost asks each agent first (5 s deadline, the controller's); on a machine this loaded a
+    // handshake can miss it: such a host is asked again (the count is reported), never skipped
+    let addRetries = 0;
+    await mapLimit(agents, 8, async (a) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await client.call('AddHost', { name: a.name, address: a.address }, 30_000);
+        } catch (err) {
+          if (attempt >= 4 || !/did not answer in time|UNAVAILABLE/.test(String(err.message))) throw err;
+          addRetries++;
+        }
+      }
+    });
     const addS = (performance.now() - t1) / 1000;
     log(`  ${N} hosts added (${round(addS)} s)`);
     const first = await client.call('GetStatus', { refresh: true }, 60_000);
     if (first.reachableHosts !== N) throw new Error(`only ${first.reachableHosts} of ${N} agents reachable`);
 
-    // 4. fleet backup, status sampled meanwhile
-    const busy = [];
-    const pageMs = [];
-    const jsonMs = [];
-    let pageBytes = 0;
-    let backingUp = true;
-    const sampler = (async () => {
-      while (backingUp) {
-        busy.push((await timeStatus(client)).ms);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
-    const webSampler = (async () => {
-      while (backingUp) {
-        const d = await timeDashboard(web);
-        pageMs.push(d.html);
-        jsonMs.push(d.json);
-        pageBytes = d.htmlBytes;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
+    // 4. fleet backup, status and the fleet page timed meanwhile by the timing client
+    const sampler = spawnSampler({
+      controller: `127.0.0.1:${controller.port}`,
+      ca: path.join(certsDir, 'ca.crt'),
+      token: web.token,
+      web: { port: web.port, token: web.token, cookie: web.cookie, hosts: N },
+    });
+    await sampler.ready;
     let withProgress = 0;
     const tb = performance.now();
     const { jobs } = await client.call('CreateBackup', { all: true }, 60_000);
@@ -314,8 +398,11 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       throw new Error(`job ${j.id} ended without a result`);
     });
     const fleetS = (performance.now() - tb) / 1000;
-    backingUp = false;
-    await Promise.all([sampler, webSampler]);
+    const timed = await sampler.stop();
+    const busy = timed.status;
+    const pageMs = timed.html;
+    const jsonMs = timed.json;
+    const pageBytes = timed.pageBytes;
     const leftRunning = (await client.call('ListJobs', { states: ['active'], limit: 10_000 })).jobs.length;
     const completed = results.filter((r) => r.status === 'Completed').length;
     log(`  fleet backup: ${completed}/${N} Completed in ${round(fleetS, 2)} s`);
@@ -334,8 +421,10 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     pageMs.sort((a, b) => a - b);
     jsonMs.sort((a, b) => a - b);
     const rss = peakRssMb(controller.proc.pid);
+    const cpuS = cpuSeconds(controller.proc.pid);
     const out = {
       fleet_hosts: N,
+      load_avg_1m: [round(load0, 2), round(os.loadavg()[0], 2)],
       fleet_concurrency: CONCURRENCY,
       backup_ms_per_host: BACKUP_MS,
       fleet_backup_s: round(fleetS, 2),
@@ -344,6 +433,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       jobs_left_running: leftRunning,
       hosts_per_s: round(N / fleetS, 1),
       add_hosts_s: round(addS, 2),
+      add_hosts_retried: addRetries,
       status_calls: STATUS_CALLS,
       status_p99_ms: busy.length ? round(pct(busy, 99), 2) : null,
       status_p50_ms: busy.length ? round(pct(busy, 50), 2) : null,
@@ -359,6 +449,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       status_hosts_reported: last.totalHosts,
       status_at_risk_hosts: last.atRiskHosts,
       controller_peak_rss_mb: round(rss, 1),
+      controller_cpu_s: round(cpuS, 1),
       targets: { status_p99_ms: 50, dashboard_p99_ms: 200, controller_peak_rss_mb: 250 },
     };
     if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -380,6 +471,8 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
         ],
         ['fleet JSON p99 (during backup)', `${out.dashboard_json_p99_ms} ms over ${pageMs.length} samples`],
         ['controller peak RSS', `${out.controller_peak_rss_mb} MB   (target < 250 MB)`],
+        ['controller CPU (whole run)', `${out.controller_cpu_s} s`],
+        ['load average (1 min) at start / end', `${out.load_avg_1m.join(' / ')} (2 cores, shared)`],
       ];
       const w = Math.max(...rows.map((r) => r[0].length));
       process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`);
@@ -404,7 +497,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
   }
 }
 
-(args['serve-agents'] ? serveAgents(args['serve-agents']) : main()).then(
+(args['serve-agents'] ? serveAgents(args['serve-agents']) : args.sample ? sample(args.sample) : main()).then(
   () => process.exit(0),
   (err) => {
     process.stderr.write(`fleet bench failed: ${err.stack ?? err}\n`);
