@@ -1,12 +1,25 @@
 // The shape of the CLI's output, through the real `boxback` and controller daemon with stub
 // agents over mutual TLS: `status --exit-code` for cron and monitoring (exit 9, one stderr
-// line per host DOWN or AT RISK).
+// line per host DOWN or AT RISK); tables that never drop a column silently (piped: every
+// column, uncut; a narrow terminal, a real pty made by script(1): a note on stderr names what
+// was left out; -o wide and --columns).
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControllerClient } from '../../packages/controller/src/cli/connection.js';
-import { cli, createTokenLocal, makeCerts, startController, until, writeControllerYaml, type ControllerProc } from './helpers.js';
+import {
+  CLI_MAIN,
+  cli,
+  cliEnv,
+  createTokenLocal,
+  makeCerts,
+  startController,
+  until,
+  writeControllerYaml,
+  type ControllerProc,
+} from './helpers.js';
 import { startStubAgent, type StubAgent } from './stub-agent.js';
 
 let dir: string;
@@ -20,7 +33,11 @@ beforeAll(async () => {
   const certs = await makeCerts(dir);
   const store = path.join(dir, 'store');
   mkdirSync(store, { recursive: true });
-  const configFile = writeControllerYaml(dir, 0, 'pollSeconds: 3600\ndefaultRpoSeconds: 1d\n');
+  const configFile = writeControllerYaml(
+    dir,
+    0,
+    'pollSeconds: 3600\ndefaultRpoSeconds: 1d\nschedules:\n  - { name: nightly, cron: "0 2 * * *", hosts: [fresh] }\n',
+  );
   const token = await createTokenLocal(configFile, 'alice', 'admin');
   for (const name of ['fresh', 'nobackup', 'spare']) agents.push(await startStubAgent({ name, certs, store, backupMs: 50 }));
   controller = await startController(configFile);
@@ -28,7 +45,8 @@ beforeAll(async () => {
   client = new ControllerClient(env);
   // set up through the RPC (each CLI run costs seconds on a loaded machine); the CLI is what is tested
   for (const a of agents) await client.call('AddHost', { name: a.name, address: a.address, rpoSeconds: a.name === 'spare' ? -1 : 0 });
-  await backupNow('fresh');
+  const id = await backupNow('fresh');
+  await client.call('VerifyBackup', { backupId: id }); // an entry for `boxback drills`
 }, 180_000);
 
 async function backupNow(host: string): Promise<string> {
@@ -78,5 +96,100 @@ describe('status --exit-code', () => {
     const watch = await cli(['status', '--exit-code', '--watch'], env);
     expect(watch.code).toBe(2);
     expect(watch.stderr).toMatch(/^boxback: BOXBACK_ERR_USAGE: --exit-code needs a status that ends/);
+  }, 180_000);
+});
+
+/** Every table command, and the columns of its full table in order. */
+const TABLES: Array<{ args: string[]; headers: string[] }> = [
+  { args: ['backups'], headers: ['Created', 'Backup ID', 'Host', 'Size', 'Consistency', 'Status', 'Restorable', 'Via', 'Drill', 'Label'] },
+  { args: ['backups', 'prune', '--dry-run'], headers: ['Backup ID', 'Created', 'Via', 'Action', 'Why'] },
+  { args: ['jobs'], headers: ['Job ID', 'Kind', 'Host', 'State', 'Phase', 'Created', 'Took', 'By', 'Backup', 'Error'] },
+  { args: ['hosts', 'list'], headers: ['Name', 'Address', 'Group', 'Plan', 'Agent', 'RPO', 'Last seen'] },
+  {
+    args: ['status'],
+    headers: [
+      'Host',
+      'Agent',
+      'Product',
+      'Running',
+      'Last good backup',
+      'Age',
+      'RPO',
+      'Next run',
+      'Last drill',
+      'Safety copies',
+      'At risk',
+    ],
+  },
+  { args: ['schedules'], headers: ['Schedule', 'Kind', 'Cron', 'Covers', 'Next run', 'Last run', 'Paused'] },
+  { args: ['drills'], headers: ['When', 'Host', 'Kind', 'Backup ID', 'Result', 'Duration', 'On', 'Detail'] },
+  { args: ['tokens', 'list'], headers: ['ID', 'Name', 'Role', 'State', 'Created', 'Last used', 'Expires'] },
+  { args: ['audit'], headers: ['When', 'Who', 'Action', 'Target', 'Result', 'Detail'] },
+];
+
+/** The header line of a table in `out` (the first line starting with its first column), split into column names. */
+function headerOf(out: string, first: string): string[] {
+  const line = out.split(/\r?\n/).find((l) => l.startsWith(`${first} `));
+  expect(line, out).toBeDefined();
+  return line!.trim().split(/\s{2,}/);
+}
+
+/** Run the CLI on a real terminal `cols` wide (script(1) makes the pty); stdout and stderr both land on it. */
+function onTerminal(args: string[], cols: number): Promise<{ code: number; screen: string }> {
+  const cmd = `stty cols ${cols} rows 50; exec "${process.execPath}" "${CLI_MAIN}" ${args.map((a) => `'${a}'`).join(' ')}`;
+  return new Promise((resolve) => {
+    const p = spawn('script', ['-qfec', cmd, '/dev/null'], { env: cliEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    p.stdout.on('data', (d) => (screen += d));
+    p.on('exit', (code) => resolve({ code: code ?? 1, screen: screen.replace(/\r/g, '') }));
+  });
+}
+
+async function inBatches<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += n) out.push(...(await Promise.all(items.slice(i, i + n).map(fn))));
+  return out;
+}
+
+describe('tables never drop a column silently', () => {
+  it('piped: every table command prints every column, nothing cut, nothing on stderr', async () => {
+    const runs = await inBatches(TABLES, 3, (t) => cli(t.args, env));
+    runs.forEach((r, i) => {
+      const t = TABLES[i];
+      expect(r.code, `${t.args.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(headerOf(r.stdout, t.headers[0]), t.args.join(' ')).toEqual(t.headers);
+      expect(r.stdout, t.args.join(' ')).not.toContain('…');
+      expect(r.stderr, t.args.join(' ')).toBe('');
+    });
+    const certs = await cli(['certs', 'check', '--dir', path.join(dir, 'certs')], env);
+    expect(headerOf(certs.stdout, 'Role')).toEqual(['Role', 'Name', 'Usage', 'Expires', 'Problem']);
+  }, 240_000);
+
+  it('a narrow terminal: fits it, and a note on stderr names each column left out; -o wide and --columns', async () => {
+    const full = TABLES[0].headers;
+    const narrow = await onTerminal(['backups'], 70);
+    expect(narrow.code, narrow.screen).toBe(0);
+    const shown = headerOf(narrow.screen, 'Created');
+    expect(shown.length).toBeLessThan(full.length);
+    const table = narrow.screen.split('\n').filter((l) => !l.startsWith('boxback: note:') && l.trim());
+    for (const l of table) expect(l.length, l).toBeLessThanOrEqual(70);
+    const note = /boxback: note: columns? (.+) left out to fit 70 characters; -o wide shows every column, --columns picks them/.exec(
+      narrow.screen,
+    );
+    expect(note, narrow.screen).not.toBeNull();
+    const left = note![1].split(', ');
+    const key = (h: string) => h.toLowerCase().replace(/ /g, '-');
+    expect([...shown.map(key), ...left].sort()).toEqual(full.map(key).sort());
+
+    const [wide, picked, bad] = await Promise.all([
+      onTerminal(['backups', '-o', 'wide'], 70),
+      onTerminal(['backups', '--columns', 'host,backup-id,Status'], 70),
+      cli(['backups', '--columns', 'host,size-on-disk'], env),
+    ]);
+    expect(headerOf(wide.screen, 'Created')).toEqual(full);
+    expect(wide.screen).not.toContain('boxback: note:');
+    expect(headerOf(picked.screen, 'Host')).toEqual(['Host', 'Backup ID', 'Status']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^boxback: BOXBACK_ERR_USAGE: --columns: no column "size-on-disk" here; there are created, backup-id, host/);
   }, 180_000);
 });

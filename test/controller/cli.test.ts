@@ -139,19 +139,31 @@ describe('human output', () => {
     expect(humanAge(0)).toBe('never');
   });
 
-  it('fits a table to the width by dropping low-priority columns, then cutting', () => {
+  it('fits a table to a terminal by dropping low-priority columns (and says which), then cutting; never when piped', () => {
     const rows = [{ a: 'gocd1@20261121-201000', b: 'quiesced', c: 'x'.repeat(40) }];
     const cols = [
       { header: 'Backup ID', get: (r: (typeof rows)[0]) => r.a, priority: 20 },
       { header: 'Consistency', get: (r: (typeof rows)[0]) => r.b, priority: 15 },
       { header: 'Note', get: (r: (typeof rows)[0]) => r.c, priority: 1 },
     ];
-    const wide = table(rows, cols, 200);
+    const told: string[][] = [];
+    const tty = (width: number, columns?: string[]) => ({ fit: true, width, columns, onDropped: (h: string[]) => told.push(h) });
+    const wide = table(rows, cols, tty(200));
     expect(wide).toContain('Note');
-    const narrow = table(rows, cols, 40);
+    expect(told).toEqual([]);
+    const narrow = table(rows, cols, tty(40));
     expect(narrow).not.toContain('Note');
+    expect(told).toEqual([['Note']]);
     for (const line of narrow.split('\n')) expect(line.length).toBeLessThanOrEqual(40);
-    const tiny = table(rows, cols, 25);
+    const tiny = table(rows, cols, tty(25));
     for (const line of tiny.split('\n')) expect(line.length).toBeLessThanOrEqual(25);
+    // piped (fit: false): every column, nothing cut, whatever the width
+    const piped = table(rows, cols, { fit: false, width: 25 });
+    expect(piped.split('\n')[0].split(/\s{2,}/)).toEqual(['Backup ID', 'Consistency', 'Note']);
+    expect(piped).toContain('x'.repeat(40));
+    expect(piped).not.toContain('…');
+    // --columns: those, in that order, matched without case or punctuation; never dropped
+    expect(table(rows, cols, tty(20, ['note', 'backup-id'])).split('\n')[0]).toMatch(/^Note\s+Backup ID$/);
+    expect(() => table(rows, cols, tty(80, ['size']))).toThrow(/--columns: no column "size" here; there are backup-id, consistency, note/);
   });
 });

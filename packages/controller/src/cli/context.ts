@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { BoxbackError, ExitCode, isErrorCode, type ErrorCode, type JobResult } from '@boxback/common';
 import { ControllerClient, resolveConnection, type GlobalOptions } from './connection.js';
+import { defaultTableView, setTableView } from './format.js';
 
 export class CliContext {
   private clientInst?: ControllerClient;
@@ -87,6 +88,46 @@ export class CliContext {
     this.finalError = `boxback: BOXBACK_ERR_JOB_FAILED: ${failed.length} of ${results.length} jobs did not complete: ${list}`;
     this.exitCode = ExitCode.JOB_FAILED;
   }
+}
+
+const OUTPUTS = ['table', 'wide', 'json'] as const;
+type Output = (typeof OUTPUTS)[number];
+
+/**
+ * The options of every command that prints a table: `-o table|wide|json` and `--columns
+ * a,b,c`. Before the action runs they set the table view (format.ts): `-o wide` or a pipe
+ * shows every column; `--columns` picks them; `-o json` is `--json`.
+ */
+export function tableOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '-o, --output <format>',
+      'table (fit a terminal, naming what is left out), wide (every column) or json',
+      (v: string): Output => {
+        if (!(OUTPUTS as readonly string[]).includes(v))
+          throw new BoxbackError('BOXBACK_ERR_USAGE', `-o wants table, wide or json, not "${v}"`);
+        return v as Output;
+      },
+    )
+    .option('--columns <list>', 'only these columns, in this order, e.g. host,status,age (any -o)', (v: string) =>
+      v
+        .split(',')
+        .map((c) => c.trim())
+        .filter(Boolean),
+    )
+    .hook('preAction', (_self, action) => {
+      const o = action.optsWithGlobals<{ output?: Output; columns?: string[] }>();
+      if (o.output === 'json') setJson(action);
+      const view = defaultTableView();
+      setTableView({ ...view, fit: view.fit && o.output !== 'wide' && !o.columns?.length, columns: o.columns });
+    });
+}
+
+/** `-o json`: turn on the program's --json (the root command holds it). */
+function setJson(cmd: Command): void {
+  let root = cmd;
+  while (root.parent) root = root.parent;
+  root.setOptionValueWithSource('json', true, 'cli');
 }
 
 /** Parse a positive integer option. */

@@ -1,8 +1,15 @@
 /**
- * Human output for the CLI: sizes (1.2 GiB), ages (3h ago), durations (1m05s), dates,
- * and tables that fit the terminal (low-priority columns are dropped, then the widest
- * column is cut with an ellipsis).
+ * Human output for the CLI: sizes (1.2 GiB), ages (3h ago), durations (1m05s), dates, and
+ * tables. A table never loses a column silently:
+ *   - stdout a terminal, no option: it fits the terminal (low-priority columns are dropped,
+ *     then the widest column is cut with an ellipsis), and one note on stderr names the
+ *     dropped columns and how to see them;
+ *   - stdout not a terminal (a pipe, a file), or `-o wide`: every column, nothing cut;
+ *   - `--columns a,b,c`: those columns in that order, never dropped (a usage error names the
+ *     columns there are when one is unknown).
+ * The view is set once per command (cli/context.ts tableOptions) before its action runs.
  */
+import { BoxbackError } from '@boxback/common';
 
 export function humanBytes(n: number): string {
   if (!Number.isFinite(n) || n < 0) return '-';
@@ -48,24 +55,86 @@ export interface Column<T> {
   header: string;
   get: (row: T) => string;
   align?: 'left' | 'right';
-  /** Lower is dropped first when the table is too wide (default 10). */
+  /** Lower is dropped first when the table must fit a terminal (default 10; 10 and above never). */
   priority?: number;
+}
+
+export interface TableView {
+  /** Fit `width` (a terminal): drop low-priority columns, then cut cells. False: every column, whole. */
+  fit: boolean;
+  width: number;
+  /** Only these columns, in this order (`--columns`), matched by name without case or punctuation. */
+  columns?: string[];
+  /** Told which columns were dropped to fit (default: a note on stderr, once per process). */
+  onDropped?: (headers: string[], width: number) => void;
+}
+
+let currentView: TableView | undefined;
+
+/** Set how the tables of this command are rendered (undefined: from whether stdout is a terminal). */
+export function setTableView(v: TableView | undefined): void {
+  currentView = v;
+}
+
+export function defaultTableView(): TableView {
+  return { fit: Boolean(process.stdout.isTTY), width: process.stdout.columns || 120 };
+}
+
+let noted = false;
+function noteDropped(headers: string[], width: number): void {
+  if (noted) return;
+  noted = true;
+  const names = headers.map(columnKey).join(', ');
+  process.stderr.write(
+    `boxback: note: ${headers.length === 1 ? 'column' : 'columns'} ${names} left out to fit ${width} characters; -o wide shows every column, --columns picks them\n`,
+  );
+}
+
+/** "Backup ID" -> "backup-id": how a column is named in `--columns` and in messages. */
+export function columnKey(header: string): string {
+  return header
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
+}
+
+const squash = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
+
+function chooseColumns<T>(columns: Column<T>[], wanted: string[]): Column<T>[] {
+  return wanted.map((w) => {
+    const c = columns.find((x) => squash(x.header) === squash(w));
+    if (!c)
+      throw new BoxbackError(
+        'BOXBACK_ERR_USAGE',
+        `--columns: no column "${w}" here; there are ${columns.map((x) => columnKey(x.header)).join(', ')}`,
+      );
+    return c;
+  });
 }
 
 function cut(s: string, w: number): string {
   return s.length <= w ? s : w <= 1 ? s.slice(0, w) : `${s.slice(0, w - 1)}…`;
 }
 
-/** Render rows as a table no wider than `width`. */
-export function table<T>(rows: T[], columns: Column<T>[], width = process.stdout.columns || 120): string {
-  let cols = columns.map((c) => ({ ...c, cells: rows.map(c.get) }));
+/** Render rows as a table, as `view` says (default: the command's view, see the module header). */
+export function table<T>(rows: T[], columns: Column<T>[], view: TableView = currentView ?? defaultTableView()): string {
+  const chosen = view.columns?.length ? chooseColumns(columns, view.columns) : columns;
+  let cols = chosen.map((c) => ({ ...c, cells: rows.map(c.get) }));
   const widthOf = (c: (typeof cols)[number]) => Math.max(c.header.length, ...c.cells.map((s) => s.length));
   const total = () => cols.reduce((n, c) => n + widthOf(c), 0) + 2 * (cols.length - 1);
-  while (total() > width && cols.length > 2) {
+  const width = view.fit ? view.width : Infinity;
+  const dropped: string[] = [];
+  while (!view.columns?.length && total() > width && cols.length > 2) {
     const lowest = cols.reduce((a, b) => ((b.priority ?? 10) < (a.priority ?? 10) ? b : a));
     if ((lowest.priority ?? 10) >= 10) break;
     cols = cols.filter((c) => c !== lowest);
+    dropped.push(lowest.header);
   }
+  if (dropped.length)
+    (view.onDropped ?? noteDropped)(
+      chosen.map((c) => c.header).filter((h) => dropped.includes(h)),
+      width,
+    );
   const widths = cols.map(widthOf);
   while (widths.reduce((a, b) => a + b, 0) + 2 * (cols.length - 1) > width) {
     const i = widths.indexOf(Math.max(...widths));

@@ -14,7 +14,7 @@ import type { Command } from 'commander';
 import { BoxbackError, datasetFacts, parseWithSchema, type ManifestDataset, type wire } from '@boxback/common';
 import { z } from 'zod';
 import { parseDuration } from '../../config.js';
-import { positiveInt, type CliContext } from '../context.js';
+import { positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
 
@@ -269,8 +269,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       ctx.out({ file: out, bytes }, () => `wrote ${out} (${humanBytes(bytes)})`);
     });
 
-  const backups = program
-    .command('backups')
+  const backups = tableOptions(program.command('backups'))
     .description(
       'list backups, newest first (Via: manual, or auto by a schedule; Drill: ✓ when a restore drill passed); `backups prune` applies retention',
     )
@@ -303,8 +302,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       });
   }
 
-  backups
-    .command('prune')
+  tableOptions(backups.command('prune'))
     .description('apply the retention policy now: delete what it does not keep (--dry-run: only show what would go, and why)')
     .option('--host <name>', 'only this host')
     .option('--dry-run', 'list what would be deleted, delete nothing')

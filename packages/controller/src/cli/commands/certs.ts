@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { checkCerts, initCerts, issueAgentCert } from '@boxback/common';
 import { humanDate, table } from '../format.js';
-import type { CliContext } from '../context.js';
+import { tableOptions, type CliContext } from '../context.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -42,8 +42,7 @@ export function registerCertCommands(program: Command, ctx: CliContext): void {
       const r = await issueAgentCert(path.resolve(o.dir), o.host, o.altName ?? []);
       ctx.out(r, () => [`CA:    ${r.ca}`, `cert:  ${r.cert}`, `key:   ${r.key}`].join('\n'));
     });
-  certs
-    .command('check')
+  tableOptions(certs.command('check'))
     .description('list the certificates in --dir and what needs re-issuing (exit 1 when something does)')
     .requiredOption('--dir <dir>', 'directory made by `boxback certs init`')
     .action((o: { dir: string }) => {

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { BoxbackError, ExitCode, type JobResult, type wire } from '@boxback/common';
-import { positiveInt, type CliContext } from '../context.js';
+import { positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine } from '../watch.js';
 import { parseDuration } from '../../config.js';
@@ -161,8 +161,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       });
       ctx.out(h, () => `${h.name}: address ${h.address}, group ${h.group || '-'}, RPO ${rpoText(h.rpoSeconds)}`);
     });
-  hosts
-    .command('list')
+  tableOptions(hosts.command('list'))
     .description('list registered hosts')
     .option('--group <group>', 'only this group')
     .action(async (o: { group?: string }) => {
@@ -189,8 +188,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       ctx.out(r, () => `removed ${name}`);
     });
 
-  program
-    .command('status')
+  tableOptions(program.command('status'))
     .description('every host: agent, running job, last good backup and its age, next scheduled run, last passed drill, at risk')
     .option('--watch', 'refresh every 2 seconds')
     .option('--refresh', 'ask every agent now instead of using the last poll')
@@ -218,8 +216,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       }
     });
 
-  const schedules = program
-    .command('schedules')
+  const schedules = tableOptions(program.command('schedules'))
     .description("the config's schedules: next runs, pause, resume, run now (`boxback schedules` lists them)")
     .action(async () => {
       const r = await ctx.client().call('ListSchedules', {});
@@ -289,8 +286,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       );
     });
 
-  program
-    .command('drills')
+  tableOptions(program.command('drills'))
     .description('the drill and verify history, newest first (kept after the backups they tested are deleted)')
     .option('--host <name>', 'only the backups of this host')
     .option('--kind <kind>', 'only drill or verify')
@@ -335,8 +331,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       const r = await ctx.client().call('RevokeToken', { token: nameOrId });
       ctx.out(r, () => `revoked token "${r.name}" (id ${r.id}); calls with it fail from now on`);
     });
-  tokens
-    .command('list')
+  tableOptions(tokens.command('list'))
     .description('list tokens (never the secrets)')
     .action(async () => {
       const r = await ctx.client().call('ListTokens', {});
@@ -353,8 +348,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       );
     });
 
-  program
-    .command('audit')
+  tableOptions(program.command('audit'))
     .description('the newest entries of the audit log (admins only)')
     .option('--limit <n>', 'how many', positiveInt('--limit'), 50)
     .action(async (o: { limit: number }) => {

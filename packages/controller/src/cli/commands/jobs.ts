@@ -9,7 +9,7 @@
  */
 import type { Command } from 'commander';
 import type { JobResult, wire } from '@boxback/common';
-import { positiveInt, type CliContext } from '../context.js';
+import { positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
 
@@ -78,8 +78,7 @@ async function follow(ctx: CliContext, j: WatchedJob): Promise<JobResult> {
 }
 
 export function registerJobCommands(program: Command, ctx: CliContext): void {
-  program
-    .command('jobs')
+  tableOptions(program.command('jobs'))
     .description('list jobs, newest first (backups, restores, drills)')
     .option('--host <name>', 'only this host')
     .option('--kind <kind>', 'only backup, restore, drill or verify jobs')
