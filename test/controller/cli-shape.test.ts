@@ -2,7 +2,8 @@
 // agents over mutual TLS: `status --exit-code` for cron and monitoring (exit 9, one stderr
 // line per host DOWN or AT RISK); tables that never drop a column silently (piped: every
 // column, uncut; a narrow terminal, a real pty made by script(1): a note on stderr names what
-// was left out; -o wide and --columns).
+// was left out; -o wide and --columns); `backup create` asking for --group/--all only, and
+// without a terminal refusing at once (exit 2) instead of waiting.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -192,4 +193,41 @@ describe('tables never drop a column silently', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^boxback: BOXBACK_ERR_USAGE: --columns: no column "size-on-disk" here; there are created, backup-id, host/);
   }, 180_000);
+});
+
+describe('backup create and its confirmation', () => {
+  const jobCount = async () =>
+    (await client.call<{ jobs: unknown[] }>('ListJobs', { host: '', kind: '', states: [], limit: 1000 })).jobs.length;
+
+  it('--all without a terminal and without --yes: exit 2 at once, nothing started; --host never asks', async () => {
+    const before = await jobCount();
+    const t0 = Date.now();
+    const r = await cli(['backup', 'create', '--all'], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(
+      'boxback: BOXBACK_ERR_USAGE: Back up every host: needs confirmation and there is no terminal to ask on; pass --yes\n',
+    );
+    expect(Date.now() - t0).toBeLessThan(30_000); // no hang waiting for an answer
+    const g = await cli(['backup', 'create', '--group', 'prod'], env);
+    expect(g.stderr).toMatch(/Back up every host of group prod: needs confirmation/);
+    expect(await jobCount()).toBe(before);
+
+    const one = await cli(['backup', 'create', '--host', 'fresh'], env);
+    expect(one.code, one.stderr).toBe(0);
+    expect(await jobCount()).toBe(before + 1);
+  }, 120_000);
+
+  it('--all on a terminal asks, and "n" starts nothing', async () => {
+    const before = await jobCount();
+    const cmd = `exec "${process.execPath}" "${CLI_MAIN}" backup create --all`;
+    const p = spawn('script', ['-qfec', cmd, '/dev/null'], { env: cliEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    p.stdout.on('data', (d) => (screen += d));
+    const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    await until(() => screen.includes('Back up every host? [y/N]'), 30_000, 'the question');
+    p.stdin.write('n\r');
+    expect(await exited).toBe(2);
+    expect(screen).toContain('boxback: BOXBACK_ERR_USAGE: not confirmed; nothing was done');
+    expect(await jobCount()).toBe(before);
+  }, 60_000);
 });

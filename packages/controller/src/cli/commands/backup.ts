@@ -1,7 +1,7 @@
 /**
  * `boxback backup create|get|restore|verify|delete|import|export` and `boxback backups`.
  *
- * create: CreateBackup -> (--no-wait: print job IDs) -> follow every job with progress ->
+ * create: confirm (--group/--all only: on a terminal, or --yes; else exit 2) -> CreateBackup -> (--no-wait: print job IDs) -> follow every job with progress ->
  *         one summary line per host -> exit 5 when any failed.
  * restore: GetBackup -> confirm (TTY, unless --yes or --dry-run) -> RestoreBackup ->
  *          follow -> dry-run report or the confirm hint -> exit 5 on Failed/RolledBack.
@@ -112,7 +112,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--all', 'every registered host')
     .option('--live', 'do not quiesce the services (recorded as "live")')
     .option('--label <label>', 'label the backup(s), e.g. pre-upgrade (`boxback backups --label pre-upgrade`)')
-    .option('-y, --yes', 'do not ask for confirmation')
+    .option('-y, --yes', 'do not ask (--group and --all ask first; without a terminal they need --yes)')
     .option('--no-wait', 'print the job IDs and return')
     .option('--concurrency <n>', 'at most N hosts at once for this request', positiveInt('--concurrency'))
     .action(
@@ -129,7 +129,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         const chosen = [Boolean(o.host?.length), Boolean(o.group), Boolean(o.all)].filter(Boolean).length;
         if (chosen !== 1)
           throw new BoxbackError('BOXBACK_ERR_USAGE', 'name what to back up: exactly one of --host NAME, --group G or --all');
-        if ((o.all || o.group) && ctx.tty && process.stdin.isTTY) {
+        // --group and --all quiesce many hosts at once: asked on a terminal; without one, --yes or exit 2
+        if (o.all || o.group) {
           await ctx.confirm(
             `Back up ${o.all ? 'every host' : `every host of group ${o.group}`}${o.live ? ' (live, services keep running)' : ''}?`,
             o.yes,
