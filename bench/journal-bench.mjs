@@ -46,9 +46,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createJournals } from '../packages/agent/dist/journal/index.js';
-import { syncTreeIncremental } from '../packages/agent/dist/journal/incremental-sync.js';
+import { syncTreeIncremental } from '../packages/common/dist/index.js';
 import { inotifyWatchesInUse } from '../packages/agent/dist/journal/watcher.js';
-import { rsyncArgs } from '../packages/agent/dist/backup/tree-sync.js';
+import { rsyncArgs } from '../packages/common/dist/index.js';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { guard, onCleanup, run as runProcess, spawnTracked } from './lib/procs.mjs';
 

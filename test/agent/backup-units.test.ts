@@ -3,9 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { datasetPhase, treePhase } from '../../packages/agent/src/backup/backup.js';
 import { gocdEnv } from '../../packages/agent/src/backup/hooks.js';
-import { buildManifest, manifestToJson } from '../../packages/agent/src/backup/manifest-writer.js';
-import { parseProgress2, rsyncArgs } from '../../packages/agent/src/backup/tree-sync.js';
-import { excludeMatcher } from '../../packages/agent/src/backup/walk.js';
+import { buildManifest, manifestToJson } from '@boxback/common';
+import { parseProgress2, rsyncArgs } from '@boxback/common';
+import { excludeMatcher } from '@boxback/common';
 
 describe('backup engine pieces', () => {
   it('excludes follow rsync rules', () => {

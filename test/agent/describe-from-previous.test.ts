@@ -30,7 +30,7 @@ import {
   readPrevIndex,
   rootsInWalkOrder,
   walkOrder,
-} from '../../packages/agent/src/backup/manifest-writer.js';
+} from '@boxback/common';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-describe-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -190,6 +190,7 @@ describe('describing a tree from the previous manifest and the changed roots', (
         prev,
         out,
         prevManifest: path.join(prevDir, 'manifest.json'),
+        scratch: `${out.file}.roots`,
       });
       await out.close();
       expect(readFileSync(out.file, 'utf8')).toBe(walked.text);

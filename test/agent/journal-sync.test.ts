@@ -8,8 +8,8 @@ import { promises as fsp, lstatSync, mkdtempSync, rmSync, writeFileSync } from '
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { compileExcludes } from '../../packages/agent/src/journal/excludes.js';
-import { reduceToRoots, syncTreeIncremental } from '../../packages/agent/src/journal/incremental-sync.js';
+import { compileExcludes } from '@boxback/common';
+import { reduceToRoots, syncTreeIncremental } from '@boxback/common';
 import { planChunks } from '../../packages/agent/src/journal/watcher.js';
 import { Mutator, diffTrees, fullRsync, prng, snapshotTree } from '../helpers/journal-trees.js';
 

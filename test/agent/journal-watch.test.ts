@@ -11,8 +11,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Logger } from '@boxback/common';
 import { createJournals, type Journals } from '../../packages/agent/src/journal/index.js';
-import { compileExcludes } from '../../packages/agent/src/journal/excludes.js';
-import { syncTreeIncremental } from '../../packages/agent/src/journal/incremental-sync.js';
+import { compileExcludes } from '@boxback/common';
+import { syncTreeIncremental } from '@boxback/common';
 import { journalFile, readJournal } from '../../packages/agent/src/journal/journal.js';
 import { Mutator, diffTrees, fullRsync, prng, snapshotTree } from '../helpers/journal-trees.js';
 

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupId, backupRelPath, emptyResult, type JobResult, type ManifestFile } from '@boxback/common';
 import { MANIFEST_SEND_LIMIT } from '../../packages/agent/src/backup/backup.js';
-import { buildManifest, manifestChunks, manifestToJson, readPrevIndex } from '../../packages/agent/src/backup/manifest-writer.js';
-import { publish } from '../../packages/agent/src/backup/publish.js';
+import { buildManifest, manifestChunks, manifestToJson, readPrevIndex } from '@boxback/common';
+import { publish } from '@boxback/common';
 import { rowFromResult, rowFromResultInStore } from '../../packages/controller/src/backup-record.js';
 
 let dir: string;

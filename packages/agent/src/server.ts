@@ -40,7 +40,7 @@ import { ProgressTracker, type JobContext } from './job.js';
 import { readInstalledVersion } from './product-version.js';
 import { runRestore } from './restore/restore.js';
 import { confirmRestore, listSafetyCopies } from './restore/safety-copies.js';
-import { deleteBackup } from './store.js';
+import { deleteBackupDir, refFromPath } from '@boxback/common';
 
 interface RunningJob {
   id: string;
@@ -74,7 +74,7 @@ export class AgentServer {
       ),
       DeleteBackup: this.unary('DeleteBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) => {
         backupDirFor(this.config, call.request.backupPath, 'delete');
-        const r = await deleteBackup(this.config.store, call.request.backupPath);
+        const r = await deleteBackupDir(this.config.store, refFromPath(call.request.backupPath));
         this.log.info({ backupPath: call.request.backupPath, ...r }, 'backup deleted');
         return r;
       }),

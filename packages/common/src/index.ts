@@ -14,3 +14,7 @@ export * from './store/ref.js';
 export * from './store/config.js';
 export * from './zip-read.js';
 export type * as wire from './wire.js';
+export * from './store/registry.js';
+export * from './excludes.js';
+export * from './walk.js';
+export * from './store/local/index.js';

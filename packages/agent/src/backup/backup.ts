@@ -74,7 +74,7 @@ import {
   readPrevIndex,
   type CollectResult,
   type PrevIndex,
-} from './manifest-writer.js';
+} from '@boxback/common';
 import {
   createTempDir,
   freeTimestamp,
@@ -85,11 +85,11 @@ import {
   removeTemp,
   syncToDisk,
   writeVersionFile,
-} from './publish.js';
+} from '@boxback/common';
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
 import { syncTreeIncremental, type TreeSnapshot } from '../journal/index.js';
-import { syncTree } from './tree-sync.js';
+import { syncTree } from '@boxback/common';
 import { BLOCKS_FILE, readBlockIndex, writeBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
 
 const DATASET_PHASES: Record<string, string> = {
@@ -701,7 +701,13 @@ async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSign
           // Only what the journal names is looked at; the rest is the previous manifest's lines.
           try {
             const roots = await promoteRoots(snap.changed, dest, prevTree!);
-            col = await describeFromPrevious({ ...describeOpts, roots, out: part, prevManifest: path.join(r.previous.dir, MANIFEST_FILE) });
+            col = await describeFromPrevious({
+              ...describeOpts,
+              roots,
+              out: part,
+              prevManifest: path.join(r.previous.dir, MANIFEST_FILE),
+              scratch: `${part.file}.roots`,
+            });
             r.ctx.log.info(
               { tree: t.name, roots: roots.length },
               `tree ${t.name}: described from the previous manifest and the journal's roots`,

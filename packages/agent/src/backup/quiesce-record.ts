@@ -17,7 +17,7 @@ import path from 'node:path';
 import { BoxbackError, asBoxbackError, fsyncDir, writeFileAtomic, type Logger, type QuiesceMode } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { exitQuiesce } from './quiesce.js';
-import { removeStaleTemps } from './publish.js';
+import { removeStaleTemps } from '@boxback/common';
 
 export const QUIESCE_RECORD = 'quiesce.json';
 

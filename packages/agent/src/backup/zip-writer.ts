@@ -26,7 +26,7 @@ import { closeSync, openSync, promises as fsp, readSync, type Stats } from 'node
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
-import { excludeMatcher, walkTree, type WalkEntry } from './walk.js';
+import { excludeMatcher, walkTree, type WalkEntry } from '@boxback/common';
 import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,

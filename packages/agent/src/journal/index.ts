@@ -21,11 +21,11 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { TreeJournal, type JournalSnapshot } from './journal.js';
-import { LinkFarms } from './link-farm.js';
+import { LinkFarms } from '@boxback/common';
 import { journalSettings } from './plan-extension.js';
 import { TreeWatcher, type WatcherStats } from './watcher.js';
 
-export { syncTreeIncremental, type IncrementalSyncOptions, type IncrementalSyncResult } from './incremental-sync.js';
+export { syncTreeIncremental, type IncrementalSyncOptions, type IncrementalSyncResult } from '@boxback/common';
 export { journalPlanSchema, JOURNAL_PLAN_DEFAULTS, type JournalPlan } from './plan-extension.js';
 export type { JournalSnapshot } from './journal.js';
 

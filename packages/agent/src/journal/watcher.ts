@@ -43,7 +43,7 @@ import { promises as fsp, readFileSync, readdirSync, readlinkSync } from 'node:f
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '@boxback/common';
-import { compileExcludes, type ExcludeMatcher } from './excludes.js';
+import { compileExcludes, type ExcludeMatcher } from '@boxback/common';
 
 export interface TreeWatcherOptions {
   tree: string;

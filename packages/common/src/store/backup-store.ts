@@ -80,6 +80,12 @@ export interface RandomAccessFile {
 /** Where a tree's manifest lines go, in walk order (the caller assembles manifest.json from them). */
 export interface ManifestSink {
   add(entry: ManifestFile): void | Promise<void>;
+  /**
+   * Optional: the same entry with its JSON text already made (`JSON.stringify(entry)`); a sink
+   * that writes manifest lines takes the text as it is (a journaled tree's unchanged lines
+   * are copied from the previous manifest without being stringified again).
+   */
+  addLine?(json: string, entry: ManifestFile): void | Promise<void>;
 }
 
 export interface TreeSyncProgress {

@@ -23,7 +23,8 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { BoxbackError, type Logger } from '@boxback/common';
+import { BoxbackError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
 
 export const FARM_DIR = '.journal-farm';
 

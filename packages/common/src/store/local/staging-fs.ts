@@ -1,5 +1,6 @@
 /**
- * Making a backup appear only when it is complete.
+ * The local backend's file steps for making a backup appear only when it is complete
+ * (staging.ts calls them in this order).
  *
  *   1. removeStaleTemps: `.tmp-backup_*` left by a crash or a kill are removed (they are
  *      never listed: listings only take `backup_*` directories with a manifest)
@@ -14,15 +15,15 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BACKUP_DIR_RE, MANIFEST_FILE, fsyncDir, fsyncFile, mapLimit, writeFileAtomic, type Logger } from '@boxback/common';
-import { runCommand } from '../run-command.js';
+import { execa } from 'execa';
+import { fsyncDir, fsyncFile, writeFileAtomic } from '../../fs-atomic.js';
+import { mapLimit } from '../../limit.js';
+import type { Logger } from '../../logger.js';
+import { BACKUP_DIR_RE, MANIFEST_FILE } from '../../manifest.js';
+import { TEMP_PREFIX, hostDir } from './layout.js';
 import { LIST_LIMIT } from './manifest-writer.js';
 
-export const TEMP_PREFIX = '.tmp-backup_';
-
-export function hostDir(store: string, host: string): string {
-  return path.join(store, host);
-}
+export { TEMP_PREFIX, hostDir } from './layout.js';
 
 /** Remove `.tmp-backup_*` directories of this host (a crashed or killed backup's leftovers). */
 export async function removeStaleTemps(store: string, host: string, log: Logger): Promise<number> {
@@ -63,11 +64,11 @@ export async function freeTimestamp(
   return { ts: format(at), at };
 }
 
-export async function createTempDir(store: string, host: string, ts: string, jobId: string): Promise<string> {
+export async function createTempDir(store: string, host: string, ts: string, jobId: string, prefix = TEMP_PREFIX): Promise<string> {
   const parent = hostDir(store, host);
   await fsp.mkdir(parent, { recursive: true });
   const safeJob = jobId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 60);
-  const dir = path.join(parent, `${TEMP_PREFIX}${ts}-${safeJob}`);
+  const dir = path.join(parent, `${prefix}${ts}-${safeJob}`);
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { mode: 0o750 });
   return dir;
@@ -123,13 +124,19 @@ export async function syncToDisk(
     await mapLimit([...wrote.dirs].reverse(), 16, (d) => fsyncDir(d));
     return 'fsync-written';
   }
-  const r = await runCommand(['sync', '--file-system', dir], { timeoutMs: 15 * 60_000, signal });
-  if (r.ok) {
+  const r = await execa('sync', ['--file-system', dir], {
+    reject: false,
+    stdin: 'ignore',
+    timeout: 15 * 60_000,
+    cancelSignal: signal,
+    forceKillAfterDelay: 3000,
+  });
+  if (!r.failed) {
     await fsyncDir(dir);
     return 'syncfs';
   }
   signal?.throwIfAborted();
-  log.warn({ output: r.outputTail }, 'sync --file-system failed; fsyncing every file');
+  log.warn({ output: String(r.stderr ?? '').slice(-2000) }, 'sync --file-system failed; fsyncing every file');
   await fsyncTree(dir);
   return 'fsync';
 }

@@ -16,8 +16,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { BOXBACK_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '@boxback/common';
-import { walkTree, type WalkEntry } from './walk.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
+import { BOXBACK_VERSION } from '../../version.js';
+import { walkTree, type WalkEntry } from '../../walk.js';
+import type { ManifestSink } from '../backup-store.js';
 
 export const STAGE_DIR = '.stage';
 /** Manifest line files written while describing (inside the temporary directory, removed before the rename). */
@@ -37,8 +39,8 @@ export interface CollectOptions {
   skipDirs?: string[];
   /** The previous backup (its directory and its manifest's tree files), for hard-linked files. */
   prev?: { dir: string; index: PrevIndex };
-  /** Where the entries' manifest lines go, in walk order. */
-  out: PartWriter;
+  /** Where the entries go, in walk order (a PartWriter takes their lines as they are). */
+  out: ManifestSink;
   /** Describe only these paths under `subdir` (sorted in walk order, none under another). */
   roots?: string[];
   signal?: AbortSignal;
@@ -73,7 +75,7 @@ const SMALL_SYNC = 64 * 1024;
  * One part of manifest.json's file list: a file of manifest lines (`JSON.stringify(entry)`, one
  * per line), written as the entries are described so that no file list is held in memory.
  */
-export class PartWriter {
+export class PartWriter implements ManifestSink {
   lines = 0;
   private buf = Buffer.allocUnsafe(1 << 20);
   private used = 0;
@@ -85,6 +87,14 @@ export class PartWriter {
   static async create(file: string): Promise<PartWriter> {
     await fsp.mkdir(path.dirname(file), { recursive: true });
     return new PartWriter(file, await fsp.open(file, 'w', 0o600));
+  }
+
+  add(entry: ManifestFile): Promise<void> {
+    return this.line(JSON.stringify(entry));
+  }
+
+  addLine(json: string): Promise<void> {
+    return this.line(json);
   }
 
   async line(text: string): Promise<void> {
@@ -112,6 +122,11 @@ export class PartWriter {
     await this.flush();
     await this.fh.close();
   }
+}
+
+/** An entry whose JSON text is at hand: a sink that writes lines takes the text as it is. */
+function emitLine(out: ManifestSink, json: string, entry: ManifestFile): void | Promise<void> {
+  return out.addLine ? out.addLine(json, entry) : out.add(entry);
 }
 
 /** A list that stops at LIST_LIMIT (then undefined: too many to fsync one by one). */
@@ -295,7 +310,7 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   const writeHead = async () => {
     const x = window.shift()!;
     if (x.hashed) await x.hashed;
-    await o.out.line(JSON.stringify(x.f));
+    await o.out.add(x.f);
     res.entries++;
   };
 
@@ -500,7 +515,13 @@ export function rootsInWalkOrder(paths: Iterable<string>): string[] {
  * Throws when the previous manifest is not line based: the caller walks instead.
  */
 export async function describeFromPrevious(
-  o: Omit<CollectOptions, 'roots' | 'subdir'> & { subdir: string; roots: string[]; prevManifest: string },
+  o: Omit<CollectOptions, 'roots' | 'subdir'> & {
+    subdir: string;
+    roots: string[];
+    prevManifest: string;
+    /** A scratch file for the roots' lines (removed when done). */
+    scratch: string;
+  },
 ): Promise<CollectResult> {
   const prefix = `${o.subdir}/`;
   const roots = rootsInWalkOrder(o.roots);
@@ -517,7 +538,7 @@ export async function describeFromPrevious(
     for (let i = 1; i < parts.length; i++) ancestors.add(parts.slice(0, i).join('/'));
   }
   // 1. The roots, described afresh into their own part.
-  const rootsPart = await PartWriter.create(`${o.out.file}.roots`);
+  const rootsPart = await PartWriter.create(o.scratch);
   let fresh: CollectResult;
   try {
     fresh = await collectFiles({ ...o, subdir: o.subdir, roots, out: rootsPart });
@@ -531,12 +552,16 @@ export async function describeFromPrevious(
   const freshLines = readFileSync(rootsPart.file, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((line) => ({ line, path: (JSON.parse(line) as ManifestFile).path }))
+    .map((line) => {
+      const entry = JSON.parse(line) as ManifestFile;
+      return { line, entry, path: entry.path };
+    })
     .sort((a, b) => walkOrder(a.path, b.path));
   let next = 0;
   const emitFreshBefore = async (p: string | undefined) => {
     while (next < freshLines.length && (p === undefined || walkOrder(freshLines[next].path, p) < 0)) {
-      await o.out.line(freshLines[next++].line);
+      const l = freshLines[next++];
+      await emitLine(o.out, l.line, l.entry);
       res.entries++;
     }
   };
@@ -573,7 +598,7 @@ export async function describeFromPrevious(
       tree.bytes += entry.size;
       if (entry.type === 'file') tree.linkedFiles++;
     }
-    await o.out.line(out);
+    await emitLine(o.out, out, entry);
     res.entries++;
   }
   if (!lineBased) throw new Error(`${o.prevManifest} is not one line per file`);

@@ -34,8 +34,8 @@ import { promises as fsp, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { BoxbackError } from '@boxback/common';
-import { compileExcludes } from './excludes.js';
+import { BoxbackError } from '../../errors.js';
+import { compileExcludes } from '../../excludes.js';
 import { linkFarm } from './link-farm.js';
 
 export { linkFarm } from './link-farm.js';

@@ -15,7 +15,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { execa } from 'execa';
-import { BoxbackError } from '@boxback/common';
+import { BoxbackError } from '../../errors.js';
 
 export interface SyncProgress {
   bytesDone: number;

@@ -1,0 +1,99 @@
+/**
+ * Reading a local store's backups: the manifest's text, a stored file (as a stream, for
+ * random reads, or the file itself), a tree copied out with rsync, and verify (every file
+ * re-hashed against the manifest, every zip entry CRC-checked; `quick`: presence and sizes;
+ * `sample`: a random share of the files read, the rest quick).
+ */
+import { promises as fsp } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { BoxbackError } from '../../errors.js';
+import { MANIFEST_FILE, readManifest, verifyBackupDeep, verifyBackupDir, type VerifyResult } from '../../manifest.js';
+import { refId } from '../ref.js';
+import type { BackupRef, RandomAccessFile, StoreVerifyOptions, TreeSyncProgress } from '../backup-store.js';
+import { backupDir, backupDirExists, storedPath } from './layout.js';
+import { syncTree } from './rsync.js';
+
+/** NOT_FOUND when the backup is not there at all. */
+async function mustExist(root: string, ref: BackupRef): Promise<void> {
+  if (!(await backupDirExists(root, ref))) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} is not in the store`);
+}
+
+export async function readManifestText(root: string, ref: BackupRef): Promise<string> {
+  const file = storedPath(root, ref, MANIFEST_FILE);
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    await mustExist(root, ref);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BoxbackError(
+      'BOXBACK_ERR_MANIFEST_INVALID',
+      `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
+    );
+  }
+}
+
+/** A stored file, opened (NOT_FOUND names the backup and the file). */
+async function openStored(root: string, ref: BackupRef, rel: string): Promise<fsp.FileHandle> {
+  const file = storedPath(root, ref, rel);
+  try {
+    const fh = await fsp.open(file, 'r');
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `${rel} of backup ${refId(ref)} is not a regular file`);
+    }
+    return fh;
+  } catch (err) {
+    if (err instanceof BoxbackError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no file ${rel}`);
+    throw err;
+  }
+}
+
+export async function openFile(root: string, ref: BackupRef, rel: string, range?: { start?: number; end?: number }): Promise<Readable> {
+  const fh = await openStored(root, ref, rel);
+  return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1 << 20 });
+}
+
+export async function openRandomAccess(root: string, ref: BackupRef, rel: string): Promise<RandomAccessFile> {
+  const fh = await openStored(root, ref, rel);
+  const { size } = await fh.stat();
+  return {
+    size,
+    read: (buffer, offset, length, position) => fh.read(buffer, offset, length, position),
+    close: () => fh.close(),
+  };
+}
+
+export async function localFile(root: string, ref: BackupRef, rel: string): Promise<{ path: string; release(): Promise<void> }> {
+  const fh = await openStored(root, ref, rel);
+  await fh.close();
+  return { path: storedPath(root, ref, rel), release: async () => undefined };
+}
+
+/** rsync -a --numeric-ids <backup>/<dir>/ <dest>/: a real copy (no hard links into the store). */
+export async function fetchTree(
+  root: string,
+  ref: BackupRef,
+  dir: string,
+  dest: string,
+  o: { signal?: AbortSignal; onProgress?: (p: TreeSyncProgress) => void } = {},
+): Promise<void> {
+  const src = storedPath(root, ref, dir);
+  const st = await fsp.lstat(src).catch(() => undefined);
+  if (!st?.isDirectory()) {
+    await mustExist(root, ref);
+    throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
+  }
+  await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress });
+}
+
+export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOptions = {}): Promise<VerifyResult> {
+  await mustExist(root, ref);
+  const dir = backupDir(root, ref);
+  const m = await readManifest(dir);
+  if (!o.quick && (o.sample === undefined || o.sample >= 1)) return verifyBackupDeep(dir, m, o.onProgress, o.signal);
+  const share = o.quick ? 0 : Math.max(0, o.sample ?? 0);
+  return verifyBackupDir(dir, m, o.onProgress, 4, () => Math.random() < share, o.signal);
+}

@@ -1,0 +1,186 @@
+/**
+ * A tree of a backup in a local store (BackupStaging.syncTree): stored as a complete
+ * directory whose unchanged files are hard links to the host's previous backup, then
+ * described into the caller's manifest sink.
+ *
+ *   1. choose: the journal's changed paths are trusted (`changed` given) and the previous
+ *      backup holds the tree -> journaled; else a full rsync pass (and why)
+ *   2. journaled: the previous tree's hard-link farm (prepared in the background after the
+ *      previous backup, link-farm.ts, or linked now), then only the changed paths synced
+ *      (incremental-sync.ts); any failure but a cancel or a full disk -> a full pass instead
+ *   3. full: rsync -a --delete --link-dest=<previous tree> (rsync.ts)
+ *   4. describe (manifest-writer.ts): journaled, from the previous manifest's lines plus the
+ *      changed roots afresh (no walk of the tree); full, a walk that takes a hard-linked
+ *      file's SHA-256 from the previous manifest and hashes the rest
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { asBoxbackError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { MANIFEST_FILE, type ManifestFile } from '../../manifest.js';
+import type { BackupRef, ManifestSink, TreeSyncRequest, TreeSyncResult } from '../backup-store.js';
+import { refPath } from '../ref.js';
+import { syncTreeIncremental } from './incremental-sync.js';
+import type { LinkFarms } from './link-farm.js';
+import { PARTS_DIR, collectFiles, describeFromPrevious, promoteRoots, type CollectResult, type PrevIndex } from './manifest-writer.js';
+import { syncTree as rsyncTree } from './rsync.js';
+
+export interface TreeContext {
+  /** The temporary backup directory. */
+  tempDir: string;
+  /** The previous backup's directory and manifest index, when it has a readable manifest. */
+  previous: (ref: BackupRef | undefined) => Promise<{ dir: string; index: PrevIndex } | undefined>;
+  known: Map<string, string>;
+  farms?: LinkFarms;
+  log: Logger;
+}
+
+const isDir = (p: string) =>
+  fsp.stat(p).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+
+/** Counts what went through, so a failed description can tell whether it may start over. */
+class CountingSink implements ManifestSink {
+  n = 0;
+  constructor(private readonly out: ManifestSink) {}
+  add(entry: ManifestFile): void | Promise<void> {
+    this.n++;
+    return this.out.add(entry);
+  }
+  addLine(json: string, entry: ManifestFile): void | Promise<void> {
+    this.n++;
+    return this.out.addLine ? this.out.addLine(json, entry) : this.out.add(entry);
+  }
+}
+
+async function journaledSync(c: TreeContext, req: TreeSyncRequest, dest: string, prevTree: string, prevRel: string, message: string) {
+  const farm = c.farms ? (await c.farms.take(req.dir, prevRel))?.dir : undefined;
+  const synced = await syncTreeIncremental({
+    source: req.source,
+    dest,
+    prevTree,
+    changed: req.changed!,
+    excludes: req.excludes,
+    farm,
+    signal: req.signal,
+    onProgress: (p) => req.onProgress?.({ ...p, message: `${message} (${p.step})` }),
+  });
+  c.log.info(
+    {
+      tree: req.dir,
+      roots: synced.roots,
+      removed: synced.removed,
+      filesTransferred: synced.filesTransferred,
+      bytesTransferred: synced.bytesTransferred,
+      preparedFarm: synced.preparedFarm,
+      linkMs: synced.linkMs,
+      syncMs: synced.syncMs,
+      copyMs: synced.copyMs,
+      dirsMs: synced.dirsMs,
+    },
+    `tree ${req.dir} synced from the journal`,
+  );
+  return synced;
+}
+
+async function fullSync(c: TreeContext, req: TreeSyncRequest, dest: string, prevTree: string | undefined, why: string) {
+  const synced = await rsyncTree({
+    source: req.source,
+    dest,
+    linkDest: prevTree,
+    excludes: req.excludes,
+    signal: req.signal,
+    onProgress: (p) => req.onProgress?.({ ...p, message: `full rsync pass: ${why}` }),
+  });
+  c.log.info({ tree: req.dir, rsyncMs: synced.durationMs, bytesTransferred: synced.bytesTransferred }, `tree ${req.dir} synced by rsync`);
+  return synced;
+}
+
+/** Store one tree; returns the result and what it wrote (for commit's flush). */
+export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promise<TreeSyncResult & { col: CollectResult }> {
+  const dest = path.join(c.tempDir, ...req.dir.split('/'));
+  const prev = await c.previous(req.previous);
+  const prevTree = prev ? path.join(prev.dir, ...req.dir.split('/')) : undefined;
+  let reason = req.changed ? '' : (req.fullReason ?? 'no trusted change journal');
+  if (req.changed && !prev) reason = 'there is no previous backup with a readable manifest';
+  else if (req.changed && !(await isDir(prevTree!))) reason = `the previous backup has no ${req.dir}/ tree to link against`;
+  let mode: 'full' | 'journal' = reason ? 'full' : 'journal';
+  const message = mode === 'journal' ? `${req.changed!.length} changed paths` : `full rsync pass: ${reason}`;
+  let warnings: string[];
+  let bytesTransferred: number;
+  if (mode === 'journal') {
+    try {
+      const s = await journaledSync(c, req, dest, prevTree!, refPath(req.previous!), message);
+      ({ warnings, bytesTransferred } = s);
+    } catch (err) {
+      const be = asBoxbackError(err);
+      if (req.signal?.aborted || be.code === 'BOXBACK_ERR_CANCELLED' || be.code === 'BOXBACK_ERR_DISK_FULL') throw err;
+      // Whatever went wrong, a full pass still makes a correct tree.
+      reason = `the journaled sync failed (${be.message})`;
+      c.log.warn({ tree: req.dir, err: be.message }, `tree ${req.dir}: ${reason}; making a full rsync pass`);
+      await fsp.rm(dest, { recursive: true, force: true });
+      mode = 'full';
+    }
+  }
+  if (mode === 'full') ({ warnings, bytesTransferred } = await fullSync(c, req, dest, prevTree, reason));
+  const col = await describeTree(c, req, mode, prev, dest, prevTree);
+  const tree = col.trees.get(req.dir) ?? { files: 0, bytes: 0, linkedFiles: 0 };
+  return {
+    mode,
+    ...(mode === 'full' ? { reason } : {}),
+    warnings: warnings!,
+    entries: col.entries,
+    files: col.files,
+    bytes: col.bytes,
+    linkedFiles: tree.linkedFiles,
+    hashedBytes: col.hashedBytes,
+    reusedHashes: col.reusedHashes,
+    bytesTransferred: bytesTransferred!,
+    col,
+  };
+}
+
+async function describeTree(
+  c: TreeContext,
+  req: TreeSyncRequest,
+  mode: 'full' | 'journal',
+  prev: { dir: string; index: PrevIndex } | undefined,
+  dest: string,
+  prevTree: string | undefined,
+): Promise<CollectResult> {
+  const startedAt = Date.now();
+  const out = new CountingSink(req.out);
+  const opts = {
+    dir: c.tempDir,
+    subdir: req.dir,
+    known: c.known,
+    treeDirs: [req.dir],
+    prev,
+    out,
+    signal: req.signal,
+    onProgress: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) =>
+      req.onProgress?.({ ...p, message: 'checksumming new files' }),
+  };
+  let col: CollectResult | undefined;
+  if (mode === 'journal' && prev) {
+    // Only what the journal names is looked at; the rest is the previous manifest's lines.
+    try {
+      const roots = await promoteRoots(req.changed!, dest, prevTree!);
+      const scratch = path.join(c.tempDir, PARTS_DIR, `roots-${req.dir.replace(/\//g, '_')}.jsonl`);
+      col = await describeFromPrevious({ ...opts, roots, prevManifest: path.join(prev.dir, MANIFEST_FILE), scratch });
+      c.log.info({ tree: req.dir, roots: roots.length }, `tree ${req.dir}: described from the previous manifest and the journal's roots`);
+    } catch (err) {
+      req.signal?.throwIfAborted();
+      if (out.n > 0) throw err;
+      c.log.warn({ tree: req.dir, err: (err as Error).message }, `tree ${req.dir}: described by a full walk instead`);
+    }
+  }
+  col ??= await collectFiles(opts);
+  c.log.info(
+    { tree: req.dir, describeMs: Date.now() - startedAt, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes },
+    `tree ${req.dir} described`,
+  );
+  return col;
+}
