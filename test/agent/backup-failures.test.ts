@@ -152,7 +152,10 @@ describe('backup failures resume services and leave nothing Restorable', () => {
       const res = await runBackup(b.job().ctx, req());
       expect(res.status).toBe('Failed');
       expect(res.errorCode).toBe('BOXBACK_ERR_DISK_FULL');
-      expect(res.errorMessage).toMatch(new RegExp(`^store ${store} is full: .*partial backup removed$`));
+      expect(res.errorMessage).toMatch(
+        new RegExp(`^store ${store} is full \\(a 3\\.0 MiB filesystem, .* free\\) at ${res.failedStep}: .*partial backup removed$`),
+      );
+      expect(res.errorMessage).toMatch(/free space in it or delete old backups/);
       await expectCleanFailure(b);
       expect(Number(execFileSync('du', ['-s', '--block-size=1', store], { encoding: 'utf8' }).split('\t')[0])).toBeLessThan(64 * 1024);
     } finally {

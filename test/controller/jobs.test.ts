@@ -121,7 +121,7 @@ describe('restores', () => {
 });
 
 describe('failures', () => {
-  it('exits 5 when a job fails (agent gone) and 6 when a host cannot be reached to add', async () => {
+  it('exits 6 when a job fails because its agent is gone, and when a host cannot be reached to add', async () => {
     const r0 = await cli(['hosts', 'add', 'ghost', '--address', '127.0.0.1:1'], env);
     expect(r0.code).toBe(6);
     expect(r0.stderr).toMatch(
@@ -129,7 +129,8 @@ describe('failures', () => {
     );
     expect((await cli(['hosts', 'add', 'ghost', '--address', '127.0.0.1:1', '--skip-check'], env)).code).toBe(0);
     const r = await cli(['backup', 'create', '--host', 'ghost'], env);
-    expect(r.code).toBe(5);
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/^boxback: BOXBACK_ERR_UNREACHABLE: job \S+ ended Failed: agent ghost at 127\.0\.0\.1:1 did not answer/m);
     expect(r.stdout).toMatch(/ghost\s+Failed/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect((await cli(['hosts', 'remove', 'ghost'], env)).code).toBe(0);

@@ -6,7 +6,8 @@ import * as grpc from '@grpc/grpc-js';
 import { fromServiceError } from './errors.js';
 
 export type JobStatus = 'Queued' | 'Running' | 'Completed' | 'PartiallyFailed' | 'Failed' | 'RolledBack';
-export type PhaseState = 'started' | 'running' | 'done' | 'failed' | 'skipped';
+/** `stopped`: ended because another phase failed while it ran (the other lane of a backup); `failed` names the one that failed. */
+export type PhaseState = 'started' | 'running' | 'done' | 'failed' | 'skipped' | 'stopped';
 
 export interface Progress {
   jobId: string;

@@ -25,6 +25,7 @@ import type { Notifications } from './notifications.js';
 import type { RetentionRunner } from './retention.js';
 import type { ScheduleRunner } from './scheduling.js';
 import type { HostMonitor } from './status.js';
+import { mustBeRestorable } from './restorable.js';
 
 export interface Ctx {
   config: ControllerConfig;
@@ -243,13 +244,7 @@ export async function getBackup(ctx: Ctx, r: Req<'GetBackup'>) {
 
 export async function restoreBackup(ctx: Ctx, r: Req<'RestoreBackup'>, caller: Caller) {
   const b = await mustBackup(ctx, r.backupId);
-  if (!b.restorable) {
-    const why = b.verifyFailed ? `its last verification failed: ${b.errorMessage}` : `its status is ${b.status}`;
-    throw new BoxbackError(
-      'BOXBACK_ERR_NOT_RESTORABLE',
-      `backup ${b.id} is not Restorable (${why}); pick a Restorable one from \`boxback backups --host ${b.host}\``,
-    );
-  }
+  mustBeRestorable(b);
   const target = await mustHost(ctx, r.targetHost || b.host);
   const row = await ctx.jobs.createRestore(b, target, { dryRun: Boolean(r.dryRun), force: Boolean(r.force), requestedBy: caller.name });
   return jobMsg(row);

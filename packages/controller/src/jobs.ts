@@ -383,7 +383,8 @@ export class JobRunner {
       backupId: result.backupId || a.row.backupId,
       warningCount: result.warnings.length,
       dryRunReport: result.dryRunReport,
-      phase: a.progress?.phase ?? a.row.phase,
+      // a failed job's phase is the step that failed, not the last event (a RESUME done, a stopped sibling)
+      phase: ((state === 'Failed' || state === 'RolledBack') && result.failedStep) || (a.progress?.phase ?? a.row.phase),
       progressJson: a.progress ? JSON.stringify(a.progress) : a.row.progressJson,
       // the manifest lives in the backup row; keep the job row small
       resultJson: JSON.stringify({ ...result, manifestJson: '' }),

@@ -60,6 +60,7 @@ import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
 import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
+import { diskFullMessage } from './disk-full.js';
 import { gocdEnv, runHooks } from './hooks.js';
 import {
   STAGE_DIR,
@@ -111,11 +112,14 @@ export const treePhase = (t: PlanTree): string => t.phase ?? `SYNC_${upper(t.nam
 /** Runs phases: progress events, timings for the manifest, the step that failed. */
 class Phases {
   readonly done: ManifestPhase[] = [];
+  /** The first phase that failed on its own (the one the result, the job and the progress name). */
   failedStep = '';
+  private failures = 0;
   constructor(private readonly ctx: JobContext) {}
 
   async run<T>(name: string, fn: (h: PhaseHandle) => Promise<T>, message?: string): Promise<T> {
     const startedAt = new Date();
+    const failuresAtStart = this.failures;
     let last: Omit<ProgressUpdate, 'phase' | 'state'> = {};
     this.ctx.emit({ phase: name, state: 'started', message });
     const h: PhaseHandle = {
@@ -149,8 +153,15 @@ class Phases {
       return out;
     } catch (err) {
       record('failed');
-      this.failedStep ||= name;
-      this.ctx.emit({ phase: name, state: 'failed', ...last, message: asBoxbackError(err).message });
+      // Another phase failed while this one ran (the other lane): this one was stopped, it did not fail.
+      const stopped = this.failures > failuresAtStart;
+      const own = asBoxbackError(err).message;
+      if (!stopped) {
+        this.failures++;
+        this.failedStep ||= name;
+      }
+      const message = stopped ? `stopped: ${this.failedStep} failed${own ? ` (${own})` : ''}` : own;
+      this.ctx.emit({ phase: name, state: stopped ? 'stopped' : 'failed', ...last, message });
       throw err;
     }
   }
@@ -308,12 +319,14 @@ function explain(r: Run, err: unknown): BoxbackError {
   }
   const be = asBoxbackError(err);
   if (be.code === 'BOXBACK_ERR_DISK_FULL') {
-    return new BoxbackError(
-      'BOXBACK_ERR_DISK_FULL',
-      `store ${ctx.config.store} is full: ${be.message}${resumed}; partial backup removed`,
-      be.details,
-      { cause: err },
-    );
+    const message = diskFullMessage({
+      store: ctx.config.store,
+      host: ctx.config.name,
+      step: r.phases.failedStep,
+      raw: be.message,
+      resumed,
+    });
+    return new BoxbackError('BOXBACK_ERR_DISK_FULL', message, be.details, { cause: err });
   }
   const step = r.phases.failedStep ? `${r.phases.failedStep}: ` : '';
   return new BoxbackError(be.code, `${step}${be.message}${r.tempDir ? '; the partial backup was removed' : ''}`, be.details, {
@@ -495,6 +508,7 @@ async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
   const results = await Promise.allSettled([
     // Each archive is read back and re-hashed (VERIFY) as soon as the archives are written, while the trees may still sync.
     lanes.guard(async () => {
+      signal.throwIfAborted(); // the trees lane may have failed already (a full store): start nothing
       await mapLimit(r.ctx.config.plan.datasets, 2, (d) => backupDataset(r, d, signal));
       await verify(r, signal);
     }),
@@ -522,6 +536,7 @@ async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
 
 /** One dataset by its driver: the archive, its manifest entry, then its consistency probe. */
 async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
   const driver = driverOf(d);
   const index = r.ctx.config.plan.datasets.indexOf(d);
   const env: BackupEnv = {

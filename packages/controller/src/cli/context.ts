@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { BoxbackError, ExitCode, isErrorCode, type ErrorCode, type JobResult } from '@boxback/common';
+import { BoxbackError, ERROR_CODES, ExitCode, isErrorCode, type ErrorCode, type JobResult } from '@boxback/common';
 import { ControllerClient, resolveConnection, type GlobalOptions } from './connection.js';
 import { defaultTableView, setTableView } from './format.js';
 
@@ -68,9 +68,9 @@ export class CliContext {
   finalError = '';
 
   /**
-   * When any job ended Failed or RolledBack: exit 5 (job failed), and end with one
-   * `boxback: CODE: message` line (one job: its code, step and message; several:
-   * BOXBACK_ERR_JOB_FAILED naming each).
+   * When any job ended Failed or RolledBack: exit with jobExitCode (5, or 6 when its agent did
+   * not answer...), and end with one `boxback: CODE: message` line (one job: its code, step
+   * and message; several: BOXBACK_ERR_JOB_FAILED naming each, and the exit code they share, else 5).
    */
   failOnJobs(results: JobResult[]): void {
     const failed = results.filter((r) => r.status === 'Failed' || r.status === 'RolledBack');
@@ -81,12 +81,13 @@ export class CliContext {
       const code = codeOf(r);
       const why = (r.errorMessage || 'see `boxback job logs`').split('\n')[0];
       this.finalError = `boxback: ${code}: job ${r.jobId} ended ${r.status}${r.failedStep ? ` at ${r.failedStep}` : ''}: ${why}`;
-      this.exitCode = ExitCode.JOB_FAILED;
+      this.exitCode = jobExitCode(code);
       return;
     }
     const list = failed.map((r) => `${r.jobId} (${r.status}, ${codeOf(r)})`).join(', ');
     this.finalError = `boxback: BOXBACK_ERR_JOB_FAILED: ${failed.length} of ${results.length} jobs did not complete: ${list}`;
-    this.exitCode = ExitCode.JOB_FAILED;
+    const exits = new Set(failed.map((r) => jobExitCode(r.errorCode)));
+    this.exitCode = exits.size === 1 ? [...exits][0] : ExitCode.JOB_FAILED;
   }
 }
 
@@ -128,6 +129,20 @@ function setJson(cmd: Command): void {
   let root = cmd;
   while (root.parent) root = root.parent;
   root.setOptionValueWithSource('json', true, 'cli');
+}
+
+/** Exit codes a failed job keeps from its error; every other failure of a job exits JOB_FAILED (5). */
+const JOB_EXITS_OF_THEIR_OWN = new Set<ExitCode>([ExitCode.UNREACHABLE, ExitCode.BUSY, ExitCode.PERMISSION_DENIED, ExitCode.NOT_FOUND]);
+
+/**
+ * The exit code for a job that ended Failed or RolledBack with `errorCode`: 6 when its agent
+ * (or the controller) did not answer, 7 busy, 4 refused, 3 gone, as the error table says;
+ * 5 (job failed) for everything else, including an unknown or empty code.
+ */
+export function jobExitCode(errorCode: string): ExitCode {
+  if (!isErrorCode(errorCode)) return ExitCode.JOB_FAILED;
+  const e = ERROR_CODES[errorCode].exit;
+  return JOB_EXITS_OF_THEIR_OWN.has(e) ? e : ExitCode.JOB_FAILED;
 }
 
 /** Parse a positive integer option. */

@@ -25,7 +25,7 @@ Exit codes:
   3  not found (host, backup or job)
   4  permission denied (no token, unknown token, or role too low)
   5  job failed (Failed or RolledBack; a verification found problems)
-  6  controller or agent unreachable
+  6  controller or agent unreachable (also a job that failed because its agent did not answer)
   7  busy (the host already runs a backup or restore)
   8  not possible in this state (the backup is not Restorable, the job already ended)
   9  status --exit-code: a host is AT RISK or its agent DOWN (one stderr line per host)

@@ -17,6 +17,7 @@ import { parseDuration } from '../../config.js';
 import { positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+import { mustBeRestorable } from '../../restorable.js';
 
 type BackupMsg = wire.Backup;
 
@@ -179,6 +180,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .action(async (id: string, o: { target?: string; dryRun?: boolean; force?: boolean; yes?: boolean }) => {
       const b = await ctx.client().call('GetBackup', { id });
       const target = o.target || b.host;
+      // before the confirmation: the reason, not "needs confirmation"
+      mustBeRestorable({ ...b, verifyFailed: Boolean(b.damage), errorMessage: b.damage });
       if (!o.dryRun) {
         await ctx.confirm(
           `Restore ${b.id} (${humanDate(b.createdAtMs)}, ${b.consistency || 'unknown consistency'}) onto ${target}? Its services stop and their data is replaced`,

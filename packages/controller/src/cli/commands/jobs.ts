@@ -3,13 +3,14 @@
  *
  * cancel: CancelJob (the controller asks the job's agent) -> follow the job to its end
  *         (--no-wait: return at once) -> one line: how it ended. Exit 0 when it ended
- *         cancelled (a backup: services resumed, nothing Restorable; a restore: RolledBack),
- *         5 when it ended some other way first.
+ *         cancelled (a backup: services resumed, nothing Restorable; a restore: RolledBack);
+ *         when it ended some other way first: 8 (not possible) if it completed, else the
+ *         failed job's exit code (5, or 6 when its agent did not answer).
  * logs:   the job's log from the catalog; --follow then prints each phase change live.
  */
 import type { Command } from 'commander';
-import type { JobResult, wire } from '@boxback/common';
-import { positiveInt, tableOptions, type CliContext } from '../context.js';
+import { ExitCode, type JobResult, type wire } from '@boxback/common';
+import { jobExitCode, positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
 
@@ -95,7 +96,9 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
   const job = program.command('job').description('follow, inspect, cancel and read the log of one job');
   job
     .command('watch <id>')
-    .description('follow a job: progress, then its result (exit 5 when it failed); Ctrl-C stops watching, the job goes on')
+    .description(
+      'follow a job: progress, then its result (exit 5 when it failed, 6 when its agent did not answer); Ctrl-C stops watching, the job goes on',
+    )
     .action(async (id: string) => {
       const j = await ctx.client().call('GetJob', { id });
       const r = await follow(ctx, j);
@@ -104,10 +107,10 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
     });
   job
     .command('get <id>')
-    .description('show one job (exit 5 when it failed)')
+    .description('show one job (exit 5 when it failed; 6 when it failed because its agent did not answer)')
     .action(async (id: string) => {
       const j = await ctx.client().call('GetJob', { id });
-      if (FAILED.has(j.state)) ctx.exitCode = 5;
+      if (FAILED.has(j.state)) ctx.exitCode = jobExitCode(j.errorCode);
       ctx.out(j, () => jobDetails(j));
     });
   job
@@ -123,7 +126,10 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
       ctx.info(`cancelling ${j.kind} job ${j.id} on ${j.host}`);
       const r = await follow(ctx, j);
       const cancelled = r.errorCode === 'BOXBACK_ERR_CANCELLED' || r.status === 'RolledBack';
-      if (!cancelled) ctx.exitCode = FAILED.has(r.status) ? 5 : 1;
+      if (!cancelled) {
+        ctx.exitCode = FAILED.has(r.status) ? jobExitCode(r.errorCode) : ExitCode.NOT_POSSIBLE;
+        ctx.finalError = `boxback: ${FAILED.has(r.status) ? r.errorCode || 'BOXBACK_ERR_JOB_FAILED' : 'BOXBACK_ERR_JOB_ENDED'}: job ${j.id} ended ${r.status} before the cancel took effect`;
+      }
       ctx.out({ job: j, result: r, cancelled }, () => {
         if (!cancelled) return `${j.id} ended ${r.status} before the cancel took effect${r.errorMessage ? `: ${r.errorMessage}` : ''}`;
         const what =
