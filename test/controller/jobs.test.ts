@@ -214,6 +214,7 @@ describe('reconciliation after the controller is SIGKILLed', () => {
     expect(got.errorCode).toBe('BOXBACK_ERR_UNREACHABLE');
     expect(got.errorMessage).toContain(`agent ${a.name} at ${a.address}`);
     const w = await cli(['job', 'watch', job.id], env);
-    expect(w.code).toBe(5);
+    expect(w.code).toBe(6); // failed because its agent did not answer: 6, as --help says
+    expect(w.stderr).toMatch(new RegExp(`^boxback: BOXBACK_ERR_UNREACHABLE: job ${job.id} ended Failed: agent ${a.name} at `, 'm'));
   });
 });
