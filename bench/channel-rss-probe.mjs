@@ -1,19 +1,23 @@
 #!/usr/bin/env node
 // What one controller->agent channel costs: N scripted agents in a child process (the fleet
-// bench's --serve-agents), then in THIS process N AgentClients (the controller's own class),
-// one GetInfo each, and the RSS / heap before and after; then the channels closed again.
-//   npm run build && node bench/channel-rss-probe.mjs [--hosts 500]
+// bench's --serve-agents, a certificate per agent), then in THIS process N AgentClients (the
+// controller's own class, at most --max-open channels open), two rounds of one GetInfo each,
+// and the RSS / heap / CPU before and after; then the channels closed again.
+//   npm run build && node --expose-gc bench/channel-rss-probe.mjs [--hosts 500] [--max-open 256]
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { initCerts, issueAgentCert, mapLimit } from '@boxback/common';
+import { initCerts, mapLimit } from '@boxback/common';
+import { issueBenchAgentCerts } from './lib/agent-certs.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { AgentClients } = await import(path.join(here, '../packages/controller/dist/agent-client.js'));
-const { values: args } = parseArgs({ options: { hosts: { type: 'string', default: '500' }, sans: { type: 'string' } } });
+const { values: args } = parseArgs({
+  options: { hosts: { type: 'string', default: '500' }, 'max-open': { type: 'string', default: '100000' } },
+});
 const N = Number(args.hosts);
 
 const rssMb = () => {
@@ -34,12 +38,10 @@ mkdirSync(store);
 try {
   await initCerts(certs, { controllerName: 'controller' });
   const names = Array.from({ length: N }, (_, i) => `box${String(i + 1).padStart(4, '0')}`);
-  const sanCount = Number(args.sans ?? N);
-  const sans = [...names, ...Array.from({ length: Math.max(0, sanCount - N) }, (_, i) => `pad${i}`)];
-  const agentTls = await issueAgentCert(certs, 'bench-agents', sans);
+  issueBenchAgentCerts(certs, names);
   const proc = spawn(
     process.execPath,
-    [path.join(here, 'fleet-bench.mjs'), '--serve-agents', JSON.stringify({ names, tls: agentTls, store })],
+    [path.join(here, 'fleet-bench.mjs'), '--serve-agents', JSON.stringify({ names, certsDir: certs, store })],
     {
       stdio: ['pipe', 'pipe', 'inherit'],
     },
@@ -52,11 +54,14 @@ try {
       if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)));
     });
   });
-  const clients = new AgentClients({
-    ca: path.join(certs, 'ca.crt'),
-    cert: path.join(certs, 'controller.crt'),
-    key: path.join(certs, 'controller.key'),
-  });
+  const clients = new AgentClients(
+    {
+      ca: path.join(certs, 'ca.crt'),
+      cert: path.join(certs, 'controller.crt'),
+      key: path.join(certs, 'controller.key'),
+    },
+    Number(args['max-open']),
+  );
   await settle();
   const before = { rss: rssMb(), heap: process.memoryUsage().heapUsed / 2 ** 20, ext: process.memoryUsage().external / 2 ** 20 };
   const t = performance.now();
@@ -69,6 +74,7 @@ try {
   await mapLimit(agents, 32, (a) => clients.get(a).getInfo(10_000));
   const againMs = (performance.now() - t2) / N;
   await settle();
+  const openChannels = clients.openChannels;
   const open = { rss: rssMb(), heap: process.memoryUsage().heapUsed / 2 ** 20, ext: process.memoryUsage().external / 2 ** 20 };
   clients.closeAll();
   await settle();
@@ -77,6 +83,9 @@ try {
   process.stdout.write(
     `${JSON.stringify({
       hosts: N,
+      max_open: Number(args['max-open']),
+      open_channels: openChannels,
+      opened: clients.counts.opened,
       open_s: Math.round(openS * 10) / 10,
       cpu_ms_per_open: Math.round(cpuMsPerChannel * 100) / 100,
       getinfo_open_channel_ms_each: Math.round(againMs * 100) / 100,

@@ -1,8 +1,15 @@
 /**
- * The controller's side of AgentService: one mutual-TLS channel per host (cached, rebuilt
- * when the host's address changes), unary calls with deadlines, Backup/Restore as async
- * iterators of JobEvents. Every failure comes back as a BoxbackError that names the host
- * and its address ("agent gocd1 at 10.0.0.5:7444 did not answer: ...").
+ * The controller's side of AgentService: one mutual-TLS channel per host (rebuilt when the
+ * host's address changes), unary calls with deadlines, Backup/Restore as async iterators of
+ * JobEvents. Every failure comes back as a BoxbackError that names the host and its address
+ * ("agent gocd1 at 10.0.0.5:7444 did not answer: ...").
+ *
+ * Open channels are bounded (docs/design/fleet-scale.md): an open mutual-TLS HTTP/2
+ * connection costs the controller ~200 KB (OpenSSL and nghttp2 buffers, grpc-js state), 1000
+ * of them most of a 250 MB budget. At most `maxOpen` channels stay open; opening one more
+ * closes the least recently used channel that has no call in flight (its host's next call
+ * opens it again: a new handshake). A fleet up to `maxOpen` hosts never reconnects. Every
+ * channel shares ONE credentials object, so one TLS secure context (CA, key, certificate).
  */
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -36,56 +43,149 @@ export interface AgentTarget {
   address: string;
 }
 
+/** What an AgentClient needs from its pool: a channel on demand, told when it is used. */
+interface ChannelPool {
+  open(c: AgentClient): grpc.Client;
+  used(c: AgentClient): void;
+}
+
 export class AgentClient {
+  /** The open channel ('undefined': closed, opened again by the next call). */
+  channel?: grpc.Client;
+  /** Calls in flight (a channel with calls in flight is never closed to make room). */
+  inFlight = 0;
+
   constructor(
     readonly target: AgentTarget,
-    private readonly client: grpc.Client,
+    private readonly pool: ChannelPool,
   ) {}
 
   private get what(): string {
     return `agent ${this.target.name} at ${this.target.address}`;
   }
 
+  /** The channel for one call: counted in flight until `done`. */
+  private begin(): grpc.Client {
+    const ch = this.pool.open(this);
+    this.inFlight++;
+    return ch;
+  }
+
+  private done = (): void => {
+    this.inFlight--;
+    this.pool.used(this);
+  };
+
+  private call<T>(fn: (ch: grpc.Client) => Promise<T>): Promise<T> {
+    return tidy(fn(this.begin())).finally(this.done);
+  }
+
+  private async *stream<T>(fn: (ch: grpc.Client) => AsyncGenerator<T>): AsyncGenerator<T> {
+    const ch = this.begin();
+    try {
+      yield* tidyStream(fn(ch));
+    } finally {
+      this.done();
+    }
+  }
+
   getInfo(deadlineMs = 5_000): Promise<AgentInfo> {
-    return tidy(unary<object, AgentInfo>(this.client, 'GetInfo', {}, { deadlineMs, what: this.what }));
+    return this.call((ch) => unary<object, AgentInfo>(ch, 'GetInfo', {}, { deadlineMs, what: this.what }));
   }
 
   backup(req: BackupRequest, signal?: AbortSignal): AsyncGenerator<JobEvent> {
-    return tidyStream(serverStream<BackupRequest, JobEvent>(this.client, 'Backup', req, { what: this.what, signal }));
+    return this.stream((ch) => serverStream<BackupRequest, JobEvent>(ch, 'Backup', req, { what: this.what, signal }));
   }
 
   restore(req: RestoreRequest, signal?: AbortSignal): AsyncGenerator<JobEvent> {
-    return tidyStream(serverStream<RestoreRequest, JobEvent>(this.client, 'Restore', req, { what: this.what, signal }));
+    return this.stream((ch) => serverStream<RestoreRequest, JobEvent>(ch, 'Restore', req, { what: this.what, signal }));
   }
 
   verifyBackup(backupPath: string): Promise<VerifyBackupResponse> {
-    return tidy(unary(this.client, 'VerifyBackup', { backupPath }, { deadlineMs: 6 * 3600_000, what: this.what }));
+    return this.call((ch) => unary(ch, 'VerifyBackup', { backupPath }, { deadlineMs: 6 * 3600_000, what: this.what }));
   }
 
   deleteBackup(backupPath: string): Promise<{ deleted: boolean; freedBytes: number }> {
-    return tidy(unary(this.client, 'DeleteBackup', { backupPath }, { deadlineMs: 3600_000, what: this.what }));
+    return this.call((ch) => unary(ch, 'DeleteBackup', { backupPath }, { deadlineMs: 3600_000, what: this.what }));
   }
 
   confirmRestore(jobId: string): Promise<{ removed: number; freedBytes: number }> {
-    return tidy(unary(this.client, 'ConfirmRestore', { jobId }, { deadlineMs: 3600_000, what: this.what }));
+    return this.call((ch) => unary(ch, 'ConfirmRestore', { jobId }, { deadlineMs: 3600_000, what: this.what }));
   }
 
   /** Ask the agent to cancel its running job `jobId` (false when it runs another job or none). */
   cancelJob(jobId: string, requestedBy: string): Promise<{ cancelling: boolean; runningJobId: string }> {
-    return tidy(unary(this.client, 'CancelJob', { jobId, requestedBy }, { deadlineMs: 10_000, what: this.what }));
+    return this.call((ch) => unary(ch, 'CancelJob', { jobId, requestedBy }, { deadlineMs: 10_000, what: this.what }));
   }
 
+  /** Close the channel (a call made later opens a new one). */
   close(): void {
-    this.client.close();
+    this.channel?.close();
+    this.channel = undefined;
   }
 }
 
-/** Channels to every agent, keyed by host name and address. */
-export class AgentClients {
-  private readonly clients = new Map<string, AgentClient>();
-  private creds?: grpc.ChannelCredentials;
+/** Open channels kept at most (each ~200 KB in the controller); see the module comment. */
+export const MAX_OPEN_AGENT_CHANNELS = 256;
 
-  constructor(private readonly tls: TlsFiles) {}
+/** Channels to every agent, keyed by host name and address; at most `maxOpen` open at once. */
+export class AgentClients implements ChannelPool {
+  private readonly clients = new Map<string, AgentClient>();
+  /** The clients whose channel is open, least recently used first (a Map keeps insertion order). */
+  private readonly openOrder = new Map<AgentClient, true>();
+  private creds?: grpc.ChannelCredentials;
+  /** Channels opened and closed to make room so far (the fleet bench and tests read them). */
+  readonly counts = { opened: 0, closedForRoom: 0 };
+
+  constructor(
+    private readonly tls: TlsFiles,
+    readonly maxOpen = MAX_OPEN_AGENT_CHANNELS,
+  ) {}
+
+  /** How many channels are open now. */
+  get openChannels(): number {
+    return this.openOrder.size;
+  }
+
+  open(c: AgentClient): grpc.Client {
+    if (c.channel) {
+      this.used(c);
+      return c.channel;
+    }
+    if (this.openOrder.size >= this.maxOpen) this.makeRoom();
+    this.creds ??= mutualClientCredentials(this.tls);
+    const { AgentService } = loadServices();
+    c.channel = new AgentService(c.target.address, this.creds, {
+      ...channelOptions(c.target.name),
+      // its own subchannel: closing the channel closes its connection at once
+      'grpc.use_local_subchannel_pool': 1,
+    });
+    this.counts.opened++;
+    this.openOrder.set(c, true);
+    return c.channel;
+  }
+
+  used(c: AgentClient): void {
+    if (!c.channel) return;
+    this.openOrder.delete(c);
+    this.openOrder.set(c, true);
+  }
+
+  /** Close the least recently used channel with no call in flight (none: go over the bound; calls are never cut). */
+  private makeRoom(): void {
+    for (const c of this.openOrder.keys()) {
+      if (c.inFlight > 0) continue;
+      this.openOrder.delete(c);
+      c.close();
+      this.counts.closedForRoom++;
+      return;
+    }
+  }
+
+  private forget(c: AgentClient): void {
+    this.openOrder.delete(c);
+    c.close();
+  }
 
   get(target: AgentTarget): AgentClient {
     const key = `${target.name}\u0000${target.address}`;
@@ -93,7 +193,7 @@ export class AgentClients {
     if (!c) {
       for (const [k, old] of this.clients) {
         if (k.startsWith(`${target.name}\u0000`)) {
-          old.close();
+          this.forget(old);
           this.clients.delete(k);
         }
       }
@@ -103,10 +203,7 @@ export class AgentClients {
           `host ${target.name} has a bad agent address "${target.address}": want host:port`,
         );
       }
-      this.creds ??= mutualClientCredentials(this.tls);
-      const { AgentService } = loadServices();
-      const client = new AgentService(target.address, this.creds, channelOptions(target.name));
-      c = new AgentClient({ ...target }, client);
+      c = new AgentClient({ name: target.name, address: target.address }, this);
       this.clients.set(key, c);
     }
     return c;
@@ -116,14 +213,14 @@ export class AgentClients {
   drop(name: string): void {
     for (const [k, c] of this.clients) {
       if (k.startsWith(`${name}\u0000`)) {
-        c.close();
+        this.forget(c);
         this.clients.delete(k);
       }
     }
   }
 
   closeAll(): void {
-    for (const c of this.clients.values()) c.close();
+    for (const c of this.clients.values()) this.forget(c);
     this.clients.clear();
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Fleet status. A monitor asks every agent for its info every `pollSeconds` (bounded
- * parallelism), keeps the answers in memory and records plan, versions and last-seen in
- * the catalog. GetStatus answers from that memory (fast at hundreds of hosts) unless the
+ * parallelism, and at most POLLS_PER_SECOND new polls a second: a fleet of 1000 is polled
+ * every 50 s, and a poll may need a new TLS handshake, see agent-client.ts), keeps the answers
+ * in memory and records plan, versions and last-seen in the catalog. GetStatus answers from that memory (fast at hundreds of hosts) unless the
  * caller asks for a refresh; a host never polled yet is asked inline.
  * At risk: no Restorable backup younger than the host's RPO (or the default RPO); every
  * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
@@ -21,16 +22,32 @@ interface Seen {
   error?: string;
 }
 
-/** How long a built status is reused for calls without refresh (progress is at most this old). */
+/** Polls started per second at most (1000 hosts: one round every 50 s; up to 300 hosts: every pollSeconds). */
+export const POLLS_PER_SECOND = 20;
+/** Poll answers are written to the catalog in batches of this many (last-seen stays fresh during a long round). */
+const POLL_BATCH = 100;
+
+/** How long a built status is reused for calls without refresh while jobs run (progress is at most this old). */
 const STATUS_REUSE_MS = 300;
+/** With no job running, an answer is reused this long while nothing it was built from changed (ages are in seconds). */
+const IDLE_REUSE_MS = 1_000;
+
+/** What of a poll's answer status shows: a change makes the next status call build anew. */
+const seenKey = (s: Seen) =>
+  s.info
+    ? `up|${s.info.agentVersion}|${s.info.planName}|${s.info.productVersion}|${s.info.safetyCopies.map((c) => c.sizeBytes).join(',')}`
+    : `down|${s.error ?? ''}`;
 type StatusAnswer = Awaited<ReturnType<HostMonitor['build']>>;
 
 export class HostMonitor {
   private readonly seen = new Map<string, Seen>();
+  /** Moves when a poll's answer changes what status shows (reachability, versions, safety copies). */
+  private seenVersion = 0;
   private timer?: NodeJS.Timeout;
   private polling?: Promise<void>;
+  private stopped = false;
   /** Hosts and their newest Restorable / drilled backups as of a catalog generation. */
-  private built?: { atMs: number; answer: StatusAnswer };
+  private built?: { atMs: number; answer: StatusAnswer; generation: number; seenVersion: number; busy: boolean };
   private cache?: {
     generation: number;
     /** When the rows below were read (an at-risk verdict is as old as its data). */
@@ -70,23 +87,47 @@ export class HostMonitor {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     await this.polling;
   }
 
   forget(name: string): void {
     this.seen.delete(name);
+    this.seenVersion++;
+  }
+
+  private remember(name: string, s: Seen): void {
+    const before = this.seen.get(name);
+    if (!before || seenKey(before) !== seenKey(s)) this.seenVersion++;
+    this.seen.set(name, s);
   }
 
   last(name: string): Seen | undefined {
     return this.seen.get(name);
   }
 
-  /** Ask every agent (8 at a time: a background poll must not starve status calls); record what they report in one transaction. */
+  /**
+   * Ask every agent (8 at a time and POLLS_PER_SECOND a second at most: a background poll must
+   * not starve status calls); record what they report in transactions of POLL_BATCH hosts.
+   */
   async pollAll(): Promise<void> {
     const hosts = await this.catalog.listHosts();
-    const updates: Array<{ name: string; update: HostUpdate }> = [];
-    await mapLimit(hosts, 8, (h) => this.poll(h, 3_000, updates));
+    let updates: Array<{ name: string; update: HostUpdate }> = [];
+    const spacingMs = 1000 / POLLS_PER_SECOND;
+    let next = Date.now();
+    await mapLimit(hosts, 8, async (h) => {
+      const wait = next - Date.now();
+      next = Math.max(next, Date.now()) + spacingMs;
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (this.stopped) return;
+      await this.poll(h, 3_000, updates);
+      if (updates.length >= POLL_BATCH) {
+        const batch = updates;
+        updates = [];
+        await this.catalog.updateHosts(batch);
+      }
+    });
     if (updates.length) await this.catalog.updateHosts(updates);
   }
 
@@ -96,7 +137,7 @@ export class HostMonitor {
     try {
       const info = await this.agents.get(h).getInfo(deadlineMs);
       const s: Seen = { atMs: now, info };
-      this.seen.set(h.name, s);
+      this.remember(h.name, s);
       const update = {
         planName: info.planName,
         product: info.product,
@@ -109,7 +150,7 @@ export class HostMonitor {
       return s;
     } catch (err) {
       const s: Seen = { atMs: now, error: (err as Error).message };
-      this.seen.set(h.name, s);
+      this.remember(h.name, s);
       return s;
     }
   }
@@ -129,15 +170,23 @@ export class HostMonitor {
    * The fleet status. Without `refresh`, while jobs run, an answer built in the last
    * STATUS_REUSE_MS is given again (its progress at most that old): during a fleet backup of
    * 1000 hosts every finished job changes the catalog, and the dashboard and CLIs asking
-   * meanwhile share one build instead of each rebuilding it. With no job running the answer is
-   * always current.
+   * meanwhile share one build instead of each rebuilding it. With no job running an answer is
+   * given again for IDLE_REUSE_MS while the catalog (its generation) and every poll's verdict
+   * are unchanged: it is then the answer a rebuild would give, but for ages up to 1 s.
    */
   async status(refresh: boolean): Promise<StatusAnswer> {
     const last = this.built;
     const busy = this.jobs.activeJobs().length > 0;
-    if (!refresh && last && busy && Date.now() - last.atMs < STATUS_REUSE_MS) return last.answer;
+    const age = last ? Date.now() - last.atMs : Infinity;
+    if (!refresh && last) {
+      if (busy && age < STATUS_REUSE_MS) return last.answer;
+      const same = last.generation === this.catalog.generation && last.seenVersion === this.seenVersion;
+      if (!busy && !last.busy && same && age < IDLE_REUSE_MS) return last.answer;
+    }
+    const generation = this.catalog.generation;
+    const seenVersion = this.seenVersion;
     const answer = await this.build(refresh);
-    this.built = { atMs: Date.now(), answer };
+    this.built = { atMs: Date.now(), answer, generation, seenVersion, busy };
     return answer;
   }
 

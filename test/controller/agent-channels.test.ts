@@ -1,0 +1,67 @@
+// The controller's agent channels are bounded (agent-client.ts, docs/design/fleet-scale.md):
+// against real stub agents over mutual TLS, at most `maxOpen` channels stay open, the least
+// recently used idle one is closed to make room, a channel with a backup stream in flight is
+// never closed (the stream goes on to its result), and a closed channel's host is asked
+// again over a new connection.
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClients } from '../../packages/controller/src/agent-client.js';
+import { makeCerts, type Certs } from './helpers.js';
+import { startStubAgent, type StubAgent } from './stub-agent.js';
+
+let dir: string;
+let certs: Certs;
+const agents: StubAgent[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'bb-channels-'));
+  const store = path.join(dir, 'store');
+  mkdirSync(store);
+  certs = await makeCerts(dir);
+  for (const name of ['ch-a', 'ch-b', 'ch-c', 'ch-d']) agents.push(await startStubAgent({ name, certs, store, backupMs: 50 }));
+}, 120_000);
+
+afterAll(async () => {
+  for (const a of agents) await a.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('agent channels', () => {
+  it('keeps at most maxOpen open, closes the least recently used idle one, never one with a call in flight', async () => {
+    const clients = new AgentClients(certs.controller, 2);
+    const [a, b, c, d] = agents;
+    expect((await clients.get(a).getInfo()).name).toBe('ch-a');
+    expect((await clients.get(b).getInfo()).name).toBe('ch-b');
+    expect(clients.openChannels).toBe(2);
+
+    // a backup on a holds its channel: opening c closes b (idle), not a
+    a.hold = true;
+    const events: string[] = [];
+    const stream = (async () => {
+      for await (const ev of clients.get(a).backup({ jobId: 'backup-ch-1', live: true, initiatedBy: 't', initiatedVia: 'cli' })) {
+        events.push(ev.result ? `result ${ev.result.status}` : 'progress');
+      }
+    })();
+    await expect.poll(() => a.running.size).toBe(1);
+    expect((await clients.get(c).getInfo()).name).toBe('ch-c');
+    expect(clients.openChannels).toBe(2);
+    expect(clients.counts.closedForRoom).toBe(1);
+    expect((await clients.get(d).getInfo()).name).toBe('ch-d'); // closes c: a is still busy
+    expect(clients.counts.closedForRoom).toBe(2);
+    expect(clients.openChannels).toBe(2);
+
+    // b was closed: asking it again opens a new connection and gets its answer
+    const opened = clients.counts.opened;
+    expect((await clients.get(b).getInfo()).name).toBe('ch-b');
+    expect(clients.counts.opened).toBe(opened + 1);
+
+    a.releaseAll();
+    await stream;
+    expect(events.at(-1)).toBe('result Completed');
+    expect(events).toContain('progress');
+    clients.closeAll();
+    expect(clients.openChannels).toBe(0);
+  }, 60_000);
+});
