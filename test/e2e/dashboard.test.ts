@@ -110,6 +110,38 @@ describe('dashboard', () => {
     await ctx.close();
   });
 
+  it("marks a live zip of a database LIVE-UNVERIFIED on the host and backup pages, with each dataset's capture", async () => {
+    // the sample box's database is a plain zip dataset: a --live backup copies the file while its service runs
+    const made = await cluster.cli(['backup', 'create', '--host', HOST, '--live', '--yes', '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    const liveId = JSON.parse(made.stdout).jobs[0].result.backupId as string;
+    const { ctx, page } = await signIn(cluster.token);
+    await page.goto(`${cluster.dashboardUrl}hosts/${encodeURIComponent(HOST)}`);
+    const rows = page.locator('table.backups tbody tr');
+    await expect.poll(() => rows.count()).toBe(2);
+    const liveRow = rows.filter({ hasText: liveId });
+    expect(await liveRow.locator('.live-unverified').innerText()).toBe('LIVE-UNVERIFIED');
+    expect(await liveRow.locator('.live-unverified').getAttribute('title')).toContain('nothing proves it opens');
+    const quiesced = rows.filter({ hasText: backupId });
+    expect(await quiesced.locator('.live-unverified').count()).toBe(0);
+    expect(await quiesced.innerText()).not.toContain('LIVE-UNVERIFIED');
+    await shot(page, 'host-live-unverified');
+
+    await page.goto(`${cluster.dashboardUrl}backups/${encodeURIComponent(liveId)}`);
+    expect(await page.locator('dd .live-unverified').innerText()).toBe('LIVE-UNVERIFIED');
+    expect(await page.locator('.live-unverified-note').innerText()).toContain('nothing proves the copy opens');
+    const datasets = page.locator('table', { hasText: 'Datasets' });
+    expect(await datasets.locator('tr', { hasText: 'database' }).first().innerText()).toMatch(
+      /LIVE-UNVERIFIED\s+copied live, nothing proves it opens/,
+    );
+    expect(await datasets.locator('tr', { hasText: 'plugins' }).innerText()).toContain('copied live');
+    await shot(page, 'backup-live-unverified');
+
+    await page.goto(`${cluster.dashboardUrl}backups/${encodeURIComponent(backupId)}`);
+    expect(await page.locator('.live-unverified, .live-unverified-note').count()).toBe(0);
+    await ctx.close();
+  }, 120_000);
+
   it('shows a viewer no restore or backup button; a forged POST is refused with 403 and audited', async () => {
     const { ctx, page } = await signIn(viewerToken);
     expect(await page.locator('button.action').count()).toBe(0);

@@ -7,6 +7,7 @@
 import { ERROR_CODES, isErrorCode, type Manifest, type wire } from '@boxback/common';
 import { humanAge, humanBytes, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, layout, type Html, type PageCtx } from '../html.js';
+import { capture, consistency, dataTable, probe } from '../fragments.js';
 
 function parseManifest(json: string): Partial<Manifest> {
   try {
@@ -47,36 +48,23 @@ function timeline(m: Partial<Manifest>): Html {
           </div>`,
       )}
     </div>
-    <table class="phases">
-      <caption>
-        Phases
-      </caption>
-      <thead>
-        <tr>
-          <th scope="col">Phase</th>
-          <th scope="col">State</th>
-          <th scope="col">Start</th>
-          <th scope="col">End</th>
-          <th scope="col">Took</th>
-          <th scope="col">Bytes</th>
-          <th scope="col">Files</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${phases.map(
-          (ph) =>
-            html`<tr class="${q && r && t(ph.startedAt) >= t(q.startedAt) && t(ph.endedAt) <= t(r.endedAt) ? 'in-quiesce' : ''}">
-              <th scope="row">${ph.name}</th>
-              <td>${ph.state}</td>
-              <td>${ph.startedAt}</td>
-              <td>${ph.endedAt}</td>
-              <td class="num">${humanDuration(ph.durationMs)}</td>
-              <td class="num">${humanBytes(ph.bytes)}</td>
-              <td class="num">${ph.files}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>`;
+    ${dataTable({
+      className: 'phases',
+      caption: 'Phases',
+      columns: ['Phase', 'State', 'Start', 'End', 'Took', 'Bytes', 'Files'],
+      rows: phases.map(
+        (ph) =>
+          html`<tr class="${q && r && t(ph.startedAt) >= t(q.startedAt) && t(ph.endedAt) <= t(r.endedAt) ? 'in-quiesce' : ''}">
+            <th scope="row">${ph.name}</th>
+            <td>${ph.state}</td>
+            <td>${ph.startedAt}</td>
+            <td>${ph.endedAt}</td>
+            <td class="num">${humanDuration(ph.durationMs)}</td>
+            <td class="num">${humanBytes(ph.bytes)}</td>
+            <td class="num">${ph.files}</td>
+          </tr>`,
+      ),
+    })}`;
 }
 
 function restoreForm(b: wire.Backup, hosts: string[]): Html {
@@ -116,7 +104,7 @@ export async function backupPage(p: PageCtx, id: string): Promise<string> {
         ${b.status}; ${b.restorable ? 'Restorable' : html`<strong>not Restorable</strong>`}${b.damaged ? ` (damaged: ${b.damage})` : ''}
       </dd>
       <dt>Consistency</dt>
-      <dd>${b.consistency || '-'}</dd>
+      <dd>${consistency(b.consistency)}</dd>
       <dt>Product</dt>
       <dd>${m.product?.name ?? '-'} ${b.productVersion || m.product?.version || ''}</dd>
       <dt>Source</dt>
@@ -130,64 +118,50 @@ export async function backupPage(p: PageCtx, id: string): Promise<string> {
       <dt>Job</dt>
       <dd>${b.jobId ? html`<a href="/jobs/${encodeURIComponent(b.jobId)}">${b.jobId}</a>` : '-'}</dd>
     </dl>
+    ${
+      b.consistency === 'live-unverified'
+        ? html`<p class="warning live-unverified-note" role="note">
+            <strong>LIVE-UNVERIFIED:</strong> a database in this backup was copied while its service ran and nothing proves the copy opens
+            (see the Capture column). A restore warns before it changes anything; prefer a quiesced or engine backup.
+          </p>`
+        : ''
+    }
     <div class="controls">
       ${can(p.session, 'operator') ? actionButton('Verify', 'VerifyBackup', { backupId: b.id }) : ''}
       ${can(p.session, 'admin') ? actionButton('Delete', 'DeleteBackup', { backupId: b.id }, { confirm: `Delete ${b.id}? This cannot be undone.` }) : ''}
     </div>
     <section aria-labelledby="data-h">
       <h2 id="data-h">Datasets and trees</h2>
-      <table>
-        <caption>
-          Datasets
-        </caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Kind</th>
-            <th scope="col">Archive</th>
-            <th scope="col">Entries</th>
-            <th scope="col">Bytes</th>
-          </tr>
-        </thead>
-        <tbody>
-          ${(m.datasets ?? []).map(
-            (d) =>
-              html`<tr>
-                <th scope="row">${d.name}</th>
-                <td>${d.kind}</td>
-                <td class="wrap">${d.archive}</td>
-                <td class="num">${d.entries}</td>
-                <td class="num">${humanBytes(d.bytes)}</td>
-              </tr>`,
-          )}
-        </tbody>
-      </table>
-      <table>
-        <caption>
-          Trees
-        </caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Directory</th>
-            <th scope="col">Files</th>
-            <th scope="col">Bytes</th>
-            <th scope="col">Sync</th>
-          </tr>
-        </thead>
-        <tbody>
-          ${(m.trees ?? []).map(
-            (t) =>
-              html`<tr>
-                <th scope="row">${t.name}</th>
-                <td class="wrap">${t.dir}</td>
-                <td class="num">${t.files}</td>
-                <td class="num">${humanBytes(t.bytes)}</td>
-                <td>${t.syncMode ?? '-'}</td>
-              </tr>`,
-          )}
-        </tbody>
-      </table>
+      ${dataTable({
+        caption: 'Datasets',
+        columns: ['Name', 'Kind', 'Archive', 'Entries', 'Bytes', 'Capture', 'Probe'],
+        rows: (m.datasets ?? []).map(
+          (d) =>
+            html`<tr>
+              <th scope="row">${d.name}</th>
+              <td>${d.kind}</td>
+              <td class="wrap">${d.archive}</td>
+              <td class="num">${d.entries}</td>
+              <td class="num">${humanBytes(d.bytes)}</td>
+              <td>${capture(d)}</td>
+              <td>${probe(d)}</td>
+            </tr>`,
+        ),
+      })}
+      ${dataTable({
+        caption: 'Trees',
+        columns: ['Name', 'Directory', 'Files', 'Bytes', 'Sync'],
+        rows: (m.trees ?? []).map(
+          (t) =>
+            html`<tr>
+              <th scope="row">${t.name}</th>
+              <td class="wrap">${t.dir}</td>
+              <td class="num">${t.files}</td>
+              <td class="num">${humanBytes(t.bytes)}</td>
+              <td>${t.syncMode ?? '-'}</td>
+            </tr>`,
+        ),
+      })}
     </section>
     <section aria-labelledby="tl-h">
       <h2 id="tl-h">Phase timeline</h2>
@@ -250,30 +224,21 @@ export async function jobPage(p: PageCtx, id: string): Promise<string> {
     }
     <section aria-labelledby="log-h">
       <h2 id="log-h">Log</h2>
-      <table class="log">
-        <caption>
-          Phases and events
-        </caption>
-        <thead>
-          <tr>
-            <th scope="col">When</th>
-            <th scope="col">Phase</th>
-            <th scope="col">State</th>
-            <th scope="col">Message</th>
-          </tr>
-        </thead>
-        <tbody id="job-log">
-          ${logs.entries.map(
-            (e) =>
-              html`<tr>
-                <td>${new Date(e.atMs).toISOString()}</td>
-                <td>${e.phase}</td>
-                <td>${e.state}</td>
-                <td class="wrap">${e.message}</td>
-              </tr>`,
-          )}
-        </tbody>
-      </table>
+      ${dataTable({
+        className: 'log',
+        caption: 'Phases and events',
+        columns: ['When', 'Phase', 'State', 'Message'],
+        bodyId: 'job-log',
+        rows: logs.entries.map(
+          (e) =>
+            html`<tr>
+              <td>${new Date(e.atMs).toISOString()}</td>
+              <td>${e.phase}</td>
+              <td>${e.state}</td>
+              <td class="wrap">${e.message}</td>
+            </tr>`,
+        ),
+      })}
     </section>`;
   return layout({ title: `Job ${j.id}`, session: p.session, body, nav: 'fleet' });
 }

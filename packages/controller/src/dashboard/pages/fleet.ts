@@ -7,6 +7,7 @@
 import type { wire } from '@boxback/common';
 import { humanAge, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, layout, type Html, type PageCtx } from '../html.js';
+import { actionsColumn, dataTable } from '../fragments.js';
 
 type Row = wire.HostStatus & { host: wire.Host };
 
@@ -41,7 +42,12 @@ function row(h: Row, p: PageCtx): Html {
   >
     <th scope="row" class="host"><a href="/hosts/${encodeURIComponent(name)}">${name}</a></th>
     <td>
-      ${h.reachable ? html`<span class="up">up</span> ${h.host.agentVersion}` : html`<span class="down" title="${h.unreachableReason}">DOWN</span>`}
+      ${
+        h.reachable
+          ? html`<span class="up" title="${h.host.lastSeenMs ? `answered ${humanAge(h.host.lastSeenMs)}` : ''}">up</span>
+              ${h.host.agentVersion}`
+          : html`<span class="down" title="${h.unreachableReason}">DOWN</span>`
+      }
     </td>
     <td class="group">${h.host.group || '-'}</td>
     <td class="running" data-running="${name}">${runningCell(h.runningJob)}</td>
@@ -56,6 +62,30 @@ function row(h: Row, p: PageCtx): Html {
 
 const sortHeader = (key: string, label: string) =>
   html`<th scope="col"><button type="button" class="sort" data-sort="${key}">${label}</button></th>`;
+
+/**
+ * The rows of one status answer, per kind of viewer (with or without the operator's buttons).
+ * While jobs run, GetStatus hands every caller the same answer for STATUS_REUSE_MS
+ * (status.ts): the 1000 rows are rendered once per answer and role, not once per request.
+ */
+const rowCache = new WeakMap<object, Map<boolean, Html>>();
+
+function fleetRows(s: wire.StatusResponse, p: PageCtx): Html {
+  const operator = can(p.session, 'operator');
+  let byRole = rowCache.get(s);
+  if (!byRole) rowCache.set(s, (byRole = new Map()));
+  let out = byRole.get(operator);
+  if (!out) {
+    const rows = s.hosts.filter((h): h is Row => h.host !== null);
+    out = rows.length
+      ? html`${rows.map((h) => row(h, p))}`
+      : html`<tr>
+          <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
+        </tr>`;
+    byRole.set(operator, out);
+  }
+  return out;
+}
 
 export async function fleetPage(p: PageCtx): Promise<string> {
   const s = await p.call('GetStatus', { refresh: false });
@@ -84,66 +114,46 @@ export async function fleetPage(p: PageCtx): Promise<string> {
           : ''
       }
     </div>
-    <table class="fleet" id="fleet">
-      <caption>
-        Every registered host; AT RISK when no Restorable backup is younger than its RPO
-      </caption>
-      <thead>
-        <tr>
-          ${sortHeader('host', 'Host')}
-          <th scope="col">Agent</th>
-          ${sortHeader('group', 'Group')}
-          <th scope="col">Running</th>
-          ${sortHeader('age', 'Last good backup')}${sortHeader('risk', 'Status')}${sortHeader('next', 'Next run')}
-          <th scope="col">Last drill</th>
-          <th scope="col">Last verify</th>
-          <th scope="col"><span class="sr">Actions</span></th>
-        </tr>
-      </thead>
-      <tbody>
-        ${
-          rows.length
-            ? rows.map((h) => row(h, p))
-            : html`<tr>
-                <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
-              </tr>`
-        }
-      </tbody>
-    </table>`;
+    ${dataTable({
+      className: 'fleet',
+      id: 'fleet',
+      caption: 'Every registered host; AT RISK when no Restorable backup is younger than its RPO',
+      columns: [
+        sortHeader('host', 'Host'),
+        'Agent',
+        sortHeader('group', 'Group'),
+        'Running',
+        sortHeader('age', 'Last good backup'),
+        sortHeader('risk', 'Status'),
+        sortHeader('next', 'Next run'),
+        'Last drill',
+        'Last verify',
+        actionsColumn,
+      ],
+      rows: fleetRows(s, p),
+    })}`;
   return layout({ title: 'Fleet', session: p.session, body, nav: 'fleet' });
 }
 
 export async function auditPage(p: PageCtx): Promise<string> {
   const r = await p.call('ListAudit', { limit: 500 });
   const body = html`<h1>Audit log</h1>
-    <table class="audit">
-      <caption>
-        The newest 500 entries, newest first
-      </caption>
-      <thead>
-        <tr>
-          <th scope="col">When</th>
-          <th scope="col">Who</th>
-          <th scope="col">Action</th>
-          <th scope="col">Target</th>
-          <th scope="col">Result</th>
-          <th scope="col">Detail</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${r.entries.map(
-          (e) =>
-            html`<tr class="${e.result === 'ok' ? '' : 'refused'}">
-              <td>${new Date(e.atMs).toISOString()}</td>
-              <td>${e.who}</td>
-              <td>${e.action}</td>
-              <td class="wrap">${e.target}</td>
-              <td>${e.result}</td>
-              <td class="wrap">${e.detail}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>`;
+    ${dataTable({
+      className: 'audit',
+      caption: 'The newest 500 entries, newest first',
+      columns: ['When', 'Who', 'Action', 'Target', 'Result', 'Detail'],
+      rows: r.entries.map(
+        (e) =>
+          html`<tr class="${e.result === 'ok' ? '' : 'refused'}">
+            <td>${new Date(e.atMs).toISOString()}</td>
+            <td>${e.who}</td>
+            <td>${e.action}</td>
+            <td class="wrap">${e.target}</td>
+            <td>${e.result}</td>
+            <td class="wrap">${e.detail}</td>
+          </tr>`,
+      ),
+    })}`;
   return layout({ title: 'Audit log', session: p.session, body, nav: 'audit' });
 }
 

@@ -6,6 +6,7 @@
 import type { wire } from '@boxback/common';
 import { humanAge, humanBytes, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, jsonBlock, layout, type PageCtx } from '../html.js';
+import { actionsColumn, consistency, dataTable } from '../fragments.js';
 import { runningCell } from './fleet.js';
 
 const via = (v: string) => (v === 'schedule' ? 'auto' : v === 'import' ? 'import' : 'manual');
@@ -22,7 +23,7 @@ function backupRow(b: wire.Backup, p: PageCtx) {
     <td>${humanDate(b.createdAtMs)} <span class="sub">${humanAge(b.createdAtMs)}</span></td>
     <th scope="row" class="wrap"><a href="/backups/${id}">${b.id}</a></th>
     <td class="num">${humanBytes(b.sizeBytes)}</td>
-    <td>${b.consistency || '-'}</td>
+    <td>${consistency(b.consistency)}</td>
     <td>${b.restorable ? 'yes' : html`<strong>no</strong> (${b.damaged ? `damaged: ${b.damage}` : b.status})`}</td>
     <td>${b.verifiedAtMs ? humanAge(b.verifiedAtMs) : 'never'}</td>
     <td>${drill(b)}</td>
@@ -92,27 +93,12 @@ export async function hostPage(p: PageCtx, name: string): Promise<string> {
     </section>
     <section aria-labelledby="backups-h">
       <h2 id="backups-h">Backups</h2>
-      <table class="backups">
-        <caption>
-          ${backups.backups.length} backup(s), newest first
-        </caption>
-        <thead>
-          <tr>
-            <th scope="col">Created</th>
-            <th scope="col">Backup ID</th>
-            <th scope="col">Size</th>
-            <th scope="col">Consistency</th>
-            <th scope="col">Restorable</th>
-            <th scope="col">Verified</th>
-            <th scope="col">Drill</th>
-            <th scope="col">Via</th>
-            <th scope="col"><span class="sr">Actions</span></th>
-          </tr>
-        </thead>
-        <tbody>
-          ${backups.backups.map((b) => backupRow(b, p))}
-        </tbody>
-      </table>
+      ${dataTable({
+        className: 'backups',
+        caption: `${backups.backups.length} backup(s), newest first`,
+        columns: ['Created', 'Backup ID', 'Size', 'Consistency', 'Restorable', 'Verified', 'Drill', 'Via', actionsColumn],
+        rows: backups.backups.map((b) => backupRow(b, p)),
+      })}
     </section>`;
   return layout({ title: `Host ${name}`, session: p.session, body, nav: 'fleet' });
 }
