@@ -1,0 +1,125 @@
+/**
+ * Writing content into the store, deduplicated:
+ *
+ *   1. content is cut into blobs: a file under the chunker's minimum is one blob, a larger one
+ *      is cut by the keyed content-defined chunker (chunker.ts), its SHA-256 taken on the way
+ *   2. blob id = HMAC(id key, plaintext); a blob the index or this writer already holds is not
+ *      stored again (across backups and hosts: the index is shared)
+ *   3. new blobs are sealed into the current pack; a pack reaching `packTarget` bytes is
+ *      uploaded in the background, at most `maxInFlight` packs held in memory at once
+ *   4. flush(): the last pack uploaded, every upload awaited; `packs` lists what was stored,
+ *      for the index object the commit writes before the snapshot
+ */
+import { createHash } from 'node:crypto';
+import { cutChunks } from './chunker.js';
+import { blobId } from './keys.js';
+import { PackBuilder, type PackEntry } from './pack.js';
+import { packKey, type ContentRef, type Repo } from './repo.js';
+
+export interface BlobWriterOptions {
+  /** A pack is closed from this many bytes on (default 8 MiB). */
+  packTarget?: number;
+  /** Packs being uploaded at once (default 4). */
+  maxInFlight?: number;
+}
+
+export class BlobWriter {
+  /** Packs stored so far by this writer: [pack id, entries]. */
+  readonly packs: Array<[string, PackEntry[]]> = [];
+  /** Blobs new to the store / bytes of them (plaintext) / blobs already there. */
+  newBlobs = 0;
+  newBytes = 0;
+  dedupBlobs = 0;
+  private readonly pending = new Set<string>();
+  private pack: PackBuilder;
+  private inFlight: Array<Promise<void>> = [];
+  private failed: unknown = null;
+  private readonly packTarget: number;
+  private readonly maxInFlight: number;
+
+  constructor(
+    private readonly repo: Repo,
+    o: BlobWriterOptions = {},
+  ) {
+    this.pack = new PackBuilder(repo.keys);
+    this.packTarget = o.packTarget ?? 8 * 1024 * 1024;
+    this.maxInFlight = o.maxInFlight ?? 4;
+  }
+
+  private has(id: string): boolean {
+    return this.pending.has(id) || this.repo.index.has(id);
+  }
+
+  /** Store one blob (unless the store has it); its id. */
+  async addBlob(plain: Buffer): Promise<string> {
+    if (this.failed) throw this.failed;
+    const id = blobId(this.repo.keys, plain);
+    if (this.has(id)) {
+      this.dedupBlobs++;
+      return id;
+    }
+    this.pending.add(id);
+    this.pack.add(id, plain);
+    this.newBlobs++;
+    this.newBytes += plain.length;
+    if (this.pack.bytes >= this.packTarget) await this.closePack();
+    return id;
+  }
+
+  private async closePack(): Promise<void> {
+    if (this.pack.count === 0) return;
+    const done = this.pack.finish();
+    this.pack = new PackBuilder(this.repo.keys);
+    while (this.inFlight.length >= this.maxInFlight) await this.inFlight.shift();
+    const p = this.repo.client.put(packKey(done.id), done.bytes).then(
+      () => {
+        this.packs.push([done.id, done.entries]);
+      },
+      (err: unknown) => {
+        this.failed ??= err;
+      },
+    );
+    this.inFlight.push(p);
+    if (this.failed) throw this.failed;
+  }
+
+  /** Store a stream's content (chunked); its blobs, size and SHA-256. */
+  async storeStream(src: AsyncIterable<Buffer>, onBytes?: (n: number) => void): Promise<ContentRef> {
+    const h = createHash('sha256');
+    let size = 0;
+    const blobs: string[] = [];
+    const hashed = async function* (): AsyncGenerator<Buffer> {
+      for await (const b of src) {
+        h.update(b);
+        size += b.length;
+        onBytes?.(b.length);
+        yield b;
+      }
+    };
+    for await (const chunk of cutChunks(hashed(), this.repo.gear, this.repo.config.chunking)) blobs.push(await this.addBlob(chunk));
+    return { blobs, size, sha256: h.digest('hex') };
+  }
+
+  /** Store content held in memory (a small file, a manifest). */
+  async storeBuffer(b: Buffer): Promise<ContentRef> {
+    if (b.length < this.repo.config.chunking.min) {
+      const blobs = b.length === 0 ? [] : [await this.addBlob(b)];
+      return { blobs, size: b.length, sha256: createHash('sha256').update(b).digest('hex') };
+    }
+    return this.storeStream((async function* () {
+      yield b;
+    })());
+  }
+
+  /** Upload what is left and wait for every upload; throws the first failure. */
+  async flush(): Promise<void> {
+    await this.closePack();
+    while (this.inFlight.length) await this.inFlight.shift();
+    if (this.failed) throw this.failed;
+  }
+
+  /** Wait for uploads already started, ignoring their outcome (abort). */
+  async settle(): Promise<void> {
+    while (this.inFlight.length) await this.inFlight.shift();
+  }
+}

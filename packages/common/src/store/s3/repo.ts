@@ -1,0 +1,277 @@
+/**
+ * The object-store repository: the objects under the store's prefix and what they mean
+ * (docs/design/store-s3-format.md):
+ *
+ *   config              sealed (aad "config"): format, chunking parameters
+ *   keys/<id>           the data key wrapped by one key file or passphrase (keys.ts), JSON
+ *   data/<pp>/<sha256>  pack objects (pack.ts), named by the SHA-256 of their bytes
+ *   index/<sha256>      sealed (aad "index"): [[pack id, [[blob id, offset, length, plain], ...]], ...]
+ *   snapshots/<hmac>    sealed (aad "snapshot:<hmac>"): one per complete backup, written LAST;
+ *                       hmac = HMAC(name key, "<host>@<ts>"), so `has` is one HEAD
+ *   locks/<random>      sealed (aad "lock"): a running backup, refreshed while it runs
+ *
+ * Opening: list keys/ -> unwrap the data key with the secret -> derive the working keys ->
+ * read config -> load the index (every index object, kept and refreshed incrementally).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { BoxbackError } from '../../errors.js';
+import { mapLimit } from '../../limit.js';
+import { DEFAULT_CHUNKING, gearTable, type ChunkParams } from './chunker.js';
+import type { ObjectClient } from './client.js';
+import { deriveKeys, manifestName, unwrapDataKey, type KeyFile, type StoreKeys } from './keys.js';
+import { openBlob, type PackEntry } from './pack.js';
+import { open, seal, tampered } from './sealed.js';
+
+export const STORE_FORMAT = 'boxback/s3-store@1';
+
+export interface RepoConfig {
+  format: typeof STORE_FORMAT;
+  chunking: ChunkParams;
+  createdAt: string;
+}
+
+/** Where a blob lives. */
+export interface BlobLoc {
+  pack: string;
+  offset: number;
+  length: number;
+  plain: number;
+}
+
+/** Content stored as a list of blobs, with its size and SHA-256. */
+export interface ContentRef {
+  blobs: string[];
+  size: number;
+  sha256: string;
+}
+
+/** The snapshot object of one complete backup. */
+export interface SnapshotHeader {
+  format: 'boxback/s3-snapshot@1';
+  host: string;
+  timestamp: string;
+  committedAt: string;
+  /** manifest.json's text. */
+  manifest: ContentRef;
+  /** JSON {"<rel>": [blob ids]} of every stored file of the backup. */
+  contents: ContentRef;
+}
+
+export interface LockBody {
+  host: string;
+  jobId: string;
+  startedAt: string;
+  pid: number;
+}
+
+export const packKey = (id: string) => `data/${id.slice(0, 2)}/${id}`;
+export const packIdOfKey = (key: string) => key.slice(key.lastIndexOf('/') + 1);
+
+export function keyError(message: string): BoxbackError {
+  return new BoxbackError('BOXBACK_ERR_STORE_KEY', message);
+}
+
+export class Repo {
+  /** blob id -> where it is (from every index object loaded). */
+  readonly index = new Map<string, BlobLoc>();
+  private readonly indexObjects = new Map<string, Array<[string, PackEntry[]]>>();
+  readonly gear: Uint32Array;
+  private readonly snapshotCache = new Map<string, SnapshotHeader>();
+
+  private constructor(
+    readonly client: ObjectClient,
+    readonly keys: StoreKeys,
+    readonly config: RepoConfig,
+  ) {
+    this.gear = gearTable(keys.chunk);
+  }
+
+  /** Unwrap the data key with `secret` (trying every key file) and read the store's config. */
+  static async open(client: ObjectClient, secret: Buffer): Promise<Repo> {
+    await client.check();
+    const files = await client.list('keys/');
+    if (files.length === 0) throw keyError(`${client.location} is not an initialised boxback store (no keys/): run boxback store init`);
+    let dataKey: Buffer | null = null;
+    for (const f of files) {
+      const kf = await readKeyFile(client, f.key);
+      dataKey = kf ? unwrapDataKey(kf, secret) : null;
+      if (dataKey) break;
+    }
+    if (!dataKey) throw keyError(`${client.location}: the key file given opens none of the store's ${files.length} key(s)`);
+    const keys = deriveKeys(dataKey);
+    const raw = await client.get('config');
+    if (!raw) throw keyError(`${client.location}: the store has keys but no config object`);
+    const config = JSON.parse(open(keys.enc, 'config', raw, 'store config').toString()) as RepoConfig;
+    if (config.format !== STORE_FORMAT) throw keyError(`${client.location}: store format ${config.format}, this boxback reads ${STORE_FORMAT}`);
+    const repo = new Repo(client, keys, config);
+    await repo.refreshIndex();
+    return repo;
+  }
+
+  /** Load index objects written since the last call; forget those that are gone (prune rewrote them). */
+  async refreshIndex(): Promise<void> {
+    const listed = await this.client.list('index/');
+    const names = new Set(listed.map((o) => o.key));
+    let dropped = false;
+    for (const name of [...this.indexObjects.keys()]) {
+      if (!names.has(name)) {
+        this.indexObjects.delete(name);
+        dropped = true;
+      }
+    }
+    const fresh = listed.filter((o) => !this.indexObjects.has(o.key));
+    await mapLimit(fresh, 8, async (o) => {
+      const raw = await this.client.get(o.key);
+      if (!raw) return; // removed by a prune meanwhile
+      if (createHash('sha256').update(raw).digest('hex') !== o.key.slice('index/'.length)) throw tampered(o.key, 'SHA-256 does not match its name');
+      this.indexObjects.set(o.key, JSON.parse(open(this.keys.enc, 'index', raw, o.key).toString()) as Array<[string, PackEntry[]]>);
+    });
+    if (dropped) this.index.clear();
+    for (const [name, packs] of this.indexObjects) if (dropped || fresh.some((f) => f.key === name)) this.addToIndex(packs);
+  }
+
+  private addToIndex(packs: Array<[string, PackEntry[]]>): void {
+    for (const [pack, entries] of packs)
+      for (const [id, offset, length, plain] of entries) if (!this.index.has(id)) this.index.set(id, { pack, offset, length, plain });
+  }
+
+  /** Every pack the loaded index names, with its blobs (prune, verify). */
+  indexedPacks(): Map<string, { entries: PackEntry[]; indexObjects: string[] }> {
+    const out = new Map<string, { entries: PackEntry[]; indexObjects: string[] }>();
+    for (const [name, packs] of this.indexObjects)
+      for (const [pack, entries] of packs) {
+        const p = out.get(pack) ?? { entries, indexObjects: [] };
+        p.indexObjects.push(name);
+        out.set(pack, p);
+      }
+    return out;
+  }
+
+  get indexObjectNames(): string[] {
+    return [...this.indexObjects.keys()];
+  }
+
+  /** Write one index object for these packs (after every one of them is stored). */
+  async writeIndex(packs: Array<[string, PackEntry[]]>): Promise<string | null> {
+    if (packs.length === 0) return null;
+    const raw = seal(this.keys.enc, 'index', Buffer.from(JSON.stringify(packs)));
+    const name = `index/${createHash('sha256').update(raw).digest('hex')}`;
+    await this.client.put(name, raw);
+    this.indexObjects.set(name, packs);
+    this.addToIndex(packs);
+    return name;
+  }
+
+  /** Read, decrypt and check one blob (a ranged GET of its pack). */
+  async readBlob(id: string): Promise<Buffer> {
+    const loc = this.index.get(id);
+    if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
+    const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 });
+    const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
+    if (!raw) throw tampered(what, 'its pack is missing');
+    if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
+    const plain = openBlob(this.keys, id, raw);
+    if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
+    return plain;
+  }
+
+  /** A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel. */
+  async *readContent(blobs: string[], ahead = 4): AsyncGenerator<Buffer> {
+    const pending: Array<Promise<Buffer>> = [];
+    let next = 0;
+    const fill = () => {
+      while (pending.length < ahead && next < blobs.length) {
+        const p = this.readBlob(blobs[next++]);
+        p.catch(() => undefined); // awaited in order below
+        pending.push(p);
+      }
+    };
+    fill();
+    while (pending.length) {
+      const b = await pending.shift()!;
+      fill();
+      yield b;
+    }
+  }
+
+  async readContentWhole(c: ContentRef, what: string): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const b of this.readContent(c.blobs)) parts.push(b);
+    const all = Buffer.concat(parts);
+    if (all.length !== c.size || createHash('sha256').update(all).digest('hex') !== c.sha256) throw tampered(what, 'SHA-256 does not match');
+    return all;
+  }
+
+  snapshotName(host: string, timestamp: string): string {
+    return `snapshots/${manifestName(this.keys, `${host}@${timestamp}`)}`;
+  }
+
+  async writeSnapshot(h: SnapshotHeader): Promise<void> {
+    const name = this.snapshotName(h.host, h.timestamp);
+    await this.client.put(name, seal(this.keys.enc, `snapshot:${name}`, Buffer.from(JSON.stringify(h))));
+    this.snapshotCache.set(name, h);
+  }
+
+  /** One snapshot object, or null when it is not there. */
+  async readSnapshot(name: string): Promise<SnapshotHeader | null> {
+    const cached = this.snapshotCache.get(name);
+    if (cached) return cached;
+    const raw = await this.client.get(name);
+    if (!raw) return null;
+    const h = JSON.parse(open(this.keys.enc, `snapshot:${name}`, raw, 'snapshot').toString()) as SnapshotHeader;
+    if (this.snapshotName(h.host, h.timestamp) !== name) throw tampered(name, 'snapshot under another backup\'s name');
+    this.snapshotCache.set(name, h);
+    return h;
+  }
+
+  /** Every complete backup's snapshot header. */
+  async listSnapshots(): Promise<Array<{ name: string; h: SnapshotHeader; lastModified: Date }>> {
+    const listed = await this.client.list('snapshots/');
+    const names = new Set(listed.map((o) => o.key));
+    for (const k of [...this.snapshotCache.keys()]) if (!names.has(k)) this.snapshotCache.delete(k);
+    const out = await mapLimit(listed, 8, async (o) => ({ name: o.key, h: await this.readSnapshot(o.key), lastModified: o.lastModified }));
+    return out.filter((x): x is { name: string; h: SnapshotHeader; lastModified: Date } => x.h !== null);
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    await this.client.delete([name]);
+    this.snapshotCache.delete(name);
+  }
+
+  /** The file map {rel: blob ids} of a snapshot. */
+  async readContents(h: SnapshotHeader): Promise<Record<string, string[]>> {
+    return JSON.parse((await this.readContentWhole(h.contents, `contents of ${h.host}@${h.timestamp}`)).toString()) as Record<string, string[]>;
+  }
+
+  /** Take a lock (a running backup): its name. */
+  async writeLock(body: LockBody, name = `locks/${randomBytes(16).toString('hex')}`): Promise<string> {
+    await this.client.put(name, seal(this.keys.enc, 'lock', Buffer.from(JSON.stringify(body))));
+    return name;
+  }
+
+  async listLocks(): Promise<Array<{ name: string; body: LockBody | null; lastModified: Date }>> {
+    const listed = await this.client.list('locks/');
+    return mapLimit(listed, 8, async (o) => {
+      const raw = await this.client.get(o.key);
+      let body: LockBody | null = null;
+      try {
+        body = raw ? (JSON.parse(open(this.keys.enc, 'lock', raw).toString()) as LockBody) : null;
+      } catch {
+        body = null; // unreadable: treated as a running backup until it is stale
+      }
+      return { name: o.key, body, lastModified: o.lastModified };
+    });
+  }
+}
+
+async function readKeyFile(client: ObjectClient, key: string): Promise<KeyFile | null> {
+  const raw = await client.get(key);
+  if (!raw) return null;
+  try {
+    return JSON.parse(raw.toString()) as KeyFile;
+  } catch {
+    return null;
+  }
+}
+
+export { DEFAULT_CHUNKING, readKeyFile };

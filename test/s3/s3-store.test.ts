@@ -1,0 +1,211 @@
+// The S3 store through the BackupStore interface on a real radosgw: a round trip with equal
+// bytes, owners, modes, mtimes and symlinks; dedup across backups and hosts measured on the
+// server; nothing readable on the server; listing, delete and verify.
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
+import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
+import { bucketBytes, bucketObjects, makeTestStore, makeTree, writeBackup } from '../helpers/s3-store.js';
+
+let rgw: RadosgwInfo;
+beforeAll(async () => {
+  rgw = await sharedRadosgw();
+});
+
+const tmp = (p: string) => mkdtempSync(path.join(os.tmpdir(), `bb-s3-${p}-`));
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const without = (m: Map<string, unknown>, k: string) => new Map([...m].filter(([x]) => x !== k)) as typeof m;
+
+async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const b of s) parts.push(b as Buffer);
+  return Buffer.concat(parts);
+}
+
+describe('S3 store round trip', () => {
+  it('stores files and a tree, lists the backup, and gives back equal bytes, owners, modes, mtimes and symlinks', async () => {
+    const t = await makeTestStore(rgw);
+    const src = tmp('src');
+    makeTree(src);
+    const dbZip = randomBytes(700 * 1024);
+    const w = await writeBackup(t.store, { host: 'gocd1', files: { 'db.zip': dbZip, 'version.txt': 'go-server 23.5.0\n' }, trees: [{ name: 'artifacts', source: src }] });
+    expect(w.trees.artifacts).toMatchObject({ mode: 'full', files: 33 });
+
+    // a second store object (another process) sees it
+    const other = t.again();
+    expect(await other.listHosts()).toEqual(['gocd1']);
+    expect(await other.listBackups('gocd1')).toEqual([w.ref]);
+    expect(await other.has(w.ref)).toBe(true);
+    expect(await other.readManifestText(w.ref)).toBe(w.manifest);
+
+    // localFile: a checked download into the scratch directory
+    const scratch = tmp('scratch');
+    const lf = await other.localFile(w.ref, 'db.zip', { scratchDir: scratch, sha256: sha(dbZip) });
+    expect(sha(readFileSync(lf.path))).toBe(sha(dbZip));
+    await lf.release();
+    expect(await fsp.readdir(scratch)).toEqual([]);
+    // openFile with a range, openRandomAccess
+    expect((await readAll(await other.openFile(w.ref, 'db.zip', { start: 1000, end: 300_000 }))).equals(dbZip.subarray(1000, 300_001))).toBe(true);
+    const ra = await other.openRandomAccess(w.ref, 'db.zip');
+    const buf = Buffer.alloc(5000);
+    expect((await ra.read(buf, 0, 5000, 262_000)).bytesRead).toBe(5000);
+    expect(buf.equals(dbZip.subarray(262_000, 267_000))).toBe(true);
+    await ra.close();
+
+    // fetchTree: the tree as it was, into a new directory
+    const dest = path.join(tmp('restore'), 'artifacts');
+    await other.fetchTree(w.ref, 'artifacts', dest);
+    const a = without(await snapshotTree(src), '.');
+    const b = without(await snapshotTree(dest), '.');
+    expect(diffTrees(a, b)).toEqual([]);
+    expect(b.get('pipelines/build-42/reports/TEST-report-3.xml')).toMatchObject({ uid: 1234, gid: 5678 });
+    expect(b.get('latest.jar')).toMatchObject({ type: 'symlink', target: 'pipelines/build-42/artifact.jar' });
+    expect(b.get('pipelines/build-42')).toMatchObject({ mode: 0o750 });
+    expect(b.get('secret-plan.txt')).toMatchObject({ mode: 0o600 });
+    expect(b.get('pipelines/build-42/artifact.jar')!.mtimeMs).toBe(a.get('pipelines/build-42/artifact.jar')!.mtimeMs);
+    expect(Math.abs(b.get('pipelines/build-42/artifact.jar')!.mtimeMs! - Date.parse('2026-01-02T03:04:05.678Z'))).toBeLessThanOrEqual(1);
+
+    expect(await other.verify(w.ref)).toMatchObject({ ok: true, filesChecked: 35, problems: [] });
+    expect(await other.verify(w.ref, { quick: true })).toMatchObject({ ok: true, bytesChecked: 0 });
+    await other.close();
+    await t.store.close();
+  });
+
+  it('a timestamp taken by a complete backup moves on a second; an exact one that exists is refused', async () => {
+    const t = await makeTestStore(rgw);
+    const at = new Date('2026-03-01T10:00:00Z');
+    const a = await writeBackup(t.store, { host: 'h', at, files: { 'a.txt': 'a' } });
+    const b = await writeBackup(t.store, { host: 'h', at, files: { 'a.txt': 'b' } });
+    expect([a.ref.timestamp, b.ref.timestamp]).toEqual(['20260301-100000', '20260301-100001']);
+    await expect(t.store.begin({ host: 'h', startedAt: at, timestamp: '20260301-100000', jobId: 'j', log: (await import('../helpers/s3-store.js')).quiet })).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_ALREADY_EXISTS',
+    });
+    await expect(t.store.readManifestText({ host: 'h', timestamp: '20990101-000000' })).rejects.toMatchObject({ code: 'BOXBACK_ERR_NOT_FOUND' });
+    await t.store.close();
+  });
+});
+
+describe('S3 store dedup', () => {
+  it('a second backup of an unchanged tree uploads almost nothing; a 2% growth of a large file uploads about 2%', async () => {
+    const t = await makeTestStore(rgw);
+    const src = tmp('dedup');
+    makeTree(src, 7, 20 * 1024 * 1024);
+    const first = await writeBackup(t.store, { host: 'gocd1', trees: [{ name: 'artifacts', source: src }] });
+    const afterFirst = await bucketBytes(rgw, t.bucket);
+    const put1 = t.store.client.counters.putBytes;
+
+    const second = await writeBackup(t.store, { host: 'gocd1', previous: first.ref, trees: [{ name: 'artifacts', source: src }] });
+    const afterSecond = await bucketBytes(rgw, t.bucket);
+    const put2 = t.store.client.counters.putBytes - put1;
+    expect(second.trees.artifacts.reusedHashes).toBe(33);
+    expect(second.trees.artifacts.bytesTransferred).toBe(0);
+    // only the new manifest, content map, index and snapshot objects: a few KiB against > 20 MiB
+    expect(put2).toBeLessThan(64 * 1024);
+    expect(afterSecond.bytes - afterFirst.bytes).toBeLessThan(64 * 1024);
+
+    // a database that grew by 2%
+    const db = path.join(src, 'pipelines/build-42/artifact.jar');
+    appendFileSync(db, randomBytes(Math.round(0.02 * 20 * 1024 * 1024)));
+    const put3Start = t.store.client.counters.putBytes;
+    const third = await writeBackup(t.store, { host: 'gocd1', previous: second.ref, trees: [{ name: 'artifacts', source: src }] });
+    const put3 = t.store.client.counters.putBytes - put3Start;
+    expect(third.trees.artifacts.hashedBytes).toBeGreaterThan(20 * 1024 * 1024);
+    // the grown tail and the chunk it ends in (chunks average ~1.25 MiB, 4 MiB at most)
+    expect(put3).toBeLessThan(0.02 * 20 * 1024 * 1024 + 4.5 * 1024 * 1024);
+    console.log(
+      `dedup figures: first backup PUT ${put1} bytes (bucket ${afterFirst.bytes}); unchanged second PUT ${put2} bytes (bucket +${afterSecond.bytes - afterFirst.bytes}); ` +
+        `after 2% growth (${Math.round(0.02 * 20 * 1024 * 1024)} bytes appended) PUT ${put3} bytes`,
+    );
+    const dest = tmp('dedup-restore');
+    await t.store.fetchTree(third.ref, 'artifacts', path.join(dest, 'a'));
+    expect(sha(readFileSync(path.join(dest, 'a/pipelines/build-42/artifact.jar')))).toBe(sha(readFileSync(db)));
+    await t.store.close();
+  });
+
+  it('two hosts with the same artifacts store them once', async () => {
+    const t = await makeTestStore(rgw);
+    const a = tmp('hostA');
+    const b = tmp('hostB');
+    makeTree(a, 3, 8 * 1024 * 1024);
+    makeTree(b, 3, 8 * 1024 * 1024);
+    writeFileSync(path.join(b, 'only-on-b.txt'), 'b');
+    await writeBackup(t.store, { host: 'gocd1', trees: [{ name: 'artifacts', source: a }] });
+    const one = await bucketBytes(rgw, t.bucket);
+    const hostB = t.again(); // another agent, its own process
+    const wb = await writeBackup(hostB, { host: 'gocd2', trees: [{ name: 'artifacts', source: b }] });
+    const two = await bucketBytes(rgw, t.bucket);
+    expect(one.bytes).toBeGreaterThan(8 * 1024 * 1024);
+    expect(wb.trees.artifacts.bytesTransferred).toBe(1);
+    expect(two.bytes - one.bytes).toBeLessThan(64 * 1024);
+    console.log(`two hosts: host A stored ${one.bytes} bytes; host B with the same artifacts added ${two.bytes - one.bytes} bytes`);
+    expect(await hostB.listHosts()).toEqual(['gocd1', 'gocd2']);
+    await hostB.close();
+    await t.store.close();
+  });
+});
+
+describe('S3 store encryption', () => {
+  it('the server holds no plaintext file name, content or host name', async () => {
+    const t = await makeTestStore(rgw);
+    const src = tmp('plain');
+    makeTree(src);
+    await writeBackup(t.store, { host: 'gocd-secret-host', files: { 'config-dir.zip': 'CONFIG-ZIP-PLAINTEXT-cruise-config.xml' }, trees: [{ name: 'artifacts', source: src }] });
+    const objects = await bucketObjects(rgw, t.bucket);
+    expect(objects.length).toBeGreaterThanOrEqual(5);
+    const needles = ['PLAINTEXT-MARKER', 'hunter2', 'secret-plan', 'TEST-report', 'testsuite', 'artifact.jar', 'gocd-secret-host', 'cruise-config', 'config-dir.zip', 'artifacts'];
+    for (const o of objects) {
+      for (const n of needles) {
+        expect(o.key.includes(n), `${n} in the name ${o.key}`).toBe(false);
+        if (!o.key.includes('/keys/')) expect(o.body.includes(Buffer.from(n)), `${n} in ${o.key}`).toBe(false);
+      }
+    }
+    // names are hashes: keys/<id>, data/<pp>/<sha256>, index/<sha256>, snapshots/<hmac>, config
+    for (const o of objects) expect(o.key).toMatch(/^fleet1\/(config|keys\/[0-9a-f]{16}|data\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/[0-9a-f]{64}|snapshots\/[0-9a-f]{64})$/);
+    // the key object holds only the wrapped key
+    const key = objects.find((o) => o.key.includes('/keys/'))!;
+    expect(key.body.includes(t.secret)).toBe(false);
+    await t.store.close();
+  });
+
+  it('a store opened with the wrong key is refused with a clear error', async () => {
+    const t = await makeTestStore(rgw);
+    const wrong = t.again({ secret: randomBytes(32) });
+    await expect(wrong.listHosts()).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_KEY', message: expect.stringMatching(/opens none of the store's 1 key/) });
+    await wrong.close();
+    await t.store.close();
+  });
+});
+
+describe('S3 store delete', () => {
+  it('delete drops the backup from listings; prune frees only what it alone held, after the grace period', async () => {
+    const t = await makeTestStore(rgw, { packTarget: 100_000 });
+    const src = tmp('del');
+    makeTree(src);
+    // only-a.bin goes first and fills a pack of its own
+    const a = await writeBackup(t.store, { host: 'h', files: { 'only-a.bin': randomBytes(200_000) }, trees: [{ name: 'artifacts', source: src }] });
+    const b = await writeBackup(t.store, { host: 'h', previous: a.ref, trees: [{ name: 'artifacts', source: src }] });
+    const unique = await t.store.uniqueBytes(a.ref);
+    expect(unique).toBeGreaterThan(200_000);
+    expect(unique).toBeLessThan(200_000 + 16_384); // its own manifest and content map too
+    expect(await t.store.delete(a.ref)).toEqual({ deleted: true, freedBytes: unique });
+    expect(await t.store.delete(a.ref)).toEqual({ deleted: false, freedBytes: 0 });
+    expect(await t.store.listBackups('h')).toEqual([b.ref]);
+    const before = await bucketBytes(rgw, t.bucket, 'fleet1/data/');
+    const r1 = await t.store.prune({ graceMs: 0 });
+    expect(r1).toMatchObject({ snapshots: 1, forgottenPacks: 1, deletedPacks: 0 }); // forgotten first, deleted later
+    await new Promise((r) => setTimeout(r, 2500));
+    const r2 = await t.store.prune({ graceMs: 0 });
+    expect(r2).toMatchObject({ snapshots: 1, forgottenPacks: 0, deletedPacks: 1 });
+    const after = await bucketBytes(rgw, t.bucket, 'fleet1/data/');
+    expect(before.bytes - after.bytes).toBeGreaterThan(200_000);
+    expect(await t.again().verify(b.ref)).toMatchObject({ ok: true });
+    const dest = path.join(tmp('del-restore'), 'artifacts');
+    await t.again().fetchTree(b.ref, 'artifacts', dest);
+    expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(dest), '.'))).toEqual([]);
+    await t.store.close();
+  });
+});
