@@ -44,12 +44,22 @@ export function s3Config(rgw: RadosgwInfo, bucket: string, over: Partial<S3Store
 export const creds = (rgw: RadosgwInfo) => ({ accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
 
 /** A new bucket, initialised as a store; the store object opens it with `secret`. */
-export async function makeTestStore(rgw: RadosgwInfo, opts: Partial<S3StoreOptions> = {}, over: Partial<S3StoreConfig> = {}): Promise<TestStore> {
+export async function makeTestStore(
+  rgw: RadosgwInfo,
+  opts: Partial<S3StoreOptions> = {},
+  over: Partial<S3StoreConfig> = {},
+): Promise<TestStore> {
   const bucket = await makeBucket(rgw, 'store');
   const config = s3Config(rgw, bucket, over);
   const secret = randomBytes(32);
   await initS3Store(config, secret, { credentials: creds(rgw), scryptN: 1024 });
-  const all: S3StoreOptions = { credentials: creds(rgw), secret, log: quiet, scratchDir: mkdtempSync(path.join(os.tmpdir(), 'bb-s3-scratch-')), ...opts };
+  const all: S3StoreOptions = {
+    credentials: creds(rgw),
+    secret,
+    log: quiet,
+    scratchDir: mkdtempSync(path.join(os.tmpdir(), 'bb-s3-scratch-')),
+    ...opts,
+  };
   const again = (o: Partial<S3StoreOptions> = {}, endpoint?: string) =>
     new S3BackupStore(endpoint ? { ...config, endpoint } : config, { ...all, ...o });
   return { store: again(), config, bucket, secret, opts: all, again };
@@ -72,7 +82,14 @@ export interface WrittenBackup {
 /** Write a backup: `files` (stored name -> content) through pathFor/addFile, then each tree. */
 export async function writeBackup(
   store: S3BackupStore,
-  o: { host: string; at?: Date; files?: Record<string, Buffer | string>; trees?: TreeSpec[]; previous?: BackupRef; beforeCommit?: (s: BackupStaging) => Promise<void> },
+  o: {
+    host: string;
+    at?: Date;
+    files?: Record<string, Buffer | string>;
+    trees?: TreeSpec[];
+    previous?: BackupRef;
+    beforeCommit?: (s: BackupStaging) => Promise<void>;
+  },
 ): Promise<WrittenBackup> {
   const s = await store.begin({ host: o.host, startedAt: o.at ?? new Date(), jobId: `job-${randomBytes(3).toString('hex')}`, log: quiet });
   try {
@@ -95,7 +112,13 @@ export async function writeBackup(
         out: { add: (e) => void files.push(e) },
       });
     }
-    const manifest = JSON.stringify({ format: MANIFEST_FORMAT, id: `${s.ref.host}@${s.ref.timestamp}`, host: s.ref.host, timestamp: s.ref.timestamp, files });
+    const manifest = JSON.stringify({
+      format: MANIFEST_FORMAT,
+      id: `${s.ref.host}@${s.ref.timestamp}`,
+      host: s.ref.host,
+      timestamp: s.ref.timestamp,
+      files,
+    });
     await o.beforeCommit?.(s);
     const { ref } = await s.commit(manifest);
     return { ref, manifest, trees, files };
@@ -177,7 +200,11 @@ export function makeTree(root: string, seed = 1, bigBytes = 3 * 1024 * 1024 + 12
   };
   fs.mkdirSync(path.join(root, 'pipelines/build-42/reports'), { recursive: true });
   fs.mkdirSync(path.join(root, 'empty-dir'), { recursive: true });
-  for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(root, `pipelines/build-42/reports/TEST-report-${i}.xml`), `<testsuite name="suite-${i}" seed="${seed}"/>\n`.repeat(20 + i));
+  for (let i = 0; i < 30; i++)
+    fs.writeFileSync(
+      path.join(root, `pipelines/build-42/reports/TEST-report-${i}.xml`),
+      `<testsuite name="suite-${i}" seed="${seed}"/>\n`.repeat(20 + i),
+    );
   fs.writeFileSync(path.join(root, 'pipelines/build-42/artifact.jar'), rnd(bigBytes));
   fs.writeFileSync(path.join(root, 'empty.txt'), '');
   fs.writeFileSync(path.join(root, 'secret-plan.txt'), 'PLAINTEXT-MARKER-the-cruise-control-password-is-hunter2\n', { mode: 0o600 });

@@ -32,7 +32,11 @@ describe('S3 store round trip', () => {
     const src = tmp('src');
     makeTree(src);
     const dbZip = randomBytes(700 * 1024);
-    const w = await writeBackup(t.store, { host: 'gocd1', files: { 'db.zip': dbZip, 'version.txt': 'go-server 23.5.0\n' }, trees: [{ name: 'artifacts', source: src }] });
+    const w = await writeBackup(t.store, {
+      host: 'gocd1',
+      files: { 'db.zip': dbZip, 'version.txt': 'go-server 23.5.0\n' },
+      trees: [{ name: 'artifacts', source: src }],
+    });
     expect(w.trees.artifacts).toMatchObject({ mode: 'full', files: 33 });
 
     // a second store object (another process) sees it
@@ -49,7 +53,9 @@ describe('S3 store round trip', () => {
     await lf.release();
     expect(await fsp.readdir(scratch)).toEqual([]);
     // openFile with a range, openRandomAccess
-    expect((await readAll(await other.openFile(w.ref, 'db.zip', { start: 1000, end: 300_000 }))).equals(dbZip.subarray(1000, 300_001))).toBe(true);
+    expect(
+      (await readAll(await other.openFile(w.ref, 'db.zip', { start: 1000, end: 300_000 }))).equals(dbZip.subarray(1000, 300_001)),
+    ).toBe(true);
     const ra = await other.openRandomAccess(w.ref, 'db.zip');
     const buf = Buffer.alloc(5000);
     expect((await ra.read(buf, 0, 5000, 262_000)).bytesRead).toBe(5000);
@@ -81,11 +87,68 @@ describe('S3 store round trip', () => {
     const a = await writeBackup(t.store, { host: 'h', at, files: { 'a.txt': 'a' } });
     const b = await writeBackup(t.store, { host: 'h', at, files: { 'a.txt': 'b' } });
     expect([a.ref.timestamp, b.ref.timestamp]).toEqual(['20260301-100000', '20260301-100001']);
-    await expect(t.store.begin({ host: 'h', startedAt: at, timestamp: '20260301-100000', jobId: 'j', log: (await import('../helpers/s3-store.js')).quiet })).rejects.toMatchObject({
+    await expect(
+      t.store.begin({
+        host: 'h',
+        startedAt: at,
+        timestamp: '20260301-100000',
+        jobId: 'j',
+        log: (await import('../helpers/s3-store.js')).quiet,
+      }),
+    ).rejects.toMatchObject({
       code: 'BOXBACK_ERR_ALREADY_EXISTS',
     });
-    await expect(t.store.readManifestText({ host: 'h', timestamp: '20990101-000000' })).rejects.toMatchObject({ code: 'BOXBACK_ERR_NOT_FOUND' });
+    await expect(t.store.readManifestText({ host: 'h', timestamp: '20990101-000000' })).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_NOT_FOUND',
+    });
     await t.store.close();
+  });
+});
+
+describe('S3 store framing', () => {
+  it("files at the chunker's and the 64 KiB frames' boundaries come back equal, and random reads cross blob edges", async () => {
+    const t = await makeTestStore(rgw, { packTarget: 3 * 1024 * 1024 });
+    const K = 1024;
+    const M = 1024 * 1024;
+    const sizes = [
+      0,
+      1,
+      64 * K - 1,
+      64 * K,
+      64 * K + 1,
+      256 * K - 1,
+      256 * K,
+      256 * K + 1,
+      4 * M - 1,
+      4 * M,
+      4 * M + 1,
+      12 * M + 64 * K + 7,
+    ];
+    const files: Record<string, Buffer> = {};
+    for (const n of sizes) files[`f-${n}.bin`] = randomBytes(n);
+    files['zeros-9m.bin'] = Buffer.alloc(9 * M); // no content-defined cut: cut at the 4 MiB maximum
+    const w = await writeBackup(t.store, { host: 'h', files });
+    const other = t.again();
+    const scratch = tmp('frames');
+    for (const [rel, data] of Object.entries(files)) {
+      const lf = await other.localFile(w.ref, rel, { scratchDir: scratch });
+      expect(sha(readFileSync(lf.path)), rel).toBe(sha(data));
+      await lf.release();
+    }
+    const big = files[`f-${12 * M + 64 * K + 7}.bin`];
+    const ra = await other.openRandomAccess(w.ref, `f-${12 * M + 64 * K + 7}.bin`);
+    expect(ra.size).toBe(big.length);
+    for (const at of [0, 4 * M - 10, 8 * M - 1, big.length - 100]) {
+      const buf = Buffer.alloc(6 * M);
+      const { bytesRead } = await ra.read(buf, 0, buf.length, at);
+      expect(bytesRead).toBe(Math.min(buf.length, big.length - at));
+      expect(buf.subarray(0, bytesRead).equals(big.subarray(at, at + bytesRead)), `at ${at}`).toBe(true);
+    }
+    await ra.close();
+    const zeros = await readAll(await other.openFile(w.ref, 'zeros-9m.bin', { start: 4 * M - 3, end: 8 * M + 2 }));
+    expect(zeros.length).toBe(4 * M + 6);
+    expect(await other.verify(w.ref, { sample: 0.5 })).toMatchObject({ ok: true, filesChecked: sizes.length + 1 });
+    await other.close();
   });
 });
 
@@ -153,10 +216,25 @@ describe('S3 store encryption', () => {
     const t = await makeTestStore(rgw);
     const src = tmp('plain');
     makeTree(src);
-    await writeBackup(t.store, { host: 'gocd-secret-host', files: { 'config-dir.zip': 'CONFIG-ZIP-PLAINTEXT-cruise-config.xml' }, trees: [{ name: 'artifacts', source: src }] });
+    await writeBackup(t.store, {
+      host: 'gocd-secret-host',
+      files: { 'config-dir.zip': 'CONFIG-ZIP-PLAINTEXT-cruise-config.xml' },
+      trees: [{ name: 'artifacts', source: src }],
+    });
     const objects = await bucketObjects(rgw, t.bucket);
     expect(objects.length).toBeGreaterThanOrEqual(5);
-    const needles = ['PLAINTEXT-MARKER', 'hunter2', 'secret-plan', 'TEST-report', 'testsuite', 'artifact.jar', 'gocd-secret-host', 'cruise-config', 'config-dir.zip', 'artifacts'];
+    const needles = [
+      'PLAINTEXT-MARKER',
+      'hunter2',
+      'secret-plan',
+      'TEST-report',
+      'testsuite',
+      'artifact.jar',
+      'gocd-secret-host',
+      'cruise-config',
+      'config-dir.zip',
+      'artifacts',
+    ];
     for (const o of objects) {
       for (const n of needles) {
         expect(o.key.includes(n), `${n} in the name ${o.key}`).toBe(false);
@@ -164,7 +242,10 @@ describe('S3 store encryption', () => {
       }
     }
     // names are hashes: keys/<id>, data/<pp>/<sha256>, index/<sha256>, snapshots/<hmac>, config
-    for (const o of objects) expect(o.key).toMatch(/^fleet1\/(config|keys\/[0-9a-f]{16}|data\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/[0-9a-f]{64}|snapshots\/[0-9a-f]{64})$/);
+    for (const o of objects)
+      expect(o.key).toMatch(
+        /^fleet1\/(config|keys\/[0-9a-f]{16}|data\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/[0-9a-f]{64}|snapshots\/[0-9a-f]{64})$/,
+      );
     // the key object holds only the wrapped key
     const key = objects.find((o) => o.key.includes('/keys/'))!;
     expect(key.body.includes(t.secret)).toBe(false);
@@ -174,7 +255,10 @@ describe('S3 store encryption', () => {
   it('a store opened with the wrong key is refused with a clear error', async () => {
     const t = await makeTestStore(rgw);
     const wrong = t.again({ secret: randomBytes(32) });
-    await expect(wrong.listHosts()).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_KEY', message: expect.stringMatching(/opens none of the store's 1 key/) });
+    await expect(wrong.listHosts()).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_STORE_KEY',
+      message: expect.stringMatching(/opens none of the store's 1 key/),
+    });
     await wrong.close();
     await t.store.close();
   });
@@ -186,7 +270,11 @@ describe('S3 store delete', () => {
     const src = tmp('del');
     makeTree(src);
     // only-a.bin goes first and fills a pack of its own
-    const a = await writeBackup(t.store, { host: 'h', files: { 'only-a.bin': randomBytes(200_000) }, trees: [{ name: 'artifacts', source: src }] });
+    const a = await writeBackup(t.store, {
+      host: 'h',
+      files: { 'only-a.bin': randomBytes(200_000) },
+      trees: [{ name: 'artifacts', source: src }],
+    });
     const b = await writeBackup(t.store, { host: 'h', previous: a.ref, trees: [{ name: 'artifacts', source: src }] });
     const unique = await t.store.uniqueBytes(a.ref);
     expect(unique).toBeGreaterThan(200_000);

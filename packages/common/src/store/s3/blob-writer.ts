@@ -106,9 +106,11 @@ export class BlobWriter {
       const blobs = b.length === 0 ? [] : [await this.addBlob(b)];
       return { blobs, size: b.length, sha256: createHash('sha256').update(b).digest('hex') };
     }
-    return this.storeStream((async function* () {
-      yield b;
-    })());
+    return this.storeStream(
+      (async function* () {
+        yield b;
+      })(),
+    );
   }
 
   /** Upload what is left and wait for every upload; throws the first failure. */

@@ -138,7 +138,10 @@ export function classify(err: unknown, where: string): BoxbackError | null {
   const name = e.name ?? '';
   const status = statusOf(e);
   if (name === 'NoSuchBucket')
-    return new BoxbackError('BOXBACK_ERR_STORE_NO_BUCKET', `${where}: the bucket does not exist (create it, or fix bucket: in the store config)`);
+    return new BoxbackError(
+      'BOXBACK_ERR_STORE_NO_BUCKET',
+      `${where}: the bucket does not exist (create it, or fix bucket: in the store config)`,
+    );
   if (name === 'QuotaExceeded' || name === 'EntityTooLarge' || name === 'InsufficientStorage' || status === 507)
     return new BoxbackError(
       'BOXBACK_ERR_STORE_QUOTA',
@@ -233,14 +236,20 @@ export class ObjectClient {
         return await fn();
       } catch (err) {
         const e = err as SdkError;
-        if (notFound && (e.name === 'NoSuchKey' || e.name === 'NotFound' || (statusOf(e) === 404 && e.name !== 'NoSuchBucket'))) return notFound();
+        if (notFound && (e.name === 'NoSuchKey' || e.name === 'NotFound' || (statusOf(e) === 404 && e.name !== 'NoSuchBucket')))
+          return notFound();
         if (outOfRange && (e.name === 'InvalidRange' || statusOf(e) === 416)) return outOfRange();
         const typed = classify(err, `${this.location}: ${what}`);
         if (typed) throw typed;
         if (!isRetryable(err)) {
-          throw new BoxbackError('BOXBACK_ERR_STORE_UNREACHABLE', `${this.location}: ${what} failed: ${e.name ?? ''} ${e.message ?? ''}`.trim(), {}, {
-            cause: err,
-          });
+          throw new BoxbackError(
+            'BOXBACK_ERR_STORE_UNREACHABLE',
+            `${this.location}: ${what} failed: ${e.name ?? ''} ${e.message ?? ''}`.trim(),
+            {},
+            {
+              cause: err,
+            },
+          );
         }
         if (attempt >= this.maxAttempts) {
           throw new BoxbackError(
@@ -263,9 +272,13 @@ export class ObjectClient {
 
   /** Is the bucket there and are the credentials good? Throws the typed error. */
   async check(): Promise<void> {
-    await this.call('open the bucket', () => this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })), () => {
-      throw new BoxbackError('BOXBACK_ERR_STORE_NO_BUCKET', `${this.location}: the bucket does not exist`);
-    });
+    await this.call(
+      'open the bucket',
+      () => this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })),
+      () => {
+        throw new BoxbackError('BOXBACK_ERR_STORE_NO_BUCKET', `${this.location}: the bucket does not exist`);
+      },
+    );
   }
 
   /** PUT a whole object (multipart from the threshold on), checksummed; resolves once stored. */
@@ -274,14 +287,18 @@ export class ObjectClient {
     await this.slots.run(async () => {
       await this.bw.take(body.length);
       const ContentMD5 = md5(body);
-      await this.call(`PUT ${key}`, () => this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body, ContentMD5 })));
+      await this.call(`PUT ${key}`, () =>
+        this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body, ContentMD5 })),
+      );
       this.counters.putBytes += body.length;
     });
   }
 
   private async putMultipart(key: string, body: Buffer): Promise<void> {
     const Key = this.k(key);
-    const created = await this.call(`start multipart ${key}`, () => this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key })));
+    const created = await this.call(`start multipart ${key}`, () =>
+      this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key })),
+    );
     const UploadId = created.UploadId!;
     try {
       const n = Math.ceil(body.length / this.partSize);
@@ -310,7 +327,11 @@ export class ObjectClient {
   }
 
   private async abortUpload(Key: string, UploadId: string): Promise<void> {
-    await this.call(`abort multipart ${Key}`, () => this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })), () => undefined).catch(
+    await this.call(
+      `abort multipart ${Key}`,
+      () => this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
+      () => undefined,
+    ).catch(
       () => undefined, // an upload we could not abort is aborted by the next prune (openUploads)
     );
   }
@@ -322,7 +343,11 @@ export class ObjectClient {
         `GET ${key}`,
         async () => {
           const r = await this.s3.send(
-            new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }),
+            new GetObjectCommand({
+              Bucket: this.bucket,
+              Key: this.k(key),
+              ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+            }),
           );
           const b = Buffer.from(await r.Body!.transformToByteArray());
           this.counters.getBytes += b.length;
@@ -366,20 +391,34 @@ export class ObjectClient {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       const r = await this.call(`DELETE ${batch.length} objects`, () =>
-        this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true } })),
+        this.s3.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true } }),
+        ),
       );
       const bad = (r.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
       if (bad.length) {
         const typed = classify({ name: bad[0].Code, message: bad[0].Message }, `${this.location}: DELETE ${bad[0].Key}`);
-        throw typed ?? new BoxbackError('BOXBACK_ERR_STORE_UNREACHABLE', `${this.location}: DELETE ${bad[0].Key}: ${bad[0].Code} ${bad[0].Message ?? ''}`);
+        throw (
+          typed ??
+          new BoxbackError(
+            'BOXBACK_ERR_STORE_UNREACHABLE',
+            `${this.location}: DELETE ${bad[0].Key}: ${bad[0].Code} ${bad[0].Message ?? ''}`,
+          )
+        );
       }
     }
   }
 
   /** Multipart uploads still open under the store's prefix. */
   async openUploads(): Promise<Array<{ key: string; uploadId: string; initiated: Date }>> {
-    const r = await this.call('list multipart uploads', () => this.s3.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix })));
-    return (r.Uploads ?? []).map((u) => ({ key: u.Key!.slice(this.prefix.length), uploadId: u.UploadId!, initiated: u.Initiated ?? new Date(0) }));
+    const r = await this.call('list multipart uploads', () =>
+      this.s3.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix })),
+    );
+    return (r.Uploads ?? []).map((u) => ({
+      key: u.Key!.slice(this.prefix.length),
+      uploadId: u.UploadId!,
+      initiated: u.Initiated ?? new Date(0),
+    }));
   }
 
   /** Abort an open multipart upload (prune: one an interrupted process left). */

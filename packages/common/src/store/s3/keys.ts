@@ -9,7 +9,7 @@
  * naming blobs by their content), `name` (HMAC naming manifests by backup ID) and `chunk` (the
  * content-defined chunker's gear table), so the server learns neither names, content, nor
  * chunk boundaries it could match against known files. Losing every key file and passphrase
- * loses the backups: nothing can unwrap the data key. See docs/design/object-store-format.md.
+ * loses the backups: nothing can unwrap the data key. See docs/design/store-s3-format.md.
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, scryptSync } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';

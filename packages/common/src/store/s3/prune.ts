@@ -21,8 +21,8 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from '../../logger.js';
 import type { PackEntry } from './pack.js';
-import { packIdOfKey, packKey, type Repo } from './repo.js';
-import { open, seal } from './sealed.js';
+import { packIdOfKey, packKey, type Repo, type SnapshotHeader } from './repo.js';
+import { seal } from './sealed.js';
 
 const CLOCK_GRAIN_MS = 2000;
 
@@ -41,6 +41,8 @@ export interface PruneResult {
   liveLocks: number;
   staleLocks: number;
   forgottenPacks: number;
+  /** Forgotten packs a backup committed meanwhile names: indexed again. */
+  resurrectedPacks: number;
   deletedPacks: number;
   deletedBytes: number;
   abortedUploads: number;
@@ -48,9 +50,13 @@ export interface PruneResult {
 }
 
 /** Blob ids every complete backup needs. */
-export async function referencedBlobs(repo: Repo, skip?: string): Promise<{ blobs: Set<string>; snapshots: number }> {
+export async function referencedBlobs(
+  repo: Repo,
+  skip?: string,
+  listed?: Array<{ name: string; h: SnapshotHeader }>,
+): Promise<{ blobs: Set<string>; snapshots: number }> {
   const blobs = new Set<string>();
-  const snaps = (await repo.listSnapshots()).filter((s) => s.name !== skip);
+  const snaps = (listed ?? (await repo.listSnapshots())).filter((s) => s.name !== skip);
   for (const s of snaps) {
     for (const b of [...s.h.manifest.blobs, ...s.h.contents.blobs]) blobs.add(b);
     for (const list of Object.values(await repo.readContents(s.h))) for (const b of list) blobs.add(b);
@@ -58,20 +64,16 @@ export async function referencedBlobs(repo: Repo, skip?: string): Promise<{ blob
   return { blobs, snapshots: snaps.length };
 }
 
-async function forget(repo: Repo, unneeded: Set<string>): Promise<void> {
+async function forget(repo: Repo, unneeded: Map<string, PackEntry[]>): Promise<void> {
+  // the record first (with the packs' entries: still readable, and indexed again if needed)
   const raw = seal(repo.keys.enc, 'forgotten', Buffer.from(JSON.stringify([...unneeded])));
   await repo.client.put(`forgotten/${createHash('sha256').update(raw).digest('hex')}`, raw);
-  // rewrite each index object that names a forgotten pack, without it
+  // then each index object that names a forgotten pack is rewritten without it
   const packs = repo.indexedPacks();
   const touched = new Set<string>();
-  for (const p of unneeded) for (const o of packs.get(p)?.indexObjects ?? []) touched.add(o);
+  for (const p of unneeded.keys()) for (const o of packs.get(p)?.indexObjects ?? []) touched.add(o);
   const keep: Array<[string, PackEntry[]]> = [];
-  const seen = new Set<string>();
-  for (const [pack, p] of packs)
-    if (!unneeded.has(pack) && p.indexObjects.some((o) => touched.has(o)) && !seen.has(pack)) {
-      seen.add(pack);
-      keep.push([pack, p.entries]);
-    }
+  for (const [pack, p] of packs) if (!unneeded.has(pack) && p.indexObjects.some((o) => touched.has(o))) keep.push([pack, p.entries]);
   await repo.writeIndex(keep);
   await repo.client.delete([...touched]);
   await repo.refreshIndex();
@@ -80,7 +82,17 @@ async function forget(repo: Repo, unneeded: Set<string>): Promise<void> {
 export async function prune(repo: Repo, o: PruneOptions): Promise<PruneResult> {
   const now = (o.now ?? Date.now)();
   const grace = o.graceMs ?? 60 * 60 * 1000;
-  const res: PruneResult = { snapshots: 0, liveLocks: 0, staleLocks: 0, forgottenPacks: 0, deletedPacks: 0, deletedBytes: 0, abortedUploads: 0, keptPacks: 0 };
+  const res: PruneResult = {
+    snapshots: 0,
+    liveLocks: 0,
+    staleLocks: 0,
+    forgottenPacks: 0,
+    resurrectedPacks: 0,
+    deletedPacks: 0,
+    deletedBytes: 0,
+    abortedUploads: 0,
+    keptPacks: 0,
+  };
   // 1. locks
   const locks = await repo.listLocks();
   const stale = locks.filter((l) => now - l.lastModified.getTime() > o.lockLeaseMs);
@@ -92,31 +104,41 @@ export async function prune(repo: Repo, o: PruneOptions): Promise<PruneResult> {
   const oldestLive = Math.min(now, ...live.map((l) => Math.min(l.lastModified.getTime(), Date.parse(l.body?.startedAt ?? '') || 0)));
   // LastModified has a one-second grain on some servers: never trust the last two seconds
   const cutoff = Math.min(now - grace, oldestLive - grace) - CLOCK_GRAIN_MS;
-  // 2. mark
+  // 2. mark. Snapshots are listed BEFORE the index is read: a snapshot is written after its
+  // index object, so every blob of a listed snapshot is in the index or a forgotten record
+  const snaps = await repo.listSnapshots();
   await repo.refreshIndex();
-  const { blobs, snapshots } = await referencedBlobs(repo);
+  const { blobs, snapshots } = await referencedBlobs(repo, undefined, snaps);
   res.snapshots = snapshots;
   const indexed = repo.indexedPacks();
   const needed = new Set<string>();
   for (const [pack, p] of indexed) if (p.entries.some(([id]) => blobs.has(id))) needed.add(pack);
+  // a forgotten pack a backup committed meanwhile names: indexed again
+  const resurrect: Array<[string, PackEntry[]]> = [];
+  for (const [pack, entries] of repo.forgotten)
+    if (!indexed.has(pack) && entries.some(([id]) => blobs.has(id))) {
+      needed.add(pack);
+      resurrect.push([pack, entries]);
+    }
+  await repo.writeIndex(resurrect);
+  res.resurrectedPacks = resurrect.length;
   // 3. forget
-  const unneeded = new Set([...indexed.keys()].filter((p) => !needed.has(p)));
+  const unneeded = new Map([...indexed].filter(([p]) => !needed.has(p)).map(([p, x]) => [p, x.entries] as [string, PackEntry[]]));
   if (unneeded.size) {
     await forget(repo, unneeded);
     res.forgottenPacks = unneeded.size;
   }
-  // 4. sweep forgotten records old enough
+  // 4. sweep forgotten records old enough (their packs unneeded and not indexed again)
   const listedPacks = new Map((await repo.client.list('data/')).map((x) => [packIdOfKey(x.key), x]));
   const indexedNow = repo.indexedPacks();
   const inRecords = new Set<string>();
   const toDelete = new Set<string>();
   const doneRecords: string[] = [];
   for (const rec of await repo.client.list('forgotten/')) {
-    const raw = await repo.client.get(rec.key);
-    const ids = raw ? (JSON.parse(open(repo.keys.enc, 'forgotten', raw, rec.key).toString()) as string[]) : [];
-    for (const id of ids) inRecords.add(id);
+    const packs = repo.forgottenRecords.get(rec.key) ?? [];
+    for (const [id] of packs) inRecords.add(id);
     if (rec.lastModified.getTime() > cutoff) continue;
-    for (const id of ids) if (!needed.has(id) && !indexedNow.has(id)) toDelete.add(id);
+    for (const [id] of packs) if (!needed.has(id) && !indexedNow.has(id)) toDelete.add(id);
     doneRecords.push(rec.key);
   }
   // 5. orphans never indexed

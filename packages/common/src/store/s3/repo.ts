@@ -9,6 +9,8 @@
  *   snapshots/<hmac>    sealed (aad "snapshot:<hmac>"): one per complete backup, written LAST;
  *                       hmac = HMAC(name key, "<host>@<ts>"), so `has` is one HEAD
  *   locks/<random>      sealed (aad "lock"): a running backup, refreshed while it runs
+ *   forgotten/<sha256>  sealed (aad "forgotten"): packs a prune dropped from the index, with
+ *                       their entries, deleted by a later prune (prune.ts)
  *
  * Opening: list keys/ -> unwrap the data key with the secret -> derive the working keys ->
  * read config -> load the index (every index object, kept and refreshed incrementally).
@@ -72,9 +74,13 @@ export function keyError(message: string): BoxbackError {
 }
 
 export class Repo {
-  /** blob id -> where it is (from every index object loaded). */
+  /** blob id -> where it is (from every index object loaded): what a backup may reuse. */
   readonly index = new Map<string, BlobLoc>();
   private readonly indexObjects = new Map<string, Array<[string, PackEntry[]]>>();
+  /** Packs a prune forgot but has not deleted yet (forgotten/ records): still readable, never reused. */
+  readonly forgotten = new Map<string, PackEntry[]>();
+  private readonly fallback = new Map<string, BlobLoc>();
+  private readonly records = new Map<string, Array<[string, PackEntry[]]>>();
   readonly gear: Uint32Array;
   private readonly snapshotCache = new Map<string, SnapshotHeader>();
 
@@ -102,7 +108,8 @@ export class Repo {
     const raw = await client.get('config');
     if (!raw) throw keyError(`${client.location}: the store has keys but no config object`);
     const config = JSON.parse(open(keys.enc, 'config', raw, 'store config').toString()) as RepoConfig;
-    if (config.format !== STORE_FORMAT) throw keyError(`${client.location}: store format ${config.format}, this boxback reads ${STORE_FORMAT}`);
+    if (config.format !== STORE_FORMAT)
+      throw keyError(`${client.location}: store format ${config.format}, this boxback reads ${STORE_FORMAT}`);
     const repo = new Repo(client, keys, config);
     await repo.refreshIndex();
     return repo;
@@ -123,11 +130,45 @@ export class Repo {
     await mapLimit(fresh, 8, async (o) => {
       const raw = await this.client.get(o.key);
       if (!raw) return; // removed by a prune meanwhile
-      if (createHash('sha256').update(raw).digest('hex') !== o.key.slice('index/'.length)) throw tampered(o.key, 'SHA-256 does not match its name');
+      if (createHash('sha256').update(raw).digest('hex') !== o.key.slice('index/'.length))
+        throw tampered(o.key, 'SHA-256 does not match its name');
       this.indexObjects.set(o.key, JSON.parse(open(this.keys.enc, 'index', raw, o.key).toString()) as Array<[string, PackEntry[]]>);
     });
     if (dropped) this.index.clear();
     for (const [name, packs] of this.indexObjects) if (dropped || fresh.some((f) => f.key === name)) this.addToIndex(packs);
+    await this.refreshForgotten();
+  }
+
+  /** Load the forgotten/ records (prune.ts): where a forgotten pack's blobs are, for reads only. */
+  private async refreshForgotten(): Promise<void> {
+    const listed = await this.client.list('forgotten/');
+    const names = new Set(listed.map((o) => o.key));
+    for (const k of [...this.records.keys()]) if (!names.has(k)) this.records.delete(k);
+    await mapLimit(
+      listed.filter((o) => !this.records.has(o.key)),
+      8,
+      async (o) => {
+        const raw = await this.client.get(o.key);
+        if (raw)
+          this.records.set(o.key, JSON.parse(open(this.keys.enc, 'forgotten', raw, o.key).toString()) as Array<[string, PackEntry[]]>);
+      },
+    );
+    this.forgotten.clear();
+    this.fallback.clear();
+    for (const packs of this.records.values())
+      for (const [pack, entries] of packs) {
+        this.forgotten.set(pack, entries);
+        for (const [id, offset, length, plain] of entries) this.fallback.set(id, { pack, offset, length, plain });
+      }
+  }
+
+  get forgottenRecords(): Map<string, Array<[string, PackEntry[]]>> {
+    return this.records;
+  }
+
+  /** Where to read a blob: the index, else a forgotten pack not deleted yet. */
+  locate(id: string): BlobLoc | undefined {
+    return this.index.get(id) ?? this.fallback.get(id);
   }
 
   private addToIndex(packs: Array<[string, PackEntry[]]>): void {
@@ -164,7 +205,7 @@ export class Repo {
 
   /** Read, decrypt and check one blob (a ranged GET of its pack). */
   async readBlob(id: string): Promise<Buffer> {
-    const loc = this.index.get(id);
+    const loc = this.locate(id);
     if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
     const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 });
     const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
@@ -196,9 +237,16 @@ export class Repo {
 
   async readContentWhole(c: ContentRef, what: string): Promise<Buffer> {
     const parts: Buffer[] = [];
-    for await (const b of this.readContent(c.blobs)) parts.push(b);
+    try {
+      for await (const b of this.readContent(c.blobs)) parts.push(b);
+    } catch (err) {
+      if (err instanceof BoxbackError && err.code === 'BOXBACK_ERR_STORE_TAMPERED')
+        throw new BoxbackError('BOXBACK_ERR_STORE_TAMPERED', `${what}: ${err.message}`, { object: what }, { cause: err });
+      throw err;
+    }
     const all = Buffer.concat(parts);
-    if (all.length !== c.size || createHash('sha256').update(all).digest('hex') !== c.sha256) throw tampered(what, 'SHA-256 does not match');
+    if (all.length !== c.size || createHash('sha256').update(all).digest('hex') !== c.sha256)
+      throw tampered(what, 'SHA-256 does not match');
     return all;
   }
 
@@ -219,7 +267,7 @@ export class Repo {
     const raw = await this.client.get(name);
     if (!raw) return null;
     const h = JSON.parse(open(this.keys.enc, `snapshot:${name}`, raw, 'snapshot').toString()) as SnapshotHeader;
-    if (this.snapshotName(h.host, h.timestamp) !== name) throw tampered(name, 'snapshot under another backup\'s name');
+    if (this.snapshotName(h.host, h.timestamp) !== name) throw tampered(name, "snapshot under another backup's name");
     this.snapshotCache.set(name, h);
     return h;
   }
@@ -240,7 +288,10 @@ export class Repo {
 
   /** The file map {rel: blob ids} of a snapshot. */
   async readContents(h: SnapshotHeader): Promise<Record<string, string[]>> {
-    return JSON.parse((await this.readContentWhole(h.contents, `contents of ${h.host}@${h.timestamp}`)).toString()) as Record<string, string[]>;
+    return JSON.parse((await this.readContentWhole(h.contents, `contents of ${h.host}@${h.timestamp}`)).toString()) as Record<
+      string,
+      string[]
+    >;
   }
 
   /** Take a lock (a running backup): its name. */

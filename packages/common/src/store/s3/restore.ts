@@ -32,7 +32,7 @@ export function blobStream(repo: Repo, blobs: string[], range: { start?: number;
     let pos = 0;
     let first = 0;
     while (first < blobs.length) {
-      const n = repo.index.get(blobs[first])?.plain ?? 0;
+      const n = repo.locate(blobs[first])?.plain ?? 0;
       if (pos + n > start) break;
       pos += n;
       first++;
@@ -53,7 +53,7 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
   let pos = 0;
   for (const b of blobs) {
     offsets.push(pos);
-    pos += repo.index.get(b)?.plain ?? 0;
+    pos += repo.locate(b)?.plain ?? 0;
   }
   let cached: { i: number; data: Buffer } | null = null;
   const blob = async (i: number) => {
@@ -82,7 +82,14 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
 }
 
 /** Write a stored file to `file` via a temporary name, checking its SHA-256 (and size) first. */
-export async function downloadChecked(repo: Repo, blobs: string[], file: string, want: { sha256?: string; size?: number }, what: string, onBytes?: (n: number) => void): Promise<void> {
+export async function downloadChecked(
+  repo: Repo,
+  blobs: string[],
+  file: string,
+  want: { sha256?: string; size?: number },
+  what: string,
+  onBytes?: (n: number) => void,
+): Promise<void> {
   const tmp = `${file}.bb-part-${randomBytes(4).toString('hex')}`;
   const h = createHash('sha256');
   let size = 0;
@@ -148,7 +155,13 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
   const stage = `${x.dest.replace(/\/+$/, '')}.bb-fetch-${randomBytes(4).toString('hex')}`;
   const strip = x.dir.length + 1;
   const files = x.entries.filter((f) => f.type === 'file');
-  const prog: TreeSyncProgress = { bytesDone: 0, bytesTotal: files.reduce((s, f) => s + f.size, 0), filesDone: 0, filesTotal: files.length, message: 'downloading' };
+  const prog: TreeSyncProgress = {
+    bytesDone: 0,
+    bytesTotal: files.reduce((s, f) => s + f.size, 0),
+    filesDone: 0,
+    filesTotal: files.length,
+    message: 'downloading',
+  };
   await fsp.mkdir(stage, { recursive: true });
   try {
     for (const f of x.entries) if (f.type === 'dir') await fsp.mkdir(inside(stage, f.path.slice(strip)), { recursive: true });

@@ -164,7 +164,7 @@ export class S3BackupStore implements BackupStore {
 
   async openRandomAccess(ref: BackupRef, rel: string): Promise<RandomAccessFile> {
     const { blobs, repo } = await this.stored(ref, rel);
-    const size = blobs.reduce((s, b) => s + (repo.index.get(b)?.plain ?? 0), 0);
+    const size = blobs.reduce((s, b) => s + (repo.locate(b)?.plain ?? 0), 0);
     return randomAccess(repo, blobs, size);
   }
 
@@ -207,7 +207,11 @@ export class S3BackupStore implements BackupStore {
     const prog = { filesDone: 0, filesTotal: files.length, bytesDone: 0, bytesTotal: files.reduce((s, f) => s + f.size, 0) };
     const packSizes = new Map<string, Promise<number | null>>();
     const packSize = (p: string) => {
-      if (!packSizes.has(p)) packSizes.set(p, this.client.head(packKey(p)).then((x) => x?.size ?? null));
+      if (!packSizes.has(p))
+        packSizes.set(
+          p,
+          this.client.head(packKey(p)).then((x) => x?.size ?? null),
+        );
       return packSizes.get(p)!;
     };
     const fraction = o.quick ? 0 : (o.sample ?? 1);
@@ -229,7 +233,7 @@ export class S3BackupStore implements BackupStore {
         } else {
           let plain = 0;
           for (const b of blobs) {
-            const loc = repo.index.get(b);
+            const loc = repo.locate(b);
             if (!loc) throw new Error(`blob ${b.slice(0, 12)} is in no index`);
             const size = await packSize(loc.pack);
             if (size === null) throw new Error(`pack ${loc.pack.slice(0, 12)} is missing`);
@@ -245,7 +249,13 @@ export class S3BackupStore implements BackupStore {
       o.onProgress?.({ ...prog });
     });
     problems.sort();
-    return { ok: problems.length === 0, filesChecked: prog.filesDone, bytesChecked: prog.bytesDone, problems, durationMs: Date.now() - started };
+    return {
+      ok: problems.length === 0,
+      filesChecked: prog.filesDone,
+      bytesChecked: prog.bytesDone,
+      problems,
+      durationMs: Date.now() - started,
+    };
   }
 
   async uniqueBytes(ref: BackupRef): Promise<number> {
@@ -254,7 +264,7 @@ export class S3BackupStore implements BackupStore {
     const { blobs: others } = await referencedBlobs(repo, repo.snapshotName(ref.host, ref.timestamp));
     const mine = new Set([...l.h.manifest.blobs, ...l.h.contents.blobs, ...Object.values(l.contents).flat()]);
     let bytes = 0;
-    for (const b of mine) if (!others.has(b)) bytes += repo.index.get(b)?.length ?? 0;
+    for (const b of mine) if (!others.has(b)) bytes += repo.locate(b)?.length ?? 0;
     return bytes;
   }
 

@@ -1,6 +1,6 @@
 /**
  * Sealed objects: every byte boxback writes to an object store is AES-256-GCM encrypted in
- * chunked framing (see docs/design/object-store-format.md):
+ * chunked framing (see docs/design/store-s3-format.md):
  *
  *   header  = "BBS1" | frameLog2 (u8) | salt (32 random bytes)               37 bytes
  *   frame i = GCM(subkey, nonce_i, aad, plaintext[i*F .. (i+1)*F]) | tag     F + 16 bytes

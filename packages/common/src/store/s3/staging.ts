@@ -71,17 +71,20 @@ export class S3Staging implements BackupStaging {
     const body = { host: this.ref.host, jobId: this.o.jobId, startedAt: new Date().toISOString(), pid: process.pid };
     this.lockName = await this.repo.writeLock(body);
     this.lockFreshAt = Date.now();
-    this.lockTimer = setInterval(() => {
-      if (!this.lockName) return;
-      this.repo
-        .writeLock(body, this.lockName)
-        .then(() => {
-          this.lockFreshAt = Date.now();
-        })
-        .catch((err: unknown) => {
-          this.lockError = err;
-        });
-    }, Math.max(1000, Math.floor(this.o.lockLeaseMs / 3)));
+    this.lockTimer = setInterval(
+      () => {
+        if (!this.lockName) return;
+        this.repo
+          .writeLock(body, this.lockName)
+          .then(() => {
+            this.lockFreshAt = Date.now();
+          })
+          .catch((err: unknown) => {
+            this.lockError = err;
+          });
+      },
+      Math.max(1000, Math.floor(this.o.lockLeaseMs / 3)),
+    );
     this.lockTimer.unref();
   }
 
@@ -94,7 +97,10 @@ export class S3Staging implements BackupStaging {
   async addFile(rel: string, sha256: string): Promise<void> {
     const c = await this.writer.storeStream(createReadStream(this.pathFor(rel), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>);
     if (c.sha256 !== sha256)
-      throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${rel}: its SHA-256 changed between writing and storing it (${c.sha256.slice(0, 12)} vs ${sha256.slice(0, 12)})`);
+      throw new BoxbackError(
+        'BOXBACK_ERR_VERIFY_FAILED',
+        `${rel}: its SHA-256 changed between writing and storing it (${c.sha256.slice(0, 12)} vs ${sha256.slice(0, 12)})`,
+      );
     this.contents[rel] = c.blobs;
   }
 
@@ -118,11 +124,18 @@ export class S3Staging implements BackupStaging {
         if (loc) {
           if (!mine.has(loc.pack)) packs.add(loc.pack);
         } else if (where.has(b)) lost.add(where.get(b)!);
-        else throw new BoxbackError('BOXBACK_ERR_STORE_TAMPERED', `blob ${b.slice(0, 12)} named by ${this.ref.host}@${this.ref.timestamp} is in no pack`);
+        else
+          throw new BoxbackError(
+            'BOXBACK_ERR_STORE_TAMPERED',
+            `blob ${b.slice(0, 12)} named by ${this.ref.host}@${this.ref.timestamp} is in no pack`,
+          );
       }
     await mapLimit([...packs, ...lost], 8, async (pack) => {
       if (!(await this.repo.client.head(packKey(pack))))
-        throw new BoxbackError('BOXBACK_ERR_STORE_UNREACHABLE', `pack ${pack.slice(0, 12)} that this backup reuses is gone from the store (a prune raced it); retry the backup`);
+        throw new BoxbackError(
+          'BOXBACK_ERR_STORE_UNREACHABLE',
+          `pack ${pack.slice(0, 12)} that this backup reuses is gone from the store (a prune raced it); retry the backup`,
+        );
     });
     return [...lost].map((p) => [p, this.seenPacks.get(p)!.entries]);
   }
@@ -140,7 +153,10 @@ export class S3Staging implements BackupStaging {
     const resurrected = await this.confirmReused(mine);
     await this.repo.writeIndex([...this.writer.packs, ...resurrected]);
     if (this.lockError || Date.now() - this.lockFreshAt > this.o.lockLeaseMs)
-      throw new BoxbackError('BOXBACK_ERR_STORE_UNREACHABLE', `the backup's lock could not be refreshed in time; not committing (${String(this.lockError ?? 'lease ran out')})`);
+      throw new BoxbackError(
+        'BOXBACK_ERR_STORE_UNREACHABLE',
+        `the backup's lock could not be refreshed in time; not committing (${String(this.lockError ?? 'lease ran out')})`,
+      );
     const h: SnapshotHeader = {
       format: 'boxback/s3-snapshot@1',
       host: this.ref.host,
@@ -152,7 +168,10 @@ export class S3Staging implements BackupStaging {
     await this.repo.writeSnapshot(h);
     this.finished = true;
     await this.cleanup();
-    this.o.log.info({ ref: this.ref, newBlobs: this.writer.newBlobs, newBytes: this.writer.newBytes, packs: this.writer.packs.length }, 's3 backup committed');
+    this.o.log.info(
+      { ref: this.ref, newBlobs: this.writer.newBlobs, newBytes: this.writer.newBytes, packs: this.writer.packs.length },
+      's3 backup committed',
+    );
     return { ref: this.ref, manifestBytes: text.length };
   }
 
@@ -164,7 +183,7 @@ export class S3Staging implements BackupStaging {
       // never indexed, so no other backup can name them: gone now rather than at the next prune
       await this.repo.client.delete(this.writer.packs.map(([p]) => packKey(p)));
     } catch (err) {
-      this.o.log.warn({ err: String(err) }, 'abort: could not delete the partial backup\'s packs; the next prune will');
+      this.o.log.warn({ err: String(err) }, "abort: could not delete the partial backup's packs; the next prune will");
     }
     await this.cleanup();
   }
@@ -174,7 +193,10 @@ export class S3Staging implements BackupStaging {
     this.lockTimer = null;
     const name = this.lockName;
     this.lockName = null;
-    if (name) await this.repo.client.delete([name]).catch((err: unknown) => this.o.log.warn({ err: String(err) }, 'could not drop the backup lock; it expires'));
+    if (name)
+      await this.repo.client
+        .delete([name])
+        .catch((err: unknown) => this.o.log.warn({ err: String(err) }, 'could not drop the backup lock; it expires'));
     await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }

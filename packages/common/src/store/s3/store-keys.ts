@@ -53,7 +53,10 @@ export async function initS3Store(
 ): Promise<{ keyId: string; warning: string }> {
   return withClient(config, o, async (c) => {
     if ((await c.list('keys/')).length > 0 || (await c.head('config')))
-      throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `${c.location} is already a boxback store: add a key with boxback store key add`);
+      throw new BoxbackError(
+        'BOXBACK_ERR_ALREADY_EXISTS',
+        `${c.location} is already a boxback store: add a key with boxback store key add`,
+      );
     const dataKey = newDataKey();
     const kf = wrapDataKey(dataKey, secret, o.label ?? 'first key', o.scryptN ?? DEFAULT_SCRYPT_N);
     const cfg: RepoConfig = { format: STORE_FORMAT, chunking: o.chunking ?? DEFAULT_CHUNKING, createdAt: new Date().toISOString() };
@@ -74,7 +77,12 @@ async function unlock(c: ObjectClient, secret: Buffer): Promise<Buffer> {
 }
 
 /** Wrap the store's data key with `newSecret` too (opened by `secret`). Returns the new key's id. */
-export async function addStoreKey(config: S3StoreConfig, secret: Buffer, newSecret: Buffer, o: KeyOptions & { label?: string } = {}): Promise<string> {
+export async function addStoreKey(
+  config: S3StoreConfig,
+  secret: Buffer,
+  newSecret: Buffer,
+  o: KeyOptions & { label?: string } = {},
+): Promise<string> {
   return withClient(config, o, async (c) => {
     const dataKey = await unlock(c, secret);
     const kf = wrapDataKey(dataKey, newSecret, o.label ?? 'added key', o.scryptN ?? DEFAULT_SCRYPT_N);

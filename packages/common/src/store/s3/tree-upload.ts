@@ -95,7 +95,14 @@ export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): 
         const p = ctx.previous?.files.get(rel);
         const pBlobs = ctx.previous?.contents[rel];
         const reusable =
-          p && pBlobs && p.type === 'file' && p.size === f.size && p.mtimeMs === f.mtimeMs && p.sha256 && !changed?.has(e.rel) && pBlobs.every((b) => ctx.repo.index.has(b));
+          p &&
+          pBlobs &&
+          p.type === 'file' &&
+          p.size === f.size &&
+          p.mtimeMs === f.mtimeMs &&
+          p.sha256 &&
+          !changed?.has(e.rel) &&
+          pBlobs.every((b) => ctx.repo.index.has(b));
         if (reusable) {
           f.sha256 = p.sha256;
           ctx.contents[rel] = pBlobs;
