@@ -72,18 +72,29 @@ describe('local store: layout and registry', () => {
     }
   });
 
-  it('maps store: forms to a backend; s3 is refused with a clear error in this build', () => {
+  it('maps store: forms to a backend; s3 without credentials is refused with a clear error', () => {
     const file = '/etc/boxback/agent.yaml';
     const plain = openStore(compileStoreConfig(storeConfigSchema.parse('store'), file));
     expect(plain.describe()).toEqual({ kind: 'local', location: '/etc/boxback/store' });
     const obj = openStore(compileStoreConfig(storeConfigSchema.parse({ kind: 'local', path: '/srv/s' }), file));
     expect(obj.describe()).toEqual({ kind: 'local', location: '/srv/s' });
     const s3 = compileStoreConfig(storeConfigSchema.parse({ kind: 's3', endpoint: 'http://127.0.0.1:7480', bucket: 'boxback' }), file);
-    expect(() => openStore(s3)).toThrow(/CONFIG_INVALID|the s3 store is not available in this build/);
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    delete process.env.AWS_ACCESS_KEY_ID;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
     try {
-      openStore(s3);
-    } catch (err) {
-      expect((err as { code: string }).code).toBe('BOXBACK_ERR_CONFIG_INVALID');
+      expect(() => openStore(s3)).toThrow(/no AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+      process.env.AWS_ACCESS_KEY_ID = 'AKIAEXAMPLE';
+      process.env.AWS_SECRET_ACCESS_KEY = 'example-secret';
+      expect(openStore(s3).describe()).toEqual({ kind: 's3', location: 's3 http://127.0.0.1:7480/boxback/' });
+    } finally {
+      for (const [k, v] of [
+        ['AWS_ACCESS_KEY_ID', saved.id],
+        ['AWS_SECRET_ACCESS_KEY', saved.secret],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 });

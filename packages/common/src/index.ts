@@ -6,7 +6,6 @@ export * from './tls.js';
 export * from './certs.js';
 export * from './manifest.js';
 export * from './limit.js';
-export * from './walk.js';
 export * from './logger.js';
 export * from './version.js';
 export * from './messages.js';

@@ -99,6 +99,7 @@ export class S3BackupStore implements BackupStore {
   }
 
   private async snapshot(ref: BackupRef): Promise<SnapshotHeader> {
+    makeRef(ref.host, ref.timestamp); // INVALID_ARGUMENT for a bad host or timestamp
     const repo = await this.repo();
     const h = await repo.readSnapshot(repo.snapshotName(ref.host, ref.timestamp));
     if (!h) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no backup ${refId(ref)} in ${this.describe().location}`);
@@ -139,6 +140,7 @@ export class S3BackupStore implements BackupStore {
   }
 
   async has(ref: BackupRef): Promise<boolean> {
+    makeRef(ref.host, ref.timestamp);
     const repo = await this.repo();
     return (await this.client.head(repo.snapshotName(ref.host, ref.timestamp))) !== null;
   }
@@ -243,7 +245,8 @@ export class S3BackupStore implements BackupStore {
           if (plain !== f.size) problems.push(`${f.path}: stored ${plain} bytes, manifest says ${f.size}`);
         }
       } catch (err) {
-        problems.push(`${f.path}: ${(err as Error).message}`);
+        const what = err instanceof BoxbackError && err.code === 'BOXBACK_ERR_STORE_TAMPERED' ? 'SHA-256 mismatch: ' : '';
+        problems.push(`${f.path}: ${what}${(err as Error).message}`);
       }
       prog.filesDone++;
       o.onProgress?.({ ...prog });

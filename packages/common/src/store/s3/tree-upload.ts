@@ -88,7 +88,10 @@ export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): 
         gid: st.gid,
         mtimeMs: Math.floor(st.mtimeMs),
       };
-      if (type === 'symlink') f.target = readlinkSync(e.abs);
+      if (type === 'symlink') {
+        f.target = readlinkSync(e.abs);
+        res.files++; // counted as rsync counts them, with the files
+      }
       if (type === 'file') {
         prog.filesTotal++;
         prog.bytesTotal += st.size;
