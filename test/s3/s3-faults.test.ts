@@ -65,7 +65,10 @@ describe('S3 store faults', () => {
     proxy.cutAll(false);
     expect(err).toMatchObject({ code: 'BOXBACK_ERR_STORE_UNREACHABLE', message: expect.stringMatching(/failed 3 times/) });
     expect(await t.again().listBackups('h')).toHaveLength(1);
+    // a multipart upload cannot be aborted while the network is down: the next backup does it
+    await writeBackup(store, { host: 'h', files: { 'c.bin': randomBytes(1000) } });
     expect(await openMultipartUploads(rgw, t.bucket)).toBe(0);
+    expect(await t.again().listBackups('h')).toHaveLength(2);
     await store.close();
   });
 

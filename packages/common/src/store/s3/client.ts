@@ -188,6 +188,7 @@ const md5 = (b: Buffer) => createHash('md5').update(b).digest('base64');
 
 export class ObjectClient {
   readonly counters: ClientCounters = { requests: 0, retries: 0, putBytes: 0, getBytes: 0 };
+  private readonly pendingAborts: Array<{ Key: string; UploadId: string }> = [];
   private readonly s3: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -326,14 +327,27 @@ export class ObjectClient {
     }
   }
 
-  private async abortUpload(Key: string, UploadId: string): Promise<void> {
-    await this.call(
-      `abort multipart ${Key}`,
-      () => this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
-      () => undefined,
-    ).catch(
-      () => undefined, // an upload we could not abort is aborted by the next prune (openUploads)
-    );
+  private async abortUpload(Key: string, UploadId: string): Promise<boolean> {
+    try {
+      await this.call(
+        `abort multipart ${Key}`,
+        () => this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
+        () => undefined,
+      );
+      return true;
+    } catch {
+      // the server is out of reach: tried again by settleAborts (next begin), or by a prune
+      this.pendingAborts.push({ Key, UploadId });
+      return false;
+    }
+  }
+
+  /** Abort again the multipart uploads whose abort failed (the server was out of reach). */
+  async settleAborts(): Promise<number> {
+    const pending = this.pendingAborts.splice(0);
+    let left = 0;
+    for (const p of pending) if (!(await this.abortUpload(p.Key, p.UploadId))) left++;
+    return left;
   }
 
   /** GET a whole object or a byte range [start, end] (inclusive); null when absent, empty when the range lies past its end. */

@@ -149,6 +149,7 @@ export async function prune(repo: Repo, o: PruneOptions): Promise<PruneResult> {
   await repo.client.delete(doneRecords);
   res.deletedPacks = toDelete.size;
   res.keptPacks = listedPacks.size - toDelete.size;
+  await repo.client.settleAborts();
   for (const u of await repo.client.openUploads())
     if (u.initiated.getTime() < now - grace) {
       await repo.client.abortOpenUpload(u.key, u.uploadId);

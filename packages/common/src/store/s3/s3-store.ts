@@ -286,6 +286,7 @@ export class S3BackupStore implements BackupStore {
 
   async begin(o: BeginOptions): Promise<BackupStaging> {
     const repo = await this.repo();
+    await this.client.settleAborts(); // multipart uploads a failed backup could not abort then
     let ref: BackupRef;
     if (o.timestamp) {
       ref = makeRef(o.host, o.timestamp);
