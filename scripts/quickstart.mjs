@@ -114,7 +114,7 @@ try {
     const r = await cliOk(cluster, ['backups', '--host', 'gocd1', '--json'], { show: false });
     return JSON.parse(r.stdout);
   });
-  const backups = (Array.isArray(list) ? list : list.backups).slice().sort((a, b) => a.createdAtMs - b.createdAtMs);
+  const backups = (Array.isArray(list) ? list : list.backups).slice().sort((a, b) => Date.parse(a.createdAt) - Date.parse(b.createdAt));
   const first = backups[0];
   say(`first backup: ${first.id}`);
 

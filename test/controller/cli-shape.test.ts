@@ -3,7 +3,8 @@
 // line per host DOWN or AT RISK); tables that never drop a column silently (piped: every
 // column, uncut; a narrow terminal, a real pty made by script(1): a note on stderr names what
 // was left out; -o wide and --columns); `backup create` asking for --group/--all only, and
-// without a terminal refusing at once (exit 2) instead of waiting.
+// without a terminal refusing at once (exit 2) instead of waiting; every --json output with
+// RFC 3339 times and null for unset values (no epoch ms, no 0, '' or '-' standing for none).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -230,4 +231,95 @@ describe('backup create and its confirmation', () => {
     expect(screen).toContain('boxback: BOXBACK_ERR_USAGE: not confirmed; nothing was done');
     expect(await jobCount()).toBe(before);
   }, 60_000);
+});
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+/** Keys that name a point in time (their value: RFC 3339 or null). */
+const TIME_NAME = /(^at|At|Seen|^nextRun|NextRun|Used|Slot|After|^since)$/;
+/** Keys ending in Ms that are durations (numbers of ms); any other key ending in Ms is an epoch time left raw. */
+const DURATION_MS = /(^duration|Duration|^window|Window|^copy|^stop|^start)Ms$/;
+
+/** Every breach of the --json rule in `v` (a path and what is wrong). */
+function jsonProblems(v: unknown, at = '$'): string[] {
+  if (v === '' || v === '-') return [`${at}: ${JSON.stringify(v)} stands for none (want null)`];
+  if (typeof v === 'number' && v >= 1e12 && v < 1e14) return [`${at}: ${v} looks like epoch milliseconds (want RFC 3339)`];
+  if (typeof v === 'number' && v < 0) return [`${at}: ${v} stands for none (want null)`];
+  if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}[ T]\d/.test(v) && !RFC3339.test(v)) return [`${at}: "${v}" is a time but not RFC 3339`];
+  if (!v || typeof v !== 'object') return [];
+  if (Array.isArray(v)) return v.flatMap((x, i) => jsonProblems(x, `${at}[${i}]`));
+  return Object.entries(v).flatMap(([k, x]) => {
+    const here = `${at}.${k}`;
+    if (/Ms$/.test(k) && !DURATION_MS.test(k)) return [`${here}: a time in epoch ms`];
+    if (TIME_NAME.test(k) && x !== null && !(typeof x === 'string' && RFC3339.test(x)))
+      return [`${here}: ${JSON.stringify(x)} is not RFC 3339 or null`];
+    return jsonProblems(x, here);
+  });
+}
+
+describe('--json everywhere: RFC 3339 times, null for unset', () => {
+  it('holds for the output of every command that takes --json', async () => {
+    const backups = JSON.parse((await cli(['--json', 'backups', '--host', 'fresh'], env)).stdout) as Array<{
+      id: string;
+      jobId: string;
+      createdAt: string;
+    }>;
+    const id = backups[0].id;
+    const job = backups[0].jobId;
+    expect(backups[0].createdAt).toMatch(RFC3339); // times are there, as RFC 3339
+    const tar = path.join(dir, 'x.tar');
+    const commands: string[][] = [
+      ['backups'],
+      ['backups', 'prune', '--dry-run'],
+      ['backup', 'get', id],
+      ['backup', 'get', 'fresh@latest'],
+      ['backup', 'verify', id],
+      ['backup', 'pin', id],
+      ['backup', 'unpin', id],
+      ['backup', 'export', id, '-o', tar],
+      ['backup', 'create', '--host', 'fresh', '--yes'],
+      ['backup', 'create', '--host', 'fresh', '--yes', '--no-wait'],
+      ['backup', 'restore', id, '--dry-run'],
+      ['jobs'],
+      ['job', 'get', job],
+      ['job', 'watch', job],
+      ['job', 'logs', job],
+      ['hosts', 'list'],
+      ['hosts', 'set', 'spare', '--group', 'spares'],
+      ['status'],
+      ['schedules'],
+      ['schedules', 'pause', 'nightly'],
+      ['schedules', 'resume', 'nightly'],
+      ['drills'],
+      ['tokens', 'list'],
+      ['tokens', 'create', '--name', 'json-check', '--expires', '1d'],
+      ['audit'],
+      ['certs', 'check', '--dir', path.join(dir, 'certs')],
+    ];
+    const runs = await inBatches(commands, 3, (args) => cli(['--json', ...args], env));
+    const problems = runs.flatMap((r, i) => {
+      const what = commands[i].join(' ');
+      if (r.code !== 0) return [`${what}: exit ${r.code}: ${r.stderr}`];
+      return jsonProblems(JSON.parse(r.stdout)).map((p) => `${what}: ${p}`);
+    });
+    expect(problems).toEqual([]);
+
+    // unset values are null, not 0 or '' (a spare with `--rpo none`, a host on the default RPO, an unlabelled backup)
+    const hosts = JSON.parse(runs[commands.findIndex((c) => c[0] === 'hosts' && c[1] === 'list')].stdout) as Array<Record<string, unknown>>;
+    expect(hosts.find((h) => h.name === 'spare')).toMatchObject({ rpoSeconds: 'none' });
+    expect(hosts.find((h) => h.name === 'fresh')).toMatchObject({ rpoSeconds: null, group: null });
+    expect(JSON.parse(runs[2].stdout)).toMatchObject({ id, label: null });
+
+    // the lines of `status --watch --json` and `job logs --follow --json` too
+    const watch = spawn(process.execPath, [CLI_MAIN, '--json', 'status', '--watch'], { env: cliEnv(env) });
+    let lines = '';
+    watch.stdout.on('data', (d) => (lines += d));
+    try {
+      await until(() => lines.includes('\n'), 60_000, 'a status --watch line');
+    } finally {
+      watch.kill();
+    }
+    const first = JSON.parse(lines.split('\n')[0]) as { hosts: unknown[] };
+    expect(first.hosts.length).toBeGreaterThan(0);
+    expect(jsonProblems(first)).toEqual([]);
+  }, 300_000);
 });

@@ -19,7 +19,7 @@ interface B {
   label: string;
   pinned: boolean;
   restorable: boolean;
-  createdAtMs: number;
+  createdAt: string;
 }
 
 async function ok(args: string[]): Promise<string> {

@@ -67,9 +67,9 @@ afterAll(async () => {
 describe('hosts set', () => {
   it('changes address, group and RPO; --rpo none makes a drill-only spare that is never at risk', async () => {
     const a1 = JSON.parse(await ok(['hosts', 'set', 'a1', '--address', agents[0].address, '--group', 'g', '--json']));
-    expect(a1).toMatchObject({ name: 'a1', address: agents[0].address, group: 'g', rpoSeconds: 0 });
+    expect(a1).toMatchObject({ name: 'a1', address: agents[0].address, group: 'g', rpoSeconds: null }); // null: the controller's default
     const spare = JSON.parse(await ok(['hosts', 'set', 'spare', '--group', 'g', '--rpo', 'none', '--json']));
-    expect(spare).toMatchObject({ group: 'g', rpoSeconds: -1 });
+    expect(spare).toMatchObject({ group: 'g', rpoSeconds: 'none' });
     expect(await ok(['hosts', 'list'])).toMatch(/spare\s+\S+\s+g\s.*none/);
 
     const st = JSON.parse(await ok(['status', '--refresh', '--json'])) as {
@@ -89,11 +89,11 @@ describe('schedules', () => {
   it('backs up the group but not its --rpo none spare; lists the next run', async () => {
     await until(() => scheduledJobs().filter((j) => j.host === 'a1').length >= 2, 20_000, 'two scheduled backups of a1');
     expect(scheduledJobs().filter((j) => j.host === 'spare')).toEqual([]);
-    const list = JSON.parse(await ok(['schedules', '--json'])) as Array<{ name: string; nextRunMs: number; paused: boolean }>;
+    const list = JSON.parse(await ok(['schedules', '--json'])) as Array<{ name: string; nextRun: string | null; paused: boolean }>;
     expect(list).toHaveLength(1);
     expect(list[0]).toMatchObject({ name: 'every2s', paused: false });
-    expect(list[0].nextRunMs).toBeGreaterThan(Date.now() - 3_000);
-    expect(list[0].nextRunMs).toBeLessThan(Date.now() + 5_000);
+    expect(Date.parse(list[0].nextRun!)).toBeGreaterThan(Date.now() - 3_000);
+    expect(Date.parse(list[0].nextRun!)).toBeLessThan(Date.now() + 5_000);
     expect(await ok(['schedules'])).toMatch(/every2s\s+backup\s+\*\/2 \* \* \* \* \* UTC\s+group g/);
   });
 
@@ -103,8 +103,8 @@ describe('schedules', () => {
     controller = await startController(configFile);
     env = { ...env, controller: controller.address };
     const since = Date.now();
-    const list = JSON.parse(await ok(['schedules', '--json'])) as Array<{ paused: boolean; pausedBy: string; nextRunMs: number }>;
-    expect(list[0]).toMatchObject({ paused: true, pausedBy: 'alice', nextRunMs: 0 });
+    const list = JSON.parse(await ok(['schedules', '--json'])) as Array<{ paused: boolean; pausedBy: string; nextRun: string | null }>;
+    expect(list[0]).toMatchObject({ paused: true, pausedBy: 'alice', nextRun: null });
     expect(await ok(['schedules'])).toMatch(/every2s.*paused.*by alice/);
     await sleep(5_000); // two slots pass
     expect(scheduledJobs().filter((j) => j.created_at_ms >= since)).toEqual([]);

@@ -116,8 +116,8 @@ describe('the catalog and the store agree', () => {
       (await json<BackupMsg[]>(['backups', '--host', 'gocd1'])).find((x) => x.id === made.manifest.id),
     );
     expect(b.restorable).toBe(true);
-    const job = await json<{ state: string; backupId: string; errorCode: string }>(['job', 'get', JOB]);
-    expect(job).toMatchObject({ state: 'Completed', backupId: made.manifest.id, errorCode: '' });
+    const job = await json<{ state: string; backupId: string; errorCode: string | null }>(['job', 'get', JOB]);
+    expect(job).toMatchObject({ state: 'Completed', backupId: made.manifest.id, errorCode: null });
     const logs = await cluster.cli(['job', 'logs', JOB]);
     expect(logs.stdout).toMatch(
       /corrected by the store reconcile: backup gocd1@\S+ was found complete in the store after this job was recorded Failed \(BOXBACK_ERR_UNREACHABLE: agent gocd1 at 127\.0\.0\.1:1 did not answer\)/,

@@ -39,9 +39,10 @@ interface Audit {
 interface TokenInfo {
   id: number;
   name: string;
-  lastUsedMs: number;
-  expiresAtMs: number;
-  revokedAtMs: number;
+  /** RFC 3339, or null: never (the CLI's --json) */
+  lastUsed: string | null;
+  expiresAt: string | null;
+  revokedAt: string | null;
 }
 
 async function created(args: string[]): Promise<string> {
@@ -96,17 +97,17 @@ describe('token revocation and expiry', () => {
     const short = await created(['--name', 'short', '--expires', '6s']);
     const early = await as(short, ['status']);
     expect(early.code, early.stderr).toBe(0);
-    const expiresAt = (await tokens()).find((t) => t.name === 'short')!.expiresAtMs;
+    const expiresAt = Date.parse((await tokens()).find((t) => t.name === 'short')!.expiresAt!);
     await sleep(Math.max(0, expiresAt - Date.now() + 200));
     const r = await as(short, ['status']);
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/^boxback: BOXBACK_ERR_UNAUTHENTICATED: token "short" expired at .*Z; ask an admin for a new one/);
     const list = await tokens();
     const byName = new Map(list.map((t) => [t.name, t]));
-    expect(byName.get('short')!.expiresAtMs).toBeGreaterThan(0);
-    expect(byName.get('short')!.lastUsedMs).toBeGreaterThan(0); // the call before it expired
-    expect(byName.get('ci')!.revokedAtMs).toBeGreaterThan(0);
-    expect(byName.get('ops')!.expiresAtMs).toBe(0);
+    expect(byName.get('short')!.expiresAt).toMatch(/^\d{4}-\d\d-\d\dT.*Z$/);
+    expect(byName.get('short')!.lastUsed).toMatch(/^\d{4}-\d\d-\d\dT.*Z$/); // the call before it expired
+    expect(byName.get('ci')!.revokedAt).toMatch(/^\d{4}-\d\d-\d\dT.*Z$/);
+    expect(byName.get('ops')!.expiresAt).toBeNull();
     const human = await as(admin, ['tokens', 'list']);
     expect(human.stdout).toMatch(/^\s*\d+\s+short\s+viewer\s+expired .* ago/m);
     expect(human.stdout).toMatch(/^\s*\d+\s+ci\s+viewer\s+revoked .* ago/m);
@@ -116,7 +117,7 @@ describe('token revocation and expiry', () => {
   it("the controller's own command revokes by ID, and --expires takes 90d", async () => {
     const long = await created(['--name', 'long', '--expires', '90d']);
     const t = (await tokens()).find((x) => x.name === 'long')!;
-    expect(t.expiresAtMs - Date.now()).toBeGreaterThan(89 * 86_400_000);
+    expect(Date.parse(t.expiresAt!) - Date.now()).toBeGreaterThan(89 * 86_400_000);
     const r = await run([CONTROLLER_MAIN, '--config', configFile, 'token', 'revoke', String(t.id)]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/revoked token "long" \(id \d+\)/);

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { BoxbackError, ERROR_CODES, ExitCode, isErrorCode, type ErrorCode, type JobResult } from '@boxback/common';
 import { ControllerClient, resolveConnection, type GlobalOptions } from './connection.js';
 import { defaultTableView, setTableView } from './format.js';
+import { toJson } from './json.js';
 
 export class CliContext {
   private clientInst?: ControllerClient;
@@ -37,9 +38,9 @@ export class CliContext {
     this.clientInst?.close();
   }
 
-  /** Print `data` as JSON with --json, else the human text. */
+  /** Print `data` as JSON with --json (cli/json.ts: RFC 3339 times, null for unset), else the human text. */
   out(data: unknown, human: () => string): void {
-    process.stdout.write(this.json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
+    process.stdout.write(this.json ? `${toJson(data)}\n` : `${human()}\n`);
   }
 
   info(line: string): void {

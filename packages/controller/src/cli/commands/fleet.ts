@@ -7,6 +7,7 @@ import { BoxbackError, ExitCode, type JobResult, type wire } from '@boxback/comm
 import { positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanBytes, humanDate, humanDuration, table } from '../format.js';
 import { followJobs, resultLine } from '../watch.js';
+import { toJson } from '../json.js';
 import { parseDuration } from '../../config.js';
 import { rpoOption } from './backup.js';
 
@@ -210,7 +211,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
       }
       for (;;) {
         const s = await once();
-        if (ctx.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+        if (ctx.json) process.stdout.write(`${toJson(s, true)}\n`);
         else process.stdout.write(`${ctx.tty ? '\x1b[2J\x1b[H' : ''}${statusText(s)}\n\n`);
         await new Promise((r) => setTimeout(r, 2_000));
       }

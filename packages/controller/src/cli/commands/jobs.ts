@@ -13,6 +13,7 @@ import { ExitCode, type JobResult, type wire } from '@boxback/common';
 import { jobExitCode, positiveInt, tableOptions, type CliContext } from '../context.js';
 import { humanAge, humanDuration, table } from '../format.js';
 import { followJobs, resultLine, type WatchedJob } from '../watch.js';
+import { toJson } from '../json.js';
 
 export type JobMsg = wire.Job;
 
@@ -159,14 +160,14 @@ export function registerJobCommands(program: Command, ctx: CliContext): void {
           if (key === last || p.state === 'running') return;
           last = key;
           process.stdout.write(
-            `${ctx.json ? JSON.stringify(p) : logLine({ atMs: p.atMs, phase: p.phase, state: p.state, message: p.message })}\n`,
+            `${ctx.json ? toJson(p, true) : logLine({ atMs: p.atMs, phase: p.phase, state: p.state, message: p.message })}\n`,
           );
         },
       });
       const end = res[0];
       ctx.failOnJobs(res);
       process.stdout.write(
-        `${ctx.json ? JSON.stringify(end) : logLine({ atMs: Date.now(), phase: end.failedStep, state: end.status, message: [end.backupId, end.errorMessage].filter(Boolean).join('; ') })}\n`,
+        `${ctx.json ? toJson(end, true) : logLine({ atMs: Date.now(), phase: end.failedStep, state: end.status, message: [end.backupId, end.errorMessage].filter(Boolean).join('; ') })}\n`,
       );
     });
 }
