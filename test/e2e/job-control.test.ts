@@ -6,7 +6,7 @@
 //     box's files are those from before, the server runs;
 //   - Ctrl-C while watching, as SIGINT to the CLI process and as a real ^C typed on a
 //     pseudo-terminal (script(1)): "job X goes on", cursor and line wrap restored, exit 130,
-//     and the job still runs.
+//     and the job still runs; on the terminal the overall line sits above the phase line.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -160,6 +160,9 @@ describe('job control', () => {
       const until = Date.now() + 15_000;
       while (!screen.includes('QUIESCE') && Date.now() < until) await sleep(50);
       expect(screen).toContain('\x1b[?25l'); // cursor hidden while the bars draw
+      // the overall line (percent of bytes, rate, ETA) above the host's phase line
+      expect(screen).toMatch(/overall\s+(--|\d+)%/);
+      expect(screen.indexOf('overall')).toBeLessThan(screen.indexOf('QUIESCE'));
       tty.stdin.write('\x03');
       expect(await ttyExit).toBe(130);
     } finally {

@@ -1,7 +1,9 @@
 /**
  * Following jobs from the CLI: one WatchJob stream per job, all at once.
- * On a TTY, one cli-progress bar per host (phase, files, bytes, ETA); otherwise one plain
- * line per host when its phase or state changes (and at most every 5 s while running).
+ * On a TTY, an overall bar (percent of bytes, smoothed rate and ETA across every job:
+ * overall.ts) over one cli-progress bar per host (phase, its count in its own unit: steps,
+ * services, files..., bytes); otherwise one plain line per host when its phase or state
+ * changes (and at most every 5 s while running), and the overall line at most every 10 s.
  * With --json nothing is printed while following. Returns every job's final result.
  * Ctrl-C (SIGINT) while following: the bars stop, the terminal gets its cursor and line
  * wrap back, each unfinished job is named ("job X goes on; `boxback job watch X`") and the
@@ -11,11 +13,14 @@ import cliProgress from 'cli-progress';
 import { ExitCode, emptyResult, type JobResult, type Progress } from '@boxback/common';
 import type { ControllerClient } from './connection.js';
 import { humanBytes, humanDuration } from './format.js';
+import { Overall, countUnit, overallLine } from './overall.js';
 
 export interface WatchedJob {
   id: string;
   host: string;
   kind: string;
+  /** The backup a restore or drill restores (its size is what the job moves). */
+  backupId?: string;
 }
 
 export interface FollowOptions {
@@ -46,7 +51,8 @@ function onInterrupt(pending: Set<string>, stopBars: () => void): () => void {
 }
 
 function counts(p: Progress): { files: string; bytes: string; eta: string } {
-  const files = p.filesTotal ? `${p.filesDone}/${p.filesTotal} files` : p.filesDone ? `${p.filesDone} files` : '';
+  const unit = countUnit(p.phase);
+  const files = p.filesTotal ? `${p.filesDone}/${p.filesTotal} ${unit}` : p.filesDone ? `${p.filesDone} ${unit}` : '';
   const bytes = p.bytesTotal ? `${humanBytes(p.bytesDone)}/${humanBytes(p.bytesTotal)}` : p.bytesDone ? humanBytes(p.bytesDone) : '';
   const eta = p.etaSeconds >= 0 ? `ETA ${humanDuration(p.etaSeconds * 1000)}` : '';
   return { files, bytes, eta };
@@ -60,9 +66,33 @@ export function progressLine(host: string, p: Progress, hostWidth = 12): string 
     .trimEnd();
 }
 
+/**
+ * What each job is expected to move, asked in the background (a handful of jobs only): a
+ * restore or drill, the size of its backup; a backup, that of the host's last Restorable one.
+ */
+function expectSizes(client: ControllerClient, jobs: WatchedJob[], overall: Overall): void {
+  if (jobs.length > 20) return;
+  for (const j of jobs) {
+    const size = j.backupId
+      ? client.call('GetBackup', { id: j.backupId }).then((b) => b.sizeBytes)
+      : j.kind === 'backup'
+        ? client
+            .call('ListBackups', { host: j.host, label: '', status: 'restorable', sinceMs: 0, limit: 1 })
+            .then((r) => r.backups[0]?.sizeBytes ?? 0)
+        : Promise.resolve(0);
+    size.then(
+      (n) => overall.expect(j.id, Number(n)),
+      () => undefined, // only an estimate
+    );
+  }
+}
+
 export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o: FollowOptions): Promise<JobResult[]> {
   const print = o.print ?? ((l: string) => process.stdout.write(`${l}\n`));
-  const hostWidth = Math.max(4, ...jobs.map((j) => j.host.length));
+  const hostWidth = Math.max(4, ...jobs.map((j) => j.host.length), 'overall'.length);
+  const overall = new Overall(jobs.map((j) => j.id));
+  if (!o.json) expectSizes(client, jobs, overall);
+  let lastOverallPrint = Date.now();
   const bars =
     !o.json && o.tty
       ? new cliProgress.MultiBar(
@@ -78,6 +108,16 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
         )
       : undefined;
 
+  const overallBar = bars?.create(100, 0, {}, { format: '{line}' });
+  const drawOverall = () => {
+    const line = overallLine(overall.view(), 'overall'.padEnd(hostWidth));
+    if (overallBar) overallBar.update(overall.view().percent ?? 0, { line });
+    else if (!o.json && Date.now() - lastOverallPrint >= 10_000 && overall.view().done > 0) {
+      lastOverallPrint = Date.now();
+      print(line);
+    }
+  };
+  drawOverall();
   const pending = new Set(jobs.map((j) => j.id));
   const offInterrupt = onInterrupt(pending, () => bars?.stop());
   const one = async (job: WatchedJob): Promise<JobResult> => {
@@ -93,6 +133,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
         }
         const p = ev.progress;
         if (!p) continue;
+        overall.feed(job.id, p, Date.now());
         if (bar) {
           const c = counts(p);
           const total = p.bytesTotal || p.filesTotal || 1;
@@ -108,6 +149,7 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
             print(progressLine(job.host, p, hostWidth));
           }
         }
+        drawOverall();
         o.onProgress?.(p, job);
       }
     } catch (err) {
@@ -120,6 +162,8 @@ export async function followJobs(client: ControllerClient, jobs: WatchedJob[], o
     }
     result ??= { ...emptyResult(job.id), status: 'Failed', errorMessage: 'the controller ended the job stream without a result' };
     pending.delete(job.id);
+    overall.end(job.id, Date.now());
+    drawOverall();
     if (bar) {
       bar.setTotal(1);
       bar.update(1, { phase: result.status, files: '', bytes: result.sizeBytes ? humanBytes(result.sizeBytes) : '', etaText: '' });
