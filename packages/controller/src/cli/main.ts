@@ -11,6 +11,7 @@ import { registerBackupCommands } from './commands/backup.js';
 import { registerCertCommands } from './commands/certs.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerJobCommands } from './commands/jobs.js';
+import { registerStoreCommands } from './commands/store.js';
 import { CliContext } from './context.js';
 
 // grpc-js sets the TLS server name to the address; for an IP Node prints a deprecation
@@ -61,6 +62,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerFleetCommands(program, ctx);
   registerJobCommands(program, ctx);
   registerCertCommands(program, ctx);
+  registerStoreCommands(program, ctx);
   const withExitCodes = (cmd: Command): void => {
     for (const c of cmd.commands) {
       c.addHelpText('after', EXIT_CODES_HELP);

@@ -204,6 +204,9 @@ export class ObjectClient {
     o: ObjectClientOptions = {},
   ) {
     const credentials = o.credentials ?? loadS3Credentials(config.credentialsFile);
+    // The SDK warns on every process start that its releases after January 2027 need Node 22;
+    // boxback pins this release (ECOSYSTEM.md), so the warning only adds a stderr line to every CLI run.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.s3 = new S3Client({
       endpoint: config.endpoint,
       region: config.region,
