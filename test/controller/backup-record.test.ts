@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backupId, backupRelPath, emptyResult, type JobResult, type ManifestFile } from '@boxback/common';
+import { LocalBackupStore, backupId, backupRelPath, emptyResult, type JobResult, type ManifestFile } from '@boxback/common';
 import { MANIFEST_SEND_LIMIT } from '../../packages/agent/src/backup/backup.js';
 import { buildManifest, manifestChunks, manifestToJson, readPrevIndex } from '@boxback/common';
 import { publish } from '@boxback/common';
@@ -111,7 +111,7 @@ describe('a manifest too large to send', () => {
       sizeBytes: 123,
       manifestJson: '',
     };
-    const fromStore = await rowFromResultInStore(store, host, 'job-1', result);
+    const fromStore = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-1', result);
     const sent = rowFromResult(host, 'job-1', { ...result, manifestJson: json });
     expect(fromStore).toEqual(sent);
     expect(fromStore!.manifestJson).toBe(json);
@@ -130,12 +130,12 @@ describe('a manifest too large to send', () => {
       backupPath: backupRelPath(host, '20260101-130000'),
       manifestJson: '',
     };
-    const missing = await rowFromResultInStore(store, host, 'job-2', base);
+    const missing = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', base);
     expect(missing).toEqual(rowFromResult(host, 'job-2', base));
     expect(missing!.manifestJson).toBe('');
-    const failed = await rowFromResultInStore(store, host, 'job-2', { ...base, status: 'Failed', backupPath: backupRelPath(host, ts) });
+    const failed = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', { ...base, status: 'Failed', backupPath: backupRelPath(host, ts) });
     expect(failed!.manifestJson).toBe('');
-    const outside = await rowFromResultInStore(store, host, 'job-2', { ...base, backupPath: `../${backupRelPath(host, ts)}` });
+    const outside = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', { ...base, backupPath: `../${backupRelPath(host, ts)}` });
     expect(outside!.manifestJson).toBe('');
   });
 });

@@ -38,7 +38,7 @@ describe('controller.yaml', () => {
     const r = await check(f);
     expect(r.code, r.stderr).toBe(0);
     const c = loadControllerConfig(f);
-    expect(c).toMatchObject({ concurrency: 4, defaultRpoSeconds: 86_400, store: '/srv/boxback/store' });
+    expect(c).toMatchObject({ concurrency: 4, defaultRpoSeconds: 86_400, store: { kind: 'local', path: '/srv/boxback/store' } });
     expect(c.catalog).toBe(path.join(dir, 'state/catalog.db'));
     expect(c.tls.ca).toBe(path.join(dir, 'certs/ca.crt'));
   });

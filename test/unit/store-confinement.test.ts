@@ -64,15 +64,6 @@ const ALLOWED: Record<string, string[]> = {
   'packages/agent/src/journal/index.ts': ['imports LinkFarms'],
   'packages/agent/src/restore/restore.ts': ['fs on a store path', 'imports resolveInStore'],
   'packages/agent/src/server.ts': ['imports deleteBackupDir'],
-  'packages/controller/src/backup-record.ts': ['a path joined onto the store directory'],
-  'packages/controller/src/handlers.ts': ['fs on a store path', 'imports resolveInStore'],
-  'packages/controller/src/import-export.ts': [
-    'a path joined onto the store directory',
-    'fs on a store path',
-    'imports resolveInStore',
-    'node:fs on the store directory',
-  ],
-  'packages/controller/src/store-agreement.ts': ['node:fs on the store directory'],
 };
 
 function sources(dir: string): string[] {

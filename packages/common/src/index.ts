@@ -22,3 +22,4 @@ export * from './store/registry.js';
 export * from './excludes.js';
 export * from './walk.js';
 export * from './store/local/index.js';
+export * from './store/tar.js';

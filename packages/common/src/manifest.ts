@@ -230,18 +230,23 @@ export async function readManifest(dir: string): Promise<Manifest> {
       `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
     );
   }
+  return parseManifestText(text, file);
+}
+
+/** A manifest's text, parsed and checked (format, no unsafe path); `where` names it in errors. */
+export function parseManifestText(text: string, where: string): Manifest {
   let m: Manifest;
   try {
     m = JSON.parse(text) as Manifest;
   } catch {
-    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} is not valid JSON`);
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not valid JSON`);
   }
   if (m.format !== MANIFEST_FORMAT || !Array.isArray(m.files)) {
-    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} is not a ${MANIFEST_FORMAT} manifest`);
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not a ${MANIFEST_FORMAT} manifest`);
   }
   for (const f of m.files) {
     if (typeof f.path !== 'string' || f.path.startsWith('/') || f.path.split('/').includes('..')) {
-      throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${file} names an unsafe path "${String(f.path)}"`);
+      throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} names an unsafe path "${String(f.path)}"`);
     }
   }
   return m;

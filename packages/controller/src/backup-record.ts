@@ -3,15 +3,16 @@
  * holds (a backup directory with manifest.json) into a catalog row. A row is Restorable
  * only when its status is Completed and its manifest was read (see catalog/sqlite.ts).
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import {
-  BACKUP_DIR_RE,
-  backupId as makeBackupId,
   backupRelPath,
   consistencyOf,
+  parseManifestText,
   parseTimestamp,
-  readManifest,
+  refFromPath,
+  refId,
+  refPath,
+  type BackupRef,
+  type BackupStore,
   type JobResult,
   type Manifest,
 } from '@boxback/common';
@@ -96,10 +97,15 @@ export function rowFromResult(host: string, jobId: string, r: JobResult): NewBac
 
 /**
  * The catalog row for a backup job's result, reading the manifest from the store when the
- * agent did not send it (a large manifest stays in `<store>/<backupPath>/manifest.json`).
- * A manifest that cannot be read there leaves the row as an agent that sent none would.
+ * agent did not send it (a large manifest stays in the store). A manifest that cannot be
+ * read there leaves the row as an agent that sent none would.
  */
-export async function rowFromResultInStore(store: string, host: string, jobId: string, r: JobResult): Promise<NewBackupRow | undefined> {
+export async function rowFromResultInStore(
+  store: BackupStore,
+  host: string,
+  jobId: string,
+  r: JobResult,
+): Promise<NewBackupRow | undefined> {
   if (!r.manifestJson && r.backupPath && r.status !== 'Failed') {
     const json = await readStoreManifest(store, r.backupPath);
     if (json) return rowFromResult(host, jobId, { ...r, manifestJson: json });
@@ -107,32 +113,27 @@ export async function rowFromResultInStore(store: string, host: string, jobId: s
   return rowFromResult(host, jobId, r);
 }
 
-/** The text of `<store>/<relPath>/manifest.json` when it is a readable manifest inside the store. */
-async function readStoreManifest(store: string, relPath: string): Promise<string | undefined> {
-  const parts = relPath.split('/');
-  if (parts.length !== 2 || !BACKUP_DIR_RE.test(parts[1]) || parts[0] === '' || parts[0] === '.' || parts[0] === '..') return undefined;
+/** The manifest's text of the backup at `relPath` (`<host>/backup_<ts>`), when it is one the store holds. */
+async function readStoreManifest(store: BackupStore, relPath: string): Promise<string | undefined> {
   try {
-    return await fsp.readFile(path.join(store, ...parts, 'manifest.json'), 'utf8');
+    return await store.readManifestText(refFromPath(relPath));
   } catch {
     return undefined;
   }
 }
 
-/** The row for a complete backup directory in the store (`<store>/<host>/backup_<ts>`). */
-export async function rowFromStoreDir(store: string, relPath: string, jobId: string): Promise<NewBackupRow> {
-  const dir = path.join(store, ...relPath.split('/'));
-  const m = await readManifest(dir);
-  const json = await fsp.readFile(path.join(dir, 'manifest.json'), 'utf8');
-  const [host, base] = relPath.split('/');
-  const ts = BACKUP_DIR_RE.exec(base)?.[1] ?? m.timestamp;
+/** The row for a complete backup in the store. */
+export async function rowFromStore(store: BackupStore, ref: BackupRef, jobId: string): Promise<NewBackupRow> {
+  const json = await store.readManifestText(ref);
+  const m = parseManifestText(json, `the manifest of ${refId(ref)}`);
   return {
-    createdAtMs: createdAtOf(m, ts),
+    createdAtMs: createdAtOf(m, ref.timestamp),
     sizeBytes: 0,
     consistency: '',
-    status: 'Completed', // a backup_* directory with a manifest is complete
+    status: 'Completed', // a committed backup (its manifest is there) is complete
     verifiedAtMs: 0,
     verifyFailed: false,
-    path: relPath,
+    path: refPath(ref),
     productVersion: '',
     jobId,
     origin: 'boxback',
@@ -143,38 +144,22 @@ export async function rowFromStoreDir(store: string, relPath: string, jobId: str
     errorCount: 0,
     errorMessage: '',
     ...fromManifest(m, json),
-    ...{ id: makeBackupId(host, ts), host },
+    ...{ id: refId(ref), host: ref.host },
   };
 }
 
-/** Complete backup directories of a host in the store (name backup_* and a manifest), oldest first. */
-export async function listStoreBackups(store: string, host: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(path.join(store, host));
-  } catch {
-    return [];
-  }
-  const out: string[] = [];
-  for (const n of names.filter((x) => BACKUP_DIR_RE.test(x)).sort()) {
-    try {
-      await fsp.access(path.join(store, host, n, 'manifest.json'));
-      out.push(`${host}/${n}`);
-    } catch {
-      // unfinished: no manifest
-    }
-  }
-  return out;
+/** Complete backups of a host in the store, as `<host>/backup_<ts>`, oldest first. */
+export async function listStoreBackups(store: BackupStore, host: string): Promise<string[]> {
+  return (await store.listBackups(host)).map(refPath);
 }
 
-/** Whether `<store>/<relPath>/manifest.json` exists (a complete backup is there). */
-export async function storeHas(store: string, relPath: string): Promise<boolean> {
-  const parts = relPath.split('/');
-  if (parts.length !== 2 || !BACKUP_DIR_RE.test(parts[1]) || parts[0] === '' || parts[0] === '.' || parts[0] === '..') return false;
+/** Whether the store holds `relPath` complete (false for a path that names no backup). */
+export async function storeHas(store: BackupStore, relPath: string): Promise<boolean> {
+  let ref: BackupRef;
   try {
-    await fsp.access(path.join(store, ...parts, 'manifest.json'));
-    return true;
+    ref = refFromPath(relPath);
   } catch {
     return false;
   }
+  return store.has(ref);
 }

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
-import { BoxbackError, loadYamlFile, resolveFrom } from '@boxback/common';
+import { BoxbackError, compileStoreConfig, loadYamlFile, resolveFrom, storeConfigSchema, type StoreConfig } from '@boxback/common';
 import { notifierConfigSchema, type NotifierConfig } from './policy/notify.js';
 import { isValidTimeZone, retentionPolicySchema, type RetentionPolicy } from './policy/retention.js';
 import { scheduleSchema, type Schedule } from './policy/schedule.js';
@@ -39,7 +39,7 @@ const controllerConfigSchema = z
     /** PostgreSQL catalogs: how often a follower tries to become the leader (and the leader checks its lock connection). */
     leaderRetrySeconds: duration.default(2),
     /** The backup store shared with the agents. */
-    store: z.string().min(1),
+    store: storeConfigSchema,
     /** Fleet-wide bound on backups running at once. */
     concurrency: z.number().int().min(1).max(1000).default(4),
     /** RPO for hosts registered without one. */
@@ -115,7 +115,7 @@ export interface ControllerConfig {
   readonly catalogKind: 'sqlite' | 'postgres';
   readonly catalogPasswordFile?: string;
   readonly leaderRetrySeconds: number;
-  readonly store: string;
+  readonly store: StoreConfig;
   readonly concurrency: number;
   readonly defaultRpoSeconds: number;
   readonly metricsListen?: string;
@@ -150,7 +150,7 @@ export function loadControllerConfig(file: string): ControllerConfig {
     catalogKind: isPg ? 'postgres' : 'sqlite',
     catalogPasswordFile: raw.catalogPasswordFile && r(raw.catalogPasswordFile),
     leaderRetrySeconds: Math.max(1, parseDuration(raw.leaderRetrySeconds)),
-    store: r(raw.store),
+    store: compileStoreConfig(raw.store, file),
     concurrency: raw.concurrency,
     defaultRpoSeconds: parseDuration(raw.defaultRpoSeconds),
     metricsListen: raw.metrics?.listen,

@@ -3,13 +3,11 @@
  * (server.ts does that, and the audit log). Inputs are checked here with messages a person
  * can act on; every failure is a BoxbackError.
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import {
   BoxbackError,
   checkName,
-  resolveInStore,
-  verifyBackupDeep,
+  refFromPath,
+  type BackupStore,
   type Logger,
   type VerifyBackupResponse,
   type wire,
@@ -29,6 +27,8 @@ import { mustBeRestorable } from './restorable.js';
 
 export interface Ctx {
   config: ControllerConfig;
+  /** Every read and write of stored backups (or ask the host's agent). */
+  store: BackupStore;
   catalog: Catalog;
   agents: AgentClients;
   jobs: JobRunner;
@@ -41,7 +41,7 @@ export interface Ctx {
 }
 
 /** What deleting a backup needs (the daemon's Ctx, or a part of it). */
-export type DeleteCtx = Pick<Ctx, 'config' | 'catalog' | 'agents' | 'jobs' | 'log'>;
+export type DeleteCtx = Pick<Ctx, 'config' | 'catalog' | 'agents' | 'jobs' | 'log' | 'store'>;
 
 // Requests are the generated wire types (proto-loader fills every default in); each
 // handler checks the fields it uses.
@@ -255,21 +255,18 @@ export async function verifyBackup(ctx: Ctx, r: Req<'VerifyBackup'>): Promise<wi
   return { ...res, zipEntriesChecked: res.zipEntriesChecked ?? 0 };
 }
 
-/** Re-check every checksum and every zip entry's CRC-32 of `b` (evidence recorded under its host) (locally when the store is mounted here, else by its agent); record the outcome. */
+/** Re-check every checksum and every zip entry's CRC-32 of `b` (evidence recorded under its host) (through the store when it holds the backup here, else by its agent); record the outcome. */
 export async function verifyOne(
-  ctx: Pick<Ctx, 'config' | 'catalog' | 'agents'> & { notifications?: Notifications },
+  ctx: Pick<Ctx, 'config' | 'catalog' | 'agents' | 'store'> & { notifications?: Notifications },
   b: BackupRow,
 ): Promise<VerifyBackupResponse> {
-  const dir = resolveInStore(ctx.config.store, b.path);
+  const ref = refFromPath(b.path);
   let res: VerifyBackupResponse;
-  const local = await fsp.stat(dir).then(
-    () => true,
-    () => false,
-  );
+  const local = await ctx.store.has(ref);
   if (local) {
-    res = await verifyBackupDeep(dir);
+    res = await ctx.store.verify(ref);
   } else {
-    // the store is not mounted here: the host's agent checks it
+    // the store does not hold it here (a local store not mounted on this box): the host's agent checks it
     const host = await ctx.catalog.getHost(b.host);
     if (!host)
       throw new BoxbackError(
@@ -300,23 +297,6 @@ export async function verifyOne(
   return res;
 }
 
-/** Bytes a backup directory holds in files whose only link it is (what deleting frees). */
-async function ownBytes(dir: string): Promise<number> {
-  let total = 0;
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else {
-        const st = await fsp.lstat(p);
-        if (st.nlink <= 1) total += st.size;
-      }
-    }
-  };
-  await walk(dir).catch(() => undefined);
-  return total;
-}
-
 export async function deleteBackup(ctx: Ctx, r: Req<'DeleteBackup'>) {
   const b = await mustBackup(ctx, r.backupId);
   return { deleted: true, freedBytes: await removeBackup(ctx, b) };
@@ -328,7 +308,7 @@ export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number
     if ((a.row.kind === 'restore' || a.row.kind === 'drill') && a.row.backupId === b.id)
       throw new BoxbackError('BOXBACK_ERR_BUSY', `restore job ${a.row.id} is reading ${b.id}; wait for it`);
   }
-  const dir = resolveInStore(ctx.config.store, b.path);
+  const ref = refFromPath(b.path);
   let freed = 0;
   const host = await ctx.catalog.getHost(b.host);
   let viaAgent = false;
@@ -340,12 +320,8 @@ export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number
       ctx.log.warn({ err, backupId: b.id }, 'the agent could not delete the backup; deleting it from the controller');
     }
   }
-  if (!viaAgent) {
-    freed = await ownBytes(dir);
-    // take the manifest away first: a half-deleted directory never looks complete
-    await fsp.rm(path.join(dir, 'manifest.json'), { force: true });
-    await fsp.rm(dir, { recursive: true, force: true });
-  }
+  // the store makes it vanish from listings first, then frees what only it held
+  if (!viaAgent) freed = (await ctx.store.delete(ref)).freedBytes;
   await ctx.catalog.deleteBackup(b.id);
   return freed;
 }

@@ -1,23 +1,26 @@
 /**
  * ImportBackup and ExportBackup.
  *
- * Import of a path on the controller's filesystem:
- *   - a boxback backup directory (has manifest.json): verify it, copy it into a temp dir in
- *     the store, verify the copy, rename it into `<store>/<host>/backup_<ts>/`, register it;
+ * Import of a path on the controller's filesystem, written through the BackupStore as a
+ * staging with the backup's exact timestamp (begin -> files -> commit, the manifest last):
+ *   - a boxback backup directory (has manifest.json): verify it, copy it into the staging
+ *     directory, verify the copy, commit it as `<host>@<ts>`, register it;
  *   - a GoCD-made directory (db.zip, config-dir.zip, config-repo.zip, version.txt, no
  *     manifest): copy it, build a manifest (size, SHA-256, mode of every file; origin
- *     "gocd-import"; consistency "quiesced"; product version from version.txt), write it
- *     atomically, open every zip and CRC-check every entry (a truncated or damaged zip is
- *     refused: nothing is imported), rename into place, register;
+ *     "gocd-import"; consistency "quiesced"; product version from version.txt), open every
+ *     zip and CRC-check every entry (a truncated or damaged zip is refused: nothing is
+ *     imported), commit with that manifest, register;
  *   - a `.tar` made by export: extract it (regular files, dirs and symlinks only; no
- *     absolute or `..` paths) into a temp dir in the store, verify, rename into place.
+ *     absolute or `..` paths) into a scratch directory, verify, move it into the staging,
+ *     commit.
  * Every verify here is verifyBackupDeep: the manifest's checksums and every zip entry's CRC-32.
  * The timestamp comes from a `backup_YYYYMMdd-HHmmss` name when there is one, else now.
  *
- * Export streams `backup_<ts>/...` as a tar (node-tar, never buffered whole) in DataChunks.
+ * Export streams `backup_<ts>/...` as a tar read through the store (store/tar.ts, never
+ * buffered whole) in DataChunks.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as tar from 'tar';
 import {
@@ -27,26 +30,27 @@ import {
   MANIFEST_FILE,
   MANIFEST_FORMAT,
   backupId as makeBackupId,
-  backupRelPath,
   checkName,
+  backupTar,
   formatTimestamp,
-  fsyncDir,
   hashFile,
   parseTimestamp,
   readManifest,
-  resolveInStore,
+  refFromPath,
   verifyBackupDeep,
-  writeFileAtomic,
+  type BackupStore,
+  type Logger,
   type Manifest,
   type ManifestDataset,
   type ManifestFile,
 } from '@boxback/common';
-import { rowFromStoreDir } from './backup-record.js';
+import { rowFromStore } from './backup-record.js';
 import type { BackupRow, Catalog } from './catalog/types.js';
 
 export interface ImportDeps {
   catalog: Catalog;
-  store: string;
+  store: BackupStore;
+  log: Logger;
 }
 
 const GOCD_FILES: Record<string, { name: string }> = {
@@ -133,8 +137,8 @@ async function gocdManifest(dir: string, host: string, ts: string): Promise<Mani
 }
 
 /** Every file against the manifest and every entry of every zip CRC-checked (verifyBackupDeep), or throw. */
-async function verifyOrThrow(dir: string, what: string): Promise<void> {
-  const v = await verifyBackupDeep(dir);
+async function verifyOrThrow(dir: string, what: string, m?: Manifest): Promise<void> {
+  const v = await verifyBackupDeep(dir, m);
   if (!v.ok) {
     throw new BoxbackError(
       'BOXBACK_ERR_VERIFY_FAILED',
@@ -143,21 +147,43 @@ async function verifyOrThrow(dir: string, what: string): Promise<void> {
   }
 }
 
-/** Move a verified temp dir into `<store>/<host>/backup_<ts>` and record it. */
-async function place(d: ImportDeps, tmp: string, host: string, ts: string, origin: string): Promise<BackupRow> {
-  const rel = backupRelPath(host, ts);
-  const final = resolveInStore(d.store, rel);
-  if ((await exists(final)) || (await d.catalog.getBackup(makeBackupId(host, ts)))) {
-    throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `backup ${makeBackupId(host, ts)} already exists in the store`);
+/** Copy (or, from a scratch directory, move) a backup directory's content into `dest`. */
+async function fill(src: string, dest: string, move: boolean): Promise<void> {
+  await fsp.rm(dest, { recursive: true, force: true });
+  if (move) {
+    try {
+      await fsp.rename(src, dest);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    }
   }
-  await fsp.mkdir(path.dirname(final), { recursive: true });
-  await fsp.rename(tmp, final);
-  await fsyncDir(path.dirname(final));
-  const row = await rowFromStoreDir(d.store, rel, '');
-  return d.catalog.putBackup({ ...row, origin, initiatedVia: 'import' });
+  await fsp.cp(src, dest, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
 }
 
-async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: string): Promise<BackupRow> {
+/**
+ * Store the backup directory `src` as `<host>@<ts>` with manifest `m` (verified again once
+ * copied into the staging), and record it.
+ */
+async function place(d: ImportDeps, src: string, m: Manifest, origin: string, move = false): Promise<BackupRow> {
+  const { host, timestamp: ts } = m;
+  if (await d.catalog.getBackup(makeBackupId(host, ts))) {
+    throw new BoxbackError('BOXBACK_ERR_ALREADY_EXISTS', `backup ${makeBackupId(host, ts)} already exists in the store`);
+  }
+  const s = await d.store.begin({ host, startedAt: new Date(), timestamp: ts, jobId: 'import', log: d.log });
+  try {
+    await fill(src, s.dir, move);
+    await verifyOrThrow(s.dir, 'the copied backup', m);
+    for (const f of m.files) if (f.type === 'file' && f.sha256) await s.addFile(f.path, f.sha256);
+    const { ref } = await s.commit(JSON.stringify(m, null, 2));
+    const row = await rowFromStore(d.store, ref, '');
+    return await d.catalog.putBackup({ ...row, origin, initiatedVia: 'import' });
+  } finally {
+    await s.abort(); // nothing once committed
+  }
+}
+
+async function importDir(d: ImportDeps, src: string, hostArg: string): Promise<BackupRow> {
   const name = path.basename(src);
   if (await exists(path.join(src, MANIFEST_FILE))) {
     const m = await readManifest(src);
@@ -165,15 +191,8 @@ async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: strin
     const host = hostArg || m.host;
     checkName(host);
     const ts = BACKUP_DIR_RE.test(name) ? tsFromName(name) : m.timestamp;
-    await fsp.cp(src, tmp, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
-    if (host !== m.host || ts !== m.timestamp) {
-      await writeFileAtomic(
-        path.join(tmp, MANIFEST_FILE),
-        JSON.stringify({ ...m, host, timestamp: ts, id: makeBackupId(host, ts) }, null, 2),
-      );
-    }
-    await verifyOrThrow(tmp, 'the copied backup');
-    return place(d, tmp, host, ts, 'boxback-import');
+    const renamed = host !== m.host || ts !== m.timestamp ? { ...m, host, timestamp: ts, id: makeBackupId(host, ts) } : m;
+    return place(d, src, renamed, 'boxback-import');
   }
   const hasGocd =
     (await exists(path.join(src, 'version.txt'))) &&
@@ -187,15 +206,12 @@ async function importDir(d: ImportDeps, src: string, hostArg: string, tmp: strin
   if (!hostArg) throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `${src} is a GoCD backup, which names no host: pass --host NAME`);
   checkName(hostArg);
   const ts = tsFromName(name);
-  await fsp.cp(src, tmp, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
-  const m = await gocdManifest(tmp, hostArg, ts);
-  await writeFileAtomic(path.join(tmp, MANIFEST_FILE), JSON.stringify(m, null, 2));
-  await verifyOrThrow(tmp, `the GoCD backup ${src}`);
-  return place(d, tmp, hostArg, ts, 'gocd-import');
+  const m = await gocdManifest(src, hostArg, ts);
+  await verifyOrThrow(src, `the GoCD backup ${src}`, m);
+  return place(d, src, m, 'gocd-import');
 }
 
 async function importTar(d: ImportDeps, file: string, hostArg: string, tmp: string): Promise<BackupRow> {
-  await fsp.mkdir(tmp, { recursive: true });
   const allowed = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink']);
   try {
     await tar.x({
@@ -237,9 +253,7 @@ async function importTar(d: ImportDeps, file: string, hostArg: string, tmp: stri
   const host = hostArg || m.host;
   checkName(host);
   const ts = tsFromName(tops[0]);
-  if (host !== m.host)
-    await writeFileAtomic(path.join(inner, MANIFEST_FILE), JSON.stringify({ ...m, host, id: makeBackupId(host, ts) }, null, 2));
-  return place(d, inner, host, ts, 'boxback-import');
+  return place(d, inner, { ...m, host, timestamp: ts, id: makeBackupId(host, ts) }, 'boxback-import', true);
 }
 
 export async function importBackup(d: ImportDeps, src: string, host: string): Promise<BackupRow> {
@@ -247,10 +261,11 @@ export async function importBackup(d: ImportDeps, src: string, host: string): Pr
     throw new BoxbackError('BOXBACK_ERR_INVALID_ARGUMENT', `import path "${src}" must be absolute (a path on the controller's filesystem)`);
   const st = await fsp.stat(src).catch(() => undefined);
   if (!st) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `${src} does not exist on the controller's filesystem`);
-  await fsp.mkdir(d.store, { recursive: true });
-  const tmp = path.join(d.store, `.import-${randomBytes(6).toString('hex')}`);
+  if (st.isDirectory()) return importDir(d, src, host);
+  // A tar is extracted into a scratch directory of this box first (then moved into the staging).
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'boxback-import-'));
   try {
-    return st.isDirectory() ? await importDir(d, src, host, tmp) : await importTar(d, src, host, tmp);
+    return await importTar(d, src, host, tmp);
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
@@ -259,15 +274,14 @@ export async function importBackup(d: ImportDeps, src: string, host: string): Pr
 const CHUNK = 1024 * 1024;
 
 /** The backup as a tar stream, in chunks of about 1 MiB. */
-export async function* exportBackup(store: string, b: BackupRow): AsyncGenerator<{ data: Buffer; totalBytes: number }> {
-  const dir = resolveInStore(store, b.path);
-  if (!(await exists(path.join(dir, MANIFEST_FILE)))) {
-    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${b.id} is not complete in the store (${dir} has no manifest)`);
+export async function* exportBackup(store: BackupStore, b: BackupRow): AsyncGenerator<{ data: Buffer; totalBytes: number }> {
+  const ref = refFromPath(b.path);
+  if (!(await store.has(ref))) {
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${b.id} is not complete in the store (${b.path} has no manifest)`);
   }
-  const pack = tar.c({ cwd: path.dirname(dir), portable: false }, [path.basename(dir)]);
   let buf: Buffer[] = [];
   let size = 0;
-  for await (const chunk of pack as AsyncIterable<Buffer>) {
+  for await (const chunk of backupTar(store, ref) as AsyncIterable<Buffer>) {
     buf.push(chunk);
     size += chunk.length;
     if (size >= CHUNK) {

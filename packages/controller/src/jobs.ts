@@ -21,6 +21,7 @@ import {
   asBoxbackError,
   emptyResult,
   formatTimestamp,
+  type BackupStore,
   type JobEvent,
   type JobResult,
   type Logger,
@@ -111,7 +112,7 @@ export class JobRunner {
     private readonly log: Logger,
     fleetConcurrency: number,
     /** The backup store, where a manifest too large to send (JobResult.manifestJson empty) is read. */
-    private readonly store = '',
+    private readonly store?: BackupStore,
   ) {
     this.fleet = new Semaphore(fleetConcurrency);
   }

@@ -11,9 +11,9 @@
  *      Conclude a restore: a safety copy held for the job means it went through (Completed,
  *      with a warning that the controller did not see its result); otherwise Failed.
  */
-import { emptyResult, mapLimit, type AgentInfo, type JobResult, type Logger } from '@boxback/common';
+import { emptyResult, mapLimit, refFromPath, type AgentInfo, type BackupStore, type JobResult, type Logger } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import { listStoreBackups, rowFromStoreDir } from './backup-record.js';
+import { listStoreBackups, rowFromStore } from './backup-record.js';
 import type { Catalog, HostRow, JobRow } from './catalog/types.js';
 import type { ActiveJob, JobRunner } from './jobs.js';
 
@@ -22,7 +22,7 @@ export interface ReconcileDeps {
   agents: AgentClients;
   jobs: JobRunner;
   log: Logger;
-  store: string;
+  store: BackupStore;
   pollMs?: number;
   tries?: number;
   /** Jobs to leave alone (this process's own, or those of a controller still running). */
@@ -72,7 +72,7 @@ async function concludeBackup(d: ReconcileDeps, row: JobRow): Promise<JobResult>
   const known = new Set((await d.catalog.listBackups(row.host)).map((b) => b.path));
   for (const rel of (await listStoreBackups(d.store, row.host)).reverse()) {
     if (known.has(rel)) continue;
-    const b = await rowFromStoreDir(d.store, rel, row.id).catch(() => undefined);
+    const b = await rowFromStore(d.store, refFromPath(rel), row.id).catch(() => undefined);
     if (!b || b.createdAtMs < since) continue;
     await d.catalog.putBackup({ ...b, initiatedVia: viaOf(row) });
     return {

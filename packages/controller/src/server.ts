@@ -18,7 +18,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { BoxbackError, createLogger, loadServices, serverCredentials, type Logger } from '@boxback/common';
+import { BoxbackError, createLogger, loadServices, openStore, serverCredentials, type Logger } from '@boxback/common';
 import { AgentClients } from './agent-client.js';
 import { Dispatcher } from './api/dispatch.js';
 import { grpcImplementation } from './api/grpc-adapter.js';
@@ -70,10 +70,11 @@ export class ControllerServer {
   private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
     this.leadership = leadership;
     const agents = new AgentClients(config.tls);
-    const jobs = new JobRunner(catalog, agents, log, config.concurrency, config.store);
+    const store = openStore(config.store, { log: log.child({ part: 'store' }), prepareFarms: false });
+    const jobs = new JobRunner(catalog, agents, log, config.concurrency, store);
     jobs.owner = leadership.id;
     const monitor = new HostMonitor(catalog, agents, jobs, log, config.defaultRpoSeconds);
-    const base = { config, catalog, agents, jobs, log };
+    const base = { config, catalog, agents, jobs, log, store };
     const notifications = new Notifications(config.webhooks, log.child({ part: 'notify' }));
     const retention = new RetentionRunner({ ...base, notifications }, log.child({ part: 'retention' }));
     const drills = new DrillRunner(base, log.child({ part: 'drill' }));
@@ -97,7 +98,7 @@ export class ControllerServer {
     jobs.onFinish((row, result) => notifications.onJobFinished(row, result));
     // The catalog and the store agree (store-agreement.ts): presence before status and retention count a backup,
     // and a reconcile of the host after a backup whose agent dropped (it may have published after all).
-    const agreement: AgreementDeps = { catalog, store: config.store, log: log.child({ part: 'store' }), notifications };
+    const agreement: AgreementDeps = { catalog, store, log: log.child({ part: 'store' }), notifications };
     this.agreement = agreement;
     monitor.checkPresence = (b) => checkPresence(agreement, b);
     retention.checkPresence = (b) => checkPresence(agreement, b);
@@ -222,7 +223,7 @@ export class ControllerServer {
       agents,
       jobs,
       log,
-      store: this.ctx.config.store,
+      store: this.ctx.store,
       skip: async (row) => jobs.activeJobs().some((a) => a.row.id === row.id) || (await this.leadership.isAlive(row.owner ?? '')),
     });
   }

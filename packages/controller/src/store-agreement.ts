@@ -17,14 +17,13 @@
  *      job's log;
  *   3. a catalogued Restorable one not in the store: mark it (as above); a marked one that is
  *      back: unmark it.
- * Safety: when the store directory is absent or empty here (not mounted on the controller's
- * box) nothing is marked: agents answer for the store then.
- * Store access is in `storeHas`/`listStoreBackups`/`rowFromStoreDir` (backup-record.ts), to move
- * behind the BackupStore interface with the rest.
+ * Safety: when the store lists no host here (a local store directory absent or empty: not
+ * mounted on the controller's box) nothing is marked: agents answer for the store then.
+ * The store is reached only through BackupStore (`storeHas`/`listStoreBackups`/`rowFromStore`
+ * in backup-record.ts).
  */
-import { promises as fsp } from 'node:fs';
-import type { Logger } from '@boxback/common';
-import { listStoreBackups, rowFromStoreDir, storeHas } from './backup-record.js';
+import { refFromPath, type BackupStore, type Logger } from '@boxback/common';
+import { listStoreBackups, rowFromStore, storeHas } from './backup-record.js';
 import type { BackupRow, Catalog, JobRow } from './catalog/types.js';
 import type { Notifications } from './notifications.js';
 
@@ -34,15 +33,15 @@ export const MISSING_PREFIX = 'missing from the store';
 
 export interface AgreementDeps {
   catalog: Catalog;
-  store: string;
+  store: BackupStore;
   log: Logger;
   notifications?: Pick<Notifications, 'damaged'>;
 }
 
 /** False when the store is not (or not yet) mounted here: then the controller judges nothing. */
-async function storeMountedHere(store: string): Promise<boolean> {
+async function storeMountedHere(store: BackupStore): Promise<boolean> {
   try {
-    return (await fsp.readdir(store)).length > 0;
+    return (await store.listHosts()).length > 0;
   } catch {
     return false;
   }
@@ -81,7 +80,7 @@ function jobThatMadeIt(jobs: JobRow[], createdAtMs: number): JobRow | undefined 
 }
 
 async function adopt(d: AgreementDeps, rel: string, jobs: JobRow[]): Promise<void> {
-  const row = await rowFromStoreDir(d.store, rel, '');
+  const row = await rowFromStore(d.store, refFromPath(rel), '');
   const job = jobThatMadeIt(jobs, row.createdAtMs);
   await d.catalog.putBackup({ ...row, jobId: job?.id ?? '', initiatedVia: 'reconcile' });
   d.log.warn({ backupId: row.id, jobId: job?.id }, 'a complete backup in the store was not in the catalog: adopted');

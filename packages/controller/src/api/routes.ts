@@ -118,7 +118,7 @@ export const ROUTES: RouteTable = {
     role: 'admin',
     what: 'import backups',
     audit: { target: (r) => r.path, detail: (res) => `as ${res.id}` },
-    handler: async (r, c) => backupMsg(await importBackup({ catalog: c.ctx.catalog, store: c.ctx.config.store }, r.path, r.host), false),
+    handler: async (r, c) => backupMsg(await importBackup({ catalog: c.ctx.catalog, store: c.ctx.store, log: c.ctx.log }, r.path, r.host), false),
   }),
   ExportBackup: stream({
     name: 'ExportBackup',
@@ -127,7 +127,7 @@ export const ROUTES: RouteTable = {
     audit: { target: (r) => r.backupId },
     download: { contentType: 'application/x-tar', bytes: (m) => m.data, fileName: (r) => `${r.backupId}.tar` },
     handler: async function* (r, c) {
-      yield* exportBackup(c.ctx.config.store, await H.mustBackup(c.ctx, r.backupId));
+      yield* exportBackup(c.ctx.store, await H.mustBackup(c.ctx, r.backupId));
     },
   }),
   ConfirmRestore: unary({

@@ -15,6 +15,7 @@
 import { mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../logger.js';
+import { MANIFEST_FILE } from '../../manifest.js';
 import type { BackupRef, BackupStaging, TreeSyncRequest, TreeSyncResult } from '../backup-store.js';
 import { checkStoredPath } from '../ref.js';
 import { LIST_LIMIT } from './manifest-writer.js';
@@ -67,7 +68,8 @@ export class LocalStaging implements BackupStaging {
     hint?: { files: string[]; dirs: string[] },
   ): Promise<{ ref: BackupRef; manifestBytes: number }> {
     if (this.state !== 'open') throw new Error(`backup ${this.ref.host}@${this.ref.timestamp} is already ${this.state}`);
-    const scratch = (await fsp.readdir(this.dir)).filter((n) => !this.kept.has(n)).map((n) => path.join(this.dir, n));
+    // (a manifest.json copied in by an import is replaced by the committed one, not scratch)
+    const scratch = (await fsp.readdir(this.dir)).filter((n) => !this.kept.has(n) && n !== MANIFEST_FILE).map((n) => path.join(this.dir, n));
     const files = hint && this.written ? [...hint.files, ...this.written] : undefined;
     const dirs = hint && this.dirs ? [this.dir, ...hint.dirs, ...this.dirs] : undefined;
     const wrote = files && dirs && files.length + dirs.length <= LIST_LIMIT ? { files, dirs } : undefined;
