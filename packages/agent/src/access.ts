@@ -6,13 +6,13 @@
  *      controller's, "controller"); every other certificate of the fleet CA is refused with
  *      PERMISSION_DENIED naming it. (TLS itself refuses certificates of another CA and
  *      agent certificates, whose extended key usage is serverAuth only.)
- *   2. the backup a call names: it must be in this agent's own part of the store
- *      (`<store>/<name>/`), whatever the request says. The one exception is a restore that
+ *   2. the backup a call names (a BackupRef parsed from `<host>/backup_<ts>`): its host must
+ *      be this agent's own, whatever the request says. The one exception is a restore that
  *      the controller sends with `sourceHost` set: it may read that host's backup, for that
  *      restore only. Verify and delete never reach another host's part.
  */
 import { readFileSync } from 'node:fs';
-import { BoxbackError, certInfo, resolveInStore } from '@boxback/common';
+import { BoxbackError, certInfo, refFromPath, type BackupRef } from '@boxback/common';
 import type { AgentConfig } from './config.js';
 
 /** The subset of grpc-js's auth context this reads. */
@@ -36,14 +36,14 @@ export function checkCaller(config: AgentConfig, auth: PeerAuth | undefined): st
 export type StoreAccess = 'verify' | 'delete' | 'restore';
 
 /**
- * The absolute directory of `rel` when this agent may `access` it: its own host's part of the
- * store, or for a restore the part of the `sourceHost` the controller named for it.
+ * The backup `rel` names when this agent may `access` it: one of its own host's, or for a
+ * restore one of the `sourceHost` the controller named for it.
  */
-export function backupDirFor(config: AgentConfig, rel: string, access: StoreAccess, sourceHost = ''): string {
-  const dir = resolveInStore(config.store, rel); // refuses paths that leave the store
-  const host = rel.split('/')[0];
-  if (host === config.name) return dir;
-  if (access === 'restore' && sourceHost !== '' && host === sourceHost) return dir;
+export function backupRefFor(config: AgentConfig, rel: string, access: StoreAccess, sourceHost = ''): BackupRef {
+  const ref = refFromPath(rel); // refuses anything but <host>/backup_<ts>
+  const host = ref.host;
+  if (host === config.name) return ref;
+  if (access === 'restore' && sourceHost !== '' && host === sourceHost) return ref;
   const why =
     access === 'restore'
       ? `a restore reads another host's backup only when the controller names that host as the restore's source (it named ${sourceHost ? `"${sourceHost}"` : 'none'})`

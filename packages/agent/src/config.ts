@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { loadYamlFile, resolveFrom } from '@boxback/common';
+import { compileStoreConfig, loadYamlFile, resolveFrom, storeConfigSchema, type StoreConfig } from '@boxback/common';
 import { loadPlan, type Plan } from './plan.js';
 
 /** The name `boxback certs init` gives the controller's certificate. */
@@ -18,8 +18,8 @@ const agentConfigSchema = z
     /** host:port to serve gRPC on. */
     listen: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'want host:port'),
     tls: z.object({ ca: z.string(), cert: z.string(), key: z.string() }).strict(),
-    /** The backup store (local disk or a mount shared with the controller). */
-    store: z.string().min(1),
+    /** The backup store: a directory (local disk or a mount shared with the controller) or { kind: ... } (store/config.ts). */
+    store: storeConfigSchema,
     /** Agent state: quiesce records, locks, change journals, safety-copy records. */
     stateDir: z.string().min(1),
     /** The host plan file. */
@@ -47,7 +47,7 @@ export interface AgentConfig {
   readonly name: string;
   readonly listen: string;
   readonly tls: { ca: string; cert: string; key: string };
-  readonly store: string;
+  readonly store: StoreConfig;
   readonly stateDir: string;
   readonly planFile: string;
   readonly plan: Plan;
@@ -77,7 +77,7 @@ export function loadAgentConfig(file: string): AgentConfig {
     name: raw.name,
     listen: raw.listen,
     tls: { ca: r(raw.tls.ca), cert: r(raw.tls.cert), key: r(raw.tls.key) },
-    store: r(raw.store),
+    store: compileStoreConfig(raw.store, file),
     stateDir: r(raw.stateDir),
     planFile,
     plan,

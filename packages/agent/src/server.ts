@@ -21,7 +21,6 @@ import {
   loadServices,
   serverCredentials,
   toServiceError,
-  verifyBackupDeep,
   type AgentInfo,
   type BackupRequest,
   type JobEvent,
@@ -30,7 +29,7 @@ import {
   type Progress,
   type RestoreRequest,
 } from '@boxback/common';
-import { backupDirFor, checkCaller } from './access.js';
+import { backupRefFor, checkCaller } from './access.js';
 import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
@@ -40,7 +39,7 @@ import { ProgressTracker, type JobContext } from './job.js';
 import { readInstalledVersion } from './product-version.js';
 import { runRestore } from './restore/restore.js';
 import { confirmRestore, listSafetyCopies } from './restore/safety-copies.js';
-import { deleteBackupDir, refFromPath } from '@boxback/common';
+import { agentStore } from './store.js';
 
 interface RunningJob {
   id: string;
@@ -70,11 +69,11 @@ export class AgentServer {
       Backup: (call: grpc.ServerWritableStream<BackupRequest, JobEvent>) => this.jobCall(call, 'backup'),
       Restore: (call: grpc.ServerWritableStream<RestoreRequest, JobEvent>) => this.jobCall(call, 'restore'),
       VerifyBackup: this.unary('VerifyBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) =>
-        verifyBackupDeep(backupDirFor(this.config, call.request.backupPath, 'verify')),
+        agentStore(this.config).verify(backupRefFor(this.config, call.request.backupPath, 'verify')),
       ),
       DeleteBackup: this.unary('DeleteBackup', async (call: grpc.ServerUnaryCall<{ backupPath: string }, unknown>) => {
-        backupDirFor(this.config, call.request.backupPath, 'delete');
-        const r = await deleteBackupDir(this.config.store, refFromPath(call.request.backupPath));
+        const ref = backupRefFor(this.config, call.request.backupPath, 'delete');
+        const r = await agentStore(this.config).delete(ref);
         this.log.info({ backupPath: call.request.backupPath, ...r }, 'backup deleted');
         return r;
       }),
@@ -158,7 +157,7 @@ export class AgentServer {
       this.checkClient(call);
       if (kind === 'restore') {
         const r = req as RestoreRequest;
-        backupDirFor(this.config, r.backupPath, 'restore', r.sourceHost);
+        backupRefFor(this.config, r.backupPath, 'restore', r.sourceHost);
       }
       if (this.shuttingDown) throw new BoxbackError('BOXBACK_ERR_SHUTTING_DOWN', `agent ${this.config.name} is shutting down`);
       if (this.running) {

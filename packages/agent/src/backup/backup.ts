@@ -44,6 +44,7 @@ import {
   backupRelPath,
   emptyResult,
   formatTimestamp,
+  storeLocation,
   hashFile,
   mapLimit,
   type BackupRequest,
@@ -56,6 +57,7 @@ import {
   type QuiesceMode,
 } from '@boxback/common';
 import type { JobContext, ProgressUpdate } from '../job.js';
+import { storeRoot } from '../store.js';
 import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
 import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
@@ -320,7 +322,7 @@ function explain(r: Run, err: unknown): BoxbackError {
   const be = asBoxbackError(err);
   if (be.code === 'BOXBACK_ERR_DISK_FULL') {
     const message = diskFullMessage({
-      store: ctx.config.store,
+      store: storeLocation(ctx.config.store),
       host: ctx.config.name,
       step: r.phases.failedStep,
       raw: be.message,
@@ -353,9 +355,9 @@ async function creatingDir(r: Run): Promise<void> {
   const { config, log, jobId } = r.ctx;
   await r.phases.run('CREATING_DIR', async () => {
     const t0 = Date.now();
-    await removeStaleTemps(config.store, config.name, log);
+    await removeStaleTemps(storeRoot(config), config.name, log);
     r.version = await readInstalledVersion(config.plan);
-    const prevDir = await previousBackup(config.store, config.name);
+    const prevDir = await previousBackup(storeRoot(config), config.name);
     const t1 = Date.now();
     if (prevDir) {
       try {
@@ -366,9 +368,9 @@ async function creatingDir(r: Run): Promise<void> {
       }
     }
     const t2 = Date.now();
-    const free = await freeTimestamp(config.store, config.name, r.startedAt, formatTimestamp);
+    const free = await freeTimestamp(storeRoot(config), config.name, r.startedAt, formatTimestamp);
     r.ts = free.ts;
-    r.tempDir = await createTempDir(config.store, config.name, r.ts, jobId);
+    r.tempDir = await createTempDir(storeRoot(config), config.name, r.ts, jobId);
     log.debug({ lookupMs: t1 - t0, previousIndexMs: t2 - t1, createMs: Date.now() - t2 }, 'backup directory created');
   });
 }
@@ -579,7 +581,7 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
 
 /** Store-relative path of the previous backup ("host/backup_ts"), as the journal names it. */
 function previousRel(r: Run): string | undefined {
-  return r.previous ? path.relative(r.ctx.config.store, r.previous.dir).split(path.sep).join('/') : undefined;
+  return r.previous ? path.relative(storeRoot(r.ctx.config), r.previous.dir).split(path.sep).join('/') : undefined;
 }
 
 /** Cut the tree's change journal: trusted (sync only what changed) or why a full pass. */
@@ -868,7 +870,7 @@ async function describe(r: Run): Promise<Manifest> {
         : { mode: r.mode, windowMs: r.windowMs, copyMs: r.copyMs, stopMs: r.stopMs, startMs: r.startMs },
     initiatedBy: r.req.initiatedBy || undefined,
     initiatedVia: r.req.initiatedVia || undefined,
-    previous: r.previous ? path.relative(config.store, r.previous.dir).split(path.sep).join('/') : undefined,
+    previous: r.previous ? path.relative(storeRoot(config), r.previous.dir).split(path.sep).join('/') : undefined,
     phases: [],
     datasets: r.datasets,
     trees: r.trees,
@@ -915,7 +917,7 @@ async function postBackupHooks(r: Run, finalDir: string | undefined, error: Boxb
   const env = gocdEnv({
     at: r.startedAt,
     success: !!finalDir && !error,
-    baseDir: hostDir(config.store, config.name),
+    baseDir: hostDir(storeRoot(config), config.name),
     backupPath: finalDir,
     initiatedBy: r.req.initiatedBy,
     initiatedVia: r.req.initiatedVia,

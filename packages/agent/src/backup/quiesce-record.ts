@@ -17,7 +17,7 @@ import path from 'node:path';
 import { BoxbackError, asBoxbackError, fsyncDir, writeFileAtomic, type Logger, type QuiesceMode } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { exitQuiesce } from './quiesce.js';
-import { removeStaleTemps } from '@boxback/common';
+import { agentStore } from '../store.js';
 
 export const QUIESCE_RECORD = 'quiesce.json';
 
@@ -169,7 +169,7 @@ export class QuiesceLease {
 
 /** On start-up: resume services a crashed agent left quiesced (recorded on disk), then log it. */
 export async function recoverQuiesce(config: AgentConfig, log: Logger): Promise<void> {
-  await removeStaleTemps(config.store, config.name, log).catch((err) =>
+  await agentStore(config, log).removeInterrupted(config.name, log).catch((err) =>
     log.warn({ err }, 'could not remove stale temporary backup directories'),
   );
   let rec: QuiesceRecord | undefined;

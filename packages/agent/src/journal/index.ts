@@ -65,7 +65,7 @@ export interface JournalsOptions {
   prepareFarms?: boolean;
 }
 
-type ConfigPart = Pick<AgentConfig, 'stateDir' | 'plan'> & Partial<Pick<AgentConfig, 'store' | 'name'>>;
+type ConfigPart = Pick<AgentConfig, 'stateDir' | 'plan'> & Partial<Pick<AgentConfig, 'name'>> & { store?: AgentConfig['store'] | string };
 
 /** A fresh id for this agent run: journals written by another run are never trusted. */
 export function newEpoch(): string {
@@ -77,7 +77,8 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
   const epoch = o.epoch ?? newEpoch();
   const entries = new Map<string, { journal: TreeJournal; watcher?: TreeWatcher; started: Promise<unknown> }>();
   // Prepared link farms need the store (same filesystem as the backups).
-  const farms = config.store && config.name && o.prepareFarms !== false ? new LinkFarms(config.store, config.name, log) : undefined;
+  const root = typeof config.store === 'string' ? config.store : config.store?.kind === 'local' ? config.store.path : undefined;
+  const farms = root && config.name && o.prepareFarms !== false ? new LinkFarms(root, config.name, log) : undefined;
   await farms?.reset();
   let previousStart: Promise<unknown> = Promise.resolve();
   const treeDir = new Map(config.plan.trees.map((t) => [t.name, (t as { dir?: string }).dir ?? t.name]));

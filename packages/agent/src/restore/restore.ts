@@ -46,6 +46,7 @@ import {
   type RestoreRequest,
 } from '@boxback/common';
 import type { JobContext } from '../job.js';
+import { storeRoot } from '../store.js';
 import type { RestoreEnv } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
 import { startServices } from '../services.js';
@@ -328,7 +329,7 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
   activeRestores.add(ctx.jobId);
   try {
     checkJobId(ctx.jobId);
-    const backupDir = resolveInStore(ctx.config.store, req.backupPath);
+    const backupDir = resolveInStore(storeRoot(ctx.config), req.backupPath);
     const { manifest, targets } = await step(run, 'VERIFY', async () => {
       ctx.emit({ phase: 'VERIFY', state: 'started', message: 'reading the manifest' });
       const m = await readManifest(backupDir);

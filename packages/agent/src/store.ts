@@ -1,0 +1,26 @@
+/**
+ * This agent's BackupStore: one per loaded config (the local backend keeps the link farms
+ * it prepares for the next journaled backup, so backups, journals and RPCs share it).
+ *
+ * `storeRoot` is the local store's directory, for the code that has not moved behind the
+ * interface yet (backup.ts, restore.ts: see test/unit/store-confinement.test.ts).
+ */
+import { BoxbackError, openStore, type BackupStore, type Logger } from '@boxback/common';
+import type { AgentConfig } from './config.js';
+
+const stores = new WeakMap<AgentConfig, BackupStore>();
+
+export function agentStore(config: AgentConfig, log?: Logger): BackupStore {
+  let s = stores.get(config);
+  if (!s) {
+    s = openStore(config.store, { log });
+    stores.set(config, s);
+  }
+  return s;
+}
+
+/** The local store's directory (CONFIG_INVALID for another kind, until backup and restore use the interface only). */
+export function storeRoot(config: AgentConfig): string {
+  if (config.store.kind !== 'local') throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `the ${config.store.kind} store is not available in this build`);
+  return config.store.path;
+}
