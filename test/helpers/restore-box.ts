@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { createLogger, type RestoreRequest } from '@boxback/common';
+import { createLogger, localStoreConfig, type RestoreRequest } from '@boxback/common';
 import type { AgentConfig } from '../../packages/agent/src/config.js';
 import type { JobContext, ProgressUpdate } from '../../packages/agent/src/job.js';
 import { loadPlan, type Plan } from '../../packages/agent/src/plan.js';
@@ -30,7 +30,7 @@ export async function restoreBox(
     name: o.name,
     listen: '127.0.0.1:0',
     tls: { ca: '', cert: '', key: '' },
-    store: o.store,
+    store: localStoreConfig(o.store),
     stateDir: o.stateDir,
     planFile: box.planFile,
     plan,
