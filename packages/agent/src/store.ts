@@ -21,6 +21,10 @@ export function agentStore(config: AgentConfig, log?: Logger): BackupStore {
 
 /** The local store's directory (CONFIG_INVALID for another kind, until backup and restore use the interface only). */
 export function storeRoot(config: AgentConfig): string {
-  if (config.store.kind !== 'local') throw new BoxbackError('BOXBACK_ERR_CONFIG_INVALID', `the ${config.store.kind} store is not available in this build`);
+  if (config.store.kind !== 'local')
+    throw new BoxbackError(
+      'BOXBACK_ERR_CONFIG_INVALID',
+      `this agent's restore needs a local store for now (store: kind ${config.store.kind} in ${config.file})`,
+    );
   return config.store.path;
 }
