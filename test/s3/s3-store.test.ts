@@ -290,6 +290,10 @@ describe('S3 store delete', () => {
     expect(r2).toMatchObject({ snapshots: 1, forgottenPacks: 0, deletedPacks: 1 });
     const after = await bucketBytes(rgw, t.bucket, 'fleet1/data/');
     expect(before.bytes - after.bytes).toBeGreaterThan(200_000);
+    // the index objects (one per backup) merged into one; nothing lost by it
+    expect((await bucketBytes(rgw, t.bucket, 'fleet1/index/')).objects).toBeGreaterThan(1);
+    expect(await t.store.prune({ graceMs: 0, consolidateAbove: 1 })).toMatchObject({ indexObjects: 1, deletedPacks: 0 });
+    expect((await bucketBytes(rgw, t.bucket, 'fleet1/index/')).objects).toBe(1);
     expect(await t.again().verify(b.ref)).toMatchObject({ ok: true });
     const dest = path.join(tmp('del-restore'), 'artifacts');
     await t.again().fetchTree(b.ref, 'artifacts', dest);

@@ -15,6 +15,7 @@
  *   5. orphans: packs no index ever named (an interrupted backup's) are deleted once older than
  *      the grace period and older than every live backup's start; open multipart uploads
  *      older than the grace period are aborted
+ *   6. many index objects (one per backup) are merged into one
  * A backup's commit confirms every pack it reuses and indexes again any that step 3 dropped
  * meanwhile (staging.ts), so a prune never costs a committed backup an object.
  */
@@ -34,6 +35,8 @@ export interface PruneOptions {
   log?: Logger;
   /** The clock (tests). */
   now?: () => number;
+  /** More index objects than this are merged into one (every open reads them all; default 32). */
+  consolidateAbove?: number;
 }
 
 export interface PruneResult {
@@ -47,6 +50,8 @@ export interface PruneResult {
   deletedBytes: number;
   abortedUploads: number;
   keptPacks: number;
+  /** Index objects left after merging them (absent: not merged). */
+  indexObjects?: number;
 }
 
 /** Blob ids every complete backup needs. */
@@ -149,6 +154,14 @@ export async function prune(repo: Repo, o: PruneOptions): Promise<PruneResult> {
   await repo.client.delete(doneRecords);
   res.deletedPacks = toDelete.size;
   res.keptPacks = listedPacks.size - toDelete.size;
+  // 6. one index object instead of many (one per backup): only those read here are replaced
+  const names = repo.indexObjectNames;
+  if (names.length > (o.consolidateAbove ?? 32)) {
+    await repo.writeIndex([...repo.indexedPacks()].map(([p, x]) => [p, x.entries] as [string, PackEntry[]]));
+    await repo.client.delete(names);
+    await repo.refreshIndex();
+    res.indexObjects = repo.indexObjectNames.length;
+  }
   await repo.client.settleAborts();
   for (const u of await repo.client.openUploads())
     if (u.initiated.getTime() < now - grace) {

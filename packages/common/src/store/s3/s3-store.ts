@@ -337,9 +337,9 @@ export class S3BackupStore implements BackupStore {
   }
 
   /** Remove objects no backup needs (prune.ts). */
-  async prune(o: { graceMs?: number; now?: () => number } = {}): Promise<PruneResult> {
+  async prune(o: { graceMs?: number; now?: () => number; consolidateAbove?: number } = {}): Promise<PruneResult> {
     const repo = await this.repo();
-    return prune(repo, { graceMs: o.graceMs ?? this.o.graceMs, lockLeaseMs: this.lockLeaseMs, log: this.log, now: o.now });
+    return prune(repo, { ...o, graceMs: o.graceMs ?? this.o.graceMs, lockLeaseMs: this.lockLeaseMs, log: this.log });
   }
 
   async close(): Promise<void> {
