@@ -3,7 +3,7 @@
 // (begin -> pathFor/addFile -> syncTree -> commit(manifest)), and looks at the server side
 // (every object with its bytes, the bucket's total size, open multipart uploads).
 import { createHash, randomBytes } from 'node:crypto';
-import fs, { mkdtempSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -16,6 +16,19 @@ import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { adminS3, makeBucket, type RadosgwInfo } from './radosgw.js';
 
 export const quiet = createLogger('s3-test', 'silent');
+
+const made: string[] = [];
+
+/** A temporary directory, removed by removeTestDirs (each S3 test file's afterAll). */
+export function testDir(stem: string): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), `bb-s3-${stem}-`));
+  made.push(d);
+  return d;
+}
+
+export function removeTestDirs(): void {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+}
 
 export interface TestStore {
   store: S3BackupStore;
@@ -57,7 +70,7 @@ export async function makeTestStore(
     credentials: creds(rgw),
     secret,
     log: quiet,
-    scratchDir: mkdtempSync(path.join(os.tmpdir(), 'bb-s3-scratch-')),
+    scratchDir: testDir('scratch'),
     ...opts,
   };
   const again = (o: Partial<S3StoreOptions> = {}, endpoint?: string) =>

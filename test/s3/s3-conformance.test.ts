@@ -1,15 +1,15 @@
 // The S3 backend against the BackupStore conformance suite (test/helpers/store-conformance.ts),
 // on the run's real radosgw, and the registry's `kind: s3`.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
+
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { S3BackupStore, compileStoreConfig, openStore, storeConfigSchema, type BackupRef } from '@boxback/common';
 import { describeBackupStoreConformance } from '../helpers/store-conformance.js';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { packKey } from '../../packages/common/src/store/s3/repo.js';
 import { adminS3, sharedRadosgw } from '../helpers/radosgw.js';
-import { makeTestStore, putRaw } from '../helpers/s3-store.js';
+import { makeTestStore, putRaw, removeTestDirs, testDir } from '../helpers/s3-store.js';
 
 describeBackupStoreConformance('s3', async () => {
   const rgw = await sharedRadosgw();
@@ -29,15 +29,16 @@ describeBackupStoreConformance('s3', async () => {
       body[loc.offset + 100] ^= 0xff;
       await putRaw(rgw, t.bucket, key, body);
     },
-    cleanup: async () => rmSync(t.opts.scratchDir!, { recursive: true, force: true }),
+    cleanup: async () => removeTestDirs(),
   };
 });
 
 describe('registry: kind s3', () => {
+  afterAll(removeTestDirs);
   it('maps a compiled s3 store config to an S3BackupStore that opens with its 0600 key and credentials files', async () => {
     const rgw = await sharedRadosgw();
     const t = await makeTestStore(rgw);
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-s3-reg-'));
+    const dir = testDir('reg');
     writeFileSync(path.join(dir, 'store.key'), t.secret, { mode: 0o600 });
     writeFileSync(path.join(dir, 's3.cred'), `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, {
       mode: 0o600,

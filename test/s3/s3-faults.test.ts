@@ -4,15 +4,24 @@
 // clear typed error, nothing of the failed backup is ever listed, and no multipart upload is
 // left open.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
+
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadS3Credentials } from '../../packages/common/src/store/s3/client.js';
 import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { setBucketQuota, sharedRadosgw, startExtraGateway, type RadosgwInfo } from '../helpers/radosgw.js';
-import { makeTestStore, makeTree, openMultipartUploads, quiet, s3Config, writeBackup } from '../helpers/s3-store.js';
+import {
+  makeTestStore,
+  makeTree,
+  openMultipartUploads,
+  quiet,
+  removeTestDirs,
+  s3Config,
+  testDir,
+  writeBackup,
+} from '../helpers/s3-store.js';
 
 let rgw: RadosgwInfo;
 let proxy: FaultProxy;
@@ -21,10 +30,11 @@ beforeAll(async () => {
   proxy = await startFaultProxy(rgw.endpoint);
 });
 afterAll(async () => {
+  removeTestDirs();
   await proxy?.close();
 });
 
-const tmp = (p: string) => mkdtempSync(path.join(os.tmpdir(), `bb-s3-${p}-`));
+const tmp = testDir;
 // multipart from 5 MiB on, parts of 5 MiB: a 7 MiB file makes a multipart pack
 const small = { multipartThreshold: 5 * 1024 * 1024, partSize: 5 * 1024 * 1024, packTarget: 6 * 1024 * 1024, baseDelayMs: 20 };
 

@@ -3,10 +3,10 @@
 // never costs a committed backup an object; key management.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
+
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addStoreKey,
   initS3Store,
@@ -16,15 +16,25 @@ import {
 } from '../../packages/common/src/store/s3/store-keys.js';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { bucketBytes, creds, makeTestStore, makeTree, openMultipartUploads, writeBackup } from '../helpers/s3-store.js';
+import {
+  bucketBytes,
+  creds,
+  makeTestStore,
+  makeTree,
+  openMultipartUploads,
+  removeTestDirs,
+  testDir,
+  writeBackup,
+} from '../helpers/s3-store.js';
 
 let rgw: RadosgwInfo;
+afterAll(removeTestDirs);
 beforeAll(async () => {
   rgw = await sharedRadosgw();
   execFileSync('npx', ['tsc', '-b', 'packages/common'], { stdio: 'ignore' }); // the killed process runs the built code
 });
 
-const tmp = (p: string) => mkdtempSync(path.join(os.tmpdir(), `bb-s3-${p}-`));
+const tmp = testDir;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const without = (m: Map<string, unknown>, k: string) => new Map([...m].filter(([x]) => x !== k)) as typeof m;
 

@@ -2,23 +2,24 @@
 // process against the run's radosgw, the store named by an agent.yaml's store: key, secrets
 // in 0600 files. init says that a lost key loses the backups; the second key opens the
 // store; the last key is never removed; a key file others can read is refused.
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
 import { CLI_MAIN, run } from '../controller/helpers.js';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { quiet, s3Config } from '../helpers/s3-store.js';
+import { quiet, removeTestDirs, s3Config, testDir } from '../helpers/s3-store.js';
 
 let rgw: RadosgwInfo;
+afterAll(removeTestDirs);
 beforeAll(async () => {
   rgw = await sharedRadosgw();
 });
 
 describe('boxback store (CLI)', () => {
   it('init, key add, key list, key remove', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-s3-cli-'));
+    const dir = testDir('cli');
     const bucket = await makeBucket(rgw, 'cli');
     writeFileSync(path.join(dir, 's3.cred'), `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, {
       mode: 0o600,

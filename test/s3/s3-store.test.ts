@@ -2,21 +2,22 @@
 // bytes, owners, modes, mtimes and symlinks; dedup across backups and hosts measured on the
 // server; nothing readable on the server; listing, delete and verify.
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
+
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { bucketBytes, bucketObjects, makeTestStore, makeTree, writeBackup } from '../helpers/s3-store.js';
+import { bucketBytes, bucketObjects, makeTestStore, makeTree, removeTestDirs, testDir, writeBackup } from '../helpers/s3-store.js';
 
 let rgw: RadosgwInfo;
+afterAll(removeTestDirs);
 beforeAll(async () => {
   rgw = await sharedRadosgw();
 });
 
-const tmp = (p: string) => mkdtempSync(path.join(os.tmpdir(), `bb-s3-${p}-`));
+const tmp = testDir;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const without = (m: Map<string, unknown>, k: string) => new Map([...m].filter(([x]) => x !== k)) as typeof m;
 

@@ -2,21 +2,32 @@
 // an object swapped for another, a truncated object. Each is refused with
 // BOXBACK_ERR_STORE_TAMPERED before anything is written where the restore would put it.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupRef } from '../../packages/common/src/store/backup-store.js';
 import { packKey } from '../../packages/common/src/store/s3/repo.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { bucketObjects, makeTestStore, makeTree, putRaw, writeBackup, type TestStore, type WrittenBackup } from '../helpers/s3-store.js';
+import {
+  bucketObjects,
+  makeTestStore,
+  makeTree,
+  putRaw,
+  removeTestDirs,
+  testDir,
+  type TestStore,
+  type WrittenBackup,
+  writeBackup,
+} from '../helpers/s3-store.js';
 
 let rgw: RadosgwInfo;
+afterAll(removeTestDirs);
 beforeAll(async () => {
   rgw = await sharedRadosgw();
 });
 
-const tmp = (p: string) => mkdtempSync(path.join(os.tmpdir(), `bb-s3-${p}-`));
+const tmp = testDir;
 
 interface Setup {
   t: TestStore;
