@@ -1,9 +1,10 @@
 // Backups through the real agent process over mutual TLS: progress streaming, the busy
-// error, and the unquiesce paths that need a process (cancelled RPC, SIGTERM, SIGKILL and restart).
+// error, the unquiesce paths that need a process (CancelJob, SIGTERM, SIGKILL and restart), and a
+// dropped call: the backup goes on and its result waits in the agent's outbox until acknowledged.
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverStream, type BoxbackError, type JobEvent, type JobResult, type Progress } from '@boxback/common';
+import { serverStream, unary, type BoxbackError, type JobEvent, type JobResult, type Progress } from '@boxback/common';
 import { makeBackupBox, type BackupBox } from '../helpers/backup-box.js';
 import { startAgent, type AgentProcess } from '../helpers/agent-process.js';
 
@@ -127,16 +128,42 @@ describe('backup through the agent process (mTLS)', () => {
     expect(running()).toBe(true);
   });
 
-  it('a cancelled RPC inside the window resumes the stand-in and leaves no backup', async () => {
+  it('a dropped call inside the window: the backup goes on, resumes the stand-in, publishes, and its result waits in the outbox', async () => {
     const before = restorable();
     const ac = new AbortController();
-    const job = await enterHeldWindow('job-cancel', ac.signal);
-    ac.abort();
+    const job = await enterHeldWindow('job-dropped', ac.signal);
+    ac.abort(); // the controller goes away (as when it is killed): its side of the stream ends
     await expect(job.done).rejects.toMatchObject({ code: 'BOXBACK_ERR_CANCELLED' });
+    await sleep(500);
+    expect(running()).toBe(false); // still inside the window: the job was not cancelled
+    rmSync(hold());
+    await waitFor(running, 30_000, 'stand-in running again');
+    const entry = path.join(b.stateDir, 'outbox', 'job-dropped.json');
+    await waitFor(() => existsSync(entry), 60_000, 'the result in the outbox');
+    const kept = JSON.parse(readFileSync(entry, 'utf8')) as { result: JobResult };
+    expect(kept.result).toMatchObject({ jobId: 'job-dropped', status: 'Completed' });
+    expect(restorable()).toEqual([...before, kept.result.backupPath.split('/')[1]].sort());
+    expect((await unary<object, { unsentResults: number }>(agent.client, 'GetInfo', {})).unsentResults).toBeGreaterThanOrEqual(1);
+    const unsent = await unary<object, { results: JobResult[] }>(agent.client, 'UnsentResults', {});
+    // every published backup's result waits until acknowledged (this test talks to the agent without a controller)
+    expect(unsent.results.map((r) => r.jobId)).toEqual(expect.arrayContaining(['job-ok', 'job-dropped']));
+    const ids = unsent.results.map((r) => r.jobId);
+    expect(await unary(agent.client, 'AckResults', { jobIds: [...ids, 'never-ran'] })).toMatchObject({ removed: ids.length });
+    expect(existsSync(entry)).toBe(false);
+    expect((await unary<object, { unsentResults: number }>(agent.client, 'GetInfo', {})).unsentResults).toBe(0);
+  });
+
+  it('CancelJob inside the window resumes the stand-in and leaves no backup', async () => {
+    const before = restorable();
+    const job = await enterHeldWindow('job-cancel');
+    expect(await unary(agent.client, 'CancelJob', { jobId: 'job-cancel', requestedBy: 'alice' })).toMatchObject({ cancelling: true });
+    const res = await job.done;
+    expect(res).toMatchObject({ status: 'Failed', errorCode: 'BOXBACK_ERR_CANCELLED' });
     await waitFor(running, 15_000, 'stand-in running again');
     await waitFor(() => !existsSync(path.join(b.stateDir, 'quiesce.json')), 5000, 'lease record removed');
     await waitFor(() => !hostEntries().some((n) => n.startsWith('.tmp-')), 5000, 'temporary directory removed');
     expect(restorable()).toEqual(before);
+    expect(existsSync(path.join(b.stateDir, 'outbox', 'job-cancel.json'))).toBe(false);
     rmSync(hold(), { force: true });
   });
 

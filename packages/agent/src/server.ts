@@ -6,8 +6,11 @@
  * store (a restore may read the source host the controller names for it).
  * A job RPC (Backup, Restore):
  *   1. take the host lock (busy error if held)
- *   2. run the job with an AbortSignal tied to the call and to shutdown
- *   3. stream progress events, then exactly one result, then end the stream
+ *   2. run the job with an AbortSignal tied to CancelJob and to shutdown (not to the call:
+ *      when the controller goes away the job goes on, docs/design/protocol.md)
+ *   3. a backup that published puts its result in the outbox (outbox.ts) first
+ *   4. stream progress events, then exactly one result, then end the stream
+ * The controller takes what the outbox holds (UnsentResults) and acknowledges it (AckResults).
  * Shutdown (SIGTERM): refuse new jobs, abort running ones (they resume services and
  * clean up), wait for them, then stop the server.
  */
@@ -36,6 +39,7 @@ import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
 import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
+import { Outbox } from './outbox.js';
 import { readInstalledVersion } from './product-version.js';
 import { runRestore } from './restore/restore.js';
 import { confirmRestore, listSafetyCopies } from './restore/safety-copies.js';
@@ -56,6 +60,7 @@ export class AgentServer {
   private health = new HealthImplementation({ '': 'SERVING', 'boxback.v1.AgentService': 'SERVING' });
   private running: RunningJob | undefined;
   private shuttingDown = false;
+  private readonly outbox: Outbox;
   boundPort = 0;
 
   constructor(
@@ -63,6 +68,7 @@ export class AgentServer {
     private readonly log: Logger,
     private readonly journals?: Journals,
   ) {
+    this.outbox = new Outbox(config.stateDir, log);
     const { AgentService } = loadServices();
     this.server.addService(AgentService.service, {
       GetInfo: this.unary('GetInfo', () => this.getInfo()),
@@ -83,6 +89,12 @@ export class AgentServer {
       CancelJob: this.unary('CancelJob', async (call: grpc.ServerUnaryCall<{ jobId: string; requestedBy: string }, unknown>) =>
         this.cancelJob(call.request.jobId, call.request.requestedBy),
       ),
+      UnsentResults: this.unary('UnsentResults', async () => ({ results: await this.outbox.list() })),
+      AckResults: this.unary('AckResults', async (call: grpc.ServerUnaryCall<{ jobIds: string[] }, unknown>) => {
+        const removed = await this.outbox.ack(call.request.jobIds ?? []);
+        if (removed) this.log.info({ jobIds: call.request.jobIds, removed }, 'outbox: results acknowledged');
+        return { removed };
+      }),
     });
     this.health.addToServer(this.server);
   }
@@ -137,6 +149,7 @@ export class AgentServer {
       safetyCopies: copies,
       quiesced: !!q,
       quiesceDeadlineMs: q?.deadlineMs ?? 0,
+      unsentResults: await this.outbox.count().catch(() => 0),
     };
   }
 
@@ -178,10 +191,9 @@ export class AgentServer {
       return;
     }
     const abort = new AbortController();
-    const onCancel = () => {
-      log.warn('caller went away; cancelling the job');
-      abort.abort(new BoxbackError('BOXBACK_ERR_CANCELLED', 'the caller cancelled the job'));
-    };
+    // The controller went away (killed, restarted, the connection dropped): the job goes on. Its
+    // services are resumed as always; a backup it publishes waits in the outbox. CancelJob cancels.
+    const onCancel = () => log.warn(`the controller went away; the ${kind} goes on (\`boxback job cancel\` stops it)`);
     call.on('cancelled', onCancel);
     const send = (ev: JobEvent) => {
       if (!call.cancelled && !call.writableEnded) call.write(ev);
@@ -216,6 +228,11 @@ export class AgentServer {
       { status: result.status, errorCode: result.errorCode, error: result.errorMessage, durationMs: result.durationMs },
       `${kind} finished`,
     );
+    if (kind === 'backup' && result.backupPath) {
+      // before the stream: if the result never reaches the controller, the outbox still has it
+      await this.outbox.put(result).catch((err: unknown) => log.error({ err }, 'outbox: keeping the result failed'));
+    }
+    if (call.cancelled) log.warn({ backupId: result.backupId || undefined }, 'the controller is gone: the result waits in the outbox');
     send({ result });
     if (!call.writableEnded) call.end();
   }

@@ -66,6 +66,8 @@ export interface AgentInfo {
   quiesced: boolean;
   quiesceDeadlineMs: number;
   runningJobKind: string;
+  /** Backup results in the agent's outbox the controller has not acknowledged (0 from an older agent). */
+  unsentResults?: number;
 }
 
 export interface BackupRequest {

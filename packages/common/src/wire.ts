@@ -5,6 +5,14 @@
  */
 /* eslint-disable */
 
+export interface AckResultsRequest {
+  jobIds: string[];
+}
+
+export interface AckResultsResponse {
+  removed: number;
+}
+
 export interface AddHostRequest {
   name: string;
   address: string;
@@ -27,6 +35,7 @@ export interface AgentInfo {
   quiesced: boolean;
   quiesceDeadlineMs: number;
   runningJobKind: string;
+  unsentResults: number;
 }
 
 /** Every RPC of AgentService: request, response (one message, or each message of a stream). */
@@ -38,6 +47,8 @@ export interface AgentServiceRpcs {
   DeleteBackup: { req: DeleteBackupRequest; res: DeleteBackupResponse; kind: 'unary' };
   ConfirmRestore: { req: ConfirmRestoreRequest; res: ConfirmRestoreResponse; kind: 'unary' };
   CancelJob: { req: CancelJobRequest; res: CancelJobResponse; kind: 'unary' };
+  UnsentResults: { req: UnsentResultsRequest; res: UnsentResultsResponse; kind: 'unary' };
+  AckResults: { req: AckResultsRequest; res: AckResultsResponse; kind: 'unary' };
 }
 
 export interface AuditEntry {
@@ -526,6 +537,12 @@ export interface TokenInfo {
   id: number;
   expiresAtMs: number;
   revokedAtMs: number;
+}
+
+export interface UnsentResultsRequest {}
+
+export interface UnsentResultsResponse {
+  results: JobResult[];
 }
 
 export interface UpdateHostRequest {

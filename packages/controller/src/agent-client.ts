@@ -22,6 +22,7 @@ import {
   type AgentInfo,
   type BackupRequest,
   type JobEvent,
+  type JobResult,
   type RestoreRequest,
   type TlsFiles,
   type VerifyBackupResponse,
@@ -116,6 +117,19 @@ export class AgentClient {
   /** Ask the agent to cancel its running job `jobId` (false when it runs another job or none). */
   cancelJob(jobId: string, requestedBy: string): Promise<{ cancelling: boolean; runningJobId: string }> {
     return this.call((ch) => unary(ch, 'CancelJob', { jobId, requestedBy }, { deadlineMs: 10_000, what: this.what }));
+  }
+
+  /** Backup results the agent published and the controller has not acknowledged (its outbox). */
+  async unsentResults(): Promise<JobResult[]> {
+    const r = await this.call((ch) =>
+      unary<object, { results: JobResult[] }>(ch, 'UnsentResults', {}, { deadlineMs: 30_000, what: this.what }),
+    );
+    return r.results ?? [];
+  }
+
+  /** The catalog holds these jobs' results: the agent drops them from its outbox. */
+  ackResults(jobIds: string[]): Promise<{ removed: number }> {
+    return this.call((ch) => unary(ch, 'AckResults', { jobIds }, { deadlineMs: 10_000, what: this.what }));
   }
 
   /** Close the channel (a call made later opens a new one). */

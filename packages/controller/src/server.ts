@@ -30,6 +30,7 @@ import { PgLeadership, SoleLeadership, type Leadership } from './leadership.js';
 import type { ControllerConfig } from './config.js';
 import * as H from './handlers.js';
 import { JobRunner } from './jobs.js';
+import { AgentOutboxes } from './agent-outbox.js';
 import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
 import { STORE_SWEEP_MS, checkPresence, reconcileStore, type AgreementDeps } from './store-agreement.js';
@@ -101,6 +102,16 @@ export class ControllerServer {
     const agreement: AgreementDeps = { catalog, store, log: log.child({ part: 'store' }), notifications };
     this.agreement = agreement;
     monitor.checkPresence = (b) => checkPresence(agreement, b);
+    // Results an agent could not deliver (agent-outbox.ts): taken when a poll sees them, acknowledged after a recorded backup.
+    const outboxes = new AgentOutboxes({ catalog, agents, log: log.child({ part: 'outbox' }), store });
+    monitor.onInfo = (h, info) => {
+      if (info.unsentResults && leadership.isLeader())
+        void outboxes.collect(h).catch((err) => log.warn({ err, host: h.name }, 'taking unsent results failed'));
+    };
+    jobs.onFinish((row, result) => {
+      const recorded = result.status === 'Completed' || result.status === 'PartiallyFailed';
+      if (row.kind === 'backup' && result.backupId && recorded) outboxes.ack(row.host, [row.id]);
+    });
     retention.checkPresence = (b) => checkPresence(agreement, b);
     jobs.onFinish((row, result) => {
       if (row.kind !== 'backup' || result.errorCode !== 'BOXBACK_ERR_UNREACHABLE' || !leadership.isLeader()) return;

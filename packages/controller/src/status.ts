@@ -63,6 +63,8 @@ export class HostMonitor {
   leadership?: { readonly id: string; leader(): string };
   /** Told each host's at-risk flag whenever status is computed (webhooks). */
   onAtRisk: (h: AtRiskInput) => void = () => undefined;
+  /** Called with every answer of an agent (agent-outbox.ts takes the results it could not deliver). */
+  onInfo: (h: HostRow, info: AgentInfo) => void = () => undefined;
   /** Checks that each host's newest Restorable backup is still in the store (store-agreement.ts); returns how many it marked. */
   checkPresence?: (backups: Iterable<BackupRow>) => Promise<number>;
   private presenceAtMs = 0;
@@ -138,6 +140,7 @@ export class HostMonitor {
       const info = await this.agents.get(h).getInfo(deadlineMs);
       const s: Seen = { atMs: now, info };
       this.remember(h.name, s);
+      this.onInfo(h, info);
       const update = {
         planName: info.planName,
         product: info.product,
