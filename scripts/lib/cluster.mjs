@@ -76,7 +76,8 @@ function startDaemon(name, argv, logFile, readyMsg) {
   child.stderr.on('data', (c) => (stderr += c));
   d.flushLog = () => writeFileSync(logFile, logs.join(''));
   d.ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 20s:\n${stderr}${lines.slice(-5).join('\n')}`)), 20_000);
+    // 60 s: on a loaded 2-core machine a daemon's start (TLS, catalog, first poll) has taken 20 s and more
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60s:\n${stderr}${lines.slice(-5).join('\n')}`)), 60_000);
     const check = () => {
       if (lines.some((l) => l.includes(readyMsg))) {
         clearTimeout(timer);

@@ -107,7 +107,8 @@ export async function startController(configFile: string): Promise<ControllerPro
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`controller did not start:\n${out}`)), 20_000);
+    // 60 s: a loaded machine (2 cores, many test files) has taken more than 20 s to start one
+    const t = setTimeout(() => reject(new Error(`controller did not start within 60 s:\n${out}`)), 60_000);
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /"port":(\d+)[^\n]*"msg":"controller listening"/.exec(out);

@@ -83,7 +83,7 @@ export async function startAgentDaemon(o) {
   let out = '';
   const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
   const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent ${o.name} did not start listening:\n${out}`)), o.startTimeoutMs ?? 20_000);
+    const timer = setTimeout(() => reject(new Error(`agent ${o.name} did not start listening:\n${out}`)), o.startTimeoutMs ?? 60_000);
     proc.stdout.on('data', (chunk) => {
       out += chunk.toString();
       const m = /"port":(\d+)[^\n]*"msg":"agent listening"/.exec(out);
