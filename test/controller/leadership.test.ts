@@ -1,9 +1,13 @@
 // Two real controller processes on one PostgreSQL catalog (a throwaway cluster), stub agents
-// over real mTLS, a cron firing every 2 seconds. One controller leads (advisory lock) and fires
+// over real mTLS, a cron firing every 3 seconds. One controller leads (advisory lock) and fires
 // the schedule; the other serves status and runs the jobs asked of it. The leader is killed
 // with SIGKILL; the follower takes over, and the jobs table shows every slot fired exactly
 // once per host, with no gap longer than the takeover bound (10 s). Then the new leader's lock
 // connection is cut (pg_terminate_backend): it stops leading at once and leads again.
+// On a loaded machine (2 cores, many tests) a controller takes tens of seconds to start: the
+// test waits for each condition (WAIT_MS) rather than for a fixed time, and only the product's
+// own bounds (the takeover, the gaps between slots) are timed. A slot every 3 s leaves a stub
+// backup (100 ms) room to end before the host's next slot, so no slot is skipped as busy.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +18,9 @@ import { ControllerClient } from '../../packages/controller/src/cli/connection.j
 import { startPgCluster, writePasswordFile, type PgCluster } from '../helpers/pg-cluster.js';
 
 const TAKEOVER_BOUND_MS = 10_000;
-const SLOT_MS = 2_000;
+const SLOT_MS = 3_000;
+/** How long to wait for something that is not itself a timed bound (a controller's start, N slots). */
+const WAIT_MS = 90_000;
 
 let dir: string;
 let cluster: PgCluster;
@@ -38,8 +44,8 @@ pollSeconds: 3600
 shutdownGraceSeconds: 1
 leaderRetrySeconds: 1
 schedules:
-  - name: every2s
-    cron: "*/2 * * * * *"
+  - name: every3s
+    cron: "*/3 * * * * *"
     group: lead
     retry: { attempts: 0 }
 `,
@@ -62,7 +68,7 @@ interface JobDbRow {
 
 const sql = (q: string) => cluster.admin(q, 'boxback');
 function scheduledJobs(): JobDbRow[] {
-  const out = sql(`SELECT host, slot_ms, attempt, owner, state FROM jobs WHERE schedule = 'every2s' ORDER BY slot_ms, host`);
+  const out = sql(`SELECT host, slot_ms, attempt, owner, state FROM jobs WHERE schedule = 'every3s' ORDER BY slot_ms, host`);
   return out
     ? out.split('\n').map((l) => {
         const [host, slot, attempt, owner, state] = l.split('|');
@@ -92,7 +98,7 @@ beforeAll(async () => {
   store = path.join(dir, 'store');
   mkdirSync(store, { recursive: true });
   for (const name of ['s1', 's2', 'm1']) agents.push(await startStubAgent({ name, certs, store, backupMs: 100 }));
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   for (const c of clients) c.close();
@@ -122,7 +128,7 @@ describe('two controllers on one PostgreSQL catalog', () => {
     const open = await run([CONTROLLER_MAIN, '--config', writeConfig('open', path.join(dir, 'open.password')), '--check-config']);
     expect(open.code).toBe(2);
     expect(open.stderr).toMatch(/catalogPasswordFile: .*open\.password is readable by group or others \(mode 644\); chmod 600 it/);
-  });
+  }, 240_000);
 
   it('one leads and fires; SIGKILL of the leader: the follower takes over, every slot fired exactly once', async () => {
     const a = await startController(writeConfig('a'));
@@ -138,14 +144,17 @@ describe('two controllers on one PostgreSQL catalog', () => {
 
     // status through either names the same leader: A
     const sa = await ca.call<Status>('GetStatus', {});
+    // the next run is judged against when the status was asked and answered (a loaded machine answers late)
+    const askedB = Date.now();
     const sb = await cb.call<Status>('GetStatus', {});
+    const answeredB = Date.now();
     expect(sa.leader).toBe(sa.controller);
     expect(sb.leader).toBe(sa.controller);
     expect(sb.controller).not.toBe(sa.controller);
     // the follower shows the next scheduled runs too (from the cron: it runs no Scheduler)
     const next = new Map(sb.hosts.map((h) => [h.host.name, Number(h.nextRunMs)]));
-    expect(next.get('s1')).toBeGreaterThan(Date.now() - 1_000);
-    expect(next.get('s1')).toBeLessThanOrEqual(Date.now() + SLOT_MS + 1_000);
+    expect(next.get('s1')).toBeGreaterThan(askedB - 1_000);
+    expect(next.get('s1')).toBeLessThanOrEqual(answeredB + SLOT_MS + 1_000);
     expect(next.get('m1')).toBe(0);
     const idA = sa.controller;
     const idB = sb.controller;
@@ -157,50 +166,63 @@ describe('two controllers on one PostgreSQL catalog', () => {
         const j = await cb.call<{ state: string }>('GetJob', { id: made.jobs[0].id });
         return j.state === 'Completed' ? j : undefined;
       },
-      20_000,
+      WAIT_MS,
       'the follower to run a backup of m1',
     );
     expect(manual.state).toBe('Completed');
     expect(sql(`SELECT owner FROM jobs WHERE id = '${made.jobs[0].id}'`)).toBe(idB);
 
-    await until(() => slotsAfter(0) >= 3, 20_000, 'three slots fired by the leader');
+    await until(() => slotsAfter(0) >= 3, WAIT_MS, 'three slots fired by the leader');
     const killedAt = Date.now();
     await a.stop('SIGKILL');
     await until(async () => (await cb.call<Status>('GetStatus', {})).leader === idB, TAKEOVER_BOUND_MS, 'B to lead');
     const tookOverMs = Date.now() - killedAt;
-    await until(() => slotsAfter(killedAt) >= 3, 20_000, 'three slots fired by the new leader');
+    await until(() => slotsAfter(killedAt) >= 3, WAIT_MS, 'three slots fired by the new leader');
     // B's lock connection is cut (as by a network failure): it stops leading at once, then leads again
     const cut = Date.now();
     expect(sql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'boxback-controller ${idB}'`)).toBe(
       '1',
     );
-    await until(() => /"msg":"no longer leading/.test(b.output()), 5_000, 'B to stop leading');
+    await until(() => /"msg":"no longer leading/.test(b.output()), TAKEOVER_BOUND_MS, 'B to stop leading');
     await until(async () => (await cb.call<Status>('GetStatus', {})).leader === idB, TAKEOVER_BOUND_MS, 'B to lead again');
-    await until(() => slotsAfter(cut) >= 2, 20_000, 'two slots fired after leading again');
+    await until(() => slotsAfter(cut) >= 2, WAIT_MS, 'two slots fired after leading again');
     // every job ends, including the one A left running (B reconciles the jobs of a controller that is gone)
-    await until(() => sql(`SELECT count(*) FROM jobs WHERE state IN ('Queued', 'Running')`) === '0', 20_000, 'no job left running');
+    await until(() => sql(`SELECT count(*) FROM jobs WHERE state IN ('Queued', 'Running')`) === '0', WAIT_MS, 'no job left running');
     await b.stop('SIGTERM');
 
     const jobs = scheduledJobs();
     // exactly once: never two jobs of a slot for one host
     const keys = jobs.map((j) => `${j.slot_ms}/${j.host}`);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(jobs.every((j) => j.attempt === 1 && j.state === 'Completed')).toBe(true);
+    expect(
+      jobs.filter((j) => j.attempt !== 1 || j.state !== 'Completed'),
+      'every scheduled job is a first attempt and Completed',
+    ).toEqual([]);
     // every slot fired covers both hosts of the group (once they were registered)
     const slots = [...new Set(jobs.map((j) => j.slot_ms))].sort((x, y) => x - y);
-    for (const s of slots.slice(1)) expect(jobs.filter((j) => j.slot_ms === s).map((j) => j.host)).toEqual(['s1', 's2']);
+    for (const s of slots.slice(1))
+      expect(
+        jobs.filter((j) => j.slot_ms === s).map((j) => j.host),
+        `slot ${s}`,
+      ).toEqual(['s1', 's2']);
     // A fired the slots before the kill, B the ones after; never both
     const lastOfA = Math.max(...jobs.filter((j) => j.owner === idA).map((j) => j.slot_ms));
     const firstOfB = Math.min(...jobs.filter((j) => j.owner === idB).map((j) => j.slot_ms));
-    expect(jobs.every((j) => (j.owner === idA ? j.slot_ms <= lastOfA : j.owner === idB && j.slot_ms >= firstOfB))).toBe(true);
+    expect(
+      jobs.filter((j) => !(j.owner === idA ? j.slot_ms <= lastOfA : j.owner === idB && j.slot_ms >= firstOfB)),
+      `A (${idA}) fired up to ${lastOfA}, B (${idB}) from ${firstOfB}`,
+    ).toEqual([]);
     expect(lastOfA).toBeLessThan(firstOfB);
     expect(lastOfA).toBeLessThanOrEqual(killedAt);
     // no gap: every 2 s, except across the takeover and the cut, which stay within the bound
     const gaps = slots.slice(1).map((s, i) => s - slots[i]);
-    expect(gaps.every((g) => g % SLOT_MS === 0 && g >= SLOT_MS && g <= TAKEOVER_BOUND_MS)).toBe(true);
-    expect(gaps.filter((g) => g > SLOT_MS).length).toBeLessThanOrEqual(2);
+    expect(
+      gaps.filter((g) => !(g % SLOT_MS === 0 && g >= SLOT_MS && g <= TAKEOVER_BOUND_MS)),
+      `gaps between slots: ${gaps.join(', ')}`,
+    ).toEqual([]);
+    expect(gaps.filter((g) => g > SLOT_MS).length, `gaps between slots: ${gaps.join(', ')}`).toBeLessThanOrEqual(2);
     expect(firstOfB - lastOfA).toBeLessThanOrEqual(TAKEOVER_BOUND_MS);
     expect(tookOverMs).toBeLessThanOrEqual(TAKEOVER_BOUND_MS);
     expect(b.output()).toMatch(/"msg":"leading: this controller runs schedules/);
-  }, 80_000);
+  }, 400_000);
 });
