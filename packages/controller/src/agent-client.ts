@@ -156,6 +156,11 @@ export class AgentClients implements ChannelPool {
     readonly maxOpen = MAX_OPEN_AGENT_CHANNELS,
   ) {}
 
+  /** Whether the host's channel is open now (a call to a closed one waits for a new handshake too). */
+  isOpen(target: AgentTarget): boolean {
+    return Boolean(this.clients.get(`${target.name}\u0000${target.address}`)?.channel);
+  }
+
   /** How many channels are open now. */
   get openChannels(): number {
     return this.openOrder.size;

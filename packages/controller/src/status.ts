@@ -24,6 +24,8 @@ interface Seen {
 
 /** Polls started per second at most (1000 hosts: one round every 50 s; up to 300 hosts: every pollSeconds). */
 export const POLLS_PER_SECOND = 20;
+/** A poll's deadline when it needs a new connection (TCP, TLS handshake with certificates, HTTP/2). */
+const NEW_CHANNEL_DEADLINE_MS = 10_000;
 /** Poll answers are written to the catalog in batches of this many (last-seen stays fresh during a long round). */
 const POLL_BATCH = 100;
 
@@ -133,11 +135,17 @@ export class HostMonitor {
     if (updates.length) await this.catalog.updateHosts(updates);
   }
 
-  /** Ask one agent; remember the answer; record what it reports in the catalog (or in `batch`). */
+  /**
+   * Ask one agent; remember the answer; record what it reports in the catalog (or in `batch`).
+   * A host whose channel was closed to make room (agent-client.ts) first needs a new TLS
+   * handshake, which a loaded controller may take seconds for: its deadline is
+   * NEW_CHANNEL_DEADLINE_MS, so a slow handshake is not reported as the agent being down.
+   */
   async poll(h: HostRow, deadlineMs = 3_000, batch?: Array<{ name: string; update: HostUpdate }>): Promise<Seen> {
     const now = Date.now();
     try {
-      const info = await this.agents.get(h).getInfo(deadlineMs);
+      const deadline = this.agents.isOpen(h) ? deadlineMs : Math.max(deadlineMs, NEW_CHANNEL_DEADLINE_MS);
+      const info = await this.agents.get(h).getInfo(deadline);
       const s: Seen = { atMs: now, info };
       this.remember(h.name, s);
       this.onInfo(h, info);
@@ -215,7 +223,7 @@ export class HostMonitor {
     const fresh = new Map<string, HostRow>();
     await mapLimit(
       hosts.filter((h) => refresh || !this.seen.has(h.name)),
-      32,
+      16,
       async (h) => {
         await this.poll(h, refresh ? 3_000 : 1_500);
         fresh.set(h.name, (await this.catalog.getHost(h.name)) ?? h);
