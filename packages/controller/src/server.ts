@@ -21,7 +21,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { BoxbackError, createLogger, loadServices, openStore, serverCredentials, type Logger } from '@boxback/common';
 import { AgentClients } from './agent-client.js';
 import { Dispatcher } from './api/dispatch.js';
-import { grpcImplementation } from './api/grpc-adapter.js';
+import { grpcImplementation, memoizedDefinition } from './api/grpc-adapter.js';
 import { Dashboard } from './dashboard/server.js';
 import { Authenticator } from './auth.js';
 import type { Catalog } from './catalog/types.js';
@@ -241,7 +241,7 @@ export class ControllerServer {
 
   private async listen(): Promise<void> {
     const { ControllerService } = loadServices();
-    this.server.addService(ControllerService.service, grpcImplementation(this.dispatcher));
+    this.server.addService(memoizedDefinition(ControllerService.service), grpcImplementation(this.dispatcher));
     this.health.addToServer(this.server);
     const creds = serverCredentials(this.ctx.config.tls, false);
     this.port = await new Promise<number>((resolve, reject) =>
