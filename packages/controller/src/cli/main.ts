@@ -51,7 +51,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
     .option('--controller <host:port>', 'controller address')
     .option('--ca <file>', "CA certificate that signed the controller's")
     .option('--token <token>', 'API token (prefer BOXBACK_TOKEN: flags show in ps)')
-    .option('--json', 'print JSON for scripts')
+    .option('--json', 'print JSON for scripts (times in RFC 3339, null for anything unset)')
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({
