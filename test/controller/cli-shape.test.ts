@@ -188,6 +188,9 @@ describe('tables never drop a column silently', () => {
       onTerminal(['backups', '--columns', 'host,backup-id,Status'], 70),
       cli(['backups', '--columns', 'host,size-on-disk'], env),
     ]);
+    const asJson = await cli(['hosts', 'list', '-o', 'json'], env); // -o json is --json
+    expect(asJson.code, asJson.stderr).toBe(0);
+    expect((JSON.parse(asJson.stdout) as Array<{ name: string }>).map((h) => h.name).sort()).toEqual(['fresh', 'nobackup', 'spare']);
     expect(headerOf(wide.screen, 'Created')).toEqual(full);
     expect(wide.screen).not.toContain('boxback: note:');
     expect(headerOf(picked.screen, 'Host')).toEqual(['Host', 'Backup ID', 'Status']);
