@@ -33,9 +33,10 @@ Exit codes:
   130  interrupted (Ctrl-C; a job being watched goes on)
 
 Tables (backups, jobs, status, hosts list, schedules, drills, tokens list, audit,
-backups prune, certs check): on a terminal a table fits its width and a note on stderr
-names the columns left out; piped or redirected it has every column, uncut. -o wide: every
-column on a terminal too; --columns a,b,c: those columns in that order; -o json: --json.
+backups prune, certs check, store key list): on a terminal a table fits its width and a
+note on stderr names the columns left out; piped or redirected it has every column, uncut.
+-o wide: every column on a terminal too; --columns a,b,c: those columns in that order;
+-o json: --json.
 
 Connection: --controller/--ca/--token, or BOXBACK_CONTROLLER/BOXBACK_CA/BOXBACK_TOKEN,
 or cli.yaml (--config, BOXBACK_CONFIG, ~/.config/boxback/cli.yaml) with keys
