@@ -14,6 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
+import { until } from '../controller/helpers.js';
 
 type Box = Awaited<ReturnType<typeof createSampleBox>>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -25,7 +26,6 @@ let agentStore: string;
 const HOST = 'loss1';
 let holdWindow: string;
 let holdPost: string;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Job {
   id: string;
@@ -41,15 +41,9 @@ async function cliJson<T>(args: string[], code = 0): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, ms = 120_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
+/** Wait for a condition (the shared poller of the controller tests), naming it when it never comes. */
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, ms = 120_000): Promise<T> =>
+  until(fn, ms, what);
 
 const outboxDir = () => path.join(dir, 'agents', HOST, 'state', 'outbox');
 const outbox = () => (existsSync(outboxDir()) ? readdirSync(outboxDir()).filter((n) => n.endsWith('.json')) : []);
