@@ -167,6 +167,7 @@ export interface ControllerServiceRpcs {
   SetSchedulePaused: { req: SetSchedulePausedRequest; res: ScheduleInfo; kind: 'unary' };
   RunSchedule: { req: RunScheduleRequest; res: RunScheduleResponse; kind: 'unary' };
   PinBackup: { req: PinBackupRequest; res: Backup; kind: 'unary' };
+  ScanStore: { req: ScanStoreRequest; res: ScanStoreResponse; kind: 'unary' };
 }
 
 export interface ControllerVerifyRequest {
@@ -494,6 +495,16 @@ export interface SafetyCopy {
   createdAtMs: number;
   sizeBytes: number;
   paths: string[];
+}
+
+export interface ScanStoreRequest {}
+
+export interface ScanStoreResponse {
+  hostsAdded: string[];
+  adopted: number;
+  marked: number;
+  hostsInStore: number;
+  location: string;
 }
 
 export interface ScheduleInfo {

@@ -216,6 +216,13 @@ export class AgentClients implements ChannelPool {
           this.clients.delete(k);
         }
       }
+      if (!target.address) {
+        // registered by a store scan (store-scan.ts): the controller cannot know where its agent runs
+        throw new BoxbackError(
+          'BOXBACK_ERR_UNREACHABLE',
+          `host ${target.name} has no agent address (found in the store): \`boxback hosts set ${target.name} --address HOST:PORT\``,
+        );
+      }
       if (!/^[^\s]+:\d{1,5}$/.test(target.address)) {
         throw new BoxbackError(
           'BOXBACK_ERR_INVALID_ARGUMENT',

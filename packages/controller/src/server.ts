@@ -33,6 +33,7 @@ import { JobRunner } from './jobs.js';
 import { AgentOutboxes } from './agent-outbox.js';
 import { reconcileJobs } from './reconcile.js';
 import { HostMonitor } from './status.js';
+import { scanIfCatalogEmpty } from './store-scan.js';
 import { STORE_SWEEP_MS, checkPresence, reconcileStore, type AgreementDeps } from './store-agreement.js';
 import { MetricsFeed } from './metrics.js';
 import { DrillRunner } from './drill.js';
@@ -182,9 +183,14 @@ export class ControllerServer {
   private async lead(): Promise<void> {
     const epoch = ++this.leaderEpoch;
     const still = () => epoch === this.leaderEpoch && this.leadership.isLeader() && !this.closing;
+    // a lost (or new) catalog is rebuilt from the store before anything reads it (store-scan.ts)
+    const scanned = await scanIfCatalogEmpty(this.agreement).catch((err) => {
+      this.ctx.log.warn({ err }, 'catalog rebuild from the store failed');
+      return undefined;
+    });
     const n = await this.reconcile();
     if (n) this.ctx.log.info({ jobs: n }, 'reconciled jobs left by a previous run');
-    void reconcileStore(this.agreement).catch((err) => this.ctx.log.warn({ err }, 'store reconcile failed'));
+    if (!scanned) void reconcileStore(this.agreement).catch((err) => this.ctx.log.warn({ err }, 'store reconcile failed'));
     if (!still()) return;
     await this.ctx.schedules.start();
     if (!still()) {

@@ -17,6 +17,7 @@ import { backupMsg } from '../convert.js';
 import * as H from '../handlers.js';
 import { exportBackup, importBackup } from '../import-export.js';
 import { cancelJob, jobLogs, listJobs } from '../job-control.js';
+import { scanStore } from '../store-scan.js';
 
 type Rpcs = wire.ControllerServiceRpcs;
 export type RpcName = keyof Rpcs;
@@ -231,6 +232,19 @@ export const ROUTES: RouteTable = {
     what: 'run schedules',
     audit: { target: (r) => r.name },
     handler: async (r, c) => c.ctx.schedules.runNow(r.name, c.caller.name),
+  }),
+  ScanStore: unary({
+    name: 'ScanStore',
+    role: 'admin',
+    what: 'rebuild the catalog from the store',
+    audit: {
+      target: () => '(store)',
+      detail: (res) => `hosts added ${res.hostsAdded.length}, backups adopted ${res.adopted}, marked missing ${res.marked}`,
+    },
+    handler: async (_r, c) => {
+      const { catalog, store, log, notifications } = c.ctx;
+      return scanStore({ catalog, store, log: log.child({ part: 'store' }), notifications });
+    },
   }),
 };
 

@@ -12,6 +12,7 @@ import { registerCertCommands } from './commands/certs.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerStoreCommands } from './commands/store.js';
+import { registerStoreScanCommand } from './commands/store-scan.js';
 import { CliContext } from './context.js';
 
 // grpc-js sets the TLS server name to the address; for an IP Node prints a deprecation
@@ -64,6 +65,7 @@ export function buildProgram(): { program: Command; ctx: CliContext } {
   registerJobCommands(program, ctx);
   registerCertCommands(program, ctx);
   registerStoreCommands(program, ctx);
+  registerStoreScanCommand(program, ctx);
   const withExitCodes = (cmd: Command): void => {
     for (const c of cmd.commands) {
       c.addHelpText('after', EXIT_CODES_HELP);

@@ -171,7 +171,7 @@ export function registerFleetCommands(program: Command, ctx: CliContext): void {
         r.hosts.length
           ? table(r.hosts, [
               { header: 'Name', get: (h) => h.name, priority: 20 },
-              { header: 'Address', get: (h) => h.address, priority: 15 },
+              { header: 'Address', get: (h) => h.address || '(none: found in the store)', priority: 15 },
               { header: 'Group', get: (h) => h.group || '-', priority: 5 },
               { header: 'Plan', get: (h) => h.planName || '-', priority: 3 },
               { header: 'Agent', get: (h) => h.agentVersion || '-', priority: 2 },

@@ -58,7 +58,11 @@ const fromOption = (c: Command) =>
     .option('--key-file <file>', "0600 key file that opens the store (default: the config's keyFile)");
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
-  const store = program.command('store').description('keys of an S3 store (local: talks to the object store, not the controller)');
+  const store = program
+    .command('store')
+    .description(
+      "the backup store: init and key (an S3 store's keys; local, talk to the object store) and scan (the controller rebuilds its catalog)",
+    );
   fromOption(store.command('init'))
     .description('initialise an empty S3 store with its first key (creates the key file, 0600, when missing)')
     .option('--label <text>', "the key's label", 'first key')

@@ -56,7 +56,7 @@ export async function hostPage(p: PageCtx, name: string): Promise<string> {
       <dt>Agent</dt>
       <dd>${st?.reachable ? `up, ${host.agentVersion}` : `DOWN${st?.unreachableReason ? `: ${st.unreachableReason}` : ''}`}</dd>
       <dt>Address</dt>
-      <dd>${host.address}</dd>
+      <dd>${host.address || '(none: found in the store; set it with boxback hosts set)'}</dd>
       <dt>Group</dt>
       <dd>${host.group || '-'}</dd>
       <dt>Product</dt>
