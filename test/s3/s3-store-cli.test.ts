@@ -60,6 +60,16 @@ describe('boxback store (CLI)', () => {
     await bySafe.close();
 
     expect((await cli('store', 'key', 'remove', keys[0].id, '--from', agentYaml)).code).toBe(0);
+    // the removed key no longer opens the store; the safe's still does
+    const byFirst = new S3BackupStore(config, {
+      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+      secret: Buffer.from(readFileSync(path.join(dir, 'store.key'), 'utf8').trim()),
+      log: quiet,
+    });
+    await expect(byFirst.listHosts()).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_KEY' });
+    await byFirst.close();
+    const listed = await cli('--json', 'store', 'key', 'list', '--from', agentYaml);
+    expect((JSON.parse(listed.stdout) as Array<{ id: string }>).map((k) => k.id)).toEqual([keys[1].id]);
     const last = await cli('store', 'key', 'remove', keys[1].id, '--from', agentYaml, '--key-file', path.join(dir, 'safe.key'));
     expect(last.code).not.toBe(0);
     expect(last.stderr).toMatch(/^boxback: BOXBACK_ERR_STORE_KEY: .*last key/);
