@@ -387,7 +387,7 @@ export async function run({ files = 200000, dir, log = () => {}, perDir = 100, r
       },
     );
     const plan = { trees: [{ name: 'artifacts', source: src, excludes: [] }] };
-    journals = await createJournals({ stateDir: path.join(base, 'state'), plan, store, name: 'h' }, agentLog);
+    journals = await createJournals({ stateDir: path.join(base, 'state'), plan, store, name: 'h' }, agentLog, { prepareFarms: true });
     await journals.ready();
     if (journals.status()[0].state !== 'watching') throw new Error(`watcher state ${journals.status()[0].state}`);
     let farmReady = new Promise((r) => (farmWaiter = r));

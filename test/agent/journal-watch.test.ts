@@ -58,7 +58,7 @@ async function makeBox(name: string, journal?: unknown): Promise<Box> {
 }
 
 const open = (b: Box, log = testLog(), o: Parameters<typeof createJournals>[2] = {}) =>
-  createJournals(b.config as unknown as Parameters<typeof createJournals>[0], log, { flushMs: 50, ...o });
+  createJournals(b.config as unknown as Parameters<typeof createJournals>[0], log, { flushMs: 50, prepareFarms: true, ...o });
 
 /** Wait until the watcher has been quiet for 150 ms (bounded: 5 s). */
 async function settle(j: Journals): Promise<void> {

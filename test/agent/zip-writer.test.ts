@@ -20,6 +20,7 @@ import os from 'node:os';
 import zlib from 'node:zlib';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { LocalBackupStore } from '@boxback/common';
 import { BLOCK_SIZE, crc32Combine, readBlockIndex, writeBlockIndex } from '../../packages/agent/src/backup/zip-blocks.js';
 import { writeZip } from '../../packages/agent/src/backup/zip-writer.js';
 
@@ -94,10 +95,13 @@ describe('zip writer', () => {
   });
 
   it('reuses the compressed blocks whose content did not change, and deflates the rest; a damaged block is deflated again', async () => {
-    const dir1 = path.join(root, 'b1');
+    // The previous backup is in a local store: its archive is read through the store.
+    const store = new LocalBackupStore(path.join(root, 'store'));
+    const prev = { host: 'h', timestamp: '20260101-000000' };
+    const dir1 = path.join(root, 'store', 'h', 'backup_20260101-000000');
     const dir2 = path.join(root, 'b2');
     const src = path.join(root, 'src2');
-    mkdirSync(dir1);
+    mkdirSync(dir1, { recursive: true });
     mkdirSync(dir2);
     mkdirSync(src);
     const v1 = dbBytes(12, 2);
@@ -110,8 +114,8 @@ describe('zip writer', () => {
     v2.fill('changed page\n', 5 * BLOCK_SIZE, 6 * BLOCK_SIZE);
     writeFileSync(path.join(src, 'cruise.mv.db'), v2);
 
-    expect((await readBlockIndex(dir1, 'not-the-sha')).size).toBe(0);
-    const reuse = (await readBlockIndex(dir1, idx!.sha256)).get('db.zip');
+    expect((await readBlockIndex(store, prev, 'not-the-sha')).size).toBe(0);
+    const reuse = (await readBlockIndex(store, prev, idx!.sha256)).get('db.zip');
     expect(reuse?.bySha.size).toBe(12);
     const second = await writeZip({ dir: src }, path.join(dir2, 'db.zip'), { reuse });
     expect(second.reusedBytes).toBe(11 * BLOCK_SIZE);

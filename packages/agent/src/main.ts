@@ -14,6 +14,7 @@ import { recoverQuiesce } from './backup/quiesce-record.js';
 import { ownCertWarning } from './access.js';
 import { loadAgentConfig } from './config.js';
 import { createJournals } from './journal/index.js';
+import { agentStore } from './store.js';
 import { pruneSafetyCopies } from './restore/safety-copies.js';
 import { AgentServer } from './server.js';
 
@@ -87,6 +88,7 @@ async function main(): Promise<number> {
       void server
         .shutdown(graceMs)
         .then(() => journals.close())
+        .then(() => agentStore(config).close?.())
         .catch((err: unknown) => log.warn({ err }, 'closing the change journals failed'))
         .then(resolve);
     };

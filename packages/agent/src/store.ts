@@ -5,7 +5,8 @@
  * `storeRoot` is the local store's directory, for the code that has not moved behind the
  * interface yet (backup.ts, restore.ts: see test/unit/store-confinement.test.ts).
  */
-import { BoxbackError, openStore, type BackupStore, type Logger } from '@boxback/common';
+import path from 'node:path';
+import { BoxbackError, openStore, type BackupRef, type BackupStore, type Logger } from '@boxback/common';
 import type { AgentConfig } from './config.js';
 
 const stores = new WeakMap<AgentConfig, BackupStore>();
@@ -27,4 +28,15 @@ export function storeRoot(config: AgentConfig): string {
       `this agent's restore needs a local store for now (store: kind ${config.store.kind} in ${config.file})`,
     );
   return config.store.path;
+}
+
+/** The local store's directory of this host's backups (GoCD's hook variables name it); undefined for another kind. */
+export function localHostDir(config: AgentConfig): string | undefined {
+  return config.store.kind === 'local' ? path.join(config.store.path, config.name) : undefined;
+}
+
+/** The local store's directory of a backup (GoCD's hook variables name it); undefined for another kind. */
+export function localBackupDir(config: AgentConfig, ref: BackupRef): string | undefined {
+  const host = localHostDir(config);
+  return host && path.join(path.dirname(host), ref.host, `backup_${ref.timestamp}`);
 }

@@ -3,7 +3,8 @@
  * and files done and total; each one's start, end and bytes go into the manifest):
  *
  *   PRE_BACKUP_SCRIPT      the plan's pre-backup hooks (onError fail stops here)
- *   CREATING_DIR           remove stale `.tmp-backup_*`, create `<store>/<host>/.tmp-backup_<ts>-<job>/`
+ *   CREATING_DIR           the host's newest backup (previous), its block index; store.begin: the
+ *                          staging (local: `<store>/<host>/.tmp-backup_<ts>-<job>/`, stale ones removed)
  *   QUIESCE                take the lease (recorded on disk first), stop the services or enter
  *                          maintenance mode, run the in-window commands, then each driver
  *                          whose dataset needs the window takes its copy (a reflink or copy
@@ -17,82 +18,69 @@
  *                          a failure fails the backup with the engine's own message
  *   VERIFY                 then, still beside the trees: re-read and re-hash every archive written
  *   SYNC_ARTIFACTS ...     at the same time (started as soon as the window's copy is done, beside
- *                          RESUME), 2 at a time: each tree with rsync --link-dest to the previous backup,
- *                          then described: size, SHA-256 (reused for hard-linked files), owner, mode.
- *                          When the tree's change journal is trusted (journal/), only the changed
- *                          paths are synced over a hard-link farm of the previous tree; otherwise
- *                          a full rsync pass, and the manifest and the log say why
+ *                          RESUME), 2 at a time: each tree stored by staging.syncTree, given the
+ *                          journal's changed paths when it is trusted (journal/), else a full pass;
+ *                          the store says how it synced (local: rsync --link-dest to the previous
+ *                          backup, or only the changed paths over the prepared hard-link farm) and
+ *                          writes the tree's manifest lines into its part file
  *   (block index)          boxback-blocks.json, for the next backup's reuse; read back and checked
  *   BACKUP_VERSION_FILE    version.txt, GoCD style
  *   MANIFEST               the archives' entries, merged with the trees'
- *   PUBLISH                syncfs, manifest.json last, rename to `backup_<ts>`; then each tree's
- *                          journal is sealed (it now follows this backup); a failed backup
- *                          abandons its snapshots (their changes stay for the next one)
+ *   PUBLISH                staging.commit: everything durable, manifest.json last, the backup
+ *                          appears (local: rename to `backup_<ts>`); then each tree's journal is
+ *                          sealed (it now follows this backup) and the store prepares the next
+ *                          journaled sync (prepareNext); a failed backup abandons its snapshots
  *   POST_BACKUP_SCRIPT     the post-backup hooks, on success and on failure, with GoCD's variables
  *
- * Any failure or abort (cancelled RPC, SIGTERM) removes the temporary directory: only a
- * complete backup ever appears. The result is Completed, PartiallyFailed (warnings) or
+ * Any failure or abort (cancelled RPC, SIGTERM) aborts the staging: only a complete backup
+ * ever appears. Stored bytes are reached only through the agent's BackupStore (store.ts). The result is Completed, PartiallyFailed (warnings) or
  * Failed with a stable error code and a message a person can act on.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import {
   MANIFEST_FILE,
   BoxbackError,
   asBoxbackError,
   backupId as makeBackupId,
-  backupRelPath,
   emptyResult,
-  formatTimestamp,
-  storeLocation,
   hashFile,
   mapLimit,
+  refPath,
+  storeLocation,
+  PARTS_DIR,
+  PartWriter,
+  STAGE_DIR,
+  buildManifest,
+  collectFiles,
+  manifestPieces,
+  type BackupRef,
   type BackupRequest,
+  type BackupStaging,
+  type BackupStore,
   type Consistency,
   type JobResult,
   type Manifest,
   type ManifestDataset,
+  type ManifestFile,
   type ManifestPhase,
+  type ManifestSink,
   type ManifestTree,
   type QuiesceMode,
+  type TreeSyncResult,
 } from '@boxback/common';
 import type { JobContext, ProgressUpdate } from '../job.js';
-import { storeRoot } from '../store.js';
+import { agentStore, localBackupDir, localHostDir } from '../store.js';
 import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
 import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
 import { diskFullMessage } from './disk-full.js';
 import { gocdEnv, runHooks } from './hooks.js';
-import {
-  STAGE_DIR,
-  LIST_LIMIT,
-  PARTS_DIR,
-  PartWriter,
-  buildManifest,
-  collectFiles,
-  describeFromPrevious,
-  manifestPieces,
-  promoteRoots,
-  readPrevIndex,
-  type CollectResult,
-  type PrevIndex,
-} from '@boxback/common';
-import {
-  createTempDir,
-  freeTimestamp,
-  hostDir,
-  previousBackup,
-  publish,
-  removeStaleTemps,
-  removeTemp,
-  syncToDisk,
-  writeVersionFile,
-} from '@boxback/common';
 import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
-import { syncTreeIncremental, type TreeSnapshot } from '../journal/index.js';
-import { syncTree } from '@boxback/common';
+import type { TreeSnapshot } from '../journal/index.js';
 import { BLOCKS_FILE, readBlockIndex, writeBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
 
 const DATASET_PHASES: Record<string, string> = {
@@ -201,11 +189,14 @@ interface Run {
   written: string[] | undefined;
   /** Its directories, likewise. */
   dirs: string[] | undefined;
-  /** Tree dir -> what describing it found (its manifest lines are in its part file). */
-  treeFiles: Map<string, CollectResult>;
+  /** Tree dir -> what storing it found (its manifest lines are in its part file), and the part file. */
+  treeFiles: Map<string, { res: TreeSyncResult; part: string }>;
   /** The manifest's file list, in order: part files of manifest lines (top level first, then each tree). */
   parts: string[];
-  previous?: { dir: string; index: PrevIndex };
+  /** The host's newest complete backup: trees link to it, archives reuse its blocks. */
+  previous?: BackupRef;
+  /** This backup, being written (store.begin). */
+  staging?: BackupStaging;
   /** The previous backup's archives, by name, with their compressed blocks (zip-blocks.ts). */
   reuse: Map<string, ReuseSource>;
   /** This backup's block index, written next to its archives. */
@@ -246,7 +237,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     blocks: {},
   };
   let error: BoxbackError | undefined;
-  let finalDir: string | undefined;
+  let finalRef: BackupRef | undefined;
   let manifestJson = '';
   let manifest: Manifest | undefined;
   let publishAt = 0;
@@ -264,27 +255,24 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     const m = manifest;
     const published = await r.phases.run('PUBLISH', async (h) => {
       h.update({ message: 'flushing to disk' });
-      const wrote = r.written && r.dirs ? { files: r.written, dirs: [r.tempDir, ...r.dirs] } : undefined;
-      const flushAt = Date.now();
-      const how = await syncToDisk(r.tempDir, ctx.log, ctx.signal, wrote);
-      ctx.log.debug({ how, files: r.written?.length, dirs: r.dirs?.length, ms: Date.now() - flushAt }, 'backup flushed to disk');
-      ctx.signal.throwIfAborted();
+      const wrote = r.written && r.dirs ? { files: r.written, dirs: r.dirs } : undefined;
       publishAt = Date.now();
-      return publish(r.tempDir, r.ts, manifestPieces(m, r.parts), [path.join(r.tempDir, PARTS_DIR)]);
+      return r.staging!.commit(manifestPieces(m, r.parts), wrote);
     });
-    finalDir = published.dir;
-    ctx.log.debug({ ms: Date.now() - publishAt, manifestBytes: published.manifestBytes }, 'manifest written and backup renamed');
+    finalRef = published.ref;
+    ctx.log.debug({ ms: Date.now() - publishAt, manifestBytes: published.manifestBytes }, 'backup committed to the store');
     // A large manifest stays in the store: the controller reads it from there.
-    if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await fsp.readFile(path.join(finalDir, MANIFEST_FILE), 'utf8');
+    if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await agentStore(config).readManifestText(finalRef);
   } catch (err) {
     await lanes.cancel(err);
     error = explain(r, err);
     ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
   } finally {
-    if (!finalDir && r.tempDir) await removeTemp(r.tempDir, ctx.log);
+    if (!finalRef) await r.staging?.abort();
   }
   const sealAt = Date.now();
-  await settleJournals(r, finalDir);
+  await settleJournals(r, finalRef);
+  const finalDir = finalRef && localBackupDir(config, finalRef);
   if (r.snapshotted.length) ctx.log.debug({ ms: Date.now() - sealAt, trees: r.snapshotted }, 'change journals settled');
   const hookError = await postBackupHooks(r, finalDir, error);
   const id = r.ts ? makeBackupId(config.name, r.ts) : '';
@@ -294,7 +282,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     warnings: r.warnings,
     failedStep: r.phases.failedStep,
   };
-  if (error || !finalDir || !manifest) {
+  if (error || !finalRef || !manifest) {
     const e = error ?? new BoxbackError('BOXBACK_ERR_INTERNAL', 'backup ended without a result');
     return { ...result, status: 'Failed', errorCode: e.code, errorMessage: e.message };
   }
@@ -303,7 +291,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     ...result,
     status: r.warnings.length || hookError ? 'PartiallyFailed' : 'Completed',
     backupId: id,
-    backupPath: backupRelPath(config.name, r.ts),
+    backupPath: refPath(finalRef),
     sizeBytes: manifest.totals.bytes,
     manifestJson,
     errorCode: hookError?.code ?? '',
@@ -355,24 +343,39 @@ async function creatingDir(r: Run): Promise<void> {
   const { config, log, jobId } = r.ctx;
   await r.phases.run('CREATING_DIR', async () => {
     const t0 = Date.now();
-    await removeStaleTemps(storeRoot(config), config.name, log);
+    const store = agentStore(config, log);
     r.version = await readInstalledVersion(config.plan);
-    const prevDir = await previousBackup(storeRoot(config), config.name);
+    r.previous = (await store.listBackups(config.name)).at(-1);
     const t1 = Date.now();
-    if (prevDir) {
-      try {
-        r.previous = { dir: prevDir, index: await readPrevIndex(prevDir) };
-        r.reuse = await readBlockIndex(prevDir, r.previous.index.byPath.get(BLOCKS_FILE)?.sha256);
-      } catch (err) {
-        log.warn({ err, prevDir }, 'previous backup has no readable manifest: trees are copied in full');
-      }
-    }
+    if (r.previous) r.reuse = await readBlockIndex(store, r.previous, await storedSha(store, r.previous, BLOCKS_FILE));
     const t2 = Date.now();
-    const free = await freeTimestamp(storeRoot(config), config.name, r.startedAt, formatTimestamp);
-    r.ts = free.ts;
-    r.tempDir = await createTempDir(storeRoot(config), config.name, r.ts, jobId);
+    r.staging = await store.begin({ host: config.name, startedAt: r.startedAt, jobId, log, signal: r.ctx.signal });
+    r.ts = r.staging.ref.timestamp;
+    r.tempDir = r.staging.dir;
     log.debug({ lookupMs: t1 - t0, previousIndexMs: t2 - t1, createMs: Date.now() - t2 }, 'backup directory created');
   });
+}
+
+/**
+ * The SHA-256 the manifest of `ref` lists for top-level file `rel`, read from the manifest's
+ * first lines (top-level files come first: a 100k-file manifest is not read whole).
+ */
+async function storedSha(store: BackupStore, ref: BackupRef, rel: string): Promise<string | undefined> {
+  const needle = `"path":${JSON.stringify(rel)}`;
+  try {
+    const rl = createInterface({ input: await store.openFile(ref, MANIFEST_FILE), crlfDelay: Infinity });
+    try {
+      for await (const line of rl) {
+        if (line.includes(needle)) return (JSON.parse(line.trim().replace(/,$/, '')) as ManifestFile).sha256;
+        if (/"path":"[^"]*\//.test(line)) break; // the trees' entries: the top level is over
+      }
+    } finally {
+      rl.close();
+    }
+  } catch {
+    /* no readable manifest: nothing to reuse */
+  }
+  return undefined;
 }
 
 /**
@@ -516,11 +519,6 @@ async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
     }),
     lanes.startTrees(),
   ]);
-  // The trees are described: the previous manifest's files (100k+ entries) are no longer needed.
-  if (r.previous) {
-    r.previous.index.byIno.clear();
-    r.previous.index.byPath.clear();
-  }
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   if (failed) throw lanes.failure ?? failed.reason;
   r.reuse.clear();
@@ -581,7 +579,7 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
 
 /** Store-relative path of the previous backup ("host/backup_ts"), as the journal names it. */
 function previousRel(r: Run): string | undefined {
-  return r.previous ? path.relative(storeRoot(r.ctx.config), r.previous.dir).split(path.sep).join('/') : undefined;
+  return r.previous ? refPath(r.previous) : undefined;
 }
 
 /** Cut the tree's change journal: trusted (sync only what changed) or why a full pass. */
@@ -597,157 +595,45 @@ async function journalSnapshot(r: Run, t: PlanTree): Promise<TreeSnapshot> {
   }
 }
 
-interface TreeSyncOutcome {
-  warnings: string[];
-  mode: 'full' | 'journal';
-  reason?: string;
-  changedPaths?: number;
-}
-
 async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSignal): Promise<void> {
   const dir = t.dir ?? t.name;
-  const dest = path.join(r.tempDir, dir);
-  const prevTree = r.previous ? path.join(r.previous.dir, dir) : undefined;
   const snap = await journalSnapshot(r, t);
-  let reason = snap.reason;
-  if (
-    snap.trusted &&
-    !(await fsp
-      .stat(prevTree!)
-      .then((s) => s.isDirectory())
-      .catch(() => false))
-  ) {
-    reason = `the previous backup has no ${dir}/ tree to link against`;
-  }
-  const incremental = snap.trusted && !reason;
-  const message = incremental ? `${snap.changed.length} changed paths since ${snap.since}` : `full rsync pass: ${reason}`;
+  const trusted = snap.trusted && !!r.previous;
+  const reason = snap.trusted && !r.previous ? 'there is no previous backup to link against' : snap.reason;
+  const message = trusted ? `${snap.changed.length} changed paths since ${snap.since}` : `full rsync pass: ${reason}`;
   r.ctx.log.info(
     {
       tree: t.name,
-      mode: incremental ? 'journal' : 'full',
-      changedPaths: incremental ? snap.changed.length : undefined,
+      mode: trusted ? 'journal' : 'full',
+      changedPaths: trusted ? snap.changed.length : undefined,
       since: snap.since || undefined,
-      reason: incremental ? undefined : reason,
+      reason: trusted ? undefined : reason,
     },
     `tree ${t.name}: ${message}`,
   );
-  // Sync, then describe the tree (checksums of new files) while the archives are still being written.
+  // The store syncs the tree (hard links / the journal's paths only) and describes it into its part file.
   const res = await r.phases.run(
     treePhase(t),
-    async (h): Promise<TreeSyncOutcome> => {
-      let out: TreeSyncOutcome;
-      const full = async (why: string): Promise<TreeSyncOutcome> => {
-        const synced = await syncTree({
-          source: t.source,
-          dest,
-          linkDest: prevTree,
-          excludes: t.excludes,
-          signal,
-          onProgress: (p) => h.update({ ...p, message: `full rsync pass: ${why}` }),
-        });
-        r.ctx.log.info(
-          { tree: t.name, rsyncMs: synced.durationMs, bytesTransferred: synced.bytesTransferred },
-          `tree ${t.name} synced by rsync`,
-        );
-        return { warnings: synced.warnings, mode: 'full', reason: why };
-      };
-      if (incremental) {
-        try {
-          const farm = await r.ctx.journals!.takeLinkFarm(t.name, previousRel(r)!);
-          const synced = await syncTreeIncremental({
-            source: t.source,
-            dest,
-            prevTree: prevTree!,
-            changed: snap.changed,
-            excludes: t.excludes,
-            farm,
-            signal,
-            onProgress: (p) =>
-              h.update({
-                bytesDone: p.bytesDone,
-                bytesTotal: p.bytesTotal,
-                filesDone: p.filesDone,
-                filesTotal: p.filesTotal,
-                message: `${message} (${p.step})`,
-              }),
-          });
-          r.ctx.log.info(
-            {
-              tree: t.name,
-              roots: synced.roots,
-              removed: synced.removed,
-              filesTransferred: synced.filesTransferred,
-              bytesTransferred: synced.bytesTransferred,
-              preparedFarm: synced.preparedFarm,
-              linkMs: synced.linkMs,
-              syncMs: synced.syncMs,
-              copyMs: synced.copyMs,
-              dirsMs: synced.dirsMs,
-            },
-            `tree ${t.name} synced from the journal`,
-          );
-          out = { warnings: synced.warnings, mode: 'journal', changedPaths: snap.changed.length };
-        } catch (err) {
-          const be = asBoxbackError(err);
-          if (signal.aborted || be.code === 'BOXBACK_ERR_CANCELLED' || be.code === 'BOXBACK_ERR_DISK_FULL') throw err;
-          // Whatever went wrong, a full pass still makes a correct tree.
-          const why = `the journaled sync failed (${be.message})`;
-          r.ctx.log.warn({ tree: t.name, err: be.message }, `tree ${t.name}: ${why}; making a full rsync pass`);
-          await fsp.rm(dest, { recursive: true, force: true });
-          out = await full(why);
-        }
-      } else {
-        out = await full(reason);
-      }
-      const describedAt = Date.now();
-      const partFile = path.join(r.tempDir, PARTS_DIR, `tree-${index}.jsonl`);
-      const describeOpts = {
-        dir: r.tempDir,
-        subdir: dir,
-        known: r.known,
-        treeDirs: [dir],
-        prev: r.previous,
-        signal,
-        onProgress: (p: { filesDone: number; filesTotal: number; bytesDone: number; bytesTotal: number }) =>
-          h.update({ ...p, message: 'checksumming new files' }),
-      };
-      let col: CollectResult | undefined;
-      let part = await PartWriter.create(partFile);
+    async (h) => {
+      const part = await PartWriter.create(path.join(r.tempDir, PARTS_DIR, `tree-${index}.jsonl`));
+      let synced: TreeSyncResult;
       try {
-        if (out.mode === 'journal' && r.previous) {
-          // Only what the journal names is looked at; the rest is the previous manifest's lines.
-          try {
-            const roots = await promoteRoots(snap.changed, dest, prevTree!);
-            col = await describeFromPrevious({
-              ...describeOpts,
-              roots,
-              out: part,
-              prevManifest: path.join(r.previous.dir, MANIFEST_FILE),
-              scratch: `${part.file}.roots`,
-            });
-            r.ctx.log.info(
-              { tree: t.name, roots: roots.length },
-              `tree ${t.name}: described from the previous manifest and the journal's roots`,
-            );
-          } catch (err) {
-            signal.throwIfAborted();
-            r.ctx.log.warn({ tree: t.name, err: (err as Error).message }, `tree ${t.name}: described by a full walk instead`);
-            await part.close();
-            part = await PartWriter.create(partFile);
-            col = undefined;
-          }
-        }
-        col ??= await collectFiles({ ...describeOpts, out: part });
+        synced = await r.staging!.syncTree({
+          dir,
+          source: t.source,
+          excludes: t.excludes,
+          previous: r.previous,
+          changed: trusted ? snap.changed : undefined,
+          fullReason: trusted ? undefined : reason,
+          out: part,
+          signal,
+          onProgress: (p) => h.update({ ...p, message: p.message ?? message }),
+        });
       } finally {
         await part.close();
       }
-      r.treeFiles.set(dir, col);
-      r.parts.push(part.file);
-      r.ctx.log.info(
-        { tree: t.name, describeMs: Date.now() - describedAt, hashedBytes: col.hashedBytes, reusedHashes: col.reusedHashes },
-        `tree ${t.name} described`,
-      );
-      return out;
+      r.treeFiles.set(dir, { res: synced, part: part.file });
+      return synced;
     },
     message,
   );
@@ -761,7 +647,7 @@ async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSign
     bytes: 0,
     linkedFiles: 0,
     syncMode: res.mode,
-    ...(res.mode === 'full' ? { syncReason: res.reason } : { changedPaths: res.changedPaths }),
+    ...(res.mode === 'full' ? { syncReason: res.reason } : { changedPaths: snap.changed.length }),
   });
 }
 
@@ -770,16 +656,19 @@ async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSign
  * link farm). After a failure: the snapshots are abandoned, their changes stay for the next
  * backup. A seal that fails only costs the next backup a full pass.
  */
-async function settleJournals(r: Run, finalDir: string | undefined): Promise<void> {
+async function settleJournals(r: Run, finalRef: BackupRef | undefined): Promise<void> {
   const journals = r.ctx.journals;
   if (!journals) return;
   for (const tree of r.snapshotted) {
-    if (!finalDir) {
+    if (!finalRef) {
       journals.abandoned(tree);
       continue;
     }
     try {
-      await journals.sealed(tree, backupRelPath(r.ctx.config.name, r.ts));
+      await journals.sealed(tree, refPath(finalRef));
+      const t = r.ctx.config.plan.trees.find((x) => x.name === tree);
+      // The store prepares what the next journaled sync of this tree needs (local: its link farm).
+      if (t) agentStore(r.ctx.config).prepareNext?.(finalRef.host, finalRef, tree, t.dir ?? t.name);
     } catch (err) {
       r.ctx.log.warn(
         { tree, err: (err as Error).message },
@@ -797,7 +686,8 @@ async function versionFile(r: Run): Promise<void> {
   }
   const v = r.version;
   await r.phases.run('BACKUP_VERSION_FILE', async (h) => {
-    const n = await writeVersionFile(r.tempDir, v);
+    await fsp.writeFile(r.staging!.pathFor('version.txt'), v, { mode: 0o644 });
+    const n = Buffer.byteLength(v);
     r.known.set('version.txt', await hashFile(path.join(r.tempDir, 'version.txt')));
     h.update({ bytesDone: n, filesDone: 1, filesTotal: 1 });
   });
@@ -807,6 +697,14 @@ async function versionFile(r: Run): Promise<void> {
 async function describe(r: Run): Promise<Manifest> {
   const { config } = r.ctx;
   const out = await PartWriter.create(path.join(r.tempDir, PARTS_DIR, 'top.jsonl'));
+  // Every top-level file described belongs to the backup (the store keeps what it is told of).
+  const staging = r.staging!;
+  const sink: ManifestSink = {
+    add: async (e) => {
+      if (e.type === 'file' && e.sha256) await staging.addFile(e.path, e.sha256);
+      await out.add(e);
+    },
+  };
   const top = await r.phases
     .run('MANIFEST', (h) =>
       collectFiles({
@@ -814,7 +712,7 @@ async function describe(r: Run): Promise<Manifest> {
         known: r.known,
         treeDirs: [],
         skipDirs: r.trees.map((t) => t.dir),
-        out,
+        out: sink,
         signal: r.ctx.signal,
         onProgress: (p) => h.update({ ...p, message: 'describing the archives' }),
       }),
@@ -828,16 +726,14 @@ async function describe(r: Run): Promise<Manifest> {
   const planOrder = new Map(config.plan.trees.map((t, i) => [t.name, i]));
   r.trees.sort((a, b) => planOrder.get(a.name)! - planOrder.get(b.name)!);
   for (const t of r.trees) {
-    const tc = r.treeFiles.get(t.dir)!;
-    Object.assign(t, tc.trees.get(t.dir));
-    parts.push(r.parts[[...r.treeFiles.keys()].indexOf(t.dir)]);
+    const { res: tc, part } = r.treeFiles.get(t.dir)!;
+    Object.assign(t, { files: tc.files, bytes: tc.bytes, linkedFiles: tc.linkedFiles });
+    parts.push(part);
     col.entries += tc.entries;
     col.files += tc.files;
     col.bytes += tc.bytes;
     col.hashedBytes += tc.hashedBytes;
     col.reusedHashes += tc.reusedHashes;
-    r.written = tc.written && r.written && r.written.length + tc.written.length <= LIST_LIMIT ? [...r.written, ...tc.written] : undefined;
-    r.dirs = tc.dirs && r.dirs && r.dirs.length + tc.dirs.length <= LIST_LIMIT ? [...r.dirs, ...tc.dirs] : undefined;
   }
   r.parts = parts;
   r.treeFiles.clear();
@@ -870,7 +766,7 @@ async function describe(r: Run): Promise<Manifest> {
         : { mode: r.mode, windowMs: r.windowMs, copyMs: r.copyMs, stopMs: r.stopMs, startMs: r.startMs },
     initiatedBy: r.req.initiatedBy || undefined,
     initiatedVia: r.req.initiatedVia || undefined,
-    previous: r.previous ? path.relative(storeRoot(config), r.previous.dir).split(path.sep).join('/') : undefined,
+    previous: previousRel(r),
     phases: [],
     datasets: r.datasets,
     trees: r.trees,
@@ -917,7 +813,7 @@ async function postBackupHooks(r: Run, finalDir: string | undefined, error: Boxb
   const env = gocdEnv({
     at: r.startedAt,
     success: !!finalDir && !error,
-    baseDir: hostDir(storeRoot(config), config.name),
+    baseDir: localHostDir(config) ?? '',
     backupPath: finalDir,
     initiatedBy: r.req.initiatedBy,
     initiatedVia: r.req.initiatedVia,

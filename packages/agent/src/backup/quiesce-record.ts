@@ -169,9 +169,9 @@ export class QuiesceLease {
 
 /** On start-up: resume services a crashed agent left quiesced (recorded on disk), then log it. */
 export async function recoverQuiesce(config: AgentConfig, log: Logger): Promise<void> {
-  await agentStore(config, log).removeInterrupted(config.name, log).catch((err) =>
-    log.warn({ err }, 'could not remove stale temporary backup directories'),
-  );
+  await agentStore(config, log)
+    .removeInterrupted(config.name, log)
+    .catch((err) => log.warn({ err }, 'could not remove stale temporary backup directories'));
   let rec: QuiesceRecord | undefined;
   try {
     rec = await readQuiesceRecord(config.stateDir);

@@ -18,6 +18,8 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { buffer } from 'node:stream/consumers';
+import type { BackupRef, BackupStore, RandomAccessFile } from '@boxback/common';
 
 export const BLOCKS_FILE = 'boxback-blocks.json';
 export const BLOCKS_FORMAT = 'boxback/zip-blocks@2';
@@ -36,7 +38,10 @@ export type BlockIndex = Record<string, Record<string, BlockRecord[]>>;
 
 /** What an archive being written may reuse: the previous archive and its blocks by raw hash. */
 export interface ReuseSource {
+  /** The previous archive's name in its backup. */
   archive: string;
+  /** Opens it for random reads (through the store). */
+  open(): Promise<RandomAccessFile>;
   bySha: Map<string, BlockRecord>;
 }
 
@@ -52,18 +57,22 @@ export async function writeBlockIndex(dir: string, index: BlockIndex): Promise<{
  * The previous backup's index, when its SHA-256 is the one its manifest lists: per archive,
  * the blocks by raw hash. Anything wrong gives an empty result (everything deflated again).
  */
-export async function readBlockIndex(prevDir: string, expectedSha: string | undefined): Promise<Map<string, ReuseSource>> {
+export async function readBlockIndex(
+  store: BackupStore,
+  prev: BackupRef,
+  expectedSha: string | undefined,
+): Promise<Map<string, ReuseSource>> {
   const out = new Map<string, ReuseSource>();
   if (!expectedSha) return out;
   try {
-    const text = await fsp.readFile(path.join(prevDir, BLOCKS_FILE));
+    const text = await buffer(await store.openFile(prev, BLOCKS_FILE));
     if (createHash('sha256').update(text).digest('hex') !== expectedSha) return out;
     const doc = JSON.parse(text.toString('utf8')) as { format?: string; blockSize?: number; archives?: BlockIndex };
     if (doc.format !== BLOCKS_FORMAT || doc.blockSize !== BLOCK_SIZE || !doc.archives) return out;
     for (const [archive, entries] of Object.entries(doc.archives)) {
       const bySha = new Map<string, BlockRecord>();
       for (const blocks of Object.values(entries)) for (const b of blocks) if (b.length === 6 && b[1] === BLOCK_SIZE) bySha.set(b[0], b);
-      out.set(archive, { archive: path.join(prevDir, archive), bySha });
+      out.set(archive, { archive, open: () => store.openRandomAccess(prev, archive), bySha });
     }
   } catch {
     /* no index, or not readable: nothing to reuse */

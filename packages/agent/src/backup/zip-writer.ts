@@ -233,7 +233,7 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   const output = await Output.open(out);
   const central: CentralEntry[] = [];
   const blocks: Record<string, BlockRecord[]> = {};
-  const reuseFh = o.reuse && o.reuse.bySha.size ? await fsp.open(o.reuse.archive, 'r').catch(() => undefined) : undefined;
+  const reuseFh = o.reuse && o.reuse.bySha.size ? await o.reuse.open().catch(() => undefined) : undefined;
   let reusedBytes = 0;
   // Pieces are queued in archive order and written by drain(); at most IN_FLIGHT blocks wait.
   const queue: Piece[] = [];

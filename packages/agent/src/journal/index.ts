@@ -61,7 +61,11 @@ export interface JournalsOptions {
   epoch?: string;
   flushMs?: number;
   carryMs?: number;
-  /** Prepare the next backup's link farm after each seal (default: when the config names a store). */
+  /**
+   * Prepare the next link farm after each seal, here (the journal bench, tests of the farm
+   * itself). Off by default: the agent's backups take their farms from the store, which
+   * prepares them (BackupStore.prepareNext) in its own `.journal-farm/` entries.
+   */
   prepareFarms?: boolean;
 }
 
@@ -78,7 +82,7 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
   const entries = new Map<string, { journal: TreeJournal; watcher?: TreeWatcher; started: Promise<unknown> }>();
   // Prepared link farms need the store (same filesystem as the backups).
   const root = typeof config.store === 'string' ? config.store : config.store?.kind === 'local' ? config.store.path : undefined;
-  const farms = root && config.name && o.prepareFarms !== false ? new LinkFarms(root, config.name, log) : undefined;
+  const farms = root && config.name && o.prepareFarms === true ? new LinkFarms(root, config.name, log) : undefined;
   await farms?.reset();
   let previousStart: Promise<unknown> = Promise.resolve();
   const treeDir = new Map(config.plan.trees.map((t) => [t.name, (t as { dir?: string }).dir ?? t.name]));
