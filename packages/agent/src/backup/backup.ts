@@ -363,7 +363,8 @@ async function creatingDir(r: Run): Promise<void> {
 async function storedSha(store: BackupStore, ref: BackupRef, rel: string): Promise<string | undefined> {
   const needle = `"path":${JSON.stringify(rel)}`;
   try {
-    const rl = createInterface({ input: await store.openFile(ref, MANIFEST_FILE), crlfDelay: Infinity });
+    const input = await store.openFile(ref, MANIFEST_FILE);
+    const rl = createInterface({ input, crlfDelay: Infinity });
     try {
       for await (const line of rl) {
         if (line.includes(needle)) return (JSON.parse(line.trim().replace(/,$/, '')) as ManifestFile).sha256;
@@ -371,6 +372,7 @@ async function storedSha(store: BackupStore, ref: BackupRef, rel: string): Promi
       }
     } finally {
       rl.close();
+      input.destroy();
     }
   } catch {
     /* no readable manifest: nothing to reuse */
