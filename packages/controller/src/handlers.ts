@@ -114,6 +114,22 @@ export async function updateHost(ctx: Ctx, r: Req<'UpdateHost'>) {
   return hostMsg({ ...h, ...u });
 }
 
+/** A host row not yet seen by its agent (AddHost, or a store scan: no address). */
+export function newHostRow(name: string, address: string, group = '', rpoSeconds = 0): HostRow {
+  return {
+    name,
+    address,
+    group,
+    rpoSeconds,
+    planName: '',
+    product: '',
+    productVersion: '',
+    agentVersion: '',
+    lastSeenMs: 0,
+    createdAtMs: Date.now(),
+  };
+}
+
 export async function addHost(ctx: Ctx, r: Req<'AddHost'>) {
   checkName(r.name);
   if (!ADDRESS_RE.test(r.address ?? '')) {
@@ -127,18 +143,7 @@ export async function addHost(ctx: Ctx, r: Req<'AddHost'>) {
       `host ${r.name} is already registered; \`boxback hosts remove ${r.name}\` first to change it`,
     );
   }
-  const row: HostRow = {
-    name: r.name,
-    address: r.address,
-    group: r.group ?? '',
-    rpoSeconds: Number(r.rpoSeconds ?? 0),
-    planName: '',
-    product: '',
-    productVersion: '',
-    agentVersion: '',
-    lastSeenMs: 0,
-    createdAtMs: Date.now(),
-  };
+  const row = newHostRow(r.name, r.address, r.group ?? '', Number(r.rpoSeconds ?? 0));
   if (!r.skipCheck) {
     let info;
     try {

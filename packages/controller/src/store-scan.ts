@@ -15,7 +15,7 @@
  * Nothing in the store is written or deleted. A scan run twice adds nothing the second time.
  */
 import { checkName, type Logger } from '@boxback/common';
-import type { HostRow } from './catalog/types.js';
+import { newHostRow } from './handlers.js';
 import { reconcileStore, type AgreementDeps } from './store-agreement.js';
 
 export interface ScanResult {
@@ -26,22 +26,6 @@ export interface ScanResult {
   adopted: number;
   marked: number;
   location: string;
-}
-
-/** A host found only in the store: no address, no plan, never seen. */
-function storeOnlyHost(name: string): HostRow {
-  return {
-    name,
-    address: '',
-    group: '',
-    rpoSeconds: 0,
-    planName: '',
-    product: '',
-    productVersion: '',
-    agentVersion: '',
-    lastSeenMs: 0,
-    createdAtMs: Date.now(),
-  };
 }
 
 function validName(name: string, log: Logger): boolean {
@@ -62,7 +46,7 @@ export async function scanStore(d: AgreementDeps): Promise<ScanResult> {
   const hostsAdded: string[] = [];
   for (const name of inStore) {
     if (known.has(name)) continue;
-    await d.catalog.addHost(storeOnlyHost(name));
+    await d.catalog.addHost(newHostRow(name, '')); // found only in the store: no address, never seen
     hostsAdded.push(name);
   }
   if (hostsAdded.length) d.log.warn({ hosts: hostsAdded }, 'hosts found in the store registered with no agent address');
