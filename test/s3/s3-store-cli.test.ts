@@ -7,7 +7,7 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
-import { CLI_MAIN, run } from '../controller/helpers.js';
+import { CLI_MAIN, CONTROLLER_MAIN, run } from '../controller/helpers.js';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
 import { quiet, removeTestDirs, s3Config, testDir } from '../helpers/s3-store.js';
 
@@ -87,5 +87,27 @@ describe('boxback store (CLI)', () => {
       path.join(dir, 'x.key'),
     );
     expect(loose).toMatchObject({ code: 2, stderr: expect.stringMatching(/readable by others \(mode 644\); chmod 600 it/) });
+  });
+  it('the same from the controller host: boxback-controller --config controller.yaml store ...', async () => {
+    const dir = testDir('bb-s3-ctl-');
+    const bucket = await makeBucket(rgw, 'ctl');
+    writeFileSync(path.join(dir, 's3.cred'), `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, {
+      mode: 0o600,
+    });
+    const yaml = path.join(dir, 'controller.yaml');
+    writeFileSync(
+      yaml,
+      `listen: 127.0.0.1:7443\ntls: { ca: ca.crt, cert: c.crt, key: c.key }\ncatalog: catalog.db\nstore:\n  kind: s3\n  endpoint: ${rgw.endpoint}\n  bucket: ${bucket}\n  pathStyle: true\n  credentialsFile: s3.cred\n  keyFile: store.key\n`,
+    );
+    const ctl = (...args: string[]) => run([CONTROLLER_MAIN, '--config', yaml, 'store', ...args], { timeoutMs: 60_000 });
+    const init = await ctl('init');
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toMatch(/WARNING: .*If you lose every one of them, every backup in this store is lost/);
+    const add = await ctl('key', 'add', '--new-key-file', path.join(dir, 'second.key'));
+    expect(add.code, add.stderr).toBe(0);
+    const list = await ctl('key', 'list');
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toContain('first key');
+    expect(list.stdout).not.toContain(readFileSync(path.join(dir, 'store.key'), 'utf8').trim());
   });
 });

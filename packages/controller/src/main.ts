@@ -8,6 +8,8 @@
  *                                                        (the first admin token), print it once;
  *                                                        --expires 90d makes it stop working then
  * boxback-controller --config FILE token revoke NAME|ID    revoke a token on the local catalog
+ * boxback-controller --config FILE store init|key add|key list|key remove ...
+ *                                                        an S3 store's keys: `boxback store ... --from FILE`
  * Errors are one line on stderr and an exit code from ExitCode (bad config: 2).
  */
 import { Command, CommanderError } from 'commander';
@@ -16,6 +18,8 @@ import { createToken, revokeToken } from './auth.js';
 import { checkCatalog, openCatalog } from './catalog/open.js';
 import { loadControllerConfig, parseDuration, type ControllerConfig } from './config.js';
 import { ControllerServer } from './server.js';
+import { registerStoreCommands } from './cli/commands/store.js';
+import { CliContext } from './cli/context.js';
 
 function die(err: unknown): never {
   if (err instanceof CommanderError) {
@@ -119,6 +123,25 @@ async function main(argv: string[]): Promise<void> {
       } finally {
         await catalog.close();
       }
+    });
+  program
+    .command('store')
+    .description("an S3 store's keys (init, key add|list|remove): `boxback store ... --from` this config")
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]')
+    .action(async (args: string[]) => {
+      const file = needConfig(program.opts<{ config?: string }>().config).file;
+      const cli = new Command('boxback-controller').exitOverride().option('--json', 'print JSON for scripts');
+      const ctx = new CliContext(cli);
+      registerStoreCommands(cli, ctx);
+      try {
+        await cli.parseAsync(['store', ...args, ...(args.includes('--help') ? [] : ['--from', file])], { from: 'user' });
+      } finally {
+        ctx.close();
+      }
+      if (ctx.exitCode) process.exit(ctx.exitCode);
     });
   await program.parseAsync(argv);
 }
