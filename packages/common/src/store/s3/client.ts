@@ -18,20 +18,9 @@
  *   counters     requests, bytes PUT and bytes GET, for tests and the bench
  */
 import { createHash } from 'node:crypto';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
+// The SDK is loaded at the first request, not at import: every `boxback` command imports
+// @boxback/common, and loading the SDK cost each CLI start about 0.4 s of CPU.
+import type * as S3Sdk from '@aws-sdk/client-s3';
 import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { S3StoreConfig } from '../config.js';
@@ -189,7 +178,11 @@ const md5 = (b: Buffer) => createHash('md5').update(b).digest('base64');
 export class ObjectClient {
   readonly counters: ClientCounters = { requests: 0, retries: 0, putBytes: 0, getBytes: 0 };
   private readonly pendingAborts: Array<{ Key: string; UploadId: string }> = [];
-  private readonly s3: S3Client;
+  private s3!: S3Sdk.S3Client;
+  /** The SDK's command classes (loaded with the client). */
+  private c!: typeof S3Sdk;
+  /** Resolves once the SDK is loaded and the client made; every request awaits it. */
+  private readonly ready: Promise<void>;
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly slots: Slots;
@@ -207,16 +200,20 @@ export class ObjectClient {
     // The SDK warns on every process start that its releases after January 2027 need Node 22;
     // boxback pins this release (ECOSYSTEM.md), so the warning only adds a stderr line to every CLI run.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-    this.s3 = new S3Client({
-      endpoint: config.endpoint,
-      region: config.region,
-      forcePathStyle: config.pathStyle,
-      credentials,
-      maxAttempts: 1,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { requestTimeout: o.requestTimeoutMs ?? 60_000, connectionTimeout: 10_000 },
+    this.ready = import('@aws-sdk/client-s3').then((sdk) => {
+      this.c = sdk;
+      this.s3 = new sdk.S3Client({
+        endpoint: config.endpoint,
+        region: config.region,
+        forcePathStyle: config.pathStyle,
+        credentials,
+        maxAttempts: 1,
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        requestHandler: { requestTimeout: o.requestTimeoutMs ?? 60_000, connectionTimeout: 10_000 },
+      });
     });
+    this.ready.catch(() => undefined); // reported by the first request
     this.bucket = config.bucket;
     this.prefix = config.prefix;
     this.slots = new Slots(config.concurrency);
@@ -234,6 +231,7 @@ export class ObjectClient {
 
   /** Run one request with retries; `notFound` answers a 404 for the object itself. */
   private async call<T>(what: string, fn: () => Promise<T>, notFound?: () => T, outOfRange?: () => T): Promise<T> {
+    await this.ready;
     for (let attempt = 1; ; attempt++) {
       this.counters.requests++;
       try {
@@ -278,7 +276,7 @@ export class ObjectClient {
   async check(): Promise<void> {
     await this.call(
       'open the bucket',
-      () => this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })),
+      () => this.s3.send(new this.c.HeadBucketCommand({ Bucket: this.bucket })),
       () => {
         throw new BoxbackError('BOXBACK_ERR_STORE_NO_BUCKET', `${this.location}: the bucket does not exist`);
       },
@@ -292,7 +290,7 @@ export class ObjectClient {
       await this.bw.take(body.length);
       const ContentMD5 = md5(body);
       await this.call(`PUT ${key}`, () =>
-        this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body, ContentMD5 })),
+        this.s3.send(new this.c.PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body, ContentMD5 })),
       );
       this.counters.putBytes += body.length;
     });
@@ -301,7 +299,7 @@ export class ObjectClient {
   private async putMultipart(key: string, body: Buffer): Promise<void> {
     const Key = this.k(key);
     const created = await this.call(`start multipart ${key}`, () =>
-      this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key })),
+      this.s3.send(new this.c.CreateMultipartUploadCommand({ Bucket: this.bucket, Key })),
     );
     const UploadId = created.UploadId!;
     try {
@@ -315,14 +313,14 @@ export class ObjectClient {
             await this.bw.take(part.length);
             const ContentMD5 = md5(part);
             const r = await this.call(`PUT ${key} part ${i + 1}`, () =>
-              this.s3.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: part, ContentMD5 })),
+              this.s3.send(new this.c.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: part, ContentMD5 })),
             );
             this.counters.putBytes += part.length;
             return { ETag: r.ETag, PartNumber: i + 1 };
           }),
       );
       await this.call(`complete multipart ${key}`, () =>
-        this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } })),
+        this.s3.send(new this.c.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } })),
       );
     } catch (err) {
       await this.abortUpload(Key, UploadId);
@@ -334,7 +332,7 @@ export class ObjectClient {
     try {
       await this.call(
         `abort multipart ${Key}`,
-        () => this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
+        () => this.s3.send(new this.c.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
         () => undefined,
       );
       return true;
@@ -360,7 +358,7 @@ export class ObjectClient {
         `GET ${key}`,
         async () => {
           const r = await this.s3.send(
-            new GetObjectCommand({
+            new this.c.GetObjectCommand({
               Bucket: this.bucket,
               Key: this.k(key),
               ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
@@ -381,7 +379,7 @@ export class ObjectClient {
     return this.call(
       `HEAD ${key}`,
       async () => {
-        const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+        const r = await this.s3.send(new this.c.HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
         return { size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(0) };
       },
       () => null,
@@ -394,7 +392,7 @@ export class ObjectClient {
     let ContinuationToken: string | undefined;
     do {
       const r = await this.call(`LIST ${sub}`, () =>
-        this.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(sub), ContinuationToken })),
+        this.s3.send(new this.c.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(sub), ContinuationToken })),
       );
       for (const o of r.Contents ?? [])
         out.push({ key: o.Key!.slice(this.prefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) });
@@ -409,7 +407,7 @@ export class ObjectClient {
       const batch = keys.slice(i, i + 1000);
       const r = await this.call(`DELETE ${batch.length} objects`, () =>
         this.s3.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true } }),
+          new this.c.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true } }),
         ),
       );
       const bad = (r.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
@@ -429,7 +427,7 @@ export class ObjectClient {
   /** Multipart uploads still open under the store's prefix. */
   async openUploads(): Promise<Array<{ key: string; uploadId: string; initiated: Date }>> {
     const r = await this.call('list multipart uploads', () =>
-      this.s3.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix })),
+      this.s3.send(new this.c.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix })),
     );
     return (r.Uploads ?? []).map((u) => ({
       key: u.Key!.slice(this.prefix.length),
@@ -444,6 +442,6 @@ export class ObjectClient {
   }
 
   destroy(): void {
-    this.s3.destroy();
+    void this.ready.then(() => this.s3.destroy(), () => undefined);
   }
 }
