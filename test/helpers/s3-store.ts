@@ -50,6 +50,7 @@ export function s3Config(rgw: RadosgwInfo, bucket: string, over: Partial<S3Store
     pathStyle: true,
     concurrency: 4,
     bandwidthLimit: 0,
+    pruneGraceSeconds: 3600,
     ...over,
   }) as S3StoreConfig;
 }

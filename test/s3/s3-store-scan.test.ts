@@ -13,7 +13,7 @@ import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
 import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { startCluster } from '../../scripts/lib/cluster.mjs';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { creds, quiet, s3Config } from '../helpers/s3-store.js';
+import { bucketBytes, creds, quiet, s3Config } from '../helpers/s3-store.js';
 
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
 let rgw: RadosgwInfo;
@@ -73,7 +73,7 @@ describe('a controller with an S3 store rebuilds its catalog from it', () => {
     writeFileSync(path.join(dir, 'store.key'), `${secret.toString()}\n`, { mode: 0o600 });
     const yaml = readFileSync(cluster.controllerYaml, 'utf8').replace(
       /^store: store$/m,
-      `store:\n  kind: s3\n  endpoint: ${rgw.endpoint}\n  bucket: ${bucket}\n  prefix: fleet1/\n  pathStyle: true\n  credentialsFile: s3.cred\n  keyFile: store.key`,
+      `store:\n  kind: s3\n  endpoint: ${rgw.endpoint}\n  bucket: ${bucket}\n  prefix: fleet1/\n  pathStyle: true\n  credentialsFile: s3.cred\n  keyFile: store.key\n  pruneGraceSeconds: 0\nretention:\n  default: { keepManual: 1 }`,
     );
     expect(yaml).toContain('kind: s3');
     writeFileSync(cluster.controllerYaml, yaml);
@@ -110,5 +110,29 @@ describe('a controller with an S3 store rebuilds its catalog from it', () => {
     expect(scan.stdout).toContain('added 0 backup(s) to the catalog');
     // no secret in what a person reads
     expect(scan.stdout + hosts.stdout + r.stdout).not.toContain(secret.toString());
+
+    // retention (keepManual 1) deletes gocd-a's older backup, and the controller's store prune
+    // then frees its bytes in the bucket (grace period 0 here); the other two still verify
+    const dataBefore = await bucketBytes(rgw, bucket, 'fleet1/data/');
+    const pr = await cluster.cli(['backups', 'prune', '--host', 'gocd-a', '--yes']);
+    expect(pr.code, pr.stderr).toBe(0);
+    const left = JSON.parse((await cluster.cli(['--json', 'backups'])).stdout) as Array<{ id: string }> | { backups: Array<{ id: string }> };
+    expect((Array.isArray(left) ? left : left.backups).map((b) => b.id).sort()).toEqual([made[1], made[2]].sort());
+    // the store's prune is two-stage (forget, then sweep once the record is older than the grace
+    // period): a second `backups prune`, with nothing left to delete, still prunes the store
+    let dataAfter = await bucketBytes(rgw, bucket, 'fleet1/data/');
+    for (let i = 0; i < 5 && dataBefore.bytes - dataAfter.bytes < 70_000; i++) {
+      await new Promise((r) => setTimeout(r, 2500));
+      const again = await cluster.cli(['backups', 'prune', '--host', 'gocd-a', '--yes']);
+      expect(again.code, again.stderr).toBe(0);
+      dataAfter = await bucketBytes(rgw, bucket, 'fleet1/data/');
+    }
+    expect(dataBefore.bytes - dataAfter.bytes).toBeGreaterThanOrEqual(70_000);
+    const audit = await cluster.cli(['--json', 'audit']);
+    expect(audit.stdout).toContain('PruneStore');
+    for (const id of [made[1], made[2]]) {
+      const v = await cluster.cli(['backup', 'verify', id]);
+      expect(v.code, v.stderr + v.stdout).toBe(0);
+    }
   }, 300_000);
 });

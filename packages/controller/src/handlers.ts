@@ -332,7 +332,7 @@ export async function removeBackup(ctx: DeleteCtx, b: BackupRow): Promise<number
 }
 
 export async function pruneBackups(ctx: Ctx, r: Req<'PruneBackups'>, caller: Caller) {
-  return ctx.retention.prune({ host: r.host || undefined, dryRun: Boolean(r.dryRun), by: caller.name });
+  return ctx.retention.prune({ host: r.host || undefined, dryRun: Boolean(r.dryRun), by: caller.name, pruneStore: true });
 }
 
 export async function runDrill(ctx: Ctx, r: Req<'RunDrill'>, caller: Caller) {

@@ -13,7 +13,8 @@
  *   3. audit each deletion as actor "retention" with the reason; a damaged backup deleted
  *      because its keepDamagedDays passed also sends the "damaged" webhook.
  * `prune()` (RPC PruneBackups, `boxback backups prune`) does the same for one host or all, or
- * with dryRun only returns the plan. Runs are serialized: two never delete concurrently.
+ * with dryRun only returns the plan. After a run that is not a dry run, a store that frees
+ * bytes only in its own prune (S3) is pruned: when something was deleted, else once a day. Runs are serialized: two never delete concurrently.
  * The plan never forgets the newest Restorable backup of a host (see policy/retention.ts).
  */
 import { asBoxbackError, type JobResult, type Logger } from '@boxback/common';
@@ -75,13 +76,13 @@ export class RetentionRunner {
   }
 
   /** Plan (and unless dryRun, apply) retention for one host or every host with backups. */
-  prune(o: { host?: string; dryRun: boolean; by: string }): Promise<PruneResult> {
+  prune(o: { host?: string; dryRun: boolean; by: string; pruneStore?: boolean }): Promise<PruneResult> {
     const run = this.chain.then(() => this.pruneNow(o));
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  private async pruneNow(o: { host?: string; dryRun: boolean; by: string }): Promise<PruneResult> {
+  private async pruneNow(o: { host?: string; dryRun: boolean; by: string; pruneStore?: boolean }): Promise<PruneResult> {
     let all = await this.catalog.listBackups(o.host);
     // a Restorable backup that vanished from the store must not count as a host's newest good one
     if (this.checkPresence && (await this.checkPresence(all))) all = await this.catalog.listBackups(o.host);
@@ -131,7 +132,39 @@ export class RetentionRunner {
       for (const f of o.dryRun ? [] : plan.forget) await this.deleteOne(byId.get(f.id)!, items.get(f.id)!, source, o.by, out);
       out.items.push(...backups.map((b) => items.get(b.id)!));
     }
+    if (!o.dryRun) await this.pruneStore(out.deleted > 0 || Boolean(o.pruneStore), o.by);
     return out;
+  }
+
+  private lastStorePruneMs = 0;
+
+  /**
+   * An object store frees the bytes of deleted backups (and of interrupted ones) only in its
+   * own prune: run it after retention deleted something (or an operator's prune asked), and at
+   * least once a day otherwise.
+   * Audited as actor "retention"; a failure is logged and audited, never thrown (the next run tries again).
+   */
+  private async pruneStore(now: boolean, by: string): Promise<void> {
+    const store = this.d.store;
+    if (!store.prune || (!now && Date.now() - this.lastStorePruneMs < 86_400_000)) return;
+    this.lastStorePruneMs = Date.now();
+    let result = 'ok';
+    let detail: string;
+    try {
+      const r = await store.prune();
+      detail = `freed ${r.deletedBytes} bytes (${by})`;
+      this.log.info({ store: store.describe().location, deletedBytes: r.deletedBytes, by }, 'store pruned');
+    } catch (err) {
+      const be = asBoxbackError(err);
+      result = be.code;
+      detail = `${be.message} (${by})`;
+      this.log.warn({ err: be.message }, 'the store prune failed; the next retention run tries again');
+    }
+    try {
+      await this.catalog.appendAudit({ atMs: Date.now(), who: 'retention', action: 'PruneStore', target: store.describe().location, result, detail });
+    } catch (err) {
+      this.log.error({ err }, 'writing the audit log failed');
+    }
   }
 
   private async deleteOne(b: BackupRow, it: PruneItem, source: string, by: string, out: PruneResult): Promise<void> {

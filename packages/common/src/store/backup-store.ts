@@ -233,6 +233,13 @@ export interface BackupStore {
    * journal (local: prepares the hard-link farm in the background). Never throws.
    */
   prepareNext?(host: string, ref: BackupRef, tree: string, dir: string): void;
+  /**
+   * Optional: free what no complete backup references any more (an object store, where
+   * `delete` only drops a backup's manifest). Safe while backups run (a grace period and
+   * live locks protect what they write). The controller calls it after retention deleted
+   * something, and at least once a day. `deletedBytes`: bytes freed now.
+   */
+  prune?(): Promise<{ deletedBytes: number }>;
   /** Optional: release what this process holds (background work, connections). */
   close?(): Promise<void>;
 }

@@ -51,6 +51,8 @@ const s3Schema = z
     concurrency: z.number().int().min(1).max(256).default(8),
     /** Bytes per second for uploads (0: unlimited). */
     bandwidthLimit: z.number().int().nonnegative().default(0),
+    /** Prune never deletes an object younger than this (protects a backup that is still uploading). */
+    pruneGraceSeconds: z.number().int().nonnegative().default(3600),
   })
   .strict();
 

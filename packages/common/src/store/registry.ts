@@ -22,6 +22,6 @@ export function openStore(config: StoreConfig, o: OpenStoreOptions = {}): Backup
       return new LocalBackupStore(config.path, o);
     case 's3':
       // opens lazily: the credentials file is read now, the key and the bucket at first use
-      return new S3BackupStore(config, { log: o.log, scratchDir: o.scratchDir });
+      return new S3BackupStore(config, { log: o.log, scratchDir: o.scratchDir, graceMs: config.pruneGraceSeconds * 1000 });
   }
 }

@@ -320,11 +320,9 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       else {
         const plan = await call(true);
         const n = plan.items.filter((i) => !i.keep).length;
-        if (n === 0) r = plan;
-        else {
-          await ctx.confirm(`Delete ${n} backup(s) the retention policy does not keep${host ? ` (host ${host})` : ''}?`, o.yes);
-          r = await call(false);
-        }
+        // nothing to delete still runs once: an object store frees what earlier deletes left
+        if (n > 0) await ctx.confirm(`Delete ${n} backup(s) the retention policy does not keep${host ? ` (host ${host})` : ''}?`, o.yes);
+        r = await call(false);
       }
       if (r.items.some((i) => i.error)) ctx.exitCode = 5;
       ctx.out(r, () => pruneText(r));
