@@ -19,7 +19,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { asBoxbackError, isInside } from '@boxback/common';
+import { asBoxbackError, isInside, type StoreConfig } from '@boxback/common';
 import { loadAgentConfig } from '../../packages/agent/src/config.js';
 import { loadPlan, planPaths, type Plan } from '../../packages/agent/src/plan.js';
 
@@ -48,9 +48,13 @@ export function suggestedRoots(plan: Plan): string[] {
   return minimise(targets(plan).map((t) => t.root));
 }
 
-/** The store, the state dir and every target's parent (staging, safety and rejected siblings). */
-export function writablePaths(plan: Plan, store: string, stateDir: string): string[] {
-  return minimise([store, stateDir, ...targets(plan).map((t) => t.parent)]);
+/**
+ * A local store's directory, the state dir and every target's parent (staging, safety and
+ * rejected siblings). An S3 store has no directory here: its scratch copies go under the OS
+ * temp dir, which the unit leaves writable.
+ */
+export function writablePaths(plan: Plan, store: StoreConfig, stateDir: string): string[] {
+  return minimise([...(store.kind === 'local' ? [store.path] : []), stateDir, ...targets(plan).map((t) => t.parent)]);
 }
 
 /**
