@@ -102,7 +102,9 @@ function startDaemon(name, argv, logFile, readyMsg) {
 }
 
 /**
- * @param {{ dir: string, concurrency?: number, controllerExtra?: string, dashboard?: boolean | { sessionTimeout?: string | number } }} o
+ * @param {{ dir: string, concurrency?: number, controllerExtra?: string, storeYaml?: string, dashboard?: boolean | { sessionTimeout?: string | number } }} o
+ * storeYaml: the `store:` value of the controller's and (default) the agents' configs, as YAML
+ * (a flow mapping such as `{ kind: s3, ... }`); default the local directory `store`.
  * dashboard: the controller also serves the dashboard on a free loopback port (cluster.dashboardUrl).
  */
 export async function startCluster(o) {
@@ -127,7 +129,7 @@ export async function startCluster(o) {
     `listen: 127.0.0.1:${ctlPort}
 tls: { ca: certs/ca.crt, cert: certs/controller.crt, key: certs/controller.key }
 catalog: catalog.db
-store: store
+store: ${o.storeYaml ?? 'store'}
 concurrency: ${o.concurrency ?? 4}
 ${httpPort ? `http: { listen: 127.0.0.1:${httpPort}, sessionTimeout: ${q(session)} }\n` : ''}${o.controllerExtra ?? ''}`,
   );
@@ -196,7 +198,7 @@ ${httpPort ? `http: { listen: 127.0.0.1:${httpPort}, sessionTimeout: ${q(session
         `name: ${a.name}
 listen: 127.0.0.1:${port}
 tls: { ca: ${q(path.join(certs, 'ca.crt'))}, cert: ${q(path.join(certs, 'agents', `${a.name}.crt`))}, key: ${q(path.join(certs, 'agents', `${a.name}.key`))} }
-store: ${q(a.store ?? store)}
+store: ${a.store ? q(a.store) : (o.storeYaml ?? q(store))}
 stateDir: ${q(path.join(agentDir, 'state'))}
 plan: ${q(a.box.planFile)}
 allowedRoots: [${(a.allowedRoots ?? [a.box.root]).map(q).join(', ')}]

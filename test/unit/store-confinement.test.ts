@@ -50,17 +50,8 @@ const LAYOUT_SPELLINGS: [string, RegExp][] = [
 const ALLOWED: Record<string, string[]> = {
   // the journal bench's own link farms (bench/journal-bench.mjs); the agent's come from the store
   'packages/agent/src/journal/index.ts': ['imports LinkFarms'],
-  'packages/agent/src/restore/restore.ts': [
-    'fs on a store path',
-    'imports resolveInStore',
-    'the local store directory (storeRoot, until backup and restore use the interface)',
-  ],
-  // storeRoot for restore; the local directories GoCD's post-backup hook variables name
-  'packages/agent/src/store.ts': [
-    'a path joined onto the store directory',
-    'backup_${...} directory name',
-    'the local store directory (storeRoot, until backup and restore use the interface)',
-  ],
+  // the local directories GoCD's post-backup hook variables name (empty for kind: s3)
+  'packages/agent/src/store.ts': ['a path joined onto the store directory', 'backup_${...} directory name'],
 };
 
 function sources(dir: string): string[] {

@@ -2,11 +2,12 @@
  * This agent's BackupStore: one per loaded config (the local backend keeps the link farms
  * it prepares for the next journaled backup, so backups, journals and RPCs share it).
  *
- * `storeRoot` is the local store's directory, for the code that has not moved behind the
- * interface yet (backup.ts, restore.ts: see test/unit/store-confinement.test.ts).
+ * Backup and restore go through the interface only. The one local path left is for GoCD's
+ * post-backup hook variables (localHostDir, localBackupDir): the local store's directories,
+ * undefined (the variables empty) for another kind (see test/unit/store-confinement.test.ts).
  */
 import path from 'node:path';
-import { BoxbackError, openStore, type BackupRef, type BackupStore, type Logger } from '@boxback/common';
+import { openStore, type BackupRef, type BackupStore, type Logger } from '@boxback/common';
 import type { AgentConfig } from './config.js';
 
 const stores = new WeakMap<AgentConfig, BackupStore>();
@@ -18,16 +19,6 @@ export function agentStore(config: AgentConfig, log?: Logger): BackupStore {
     stores.set(config, s);
   }
   return s;
-}
-
-/** The local store's directory (CONFIG_INVALID for another kind, until backup and restore use the interface only). */
-export function storeRoot(config: AgentConfig): string {
-  if (config.store.kind !== 'local')
-    throw new BoxbackError(
-      'BOXBACK_ERR_CONFIG_INVALID',
-      `this agent's restore needs a local store for now (store: kind ${config.store.kind} in ${config.file})`,
-    );
-  return config.store.path;
 }
 
 /** The local store's directory of this host's backups (GoCD's hook variables name it); undefined for another kind. */

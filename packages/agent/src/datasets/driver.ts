@@ -145,7 +145,8 @@ export interface DatasetDriver<D extends PlanDataset = PlanDataset, P extends Re
   backup(d: D, index: number, env: BackupEnv, captured: unknown): Promise<Captured>;
   probe?(d: D, index: number, entry: ManifestDataset, env: ProbeEnv): Promise<ProbeOutcome | undefined>;
 
-  target(entry: ManifestDataset, d: D, index: number, backupDir: string): Promise<P>;
+  /** `file(rel)`: a local path holding the backup's stored file `rel` (restore/backup-files.ts). */
+  target(entry: ManifestDataset, d: D, index: number, file: (rel: string) => Promise<string>): Promise<P>;
   preflight?(part: P, d: D, env: RestoreEnv): Promise<string[]>;
   stage?(part: P, env: StageEnv): Promise<StageOut>;
   apply?(part: P, d: D, env: ApplyEnv): Promise<string[]>;

@@ -208,6 +208,6 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
       await fsp.rm(root, { recursive: true, force: true });
     }
   },
-  target: async (entry, d, i, dir) => zipTarget(entry, d, i, dir),
+  target: (entry, d, i, file) => zipTarget(entry, d, i, file),
   stage: stageZip,
 };

@@ -216,8 +216,8 @@ export const mysqlDriver: DatasetDriver<MysqlDataset, RestorePart> = {
       );
     }
   },
-  async target(entry, _d, index, backupDir) {
-    const archivePath = path.join(backupDir, entry.archive);
+  async target(entry, _d, index, file) {
+    const archivePath = await file(entry.archive);
     return {
       kind: 'mysql',
       name: entry.name,

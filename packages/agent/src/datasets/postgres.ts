@@ -98,10 +98,10 @@ export const postgresDriver: DatasetDriver<PlanPostgresDataset, PgPart> = {
     return { result: 'ok', method: meta.format === 'custom' ? 'pg_restore --list' : 'plain script complete' };
   },
 
-  async target(entry, d, index, backupDir) {
+  async target(entry, d, index, file) {
     // The plan's connection settings, the backup's file name (the messages name the file restored).
     const ds: PostgresDataset = { ...toPostgresDataset(d, index), archive: entry.archive };
-    const archivePath = path.join(backupDir, entry.archive);
+    const archivePath = await file(entry.archive);
     const meta = entry.extra ? metaFromManifest(entry.extra, entry.archive) : await inspectDump(ds, archivePath);
     const bytes = entry.bytes ?? meta.sizeBytes ?? 0;
     return {

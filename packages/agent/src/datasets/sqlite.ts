@@ -126,7 +126,7 @@ export const sqliteDriver: DatasetDriver<SqliteDataset> = {
       );
     return { result: 'ok', method: `PRAGMA ${pragma}` };
   },
-  target: async (entry, d, i, dir) => zipTarget(entry, { ...d, files: [d.sqlite.file] }, i, dir),
+  target: (entry, d, i, file) => zipTarget(entry, { ...d, files: [d.sqlite.file] }, i, file),
   stage: stageZip,
   async apply(_part, d, env) {
     for (const suffix of SIDECARS) {

@@ -75,9 +75,14 @@ export async function zipInto(
 }
 
 /** Where a zip of `d`'s directory or files lands on this box. */
-export function zipTarget(entry: ManifestDataset, d: PlanDataset, index: number, backupDir: string): RestorePart {
+export async function zipTarget(
+  entry: ManifestDataset,
+  d: PlanDataset,
+  index: number,
+  file: (rel: string) => Promise<string>,
+): Promise<RestorePart> {
   const owner = d.owner ?? entry.owner;
-  const archivePath = path.join(backupDir, entry.archive);
+  const archivePath = await file(entry.archive);
   const base = { name: d.name, archive: entry.archive, archivePath, owner, entries: entry.entries ?? 0, bytes: entry.bytes ?? 0 };
   let zip: DatasetTarget;
   if (d.path) {
@@ -160,6 +165,6 @@ export const zipDriver: DatasetDriver<ZipDataset> = {
     const capture = staged ? 'quiesced' : d.quiesce ? 'live-unverified' : 'live';
     return zipInto(d, src, env, 'zip', capture);
   },
-  target: async (entry, d, i, dir) => zipTarget(entry, d, i, dir),
+  target: (entry, d, i, file) => zipTarget(entry, d, i, file),
   stage: stageZip,
 };

@@ -89,12 +89,14 @@ export function newRecord(jobId: string, backupId: string, backupPath: string): 
   return { version: 1, jobId, backupId, backupPath, createdAtMs: now, updatedAtMs: now, status: 'in-progress', moves: [], staging: [] };
 }
 
-/** Paths a job may create next to a target: staging, safety and rejected siblings. */
+/** Paths a job may create next to a target: staging, safety, rejected and download siblings. */
 export const sibling = {
   staging: (target: string, jobId: string) => `${target}.boxback-staging-${jobId}`,
   safety: (target: string, jobId: string) => `${target}.boxback-safety-${jobId}`,
   hostSafety: (target: string, jobId: string) => `${target}.boxback-safety-${jobId}.prehost`,
   rejected: (target: string, jobId: string) => `${target}.boxback-rejected-${jobId}`,
+  /** Archives and dumps downloaded from a remote store (backup-files.ts). */
+  download: (target: string, jobId: string) => `${target}.boxback-download-${jobId}`,
 };
 
 export async function exists(p: string): Promise<boolean> {

@@ -39,14 +39,16 @@ import {
   BoxbackError,
   asBoxbackError,
   emptyResult,
-  readManifest,
-  resolveInStore,
+  parseManifestText,
+  refFromPath,
+  refId,
   type JobResult,
   type Manifest,
   type RestoreRequest,
 } from '@boxback/common';
 import type { JobContext } from '../job.js';
-import { storeRoot } from '../store.js';
+import { agentStore } from '../store.js';
+import { BackupFiles, scratchDirFor } from './backup-files.js';
 import type { RestoreEnv } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
 import { startServices } from '../services.js';
@@ -135,7 +137,12 @@ async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets,
  * the other and is the one reported. The trees' staging paths are recorded before either
  * starts, so only EXTRACT writes the record meanwhile.
  */
-async function stageAll(run: Run, rec: RestoreRecord, targets: RestoreTargets): Promise<{ staged: Staged[]; bytes: number }> {
+async function stageAll(
+  run: Run,
+  rec: RestoreRecord,
+  files: BackupFiles,
+  targets: RestoreTargets,
+): Promise<{ staged: Staged[]; bytes: number }> {
   const staged: Staged[] = [];
   const chown: ChownWork[] = [];
   for (const t of targets.trees) rec.staging.push(sibling.staging(t.target, run.ctx.jobId));
@@ -150,7 +157,9 @@ async function stageAll(run: Run, rec: RestoreRecord, targets: RestoreTargets): 
   const results = await Promise.allSettled(
     [
       step(lanes[0], 'EXTRACT', () => extractAll(lanes[0], rec, targets, staged, chown)),
-      step(lanes[1], 'SYNC_TREES', () => syncTrees(lanes[1].ctx, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId))),
+      step(lanes[1], 'SYNC_TREES', () =>
+        syncTrees(lanes[1].ctx, files.store, files.ref, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
+      ),
     ].map((p) =>
       p.catch((err: unknown) => {
         stop.abort(err);
@@ -187,7 +196,7 @@ async function stageAll(run: Run, rec: RestoreRecord, targets: RestoreTargets): 
 async function verifyAndStage(
   run: Run,
   rec: RestoreRecord,
-  backupDir: string,
+  files: BackupFiles,
   manifest: Manifest,
   targets: RestoreTargets,
 ): Promise<{ staged: Staged[]; bytes: number }> {
@@ -199,12 +208,12 @@ async function verifyAndStage(
     warnings: run.warnings,
   };
   const [verified, staging] = await Promise.allSettled([
-    verifyBackup(ctx, backupDir, manifest, targets, false).catch((err: unknown) => {
+    verifyBackup(ctx, files, manifest, targets, false).catch((err: unknown) => {
       stopStaging.abort(err);
       ctx.emit({ phase: 'VERIFY', state: 'failed', message: (err as Error).message });
       throw err;
     }),
-    stageAll(stageRun, rec, targets),
+    stageAll(stageRun, rec, files, targets),
   ]);
   if (verified.status === 'rejected') {
     run.step = 'VERIFY';
@@ -325,23 +334,28 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
   const result: JobResult = { ...emptyResult(ctx.jobId), backupPath: req.backupPath, backupId: req.backupId };
   const run: Run = { ctx, step: 'VERIFY', warnings: [] };
   let rec: RestoreRecord | undefined;
+  let files: BackupFiles | undefined;
   let phase: 'before-stop' | 'stopping' | 'after-stop' = 'before-stop';
   activeRestores.add(ctx.jobId);
   try {
     checkJobId(ctx.jobId);
-    const backupDir = resolveInStore(storeRoot(ctx.config), req.backupPath);
+    const store = agentStore(ctx.config, ctx.log);
+    const ref = refFromPath(req.backupPath);
     const { manifest, targets } = await step(run, 'VERIFY', async () => {
       ctx.emit({ phase: 'VERIFY', state: 'started', message: 'reading the manifest' });
-      const m = await readManifest(backupDir);
-      return { manifest: m, targets: await mapTargets(m, ctx.config.plan, backupDir) };
+      const m = parseManifestText(await store.readManifestText(ref), `the manifest of ${refId(ref)}`);
+      files = new BackupFiles(store, ref, m, scratchDirFor(ctx.config, ctx.jobId), ctx.signal);
+      const f = files;
+      return { manifest: m, targets: await mapTargets(m, ctx.config.plan, (rel) => f.get(rel)) };
     });
+    const bf = files!;
     result.backupId = manifest.id;
     run.warnings.push(...targets.warnings);
     for (const w of liveUnverified(targets.parts)) ctx.emit({ phase: 'VERIFY', message: `warning: ${w}` });
-    const version = await step(run, 'VERSION_CHECK', () => checkVersion(ctx, backupDir, manifest, req.force));
+    const version = await step(run, 'VERSION_CHECK', () => checkVersion(ctx, store, ref, manifest, req.force));
     run.warnings.push(...version.warnings);
     if (req.dryRun) {
-      const verified = await step(run, 'VERIFY', () => verifyBackup(ctx, backupDir, manifest, targets, true));
+      const verified = await step(run, 'VERIFY', () => verifyBackup(ctx, bf, manifest, targets, true));
       result.dryRunReport = await dryRunReport(ctx, manifest, targets, verified, version, req.force);
       result.status = 'Completed';
       return result;
@@ -349,8 +363,12 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     // Still VERSION_CHECK, still before STOP: nothing has changed yet.
     await step(run, 'VERSION_CHECK', () => preflightAll(run, targets, req.force));
     rec = newRecord(ctx.jobId, manifest.id, req.backupPath);
+    // Downloads (a remote store) lie beside the targets: removed with the staging on a failure.
+    rec.staging.push(bf.scratchDir);
     await saveRecord(ctx.config.stateDir, rec);
-    const { staged, bytes } = await verifyAndStage(run, rec, backupDir, manifest, targets);
+    const { staged, bytes } = await verifyAndStage(run, rec, bf, manifest, targets);
+    // EXTRACT is done: only the dumps RESTORE_DATABASE loads are still needed on the box.
+    await bf.releaseExcept(applied(targets).map((p) => p.archive));
     result.sizeBytes = bytes + applied(targets).reduce((s, d) => s + d.bytes, 0);
     phase = 'stopping';
     await step(run, 'STOP', () => stopAndConfirm(ctx));
@@ -368,6 +386,8 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
       // journals recorded no longer describes them. The next backup of each makes a full pass.
       ctx.journals?.invalidateAll(`restore of ${result.backupId || req.backupPath} (job ${ctx.jobId}) replaced the trees`);
     }
+    // Downloaded archives and dumps are needed until RESTORE_DATABASE (and a rollback) is done.
+    await files?.releaseAll();
     activeRestores.delete(ctx.jobId);
     result.warnings = [...run.warnings, ...result.warnings];
     result.durationMs = Date.now() - started;

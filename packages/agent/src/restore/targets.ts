@@ -50,7 +50,6 @@ export type DatasetTarget = DirDatasetTarget | FilesDatasetTarget;
 export interface TreeTarget {
   name: string;
   dir: string;
-  backupDir: string;
   target: string;
   owner?: Owner;
   files: number;
@@ -95,7 +94,8 @@ export function liveUnverified(parts: RestorePart[]): string[] {
     );
 }
 
-export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: string): Promise<RestoreTargets> {
+/** `file(rel)`: a local path holding stored file `rel` (BackupFiles.get: the stored file, or a checked download). */
+export async function mapTargets(manifest: Manifest, plan: Plan, file: (rel: string) => Promise<string>): Promise<RestoreTargets> {
   const warnings: string[] = [];
   const parts: RestorePart[] = [];
   const taken = new Set<number>();
@@ -116,7 +116,7 @@ export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: stri
     if (taken.has(i))
       throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `two datasets of the backup restore onto plan dataset ${pd.name} (${pd.archive})`);
     taken.add(i);
-    parts.push(await driverOf(pd).target(d, pd, i, backupDir));
+    parts.push(await driverOf(pd).target(d, pd, i, file));
   }
   plan.datasets.forEach((pd, i) => {
     if (!taken.has(i) && !(manifest.datasets ?? []).some((d) => d.archive === pd.archive))
@@ -136,7 +136,6 @@ export async function mapTargets(manifest: Manifest, plan: Plan, backupDir: stri
     trees.push({
       name: pt.name,
       dir: t.dir,
-      backupDir: path.join(backupDir, t.dir),
       target: path.resolve(pt.source),
       owner: pt.owner ?? t.owner,
       files: t.files ?? 0,

@@ -1,29 +1,24 @@
 /**
- * Step SYNC_TREES: each synced tree (artifacts, test reports) is copied back from the
- * backup with the real rsync into a staging sibling of its target:
- *   rsync -a --numeric-ids <backup>/<dir>/ <target>.boxback-staging-<job>/
- * A fresh staging directory, so the target ends up holding exactly the backup. Numeric
- * ids are kept as the backup has them; the CHOWN step maps or replaces them. The copy is
- * real (no hard links into the store), so the restored box can never alter a backup.
+ * Step SYNC_TREES: each synced tree (artifacts, test reports) is written from the store
+ * into a fresh staging sibling of its target with `store.fetchTree`, so the target ends up
+ * holding exactly the backup:
+ *   local  rsync -a --numeric-ids <backup>/<dir>/ <target>.boxback-staging-<job>/ (a real
+ *          copy, no hard links into the store: the restored box can never alter a backup)
+ *   s3     each file downloaded and checked against the manifest's SHA-256, symlinks,
+ *          modes and mtimes as stored
+ * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
  */
-import { BoxbackError } from '@boxback/common';
+import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore } from '@boxback/common';
 import type { JobContext } from '../job.js';
-import { describeFailure, runCommand } from '../run-command.js';
 import type { TreeTarget } from './targets.js';
 
-export async function syncTree(ctx: JobContext, t: TreeTarget, staging: string): Promise<void> {
-  const argv = ['rsync', '-a', '--numeric-ids', `${t.backupDir}/`, `${staging}/`];
-  const timeoutMs = 24 * 3_600_000;
-  const r = await runCommand(argv, { timeoutMs, signal: ctx.signal });
-  if (!r.ok) {
-    throw new BoxbackError(
-      r.timedOut ? 'BOXBACK_ERR_TIMEOUT' : 'BOXBACK_ERR_SYNC_FAILED',
-      describeFailure(`restoring tree ${t.name}`, argv, r, timeoutMs),
-    );
-  }
-}
-
-export async function syncTrees(ctx: JobContext, trees: TreeTarget[], stagingOf: (t: TreeTarget) => string): Promise<void> {
+export async function syncTrees(
+  ctx: JobContext,
+  store: BackupStore,
+  ref: BackupRef,
+  trees: TreeTarget[],
+  stagingOf: (t: TreeTarget) => string,
+): Promise<void> {
   const bytesTotal = trees.reduce((s, t) => s + t.bytes, 0);
   const filesTotal = trees.reduce((s, t) => s + t.files, 0);
   let bytesDone = 0;
@@ -31,7 +26,13 @@ export async function syncTrees(ctx: JobContext, trees: TreeTarget[], stagingOf:
   ctx.emit({ phase: 'SYNC_TREES', state: 'started', bytesTotal, filesTotal });
   for (const t of trees) {
     ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
-    await syncTree(ctx, t, stagingOf(t));
+    try {
+      await store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal });
+    } catch (err) {
+      if (ctx.signal.aborted) throw err;
+      const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');
+      throw new BoxbackError(be.code, `restoring tree ${t.name}: ${be.message}`, be.details, { cause: err });
+    }
     bytesDone += t.bytes;
     filesDone += t.files;
   }

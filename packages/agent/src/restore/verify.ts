@@ -1,22 +1,22 @@
 /**
- * Step VERIFY: refuse a damaged backup before anything on the box is touched.
- *   1. every file of the backup against its manifest entry (size, SHA-256, symlink target)
+ * Step VERIFY: refuse a damaged backup before anything on the box is touched. Everything
+ * is read through the store (BackupStore), never from a store path:
+ *   1. every file of the backup against its manifest entry: `store.verify` (local: size,
+ *      SHA-256, symlink targets, and no unlisted file in a tree directory, which rsync would
+ *      restore unchecked; s3: every file's content re-read and hashed)
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
- *   3. no unlisted file hides in a tree directory (rsync would restore it unchecked)
- *   4. every zip archive of the backup (not only those this box's plan restores) opens and
- *      its central directory reads to the end; with `crc` (dry run, where nothing is
- *      extracted after) also every entry's data is read and CRC-checked, beside 1. pg_dump files
- *      are no zips: the SHA-256 of 1 is their check (and pg_restore reads them back at
- *      VERSION_CHECK)
+ *   3. every zip archive of the backup (not only those this box's plan restores) opens and
+ *      its central directory reads to the end, from the local file `files.get` gives (the
+ *      stored file, or a checked download); with `crc` (dry run, where nothing is extracted
+ *      after) also every entry's data is read and CRC-checked. pg_dump files are no zips:
+ *      the SHA-256 of 1 is their check (and pg_restore reads them back at VERSION_CHECK)
  * A real restore checks every entry's CRC-32 as it extracts, into staging, before the
- * swap: each entry is decompressed once, and a damaged one still changes nothing (the
- * SHA-256 of 1 already proves each zip is byte for byte what the backup wrote).
+ * swap: a damaged one still changes nothing.
  * Any problem throws BOXBACK_ERR_VERIFY_FAILED naming the first few.
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
-import { BoxbackError, checkBackupZips, mapLimit, verifyBackupDir, zipArchivesOf, zipEntries, type Manifest } from '@boxback/common';
+import { BoxbackError, checkZipArchive, mapLimit, zipArchivesOf, zipEntries, type Manifest } from '@boxback/common';
 import type { JobContext } from '../job.js';
+import type { BackupFiles } from './backup-files.js';
 import type { RestoreTargets } from './targets.js';
 
 export interface VerifySummary {
@@ -26,51 +26,39 @@ export interface VerifySummary {
   crcChecked: boolean;
 }
 
-async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {
-  const dirents = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
-  for (const d of dirents) {
-    const r = rel ? `${rel}/${d.name}` : d.name;
-    if (d.isDirectory()) await walkFiles(root, r, out);
-    else out.push(r);
-  }
-}
-
-async function unlistedTreeFiles(backupDir: string, manifest: Manifest, targets: RestoreTargets): Promise<string[]> {
-  const listed = new Set(manifest.files.map((f) => f.path));
-  const problems: string[] = [];
-  for (const t of targets.trees) {
-    const found: string[] = [];
-    try {
-      await walkFiles(backupDir, t.dir, found);
-    } catch (err) {
-      problems.push(`${t.dir}/: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-      continue;
-    }
-    for (const f of found) if (!listed.has(f)) problems.push(`${f}: not in the manifest`);
-  }
-  return problems;
-}
-
-/** Every zip opens and its central directory reads to the end (a real restore CRC-checks as it extracts). */
-async function openZips(backupDir: string, archives: string[]): Promise<{ entries: number; problems: string[] }> {
+/** Every zip opens (and, with `crc`, every entry's CRC checks); a damaged one is a problem line. */
+async function checkZips(
+  files: BackupFiles,
+  archives: string[],
+  crc: boolean,
+  onBytes: (n: number) => void,
+): Promise<{ entries: number; problems: string[] }> {
   let entries = 0;
   const problems: string[] = [];
   await mapLimit(archives, 2, async (rel) => {
+    let local = '';
     try {
-      for await (const e of zipEntries(path.join(backupDir, rel))) {
+      local = await files.get(rel);
+      if (crc) {
+        entries += (await checkZipArchive(local, rel, onBytes)).entries;
+        return;
+      }
+      for await (const e of zipEntries(local)) {
         void e;
         entries++;
       }
     } catch (err) {
-      problems.push(`${rel}: ${(err as Error).message.split(backupDir + '/').join('')}`);
+      const msg = local ? (err as Error).message.split(local).join(rel) : (err as Error).message;
+      problems.push(crc || msg.startsWith(`${rel}:`) ? msg : `${rel}: ${msg}`);
     }
   });
+  problems.sort();
   return { entries, problems };
 }
 
 export async function verifyBackup(
   ctx: JobContext,
-  backupDir: string,
+  files: BackupFiles,
   manifest: Manifest,
   targets: RestoreTargets,
   crc: boolean,
@@ -78,7 +66,6 @@ export async function verifyBackup(
   const problems: string[] = [];
   const listed = new Set(manifest.files.map((f) => f.path));
   for (const d of targets.parts) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
-  problems.push(...(await unlistedTreeFiles(backupDir, manifest, targets)));
 
   const shaTotal = manifest.files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
   const checked = { ...manifest, datasets: manifest.datasets.filter((d) => listed.has(d.archive)) };
@@ -102,17 +89,19 @@ export async function verifyBackup(
   };
   ctx.emit({ phase: 'VERIFY', state: 'started', bytesTotal: shaTotal + zipTotal, filesTotal: manifest.files.length });
   const [sha, zips] = await Promise.all([
-    verifyBackupDir(backupDir, manifest, (p) => {
-      shaDone = p.bytesDone;
-      filesDone = p.filesDone;
+    files.store.verify(files.ref, {
+      contentOnly: true,
+      signal: ctx.signal,
+      onProgress: (p) => {
+        shaDone = p.bytesDone;
+        filesDone = p.filesDone;
+        emit();
+      },
+    }),
+    checkZips(files, zipArchivesOf(checked), crc, (n) => {
+      zipDone += n;
       emit();
     }),
-    crc
-      ? checkBackupZips(backupDir, checked, (n) => {
-          zipDone += n;
-          emit();
-        })
-      : openZips(backupDir, zipArchivesOf(checked)),
   ]);
   problems.push(...sha.problems, ...zips.problems);
   emit(true);

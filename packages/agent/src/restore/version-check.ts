@@ -5,9 +5,7 @@
  * A newer backup is refused unless forced; forcing logs a loud warning and puts one in
  * the result. When either version is unknown, the restore goes on with a warning.
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
-import { BoxbackError, type Manifest } from '@boxback/common';
+import { BoxbackError, type BackupRef, type BackupStore, type Manifest } from '@boxback/common';
 import type { JobContext } from '../job.js';
 import { compareVersions, readInstalledVersion } from '../product-version.js';
 
@@ -18,9 +16,12 @@ export interface VersionCheck {
   warnings: string[];
 }
 
-export async function backupVersion(backupDir: string, manifest: Manifest): Promise<string | null> {
+/** The backup's version.txt (read through the store, at most 4 KiB), else the manifest's product version. */
+export async function backupVersion(store: BackupStore, ref: BackupRef, manifest: Manifest): Promise<string | null> {
   try {
-    const text = (await fsp.readFile(path.join(backupDir, 'version.txt'), 'utf8')).trim();
+    const chunks: Buffer[] = [];
+    for await (const c of await store.openFile(ref, 'version.txt', { start: 0, end: 4095 })) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8').trim();
     if (text) return text;
   } catch {
     /* no version.txt: fall back on the manifest */
@@ -28,9 +29,15 @@ export async function backupVersion(backupDir: string, manifest: Manifest): Prom
   return manifest.product?.version ?? null;
 }
 
-export async function checkVersion(ctx: JobContext, backupDir: string, manifest: Manifest, force: boolean): Promise<VersionCheck> {
+export async function checkVersion(
+  ctx: JobContext,
+  store: BackupStore,
+  ref: BackupRef,
+  manifest: Manifest,
+  force: boolean,
+): Promise<VersionCheck> {
   ctx.emit({ phase: 'VERSION_CHECK', state: 'started' });
-  const backup = await backupVersion(backupDir, manifest);
+  const backup = await backupVersion(store, ref, manifest);
   const installed = await readInstalledVersion(ctx.config.plan);
   const warnings: string[] = [];
   let verdict: VersionCheck['verdict'] = 'same-or-older';

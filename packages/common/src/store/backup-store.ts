@@ -173,6 +173,8 @@ export interface StoreVerifyOptions {
   quick?: boolean;
   /** Read this fraction (0..1] of the content at random (a scheduled verify), the rest quick. */
   sample?: number;
+  /** Each file's bytes against the manifest only, no zip entry CRCs (a restore checks those as it extracts). */
+  contentOnly?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: VerifyProgress) => void;
 }

@@ -1,13 +1,14 @@
 /**
  * Reading a local store's backups: the manifest's text, a stored file (as a stream, for
  * random reads, or the file itself), a tree copied out with rsync, and verify (every file
- * re-hashed against the manifest, every zip entry CRC-checked; `quick`: presence and sizes;
+ * re-hashed against the manifest, every zip entry CRC-checked, no unlisted file in a tree; `quick`: presence and sizes;
  * `sample`: a random share of the files read, the rest quick).
  */
 import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BoxbackError } from '../../errors.js';
-import { MANIFEST_FILE, readManifest, verifyBackupDeep, verifyBackupDir, type VerifyResult } from '../../manifest.js';
+import { MANIFEST_FILE, readManifest, verifyBackupDeep, verifyBackupDir, type Manifest, type VerifyResult } from '../../manifest.js';
 import { refId } from '../ref.js';
 import type { BackupRef, RandomAccessFile, StoreVerifyOptions, TreeSyncProgress } from '../backup-store.js';
 import { backupDir, backupDirExists, storedPath } from './layout.js';
@@ -89,11 +90,44 @@ export async function fetchTree(
   await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress });
 }
 
+async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {
+  const dirents = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
+  for (const d of dirents) {
+    const r = rel ? `${rel}/${d.name}` : d.name;
+    if (d.isDirectory()) await walkFiles(root, r, out);
+    else out.push(r);
+  }
+}
+
+/** Files in a tree directory the manifest does not list (fetchTree's rsync would restore them unchecked). */
+async function unlistedTreeFiles(dir: string, m: Manifest): Promise<string[]> {
+  const listed = new Set(m.files.map((f) => f.path));
+  const problems: string[] = [];
+  for (const t of m.trees ?? []) {
+    const found: string[] = [];
+    try {
+      await walkFiles(dir, t.dir, found);
+    } catch (err) {
+      problems.push(`${t.dir}/: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      continue;
+    }
+    for (const f of found) if (!listed.has(f)) problems.push(`${f}: not in the manifest`);
+  }
+  return problems;
+}
+
 export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOptions = {}): Promise<VerifyResult> {
   await mustExist(root, ref);
   const dir = backupDir(root, ref);
   const m = await readManifest(dir);
-  if (!o.quick && (o.sample === undefined || o.sample >= 1)) return verifyBackupDeep(dir, m, o.onProgress, o.signal);
-  const share = o.quick ? 0 : Math.max(0, o.sample ?? 0);
-  return verifyBackupDir(dir, m, o.onProgress, 4, () => Math.random() < share, o.signal);
+  const share = o.quick ? 0 : Math.max(0, o.sample ?? 1);
+  const [r, unlisted] = await Promise.all([
+    share >= 1 && !o.contentOnly
+      ? verifyBackupDeep(dir, m, o.onProgress, o.signal)
+      : verifyBackupDir(dir, m, o.onProgress, 4, share >= 1 ? undefined : () => Math.random() < share, o.signal),
+    unlistedTreeFiles(dir, m),
+  ]);
+  if (!unlisted.length) return r;
+  const problems = [...r.problems, ...unlisted];
+  return { ...r, ok: false, problems };
 }
