@@ -103,6 +103,10 @@ export class S3BackupStore implements BackupStore {
     const repo = await this.repo();
     const h = await repo.readSnapshot(repo.snapshotName(ref.host, ref.timestamp));
     if (!h) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no backup ${refId(ref)} in ${this.describe().location}`);
+    // A backup committed since this process loaded the index (another host's, or this agent's
+    // restore of a backup written after it started): every index object a snapshot needs is
+    // written before the snapshot, so one refresh finds them all.
+    if ([...h.manifest.blobs, ...h.contents.blobs].some((b) => !repo.locate(b))) await repo.refreshIndex();
     return h;
   }
 
