@@ -274,7 +274,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   await settleJournals(r, finalRef);
   const finalDir = finalRef && localBackupDir(config, finalRef);
   if (r.snapshotted.length) ctx.log.debug({ ms: Date.now() - sealAt, trees: r.snapshotted }, 'change journals settled');
-  const hookError = await postBackupHooks(r, finalDir, error);
+  const hookError = await postBackupHooks(r, Boolean(finalRef), finalDir, error);
   const id = r.ts ? makeBackupId(config.name, r.ts) : '';
   const result: JobResult = {
     ...emptyResult(ctx.jobId),
@@ -808,13 +808,18 @@ async function verify(r: Run, signal: AbortSignal): Promise<void> {
 }
 
 /** POST_BACKUP_SCRIPT: on success and on failure. Returns the error of a failed `fail` hook. */
-async function postBackupHooks(r: Run, finalDir: string | undefined, error: BoxbackError | undefined): Promise<BoxbackError | undefined> {
+async function postBackupHooks(
+  r: Run,
+  committed: boolean,
+  finalDir: string | undefined,
+  error: BoxbackError | undefined,
+): Promise<BoxbackError | undefined> {
   const { config, log, jobId } = r.ctx;
   const steps = config.plan.hooks.postBackup;
   if (steps.length === 0) return undefined;
   const env = gocdEnv({
     at: r.startedAt,
-    success: !!finalDir && !error,
+    success: committed && !error, // on S3 there is no directory: success is the commit
     baseDir: localHostDir(config) ?? '',
     backupPath: finalDir,
     initiatedBy: r.req.initiatedBy,
