@@ -19,9 +19,10 @@ const seconds = (performance.now() - t0) / 1000;
 // Peak memory first: reading the manifest below is the bench's, not the agent's.
 const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
 const maxRssBytes = process.resourceUsage().maxRSS * 1024;
-// A large manifest is not sent back (JobResult.manifestJson is empty): read it from the store.
+// A large manifest is not sent back (JobResult.manifestJson is empty): read it from the store
+// (the bench's one-shot process always has a local store).
 const manifestJson =
-  res.manifestJson || (res.backupPath ? readFileSync(path.join(config.store, res.backupPath, 'manifest.json'), 'utf8') : '');
+  res.manifestJson || (res.backupPath ? readFileSync(path.join(config.store.path, res.backupPath, 'manifest.json'), 'utf8') : '');
 // The manifest minus its file list (one line per file): parsing 100k entries here would
 // count the bench's own memory as the agent's.
 const m = manifestJson ? JSON.parse(manifestJson.replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []')) : undefined;
