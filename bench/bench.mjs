@@ -5,7 +5,7 @@
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
 //                    [--journal-files N] [--no-journal] [--daemon-files N] [--no-daemon-rss] [--timeout S]
-//                    [--cpu-prof DIR]
+//                    [--cpu-prof DIR] [--job-prof DIR]
 //
 // Steps, in order:
 //   1. generate the box (bench/lib/gen-box.mjs), start its stand-in server and the real
@@ -62,6 +62,7 @@ const { values: args } = parseArgs({
     'no-daemon-rss': { type: 'boolean', default: false },
     timeout: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'job-prof': { type: 'string' },
   },
 });
 const say = (msg) => process.stderr.write(`${msg}\n`);
@@ -91,6 +92,7 @@ const hasRestic =
   ));
 
 mkdirSync(args.dir ?? os.tmpdir(), { recursive: true });
+if (args['job-prof']) mkdirSync(args['job-prof'], { recursive: true });
 const root = mkdtempSync(path.join(args.dir ?? os.tmpdir(), 'boxback-bench-'));
 onCleanup(() => (args.keep ? say(`kept ${root}`) : rmSync(root, { recursive: true, force: true })));
 const port = 20000 + Math.floor(Math.random() * 20000);
@@ -191,6 +193,8 @@ try {
     allowedRoots: [box.root],
     // --cpu-prof DIR: the daemon writes a V8 CPU profile there when it stops.
     nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
+    // --job-prof DIR: one CPU profile per job (<DIR>/<job id>.cpuprofile; bench/prof-summary.mjs reads it).
+    env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
     log: say,
   });
   const w = await daemon.watching(TREE_NAMES);
@@ -203,6 +207,8 @@ try {
   const beforeFull = daemon.mark();
   const full = await daemon.backup('bench-full');
   figures.full_s = full.seconds;
+  figures.full_agent_cpu_s = full.agentCpuSeconds;
+  figures.full_children_cpu_s = full.childrenCpuSeconds;
   figures.full_backup_bytes = await du(path.join(store, full.result.backupPath));
   Object.assign(figures, phaseFigures('full_', full.manifest));
   await settle();
@@ -279,6 +285,9 @@ try {
   say('incremental backup as deployed: boxback (the same daemon, over gRPC)...');
   const incr = await daemon.backup('bench-incr');
   figures.deployed_incremental_s = incr.seconds;
+  // CPU seconds: the daemon's own and its children's (rsync, cp, the services' stop and start).
+  figures.deployed_incremental_agent_cpu_s = incr.agentCpuSeconds;
+  figures.deployed_incremental_children_cpu_s = incr.childrenCpuSeconds;
   figures.deployed_incremental_journaled_trees = incr.manifest.trees.filter((t) => t.syncMode === 'journal').length;
   for (const t of incr.manifest.trees)
     if (t.syncMode !== 'journal') notes.push(`DEPLOYED INCREMENTAL: tree ${t.name} made a full pass: ${t.syncReason}`);
@@ -313,6 +322,9 @@ try {
   say(
     `  incremental: deployed ${f2(figures.deployed_incremental_s)} s, fallback ${f2(figures.fallback_incremental_s)} s, rsync ${f2(figures.rsync_linkdest_s)} s, restic ${f2(figures.restic_incremental_s)} s`,
   );
+  say(
+    `  deployed incremental CPU: agent ${f2(incr.agentCpuSeconds)} s, its children ${f2(incr.childrenCpuSeconds)} s (full: ${f2(full.agentCpuSeconds)} s + ${f2(full.childrenCpuSeconds)} s)`,
+  );
   say(`  deployed incremental phases (s): ${incr.manifest.phases.map((p) => `${p.name} ${f2(p.durationMs / 1000)}`).join(', ')}`);
   say(
     `  inside them (s): ${Object.entries(incr.steps)
@@ -343,6 +355,8 @@ try {
   const rest = await daemon.restore('bench-restore', incr.result.backupPath);
   figures.restore_s = rest.dataPathSeconds;
   figures.restore_job_s = rest.seconds;
+  figures.restore_agent_cpu_s = rest.agentCpuSeconds;
+  figures.restore_children_cpu_s = rest.childrenCpuSeconds;
   for (const [k, v] of Object.entries(rest.phases)) figures[`restore_phase_${k.toLowerCase()}_s`] = v;
   figures.restore_vs_plain_ratio = figures.restore_s / figures.restore_plain_s;
   figures.restore_ratio = figures.restore_vs_plain_ratio; // the name of earlier runs

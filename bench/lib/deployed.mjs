@@ -67,6 +67,18 @@ export function steps(text, jobId) {
   return s;
 }
 
+const CLK_TCK = 100;
+/**
+ * CPU seconds of a process and of its waited-for children so far (/proc/PID/stat utime,
+ * stime, cutime, cstime): a figure a loaded machine does not change, unlike wall time.
+ */
+export function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  // After "pid (comm) ": field 3 is index 0, so utime (14) is index 11.
+  const [ut, st, cut, cst] = f.slice(11, 15).map(Number);
+  return { self: (ut + st) / CLK_TCK, children: (cut + cst) / CLK_TCK };
+}
+
 /** Each phase's span from its first event to its last (seconds); VERIFY of a restore overlaps the staging phases. */
 function phaseSpans(events) {
   const span = {};
@@ -77,7 +89,7 @@ function phaseSpans(events) {
   return Object.fromEntries(Object.entries(span).map(([k, v]) => [k, (v.to - v.from) / 1000]));
 }
 
-export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, nodeArgs, log = () => {} }) {
+export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, nodeArgs, env, log = () => {} }) {
   const agent = await startAgentDaemon({
     dir,
     name,
@@ -86,6 +98,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     allowedRoots,
     stateDir,
     nodeArgs,
+    env,
     startTimeoutMs: 60_000,
     onSpawn: track,
   });
@@ -93,6 +106,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
 
   async function job(rpc, req) {
     resetPeakMemory(pid);
+    const cpu0 = cpuSeconds(pid);
     const events = [];
     let result;
     const t0 = performance.now();
@@ -103,7 +117,9 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     const seconds = (performance.now() - t0) / 1000;
     if (!result) throw new Error(`${rpc} ${req.jobId}: the stream ended without a result`);
     if (result.status === 'Failed') throw new Error(`${rpc} ${req.jobId} failed: ${result.errorCode} ${result.errorMessage}`);
-    return { seconds, result, events, peakRssBytes: agent.memory().hwmBytes };
+    const cpu1 = cpuSeconds(pid);
+    const cpu = { agentCpuSeconds: cpu1.self - cpu0.self, childrenCpuSeconds: cpu1.children - cpu0.children };
+    return { seconds, result, events, peakRssBytes: agent.memory().hwmBytes, ...cpu };
   }
 
   return {

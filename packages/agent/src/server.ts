@@ -44,6 +44,7 @@ import { readInstalledVersion } from './product-version.js';
 import { runRestore } from './restore/restore.js';
 import { confirmRestore, listSafetyCopies } from './restore/safety-copies.js';
 import { agentStore } from './store.js';
+import { profiledJob } from './job-profile.js';
 
 interface RunningJob {
   id: string;
@@ -213,7 +214,9 @@ export class AgentServer {
     log.info({ req }, `${kind} started`);
     let result: JobResult;
     try {
-      result = kind === 'backup' ? await runBackup(ctx, req as BackupRequest) : await runRestore(ctx, req as RestoreRequest);
+      result = await profiledJob(jobId, log, () =>
+        kind === 'backup' ? runBackup(ctx, req as BackupRequest) : runRestore(ctx, req as RestoreRequest),
+      );
     } catch (err) {
       const be = asBoxbackError(err);
       log.error({ err }, `${kind} crashed`);
