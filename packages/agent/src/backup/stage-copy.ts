@@ -1,0 +1,83 @@
+/**
+ * The window's copy, done in this process: what `cp --reflink=auto -a` does for a dataset,
+ * without a child process per dataset (a spawn from the agent costs more than copying a
+ * config directory, and the window is what the service's users wait for).
+ *
+ *   directory   mkdir, its entries, then its mode, owner and times (at most 16 file
+ *               operations in flight for the whole copy)
+ *   file        copyFile with FICLONE (a reflink where the filesystem has them, else the
+ *               kernel copies: copy_file_range, no bytes through this process), then its
+ *               owner and times (copyFile gives it the source's mode)
+ *   symlink     the same target, its owner
+ *   anything else (a fifo, a socket, a device) -> UnsupportedEntry: the caller copies that
+ *               dataset with `cp -a` instead
+ *
+ * Times are set with microsecond precision (libuv takes them as doubles), which is finer
+ * than the archive keeps (zip: 2 s, its extended field: 1 s). Owners are set only when they
+ * differ from this process's (root copying another user's files); as another user, the
+ * files are this process's anyway, as they are with cp -a. The signal is checked before
+ * each entry.
+ */
+import { constants, promises as fsp, type Dirent, type Stats } from 'node:fs';
+import path from 'node:path';
+
+/** An entry this copy does not handle (fifo, socket, device): copy the dataset with cp -a. */
+export class UnsupportedEntry extends Error {}
+
+const uid = process.getuid?.() ?? -1;
+const gid = process.getgid?.() ?? -1;
+
+/** At most `n` operations at once (a directory's entries wait for a slot, not for their siblings' subtrees). */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    if (active >= n) await new Promise<void>((r) => waiting.push(r));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+type Limit = ReturnType<typeof limiter>;
+
+async function owner(p: string, st: Stats): Promise<void> {
+  if (st.uid !== uid || st.gid !== gid) await fsp.lchown(p, st.uid, st.gid);
+}
+
+async function copyEntry(src: string, dest: string, st: Stats, signal: AbortSignal, limit: Limit): Promise<void> {
+  signal.throwIfAborted();
+  if (st.isFile()) {
+    await limit(async () => {
+      await fsp.copyFile(src, dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      await owner(dest, st);
+      await fsp.utimes(dest, st.atime, st.mtime);
+    });
+  } else if (st.isDirectory()) {
+    await fsp.mkdir(dest, { mode: 0o700 });
+    const entries: Dirent[] = await limit(() => fsp.readdir(src, { withFileTypes: true }));
+    await Promise.all(
+      entries.map(async (e) => {
+        const from = path.join(src, e.name);
+        await copyEntry(from, path.join(dest, e.name), await limit(() => fsp.lstat(from)), signal, limit);
+      }),
+    );
+    await owner(dest, st);
+    await fsp.chmod(dest, st.mode & 0o7777);
+    await fsp.utimes(dest, st.atime, st.mtime);
+  } else if (st.isSymbolicLink()) {
+    await fsp.symlink(await fsp.readlink(src), dest);
+    await owner(dest, st);
+  } else {
+    throw new UnsupportedEntry(`${src} is neither a file, a directory nor a symlink`);
+  }
+}
+
+/** Copy `src` (a file or a directory, recursively) to `dest`, which must not exist. */
+export async function copyInto(src: string, dest: string, signal: AbortSignal): Promise<void> {
+  await copyEntry(src, dest, await fsp.lstat(src), signal, limiter(16));
+}
