@@ -323,7 +323,7 @@ try {
     `  incremental: deployed ${f2(figures.deployed_incremental_s)} s, fallback ${f2(figures.fallback_incremental_s)} s, rsync ${f2(figures.rsync_linkdest_s)} s, restic ${f2(figures.restic_incremental_s)} s`,
   );
   say(
-    `  deployed incremental CPU: agent ${f2(incr.agentCpuSeconds)} s, its children ${f2(incr.childrenCpuSeconds)} s (full: ${f2(full.agentCpuSeconds)} s + ${f2(full.childrenCpuSeconds)} s)`,
+    `  deployed incremental CPU: agent ${f2(incr.agentCpuSeconds)} s, its children ${f2(incr.childrenCpuSeconds)} s (full: ${f2(full.agentCpuSeconds)} s + ${f2(full.childrenCpuSeconds)} s); by thread ${JSON.stringify(incr.threadCpu)}`,
   );
   say(`  deployed incremental phases (s): ${incr.manifest.phases.map((p) => `${p.name} ${f2(p.durationMs / 1000)}`).join(', ')}`);
   say(

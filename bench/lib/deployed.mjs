@@ -12,7 +12,7 @@
 // Each job: reset the daemon's peak RSS (VmHWM), call the RPC and collect its progress events
 // (arrival times), read the manifest from the store (phases, quiesce window, trees' sync mode),
 // and pick the job's sub-step timings out of the daemon's debug log lines (steps()).
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { serverStream, unary } from '@boxback/common';
 import { resetPeakMemory, startAgentDaemon } from '../../test/helpers/agent-daemon.mjs';
@@ -79,6 +79,21 @@ export function cpuSeconds(pid) {
   return { self: (ut + st) / CLK_TCK, children: (cut + cst) / CLK_TCK };
 }
 
+/** CPU seconds so far of the JS thread (main) and of every other thread (workers: libuv's fs, zlib and crypto jobs, V8's GC helpers). */
+export function threadCpuSeconds(pid) {
+  const out = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = tid === String(pid) ? 'main' : 'workers';
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
+      out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    } catch {
+      /* the thread ended */
+    }
+  }
+  return out;
+}
+
 /** Each phase's span from its first event to its last (seconds); VERIFY of a restore overlaps the staging phases. */
 function phaseSpans(events) {
   const span = {};
@@ -107,6 +122,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
   async function job(rpc, req) {
     resetPeakMemory(pid);
     const cpu0 = cpuSeconds(pid);
+    const threads0 = threadCpuSeconds(pid);
     const events = [];
     let result;
     const t0 = performance.now();
@@ -118,7 +134,9 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     if (!result) throw new Error(`${rpc} ${req.jobId}: the stream ended without a result`);
     if (result.status === 'Failed') throw new Error(`${rpc} ${req.jobId} failed: ${result.errorCode} ${result.errorMessage}`);
     const cpu1 = cpuSeconds(pid);
-    const cpu = { agentCpuSeconds: cpu1.self - cpu0.self, childrenCpuSeconds: cpu1.children - cpu0.children };
+    const threads1 = threadCpuSeconds(pid);
+    const threadCpu = Object.fromEntries(Object.entries(threads1).map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 100) / 100]));
+    const cpu = { agentCpuSeconds: cpu1.self - cpu0.self, childrenCpuSeconds: cpu1.children - cpu0.children, threadCpu };
     return { seconds, result, events, peakRssBytes: agent.memory().hwmBytes, ...cpu };
   }
 
