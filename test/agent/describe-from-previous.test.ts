@@ -27,6 +27,7 @@ import {
   collectFiles,
   describeFromPrevious,
   manifestPieces,
+  quickEntry,
   readPrevIndex,
   rootsInWalkOrder,
   walkOrder,
@@ -159,6 +160,22 @@ describe('describing a tree from the previous manifest and the changed roots', (
       'a-b/c',
     ]);
     expect(rootsInWalkOrder(['a/b/c', 'a/b', 'x', 'a/b', 'a-b/c'])).toEqual(['x', 'a/b', 'a-b/c']);
+  });
+
+  it('reads the path, type and size of a kept line without parsing it, whatever the name holds', () => {
+    const names = ['plain/a.log', 'q"uote', 'back\\slash', 'new\nline', 'tab\there', 'ünï cödé/ß', 'emoji-\u{1F600}', 'ctl-\u0001'];
+    for (const name of names) {
+      for (const e of [
+        { path: `artifacts/${name}`, type: 'file', size: 123, mode: 420, uid: 0, gid: 0, mtimeMs: 1, ino: 9, sha256: 'ab'.repeat(32) },
+        { path: `artifacts/${name}`, type: 'dir', size: 0, mode: 493, uid: 0, gid: 0, mtimeMs: 2 },
+        { path: `artifacts/${name}`, type: 'symlink', size: 0, mode: 511, uid: 0, gid: 0, mtimeMs: 3, target: 'x' },
+      ]) {
+        const q = quickEntry(JSON.stringify(e));
+        expect(q, name).toEqual({ path: e.path, type: e.type, size: e.size });
+      }
+    }
+    // Not in manifestChunks' layout: left to JSON.parse.
+    expect(quickEntry('{"type":"file","path":"a","size":1}')).toBeUndefined();
   });
 
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]) {

@@ -505,6 +505,22 @@ export function rootsInWalkOrder(paths: Iterable<string>): string[] {
   return out.sort(walkOrder);
 }
 
+/** manifestChunks' file lines begin with these three fields, in this order. */
+const LINE_HEAD = /^\{"path":"((?:[^"\\]|\\.)*)","type":"(file|dir|symlink)","size":(\d+),/;
+
+/**
+ * The path, type and size of a manifest file line, read without parsing the whole line (a
+ * line kept as it is needs no more); undefined when the line does not start as
+ * manifestChunks writes it (then it is parsed).
+ */
+export function quickEntry(line: string): ManifestFile | undefined {
+  const m = LINE_HEAD.exec(line);
+  if (!m) return undefined;
+  const p = m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1];
+  // Only these three fields are read by the caller; the line itself is what is written.
+  return { path: p, type: m[2] as ManifestFile['type'], size: Number(m[3]) } as ManifestFile;
+}
+
 /**
  * Describe a tree that is the previous backup's tree plus changes under known roots (a
  * trusted change journal): without walking the tree. The previous manifest's lines of
@@ -578,7 +594,8 @@ export async function describeFromPrevious(
     }
     if (!raw.startsWith('  {')) break;
     const line = raw.endsWith(',') ? raw.slice(2, -1) : raw.slice(2);
-    const f = JSON.parse(line) as ManifestFile;
+    // Most lines are kept as they are: only their path, type and size are read (no JSON.parse).
+    const f = (o.out.addLine && quickEntry(line)) || (JSON.parse(line) as ManifestFile);
     if (!f.path.startsWith(prefix)) continue;
     const rel = f.path.slice(prefix.length);
     if (inRoots(rel)) continue;
@@ -587,7 +604,7 @@ export async function describeFromPrevious(
     let entry = f;
     if (ancestors.has(rel)) {
       const st = lstatSync(path.join(o.dir, ...f.path.split('/')));
-      entry = { ...f, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
+      entry = { ...(JSON.parse(line) as ManifestFile), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
       out = JSON.stringify(entry);
     }
     if (entry.type === 'dir') res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
