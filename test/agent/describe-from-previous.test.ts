@@ -190,6 +190,12 @@ describe('describing a tree from the previous manifest and the changed roots', (
       await writeManifest(prevDir, prevPart);
       const index = await readPrevIndex(prevDir);
       expect(index.byIno.size).toBeGreaterThan(40);
+      // The index (read without JSON.parse where the line allows) holds what each line says.
+      for (const line of first.text.split('\n').filter(Boolean)) {
+        const f = JSON.parse(line) as { type: string; ino?: number; size: number; mtimeMs: number; sha256?: string };
+        if (f.type === 'file' && f.ino !== undefined)
+          expect(index.byIno.get(f.ino)).toEqual({ size: f.size, mtimeMs: f.mtimeMs, sha256: f.sha256 });
+      }
 
       mkdirSync(nextDir);
       execFileSync('cp', ['-al', path.join(prevDir, 'artifacts'), path.join(nextDir, 'artifacts')]);

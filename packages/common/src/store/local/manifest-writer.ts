@@ -240,7 +240,11 @@ export async function readPrevIndex(dir: string): Promise<PrevIndex> {
     for await (const line of rl) {
       if (inFiles) {
         if (line.startsWith('  {')) {
-          addPrev(index, JSON.parse(line.endsWith(',') ? line.slice(0, -1) : line) as Partial<ManifestFile>);
+          const text = line.endsWith(',') ? line.slice(2, -1) : line.slice(2);
+          const q = quickEntry(text);
+          // Directories and symlinks carry no checksum: only file lines are read further.
+          if (q && q.type !== 'file') continue;
+          addPrev(index, quickPrevFile(text) ?? (JSON.parse(text) as Partial<ManifestFile>));
           continue;
         }
         const close = /^ \](,?)$/.exec(line);
@@ -519,6 +523,18 @@ export function quickEntry(line: string): ManifestFile | undefined {
   const p = m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1];
   // Only these three fields are read by the caller; the line itself is what is written.
   return { path: p, type: m[2] as ManifestFile['type'], size: Number(m[3]) } as ManifestFile;
+}
+
+/** After the three head fields: mode, uid, gid, mtimeMs, an optional ino, then sha256 (manifestChunks' order). */
+const FILE_TAIL =
+  /^\{"path":"((?:[^"\\]|\\.)*)","type":"file","size":(\d+),"mode":\d+,"uid":\d+,"gid":\d+,"mtimeMs":(\d+),(?:"ino":(\d+),)?"sha256":"([0-9a-f]{64})"/;
+
+/** What readPrevIndex keeps of a file line, read without JSON.parse; undefined: parse it. */
+function quickPrevFile(line: string): Partial<ManifestFile> | undefined {
+  const m = FILE_TAIL.exec(line);
+  if (!m) return undefined;
+  const p = m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1];
+  return { path: p, type: 'file', size: Number(m[2]), mtimeMs: Number(m[3]), ...(m[4] ? { ino: Number(m[4]) } : {}), sha256: m[5] };
 }
 
 /**
