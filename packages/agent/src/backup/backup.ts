@@ -246,7 +246,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     ctx.signal.throwIfAborted();
     await preBackupHooks(r);
     await creatingDir(r);
-    await quiesceAndCapture(r, () => void lanes.startTrees());
+    await quiesceAndCapture(r, () => lanes.copied());
     await archivesAndTrees(r, lanes);
     await versionFile(r);
     manifest = await describe(r);
@@ -465,15 +465,21 @@ async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
 }
 
 /**
- * The two lanes of a backup: archives (2 at a time, then VERIFY) and trees (2 at a time). The
- * trees lane starts as soon as the window's copy is done, beside the services' start (the
- * trees are not part of the window); the archives lane once the services run again. The
- * first failure stops both.
+ * The two lanes of a backup: archives (2 at a time, then VERIFY) and trees (2 at a time). As
+ * soon as the window's copy is done, beside the services' start: the trees lane (the trees are
+ * not part of the window) and the archives of what the window copied (they are zipped from the
+ * stage, not from the service's files); the other archives (a pg_dump needs its server, a live
+ * zip reads the running service's files) once the services run again. The first failure stops
+ * both lanes.
  */
 class Lanes {
   private readonly stop = new AbortController();
   readonly signal: AbortSignal;
   private trees?: Promise<void>;
+  /** Archives started from the stage beside RESUME, and their datasets' names. */
+  private early?: Promise<void>;
+  readonly earlyNames = new Set<string>();
+  private readonly archiveSlots = slots(2);
 
   constructor(private readonly r: Run) {
     this.signal = AbortSignal.any([r.ctx.signal, this.stop.signal]);
@@ -493,6 +499,26 @@ class Lanes {
     }
   }
 
+  /** The window's copy is done: the trees, and the archives of what was copied. */
+  copied(): void {
+    void this.startTrees();
+    if (this.early) return;
+    const staged = this.r.ctx.config.plan.datasets.filter((d) => this.r.captured.has(d.name));
+    for (const d of staged) this.earlyNames.add(d.name);
+    this.early = this.guard(() => this.archives(staged));
+    this.early.catch(() => undefined); // awaited by archivesAndTrees, or by cancel
+  }
+
+  /** Back up `datasets`, at most 2 archives at a time across both calls. */
+  archives(datasets: PlanDataset[]): Promise<unknown> {
+    return Promise.all(datasets.map((d) => this.archiveSlots(() => backupDataset(this.r, d, this.signal))));
+  }
+
+  /** The archives started beside RESUME (none when nothing was copied in a window). */
+  earlyArchives(): Promise<void> {
+    return this.early ?? Promise.resolve();
+  }
+
   /** Start the trees lane (once). */
   startTrees(): Promise<void> {
     if (!this.trees) {
@@ -506,8 +532,24 @@ class Lanes {
   /** After a failure elsewhere: stop the trees lane and wait for it (the temporary directory goes next). */
   async cancel(err: unknown): Promise<void> {
     this.stop.abort(err);
-    await this.trees?.catch(() => undefined);
+    await Promise.all([this.trees?.catch(() => undefined), this.early?.catch(() => undefined)]);
   }
+}
+
+/** At most `n` calls of fn at once. */
+function slots(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    while (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
 }
 
 async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
@@ -516,7 +558,8 @@ async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
     // Each archive is read back and re-hashed (VERIFY) as soon as the archives are written, while the trees may still sync.
     lanes.guard(async () => {
       signal.throwIfAborted(); // the trees lane may have failed already (a full store): start nothing
-      await mapLimit(r.ctx.config.plan.datasets, 2, (d) => backupDataset(r, d, signal));
+      const started = lanes.earlyArchives();
+      await Promise.all([started, lanes.archives(r.ctx.config.plan.datasets.filter((d) => !lanes.earlyNames.has(d.name)))]);
       await verify(r, signal);
     }),
     lanes.startTrees(),
