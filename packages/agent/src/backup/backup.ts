@@ -11,7 +11,9 @@
  *                          into the stage, a dump)
  *   RESUME                 at once, on every path (try/finally + the lease's deadline timer)
  *   BACKUP_DATABASE ...    each dataset by its driver (datasets/: a zip from the stage or the
- *                          source, a pg_dump, an engine's online copy...), 2 at a time, hashed
+ *                          source, a pg_dump, an engine's online copy...), 2 at a time (those the
+ *                          window copied start beside RESUME, from the stage; the rest once the
+ *                          services run again), hashed
  *                          on the way to disk. Unchanged 1 MiB blocks of large files are copied
  *                          from the previous backup's archive (zip-blocks.ts)
  *   PROBE_DATABASE ...     the driver's consistency probe: the copy opens in its real engine;
