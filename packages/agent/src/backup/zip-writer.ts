@@ -99,11 +99,14 @@ async function listSource(src: ZipSource, excludes: string[], signal?: AbortSign
   return out;
 }
 
+/** One read buffer for every small file (its bytes are copied out at their exact size). */
+const smallScratch = Buffer.allocUnsafe(SMALL_FILE + 1);
+
 /** A small file's bytes (up to SMALL_FILE + 1: more means it grew since it was listed). */
 function readSmall(file: string): Buffer {
   const fd = openSync(file, 'r');
   try {
-    const buf = Buffer.allocUnsafe(SMALL_FILE + 1);
+    const buf = smallScratch;
     let n = 0;
     for (;;) {
       const got = readSync(fd, buf, n, buf.length - n, null);
@@ -111,10 +114,21 @@ function readSmall(file: string): Buffer {
       n += got;
       if (n === buf.length) break;
     }
-    return buf.subarray(0, n);
+    // A 64 KiB buffer per file of a few KiB would be garbage the size of the whole config repo.
+    return Buffer.from(buf.subarray(0, n));
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Up to this size a block is deflated on the JS thread: for a file of a few KiB (a git object,
+ * a config file) that takes microseconds, less than a round trip through the thread pool.
+ */
+const SYNC_DEFLATE = 16 * 1024;
+
+function deflateSmall(raw: Buffer, level: number): Buffer {
+  return zlib.deflateRawSync(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: Math.max(1024, raw.length + 1024) });
 }
 
 function deflateBlock(raw: Buffer, level: number): Promise<Buffer> {
@@ -326,7 +340,9 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
       const raw = readSmall(e.abs);
       if (raw.length <= SMALL_FILE) {
         if (raw.length) {
-          const block: Block = { raw, ready: prepare(raw, fileLevel, false) };
+          const ready =
+            raw.length <= SYNC_DEFLATE ? Promise.resolve({ data: deflateSmall(raw, fileLevel) }) : prepare(raw, fileLevel, false);
+          const block: Block = { raw, ready };
           block.ready.catch(() => undefined);
           queue.push({ kind: 'block', file: f, block });
           blocksQueued++;
