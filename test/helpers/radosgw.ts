@@ -1,221 +1,22 @@
-// A throwaway single-node Ceph with an S3 gateway for tests (see ECOSYSTEM.md, radosgw row):
-//   1. mkdtemp; free loopback ports for the mon (v2 + v1) and the gateway
-//   2. ceph.conf: memstore osd, pool size 1, auth none, crc messenger mode for radosgw
-//   3. monmaptool --create, ceph-mon --mkfs, ceph-mon -f
-//   4. ceph osd new, ceph-osd --mkfs, ceph-osd -f
-//   5. radosgw -n client.rgw.a -f; wait until its port answers HTTP
-//   6. radosgw-admin user create (fixed test keys)
-// stop() kills the three daemons by pid and removes the directory. Starting takes ~15-20 s, so
-// the suite starts it once per run (test/helpers/radosgw-setup.ts, vitest globalSetup) and every
-// S3 test file reads the endpoint from inject('radosgw').
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+// The radosgw harness for the tests: scripts/lib/radosgw.mjs (shared with the bench) plus the
+// run's shared gateway (vitest globalSetup, test/helpers/radosgw-setup.ts) read by inject().
+import type { RadosgwInfo } from '../../scripts/lib/radosgw.mjs';
 
-const execFileP = promisify(execFile);
-
-export interface RadosgwInfo {
-  endpoint: string;
-  region: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-  /** ceph.conf of the cluster (for radosgw-admin). */
-  conf: string;
-}
-
-export interface Radosgw extends RadosgwInfo {
-  dir: string;
-  stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function cephConf(dir: string, fsid: string, p: { v2: number; v1: number; rgw: number }, memBytes: number): string {
-  return `[global]
-fsid = ${fsid}
-mon host = [v2:127.0.0.1:${p.v2},v1:127.0.0.1:${p.v1}]
-public addr = 127.0.0.1
-auth cluster required = none
-auth service required = none
-auth client required = none
-auth allow insecure global id reclaim = true
-mon allow pool size one = true
-mon warn on pool no redundancy = false
-osd pool default size = 1
-osd pool default min size = 1
-osd pool default pg autoscale mode = off
-osd pool default pg num = 8
-osd pool default pgp num = 8
-mon max pg per osd = 1000
-osd crush chooseleaf type = 0
-osd objectstore = memstore
-memstore device bytes = ${memBytes}
-run dir = ${dir}/run
-admin socket = ${dir}/run/$name.asok
-log file = ${dir}/log/$name.log
-mon data = ${dir}/mon/$id
-osd data = ${dir}/osd/$id
-keyring = ${dir}/keyring
-debug ms = 0
-mon cluster log file = ${dir}/log/cluster.log
-
-[client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:${p.rgw}
-ms mon client mode = crc
-ms client mode = crc
-rgw data = ${dir}/rgw
-rgw bucket quota ttl = 0
-rgw user quota bucket sync interval = 0
-rgw user quota sync interval = 0
-rgw dns name = 127.0.0.1
-log file = ${dir}/log/rgw.log
-`;
-}
-
-function daemon(argv: string[]): ChildProcess {
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'], detached: false });
-  child.on('error', () => {});
-  return child;
-}
-
-async function ceph(conf: string, args: string[], timeoutMs = 30_000): Promise<string> {
-  const { stdout } = await execFileP('ceph', ['-c', conf, '--connect-timeout', '20', ...args], { timeout: timeoutMs });
-  return stdout;
-}
-
-export async function rgwAdmin(conf: string, args: string[]): Promise<string> {
-  const { stdout } = await execFileP('radosgw-admin', ['-c', conf, '-n', 'client.rgw.a', ...args], { timeout: 60_000 });
-  return stdout;
-}
-
-async function waitFor(what: string, deadlineMs: number, probe: () => Promise<boolean>): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    if (await probe().catch(() => false)) return;
-    if (Date.now() > until) throw new Error(`radosgw harness: ${what} not ready after ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-async function httpAnswers(port: number): Promise<boolean> {
-  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) });
-  return res.status > 0;
-}
-
-async function killAndWait(child: ChildProcess | undefined): Promise<void> {
-  if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGKILL');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-}
-
-export const TEST_ACCESS_KEY = 'BOXBACKTESTACCESSKEY';
-export const TEST_SECRET_KEY = 'boxbacktestsecretkey0123456789abcdefghij';
-
-/** Start mon + osd + radosgw in a temp dir and create the test user. */
-export async function startRadosgw(opts: { memBytes?: number } = {}): Promise<Radosgw> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'bb-rgw-'));
-  for (const d of ['run', 'log', 'mon', 'osd', 'rgw']) mkdirSync(path.join(dir, d));
-  const ports = { v2: await freePort(), v1: await freePort(), rgw: await freePort() };
-  const fsid = randomUUID();
-  const conf = path.join(dir, 'ceph.conf');
-  writeFileSync(conf, cephConf(dir, fsid, ports, opts.memBytes ?? 2 * 1024 ** 3));
-  const children: ChildProcess[] = [];
-  let rgw: ChildProcess | undefined;
-  const stop = async () => {
-    await killAndWait(rgw);
-    for (const c of children.reverse()) await killAndWait(c);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    const monmap = path.join(dir, 'monmap');
-    await execFileP('monmaptool', [
-      '--create',
-      '--fsid',
-      fsid,
-      '--addv',
-      'a',
-      `[v2:127.0.0.1:${ports.v2},v1:127.0.0.1:${ports.v1}]`,
-      monmap,
-    ]);
-    await execFileP('ceph-mon', ['-c', conf, '--mkfs', '-i', 'a', '--monmap', monmap]);
-    children.push(daemon(['ceph-mon', '-c', conf, '-i', 'a', '-f']));
-    const osdUuid = randomUUID();
-    const osdId = (await ceph(conf, ['osd', 'new', osdUuid], 60_000)).trim();
-    mkdirSync(path.join(dir, 'osd', osdId), { recursive: true });
-    await execFileP('ceph-osd', ['-c', conf, '-i', osdId, '--mkfs', '--osd-uuid', osdUuid]);
-    children.push(daemon(['ceph-osd', '-c', conf, '-i', osdId, '-f']));
-    await waitFor('osd', 60_000, async () => JSON.parse(await ceph(conf, ['osd', 'stat', '-f', 'json'])).num_up_osds >= 1);
-    rgw = daemon(['radosgw', '-c', conf, '-n', 'client.rgw.a', '-f']);
-    await waitFor('radosgw', 90_000, () => httpAnswers(ports.rgw));
-    await rgwAdmin(conf, [
-      'user',
-      'create',
-      '--uid=test',
-      '--display-name=test',
-      `--access-key=${TEST_ACCESS_KEY}`,
-      `--secret=${TEST_SECRET_KEY}`,
-    ]);
-  } catch (err) {
-    const log = path.join(dir, 'log', 'rgw.log');
-    const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-15).join('\n') : '';
-    await stop();
-    throw new Error(`${(err as Error).message}\n${tail}`);
-  }
-  const info: Radosgw = {
-    dir,
-    conf,
-    endpoint: `http://127.0.0.1:${ports.rgw}`,
-    region: 'us-east-1',
-    accessKeyId: TEST_ACCESS_KEY,
-    secretAccessKey: TEST_SECRET_KEY,
-    stop,
-  };
-  return info;
-}
-
-export interface ExtraGateway {
-  endpoint: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
-/**
- * A second radosgw on the same cluster, on its own free port: a fault test may kill it
- * mid-upload without disturbing the shared gateway other test files use at the same time.
- */
-export async function startExtraGateway(info: RadosgwInfo): Promise<ExtraGateway> {
-  const port = await freePort();
-  const child = daemon(['radosgw', '-c', info.conf, '-n', 'client.rgw.a', '-f', `--rgw_frontends=beast endpoint=127.0.0.1:${port}`]);
-  const gw = { endpoint: `http://127.0.0.1:${port}`, pid: child.pid!, stop: () => killAndWait(child) };
-  try {
-    await waitFor('extra radosgw', 60_000, () => httpAnswers(port));
-  } catch (err) {
-    await gw.stop();
-    throw err;
-  }
-  return gw;
-}
-
-/** Set (and enable) a bucket quota in bytes. */
-export async function setBucketQuota(info: RadosgwInfo, bucket: string, maxBytes: number): Promise<void> {
-  await rgwAdmin(info.conf, ['quota', 'set', '--quota-scope=bucket', `--bucket=${bucket}`, `--max-size=${maxBytes}`]);
-  await rgwAdmin(info.conf, ['quota', 'enable', '--quota-scope=bucket', `--bucket=${bucket}`]);
-}
+export {
+  TEST_ACCESS_KEY,
+  TEST_SECRET_KEY,
+  adminS3,
+  bucketBytes,
+  freePort,
+  makeBucket,
+  rgwAdmin,
+  setBucketQuota,
+  startExtraGateway,
+  startRadosgw,
+  type ExtraGateway,
+  type Radosgw,
+  type RadosgwInfo,
+} from '../../scripts/lib/radosgw.mjs';
 
 /** The run's shared radosgw (vitest globalSetup), or a clear failure when the run did not start it. */
 export async function sharedRadosgw(): Promise<RadosgwInfo> {
@@ -223,27 +24,4 @@ export async function sharedRadosgw(): Promise<RadosgwInfo> {
   const info = inject('radosgw');
   if (!info) throw new Error('radosgw was not started for this run: name an S3 test file (test/s3/...) or set BOXBACK_TEST_RADOSGW=1');
   return info;
-}
-
-/** A client for the test user (path-style, as radosgw wants). */
-export function adminS3(info: RadosgwInfo, endpoint = info.endpoint, maxAttempts = 3): S3Client {
-  return new S3Client({
-    endpoint,
-    maxAttempts,
-    region: info.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
-  });
-}
-
-/** Create a bucket with a unique name (test files share one gateway). */
-export async function makeBucket(info: RadosgwInfo, stem = 'bb'): Promise<string> {
-  const name = `${stem}-${randomUUID().slice(0, 12)}`.toLowerCase();
-  const s3 = adminS3(info);
-  try {
-    await s3.send(new CreateBucketCommand({ Bucket: name }));
-  } finally {
-    s3.destroy();
-  }
-  return name;
 }

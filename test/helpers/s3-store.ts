@@ -163,25 +163,7 @@ export async function bucketObjects(rgw: RadosgwInfo, bucket: string): Promise<A
 }
 
 /** Total bytes stored in the bucket (the server's listing). */
-export async function bucketBytes(rgw: RadosgwInfo, bucket: string, sub = ''): Promise<{ objects: number; bytes: number }> {
-  const s3 = adminS3(rgw);
-  try {
-    let objects = 0;
-    let bytes = 0;
-    let token: string | undefined;
-    do {
-      const r = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: sub, ContinuationToken: token }));
-      for (const o of r.Contents ?? []) {
-        objects++;
-        bytes += o.Size ?? 0;
-      }
-      token = r.IsTruncated ? r.NextContinuationToken : undefined;
-    } while (token);
-    return { objects, bytes };
-  } finally {
-    s3.destroy();
-  }
-}
+export { bucketBytes } from './radosgw.js';
 
 export async function openMultipartUploads(rgw: RadosgwInfo, bucket: string): Promise<number> {
   const s3 = adminS3(rgw);
