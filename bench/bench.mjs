@@ -5,7 +5,7 @@
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
 //                    [--journal-files N] [--no-journal] [--daemon-files N] [--no-daemon-rss] [--timeout S]
-//                    [--cpu-prof DIR] [--job-prof DIR]
+//                    [--cpu-prof DIR] [--job-prof DIR] [--no-s3]
 //
 // Steps, in order:
 //   1. generate the box (bench/lib/gen-box.mjs), start its stand-in server and the real
@@ -25,6 +25,10 @@
 //   7. restore: a Restore RPC of the incremental to the daemon; its data path (the job minus
 //      the service's stop, start and health check) vs `unzip` + `rsync -a` + `sync` of the same
 //      backup and `restic restore` of the same box
+//   7b. S3 store (bench/lib/s3-section.mjs; on when radosgw is installed, --no-s3 skips it):
+//      radosgw started once; ours (the daemon, store kind s3, journals on) vs restic writing
+//      to the same radosgw: full, incremental after a CI day, restore onto an empty box,
+//      bytes stored on the server, the agent's peak RSS
 //   8. change journal: bench/journal-bench.mjs's run() on its own tree of small files (100k
 //      small, 200k default, 1M large; --journal-files N), 0.1% changed
 //   9. the daemon's RSS while it watches a tree of --daemon-files (200k) small files
@@ -32,7 +36,7 @@
 //  10. a table, or with --json one object: seconds (`*_s`), bytes (`*_bytes`), MB (`*_mb`) and
 //      ratios (`*_ratio`, ours / theirs: below 1.0 is better), under stable names.
 // Progress goes to stderr (also with --json). SIGINT, SIGTERM or --timeout (seconds; default by
-// size) stop every process the bench started (the daemon, the stand-in, rsync...) and remove
+// size) stop every process the bench started (the daemon, the stand-in, radosgw, rsync...) and remove
 // its temp dir (made under --dir or the system's), unless --keep.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -46,6 +50,7 @@ import { startDaemon } from './lib/deployed.mjs';
 import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
 import { guard, onCleanup, run, spawnTracked, stopEverything } from './lib/procs.mjs';
 import { printTable } from './lib/report.mjs';
+import { s3Section } from './lib/s3-section.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -63,6 +68,7 @@ const { values: args } = parseArgs({
     timeout: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'job-prof': { type: 'string' },
+    'no-s3': { type: 'boolean', default: false },
   },
 });
 const say = (msg) => process.stderr.write(`${msg}\n`);
@@ -393,6 +399,22 @@ try {
   await daemon.stop();
   daemon = undefined;
   await box.stop();
+
+  // 7b. S3 store section (issue 12): ours vs restic on one radosgw.
+  if (args['no-s3']) notes.push('S3 store section skipped (--no-s3)');
+  else {
+    const s3 = await s3Section({
+      root,
+      size: args.size,
+      seed: Number(args.seed),
+      hasRestic,
+      nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
+      env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
+      log: say,
+    });
+    Object.assign(figures, s3.figures);
+    notes.push(...s3.notes);
+  }
 
   // 8. Change-journal section (issue 7): bench/journal-bench.mjs on its own tree of small files.
   if (!args['no-journal']) {

@@ -6,7 +6,7 @@
 //   await d.watching(['artifacts', 'test-reports']);     // every tree's first scan done
 //   const b = await d.backup('bench-full');               // { seconds, result, manifest, peakRssBytes, steps }
 //   await d.farmsPrepared(['artifacts', ...], from);       // the next backup's link farms are ready
-//   const r = await d.restore('bench-restore', backupPath) // { seconds, dataPathSeconds, phases, peakRssBytes }
+//   const r = await d.restore('bench-restore', backupPath) // { seconds, dataPathSeconds, phases, peakRssBytes }; a 3rd argument: another host's backup
 //   await d.stop();
 //
 // Each job: reset the daemon's peak RSS (VmHWM), call the RPC and collect its progress events
@@ -104,7 +104,12 @@ function phaseSpans(events) {
   return Object.fromEntries(Object.entries(span).map(([k, v]) => [k, (v.to - v.from) / 1000]));
 }
 
-export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, nodeArgs, env, log = () => {} }) {
+/**
+ * `store`: a local store's directory, or a store config object (`{ kind: 's3', ... }`); for the
+ * latter, `readManifest(backupPath)` reads a manifest the RPC did not send back (over 1 MiB).
+ */
+export async function startDaemon({ dir, name, planFile, store, allowedRoots, stateDir, nodeArgs, env, readManifest, log = () => {} }) {
+  readManifest ??= async (backupPath) => readFileSync(path.join(store, backupPath, 'manifest.json'), 'utf8');
   const agent = await startAgentDaemon({
     dir,
     name,
@@ -164,14 +169,22 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     async backup(jobId) {
       log(`  backup ${jobId} over gRPC...`);
       const j = await job('Backup', { jobId, live: false, initiatedBy: 'bench', initiatedVia: 'api' });
-      const manifestJson = j.result.manifestJson || readFileSync(path.join(store, j.result.backupPath, 'manifest.json'), 'utf8');
+      const manifestJson = j.result.manifestJson || (await readManifest(j.result.backupPath));
       // The manifest minus its file list (one line per file).
       const manifest = JSON.parse(manifestJson.replace(/"files": \[\n[\s\S]*?\n \]/, '"files": []'));
       return { ...j, manifest, steps: steps(agent.output(), jobId) };
     },
-    async restore(jobId, backupPath) {
+    /** `sourceHost`: the host whose backup it is, when not this agent's own (a restore onto another box). */
+    async restore(jobId, backupPath, sourceHost) {
       log(`  restore ${jobId} of ${backupPath} over gRPC...`);
-      const j = await job('Restore', { jobId, backupPath, dryRun: false, force: false, backupId: '' });
+      const j = await job('Restore', {
+        jobId,
+        backupPath,
+        dryRun: false,
+        force: false,
+        backupId: '',
+        ...(sourceHost ? { sourceHost } : {}),
+      });
       const phases = phaseSpans(j.events);
       // The data path: what unzip + rsync stand for (no stop, start or health check of the service).
       const service = ['STOP', 'START', 'HEALTH_CHECK'].reduce((s, k) => s + (phases[k] ?? 0), 0);

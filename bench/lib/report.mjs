@@ -46,6 +46,24 @@ const ROWS = [
   ['quiesce window: our part', 'window_own_s', 'cp_datasets_s', 'window_own_vs_cp_ratio', 'cp -a datasets', '<= 1.5x'],
   ['  whole window (stop..started)', 'window_s', 'cp_datasets_s', 'window_ratio', 'cp -a datasets', ''],
   ['  consistent copy inside it', 'window_copy_s', 'cp_datasets_s', 'window_copy_ratio', 'cp -a datasets', ''],
+  ['S3 store: full', 's3_full_s', 'restic_s3_full_s', 's3_full_vs_restic_ratio', 'restic backup to the same radosgw', '<= 1.0x'],
+  [
+    'S3 store: incremental',
+    's3_incremental_s',
+    'restic_s3_incremental_s',
+    's3_incremental_vs_restic_ratio',
+    'restic backup to the same radosgw',
+    '<= 0.5x',
+  ],
+  [
+    'S3 store: restore (data path)',
+    's3_restore_s',
+    'restic_s3_restore_s',
+    's3_restore_vs_restic_ratio',
+    'restic restore from it',
+    '<= 1.0x',
+  ],
+  ['S3 store: bytes stored', 's3_stored_bytes', 'restic_s3_stored_bytes', 's3_stored_bytes_vs_restic_ratio', "restic's bucket", '<= 1.0x'],
   [
     'journaled tree sync (0.1% changed)',
     'journal_incremental_s',
@@ -76,6 +94,10 @@ export function printTable(out, notes) {
   if (out.agent_daemon_steady_rss_mb !== undefined)
     lines.push(
       `agent daemon watching ${out.agent_daemon_watch_files} files: steady ${fmt('_mb', out.agent_daemon_steady_rss_mb)} (target <= 150 MB), first-scan peak ${fmt('_mb', out.agent_daemon_first_scan_peak_rss_mb)}, baseline ${fmt('_mb', out.agent_daemon_baseline_rss_mb)}, watching after ${fmt('_s', out.agent_daemon_watcher_start_s)}`,
+    );
+  if (out.s3_agent_peak_rss_mb !== undefined)
+    lines.push(
+      `agent peak RSS with the S3 store (target <= 150 MB): backups ${fmt('_mb', out.s3_agent_backup_peak_rss_mb)}, restore ${fmt('_mb', out.s3_agent_restore_peak_rss_mb)}`,
     );
   lines.push(
     `full backup on disk: ${fmt('x_bytes', out.full_backup_bytes)}; deployed incremental adds ${fmt('x_bytes', out.deployed_incremental_unique_bytes)} (${out.deployed_incremental_linked_files} tree files hard-linked, ${out.deployed_incremental_journaled_trees} trees from the journal)`,

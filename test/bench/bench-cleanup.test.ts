@@ -1,10 +1,12 @@
 /**
  * A killed bench leaves nothing behind: `node bench/bench.mjs --size tiny` is sent SIGTERM
- * while its agent daemon and the stand-in server run; it must exit 143, every process it
- * started (found by its temp dir in their command lines) must be gone, and its temp dir
- * removed. Needs `npm run build` first (the bench imports the built packages).
+ * while its agent daemon and the stand-in server run (and, when radosgw is installed, again
+ * during its S3 section, with ceph-mon, ceph-osd and radosgw running); it must exit 143, every
+ * process it started (found by its temp dir in their command lines: radosgw's ceph.conf is
+ * inside it) must be gone, and its temp dir removed. Needs `npm run build` first (the bench
+ * imports the built packages).
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,22 +33,22 @@ function processesMentioning(needle: string): number[] {
   return out;
 }
 
-test('SIGTERM during a bench run stops the daemon and the stand-in server and removes the temp dir', async () => {
-  const bench = spawn(
-    process.execPath,
-    ['bench/bench.mjs', '--size', 'tiny', '--no-restic', '--no-journal', '--no-daemon-rss', '--json', '--dir', dir],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** Start the bench, SIGTERM it once `marker` is on its stderr; it must leave nothing behind. */
+async function killDuring(marker: string, argv: string[], atLeast: number): Promise<void> {
+  const bench = spawn(process.execPath, ['bench/bench.mjs', '--size', 'tiny', ...argv, '--json', '--dir', dir], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let err = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     bench.once('exit', (code, signal) => resolve({ code, signal })),
   );
-  // Progress reaches stderr even with --json; wait until the full backup is under way.
+  // Progress reaches stderr even with --json; wait until the step is under way.
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`the bench did not reach its full backup:\n${err}`)), 90_000);
+    const t = setTimeout(() => reject(new Error(`the bench did not reach "${marker}":\n${err}`)), 240_000);
     bench.stderr.on('data', (d: Buffer) => {
       err += d.toString();
-      if (err.includes('full backup: boxback')) {
+      if (err.includes(marker)) {
         clearTimeout(t);
         resolve();
       }
@@ -54,12 +56,34 @@ test('SIGTERM during a bench run stops the daemon and the stand-in server and re
     void exited.then(() => reject(new Error(`the bench exited early:\n${err}`)));
   });
   const started = processesMentioning(dir).filter((p) => p !== bench.pid);
-  // The agent daemon and the stand-in server (a detached daemon of its own) at least.
-  expect(started.length).toBeGreaterThanOrEqual(2);
+  expect(started.length).toBeGreaterThanOrEqual(atLeast);
   bench.kill('SIGTERM');
   const { code } = await exited;
   expect(code).toBe(143);
   expect(err).toContain('terminated (SIGTERM); stopping what it started');
   expect(processesMentioning(dir)).toEqual([]);
   expect(readdirSync(dir)).toEqual([]);
+}
+
+test('SIGTERM during a bench run stops the daemon and the stand-in server and removes the temp dir', async () => {
+  // The agent daemon and the stand-in server (a detached daemon of its own) at least.
+  await killDuring('full backup: boxback', ['--no-restic', '--no-journal', '--no-daemon-rss', '--no-s3'], 2);
 }, 150_000);
+
+const hasRadosgw = (() => {
+  try {
+    execFileSync('sh', ['-c', 'command -v radosgw && command -v ceph-osd && command -v ceph-mon'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test.runIf(hasRadosgw)(
+  'SIGTERM during the S3 section stops radosgw, ceph-osd and ceph-mon by pid too',
+  async () => {
+    // ceph-mon, ceph-osd, radosgw, the agent daemon and box A's stand-in server.
+    await killDuring('s3: full backup, boxback', ['--no-restic', '--no-journal', '--no-daemon-rss'], 5);
+  },
+  300_000,
+);

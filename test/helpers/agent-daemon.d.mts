@@ -8,7 +8,8 @@ export interface StartAgentOptions {
   dir: string;
   name: string;
   planFile: string;
-  store: string;
+  /** A local store's directory, or a store config (`{ kind: 's3', ... }`). */
+  store: string | Record<string, unknown>;
   allowedRoots: string[];
   identity?: { hostname?: string; addresses?: string[] };
   /** Defaults to `<dir>/state-<name>`. */
