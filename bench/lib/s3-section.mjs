@@ -317,7 +317,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
   return { figures, notes };
 }
 
-// Run alone: node bench/lib/s3-section.mjs [--size small] [--seed 42] [--dir DIR] [--no-restic] [--cpu-prof DIR] [--json]
+// Run alone: node bench/lib/s3-section.mjs [--size small] [--seed 42] [--dir DIR] [--no-restic] [--cpu-prof DIR] [--job-prof DIR] [--json]
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values: args } = parseArgs({
     options: {
@@ -327,6 +327,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       json: { type: 'boolean', default: false },
       'no-restic': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'job-prof': { type: 'string' },
       timeout: { type: 'string', default: '3600' },
     },
   });
@@ -348,6 +349,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       seed: Number(args.seed),
       hasRestic,
       nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
+      env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
       log: say,
     });
     for (const k of Object.keys(figures)) if (!Number.isInteger(figures[k])) figures[k] = Math.round(figures[k] * 1000) / 1000;
