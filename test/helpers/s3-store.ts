@@ -2,7 +2,7 @@
 // cost), a backup written through the BackupStore interface exactly as the agent will
 // (begin -> pathFor/addFile -> syncTree -> commit(manifest)), and looks at the server side
 // (every object with its bytes, the bucket's total size, open multipart uploads).
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import fs, { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -185,15 +185,9 @@ export async function putRaw(rgw: RadosgwInfo, bucket: string, key: string, body
 
 /** A tree with small files, a big one, an empty one, a symlink, odd modes and owners, and a nested dir. */
 export function makeTree(root: string, seed = 1, bigBytes = 3 * 1024 * 1024 + 12345): void {
-  const rnd = (n: number) => {
-    const b = Buffer.alloc(n);
-    let x = seed * 2654435761;
-    for (let i = 0; i < n; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      b[i] = x >>> 24;
-    }
-    return b;
-  };
+  // Bytes like a jar's: incompressible (the store deflates what compresses), the same for a seed.
+  const rnd = (n: number) =>
+    createCipheriv('aes-256-ctr', createHash('sha256').update(`makeTree ${seed}`).digest(), Buffer.alloc(16)).update(Buffer.alloc(n));
   fs.mkdirSync(path.join(root, 'pipelines/build-42/reports'), { recursive: true });
   fs.mkdirSync(path.join(root, 'empty-dir'), { recursive: true });
   for (let i = 0; i < 30; i++)

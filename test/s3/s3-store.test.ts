@@ -212,6 +212,38 @@ describe('S3 store dedup', () => {
   });
 });
 
+describe('S3 store compression', () => {
+  it('logs and reports are stored deflated, a jar as it is; all come back equal, by file, tree and range', async () => {
+    const t = await makeTestStore(rgw);
+    const src = tmp('compress');
+    const line = (i: number) => `[${String(i).padStart(6, '0')}] INFO build step ${i % 17} finished in ${i % 1000} ms\n`;
+    const log = Buffer.from(Array.from({ length: 40_000 }, (_, i) => line(i)).join('')); // ~2.4 MiB: chunked
+    const jar = randomBytes(600 * 1024);
+    await fsp.mkdir(path.join(src, 'reports'), { recursive: true });
+    writeFileSync(path.join(src, 'build.log'), log);
+    writeFileSync(path.join(src, 'app.jar'), jar);
+    for (let i = 0; i < 50; i++)
+      writeFileSync(path.join(src, `reports/TEST-${i}.xml`), `<testsuite name="s${i}">${line(i).repeat(40)}</testsuite>\n`);
+    const plain = log.length + jar.length + 50 * 2500;
+    const w = await writeBackup(t.store, { host: 'gocd1', files: { 'db.log': log }, trees: [{ name: 'artifacts', source: src }] });
+    const stored = await bucketBytes(rgw, t.bucket, 'fleet1/data/');
+    // the jar (600 KiB) is stored whole; the 2 x 2.4 MiB of log (one blob list: deduplicated) and the reports shrink
+    expect(stored.bytes).toBeGreaterThan(jar.length);
+    expect(stored.bytes).toBeLessThan(jar.length + (log.length + 50 * 2500) / 4);
+    console.log(`compression: ${plain} bytes of plaintext (log twice) stored in ${stored.bytes} bytes of packs`);
+    const other = t.again();
+    const dest = tmp('compress-restore');
+    await other.fetchTree(w.ref, 'artifacts', path.join(dest, 'a'));
+    expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(path.join(dest, 'a')), '.'))).toEqual([]);
+    expect(
+      (await readAll(await other.openFile(w.ref, 'db.log', { start: 123_456, end: 2_000_000 }))).equals(log.subarray(123_456, 2_000_001)),
+    ).toBe(true);
+    expect((await other.verify(w.ref)).ok).toBe(true);
+    await t.store.close();
+    await other.close();
+  });
+});
+
 describe('S3 store encryption', () => {
   it('the server holds no plaintext file name, content or host name', async () => {
     const t = await makeTestStore(rgw);

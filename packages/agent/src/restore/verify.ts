@@ -3,7 +3,9 @@
  * is read through the store (BackupStore), never from a store path:
  *   1. every file of the backup against its manifest entry: `store.verify` (local: size,
  *      SHA-256, symlink targets, and no unlisted file in a tree directory, which rsync would
- *      restore unchecked; s3: every file's content re-read and hashed)
+ *      restore unchecked; s3: every file's content re-read and hashed, but for the parts and
+ *      trees a real restore downloads next: their presence and sizes here, their bytes
+ *      checked as they are downloaded, still before STOP)
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
  *   3. every zip archive of the backup (not only those this box's plan restores) opens and
  *      its central directory reads to the end, from the local file `files.get` gives (the
@@ -88,9 +90,16 @@ export async function verifyBackup(
     });
   };
   ctx.emit({ phase: 'VERIFY', state: 'started', bytesTotal: shaTotal + zipTotal, filesTotal: manifest.files.length });
+  // A real restore (no CRC pass here) reads every part and tree it restores through the store
+  // right after, each file checked against the manifest before it is used and before STOP:
+  // a backend that checks on read need not download them here too.
+  const trees = targets.trees.map((t) => `${t.dir}/`);
+  const archives = new Set(targets.parts.map((p) => p.archive));
+  const checkedOnRead = crc ? undefined : (rel: string) => archives.has(rel) || trees.some((t) => rel.startsWith(t));
   const [sha, zips] = await Promise.all([
     files.store.verify(files.ref, {
       contentOnly: true,
+      checkedOnRead,
       signal: ctx.signal,
       onProgress: (p) => {
         shaDone = p.bytesDone;

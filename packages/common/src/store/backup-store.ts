@@ -175,6 +175,13 @@ export interface StoreVerifyOptions {
   sample?: number;
   /** Each file's bytes against the manifest only, no zip entry CRCs (a restore checks those as it extracts). */
   contentOnly?: boolean;
+  /**
+   * Files the caller reads next through localFile or fetchTree (a restore). A backend whose
+   * reads check every byte against the manifest before handing it out (s3) only looks at
+   * their presence and sizes here, rather than downloading them twice; the local store reads
+   * them all (rsync copies what it is given).
+   */
+  checkedOnRead?: (rel: string) => boolean;
   signal?: AbortSignal;
   onProgress?: (p: VerifyProgress) => void;
 }

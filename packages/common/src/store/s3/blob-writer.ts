@@ -5,13 +5,15 @@
  *      is cut by the keyed content-defined chunker (chunker.ts), its SHA-256 taken on the way
  *   2. blob id = HMAC(id key, plaintext); a blob the index or this writer already holds is not
  *      stored again (across backups and hosts: the index is shared)
- *   3. new blobs are sealed into the current pack; a pack reaching `packTarget` bytes is
- *      uploaded in the background, at most `maxInFlight` packs held in memory at once
+ *   3. new blobs are deflated when that pays (compress.ts) and sealed into the current pack; a
+ *      pack reaching `packTarget` bytes is uploaded in the background, at most `maxInFlight`
+ *      packs held in memory at once
  *   4. flush(): the last pack uploaded, every upload awaited; `packs` lists what was stored,
  *      for the index object the commit writes before the snapshot
  */
 import { createHash } from 'node:crypto';
 import { cutChunks } from './chunker.js';
+import { maybeDeflate } from './compress.js';
 import { blobId } from './keys.js';
 import { PackBuilder, type PackEntry } from './pack.js';
 import { packKey, type ContentRef, type Repo } from './repo.js';
@@ -29,6 +31,8 @@ export class BlobWriter {
   /** Blobs new to the store / bytes of them (plaintext) / blobs already there. */
   newBlobs = 0;
   newBytes = 0;
+  /** Bytes of the new blobs as stored (deflated where that paid), before sealing. */
+  storedBytes = 0;
   dedupBlobs = 0;
   private readonly pending = new Set<string>();
   private pack: PackBuilder;
@@ -59,9 +63,12 @@ export class BlobWriter {
       return id;
     }
     this.pending.add(id);
-    this.pack.add(id, plain);
+    const deflated = await maybeDeflate(plain);
+    if (this.failed) throw this.failed;
+    this.pack.add(id, plain, deflated);
     this.newBlobs++;
     this.newBytes += plain.length;
+    this.storedBytes += (deflated ?? plain).length;
     if (this.pack.bytes >= this.packTarget) await this.closePack();
     return id;
   }

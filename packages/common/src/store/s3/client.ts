@@ -407,7 +407,10 @@ export class ObjectClient {
       const batch = keys.slice(i, i + 1000);
       const r = await this.call(`DELETE ${batch.length} objects`, () =>
         this.s3.send(
-          new this.c.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true } }),
+          new this.c.DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
+          }),
         ),
       );
       const bad = (r.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
@@ -442,6 +445,9 @@ export class ObjectClient {
   }
 
   destroy(): void {
-    void this.ready.then(() => this.s3.destroy(), () => undefined);
+    void this.ready.then(
+      () => this.s3.destroy(),
+      () => undefined,
+    );
   }
 }

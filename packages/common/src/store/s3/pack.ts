@@ -4,7 +4,12 @@
  *
  *   pack   = blob_1 | ... | blob_n | header | headerLength (u32 BE)
  *   blob_i = seal(enc, "blob:<id>", plaintext)          (id = HMAC-SHA256(idKey, plaintext))
- *   header = seal(enc, "pack-header", JSON [[id, offset, length, plainLength], ...])
+ *          | seal(enc, "blobz:<id>", deflateRaw(plaintext))   (compressed: entry flag 1)
+ *   header = seal(enc, "pack-header", JSON [[id, offset, length, plainLength, flags?], ...])
+ *
+ * A blob is compressed (raw deflate) only when that saves space (compress.ts decides); the
+ * flag is in its entry and in its associated data, so a compressed blob never opens as a plain
+ * one or the reverse, and inflating stops at the entry's plaintext length.
  *
  * The pack's object name is the SHA-256 of all its bytes (checkable without the key); the index
  * objects repeat each header so a restore never reads headers, but a lost index can be rebuilt
@@ -12,11 +17,17 @@
  * with its id as associated data, then its HMAC is checked: a blob from another place fails.
  */
 import { createHash } from 'node:crypto';
+import { inflateRawSync } from 'node:zlib';
 import { blobId, type StoreKeys } from './keys.js';
 import { open, seal, tampered } from './sealed.js';
 
-/** [blob id, offset in pack, sealed length, plaintext length] */
-export type PackEntry = [string, number, number, number];
+/** [blob id, offset in pack, sealed length, plaintext length, flags (1: deflated; absent: 0)] */
+export type PackEntry = [string, number, number, number, number?];
+
+/** The entry flag of a blob sealed deflated. */
+export const DEFLATED = 1;
+
+const blobAad = (id: string, deflated: boolean) => `${deflated ? 'blobz' : 'blob'}:${id}`;
 
 export interface FinishedPack {
   id: string;
@@ -38,9 +49,10 @@ export class PackBuilder {
     return this.entries.length;
   }
 
-  add(id: string, plain: Buffer): void {
-    const sealed = seal(this.keys.enc, `blob:${id}`, plain);
-    this.entries.push([id, this.size, sealed.length, plain.length]);
+  /** Add a blob: `plain`, or `deflated` (its raw deflate) when that is smaller. */
+  add(id: string, plain: Buffer, deflated?: Buffer): void {
+    const sealed = seal(this.keys.enc, blobAad(id, !!deflated), deflated ?? plain);
+    this.entries.push(deflated ? [id, this.size, sealed.length, plain.length, DEFLATED] : [id, this.size, sealed.length, plain.length]);
     this.parts.push(sealed);
     this.size += sealed.length;
   }
@@ -55,10 +67,18 @@ export class PackBuilder {
   }
 }
 
-/** Open one sealed blob read from a pack and check it is the blob asked for. */
-export function openBlob(keys: StoreKeys, id: string, sealed: Buffer): Buffer {
-  const plain = open(keys.enc, `blob:${id}`, sealed, `blob ${id.slice(0, 12)}`);
-  if (blobId(keys, plain) !== id) throw tampered(`blob ${id.slice(0, 12)}`, 'content does not match its id');
+/** Open one sealed blob read from a pack (inflating it when its entry says so) and check it is the blob asked for. */
+export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated = false, plainLength?: number): Buffer {
+  const what = `blob ${id.slice(0, 12)}`;
+  let plain = open(keys.enc, blobAad(id, deflated), sealed, what);
+  if (deflated) {
+    try {
+      plain = inflateRawSync(plain, plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) });
+    } catch {
+      throw tampered(what, 'does not inflate to its length');
+    }
+  }
+  if (blobId(keys, plain) !== id) throw tampered(what, 'content does not match its id');
   return plain;
 }
 

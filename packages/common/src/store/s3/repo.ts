@@ -21,7 +21,7 @@ import { mapLimit } from '../../limit.js';
 import { DEFAULT_CHUNKING, gearTable, type ChunkParams } from './chunker.js';
 import type { ObjectClient } from './client.js';
 import { deriveKeys, manifestName, unwrapDataKey, type KeyFile, type StoreKeys } from './keys.js';
-import { openBlob, type PackEntry } from './pack.js';
+import { DEFLATED, openBlob, type PackEntry } from './pack.js';
 import { open, seal, tampered } from './sealed.js';
 
 export const STORE_FORMAT = 'boxback/s3-store@1';
@@ -38,7 +38,18 @@ export interface BlobLoc {
   offset: number;
   length: number;
   plain: number;
+  /** Sealed deflated (its entry's flag). */
+  z: boolean;
 }
+
+/** Where an index entry says its blob is. */
+export const locOf = (pack: string, [, offset, length, plain, flags]: PackEntry): BlobLoc => ({
+  pack,
+  offset,
+  length,
+  plain,
+  z: flags === DEFLATED,
+});
 
 /** Content stored as a list of blobs, with its size and SHA-256. */
 export interface ContentRef {
@@ -158,7 +169,7 @@ export class Repo {
     for (const packs of this.records.values())
       for (const [pack, entries] of packs) {
         this.forgotten.set(pack, entries);
-        for (const [id, offset, length, plain] of entries) this.fallback.set(id, { pack, offset, length, plain });
+        for (const e of entries) this.fallback.set(e[0], locOf(pack, e));
       }
   }
 
@@ -172,8 +183,7 @@ export class Repo {
   }
 
   private addToIndex(packs: Array<[string, PackEntry[]]>): void {
-    for (const [pack, entries] of packs)
-      for (const [id, offset, length, plain] of entries) if (!this.index.has(id)) this.index.set(id, { pack, offset, length, plain });
+    for (const [pack, entries] of packs) for (const e of entries) if (!this.index.has(e[0])) this.index.set(e[0], locOf(pack, e));
   }
 
   /** Every pack the loaded index names, with its blobs (prune, verify). */
@@ -211,7 +221,7 @@ export class Repo {
     const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
     if (!raw) throw tampered(what, 'its pack is missing');
     if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-    const plain = openBlob(this.keys, id, raw);
+    const plain = openBlob(this.keys, id, raw, loc.z, loc.plain);
     if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
     return plain;
   }

@@ -6,9 +6,11 @@
  *   localFile         download into a temporary name in the scratch directory, SHA-256
  *                     compared, then renamed: nothing half-checked ever has the final name
  *   fetchTree         the tree rebuilt in a sibling `<dest>.bb-fetch-*` directory (files
- *                     downloaded in parallel and hashed, symlinks, then modes, owners and mtimes,
- *                     deepest first), moved into `dest` only once all of it checked; a tampered
- *                     object fails the fetch with `dest` untouched
+ *                     downloaded and hashed, symlinks, then modes, owners and mtimes, deepest
+ *                     first), moved into `dest` only once all of it checked; a tampered object
+ *                     fails the fetch with `dest` untouched. Files of one blob (nearly every
+ *                     file of a CI tree) are fetched by pack: one GET per pack of the span their
+ *                     blobs cover, not one per file (readByPack); larger ones blob by blob
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -20,7 +22,8 @@ import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
 import type { RandomAccessFile, TreeSyncProgress } from '../backup-store.js';
-import type { Repo } from './repo.js';
+import { openBlob } from './pack.js';
+import { packKey, type BlobLoc, type Repo } from './repo.js';
 import { tampered } from './sealed.js';
 import { inside } from './tree-upload.js';
 
@@ -139,6 +142,68 @@ async function moveInto(from: string, dest: string): Promise<void> {
   await fsp.rm(from, { recursive: true, force: true });
 }
 
+/** A GET covers blobs of one pack until the next needed one starts this far past the last. */
+const SPAN_GAP = 1 << 20;
+/** Packs read at once (each holds up to a pack's bytes twice: sealed and opened). */
+const PACKS_IN_FLIGHT = 3;
+
+/**
+ * Files of one blob each, written by pack: for every pack, the spans of it their blobs cover
+ * are read with one GET each, every blob opened (GCM, its HMAC id) and each file's size and
+ * SHA-256 compared with its manifest entry before it is written. A blob several files share
+ * (the same content) is read once.
+ */
+async function readByPack(
+  repo: Repo,
+  files: Array<{ f: ManifestFile; abs: string; blob: string }>,
+  o: { signal?: AbortSignal; onFile: (bytes: number) => void },
+): Promise<void> {
+  const byPack = new Map<string, Map<string, { loc: BlobLoc; files: Array<{ f: ManifestFile; abs: string }> }>>();
+  for (const x of files) {
+    const loc = repo.locate(x.blob);
+    if (!loc) throw tampered(`blob ${x.blob.slice(0, 12)}`, 'no index entry names it (the store lost it)');
+    let blobs = byPack.get(loc.pack);
+    if (!blobs) byPack.set(loc.pack, (blobs = new Map()));
+    const b = blobs.get(x.blob) ?? { loc, files: [] };
+    b.files.push(x);
+    blobs.set(x.blob, b);
+  }
+  const spans: Array<{
+    pack: string;
+    start: number;
+    end: number;
+    blobs: Array<[string, { loc: BlobLoc; files: Array<{ f: ManifestFile; abs: string }> }]>;
+  }> = [];
+  for (const [pack, blobs] of byPack) {
+    const sorted = [...blobs].sort((a, b) => a[1].loc.offset - b[1].loc.offset);
+    let cur: (typeof spans)[number] | undefined;
+    for (const e of sorted) {
+      const { offset, length } = e[1].loc;
+      if (!cur || offset > cur.end + SPAN_GAP) spans.push((cur = { pack, start: offset, end: offset + length, blobs: [] }));
+      cur.end = Math.max(cur.end, offset + length);
+      cur.blobs.push(e);
+    }
+  }
+  await mapLimit(spans, PACKS_IN_FLIGHT, async (span) => {
+    o.signal?.throwIfAborted();
+    const raw = await repo.client.get(packKey(span.pack), { start: span.start, end: span.end - 1 });
+    const where = `pack ${span.pack.slice(0, 12)}`;
+    if (!raw) throw tampered(where, 'its pack is missing');
+    if (raw.length !== span.end - span.start) throw tampered(where, `truncated (${raw.length} of ${span.end - span.start} bytes)`);
+    await mapLimit(span.blobs, 8, async ([id, { loc, files: targets }]) => {
+      const plain = openBlob(repo.keys, id, raw.subarray(loc.offset - span.start, loc.offset - span.start + loc.length), loc.z, loc.plain);
+      if (plain.length !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
+      const sha = createHash('sha256').update(plain).digest('hex');
+      for (const t of targets) {
+        if (plain.length !== t.f.size) throw tampered(t.f.path, `size ${plain.length}, the manifest says ${t.f.size}`);
+        if (t.f.sha256 && sha !== t.f.sha256) throw tampered(t.f.path, 'SHA-256 does not match the manifest');
+        await fsp.writeFile(t.abs, plain, { mode: 0o600 });
+        o.onFile(plain.length);
+      }
+    });
+  });
+}
+
 export interface FetchTreeInput {
   repo: Repo;
   /** Manifest entries of the tree (paths start with `${dir}/`). */
@@ -165,17 +230,35 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
   await fsp.mkdir(stage, { recursive: true });
   try {
     for (const f of x.entries) if (f.type === 'dir') await fsp.mkdir(inside(stage, f.path.slice(strip)), { recursive: true });
-    await mapLimit(files, x.concurrency, async (f) => {
-      x.signal?.throwIfAborted();
+    const single: Array<{ f: ManifestFile; abs: string; blob: string }> = [];
+    const other: Array<{ f: ManifestFile; abs: string; blobs: string[] }> = [];
+    const dirs = new Set<string>();
+    for (const f of files) {
       const blobs = x.contents[f.path];
       if (!blobs) throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${f.path}: in the manifest but not in the backup's content map`);
       const abs = inside(stage, f.path.slice(strip));
-      await fsp.mkdir(path.dirname(abs), { recursive: true });
+      dirs.add(path.dirname(abs));
+      if (blobs.length === 1) single.push({ f, abs, blob: blobs[0] });
+      else other.push({ f, abs, blobs });
+    }
+    for (const d of dirs) await fsp.mkdir(d, { recursive: true });
+    const fileDone = () => {
+      prog.filesDone++;
+      x.onProgress?.({ ...prog });
+    };
+    await readByPack(x.repo, single, {
+      signal: x.signal,
+      onFile: (n) => {
+        prog.bytesDone += n;
+        fileDone();
+      },
+    });
+    await mapLimit(other, x.concurrency, async ({ f, abs, blobs }) => {
+      x.signal?.throwIfAborted();
       await downloadChecked(x.repo, blobs, abs, f, f.path, (n) => {
         prog.bytesDone += n;
       });
-      prog.filesDone++;
-      x.onProgress?.({ ...prog });
+      fileDone();
     });
     for (const f of x.entries) if (f.type === 'symlink') await fsp.symlink(f.target ?? '', inside(stage, f.path.slice(strip)));
     // deepest first, so a directory's mtime is set after its children are in place

@@ -226,7 +226,8 @@ export class S3BackupStore implements BackupStore {
       const blobs = l.contents[f.path];
       if (!blobs) return void problems.push(`${f.path}: not in the backup's content map`);
       try {
-        if (fraction >= 1 || (fraction > 0 && Math.random() < fraction)) {
+        const read = !o.checkedOnRead?.(f.path) && (fraction >= 1 || (fraction > 0 && Math.random() < fraction));
+        if (read) {
           const h = createHash('sha256');
           let size = 0;
           for await (const b of repo.readContent(blobs)) {

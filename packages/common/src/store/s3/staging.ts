@@ -169,7 +169,13 @@ export class S3Staging implements BackupStaging {
     this.finished = true;
     await this.cleanup();
     this.o.log.info(
-      { ref: this.ref, newBlobs: this.writer.newBlobs, newBytes: this.writer.newBytes, packs: this.writer.packs.length },
+      {
+        ref: this.ref,
+        newBlobs: this.writer.newBlobs,
+        newBytes: this.writer.newBytes,
+        storedBytes: this.writer.storedBytes,
+        packs: this.writer.packs.length,
+      },
       's3 backup committed',
     );
     return { ref: this.ref, manifestBytes: text.length };
