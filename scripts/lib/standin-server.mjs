@@ -5,7 +5,7 @@
 // current write, remove the pid file, exit 0.
 //
 // usage: standin-server.mjs --root DIR --db FILE --config FILE --pid FILE --port N
-import { appendFileSync, existsSync, openSync, fsyncSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, fsyncSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -24,7 +24,14 @@ writeFileSync(pid, `${process.pid}\n`);
 
 let seq = 0;
 try {
-  const tail = readFileSync(db, 'utf8').trimEnd().split('\n').pop() ?? '';
+  // The last record from the file's tail (a bench's database is tens of MB: reading it all
+  // as text held up every start, past the plan's start and health timeouts on a loaded box).
+  const fd = openSync(db, 'r');
+  const size = fstatSync(fd).size;
+  const buf = Buffer.alloc(Math.min(size, 64 * 1024));
+  readSync(fd, buf, 0, buf.length, size - buf.length);
+  closeSync(fd);
+  const tail = buf.toString('latin1').trimEnd().split('\n').pop() ?? '';
   const m = /^record (\d+)/.exec(tail);
   if (m) seq = Number(m[1]);
 } catch {
