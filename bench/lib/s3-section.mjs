@@ -22,7 +22,8 @@
 // Figures: s3_full_s, restic_s3_full_s, s3_full_vs_restic_ratio, the same for incremental and
 // restore, s3_stored_bytes, restic_s3_stored_bytes, s3_stored_bytes_vs_restic_ratio,
 // s3_agent_peak_rss_mb, per-phase figures (s3_<job>_phase_<name>_s) and the agent's CPU seconds
-// per job (s3_<job>_agent_cpu_s: what the load does not change).
+// per job (s3_<job>_agent_cpu_s: what the load does not change), restic's beside them
+// (restic_s3_<job>_cpu_s).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -32,7 +33,7 @@ import { parseArgs } from 'node:util';
 import { S3BackupStore, createLogger, initS3Store, refFromPath } from '@boxback/common';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { bucketBytes, freePort, makeBucket, radosgwInstalled, startRadosgw } from '../../scripts/lib/radosgw.mjs';
-import { startDaemon } from './deployed.mjs';
+import { cpuSeconds, startDaemon } from './deployed.mjs';
 import { generateBox, simulateCiDay, SIZES } from './gen-box.mjs';
 import { guard, onCleanup, run, stopEverything, track } from './procs.mjs';
 
@@ -40,10 +41,12 @@ const HOST = 'bench-s3';
 const mb = (b) => Math.round((b / 1e6) * 10) / 10;
 const f2 = (x) => (x === undefined ? '-' : x.toFixed(2));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Wall seconds of `fn`, and the CPU seconds of the children it ran (restic: what load does not change). */
 const timed = async (fn) => {
+  const c0 = cpuSeconds(process.pid).children;
   const t0 = performance.now();
   await fn();
-  return (performance.now() - t0) / 1000;
+  return { s: (performance.now() - t0) / 1000, cpu: cpuSeconds(process.pid).children - c0 };
 };
 
 /** The load average now, for the figures' notes (other engineers share the cores). */
@@ -182,7 +185,9 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     if (hasRestic) {
       await run('sync', []);
       log(`s3: full backup, restic to S3 (load ${load()})...`);
-      figures.restic_s3_full_s = await timed(() => restic(['backup', '-q', ...resticPaths]));
+      const t = await timed(() => restic(['backup', '-q', ...resticPaths]));
+      figures.restic_s3_full_s = t.s;
+      figures.restic_s3_full_cpu_s = t.cpu;
       figures.s3_full_vs_restic_ratio = figures.s3_full_s / figures.restic_s3_full_s;
     }
     notes.push(`s3 full: ours ${f2(figures.s3_full_s)} s, restic ${f2(figures.restic_s3_full_s)} s (load ${load()})`);
@@ -206,7 +211,9 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     if (hasRestic) {
       await run('sync', []);
       log(`s3: incremental backup, restic to S3 (load ${load()})...`);
-      figures.restic_s3_incremental_s = await timed(() => restic(['backup', '-q', ...resticPaths]));
+      const t = await timed(() => restic(['backup', '-q', ...resticPaths]));
+      figures.restic_s3_incremental_s = t.s;
+      figures.restic_s3_incremental_cpu_s = t.cpu;
       figures.s3_incremental_vs_restic_ratio = figures.s3_incremental_s / figures.restic_s3_incremental_s;
     }
     notes.push(`s3 incremental: ours ${f2(figures.s3_incremental_s)} s, restic ${f2(figures.restic_s3_incremental_s)} s (load ${load()})`);
@@ -275,10 +282,12 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
       const out = path.join(dir, 'restore-restic');
       await run('sync', []);
       log(`s3: restore into an empty directory, restic from S3 (load ${load()})...`);
-      figures.restic_s3_restore_s = await timed(async () => {
+      const t = await timed(async () => {
         await restic(['restore', 'latest', '-q', '--target', out]);
         await run('sync', ['-f', out]);
       });
+      figures.restic_s3_restore_s = t.s;
+      figures.restic_s3_restore_cpu_s = t.cpu;
       figures.s3_restore_vs_restic_ratio = figures.s3_restore_s / figures.restic_s3_restore_s;
       rmSync(out, { recursive: true, force: true });
     }
@@ -334,6 +343,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const say = (m) => process.stderr.write(`${m}\n`);
   guard({ timeoutS: Number(args.timeout), log: say });
   mkdirSync(args.dir ?? os.tmpdir(), { recursive: true });
+  if (args['job-prof']) mkdirSync(args['job-prof'], { recursive: true });
   const root = mkdtempSync(path.join(args.dir ?? os.tmpdir(), 'boxback-s3-bench-'));
   onCleanup(() => rmSync(root, { recursive: true, force: true }));
   const hasRestic =
