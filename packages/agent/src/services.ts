@@ -75,12 +75,17 @@ export async function isRunning(svc: PlanService): Promise<boolean> {
   return (await livePids(svc)).length > 0;
 }
 
+/**
+ * Poll `cond` until it holds or the timeout passes: 5 ms after the first try, doubling up to
+ * 100 ms (a service is usually gone or up within tens of milliseconds of its command, and the
+ * window lasts as long as this wait).
+ */
 async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const end = Date.now() + timeoutMs;
-  for (;;) {
+  for (let delay = 5; ; delay = Math.min(100, delay * 2)) {
     if (await cond()) return true;
     if (Date.now() >= end) return false;
-    await sleep(100);
+    await sleep(delay);
   }
 }
 
