@@ -37,6 +37,7 @@ import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
+import { releaseMemorySoon } from './memory.js';
 import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
 import { Outbox } from './outbox.js';
@@ -231,6 +232,8 @@ export class AgentServer {
       { status: result.status, errorCode: result.errorCode, error: result.errorMessage, durationMs: result.durationMs },
       `${kind} finished`,
     );
+    // The job's garbage (tens of MiB) would otherwise stay until V8's next GC, maybe never while idle.
+    releaseMemorySoon(log, `${kind} finished`);
     if (kind === 'backup' && result.backupPath) {
       // before the stream: if the result never reaches the controller, the outbox still has it
       await this.outbox.put(result).catch((err: unknown) => log.error({ err }, 'outbox: keeping the result failed'));

@@ -22,6 +22,7 @@ import type { Logger } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { TreeJournal, type JournalSnapshot } from './journal.js';
 import { LinkFarms } from '@boxback/common';
+import { releaseMemorySoon } from '../memory.js';
 import { journalSettings } from './plan-extension.js';
 import { TreeWatcher, type WatcherStats } from './watcher.js';
 
@@ -117,6 +118,8 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
     const prev = previousStart;
     const started = prev
       .then(() => watcher.start())
+      // The first scan's garbage (~100 MiB of old space at 200k files) is collected at once.
+      .then(() => releaseMemorySoon(log, `watcher of ${t.name} started`))
       .catch((err: unknown) => journal.markUntrusted(`the watcher of ${t.name} failed to start: ${(err as Error).message}`));
     previousStart = started;
     entries.set(t.name, { journal, watcher, started });
@@ -166,6 +169,7 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
         if (e.watcher)
           e.started = e.watcher
             .rewatch(reason)
+            .then(() => releaseMemorySoon(log, 'trees watched again'))
             .catch((err: unknown) => e.journal.markUntrusted(`re-watching failed: ${(err as Error).message}`));
       }
     },
