@@ -209,7 +209,7 @@ EOF
 }
 wrapper boxback boxback.mjs
 # The agent's V8 flags: packages/agent/src/node-flags.ts.
-wrapper boxback-agent boxback-agent.mjs "" --max-semi-space-size=4 --expose-gc
+wrapper boxback-agent boxback-agent.mjs "" "--max-semi-space-size=4 --expose-gc"
 wrapper boxback-controller boxback-controller.mjs boxback
 
 # --- 4. the controller's user (before its files get a group) ------------------------------
