@@ -3,11 +3,21 @@
 // tampering a server could do (flip a byte, swap objects or frames, truncate) is refused.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { BoxbackError } from '../../packages/common/src/errors.js';
 import { cutChunks, gearTable } from '../../packages/common/src/store/s3/chunker.js';
-import { blobId, deriveKeys, newDataKey, unwrapDataKey, wrapDataKey } from '../../packages/common/src/store/s3/keys.js';
-import { PackBuilder, openBlob, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
+import {
+  DEFAULT_SCRYPT_N,
+  RANDOM_KEY_SCRYPT_N,
+  blobId,
+  deriveKeys,
+  newDataKey,
+  scryptCostFor,
+  unwrapDataKey,
+  wrapDataKey,
+} from '../../packages/common/src/store/s3/keys.js';
+import { DEFLATED, PackBuilder, openBlob, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
 import { OpenStream, open, seal, sealedSize } from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
@@ -86,6 +96,18 @@ describe('store keys', () => {
     expect(unwrapDataKey(kf, Buffer.from('wrong horse'))).toBeNull();
     expect(unwrapDataKey({ ...kf, id: 'ffffffffffffffff' }, Buffer.from('correct horse'))).toBeNull();
   });
+
+  it("stretches a passphrase with scrypt's full cost, a key file of 256 random bits with a small one", () => {
+    expect(scryptCostFor(Buffer.from('correct horse battery staple'))).toBe(DEFAULT_SCRYPT_N);
+    expect(scryptCostFor(Buffer.from('ab'.repeat(16)))).toBe(DEFAULT_SCRYPT_N); // 128 bits: not what store init writes
+    const keyFile = Buffer.from(randomBytes(32).toString('hex'));
+    expect(scryptCostFor(keyFile)).toBe(RANDOM_KEY_SCRYPT_N);
+    const dk = newDataKey();
+    const kf = wrapDataKey(dk, keyFile, 'ops');
+    expect(kf.kdf.N).toBe(RANDOM_KEY_SCRYPT_N);
+    expect(unwrapDataKey(kf, keyFile)?.equals(dk)).toBe(true);
+    expect(unwrapDataKey(kf, Buffer.from(randomBytes(32).toString('hex')))).toBeNull();
+  });
 });
 
 describe('content-defined chunks', () => {
@@ -138,5 +160,26 @@ describe('packs', () => {
     const bad = Buffer.from(pack.bytes);
     bad[off0 + len0 - 1] ^= 1;
     refused(() => readPackHeader(keys, pack.id, bad));
+  });
+
+  it('a deflated blob opens only as deflated, inflates to its length, and is checked against its id', () => {
+    const plain = Buffer.from('INFO step finished\n'.repeat(2000));
+    const id = blobId(keys, plain);
+    const b = new PackBuilder(keys);
+    b.add(id, plain, deflateRawSync(plain));
+    const pack = b.finish();
+    const [[, off, len, size, flags]] = readPackHeader(keys, pack.id, pack.bytes);
+    expect([size, flags]).toEqual([plain.length, DEFLATED]);
+    const sealed = pack.bytes.subarray(off, off + len);
+    expect(len).toBeLessThan(plain.length / 10);
+    expect(openBlob(keys, id, sealed, true, size).equals(plain)).toBe(true);
+    refused(() => openBlob(keys, id, sealed)); // the flag is in the associated data
+    refused(() => openBlob(keys, id, sealed, true, size - 1)); // inflates past its entry's length
+    const other = Buffer.from('WARN'.repeat(10));
+    const b2 = new PackBuilder(keys);
+    b2.add(id, plain, deflateRawSync(other)); // a deflated body that is not the blob its id names
+    const p2 = b2.finish();
+    const [[, o2, l2]] = readPackHeader(keys, p2.id, p2.bytes);
+    refused(() => openBlob(keys, id, p2.bytes.subarray(o2, o2 + l2), true, plain.length));
   });
 });

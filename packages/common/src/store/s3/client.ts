@@ -364,7 +364,15 @@ export class ObjectClient {
               ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
             }),
           );
-          const b = Buffer.from(await r.Body!.transformToByteArray());
+          // the body's chunks joined once (transformToByteArray joins them, then Buffer.from copies again)
+          const parts: Buffer[] = [];
+          let n = 0;
+          for await (const c of r.Body as AsyncIterable<Uint8Array>) {
+            const b = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+            parts.push(b);
+            n += b.length;
+          }
+          const b = parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
           this.counters.getBytes += b.length;
           return b;
         },

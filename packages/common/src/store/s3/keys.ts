@@ -36,6 +36,19 @@ export interface StoreKeys {
 
 /** scrypt cost: 2^17 (128 MiB, ~0.5 s) by default; tests pass a smaller N. */
 export const DEFAULT_SCRYPT_N = 2 ** 17;
+/** scrypt cost for a key file of 256 random bits: 2^12 (4 MiB). */
+export const RANDOM_KEY_SCRYPT_N = 2 ** 12;
+
+/**
+ * The scrypt cost to wrap with for `secret`: a key file of 64 or more hex digits (what
+ * `store init` writes: 256 random bits) cannot be guessed however cheap each try is, so
+ * stretching it buys nothing and cost every agent 128 MiB of peak RSS when it opened the
+ * store; anything else (a passphrase, a key file a person wrote) gets the full cost. The N
+ * used is in the key's keys/<id> object: unwrapping works with either.
+ */
+export function scryptCostFor(secret: Buffer): number {
+  return /^[0-9a-f]{64,}$/i.test(secret.toString('latin1').trim()) ? RANDOM_KEY_SCRYPT_N : DEFAULT_SCRYPT_N;
+}
 
 export function newDataKey(): Buffer {
   return randomBytes(32);
@@ -46,7 +59,7 @@ function kek(secret: Buffer, kdf: KeyFile['kdf']): Buffer {
   return scryptSync(secret, Buffer.from(kdf.salt, 'base64'), 32, { N: kdf.N, r: kdf.r, p: kdf.p, maxmem });
 }
 
-export function wrapDataKey(dataKey: Buffer, secret: Buffer, label: string, N = DEFAULT_SCRYPT_N): KeyFile {
+export function wrapDataKey(dataKey: Buffer, secret: Buffer, label: string, N = scryptCostFor(secret)): KeyFile {
   const id = randomBytes(8).toString('hex');
   const kdf = { name: 'scrypt' as const, N, r: 8, p: 1, salt: randomBytes(16).toString('base64') };
   const nonce = randomBytes(12);

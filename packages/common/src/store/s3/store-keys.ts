@@ -13,7 +13,7 @@ import { BoxbackError } from '../../errors.js';
 import type { S3StoreConfig } from '../config.js';
 import { DEFAULT_CHUNKING, type ChunkParams } from './chunker.js';
 import { ObjectClient, type ObjectClientOptions } from './client.js';
-import { DEFAULT_SCRYPT_N, KEY_FORMAT, newDataKey, unwrapDataKey, wrapDataKey, deriveKeys } from './keys.js';
+import { KEY_FORMAT, newDataKey, unwrapDataKey, wrapDataKey, deriveKeys } from './keys.js';
 import { keyError, readKeyFile, STORE_FORMAT, type RepoConfig } from './repo.js';
 import { seal } from './sealed.js';
 
@@ -31,7 +31,7 @@ export interface StoreKeyInfo {
 }
 
 interface KeyOptions extends ObjectClientOptions {
-  /** scrypt cost (tests pass a small one). */
+  /** scrypt cost (default: keys.ts scryptCostFor the secret; tests pass a small one). */
   scryptN?: number;
 }
 
@@ -58,7 +58,7 @@ export async function initS3Store(
         `${c.location} is already a boxback store: add a key with boxback store key add`,
       );
     const dataKey = newDataKey();
-    const kf = wrapDataKey(dataKey, secret, o.label ?? 'first key', o.scryptN ?? DEFAULT_SCRYPT_N);
+    const kf = wrapDataKey(dataKey, secret, o.label ?? 'first key', o.scryptN);
     const cfg: RepoConfig = { format: STORE_FORMAT, chunking: o.chunking ?? DEFAULT_CHUNKING, createdAt: new Date().toISOString() };
     await c.put('config', seal(deriveKeys(dataKey).enc, 'config', Buffer.from(JSON.stringify(cfg))));
     await c.put(`keys/${kf.id}`, Buffer.from(JSON.stringify(kf)));
@@ -85,7 +85,7 @@ export async function addStoreKey(
 ): Promise<string> {
   return withClient(config, o, async (c) => {
     const dataKey = await unlock(c, secret);
-    const kf = wrapDataKey(dataKey, newSecret, o.label ?? 'added key', o.scryptN ?? DEFAULT_SCRYPT_N);
+    const kf = wrapDataKey(dataKey, newSecret, o.label ?? 'added key', o.scryptN);
     dataKey.fill(0);
     await c.put(`keys/${kf.id}`, Buffer.from(JSON.stringify(kf)));
     return kf.id;
