@@ -69,6 +69,8 @@ export class ScheduleRunner {
   private scheduler?: Scheduler;
   private slots = new Map<string, number>();
   private hosts: HostRow[] = [];
+  /** A read of the hosts queued by refreshHosts and not started yet. */
+  private hostsRead?: Promise<void>;
   /** Hosts to retry per "<schedule>@<slot>" after a run that failed on some of them. */
   private readonly retryHosts = new Map<string, string[]>();
   /** The latest write of each schedule's slot, awaited before its run creates jobs. */
@@ -107,8 +109,18 @@ export class ScheduleRunner {
     this.scheduler = undefined;
   }
 
-  async refreshHosts(): Promise<void> {
-    this.hosts = await this.d.catalog.listHosts();
+  /**
+   * Read the hosts again (after AddHost, UpdateHost, RemoveHost, before a run). Without
+   * schedules nothing reads them (status passes its own list): registering a fleet of 1000
+   * would otherwise read 1000 x 1000 host rows. Calls made together share one read.
+   */
+  refreshHosts(): Promise<void> {
+    if (!this.d.schedules.length) return Promise.resolve();
+    this.hostsRead ??= Promise.resolve().then(async () => {
+      this.hostsRead = undefined;
+      this.hosts = await this.d.catalog.listHosts();
+    });
+    return this.hostsRead;
   }
 
   /** Hosts a schedule covers, by name (from `hosts`, default the index refreshed at runs). */
