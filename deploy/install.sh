@@ -196,7 +196,7 @@ wrapper() { # name bundle-file [drop-to-user] [node flags]
     drop="# Run as root by hand, it drops to the '$3' user so files it creates in the catalog
 # (token create) stay the daemon's. BOXBACK_AS_ROOT=1 keeps root.
 if [ \"\$(id -u)\" = 0 ] && [ -z \"\${BOXBACK_AS_ROOT:-}\" ] && getent passwd $3 >/dev/null 2>&1; then
-  exec runuser -u $3 -- \"\$NODE\" /opt/boxback/$2 \"\$@\"
+  exec runuser -u $3 -- \"\$NODE\" ${flags:+$flags }/opt/boxback/$2 \"\$@\"
 fi
 "
   fi
@@ -208,9 +208,9 @@ ${drop}exec "\$NODE" ${flags:+$flags }/opt/boxback/$2 "\$@"
 EOF
 }
 wrapper boxback boxback.mjs
-# The agent's V8 flags: packages/agent/src/node-flags.ts.
+# The daemons' V8 flags: packages/agent/src/node-flags.ts, packages/controller/src/node-flags.ts.
 wrapper boxback-agent boxback-agent.mjs "" "--max-semi-space-size=4 --expose-gc"
-wrapper boxback-controller boxback-controller.mjs boxback
+wrapper boxback-controller boxback-controller.mjs boxback --max-semi-space-size=4
 
 # --- 4. the controller's user (before its files get a group) ------------------------------
 if [ "$ROLE" = controller ]; then

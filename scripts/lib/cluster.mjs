@@ -9,6 +9,7 @@
 //   await c.stop();
 import { spawn } from 'node:child_process';
 import { AGENT_NODE_FLAGS } from '../../packages/agent/dist/node-flags.js';
+import { CONTROLLER_NODE_FLAGS } from '../../packages/controller/dist/node-flags.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -152,7 +153,7 @@ ${httpPort ? `http: { listen: 127.0.0.1:${httpPort}, sessionTimeout: ${q(session
   const startController = async () => {
     const d = startDaemon(
       'controller',
-      [process.execPath, BIN.controller, '--config', controllerYaml],
+      [process.execPath, ...CONTROLLER_NODE_FLAGS, BIN.controller, '--config', controllerYaml],
       path.join(dir, 'logs/controller.log'),
       httpPort ? 'dashboard listening' : 'controller listening',
     );

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleInto, install, modeOf, sh, tree } from './helpers.js';
 import { AGENT_NODE_FLAGS } from '../../packages/agent/src/node-flags.js';
+import { CONTROLLER_NODE_FLAGS } from '../../packages/controller/src/node-flags.js';
 
 let dir: string;
 let bundle: string;
@@ -71,11 +72,14 @@ describe('install.sh --agent', () => {
     for (const w of ['boxback', 'boxback-agent', 'boxback-controller']) expect(modeOf(at(`usr/local/bin/${w}`))).toBe('755');
   });
 
-  it('wrappers exec the installed bundle with the Node that ran the install (the agent with its V8 flags)', () => {
+  it('wrappers exec the installed bundle with the Node that ran the install (the daemons with their V8 flags)', () => {
     const w = readFileSync(at('usr/local/bin/boxback-agent'), 'utf8');
     expect(w).toContain(`NODE="\${BOXBACK_NODE:-${process.execPath}}"`);
     expect(w).toContain(`exec "$NODE" ${AGENT_NODE_FLAGS.join(' ')} /opt/boxback/boxback-agent.mjs "$@"`);
     expect(readFileSync(at('usr/local/bin/boxback'), 'utf8')).toContain('exec "$NODE" /opt/boxback/boxback.mjs "$@"');
+    const c = readFileSync(at('usr/local/bin/boxback-controller'), 'utf8');
+    expect(c).toContain(`exec "$NODE" ${CONTROLLER_NODE_FLAGS.join(' ')} /opt/boxback/boxback-controller.mjs "$@"`);
+    expect(c).toContain(`runuser -u boxback -- "$NODE" ${CONTROLLER_NODE_FLAGS.join(' ')} /opt/boxback/boxback-controller.mjs "$@"`);
   });
 
   it('writes a config skeleton the installed agent accepts, naming the plan and its roots', () => {
