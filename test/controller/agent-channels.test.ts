@@ -64,4 +64,33 @@ describe('agent channels', () => {
     clients.closeAll();
     expect(clients.openChannels).toBe(0);
   }, 60_000);
+
+  it('keeps only largeFleetOpen idle channels once the fleet has more hosts than maxOpen, never closing one in flight', async () => {
+    const clients = new AgentClients(certs.controller, 3, 1);
+    const [a, b, c, d] = agents;
+    for (const x of [a, b, c]) expect((await clients.get(x).getInfo()).name).toBe(x.name);
+    expect(clients.openChannels).toBe(3); // the fleet fits: every channel stays open
+
+    // a fourth host: polls go round a fleet larger than the bound, idle channels are not kept
+    a.hold = true;
+    const stream = (async () => {
+      let last = '';
+      for await (const ev of clients.get(a).backup({ jobId: 'backup-ch-2', live: true, initiatedBy: 't', initiatedVia: 'cli' })) {
+        if (ev.result) last = ev.result.status;
+      }
+      return last;
+    })();
+    await expect.poll(() => a.running.size).toBe(1);
+    expect((await clients.get(d).getInfo()).name).toBe('ch-d');
+    // a's backup is in flight (kept), d is the one idle channel kept; b and c were closed
+    expect(clients.openChannels).toBe(2);
+    expect(clients.isOpen(a)).toBe(true);
+    expect(clients.isOpen(d)).toBe(true);
+    expect((await clients.get(b).getInfo()).name).toBe('ch-b'); // a new connection, then d closes
+    expect(clients.isOpen(d)).toBe(false);
+    a.releaseAll();
+    expect(await stream).toBe('Completed');
+    expect(clients.openChannels).toBe(1); // a's channel closed once idle: one idle channel kept
+    clients.closeAll();
+  }, 60_000);
 });

@@ -8,8 +8,11 @@
  * connection costs the controller ~200 KB (OpenSSL and nghttp2 buffers, grpc-js state), 1000
  * of them most of a 250 MB budget. At most `maxOpen` channels stay open; opening one more
  * closes the least recently used channel that has no call in flight (its host's next call
- * opens it again: a new handshake). A fleet up to `maxOpen` hosts never reconnects. Every
- * channel shares ONE credentials object, so one TLS secure context (CA, key, certificate).
+ * opens it again: a new handshake). A fleet up to `maxOpen` hosts never reconnects. A larger
+ * fleet keeps at most `largeFleetOpen` idle channels: the monitor polls the hosts round the
+ * fleet, and a least-recently-used set smaller than the round never holds the next host polled
+ * (every poll is a new handshake anyway), so 256 idle channels were ~45 MB held for nothing.
+ * Every channel shares ONE credentials object, so one TLS secure context (CA, key, certificate).
  */
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -141,6 +144,8 @@ export class AgentClient {
 
 /** Open channels kept at most (each ~200 KB in the controller); see the module comment. */
 export const MAX_OPEN_AGENT_CHANNELS = 256;
+/** Idle channels kept open when the fleet has more hosts than MAX_OPEN_AGENT_CHANNELS. */
+export const LARGE_FLEET_IDLE_CHANNELS = 32;
 
 /** Channels to every agent, keyed by host name and address; at most `maxOpen` open at once. */
 export class AgentClients implements ChannelPool {
@@ -154,7 +159,9 @@ export class AgentClients implements ChannelPool {
   constructor(
     private readonly tls: TlsFiles,
     readonly maxOpen = MAX_OPEN_AGENT_CHANNELS,
+    readonly largeFleetOpen = LARGE_FLEET_IDLE_CHANNELS,
   ) {}
+
 
   /** Whether the host's channel is open now (a call to a closed one waits for a new handshake too). */
   isOpen(target: AgentTarget): boolean {
@@ -168,10 +175,12 @@ export class AgentClients implements ChannelPool {
 
   open(c: AgentClient): grpc.Client {
     if (c.channel) {
-      this.used(c);
+      // the most recently used now (not trimmed: its call is about to start)
+      this.openOrder.delete(c);
+      this.openOrder.set(c, true);
       return c.channel;
     }
-    if (this.openOrder.size >= this.maxOpen) this.makeRoom();
+    this.trim(true);
     this.creds ??= mutualClientCredentials(this.tls);
     const { AgentService } = loadServices();
     c.channel = new AgentService(c.target.address, this.creds, {
@@ -184,20 +193,31 @@ export class AgentClients implements ChannelPool {
     return c.channel;
   }
 
+  /** A call on `c` ended: it becomes the most recently used; channels over the bound are closed. */
   used(c: AgentClient): void {
     if (!c.channel) return;
     this.openOrder.delete(c);
     this.openOrder.set(c, true);
+    this.trim(false);
   }
 
-  /** Close the least recently used channel with no call in flight (none: go over the bound; calls are never cut). */
-  private makeRoom(): void {
+  /**
+   * Close least recently used channels with no call in flight until the bound holds (with room
+   * for one more when `opening`): at most `maxOpen` open, and once the fleet is larger than
+   * that at most `largeFleetOpen` idle. All busy: go over the bound; calls are never cut.
+   */
+  private trim(opening: boolean): void {
+    const large = this.clients.size > this.maxOpen;
+    let idle = 0;
+    if (large) for (const c of this.openOrder.keys()) if (c.inFlight === 0) idle++;
+    const over = () => (large && idle > this.largeFleetOpen) || this.openOrder.size + (opening ? 1 : 0) > this.maxOpen;
     for (const c of this.openOrder.keys()) {
+      if (!over()) return;
       if (c.inFlight > 0) continue;
       this.openOrder.delete(c);
       c.close();
+      idle--;
       this.counts.closedForRoom++;
-      return;
     }
   }
 
