@@ -142,7 +142,7 @@ export class Dashboard {
     const [, kind, rest] = /^\/(hosts|backups|jobs|audit)?\/?(.*)$/.exec(url.pathname) ?? [];
     const arg = decodeURIComponent(rest ?? '');
     try {
-      let out = '';
+      let out: string | Buffer = '';
       if (!kind && !arg) out = await fleetPage(p);
       else if (kind === 'hosts' && arg) out = await hostPage(p, arg);
       else if (kind === 'backups' && arg) out = await backupPage(p, arg);
@@ -201,7 +201,7 @@ export class Dashboard {
     res.end(body);
   }
 
-  private html(res: http.ServerResponse, status: number, body: string): void {
+  private html(res: http.ServerResponse, status: number, body: string | Buffer): void {
     res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
     res.end(body);
   }

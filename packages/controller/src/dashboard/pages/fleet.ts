@@ -6,7 +6,7 @@
  */
 import type { wire } from '@boxback/common';
 import { humanAge, humanDate, humanDuration } from '../../cli/format.js';
-import { actionButton, can, html, layout, type Html, type PageCtx } from '../html.js';
+import { actionButton, can, html, layout, raw, type Html, type PageCtx } from '../html.js';
 import { actionsColumn, dataTable } from '../fragments.js';
 
 type Row = wire.HostStatus & { host: wire.Host };
@@ -66,29 +66,59 @@ const sortHeader = (key: string, label: string) =>
 /**
  * The rows of one status answer, per kind of viewer (with or without the operator's buttons).
  * While jobs run, GetStatus hands every caller the same answer for STATUS_REUSE_MS
- * (status.ts): the 1000 rows are rendered once per answer and role, not once per request.
+ * (status.ts): the 1000 rows are rendered once per answer and role, not once per request,
+ * ROWS_PER_SLICE at a time with a turn of the event loop between slices (a status call
+ * arriving meanwhile is answered, not kept waiting for the whole page).
  */
-const rowCache = new WeakMap<object, Map<boolean, Html>>();
+const rowCache = new WeakMap<object, Map<boolean, Promise<Html>>>();
+const ROWS_PER_SLICE = 100;
 
-function fleetRows(s: wire.StatusResponse, p: PageCtx): Html {
+function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Html> {
   const operator = can(p.session, 'operator');
   let byRole = rowCache.get(s);
   if (!byRole) rowCache.set(s, (byRole = new Map()));
   let out = byRole.get(operator);
   if (!out) {
-    const rows = s.hosts.filter((h): h is Row => h.host !== null);
-    out = rows.length
-      ? html`${rows.map((h) => row(h, p))}`
-      : html`<tr>
-          <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
-        </tr>`;
+    out = renderRows(s.hosts.filter((h): h is Row => h.host !== null), p);
     byRole.set(operator, out);
   }
   return out;
 }
 
-export async function fleetPage(p: PageCtx): Promise<string> {
-  const s = await p.call('GetStatus', { refresh: false });
+async function renderRows(rows: Row[], p: PageCtx): Promise<Html> {
+  if (!rows.length)
+    return html`<tr>
+      <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
+    </tr>`;
+  const parts: string[] = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_SLICE) {
+    if (i > 0) await new Promise((r) => setImmediate(r));
+    parts.push(html`${rows.slice(i, i + ROWS_PER_SLICE).map((h) => row(h, p))}`.text);
+  }
+  return raw(parts.join(''));
+}
+
+/**
+ * The fleet page of one status answer for one session, encoded once: the dashboard and
+ * scripts asking while it is the current answer get the same bytes (1000 hosts: ~0.8 MB, not
+ * flattened and encoded again per request).
+ */
+const pageCache = new WeakMap<object, WeakMap<object, Promise<Buffer>>>();
+
+export function fleetPage(p: PageCtx): Promise<Buffer> {
+  return p.call('GetStatus', { refresh: false }).then((s) => {
+    let bySession = pageCache.get(s);
+    if (!bySession) pageCache.set(s, (bySession = new WeakMap()));
+    let out = bySession.get(p.session);
+    if (!out) {
+      out = renderFleetPage(s, p).then((text) => Buffer.from(text));
+      bySession.set(p.session, out);
+    }
+    return out;
+  });
+}
+
+async function renderFleetPage(s: wire.StatusResponse, p: PageCtx): Promise<string> {
   const rows = s.hosts.filter((h): h is Row => h.host !== null);
   const groups = [...new Set(rows.map((h) => h.host.group).filter(Boolean))].sort();
   const operator = can(p.session, 'operator');
@@ -130,7 +160,7 @@ export async function fleetPage(p: PageCtx): Promise<string> {
         'Last verify',
         actionsColumn,
       ],
-      rows: fleetRows(s, p),
+      rows: await fleetRows(s, p),
     })}`;
   return layout({ title: 'Fleet', session: p.session, body, nav: 'fleet' });
 }
