@@ -21,7 +21,9 @@
 //      never delay a timing) times, every 50 ms, GetStatus over gRPC, and the fleet page's HTML
 //      (GET / with the session) and its JSON (POST /api/v1/GetStatus); every page must list
 //      every host; afterwards no job may be left Queued or Running
-//   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog)
+//   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog),
+//      then the fleet page 20 times: the controller's CPU per call and per page (CPU seconds
+//      from /proc, per phase too: comparable on a loaded machine, unlike wall-clock timings)
 //   6. the controller's peak RSS (VmHWM of /proc/<pid>/status), then SIGTERM and clean-up
 //   7. a table, or with --json one object (`fleet_hosts`, `fleet_backup_s`, `status_p99_ms`
 //      (during the backup), `status_idle_p99_ms`, `dashboard_p99_ms` (fleet page HTML during the
@@ -43,6 +45,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
 const CONTROLLER_MAIN = path.join(repo, 'packages/controller/dist/main.js');
 const { ControllerClient } = await import(path.join(repo, 'packages/controller/dist/cli/connection.js'));
+const { CONTROLLER_NODE_FLAGS } = await import(path.join(repo, 'packages/controller/dist/node-flags.js'));
 
 const { values: args } = parseArgs({
   options: {
@@ -61,6 +64,8 @@ const N = Number(args.hosts);
 const BACKUP_MS = Number(args['backup-ms']);
 const STATUS_CALLS = Number(args['status-calls']);
 const CONCURRENCY = Number(args.concurrency);
+/** Fleet pages (HTML, then JSON) asked at the end to measure the controller's CPU per page. */
+const PAGE_CALLS = 20;
 const log = (s) => {
   if (!args.json) process.stderr.write(`${s}\n`);
 };
@@ -127,7 +132,9 @@ async function startAgent(name, tls, store) {
 
 function startController(configFile) {
   const extra = process.env.BB_CONTROLLER_NODE_ARGS ? process.env.BB_CONTROLLER_NODE_ARGS.split(' ') : [];
-  const proc = spawn(process.execPath, [...extra, CONTROLLER_MAIN, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // the controller's own V8 flags (as its shebang and the installed wrapper), then the bench's extra ones
+  const argv = [...CONTROLLER_NODE_FLAGS, ...extra, CONTROLLER_MAIN, '--config', configFile];
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`controller did not start:\n${out.slice(-2000)}`)), 30_000);
@@ -154,10 +161,15 @@ function rssMb(pid) {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-/** The controller's RSS sampled every 250 ms, with the highest per bench phase (where the peak is). */
+/**
+ * The controller's RSS sampled every 250 ms, with the highest per bench phase (where the peak
+ * is), and the CPU seconds it used in each phase.
+ */
 function rssByPhase(pid) {
   const peaks = {};
+  const cpu = {};
   let phase = 'start';
+  let cpuAt = cpuSeconds(pid);
   const t = setInterval(() => {
     try {
       peaks[phase] = Math.max(peaks[phase] ?? 0, Math.round(rssMb(pid)));
@@ -165,9 +177,18 @@ function rssByPhase(pid) {
       // the controller has exited
     }
   }, 250);
+  const endPhase = () => {
+    try {
+      const now = cpuSeconds(pid);
+      cpu[phase] = round((cpu[phase] ?? 0) + now - cpuAt, 2);
+      cpuAt = now;
+    } catch {
+      // the controller has exited
+    }
+  };
   return {
-    set: (p) => (phase = p),
-    stop: () => (clearInterval(t), peaks),
+    set: (p) => (endPhase(), (phase = p)),
+    stop: () => (clearInterval(t), endPhase(), { peaks, cpu }),
   };
 }
 
@@ -438,12 +459,19 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     phases.set('after');
     for (let i = 0; i < 10; i++) await timeStatus(client); // warm
     const idle = [];
+    const idleCpu0 = cpuSeconds(controller.proc.pid);
     let last;
     for (let i = 0; i < STATUS_CALLS; i++) {
       const r = await timeStatus(client);
       idle.push(r.ms);
       last = r.s;
     }
+    const statusCpuMs = ((cpuSeconds(controller.proc.pid) - idleCpu0) * 1000) / STATUS_CALLS;
+    // the fleet page (HTML) asked back to back: the controller's CPU per page; the load of the
+    // machine (others' processes) does not count in it, unlike the wall-clock timings above
+    const pageCpu0 = cpuSeconds(controller.proc.pid);
+    for (let i = 0; i < PAGE_CALLS; i++) await timeDashboard(web);
+    const pageCpuMs = ((cpuSeconds(controller.proc.pid) - pageCpu0) * 1000) / PAGE_CALLS;
     idle.sort((a, b) => a - b);
     busy.sort((a, b) => a - b);
     pageMs.sort((a, b) => a - b);
@@ -478,7 +506,15 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       status_at_risk_hosts: last.atRiskHosts,
       controller_peak_rss_mb: round(rss, 1),
       controller_cpu_s: round(cpuS, 1),
-      controller_rss_mb_by_phase: phases.stop(),
+      // the controller's CPU per status call and per fleet page (HTML + JSON), both asked back
+      // to back after the backup (answers reused as status.ts says), in ms: what a request
+      // costs it, whatever the machine's load
+      status_cpu_ms_per_call: round(statusCpuMs, 2),
+      dashboard_cpu_ms_per_page: round(pageCpuMs, 2),
+      ...(() => {
+        const { peaks, cpu } = phases.stop();
+        return { controller_rss_mb_by_phase: peaks, controller_cpu_s_by_phase: cpu };
+      })(),
       targets: { status_p99_ms: 50, dashboard_p99_ms: 200, controller_peak_rss_mb: 250 },
     };
     if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
