@@ -3,8 +3,8 @@
  *   directory: rename <target> -> <target>.boxback-safety-<job>, then staging -> <target>
  *   file:      hard-link <target> -> <target>.boxback-safety-<job>, then rename staging
  *              over <target> (a reader sees the old file or the new one, never neither)
- * Each move is written to the restore record (fsynced) before it is made, and marked
- * done after, so rollback knows what to put back even after a crash.
+ * Every move is written to the restore record (fsynced, one save for all) before the first
+ * is made, and marked done after, so rollback knows what to put back even after a crash.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -33,7 +33,8 @@ export async function keepFileCopy(file: string, safety: string): Promise<void> 
   }
 }
 
-async function swapOne(ctx: JobContext, rec: RestoreRecord, s: Staged): Promise<void> {
+/** The move for one staged copy (nothing changed yet); refuses a target of the wrong type. */
+async function planMove(ctx: JobContext, s: Staged): Promise<Move> {
   const had = await exists(s.target);
   if (had) {
     const st = await fsp.lstat(s.target);
@@ -42,25 +43,21 @@ async function swapOne(ctx: JobContext, rec: RestoreRecord, s: Staged): Promise<
     if (s.kind === 'file' && !st.isFile())
       throw new BoxbackError('BOXBACK_ERR_RESTORE_FAILED', `${s.target} is not a regular file; refusing to replace it`);
   }
-  const move: Move = {
-    kind: s.kind,
-    target: s.target,
-    safety: had ? sibling.safety(s.target, ctx.jobId) : null,
-    staging: s.staging,
-    state: 'planned',
-  };
-  rec.moves.push(move);
-  await saveRecord(ctx.config.stateDir, rec);
+  return { kind: s.kind, target: s.target, safety: had ? sibling.safety(s.target, ctx.jobId) : null, staging: s.staging, state: 'planned' };
+}
+
+/** Make one recorded move: the old target aside as its safety copy, the staged copy into place. */
+async function makeMove(move: Move): Promise<void> {
   if (move.safety) {
-    if (s.kind === 'dir') {
+    if (move.kind === 'dir') {
       try {
-        await fsp.rename(s.target, move.safety);
+        await fsp.rename(move.target, move.safety);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EBUSY' || code === 'EXDEV') {
           throw new BoxbackError(
             'BOXBACK_ERR_RESTORE_FAILED',
-            `${s.target} cannot be renamed (${code}): is it a mount point? Restore needs to swap it whole`,
+            `${move.target} cannot be renamed (${code}): is it a mount point? Restore needs to swap it whole`,
             {},
             { cause: err },
           );
@@ -68,13 +65,10 @@ async function swapOne(ctx: JobContext, rec: RestoreRecord, s: Staged): Promise<
         throw err;
       }
     } else {
-      await keepFileCopy(s.target, move.safety);
+      await keepFileCopy(move.target, move.safety);
     }
   }
-  await fsp.rename(s.staging, s.target);
-  await fsyncDir(path.dirname(s.target));
-  move.state = 'done';
-  await saveRecord(ctx.config.stateDir, rec);
+  await fsp.rename(move.staging!, move.target);
 }
 
 /** Flush the staged copies to disk before the swap: one syncfs per filesystem, not an fsync per file. */
@@ -94,14 +88,27 @@ export async function flushStaged(staged: Staged[], signal?: AbortSignal): Promi
   }
 }
 
+/**
+ * Every move is planned (each target's type checked) and written to the record in ONE fsynced
+ * save before the first is made; then the renames; then one fsync per parent directory and one
+ * save marking them done. Rollback and crash recovery look at the disk, not at `state`, so a
+ * move recorded but not made (or made but still marked planned) is undone correctly.
+ */
 export async function swapAll(ctx: JobContext, rec: RestoreRecord, staged: Staged[]): Promise<void> {
   ctx.emit({ phase: 'SWAP', state: 'started', filesTotal: staged.length });
+  const moves: Move[] = [];
+  for (const s of staged) moves.push(await planMove(ctx, s));
+  rec.moves.push(...moves);
+  await saveRecord(ctx.config.stateDir, rec);
   let done = 0;
-  for (const s of staged) {
-    await swapOne(ctx, rec, s);
+  for (const m of moves) {
+    await makeMove(m);
     done++;
-    ctx.log.info({ target: s.target }, 'swapped in');
-    ctx.emit({ phase: 'SWAP', filesDone: done, filesTotal: staged.length, message: s.target });
+    ctx.log.info({ target: m.target }, 'swapped in');
+    ctx.emit({ phase: 'SWAP', filesDone: done, filesTotal: staged.length, message: m.target });
   }
+  await Promise.all([...new Set(moves.map((m) => path.dirname(m.target)))].map((d) => fsyncDir(d)));
+  for (const m of moves) m.state = 'done';
+  await saveRecord(ctx.config.stateDir, rec);
   ctx.emit({ phase: 'SWAP', state: 'done', filesDone: done, filesTotal: staged.length });
 }
