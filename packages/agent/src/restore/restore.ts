@@ -63,6 +63,7 @@ import { activeRestores } from './safety-copies.js';
 import { stopAndConfirm } from './stop.js';
 import { flushStaged, swapAll, type Staged } from './swap.js';
 import { checkJobId, liveUnverified, mapTargets, type RestoreTargets } from './targets.js';
+import { timed } from './timed.js';
 import { syncTrees } from './trees.js';
 import { verifyBackup } from './verify.js';
 import { checkVersion } from './version-check.js';
@@ -122,7 +123,7 @@ async function extractAll(run: Run, rec: RestoreRecord, targets: RestoreTargets,
     const stage = driverOf(part).stage;
     if (!stage) continue;
     ctx.emit({ phase: 'EXTRACT', bytesDone, bytesTotal, filesDone, filesTotal, message: part.archive });
-    const out = await stage(part, { ...driverEnv(run, false), rec, onProgress });
+    const out = await timed(ctx, `extract_${part.archive}`, () => stage(part, { ...driverEnv(run, false), rec, onProgress }));
     staged.push(...out.staged);
     chown.push(...out.chown);
     run.warnings.push(...out.warnings);
@@ -141,6 +142,7 @@ async function stageAll(
   run: Run,
   rec: RestoreRecord,
   files: BackupFiles,
+  manifest: Manifest,
   targets: RestoreTargets,
 ): Promise<{ staged: Staged[]; bytes: number }> {
   const staged: Staged[] = [];
@@ -158,7 +160,7 @@ async function stageAll(
     [
       step(lanes[0], 'EXTRACT', () => extractAll(lanes[0], rec, targets, staged, chown)),
       step(lanes[1], 'SYNC_TREES', () =>
-        syncTrees(lanes[1].ctx, files.store, files.ref, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
+        syncTrees(lanes[1].ctx, files.store, files.ref, manifest, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
       ),
     ].map((p) =>
       p.catch((err: unknown) => {
@@ -182,8 +184,8 @@ async function stageAll(
     bytes += t.bytes;
   }
   await step(run, 'CHOWN', async () => {
-    await applyOwnership(run.ctx, chown);
-    await flushStaged(staged, run.ctx.signal);
+    await timed(run.ctx, 'chown', () => applyOwnership(run.ctx, chown));
+    await timed(run.ctx, 'flush', () => flushStaged(staged, run.ctx.signal));
   });
   return { staged, bytes };
 }
@@ -208,12 +210,12 @@ async function verifyAndStage(
     warnings: run.warnings,
   };
   const [verified, staging] = await Promise.allSettled([
-    verifyBackup(ctx, files, manifest, targets, false).catch((err: unknown) => {
+    timed(ctx, 'verify', () => verifyBackup(ctx, files, manifest, targets, false)).catch((err: unknown) => {
       stopStaging.abort(err);
       ctx.emit({ phase: 'VERIFY', state: 'failed', message: (err as Error).message });
       throw err;
     }),
-    stageAll(stageRun, rec, files, targets),
+    stageAll(stageRun, rec, files, manifest, targets),
   ]);
   if (verified.status === 'rejected') {
     run.step = 'VERIFY';
@@ -267,7 +269,7 @@ async function applyAll(
   force: boolean,
 ): Promise<void> {
   const { ctx } = run;
-  await step(run, 'SWAP', () => swapAll(ctx, rec, staged));
+  await step(run, 'SWAP', () => timed(ctx, 'swap', () => swapAll(ctx, rec, staged)));
   if (applied(targets).length) await step(run, 'RESTORE_DATABASE', () => restoreDatabases(run, rec, targets, force));
   await step(run, 'HOST_FILES', async () => {
     const r = await rewriteHostFiles(ctx, rec, manifest);

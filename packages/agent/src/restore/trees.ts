@@ -2,20 +2,23 @@
  * Step SYNC_TREES: each synced tree (artifacts, test reports) is written from the store
  * into a fresh staging sibling of its target with `store.fetchTree`, so the target ends up
  * holding exactly the backup:
- *   local  rsync -a --numeric-ids <backup>/<dir>/ <target>.boxback-staging-<job>/ (a real
- *          copy, no hard links into the store: the restored box can never alter a backup)
+ *   local  rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
+ *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
+ *          restored box can never alter a backup; a file the manifest does not list is not copied)
  *   s3     each file downloaded and checked against the manifest's SHA-256, symlinks,
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
  */
-import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore } from '@boxback/common';
+import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore, type Manifest } from '@boxback/common';
 import type { JobContext } from '../job.js';
 import type { TreeTarget } from './targets.js';
+import { timed } from './timed.js';
 
 export async function syncTrees(
   ctx: JobContext,
   store: BackupStore,
   ref: BackupRef,
+  manifest: Manifest,
   trees: TreeTarget[],
   stagingOf: (t: TreeTarget) => string,
 ): Promise<void> {
@@ -27,7 +30,7 @@ export async function syncTrees(
   for (const t of trees) {
     ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
     try {
-      await store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal });
+      await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal, manifest }));
     } catch (err) {
       if (ctx.signal.aborted) throw err;
       const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');

@@ -20,6 +20,7 @@ import { BoxbackError, checkZipArchive, mapLimit, zipArchivesOf, zipEntries, typ
 import type { JobContext } from '../job.js';
 import type { BackupFiles } from './backup-files.js';
 import type { RestoreTargets } from './targets.js';
+import { timed } from './timed.js';
 
 export interface VerifySummary {
   files: number;
@@ -97,20 +98,24 @@ export async function verifyBackup(
   const archives = new Set(targets.parts.map((p) => p.archive));
   const checkedOnRead = crc ? undefined : (rel: string) => archives.has(rel) || trees.some((t) => rel.startsWith(t));
   const [sha, zips] = await Promise.all([
-    files.store.verify(files.ref, {
-      contentOnly: true,
-      checkedOnRead,
-      signal: ctx.signal,
-      onProgress: (p) => {
-        shaDone = p.bytesDone;
-        filesDone = p.filesDone;
+    timed(ctx, 'verify_sha256', () =>
+      files.store.verify(files.ref, {
+        contentOnly: true,
+        checkedOnRead,
+        signal: ctx.signal,
+        onProgress: (p) => {
+          shaDone = p.bytesDone;
+          filesDone = p.filesDone;
+          emit();
+        },
+      }),
+    ),
+    timed(ctx, 'verify_zips', () =>
+      checkZips(files, zipArchivesOf(checked), crc, (n) => {
+        zipDone += n;
         emit();
-      },
-    }),
-    checkZips(files, zipArchivesOf(checked), crc, (n) => {
-      zipDone += n;
-      emit();
-    }),
+      }),
+    ),
   ]);
   problems.push(...sha.problems, ...zips.problems);
   emit(true);

@@ -43,7 +43,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from '../logger.js';
-import type { ManifestFile, VerifyProgress, VerifyResult } from '../manifest.js';
+import type { Manifest, ManifestFile, VerifyProgress, VerifyResult } from '../manifest.js';
 
 /** A stored backup: the host it belongs to and its UTC timestamp (YYYYMMdd-HHmmss). */
 export interface BackupRef {
@@ -167,13 +167,25 @@ export interface BackupStaging {
   abort(): Promise<void>;
 }
 
+/** Options of BackupStore.fetchTree. */
+export interface FetchTreeOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: TreeSyncProgress) => void;
+  /** The backup's manifest as the caller already read it (a backend may use it instead of reading it again). */
+  manifest?: Manifest;
+}
+
 /** Options of BackupStore.verify. */
 export interface StoreVerifyOptions {
   /** Only presence and sizes (no content read). */
   quick?: boolean;
   /** Read this fraction (0..1] of the content at random (a scheduled verify), the rest quick. */
   sample?: number;
-  /** Each file's bytes against the manifest only, no zip entry CRCs (a restore checks those as it extracts). */
+  /**
+   * What a restore needs: each file's bytes against the manifest only; no zip entry CRCs (a
+   * restore checks those as it extracts) and no search for unlisted files in a tree (fetchTree
+   * writes only the listed entries).
+   */
   contentOnly?: boolean;
   /**
    * Files the caller reads next through localFile or fetchTree (a restore). A backend whose
@@ -216,14 +228,9 @@ export interface BackupStore {
   /**
    * Write stored tree `dir` into local directory `dest` (created if missing; owners, modes,
    * mtimes and symlinks as stored, every file checked against the manifest's SHA-256 by a
-   * backend that downloads).
+   * backend that downloads). Only the entries the manifest lists are written.
    */
-  fetchTree(
-    ref: BackupRef,
-    dir: string,
-    dest: string,
-    o?: { signal?: AbortSignal; onProgress?: (p: TreeSyncProgress) => void },
-  ): Promise<void>;
+  fetchTree(ref: BackupRef, dir: string, dest: string, o?: FetchTreeOptions): Promise<void>;
 
   /** Re-read (or, quick, look at) every file the manifest lists and compare. */
   verify(ref: BackupRef, o?: StoreVerifyOptions): Promise<VerifyResult>;

@@ -19,7 +19,7 @@ import type {
   RandomAccessFile,
   StoreDescription,
   StoreVerifyOptions,
-  TreeSyncProgress,
+  FetchTreeOptions,
 } from '../backup-store.js';
 import { makeRef, refId } from '../ref.js';
 import { deleteBackupDir, uniqueBytes } from './delete.js';
@@ -83,12 +83,7 @@ export class LocalBackupStore implements BackupStore {
     return read.localFile(this.root, ref, rel);
   }
 
-  fetchTree(
-    ref: BackupRef,
-    dir: string,
-    dest: string,
-    o?: { signal?: AbortSignal; onProgress?: (p: TreeSyncProgress) => void },
-  ): Promise<void> {
+  fetchTree(ref: BackupRef, dir: string, dest: string, o?: FetchTreeOptions): Promise<void> {
     return read.fetchTree(this.root, ref, dir, dest, o);
   }
 

@@ -1,8 +1,9 @@
 /**
  * Reading a local store's backups: the manifest's text, a stored file (as a stream, for
- * random reads, or the file itself), a tree copied out with rsync, and verify (every file
- * re-hashed against the manifest, every zip entry CRC-checked, no unlisted file in a tree; `quick`: presence and sizes;
- * `sample`: a random share of the files read, the rest quick).
+ * random reads, or the file itself), a tree copied out with rsync (the manifest's entries
+ * only), and verify (every file re-hashed against the manifest, every zip entry CRC-checked,
+ * no unlisted file in a tree; `quick`: presence and sizes; `sample`: a random share of the
+ * files read, the rest quick; `contentOnly`, a restore's: the hashes only).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import type { Readable } from 'node:stream';
 import { BoxbackError } from '../../errors.js';
 import { MANIFEST_FILE, readManifest, verifyBackupDeep, verifyBackupDir, type Manifest, type VerifyResult } from '../../manifest.js';
 import { refId } from '../ref.js';
-import type { BackupRef, RandomAccessFile, StoreVerifyOptions, TreeSyncProgress } from '../backup-store.js';
+import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions } from '../backup-store.js';
 import { backupDir, backupDirExists, storedPath } from './layout.js';
 import { syncTree } from './rsync.js';
 
@@ -73,21 +74,35 @@ export async function localFile(root: string, ref: BackupRef, rel: string): Prom
   return { path: storedPath(root, ref, rel), release: async () => undefined };
 }
 
-/** rsync -a --numeric-ids <backup>/<dir>/ <dest>/: a real copy (no hard links into the store). */
-export async function fetchTree(
-  root: string,
-  ref: BackupRef,
-  dir: string,
-  dest: string,
-  o: { signal?: AbortSignal; onProgress?: (p: TreeSyncProgress) => void } = {},
-): Promise<void> {
+/**
+ * The entries under tree `dir` the manifest lists, relative to it, for rsync --files-from
+ * (not '.': rsync would copy the root's unlisted entries with it; the root's attributes are
+ * copied by a second, content-less rsync).
+ */
+export function listedTreeEntries(m: Manifest, dir: string): string[] {
+  const prefix = `${dir}/`;
+  const out: string[] = [];
+  for (const f of m.files) if (f.path.startsWith(prefix)) out.push(f.path.slice(prefix.length));
+  return out;
+}
+
+/**
+ * rsync -a --numeric-ids --files-from=<the manifest's entries of dir> <backup>/<dir>/ <dest>/
+ * (then the root directory's own attributes):
+ * a real copy (no hard links into the store) of exactly what the manifest lists; a file in the
+ * stored tree the manifest does not list is never copied. `manifest`: the backup's, as the
+ * caller read it (else read here).
+ */
+export async function fetchTree(root: string, ref: BackupRef, dir: string, dest: string, o: FetchTreeOptions = {}): Promise<void> {
   const src = storedPath(root, ref, dir);
   const st = await fsp.lstat(src).catch(() => undefined);
   if (!st?.isDirectory()) {
     await mustExist(root, ref);
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
-  await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress });
+  const m = o.manifest ?? (await readManifest(backupDir(root, ref)));
+  await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: listedTreeEntries(m, dir) });
+  await syncTree({ source: src, dest, signal: o.signal, rootOnly: true });
 }
 
 async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {
@@ -99,7 +114,7 @@ async function walkFiles(root: string, rel: string, out: string[]): Promise<void
   }
 }
 
-/** Files in a tree directory the manifest does not list (fetchTree's rsync would restore them unchecked). */
+/** Files in a tree directory the manifest does not list (a tampered backup; fetchTree never copies them). */
 async function unlistedTreeFiles(dir: string, m: Manifest): Promise<string[]> {
   const listed = new Set(m.files.map((f) => f.path));
   const problems: string[] = [];
@@ -121,11 +136,12 @@ export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOp
   const dir = backupDir(root, ref);
   const m = await readManifest(dir);
   const share = o.quick ? 0 : Math.max(0, o.sample ?? 1);
+  // contentOnly (a restore): fetchTree copies only listed entries, so unlisted files do not matter.
   const [r, unlisted] = await Promise.all([
     share >= 1 && !o.contentOnly
       ? verifyBackupDeep(dir, m, o.onProgress, o.signal)
       : verifyBackupDir(dir, m, o.onProgress, 4, share >= 1 ? undefined : () => Math.random() < share, o.signal),
-    unlistedTreeFiles(dir, m),
+    o.contentOnly ? [] : unlistedTreeFiles(dir, m),
   ]);
   if (!unlisted.length) return r;
   const problems = [...r.problems, ...unlisted];

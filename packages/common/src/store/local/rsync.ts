@@ -3,6 +3,9 @@
  *
  *   rsync -a --delete --numeric-ids --modify-window=-1 --no-inc-recursive --info=progress2
  *         [--link-dest=<previous backup>/<dir>] [--exclude=PAT...] <source>/ <dest>/
+ *   or, to copy a listed set of entries only (restore):
+ *   rsync -a --numeric-ids --from0 --files-from=- --info=progress2 <source>/ <dest>/
+ *   rsync -lptgoD -d --numeric-ids --exclude='*' <source>/ <dest>/    (then the root's own attributes)
  *
  * With --link-dest every backup is a complete tree and an unchanged file costs one hard
  * link. --no-inc-recursive makes rsync count every file first, so progress2's totals are
@@ -34,6 +37,14 @@ export interface SyncOptions {
   onProgress?: (p: SyncProgress) => void;
   /** rsync binary (tests, unusual installs). */
   rsync?: string;
+  /**
+   * Copy exactly these entries (paths relative to `source`, '.' for the root itself; every
+   * directory listed too) and nothing else: `--files-from` (a restore copies only what the
+   * manifest lists). No --delete (the destination is a fresh directory) and no --link-dest.
+   */
+  filesFrom?: string[];
+  /** Only the root directory's own attributes (mode, owner, mtime), none of its content: after a `filesFrom` copy. */
+  rootOnly?: boolean;
 }
 
 export interface SyncResult {
@@ -59,6 +70,21 @@ export function parseProgress2(line: string): SyncProgress | undefined {
 }
 
 export function rsyncArgs(o: SyncOptions, linkDestExists: boolean): string[] {
+  if (o.rootOnly)
+    return ['-lptgoD', '-d', '--numeric-ids', '--exclude=*', `${o.source.replace(/\/+$/, '')}/`, `${o.dest.replace(/\/+$/, '')}/`];
+  if (o.filesFrom) {
+    // -a does not imply -r with --files-from: only the listed entries, directories included.
+    return [
+      '-a',
+      '--numeric-ids',
+      '--from0',
+      '--files-from=-',
+      '--info=progress2',
+      '--stats',
+      `${o.source.replace(/\/+$/, '')}/`,
+      `${o.dest.replace(/\/+$/, '')}/`,
+    ];
+  }
   // --modify-window=-1: compare mtimes to the nanosecond. With rsync's default, mtimes in the
   // same second count as equal, and --link-dest links a same-size file rewritten within the
   // second of the previous backup (stale bytes in the new backup).
@@ -88,7 +114,7 @@ export async function syncTree(o: SyncOptions): Promise<SyncResult> {
   const sub = execa(o.rsync ?? 'rsync', argv, {
     reject: false,
     buffer: false,
-    stdin: 'ignore',
+    ...(o.filesFrom ? { input: Buffer.from(o.filesFrom.map((f) => `${f}\0`).join('')) } : { stdin: 'ignore' as const }),
     cancelSignal: o.signal,
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },

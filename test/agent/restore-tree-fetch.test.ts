@@ -1,0 +1,122 @@
+// A restore's tree fetch from a local store (rsync --files-from the manifest) and the VERIFY
+// beside it (contentOnly: the hashes, no walk for unlisted files), over real files, the real
+// stand-in server and real rsync:
+//   - a file planted in a stored tree that the manifest does not list is never restored
+//   - a flipped byte in a stored tree file is refused before STOP (VERIFY_FAILED), the box unchanged
+//   - symlinks, modes and mtimes (to the nanosecond) come back as the backup has them
+import {
+  chmodSync,
+  cpSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runRestore } from '../../packages/agent/src/restore/restore.js';
+import { makeBackup, snapshot, type MadeBackup } from '../helpers/make-backup.js';
+import { job, restoreBox, restoreReq, type RestoreBox } from '../helpers/restore-box.js';
+
+let dir: string;
+let store: string;
+let b: RestoreBox;
+let backup: MadeBackup;
+
+/** The stored tree of the artifacts (its directory in the backup) and the box's. */
+const artifacts = () => {
+  const t = b.config.plan.trees.find((x) => x.source === b.box.artifacts)!;
+  return { stored: (bk: MadeBackup) => path.join(bk.dir, t.dir ?? t.name), live: t.source };
+};
+
+function copyBackup(from: MadeBackup, ts: string): MadeBackup {
+  const rel = `${path.dirname(from.rel)}/backup_${ts}`;
+  const to = path.join(store, rel);
+  cpSync(from.dir, to, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+  return { dir: to, rel, id: from.id, manifest: from.manifest };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'bb-restore-fetch-'));
+  store = path.join(dir, 'store');
+  b = await restoreBox({ root: path.join(dir, 'box'), name: 'gocd1', store, stateDir: path.join(dir, 'state'), seed: 7 });
+  // Entries whose metadata a plain copy would lose: a symlink, odd modes, an old mtime.
+  const live = b.box.artifacts;
+  writeFileSync(path.join(live, 'private.log'), 'private\n');
+  chmodSync(path.join(live, 'private.log'), 0o640);
+  utimesSync(path.join(live, 'private.log'), new Date('2020-02-02T02:02:02.123Z'), new Date('2020-02-02T02:02:02.123Z'));
+  symlinkSync('private.log', path.join(live, 'latest.log'));
+  chmodSync(path.join(live, 'pipelines'), 0o750);
+  backup = makeBackup({ plan: b.config.plan, store, host: 'gocd1', hostname: b.box.hostname, addresses: [b.box.address] });
+});
+
+afterAll(async () => {
+  await b?.box.stop().catch(() => undefined);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('restore: trees from a local store', () => {
+  it('restores only the listed entries, with symlinks, modes and mtimes as stored', async () => {
+    const bk = copyBackup(backup, '20261121-150000');
+    const stored = artifacts().stored(bk);
+    writeFileSync(path.join(stored, 'planted.sh'), '#!/bin/sh\nevil\n');
+    writeFileSync(path.join(stored, 'pipelines', 'planted.txt'), 'evil');
+    writeFileSync(path.join(b.box.artifacts, 'drift.log'), 'after the backup');
+    await b.box.start();
+    const r = await runRestore(job(b.config, 'r-fetch').ctx, restoreReq(bk.rel));
+    expect(r.errorMessage).toBe('');
+    expect(r.status).toBe('Completed');
+    await b.box.stop();
+
+    const live = b.box.artifacts;
+    const restored = snapshot(live);
+    expect(restored['planted.sh']).toBeUndefined();
+    expect(restored['pipelines/planted.txt']).toBeUndefined();
+    expect(restored['drift.log']).toBeUndefined();
+    // Everything else is the stored tree's (types, modes, owners, bytes, link targets).
+    expect(restored).toEqual(snapshot(stored, (rel) => rel === 'planted.sh' || rel === 'pipelines/planted.txt'));
+    expect(readlinkSync(path.join(live, 'latest.log'))).toBe('private.log');
+    expect(lstatSync(path.join(live, 'private.log')).mode & 0o777).toBe(0o640);
+    expect(lstatSync(path.join(live, 'pipelines')).mode & 0o777).toBe(0o750);
+    // mtimes to the nanosecond, files and directories (the next backup's --link-dest compares them).
+    for (const rel of [
+      'private.log',
+      'pipelines',
+      Object.keys(restored).find((k) => k.startsWith('pipelines/') && restored[k].startsWith('file'))!,
+    ]) {
+      const a = lstatSync(path.join(live, rel), { bigint: true });
+      const s = lstatSync(path.join(stored, rel), { bigint: true });
+      expect(`${rel} ${a.mtimeNs}`).toBe(`${rel} ${s.mtimeNs}`);
+    }
+  });
+
+  it('refuses a flipped byte in a stored tree file before STOP and changes nothing', async () => {
+    const bk = copyBackup(backup, '20261121-160000');
+    const stored = artifacts().stored(bk);
+    const victim = bk.manifest.files.find((f) => f.type === 'file' && f.size > 0 && f.path.startsWith(`${path.basename(stored)}/`))!;
+    const file = path.join(bk.dir, victim.path);
+    const buf = readFileSync(file);
+    buf[Math.floor(buf.length / 2)] ^= 0x01;
+    writeFileSync(file, buf);
+    await b.box.start();
+    // What the running stand-in writes (its database, pid, log) moves on by itself.
+    const db = path.relative(b.box.root, b.box.dbFile);
+    const notLive = (rel: string) => rel === db || rel.startsWith('run') || rel.startsWith('var/log');
+    const before = snapshot(b.box.root, notLive);
+    const { ctx, events } = job(b.config, 'r-flipped');
+    const r = await runRestore(ctx, restoreReq(bk.rel));
+    expect(r.status).toBe('Failed');
+    expect(r.errorCode).toBe('BOXBACK_ERR_VERIFY_FAILED');
+    expect(r.failedStep).toBe('VERIFY');
+    expect(r.errorMessage).toContain(`${victim.path}: SHA-256 mismatch`);
+    expect(events.some((e) => e.phase === 'STOP')).toBe(false);
+    expect(await b.box.healthy()).toBe(true);
+    expect(snapshot(b.box.root, notLive)).toEqual(before);
+    await b.box.stop();
+  });
+});
