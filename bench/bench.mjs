@@ -364,6 +364,8 @@ try {
   figures.restore_agent_cpu_s = rest.agentCpuSeconds;
   figures.restore_children_cpu_s = rest.childrenCpuSeconds;
   for (const [k, v] of Object.entries(rest.phases)) figures[`restore_phase_${k.toLowerCase()}_s`] = v;
+  for (const [k, v] of Object.entries(rest.steps)) figures[`restore_step_${k}_s`] = v;
+  figures.restore_load_1m = os.loadavg()[0];
   figures.restore_vs_plain_ratio = figures.restore_s / figures.restore_plain_s;
   figures.restore_ratio = figures.restore_vs_plain_ratio; // the name of earlier runs
   figures.restore_backup_bytes = await du(backupDir);
@@ -385,6 +387,11 @@ try {
     )
       .map(([k, v]) => `${k} ${f2(v)}`)
       .join(', ')}`,
+  );
+  say(
+    `  restore steps (s): ${Object.entries(rest.steps)
+      .map(([k, v]) => `${k} ${f2(v)}`)
+      .join(', ')}; agent CPU ${f2(rest.agentCpuSeconds)} s (by thread ${JSON.stringify(rest.threadCpu)}) + its children ${f2(rest.childrenCpuSeconds)} s; load ${f2(os.loadavg()[0])}`,
   );
   say(
     `  agent peak RSS: backups ${mib(Math.max(full.peakRssBytes, incr.peakRssBytes))}, restore ${mib(rest.peakRssBytes)}, fallback ${mib(Math.max(fb.vmHwmBytes, fb.maxRssBytes))}`,

@@ -67,6 +67,14 @@ export function steps(text, jobId) {
   return s;
 }
 
+/** A restore's logged step timings ('restore step timed': verify_sha256, extract_<archive>, fetch_<tree>, chown, flush, swap...), seconds. */
+export function restoreSteps(text, jobId) {
+  const s = {};
+  for (const l of logLines(text))
+    if (l.jobId === jobId && l.msg === 'restore step timed') s[l.step.replace(/[^a-z0-9]+/gi, '_').toLowerCase()] = l.ms / 1000;
+  return s;
+}
+
 const CLK_TCK = 100;
 /**
  * CPU seconds of a process and of its waited-for children so far (/proc/PID/stat utime,
@@ -189,7 +197,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
       // The data path: what unzip + rsync stand for (no stop, start or health check of the service).
       const service = ['STOP', 'START', 'HEALTH_CHECK'].reduce((s, k) => s + (phases[k] ?? 0), 0);
       await unary(agent.client, 'ConfirmRestore', { jobId });
-      return { ...j, phases, dataPathSeconds: Math.max(0, j.seconds - service) };
+      return { ...j, phases, dataPathSeconds: Math.max(0, j.seconds - service), steps: restoreSteps(agent.output(), jobId) };
     },
     stop: () => agent.stop(),
   };
