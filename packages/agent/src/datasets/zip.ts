@@ -14,7 +14,7 @@ import type { PlanDataset } from '../plan.js';
 import { stageDataset, type StagedDataset } from '../backup/stage.js';
 import { DEFAULT_LEVEL, writeZip } from '../backup/zip-writer.js';
 import { extractDirDataset, extractFilesDataset, type StagedFile } from '../restore/extract.js';
-import { idMaps } from '../restore/ownership.js';
+import { idMaps, resolveOwner } from '../restore/ownership.js';
 import { saveRecord, sibling } from '../restore/record.js';
 import { currentOwner, type DatasetTarget } from '../restore/targets.js';
 import { datasetBase, foreignBlocks, pathOrFiles } from './base.js';
@@ -114,6 +114,8 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
   const d = part.zip!;
   const maps = idMaps(env.config.plan);
   const out: StageOut = { staged: [], chown: [], warnings: [] };
+  // The dataset's owner is set on each entry as it is extracted (no chown -R of the staged copy after).
+  const ids = d.owner ? await resolveOwner(d.owner) : undefined;
   if (d.kind === 'dir') {
     const staging = sibling.staging(d.target, env.jobId);
     env.rec.staging.push(staging);
@@ -123,13 +125,13 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
       jobId: env.jobId,
       maps,
       defaultIds: cur ? { uid: cur.uid, gid: cur.gid } : undefined,
-      chownEntries: !d.owner,
+      chownEntries: true,
+      ids,
       rootMode: cur?.mode,
       signal: env.signal,
       onProgress: env.onProgress,
     });
     out.staged.push({ kind: 'dir', target: d.target, staging });
-    if (d.owner) out.chown.push({ path: staging, owner: d.owner, mapIds: false, label: d.name });
     out.warnings.push(...r.warnings);
     return out;
   }
@@ -137,7 +139,7 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
   try {
     const r = await extractFilesDataset(
       d,
-      { jobId: env.jobId, maps, chownEntries: !d.owner, signal: env.signal, onProgress: env.onProgress },
+      { jobId: env.jobId, maps, chownEntries: true, ids, signal: env.signal, onProgress: env.onProgress },
       files,
     );
     out.warnings.push(...r.warnings);
@@ -145,10 +147,7 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
     env.rec.staging.push(...files.map((f) => f.staging));
     await saveRecord(env.config.stateDir, env.rec);
   }
-  for (const f of files) {
-    out.staged.push({ kind: 'file', target: f.target, staging: f.staging });
-    if (d.owner) out.chown.push({ path: f.staging, owner: d.owner, mapIds: false, label: `${d.name}: ${f.target}` });
-  }
+  for (const f of files) out.staged.push({ kind: 'file', target: f.target, staging: f.staging });
   return out;
 }
 

@@ -35,6 +35,8 @@ export interface ExtractOptions {
   defaultIds?: Ids;
   /** Set owners per entry (false when the CHOWN step will chown the whole dataset). */
   chownEntries: boolean;
+  /** Every entry, and the staging root, gets these ids (the dataset's owner, resolved on this box): no chown -R after. */
+  ids?: Ids;
   /** Mode for the staging root (the replaced directory's), default 0o755. */
   rootMode?: number;
   signal?: AbortSignal;
@@ -100,6 +102,7 @@ export function entrySegments(archive: string, name: string): string[] {
 }
 
 function mapped(e: ZipEntryInfo, o: ExtractOptions): Ids | undefined {
+  if (o.ids) return o.ids;
   if (e.uid !== undefined && e.gid !== undefined) return { uid: o.maps.uid.get(e.uid) ?? e.uid, gid: o.maps.gid.get(e.gid) ?? e.gid };
   return o.defaultIds;
 }
@@ -242,12 +245,13 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
   const ordered = [...dirs.entries()].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
   for (const [rel, e] of ordered) {
     const p = path.join(staging, rel);
-    const ids = o.chownEntries ? (e ? mapped(e, o) : o.defaultIds) : undefined;
+    const ids = o.chownEntries ? (e ? mapped(e, o) : (o.ids ?? o.defaultIds)) : undefined;
     if (ids) await fsp.lchown(p, ids.uid, ids.gid);
     await fsp.chmod(p, keptMode('dir', e?.mode ?? 0o755));
     if (e) await fsp.utimes(p, e.mtime, e.mtime);
   }
-  if (o.chownEntries && o.defaultIds) await fsp.lchown(staging, o.defaultIds.uid, o.defaultIds.gid);
+  const rootIds = o.ids ?? o.defaultIds;
+  if (o.chownEntries && rootIds) await fsp.lchown(staging, rootIds.uid, rootIds.gid);
   await fsp.chmod(staging, (o.rootMode ?? 0o755) & 0o777);
   res.strippedModeBits = dropped.length;
   if (dropped.length) res.warnings.push(droppedBitsWarning(archive, dropped));
