@@ -4,7 +4,7 @@
  *   file:      hard-link <target> -> <target>.boxback-safety-<job>, then rename staging
  *              over <target> (a reader sees the old file or the new one, never neither)
  * Every move is written to the restore record (fsynced, one save for all) before the first
- * is made, and marked done after, so rollback knows what to put back even after a crash.
+ * is made, so rollback knows what to put back even after a crash.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -90,8 +90,7 @@ export async function flushStaged(staged: Staged[], signal?: AbortSignal): Promi
 
 /**
  * Every move is planned (each target's type checked) and written to the record in ONE fsynced
- * save before the first is made; then the renames; then one fsync per parent directory and one
- * save marking them done. Rollback and crash recovery look at the disk, not at `state`, so a
+ * save before the first is made; then the renames; then one fsync per parent directory. Rollback and crash recovery look at the disk, not at `state`, so a
  * move recorded but not made (or made but still marked planned) is undone correctly.
  */
 export async function swapAll(ctx: JobContext, rec: RestoreRecord, staged: Staged[]): Promise<void> {
@@ -108,7 +107,8 @@ export async function swapAll(ctx: JobContext, rec: RestoreRecord, staged: Stage
     ctx.emit({ phase: 'SWAP', filesDone: done, filesTotal: staged.length, message: m.target });
   }
   await Promise.all([...new Set(moves.map((m) => path.dirname(m.target)))].map((d) => fsyncDir(d)));
+  // Marked done here, written by the record's next save (a later step's move, the completion, a
+  // rollback): nothing reads `state` of these moves to decide anything, the disk tells.
   for (const m of moves) m.state = 'done';
-  await saveRecord(ctx.config.stateDir, rec);
   ctx.emit({ phase: 'SWAP', state: 'done', filesDone: done, filesTotal: staged.length });
 }
