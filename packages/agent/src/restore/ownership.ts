@@ -1,9 +1,10 @@
 /**
  * Step CHOWN (GoCD: "chown -R go:go"), done on the STAGED copies, before the services are
  * stopped, so a failure here changes nothing on the box.
- *   - A dataset or tree with an owner (the plan's, else the manifest's) gets `chown -R -h`
- *     to that user:group, the names resolved on THIS box (getent), so ids that differ
- *     between boxes come out right.
+ *   - A tree with an owner (the plan's, else the manifest's) gets `chown -R -h` to that
+ *     user:group, the names resolved on THIS box (getent), so ids that differ between boxes
+ *     come out right. A zip dataset's owner is resolved the same way before EXTRACT, which
+ *     sets it on each entry as it writes it (datasets/zip.ts): no second walk.
  *   - Without an owner, the numeric ids that came with the backup (a tree's files as rsync
  *     kept them, a zip entry's Info-ZIP "ux" ids) are mapped through the plan's
  *     restore.uidMap/gidMap ("source id": target id); unmapped ids stay as they are.

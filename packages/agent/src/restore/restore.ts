@@ -12,8 +12,9 @@
  *     beside it, writing only staging siblings (nothing swapped until VERIFY passed):
  *   EXTRACT        each driver's stage: zips into staging siblings, safely,   datasets/zip.ts
  *                  every CRC checked                                          extract.ts
- *   SYNC_TREES     rsync -a the trees into staging siblings                    trees.ts
- *   CHOWN          owners (and uid/gid maps) on the staged copies, then syncfs ownership.ts
+ *   SYNC_TREES     the trees' listed entries (rsync --files-from) into staging trees.ts
+ *   CHOWN          owners of trees (and uid/gid maps) on the staged copies   ownership.ts
+ *                  (a zip's owner is set as it is extracted), then syncfs
  *   STOP           stop the services and make sure they are dead               stop.ts
  *   SWAP           staged copies into place, old ones kept as safety copies    swap.ts
  *   RESTORE_DATABASE  each engine driver's apply (a pg_dump into the plan's database:
