@@ -6,6 +6,7 @@
 //   - symlinks, modes and mtimes (to the nanosecond) come back as the backup has them
 import {
   chmodSync,
+  mkdirSync,
   cpSync,
   lstatSync,
   mkdtempSync,
@@ -66,6 +67,10 @@ describe('restore: trees from a local store', () => {
     const stored = artifacts().stored(bk);
     writeFileSync(path.join(stored, 'planted.sh'), '#!/bin/sh\nevil\n');
     writeFileSync(path.join(stored, 'pipelines', 'planted.txt'), 'evil');
+    // Root-level names rsync would read as patterns: each must still be left out exactly.
+    writeFileSync(path.join(stored, 'we*ird'), 'evil');
+    mkdirSync(path.join(stored, 'st[a]r'));
+    writeFileSync(path.join(stored, 'st[a]r', 'inside'), 'evil');
     writeFileSync(path.join(b.box.artifacts, 'drift.log'), 'after the backup');
     await b.box.start();
     const r = await runRestore(job(b.config, 'r-fetch').ctx, restoreReq(bk.rel));
@@ -78,13 +83,16 @@ describe('restore: trees from a local store', () => {
     expect(restored['planted.sh']).toBeUndefined();
     expect(restored['pipelines/planted.txt']).toBeUndefined();
     expect(restored['drift.log']).toBeUndefined();
+    expect(Object.keys(restored).filter((k) => k.startsWith('we') || k.startsWith('st['))).toEqual([]);
     // Everything else is the stored tree's (types, modes, owners, bytes, link targets).
-    expect(restored).toEqual(snapshot(stored, (rel) => rel === 'planted.sh' || rel === 'pipelines/planted.txt'));
+    const planted = new Set(['planted.sh', 'pipelines/planted.txt', 'we*ird', 'st[a]r']);
+    expect(restored).toEqual(snapshot(stored, (rel) => planted.has(rel)));
     expect(readlinkSync(path.join(live, 'latest.log'))).toBe('private.log');
     expect(lstatSync(path.join(live, 'private.log')).mode & 0o777).toBe(0o640);
     expect(lstatSync(path.join(live, 'pipelines')).mode & 0o777).toBe(0o750);
     // mtimes to the nanosecond, files and directories (the next backup's --link-dest compares them).
     for (const rel of [
+      '.',
       'private.log',
       'pipelines',
       Object.keys(restored).find((k) => k.startsWith('pipelines/') && restored[k].startsWith('file'))!,

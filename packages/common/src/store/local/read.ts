@@ -74,24 +74,25 @@ export async function localFile(root: string, ref: BackupRef, rel: string): Prom
   return { path: storedPath(root, ref, rel), release: async () => undefined };
 }
 
-/**
- * The entries under tree `dir` the manifest lists, relative to it, for rsync --files-from
- * (not '.': rsync would copy the root's unlisted entries with it; the root's attributes are
- * copied by a second, content-less rsync).
- */
+/** The entries under tree `dir` the manifest lists, relative to it, '.' (the root) first: rsync's --files-from. */
 export function listedTreeEntries(m: Manifest, dir: string): string[] {
   const prefix = `${dir}/`;
-  const out: string[] = [];
+  const out = ['.'];
   for (const f of m.files) if (f.path.startsWith(prefix)) out.push(f.path.slice(prefix.length));
   return out;
 }
 
+/** An rsync exclude matching exactly the root entry `name` (wildcards escaped, as rsync reads them). */
+export function rootExclude(name: string): string {
+  return `/${/[*?[]/.test(name) ? name.replace(/[*?[\\]/g, '\\$&') : name}`;
+}
+
 /**
- * rsync -a --numeric-ids --files-from=<the manifest's entries of dir> <backup>/<dir>/ <dest>/
- * (then the root directory's own attributes):
- * a real copy (no hard links into the store) of exactly what the manifest lists; a file in the
- * stored tree the manifest does not list is never copied. `manifest`: the backup's, as the
- * caller read it (else read here).
+ * rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
+ * <dest>/: a real copy (no hard links into the store) of exactly what the manifest lists, the
+ * root's attributes included; a listed '.' would bring the root's own entries too, so those the
+ * manifest does not list are excluded by name: a file planted in a stored tree is never copied.
+ * `manifest`: the backup's, as the caller read it (else read here).
  */
 export async function fetchTree(root: string, ref: BackupRef, dir: string, dest: string, o: FetchTreeOptions = {}): Promise<void> {
   const src = storedPath(root, ref, dir);
@@ -101,8 +102,10 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
   const m = o.manifest ?? (await readManifest(backupDir(root, ref)));
-  await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: listedTreeEntries(m, dir) });
-  await syncTree({ source: src, dest, signal: o.signal, rootOnly: true });
+  const entries = listedTreeEntries(m, dir);
+  const top = new Set(entries.filter((e) => !e.includes('/')));
+  const excludes = (await fsp.readdir(src)).filter((n) => !top.has(n)).map(rootExclude);
+  await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: entries, excludes });
 }
 
 async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {

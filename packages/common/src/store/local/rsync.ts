@@ -4,8 +4,8 @@
  *   rsync -a --delete --numeric-ids --modify-window=-1 --no-inc-recursive --info=progress2
  *         [--link-dest=<previous backup>/<dir>] [--exclude=PAT...] <source>/ <dest>/
  *   or, to copy a listed set of entries only (restore):
- *   rsync -a --numeric-ids --from0 --files-from=- --info=progress2 <source>/ <dest>/
- *   rsync -lptgoD -d --numeric-ids --exclude='*' <source>/ <dest>/    (then the root's own attributes)
+ *   rsync -a --numeric-ids --modify-window=-1 --from0 --files-from=- --info=progress2
+ *         [--exclude=/NAME...] <source>/ <dest>/
  *
  * With --link-dest every backup is a complete tree and an unchanged file costs one hard
  * link. --no-inc-recursive makes rsync count every file first, so progress2's totals are
@@ -38,13 +38,12 @@ export interface SyncOptions {
   /** rsync binary (tests, unusual installs). */
   rsync?: string;
   /**
-   * Copy exactly these entries (paths relative to `source`, '.' for the root itself; every
-   * directory listed too) and nothing else: `--files-from` (a restore copies only what the
-   * manifest lists). No --delete (the destination is a fresh directory) and no --link-dest.
+   * Copy exactly these entries (paths relative to `source`, '.' for the root itself, which
+   * brings the root's own entries too unless `excludes` names them; every directory listed)
+   * and nothing else: `--files-from` (a restore copies only what the manifest lists). No
+   * --delete (the destination is a fresh directory) and no --link-dest.
    */
   filesFrom?: string[];
-  /** Only the root directory's own attributes (mode, owner, mtime), none of its content: after a `filesFrom` copy. */
-  rootOnly?: boolean;
 }
 
 export interface SyncResult {
@@ -70,20 +69,13 @@ export function parseProgress2(line: string): SyncProgress | undefined {
 }
 
 export function rsyncArgs(o: SyncOptions, linkDestExists: boolean): string[] {
-  if (o.rootOnly)
-    return ['-lptgoD', '-d', '--numeric-ids', '--exclude=*', `${o.source.replace(/\/+$/, '')}/`, `${o.dest.replace(/\/+$/, '')}/`];
   if (o.filesFrom) {
-    // -a does not imply -r with --files-from: only the listed entries, directories included.
-    return [
-      '-a',
-      '--numeric-ids',
-      '--from0',
-      '--files-from=-',
-      '--info=progress2',
-      '--stats',
-      `${o.source.replace(/\/+$/, '')}/`,
-      `${o.dest.replace(/\/+$/, '')}/`,
-    ];
+    // -a does not imply -r with --files-from: only the listed entries (and, for a listed '.', the
+    // root's own entries: `excludes` names those to leave out). Mtimes compared to the nanosecond,
+    // so a directory whose mtime falls in the same second as now still gets it set.
+    const x = (o.excludes ?? []).map((e) => `--exclude=${e}`);
+    const ends = [`${o.source.replace(/\/+$/, '')}/`, `${o.dest.replace(/\/+$/, '')}/`];
+    return ['-a', '--numeric-ids', '--modify-window=-1', '--from0', '--files-from=-', '--info=progress2', '--stats', ...x, ...ends];
   }
   // --modify-window=-1: compare mtimes to the nanosecond. With rsync's default, mtimes in the
   // same second count as equal, and --link-dest links a same-size file rewritten within the
