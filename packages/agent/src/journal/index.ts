@@ -137,7 +137,7 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
       // Let events already queued in the kernel reach the journal before the cut (changes
       // that arrive later are not lost: they land in the next segment). inotify queues an
       // event within the syscall that made the change, libuv reads the queue dry in each poll
-      // phase, and chokidar emits `raw` synchronously: a poll phase between two check phases
+      // phase, and fs.watch calls its listener synchronously: a poll phase between two check phases
       // (two setImmediate turns) is enough.
       await new Promise((r) => setImmediate(r));
       await new Promise((r) => setImmediate(r));

@@ -1,47 +1,42 @@
 /**
- * Watching one synced tree with chokidar, for the change journal.
+ * Watching one synced tree for the change journal: one inotify watch per directory, through
+ * Node's fs.watch (one inotify instance per process).
  *
- * What inotify gives (through Node's fs.watch, one inotify instance per process): a watch
- * on a directory reports every change to its entries by name (create, write, chmod/chown/
- * utimes, delete, move in and out), as a "rename" or "change" event. What chokidar adds:
- * it walks the tree, watches every directory, adds watches for new directories and drops
- * them for removed ones, and reports add/change/unlink/addDir/unlinkDir. Left alone it also
- * puts a watch on every FILE (one inotify watch and a FSWatcher object per file: a 1M-file
- * tree would need 1M watches and a lot of memory).
- *
- * So this watcher lets chokidar watch directories only (`ignored` drops every non-directory
- * entry) and takes file-level changes from chokidar's `raw` events, which carry the child's
- * name for every entry of a watched directory. It records:
- *   raw (rename|change, name) on dir D   ->  D/name       (a file, symlink or directory)
- *   addDir / unlinkDir                  ->  that directory ("this subtree changed")
+ * A watch on a directory reports every change to its entries by name (create, write, chmod/
+ * chown/utimes, delete, move in and out), as a "rename" or "change" event. Files get no watch
+ * of their own (a 1M-file tree would need 1M watches): their changes arrive through their
+ * directory's. It records:
+ *   event (rename|change, name) on dir D   ->  D/name       (a file, symlink or directory)
  * A recorded path means "sync it, recursively if it is a directory", so a rename is its two
  * names, and a moved directory is its old and new top. Over-reporting is harmless.
+ * On a "rename" the entry is looked at (lstat): a new directory is walked and every directory
+ * in it watched; a directory that is gone has its watches (and those below it) closed.
  *
- * Start-up: the directories are walked first (counted against the inotify limit, inodes
- * and birth times noted), then given to chokidar in chunks of ~1000 entries, one after the
- * other (chokidar's first scan lstat-s every entry of every directory at once: +565 MiB RSS
- * at 200k files unchunked, ~15 MiB per 30k chunked). The tree counts as watched once the
- * process holds one inotify watch per directory.
+ * Start-up: the directories are walked (counted against the inotify limit, inodes and birth
+ * times noted), then watched a batch at a time (planChunks: about `chunkEntries` entries per
+ * batch), letting events in between. The tree counts as watched once the process holds one
+ * inotify watch per directory. Memory: about 1 KB per directory (fs.watch's handle and our
+ * map entry); chokidar, used before, kept ~7 KB per directory and lstat-ed every file on its
+ * first scan (docs/design/agent-memory.md).
  *
  * Cases that make the journal untrusted (the next backup makes a full rsync pass):
  *   - the tree has more directories than inotify watches are left (checked before watching,
  *     against /proc/sys/fs/inotify/max_user_watches; one log line says what to raise);
- *   - chokidar reports an error (ENOSPC: the watch limit was hit while the tree grew);
+ *   - a watch fails (ENOSPC: the watch limit was hit while the tree grew);
  *   - possible queue overflow: libuv drops IN_Q_OVERFLOW silently, so every raw event of the
  *     process is counted per event-loop turn, and a turn that drains at least
  *     max_queued_events events may have lost some;
  *   (after an error or overflow a directory may be left unwatched: the watcher re-scans)
  *   - a watched directory was replaced (deleted or moved away and recreated under the same
- *     name) before chokidar noticed: chokidar keeps the dead watch and never watches the new
- *     directory. Seen as a changed identity (inode + birth time: the inode number itself is
+ *     name) before the watcher noticed: the dead watch stays and the new directory is not
+ *     watched. Seen as a changed identity (inode + birth time: the inode number itself is
  *     reused at once) when an event names the directory. The watcher restarts (at most 10
  *     times an hour, then it gives up on the tree).
  * Not seen by inotify at all (the periodic full pass catches them): writes through mmap,
  * and a change to a file through a hard link to it from another directory.
  */
-import { promises as fsp, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { promises as fsp, readFileSync, readdirSync, readlinkSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '@boxback/common';
 import { compileExcludes, type ExcludeMatcher } from '@boxback/common';
 
@@ -58,11 +53,7 @@ export interface TreeWatcherOptions {
   maxWatches?: number;
   /** Watches to leave for everything else of this user (default 10% of the limit, at least 1024). */
   reserveWatches?: number;
-  /**
-   * chokidar's first scan lstat-s every entry of every directory at once; memory grows with
-   * the tree (~0.5 GiB RSS at 200k files). The tree is admitted to chokidar in chunks of at
-   * most this many entries, one after the other (default 1000).
-   */
+  /** The first scan watches the tree in batches of about this many entries (default 1000). */
   chunkEntries?: number;
 }
 
@@ -75,7 +66,7 @@ export interface WatcherStats {
   watchesInUse: number;
   startMs: number;
   events: number;
-  /** Pieces the first scan was admitted to chokidar in (1: all at once). */
+  /** Pieces the first scan was watched in (1: all at once). */
   chunks: number;
 }
 
@@ -124,7 +115,7 @@ function countRawEvent(): void {
       turnEvents = 0;
       turnScheduled = false;
       if (n >= MAX_QUEUED) {
-        // Lost events may include a new directory chokidar then never watches: re-scan.
+        // Lost events may include a new directory never watched: re-scan.
         for (const w of live)
           void w.restartAfter(
             `possible inotify queue overflow: ${n} events arrived in one event-loop turn (fs.inotify.max_queued_events=${MAX_QUEUED}); events may have been lost`,
@@ -133,9 +124,6 @@ function countRawEvent(): void {
     });
   }
 }
-
-/** A path with an empty, "." or ".." component, or a trailing slash. */
-const NOT_NORMAL = /\/\/|\/\.\.?(?:\/|$)|\/$/;
 
 /** A directory's identity: inode and birth time (an inode number is reused at once). */
 const identity = (st: { ino: number; birthtimeMs: number }): string => `${st.ino}:${st.birthtimeMs}`;
@@ -211,15 +199,52 @@ export function planChunks(dirs: Iterable<string>, entries: Map<string, number>,
   return { roots, skeleton };
 }
 
+/**
+ * The order the first scan watches directories in: the skeleton, then the chunks' subtrees,
+ * a batch of chunks (at most `max` entries, or one chunk) at a time.
+ */
+function watchBatches(chunks: { roots: string[]; skeleton: Set<string> }, dirs: Iterable<string>, entries: Map<string, number>, max: number): string[][] {
+  const rootSet = new Set(chunks.roots);
+  const under = new Map<string, string[]>(chunks.roots.map((r) => [r, []]));
+  const first: string[] = [];
+  for (const d of dirs) {
+    let root: string | undefined;
+    for (let p = d; ; p = p.slice(0, p.lastIndexOf('/'))) {
+      if (rootSet.has(p)) {
+        root = p;
+        break;
+      }
+      if (!p.includes('/')) break;
+    }
+    if (root === undefined && rootSet.has('')) root = '';
+    (root === undefined ? first : under.get(root)!).push(d);
+  }
+  const batches: string[][] = first.length ? [first] : [];
+  let batch: string[] = [];
+  let size = 0;
+  for (const r of chunks.roots) {
+    const ds = under.get(r)!;
+    const n = ds.reduce((s, d) => s + 1 + (entries.get(d) ?? 0), 0);
+    if (batch.length && size + n > max) {
+      batches.push(batch);
+      batch = [];
+      size = 0;
+    }
+    batch.push(...ds);
+    size += n;
+  }
+  if (batch.length) batches.push(batch);
+  return batches;
+}
+
 export class TreeWatcher {
-  private w: FSWatcher | undefined;
+  /** rel dir -> its watch, while running. */
+  private watches: Map<string, FSWatcher> | undefined;
   private readonly ex: ExcludeMatcher;
   private readonly root: string;
   private inodes = new Map<string, string>();
   private restarting = false;
   private restarts: number[] = [];
-  /** While starting: directories chokidar may enter (null: all). */
-  private admitted: { skeleton: Set<string>; roots: Set<string>; seen: Set<string>; want: number; done?: () => void } | null = null;
   private statsNow: WatcherStats;
 
   constructor(private readonly o: TreeWatcherOptions) {
@@ -244,16 +269,6 @@ export class TreeWatcher {
 
   untrusted(reason: string): void {
     this.o.onUntrusted(reason);
-  }
-
-  private rel(abs: string): string | undefined {
-    // chokidar hands over normalized absolute paths: a prefix test is enough (called for
-    // every entry of every directory chokidar reads, so it should make no garbage).
-    const n = this.root.length;
-    if (abs.length > n + 1 && abs.charCodeAt(n) === 47 && abs.startsWith(this.root) && !NOT_NORMAL.test(abs)) return abs.slice(n + 1);
-    const r = path.relative(this.root, abs);
-    if (r === '' || r.startsWith('..') || path.isAbsolute(r)) return r === '' ? '' : undefined;
-    return r.split(path.sep).join('/');
   }
 
   /** Start watching; resolves once the whole tree is watched (or the watcher gave up). */
@@ -318,32 +333,23 @@ export class TreeWatcher {
     this.o.onUntrusted(reason);
   }
 
-  /** Whether chokidar may enter directory `r` now (all once the start-up scan is done). */
-  private isAdmitted(r: string): boolean {
-    const a = this.admitted;
-    if (!a || r === '' || a.skeleton.has(r)) return true;
-    for (let p = r; ; p = p.slice(0, p.lastIndexOf('/'))) {
-      if (a.roots.has(p)) return true;
-      if (!p.includes('/')) return false;
-    }
-  }
-
   private async watchTree(
     chunks: { roots: string[]; skeleton: Set<string> },
     dirs: Map<string, string>,
     entries: Map<string, number>,
     watchesBefore: number,
   ): Promise<void> {
-    const chunked = !(chunks.roots.length === 1 && chunks.roots[0] === '');
-    this.admitted = chunked ? { skeleton: chunks.skeleton, roots: new Set(), seen: new Set(), want: 0 } : null;
-    await this.startChokidar();
-    if (chunked && this.w) await this.admitChunks(chunks.roots, dirs, entries);
-    this.admitted = null;
-    // chokidar adds a directory's watch after reading it: the tree is watched only once the
-    // process holds a watch per directory (trees start one after another, so the count is
-    // this tree's). A directory removed meanwhile never gets one: stop after 2 s without progress.
+    this.watches = new Map();
+    live.add(this);
+    for (const batch of watchBatches(chunks, dirs.keys(), entries, this.o.chunkEntries ?? 1000)) {
+      if (!this.watches || this.statsNow.state === 'closed') return;
+      for (const d of batch) this.watchDir(d);
+      // Let the events of what is watched so far in, between batches.
+      await new Promise((r) => setImmediate(r));
+    }
+    // A directory removed meanwhile never gets a watch: stop after 2 s without progress.
     await this.waitForWatches(watchesBefore + dirs.size);
-    if (this.statsNow.state === 'starting' && this.w) this.statsNow.state = 'watching';
+    if (this.statsNow.state === 'starting' && this.watches) this.statsNow.state = 'watching';
     this.statsNow.watchesInUse = inotifyWatchesInUse();
     this.o.onWatching?.(this.statsNow.state === 'watching');
   }
@@ -353,7 +359,7 @@ export class TreeWatcher {
     let lastAt = Date.now();
     for (;;) {
       const n = inotifyWatchesInUse();
-      if (n >= target || !this.w) return;
+      if (n >= target || !this.watches) return;
       if (n !== last) {
         last = n;
         lastAt = Date.now();
@@ -362,129 +368,81 @@ export class TreeWatcher {
     }
   }
 
-  /**
-   * A batch of chunks at a time (up to `chunkEntries` entries): admit it and add it to
-   * chokidar, then wait until chokidar has lstat-ed every entry of every directory in it
-   * (it reads a directory, lstat-s all its entries, then watches it), or made no progress
-   * for 0.5 s (an entry was removed meanwhile). Waiting for the entries, not just for the
-   * directories, is what bounds the work in flight: chokidar's pending lstat calls and their
-   * results are what grew the heap (and RSS) with the tree.
-   */
-  private async admitChunks(roots: string[], dirs: Map<string, string>, entries: Map<string, number>): Promise<void> {
-    const rootSet = new Set(roots);
-    // Entries chokidar lstat-s for each chunk: the entries of its directories, and its root.
-    const size = new Map<string, number>();
-    for (const d of dirs.keys()) {
-      for (let p = d; ; p = p.slice(0, p.lastIndexOf('/'))) {
-        if (rootSet.has(p)) {
-          size.set(p, (size.get(p) ?? 1) + (entries.get(d) ?? 0));
-          break;
-        }
-        if (!p.includes('/')) break;
-      }
+  /** One inotify watch on directory `rel` (no-op when watched or gone meanwhile). */
+  private watchDir(rel: string): void {
+    const m = this.watches;
+    if (!m || m.has(rel)) return;
+    let w: FSWatcher;
+    try {
+      w = watch(rel ? path.join(this.root, rel) : this.root, { persistent: true }, (event, name) => this.onRaw(rel, event, name));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      // Gone (or replaced by a file) since it was listed: its parent's event says so.
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return;
+      this.onError(e);
+      return;
     }
-    const max = this.o.chunkEntries ?? 1000;
-    for (let i = 0; i < roots.length;) {
-      if (!this.w || this.statsNow.state === 'closed') return;
-      const batch: string[] = [];
-      let want = 0;
-      while (i < roots.length && (batch.length === 0 || want + (size.get(roots[i]) ?? 1) <= max)) {
-        want += size.get(roots[i]) ?? 1;
-        batch.push(roots[i++]);
-      }
-      const a = this.admitted!;
-      a.seen.clear();
-      a.want = want;
-      await new Promise<void>((resolve) => {
-        let last = -1;
-        const stall = setInterval(() => {
-          if (a.seen.size === last) finish();
-          last = a.seen.size;
-        }, 500);
-        const finish = () => {
-          clearInterval(stall);
-          a.done = undefined;
-          resolve();
-        };
-        a.done = finish;
-        for (const root of batch) a.roots.add(root);
-        this.w!.add(batch.map((root) => path.join(this.root, root)));
-      });
-    }
+    w.on('error', (err: unknown) => this.onError(err as NodeJS.ErrnoException));
+    m.set(rel, w);
   }
 
-  private startChokidar(): Promise<void> {
-    const w = watch(this.root, {
-      ignoreInitial: true,
-      alwaysStat: false,
-      atomic: false,
-      awaitWriteFinish: false,
-      followSymlinks: false,
-      persistent: true,
-      ignorePermissionErrors: false,
-      // Directories only: files are seen through their directory's raw events.
-      ignored: (p: string, st?: { isDirectory(): boolean }) => {
-        const r = this.rel(p);
-        if (r === undefined || r === '') return false;
-        const a = this.admitted;
-        if (a && st && this.isAdmitted(r)) {
-          // chokidar lstat-ed this entry while reading its (admitted) directory: progress of the batch.
-          a.seen.add(r);
-          if (a.seen.size >= a.want) a.done?.();
-        }
-        if (st && !st.isDirectory()) return true;
-        if (this.ex.excluded(r, st ? true : undefined)) return true;
-        return a ? !this.isAdmitted(r) : false;
-      },
-    });
-    this.w = w;
-    live.add(this);
-    w.on('raw', (_event: string, name: string | null, opts: unknown) => {
-      countRawEvent();
-      const details = opts as { watchedPath?: string } | undefined;
-      if (!name || !details?.watchedPath) return;
-      const abs = path.join(details.watchedPath, name);
-      const r = this.rel(abs);
-      if (r === undefined || r === '') return;
-      this.statsNow.events++;
-      if (!this.ex.excludedOrUnder(r, undefined)) this.o.onChange(r);
-      // A self event of the watched dir carries its own base name: check for a replaced dir.
-      if (name === path.basename(details.watchedPath)) this.checkInode(this.rel(details.watchedPath));
-      if (this.inodes.has(r)) this.checkInode(r);
-    });
-    const dirEvent = (kind: 'addDir' | 'unlinkDir') => (p: string) => {
-      const r = this.rel(p);
-      if (r === undefined || r === '') return;
-      this.o.onChange(r);
-      if (kind === 'unlinkDir') {
-        for (const k of this.inodes.keys()) if (k === r || k.startsWith(`${r}/`)) this.inodes.delete(k);
-      } else {
-        void fsp.lstat(p).then(
-          (st) => st.isDirectory() && this.inodes.set(r, identity(st)),
-          () => undefined,
-        );
+  /** Close the watches of `rel` and every directory below it. */
+  private unwatchTree(rel: string): void {
+    const m = this.watches;
+    if (!m) return;
+    for (const [k, w] of m) {
+      if (k === rel || k.startsWith(`${rel}/`)) {
+        w.close();
+        m.delete(k);
       }
-    };
-    w.on('addDir', dirEvent('addDir'));
-    w.on('unlinkDir', dirEvent('unlinkDir'));
-    for (const ev of ['add', 'change', 'unlink'] as const) {
-      w.on(ev, (p: string) => {
-        const r = this.rel(p);
-        if (r) this.o.onChange(r);
-      });
     }
-    w.on('error', (err: unknown) => {
-      const e = err as NodeJS.ErrnoException;
-      const why =
-        e.code === 'ENOSPC'
-          ? `the inotify watch limit was reached while watching ${this.o.tree} (fs.inotify.max_user_watches); raise it`
-          : `watcher error on ${this.o.tree}: ${e.message}`;
-      // A watch that could not be added leaves a directory unwatched: re-scan (and re-check the limit).
-      void this.restart(why);
-    });
-    return new Promise<void>((resolve) => {
-      w.once('ready', () => resolve());
-    });
+    for (const k of this.inodes.keys()) if (k === rel || k.startsWith(`${rel}/`)) this.inodes.delete(k);
+  }
+
+  private onError(e: NodeJS.ErrnoException): void {
+    const why =
+      e.code === 'ENOSPC'
+        ? `the inotify watch limit was reached while watching ${this.o.tree} (fs.inotify.max_user_watches); raise it`
+        : `watcher error on ${this.o.tree}: ${e.message}`;
+    // A watch that could not be added leaves a directory unwatched: re-scan (and re-check the limit).
+    void this.restart(why);
+  }
+
+  /** An inotify event on directory `dir` about its entry `name`. */
+  private onRaw(dir: string, event: string, name: string | null): void {
+    countRawEvent();
+    if (!name || !this.watches) return;
+    const r = dir ? `${dir}/${name}` : name;
+    this.statsNow.events++;
+    if (!this.ex.excludedOrUnder(r, undefined)) this.o.onChange(r);
+    // A self event of the watched dir carries its own base name: check for a replaced dir.
+    if (name === path.basename(dir || this.root)) this.checkInode(dir);
+    // Entries come and go on "rename" (create, delete, move): follow the directories among them.
+    if (event === 'rename') void this.follow(r);
+    else if (this.inodes.has(r)) this.checkInode(r);
+  }
+
+  /**
+   * Entry `r` was created, deleted or moved: a new directory is walked and watched (with every
+   * directory below it), a removed one is no longer watched, a replaced one restarts the watcher.
+   */
+  private async follow(r: string): Promise<void> {
+    const st = await fsp.lstat(path.join(this.root, r)).catch(() => undefined);
+    if (!this.watches) return;
+    if (!st?.isDirectory()) {
+      if (this.watches.has(r) || this.inodes.has(r)) this.unwatchTree(r);
+      return;
+    }
+    if (this.ex.excluded(r, true)) return;
+    const known = this.inodes.get(r);
+    if (known !== undefined) {
+      if (known !== identity(st)) void this.restart(`directory ${r} of ${this.o.tree} was replaced faster than the watcher could follow`);
+      return;
+    }
+    this.inodes.set(r, identity(st));
+    this.watchDir(r);
+    const list = await fsp.readdir(path.join(this.root, r), { withFileTypes: true }).catch(() => []);
+    for (const e of list) if (e.isDirectory()) await this.follow(`${r}/${e.name}`);
   }
 
   /** A watched directory whose inode changed is no longer watched: restart the watcher. */
@@ -539,9 +497,9 @@ export class TreeWatcher {
 
   private async stopWatching(): Promise<void> {
     live.delete(this);
-    const w = this.w;
-    this.w = undefined;
-    await w?.close();
+    const m = this.watches;
+    this.watches = undefined;
+    for (const w of m?.values() ?? []) w.close();
   }
 
   async close(): Promise<void> {
