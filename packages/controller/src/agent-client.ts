@@ -162,7 +162,6 @@ export class AgentClients implements ChannelPool {
     readonly largeFleetOpen = LARGE_FLEET_IDLE_CHANNELS,
   ) {}
 
-
   /** Whether the host's channel is open now (a call to a closed one waits for a new handshake too). */
   isOpen(target: AgentTarget): boolean {
     return Boolean(this.clients.get(`${target.name}\u0000${target.address}`)?.channel);

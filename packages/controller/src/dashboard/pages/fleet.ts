@@ -79,7 +79,10 @@ function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Html> {
   if (!byRole) rowCache.set(s, (byRole = new Map()));
   let out = byRole.get(operator);
   if (!out) {
-    out = renderRows(s.hosts.filter((h): h is Row => h.host !== null), p);
+    out = renderRows(
+      s.hosts.filter((h): h is Row => h.host !== null),
+      p,
+    );
     byRole.set(operator, out);
   }
   return out;
