@@ -41,17 +41,25 @@ const isDir = (p: string) =>
     () => false,
   );
 
-/** Counts what went through, so a failed description can tell whether it may start over. */
+/**
+ * Counts what went through, so a failed description can tell whether it may start over. It
+ * takes lines as they are (addLine) only when the sink behind it does: a describer hands a
+ * line-taking sink entries it did not parse whole.
+ */
 class CountingSink implements ManifestSink {
   n = 0;
-  constructor(private readonly out: ManifestSink) {}
+  readonly addLine?: (json: string, entry: ManifestFile) => void | Promise<void>;
+  constructor(private readonly out: ManifestSink) {
+    const addLine = out.addLine?.bind(out);
+    if (addLine)
+      this.addLine = (json, entry) => {
+        this.n++;
+        return addLine(json, entry);
+      };
+  }
   add(entry: ManifestFile): void | Promise<void> {
     this.n++;
     return this.out.add(entry);
-  }
-  addLine(json: string, entry: ManifestFile): void | Promise<void> {
-    this.n++;
-    return this.out.addLine ? this.out.addLine(json, entry) : this.out.add(entry);
   }
 }
 
