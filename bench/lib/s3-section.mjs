@@ -181,7 +181,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     figures.s3_full_agent_cpu_s = a.agentCpuSeconds;
     Object.assign(figures, phaseFigures('s3_full_', a.manifest));
     const ca = committedLine(daemonA.agent.output(), 's3-full');
-    if (ca) Object.assign(figures, { s3_full_new_bytes: ca.newBytes, s3_full_packs: ca.packs });
+    if (ca) Object.assign(figures, { s3_full_new_bytes: ca.newBytes, s3_full_deflated_bytes: ca.storedBytes, s3_full_packs: ca.packs });
     if (hasRestic) {
       await run('sync', []);
       log(`s3: full backup, restic to S3 (load ${load()})...`);
@@ -207,7 +207,12 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     for (const t of b.manifest.trees)
       if (t.syncMode !== 'journal') notes.push(`S3 INCREMENTAL: tree ${t.name} made a full pass: ${t.syncReason}`);
     const cb = committedLine(daemonA.agent.output(), 's3-incr');
-    if (cb) Object.assign(figures, { s3_incremental_new_bytes: cb.newBytes, s3_incremental_packs: cb.packs });
+    if (cb)
+      Object.assign(figures, {
+        s3_incremental_new_bytes: cb.newBytes,
+        s3_incremental_deflated_bytes: cb.storedBytes,
+        s3_incremental_packs: cb.packs,
+      });
     if (hasRestic) {
       await run('sync', []);
       log(`s3: incremental backup, restic to S3 (load ${load()})...`);
