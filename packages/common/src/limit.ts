@@ -17,3 +17,22 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   if (failed !== undefined) throw failed;
   return results;
 }
+
+/**
+ * A gate for at most `n` calls at once, shared by whoever holds it: `const gate = limiter(2);
+ * await gate(() => work())`. A call waits for a free slot, not for the calls before it.
+ */
+export function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    while (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}

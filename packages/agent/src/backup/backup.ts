@@ -48,6 +48,7 @@ import {
   backupId as makeBackupId,
   emptyResult,
   hashFile,
+  limiter,
   mapLimit,
   refPath,
   storeLocation,
@@ -481,7 +482,7 @@ class Lanes {
   /** Archives started from the stage beside RESUME, and their datasets' names. */
   private early?: Promise<void>;
   readonly earlyNames = new Set<string>();
-  private readonly archiveSlots = slots(2);
+  private readonly archiveSlots = limiter(2);
 
   constructor(private readonly r: Run) {
     this.signal = AbortSignal.any([r.ctx.signal, this.stop.signal]);
@@ -536,22 +537,6 @@ class Lanes {
     this.stop.abort(err);
     await Promise.all([this.trees?.catch(() => undefined), this.early?.catch(() => undefined)]);
   }
-}
-
-/** At most `n` calls of fn at once. */
-function slots(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async (fn) => {
-    while (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
-    active++;
-    try {
-      return await fn();
-    } finally {
-      active--;
-      waiting.shift()?.();
-    }
-  };
 }
 
 async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {

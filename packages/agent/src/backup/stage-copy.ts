@@ -20,28 +20,13 @@
  */
 import { constants, promises as fsp, type Dirent, type Stats } from 'node:fs';
 import path from 'node:path';
+import { limiter } from '@boxback/common';
 
 /** An entry this copy does not handle (fifo, socket, device): copy the dataset with cp -a. */
 export class UnsupportedEntry extends Error {}
 
 const uid = process.getuid?.() ?? -1;
 const gid = process.getgid?.() ?? -1;
-
-/** At most `n` operations at once (a directory's entries wait for a slot, not for their siblings' subtrees). */
-function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async (fn) => {
-    if (active >= n) await new Promise<void>((r) => waiting.push(r));
-    active++;
-    try {
-      return await fn();
-    } finally {
-      active--;
-      waiting.shift()?.();
-    }
-  };
-}
 
 type Limit = ReturnType<typeof limiter>;
 
