@@ -532,7 +532,8 @@ const FILE_TAIL =
 /** What readPrevIndex keeps of a file line, read without JSON.parse; undefined: parse it. */
 function quickPrevFile(line: string): Partial<ManifestFile> | undefined {
   const m = FILE_TAIL.exec(line);
-  if (!m) return undefined;
+  // An entry written in another key order (its ino after the sha256) is parsed whole.
+  if (!m || (!m[4] && line.includes('"ino":'))) return undefined;
   const p = m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1];
   return { path: p, type: 'file', size: Number(m[2]), mtimeMs: Number(m[3]), ...(m[4] ? { ino: Number(m[4]) } : {}), sha256: m[5] };
 }
