@@ -45,12 +45,16 @@ async function copyEntry(src: string, dest: string, st: Stats, signal: AbortSign
   } else if (st.isDirectory()) {
     await fsp.mkdir(dest, { mode: 0o700 });
     const entries: Dirent[] = await limit(() => fsp.readdir(src, { withFileTypes: true }));
-    await Promise.all(
+    // Every entry's copy has ended before this returns, also on a failure: nothing goes on
+    // writing into the stage (or holds a file in it open) after the caller removed it.
+    const results = await Promise.allSettled(
       entries.map(async (e) => {
         const from = path.join(src, e.name);
         await copyEntry(from, path.join(dest, e.name), await limit(() => fsp.lstat(from)), signal, limit);
       }),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     await owner(dest, st);
     await fsp.chmod(dest, st.mode & 0o7777);
     await fsp.utimes(dest, st.atime, st.mtime);
@@ -62,7 +66,21 @@ async function copyEntry(src: string, dest: string, st: Stats, signal: AbortSign
   }
 }
 
-/** Copy `src` (a file or a directory, recursively) to `dest`, which must not exist. */
+/**
+ * Copy `src` (a file or a directory, recursively) to `dest`, which must not exist. The first
+ * failure stops what has not started yet; it is thrown once nothing is in flight.
+ */
 export async function copyInto(src: string, dest: string, signal: AbortSignal): Promise<void> {
-  await copyEntry(src, dest, await fsp.lstat(src), signal, limiter(16));
+  const stop = new AbortController();
+  const gate = limiter(16);
+  const limit: Limit = async (fn) => {
+    stop.signal.throwIfAborted();
+    try {
+      return await gate(fn);
+    } catch (err) {
+      stop.abort(err);
+      throw err;
+    }
+  };
+  await copyEntry(src, dest, await fsp.lstat(src), AbortSignal.any([signal, stop.signal]), limit);
 }
