@@ -1,6 +1,8 @@
-// A restore's tree fetch from a local store (rsync --files-from the manifest) and the VERIFY
-// beside it (contentOnly: the hashes, no walk for unlisted files), over real files, the real
-// stand-in server and real rsync:
+// A restore's tree fetch from a local store (cp -a of a tree holding exactly its listed entries,
+// else rsync --files-from the manifest) and the VERIFY beside it (contentOnly: the hashes, no
+// walk for unlisted files), over real files, the real stand-in server, real cp and rsync:
+//   - an untouched stored tree comes back whole and as stored; stored files that share an inode
+//     (the store's dedup) come back as separate files, none linked into the store
 //   - a file planted in a stored tree that the manifest does not list is never restored
 //   - a flipped byte in a stored tree file is refused before STOP (VERIFY_FAILED), the box unchanged
 //   - symlinks, modes and mtimes (to the nanosecond) come back as the backup has them
@@ -8,6 +10,7 @@ import {
   chmodSync,
   mkdirSync,
   cpSync,
+  linkSync,
   lstatSync,
   mkdtempSync,
   readFileSync,
@@ -49,6 +52,8 @@ beforeAll(async () => {
   // Entries whose metadata a plain copy would lose: a symlink, odd modes, an old mtime.
   const live = b.box.artifacts;
   writeFileSync(path.join(live, 'private.log'), 'private\n');
+  writeFileSync(path.join(live, 'same-a.log'), 'same content\n');
+  writeFileSync(path.join(live, 'same-b.log'), 'same content\n');
   chmodSync(path.join(live, 'private.log'), 0o640);
   utimesSync(path.join(live, 'private.log'), new Date('2020-02-02T02:02:02.123Z'), new Date('2020-02-02T02:02:02.123Z'));
   symlinkSync('private.log', path.join(live, 'latest.log'));
@@ -101,6 +106,32 @@ describe('restore: trees from a local store', () => {
       const s = lstatSync(path.join(stored, rel), { bigint: true });
       expect(`${rel} ${a.mtimeNs}`).toBe(`${rel} ${s.mtimeNs}`);
     }
+  });
+
+  it('copies an untouched stored tree whole: as stored, to the nanosecond, no hard links kept', async () => {
+    const bk = copyBackup(backup, '20261121-140000');
+    const stored = artifacts().stored(bk);
+    // The store's dedup: two listed files with the same content share one inode.
+    rmSync(path.join(stored, 'same-b.log'));
+    linkSync(path.join(stored, 'same-a.log'), path.join(stored, 'same-b.log'));
+    await b.box.start();
+    const r = await runRestore(job(b.config, 'r-whole').ctx, restoreReq(bk.rel));
+    expect(r.errorMessage).toBe('');
+    expect(r.status).toBe('Completed');
+    await b.box.stop();
+
+    const live = b.box.artifacts;
+    expect(snapshot(live)).toEqual(snapshot(stored));
+    expect(readlinkSync(path.join(live, 'latest.log'))).toBe('private.log');
+    for (const rel of ['.', 'private.log', 'pipelines', 'same-a.log']) {
+      const a = lstatSync(path.join(live, rel), { bigint: true });
+      const s = lstatSync(path.join(stored, rel), { bigint: true });
+      expect(`${rel} ${a.mtimeNs}`).toBe(`${rel} ${s.mtimeNs}`);
+    }
+    const a = lstatSync(path.join(live, 'same-a.log'));
+    const bb = lstatSync(path.join(live, 'same-b.log'));
+    expect([a.nlink, bb.nlink, a.ino === bb.ino]).toEqual([1, 1, false]);
+    expect(a.ino).not.toBe(lstatSync(path.join(stored, 'same-a.log')).ino);
   });
 
   it('refuses a flipped byte in a stored tree file before STOP and changes nothing', async () => {
