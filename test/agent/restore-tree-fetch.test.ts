@@ -1,4 +1,4 @@
-// A restore's tree fetch from a local store (cp -a of a tree holding exactly its listed entries,
+// A restore's tree fetch from a local store (cp of a tree holding exactly its listed entries,
 // else rsync --files-from the manifest) and the VERIFY beside it (contentOnly: the hashes, no
 // walk for unlisted files), over real files, the real stand-in server, real cp and rsync:
 //   - an untouched stored tree comes back whole and as stored; stored files that share an inode

@@ -2,7 +2,7 @@
  * Step SYNC_TREES: each synced tree (artifacts, test reports) is written from the store
  * into a fresh staging sibling of its target with `store.fetchTree`, so the target ends up
  * holding exactly the backup:
- *   local  cp -a of the stored tree when it holds exactly the manifest's entries, else
+ *   local  cp of the stored tree when it holds exactly the manifest's entries, else
  *          rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
  *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
  *          restored box can never alter a backup; a file the manifest does not list is not copied)

@@ -1,6 +1,6 @@
 /**
  * Reading a local store's backups: the manifest's text, a stored file (as a stream, for
- * random reads, or the file itself), a tree copied out (cp -a when it holds exactly the
+ * random reads, or the file itself), a tree copied out (cp when it holds exactly the
  * manifest's entries, else rsync of the listed entries only), and verify (every file re-hashed against the manifest, every zip entry CRC-checked,
  * no unlisted file in a tree; `quick`: presence and sizes; `sample`: a random share of the
  * files read, the rest quick; `contentOnly`, a restore's: the hashes only).
@@ -89,7 +89,7 @@ export function rootExclude(name: string): string {
 }
 
 /**
- * A tree holding exactly the manifest's entries is copied whole by `cp -a` (tree-copy.ts);
+ * A tree holding exactly the manifest's entries is copied whole by `cp` (tree-copy.ts);
  * any other by rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
  * <dest>/: a real copy (no hard links into the store) of exactly what the manifest lists, the
  * root's attributes included; a listed '.' would bring the root's own entries too, so those the
@@ -104,7 +104,7 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
   const m = o.manifest ?? (await readManifest(backupDir(root, ref)));
-  // The usual case, a tree holding exactly its listed entries: cp -a (tree-copy.ts).
+  // The usual case, a tree holding exactly its listed entries: cp (tree-copy.ts).
   if (await holdsExactly(src, m, dir)) return copyTree(src, dest, o.signal);
   const entries = listedTreeEntries(m, dir);
   const top = new Set(entries.filter((e) => !e.includes('/')));

@@ -1,12 +1,16 @@
 /**
- * A stored tree copied out whole with `cp -a`, when it holds exactly what the manifest lists.
+ * A stored tree copied out whole with `cp`, when it holds exactly what the manifest lists.
  *
  *   1. WALK   the stored tree, every entry's type compared with the manifest's (the first
  *             entry that is missing, unlisted or of another type ends it: not exact)
- *   2. COPY   `cp -a --no-preserve=links -T <stored tree> <dest>`: contents, modes, numeric
- *             owners and nanosecond times as stored; copy_file_range, no rsync sender and
+ *   2. COPY   `cp -RP --preserve=mode,ownership,timestamps --no-preserve=links -T <stored
+ *             tree> <dest>`: what rsync -a keeps (contents, modes, numeric owners, nanosecond
+ *             times, symlinks as links), by copy_file_range, without rsync's sender and
  *             receiver pair (about a third of rsync's CPU on a tree of small files); hard links
  *             between stored files (the store's dedup) are not carried onto the box
+ *
+ * copyTree is also a first backup's full pass (tree.ts): with no previous tree to link
+ * against, rsync has nothing to save, and the tree is copied the same way.
  *
  * A tree with anything else in it (a file planted in the store) goes through rsync
  * --files-from (read.ts), which copies only the listed entries. A copy never links into the
@@ -46,22 +50,49 @@ export async function holdsExactly(src: string, m: Manifest, dir: string): Promi
   return (await walk('')) && seen === listed.size;
 }
 
-/** `cp -a --no-preserve=links -T src dest` (dest made or merged into); a full disk is DISK_FULL. */
-export async function copyTree(src: string, dest: string, signal?: AbortSignal): Promise<void> {
+/** cp's arguments: rsync -a's attributes (modes, numeric owners, ns times, symlinks as links; no xattrs, no hard links kept). */
+const CP_ARGS = ['-R', '-P', '--preserve=mode,ownership,timestamps', '--no-preserve=links', '-T', '--'];
+
+/**
+ * `cp -RP --preserve=mode,ownership,timestamps -T src dest` (dest made or merged into); a full
+ * disk is DISK_FULL, any other failure SYNC_FAILED. `onBytes`: about every half second, the
+ * bytes written so far (the destination filesystem's used space, grown since the start).
+ */
+export async function copyTree(src: string, dest: string, signal?: AbortSignal, onBytes?: (bytesDone: number) => void): Promise<void> {
   await fsp.mkdir(path.dirname(dest), { recursive: true });
-  const r = await execa('cp', ['-a', '--no-preserve=links', '-T', '--', src, dest], {
+  const used = async () => {
+    const s = await fsp.statfs(path.dirname(dest));
+    return (s.blocks - s.bfree) * s.bsize;
+  };
+  const base = onBytes ? await used() : 0;
+  const timer = onBytes
+    ? setInterval(
+        () =>
+          void used().then(
+            (u) => onBytes(Math.max(0, u - base)),
+            () => undefined,
+          ),
+        500,
+      )
+    : undefined;
+  timer?.unref();
+  const r = await execa('cp', [...CP_ARGS, src, dest], {
     reject: false,
     stdin: 'ignore',
     cancelSignal: signal,
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },
-  });
+  }).finally(() => clearInterval(timer));
   if (r.isCanceled) {
     signal?.throwIfAborted();
     throw new BoxbackError('BOXBACK_ERR_CANCELLED', `the copy of ${src} was cancelled`);
   }
   if (r.exitCode === 0) return;
-  const last = String(r.stderr ?? '').trim().split('\n').pop() ?? '';
+  const last =
+    String(r.stderr ?? '')
+      .trim()
+      .split('\n')
+      .pop() ?? '';
   const msg = `copying ${src} to ${dest} failed (cp ${r.signal ? `killed by ${r.signal}` : `exit ${r.exitCode}`})${last ? `: ${last}` : ''}`;
   if (/No space left on device|Disk quota exceeded/i.test(String(r.stderr))) throw new BoxbackError('BOXBACK_ERR_DISK_FULL', msg);
   throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', msg);
