@@ -34,7 +34,28 @@ async function signIn(token: string, url = cluster.dashboardUrl): Promise<{ ctx:
   return { ctx, page };
 }
 
-const shot = (page: Page, name: string) => page.screenshot({ path: path.join(screens, `${name}.png`), fullPage: true });
+// A page that is still loading or about to reload (the job page reloads itself 300 ms after
+// its result comes) can keep Chromium's capture waiting for a frame that never comes: take the
+// picture of a loaded page, with nothing moving, and fail in 20 s rather than hang.
+async function shot(page: Page, name: string): Promise<void> {
+  await page.waitForLoadState('load');
+  await page.screenshot({ path: path.join(screens, `${name}.png`), fullPage: true, animations: 'disabled', caret: 'hide', timeout: 20_000 });
+}
+
+/** The quiesced backup the first test makes; made here when that test failed before it read it. */
+async function quiescedBackup(): Promise<string> {
+  if (backupId) return backupId;
+  const listed = await cluster.cli(['backups', '--json']);
+  expect(listed.code, listed.stderr).toBe(0);
+  const parsed = JSON.parse(listed.stdout);
+  const done = ((Array.isArray(parsed) ? parsed : parsed.backups) as Array<{ id: string; host: string; consistency: string; restorable: boolean }>).find(
+    (b) => b.host === HOST && b.consistency === 'quiesced' && b.restorable,
+  );
+  if (done) return (backupId = done.id);
+  const made = await cluster.cli(['backup', 'create', '--host', HOST, '--yes', '--json']);
+  expect(made.code, made.stderr).toBe(0);
+  return (backupId = JSON.parse(made.stdout).jobs[0].result.backupId as string);
+}
 
 beforeAll(async () => {
   expect(HOST.length).toBe(63);
@@ -71,11 +92,13 @@ describe('dashboard', () => {
     await shot(page, 'fleet-before');
 
     await Promise.all([page.waitForURL(/\/jobs\//), row.locator('button.action', { hasText: 'Back up now' }).click()]);
-    await page.locator('#job-state', { hasText: 'Completed' }).waitFor({ timeout: 90_000 });
-    await shot(page, 'job');
+    // the stream says Completed first; the page then reloads itself into the job's final state
+    await page.locator('#job[data-ended="1"] #job-state', { hasText: 'Completed' }).waitFor({ timeout: 90_000 });
     const link = page.locator('dd a[href^="/backups/"]');
-    backupId = (await link.innerText()).trim();
-    expect(backupId.startsWith(`${HOST}@`)).toBe(true);
+    const id = (await link.innerText()).trim();
+    expect(id.startsWith(`${HOST}@`)).toBe(true);
+    backupId = id;
+    await shot(page, 'job');
 
     await page.goto(cluster.dashboardUrl);
     expect(await page.locator(`tr[data-host="${HOST}"]`).innerText()).not.toContain('AT RISK');
@@ -115,6 +138,7 @@ describe('dashboard', () => {
     const made = await cluster.cli(['backup', 'create', '--host', HOST, '--live', '--yes', '--json']);
     expect(made.code, made.stderr).toBe(0);
     const liveId = JSON.parse(made.stdout).jobs[0].result.backupId as string;
+    await quiescedBackup();
     const { ctx, page } = await signIn(cluster.token);
     await page.goto(`${cluster.dashboardUrl}hosts/${encodeURIComponent(HOST)}`);
     const rows = page.locator('table.backups tbody tr');
@@ -143,6 +167,7 @@ describe('dashboard', () => {
   }, 120_000);
 
   it('shows a viewer no restore or backup button; a forged POST is refused with 403 and audited', async () => {
+    await quiescedBackup();
     const { ctx, page } = await signIn(viewerToken);
     expect(await page.locator('button.action').count()).toBe(0);
     await page.goto(`${cluster.dashboardUrl}backups/${encodeURIComponent(backupId)}`);
