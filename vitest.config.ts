@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirstSequencer from './test/helpers/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -9,6 +10,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: 'forks',
     fileParallelism: true,
+    // the longest files first (test/helpers/durations.json), so the workers end together
+    sequence: { sequencer: LongestFirstSequencer },
     maxWorkers: 2,
   },
 });

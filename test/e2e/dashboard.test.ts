@@ -39,7 +39,13 @@ async function signIn(token: string, url = cluster.dashboardUrl): Promise<{ ctx:
 // picture of a loaded page, with nothing moving, and fail in 20 s rather than hang.
 async function shot(page: Page, name: string): Promise<void> {
   await page.waitForLoadState('load');
-  await page.screenshot({ path: path.join(screens, `${name}.png`), fullPage: true, animations: 'disabled', caret: 'hide', timeout: 20_000 });
+  await page.screenshot({
+    path: path.join(screens, `${name}.png`),
+    fullPage: true,
+    animations: 'disabled',
+    caret: 'hide',
+    timeout: 20_000,
+  });
 }
 
 /** The quiesced backup the first test makes; made here when that test failed before it read it. */
@@ -48,9 +54,9 @@ async function quiescedBackup(): Promise<string> {
   const listed = await cluster.cli(['backups', '--json']);
   expect(listed.code, listed.stderr).toBe(0);
   const parsed = JSON.parse(listed.stdout);
-  const done = ((Array.isArray(parsed) ? parsed : parsed.backups) as Array<{ id: string; host: string; consistency: string; restorable: boolean }>).find(
-    (b) => b.host === HOST && b.consistency === 'quiesced' && b.restorable,
-  );
+  const done = (
+    (Array.isArray(parsed) ? parsed : parsed.backups) as Array<{ id: string; host: string; consistency: string; restorable: boolean }>
+  ).find((b) => b.host === HOST && b.consistency === 'quiesced' && b.restorable);
   if (done) return (backupId = done.id);
   const made = await cluster.cli(['backup', 'create', '--host', HOST, '--yes', '--json']);
   expect(made.code, made.stderr).toBe(0);
