@@ -78,7 +78,7 @@ beforeAll(async () => {
   expect(v.code, v.stderr).toBe(0);
   viewerToken = v.stdout.trim().split('\n').pop()!.trim();
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
-}, 90_000);
+}, 180_000); // a box, a controller, an agent and Chromium: slow on a loaded machine
 
 afterAll(async () => {
   await browser?.close();
