@@ -4,6 +4,8 @@
 //   small    64 MiB database,   5k artifact files, 1k test reports,  40 config commits
 //   default   1 GiB database, 100k artifact files, 20k test reports, 300 config commits
 //   large     4 GiB database, 300k artifact files, 60k test reports, 1000 config commits
+//   files    the default's file counts with a 64 MiB database and 0.5-4 KiB artifacts (~1 GB
+//            instead of ~4.6 GB): for what scales with files, not bytes (the agent's memory)
 //
 // The layout, plan and stand-in server come from scripts/lib/sample-box.mjs; this adds bulk
 // quickly: file contents are slices of a 4 MiB pool of seeded bytes (half text, half random),
@@ -23,6 +25,7 @@ export const SIZES = {
   small: { dbBytes: 64 << 20, artifacts: 5_000, testReports: 1_000, commits: 40 },
   default: { dbBytes: 1 << 30, artifacts: 100_000, testReports: 20_000, commits: 300 },
   large: { dbBytes: 4 << 30, artifacts: 300_000, testReports: 60_000, commits: 1_000 },
+  files: { dbBytes: 64 << 20, artifacts: 100_000, testReports: 20_000, commits: 300, smallFiles: true },
 };
 
 const POOL_BYTES = 4 << 20;
@@ -53,13 +56,15 @@ function artifactSize(r) {
   return { size: 256 * 1024 + r.int(1024 * 1024), jar: true };
 }
 
-function writeArtifacts(box, pool, from, count, run) {
+function writeArtifacts(box, pool, from, count, run, smallFiles = false) {
   let bytes = 0;
   const dirs = new Set();
   for (let i = from; i < from + count; i++) {
     const pipe = `pipe-${i % 50}`;
     const counter = 1 + Math.floor(i / 50 / 20) + (run ?? 0);
-    const { size, jar } = artifactSize(pool.r);
+    const a = artifactSize(pool.r);
+    const { jar } = a;
+    const size = smallFiles ? 512 + (a.size % 3584) : a.size;
     const dir = path.join(box.artifacts, 'pipelines', pipe, String(counter), 'build', `job-${i % 20}`);
     if (!dirs.has(dir)) {
       mkdirSync(dir, { recursive: true });
@@ -123,11 +128,11 @@ function gitCommits(repo, r, n, start) {
 /** Generate the box under `root`. Returns the sample box plus what was generated. */
 export async function generateBox({ root, port, size = 'small', seed = 42 }) {
   const s = SIZES[size];
-  if (!s) throw new Error(`unknown size ${size}: small, default or large`);
+  if (!s) throw new Error(`unknown size ${size}: ${Object.keys(SIZES).join(', ')}`);
   const box = await createSampleBox({ root, port, seed, artifacts: 1, testReports: 1, dbBytes: 1 << 20, commits: 1 });
   const pool = makePool(seed);
   growDb(box.dbFile, pool, s.dbBytes - (1 << 20));
-  const artifactBytes = writeArtifacts(box, pool, 0, s.artifacts);
+  const artifactBytes = writeArtifacts(box, pool, 0, s.artifacts, undefined, s.smallFiles);
   writeReports(box, pool, 0, s.testReports);
   gitCommits(box.configRepo, pool.r, s.commits, 1);
   execFileSync('git', ['gc', '-q'], { cwd: box.configRepo, stdio: 'ignore' });
@@ -138,7 +143,7 @@ export async function generateBox({ root, port, size = 'small', seed = 42 }) {
 export function simulateCiDay(gen) {
   const { box, pool, spec } = gen;
   const newArtifacts = Math.max(50, Math.round(spec.artifacts * 0.02));
-  writeArtifacts(box, pool, spec.artifacts, newArtifacts, 1000);
+  writeArtifacts(box, pool, spec.artifacts, newArtifacts, 1000, spec.smallFiles);
   writeReports(box, pool, spec.testReports, Math.max(20, Math.round(spec.testReports * 0.02)));
   growDb(box.dbFile, pool, Math.round(spec.dbBytes * 0.02));
   appendFileSync(path.join(box.configDir, 'cruise-config.xml'), '<!-- changed -->\n');
