@@ -7,6 +7,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
 import { BoxbackError } from './errors.js';
 import { mapLimit } from './limit.js';
 import { checkBackupZips } from './zip-read.js';
@@ -233,6 +235,131 @@ export async function readManifest(dir: string): Promise<Manifest> {
   return parseManifestText(text, file);
 }
 
+/** MANIFEST_INVALID unless `p` is a relative path that stays inside the backup. */
+function checkEntryPath(p: unknown, where: string): void {
+  if (typeof p !== 'string' || p.startsWith('/') || p.split('/').includes('..')) {
+    throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} names an unsafe path "${String(p)}"`);
+  }
+}
+
+/** A file line's path (manifestChunks writes it first), read without parsing the whole line. */
+const LINE_PATH = /^\{"path":"((?:[^"\\]|\\.)*)"/;
+
+/** The path of a manifest file line (its JSON text); parsed whole when it does not begin as manifestChunks writes it. */
+export function pathOfLine(json: string): string {
+  const m = LINE_PATH.exec(json);
+  if (!m) return (JSON.parse(json) as ManifestFile).path;
+  return m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1];
+}
+
+/** manifestChunks' file lines begin with these three fields, in this order. */
+const LINE_HEAD = /^\{"path":"((?:[^"\\]|\\.)*)","type":"(file|dir|symlink)","size":(\d+),/;
+
+/** The path, type and size of a manifest file line (its JSON text), read without parsing it when it begins as manifestChunks writes it. */
+export function lineHead(json: string): Pick<ManifestFile, 'path' | 'type' | 'size'> {
+  const m = LINE_HEAD.exec(json);
+  if (!m) {
+    const f = JSON.parse(json) as ManifestFile;
+    return { path: f.path, type: f.type, size: Number(f.size) || 0 };
+  }
+  return { path: m[1].includes('\\') ? (JSON.parse(`"${m[1]}"`) as string) : m[1], type: m[2] as ManifestFile['type'], size: Number(m[3]) };
+}
+
+/**
+ * Read a manifest one file line at a time, so that a 100k-file manifest is never one string
+ * or 100k objects in memory (manifestChunks writes one line per file):
+ *   1. the lines before ` "files": [` and after its ` ]` are the manifest's head and tail
+ *   2. each file line's JSON text goes to `onFile`, in order, its path checked as
+ *      parseManifestText checks it (awaited: `onFile` may hold the read back)
+ *   3. the head and tail are parsed and checked (format, files an array); the manifest comes
+ *      back with `files: []`
+ * A manifest in another layout (all on one line, every field on its own line) is read whole
+ * from a second `open()` when its first file line is not one entry, and its entries go to
+ * `onFile` the same way. Throws MANIFEST_INVALID like parseManifestText; `where` names it.
+ */
+export async function scanManifest(
+  open: () => Readable | Promise<Readable>,
+  where: string,
+  onFile: (json: string) => void | Promise<void>,
+): Promise<Manifest> {
+  const head: string[] = [];
+  let state: 'head' | 'files' | 'tail' = 'head';
+  let emitted = 0;
+  let otherLayout = false;
+  const input = await open();
+  const rl = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of rl) {
+      if (state !== 'files') {
+        if (state === 'head' && line === ' "files": [') state = 'files';
+        else head.push(line);
+        continue;
+      }
+      if (line.startsWith('  {"') && (line.endsWith('}') || line.endsWith('},'))) {
+        const json = line.endsWith(',') ? line.slice(2, -1) : line.slice(2);
+        try {
+          checkEntryPath(pathOfLine(json), where);
+          await onFile(json);
+        } catch (err) {
+          // A line that is not JSON (the caller parses it): the manifest is damaged.
+          if (err instanceof SyntaxError) throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not valid JSON`);
+          throw err;
+        }
+        emitted++;
+        continue;
+      }
+      const close = /^ \](,?)$/.exec(line);
+      if (close) {
+        head.push(` "files": []${close[1]}`);
+        state = 'tail';
+        continue;
+      }
+      if (emitted > 0) throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not valid JSON`);
+      otherLayout = true;
+      break;
+    }
+  } finally {
+    rl.close();
+    input.destroy();
+  }
+  let m: Manifest;
+  if (otherLayout) {
+    const chunks: string[] = [];
+    const again = await open();
+    again.setEncoding('utf8');
+    for await (const c of again) chunks.push(c as string);
+    m = parseManifestText(chunks.join(''), where);
+  } else {
+    if (state === 'files') throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not valid JSON`);
+    m = parseManifestText(head.join('\n'), where);
+  }
+  // A manifest read whole (another layout, or all on one line): its entries, one at a time.
+  for (const f of m.files) await onFile(JSON.stringify(f));
+  return { ...m, files: [] };
+}
+
+/** scanManifest of a manifest file; a missing one throws as readManifest does. */
+export async function scanManifestFile(file: string, onFile: (json: string) => void | Promise<void>, where = file): Promise<Manifest> {
+  const open = async () => {
+    try {
+      const fh = await fsp.open(file, 'r');
+      return fh.createReadStream({ encoding: 'utf8', highWaterMark: 256 * 1024 });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new BoxbackError(
+        'BOXBACK_ERR_MANIFEST_INVALID',
+        `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
+      );
+    }
+  };
+  return scanManifest(open, where, onFile);
+}
+
+/** A manifest's text as a stream, for scanManifest (a store that only gives the whole text). */
+export function textStream(text: string): Readable {
+  return Readable.from([text], { objectMode: false });
+}
+
 /** A manifest's text, parsed and checked (format, no unsafe path); `where` names it in errors. */
 export function parseManifestText(text: string, where: string): Manifest {
   let m: Manifest;
@@ -244,11 +371,7 @@ export function parseManifestText(text: string, where: string): Manifest {
   if (m.format !== MANIFEST_FORMAT || !Array.isArray(m.files)) {
     throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} is not a ${MANIFEST_FORMAT} manifest`);
   }
-  for (const f of m.files) {
-    if (typeof f.path !== 'string' || f.path.startsWith('/') || f.path.split('/').includes('..')) {
-      throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${where} names an unsafe path "${String(f.path)}"`);
-    }
-  }
+  for (const f of m.files) checkEntryPath(f.path, where);
   return m;
 }
 
@@ -267,6 +390,49 @@ export interface VerifyProgress {
   bytesTotal: number;
 }
 
+/** Which files to read and hash (the others: presence and size only). */
+type ReadData = (f: ManifestFile) => boolean;
+
+/** One entry of a backup directory against the manifest: a problem line pushed when it differs. */
+async function checkEntry(
+  dir: string,
+  f: ManifestFile,
+  readData: ReadData,
+  problems: string[],
+  onBytes: (n: number) => void,
+): Promise<void> {
+  const abs = path.join(dir, ...f.path.split('/'));
+  try {
+    const st = await fsp.lstat(abs);
+    if (f.type === 'symlink') {
+      if (!st.isSymbolicLink()) problems.push(`${f.path}: expected a symlink`);
+      else if ((await fsp.readlink(abs)) !== f.target) problems.push(`${f.path}: symlink target changed`);
+    } else if (!st.isFile()) {
+      problems.push(`${f.path}: expected a regular file`);
+    } else if (st.size !== f.size) {
+      problems.push(`${f.path}: size ${st.size}, manifest says ${f.size}`);
+    } else if (readData(f)) {
+      const sum = await hashFile(abs, onBytes, f.size);
+      if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problems.push(`${f.path}: ${code === 'ENOENT' ? 'missing' : (code ?? (err as Error).message)}`);
+  }
+}
+
+/** Progress of a verify, reported at most every 200 ms (and once more at the end, forced). */
+function progressOf(onProgress: ((p: VerifyProgress) => void) | undefined, prog: VerifyProgress): (force?: boolean) => void {
+  let lastEmit = 0;
+  return (force = false) => {
+    const now = Date.now();
+    if (onProgress && (force || now - lastEmit > 200)) {
+      lastEmit = now;
+      onProgress({ ...prog });
+    }
+  };
+}
+
 /** Re-hash every file of a backup directory and compare with its manifest. */
 export async function verifyBackupDir(
   dir: string,
@@ -274,7 +440,7 @@ export async function verifyBackupDir(
   onProgress?: (p: VerifyProgress) => void,
   concurrency = 4,
   /** Which files to read and hash (default every one); the others are checked for presence and size only. */
-  readData: (f: ManifestFile) => boolean = () => true,
+  readData: ReadData = () => true,
   signal?: AbortSignal,
 ): Promise<VerifyResult> {
   const started = Date.now();
@@ -283,45 +449,22 @@ export async function verifyBackupDir(
   const files = m.files.filter((f) => f.type !== 'dir');
   const bytesTotal = files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
   const prog: VerifyProgress = { filesDone: 0, filesTotal: files.length, bytesDone: 0, bytesTotal };
-  let lastEmit = 0;
-  const emit = (force = false) => {
-    const now = Date.now();
-    if (onProgress && (force || now - lastEmit > 200)) {
-      lastEmit = now;
-      onProgress({ ...prog });
-    }
+  const emit = progressOf(onProgress, prog);
+  const onBytes = (n: number) => {
+    prog.bytesDone += n;
+    emit();
   };
   await mapLimit(files, concurrency, async (f) => {
     signal?.throwIfAborted();
-    const abs = path.join(dir, ...f.path.split('/'));
-    try {
-      const st = await fsp.lstat(abs);
-      if (f.type === 'symlink') {
-        if (!st.isSymbolicLink()) problems.push(`${f.path}: expected a symlink`);
-        else if ((await fsp.readlink(abs)) !== f.target) problems.push(`${f.path}: symlink target changed`);
-      } else if (!st.isFile()) {
-        problems.push(`${f.path}: expected a regular file`);
-      } else if (st.size !== f.size) {
-        problems.push(`${f.path}: size ${st.size}, manifest says ${f.size}`);
-      } else if (readData(f)) {
-        const sum = await hashFile(
-          abs,
-          (n) => {
-            prog.bytesDone += n;
-            emit();
-          },
-          f.size,
-        );
-        if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
-      }
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      problems.push(`${f.path}: ${code === 'ENOENT' ? 'missing' : (code ?? (err as Error).message)}`);
-    }
+    await checkEntry(dir, f, readData, problems, onBytes);
     prog.filesDone++;
     emit();
   });
   emit(true);
+  return verifyResult(problems, prog, started);
+}
+
+function verifyResult(problems: string[], prog: VerifyProgress, started: number): VerifyResult {
   problems.sort();
   return {
     ok: problems.length === 0,
@@ -330,6 +473,46 @@ export async function verifyBackupDir(
     problems,
     durationMs: Date.now() - started,
   };
+}
+
+/**
+ * verifyBackupDir with the manifest read as it goes (scanManifestFile): at most `concurrency`
+ * entries are held at once, whatever the backup's size. The progress' totals grow as the
+ * manifest is read (they are the entries seen so far).
+ */
+export async function verifyBackupDirStreamed(
+  dir: string,
+  onProgress?: (p: VerifyProgress) => void,
+  concurrency = 4,
+  readData: ReadData = () => true,
+  signal?: AbortSignal,
+): Promise<VerifyResult & { manifest: Manifest }> {
+  const started = Date.now();
+  const problems: string[] = [];
+  const prog: VerifyProgress = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0 };
+  const emit = progressOf(onProgress, prog);
+  const onBytes = (n: number) => {
+    prog.bytesDone += n;
+    emit();
+  };
+  const inFlight = new Set<Promise<void>>();
+  const manifest = await scanManifestFile(path.join(dir, MANIFEST_FILE), async (json) => {
+    const f = JSON.parse(json) as ManifestFile;
+    if (f.type === 'dir') return;
+    prog.filesTotal++;
+    if (f.type === 'file') prog.bytesTotal += f.size;
+    while (inFlight.size >= concurrency) await Promise.race(inFlight);
+    signal?.throwIfAborted();
+    // checkEntry never throws: a problem is a line in `problems`.
+    const p: Promise<void> = checkEntry(dir, f, readData, problems, onBytes).then(() => {
+      inFlight.delete(p);
+      prog.filesDone++;
+      emit();
+    });
+    inFlight.add(p);
+  }).finally(() => Promise.all(inFlight));
+  emit(true);
+  return { ...verifyResult(problems, prog, started), manifest };
 }
 
 /**

@@ -40,9 +40,7 @@ import {
   BoxbackError,
   asBoxbackError,
   emptyResult,
-  parseManifestText,
   refFromPath,
-  refId,
   type JobResult,
   type Manifest,
   type RestoreRequest,
@@ -58,6 +56,7 @@ import { dryRunReport } from './dry-run.js';
 import { checkHealth } from './health.js';
 import { rewriteHostFiles } from './host-files.js';
 import { applyOwnership, type ChownWork } from './ownership.js';
+import { readManifestOutline } from './outline.js';
 import { newRecord, saveRecord, sibling, type RestoreRecord } from './record.js';
 import { rollback } from './rollback.js';
 import { activeRestores } from './safety-copies.js';
@@ -161,7 +160,7 @@ async function stageAll(
     [
       step(lanes[0], 'EXTRACT', () => extractAll(lanes[0], rec, targets, staged, chown)),
       step(lanes[1], 'SYNC_TREES', () =>
-        syncTrees(lanes[1].ctx, files.store, files.ref, manifest, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
+        syncTrees(lanes[1].ctx, files.store, files.ref, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
       ),
     ].map((p) =>
       p.catch((err: unknown) => {
@@ -346,7 +345,8 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     const ref = refFromPath(req.backupPath);
     const { manifest, targets } = await step(run, 'VERIFY', async () => {
       ctx.emit({ phase: 'VERIFY', state: 'started', message: 'reading the manifest' });
-      const m = parseManifestText(await store.readManifestText(ref), `the manifest of ${refId(ref)}`);
+      // Its top-level files only: the trees' entries are read again where needed (outline.ts).
+      const m = await readManifestOutline(store, ref);
       files = new BackupFiles(store, ref, m, scratchDirFor(ctx.config, ctx.jobId), ctx.signal);
       const f = files;
       return { manifest: m, targets: await mapTargets(m, ctx.config.plan, (rel) => f.get(rel)) };

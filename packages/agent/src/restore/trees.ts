@@ -10,7 +10,7 @@
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
  */
-import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore, type Manifest } from '@boxback/common';
+import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore } from '@boxback/common';
 import type { JobContext } from '../job.js';
 import type { TreeTarget } from './targets.js';
 import { timed } from './timed.js';
@@ -19,7 +19,6 @@ export async function syncTrees(
   ctx: JobContext,
   store: BackupStore,
   ref: BackupRef,
-  manifest: Manifest,
   trees: TreeTarget[],
   stagingOf: (t: TreeTarget) => string,
 ): Promise<void> {
@@ -31,7 +30,7 @@ export async function syncTrees(
   for (const t of trees) {
     ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
     try {
-      await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal, manifest }));
+      await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal }));
     } catch (err) {
       if (ctx.signal.aborted) throw err;
       const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');

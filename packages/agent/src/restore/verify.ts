@@ -70,7 +70,9 @@ export async function verifyBackup(
   const listed = new Set(manifest.files.map((f) => f.path));
   for (const d of targets.parts) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
 
-  const shaTotal = manifest.files.reduce((s, f) => s + (f.type === 'file' ? f.size : 0), 0);
+  // The manifest's totals: `manifest` is the outline (outline.ts), its file list the top-level files only.
+  const shaTotal = manifest.totals.bytes;
+  const filesTotal = manifest.totals.files;
   const checked = { ...manifest, datasets: manifest.datasets.filter((d) => listed.has(d.archive)) };
   const zipTotal = crc ? checked.datasets.reduce((s, d) => s + (d.kind === 'zip' ? d.bytes : 0), 0) : 0;
   let shaDone = 0;
@@ -86,11 +88,11 @@ export async function verifyBackup(
       bytesDone: shaDone + zipDone,
       bytesTotal: shaTotal + zipTotal,
       filesDone,
-      filesTotal: manifest.files.length,
+      filesTotal,
       message: crc ? 'checksums and zip CRCs' : 'checksums',
     });
   };
-  ctx.emit({ phase: 'VERIFY', state: 'started', bytesTotal: shaTotal + zipTotal, filesTotal: manifest.files.length });
+  ctx.emit({ phase: 'VERIFY', state: 'started', bytesTotal: shaTotal + zipTotal, filesTotal });
   // A real restore (no CRC pass here) reads every part and tree it restores through the store
   // right after, each file checked against the manifest before it is used and before STOP:
   // a backend that checks on read need not download them here too.

@@ -210,6 +210,12 @@ export interface BackupStore {
 
   /** manifest.json's text, as committed (NOT_FOUND / MANIFEST_INVALID). */
   readManifestText(ref: BackupRef): Promise<string>;
+  /**
+   * manifest.json's text as a stream (errors as readManifestText), for scanManifest: a store
+   * that has the file at hand need not hold a 100k-file manifest in memory. Optional: without
+   * it, readers stream readManifestText's string.
+   */
+  openManifest?(ref: BackupRef): Promise<Readable>;
 
   /** A stored file's content as a stream (`start`/`end` inclusive, as fs.createReadStream). */
   openFile(ref: BackupRef, rel: string, range?: { start?: number; end?: number }): Promise<Readable>;

@@ -71,6 +71,10 @@ export class LocalBackupStore implements BackupStore {
     return read.readManifestText(this.root, ref);
   }
 
+  openManifest(ref: BackupRef): Promise<Readable> {
+    return read.openManifest(this.root, ref);
+  }
+
   openFile(ref: BackupRef, rel: string, range?: { start?: number; end?: number }): Promise<Readable> {
     return read.openFile(this.root, ref, rel, range);
   }

@@ -9,16 +9,36 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BoxbackError } from '../../errors.js';
-import { MANIFEST_FILE, readManifest, verifyBackupDeep, verifyBackupDir, type Manifest, type VerifyResult } from '../../manifest.js';
+import {
+  MANIFEST_FILE,
+  lineHead,
+  readManifest,
+  scanManifestFile,
+  verifyBackupDeep,
+  verifyBackupDir,
+  verifyBackupDirStreamed,
+  type Manifest,
+  type VerifyResult,
+} from '../../manifest.js';
 import { refId } from '../ref.js';
 import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions } from '../backup-store.js';
 import { backupDir, backupDirExists, storedPath } from './layout.js';
 import { syncTree } from './rsync.js';
-import { copyTree, holdsExactly } from './tree-copy.js';
+import { copyTree, holdsExactly, type EntryType } from './tree-copy.js';
 
 /** NOT_FOUND when the backup is not there at all. */
 async function mustExist(root: string, ref: BackupRef): Promise<void> {
   if (!(await backupDirExists(root, ref))) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} is not in the store`);
+}
+
+/** The error of a manifest that cannot be read: NOT_FOUND without the backup, else MANIFEST_INVALID. */
+async function manifestUnreadable(root: string, ref: BackupRef, file: string, err: unknown): Promise<never> {
+  await mustExist(root, ref);
+  const code = (err as NodeJS.ErrnoException).code;
+  throw new BoxbackError(
+    'BOXBACK_ERR_MANIFEST_INVALID',
+    `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
+  );
 }
 
 export async function readManifestText(root: string, ref: BackupRef): Promise<string> {
@@ -26,12 +46,18 @@ export async function readManifestText(root: string, ref: BackupRef): Promise<st
   try {
     return await fsp.readFile(file, 'utf8');
   } catch (err) {
-    await mustExist(root, ref);
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new BoxbackError(
-      'BOXBACK_ERR_MANIFEST_INVALID',
-      `${file}: ${code === 'ENOENT' ? 'missing (not a boxback backup, or an unfinished one)' : code}`,
-    );
+    return manifestUnreadable(root, ref, file, err);
+  }
+}
+
+/** manifest.json as a stream of text (for scanManifest). */
+export async function openManifest(root: string, ref: BackupRef): Promise<Readable> {
+  const file = storedPath(root, ref, MANIFEST_FILE);
+  try {
+    const fh = await fsp.open(file, 'r');
+    return fh.createReadStream({ encoding: 'utf8', highWaterMark: 256 * 1024 });
+  } catch (err) {
+    return manifestUnreadable(root, ref, file, err);
   }
 }
 
@@ -88,13 +114,74 @@ export function rootExclude(name: string): string {
   return `/${/[*?[]/.test(name) ? name.replace(/[*?[\\]/g, '\\$&') : name}`;
 }
 
+/** A manifest file's file lines (scanManifestFile's), as an async iterable; stopping early stops the read. */
+async function* manifestLines(file: string): AsyncGenerator<string> {
+  const queue: string[] = [];
+  let wake: (() => void) | undefined;
+  let resume: (() => void) | undefined;
+  let done = false;
+  let stopped = false;
+  let failed: unknown;
+  const scan = scanManifestFile(file, async (json) => {
+    queue.push(json);
+    wake?.();
+    if (queue.length >= 4096) await new Promise<void>((r) => (resume = r));
+    if (stopped) throw new Error('stopped');
+  }).then(
+    () => undefined,
+    (err: unknown) => {
+      failed = err;
+    },
+  );
+  void scan.then(() => {
+    done = true;
+    wake?.();
+  });
+  try {
+    while (true) {
+      if (queue.length) {
+        const lines = queue.splice(0);
+        resume?.();
+        resume = undefined;
+        yield* lines;
+        continue;
+      }
+      if (done) break;
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+    if (failed) throw failed;
+  } finally {
+    stopped = true;
+    resume?.();
+    await scan;
+  }
+}
+
+/** The entries under tree `dir` a manifest lists (relative to it, in its order) and their types. */
+async function listedOf(manifestFile: string, dir: string, m?: Manifest): Promise<Map<string, EntryType>> {
+  const prefix = `${dir}/`;
+  const listed = new Map<string, EntryType>();
+  if (m) {
+    for (const f of m.files) if (f.path.startsWith(prefix)) listed.set(f.path.slice(prefix.length), f.type);
+    return listed;
+  }
+  // A line at a time: the paths and types only, never the whole manifest as objects.
+  for await (const json of manifestLines(manifestFile)) {
+    const h = lineHead(json);
+    if (h.path.startsWith(prefix)) listed.set(h.path.slice(prefix.length), h.type);
+  }
+  return listed;
+}
+
 /**
  * A tree holding exactly the manifest's entries is copied whole by `cp` (tree-copy.ts);
  * any other by rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
  * <dest>/: a real copy (no hard links into the store) of exactly what the manifest lists, the
  * root's attributes included; a listed '.' would bring the root's own entries too, so those the
  * manifest does not list are excluded by name: a file planted in a stored tree is never copied.
- * `manifest`: the backup's, as the caller read it (else read here).
+ * `manifest`: the backup's, whole, as the caller read it; else the manifest file is read a line
+ * at a time (the tree's paths and types kept, not its entries as objects).
  */
 export async function fetchTree(root: string, ref: BackupRef, dir: string, dest: string, o: FetchTreeOptions = {}): Promise<void> {
   const src = storedPath(root, ref, dir);
@@ -103,12 +190,16 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     await mustExist(root, ref);
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
-  const m = o.manifest ?? (await readManifest(backupDir(root, ref)));
+  const listed = await listedOf(path.join(backupDir(root, ref), MANIFEST_FILE), dir, o.manifest);
   // The usual case, a tree holding exactly its listed entries: cp (tree-copy.ts).
-  if (await holdsExactly(src, m, dir)) return copyTree(src, dest, o.signal);
-  const entries = listedTreeEntries(m, dir);
-  const top = new Set(entries.filter((e) => !e.includes('/')));
+  if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal);
+  const top = new Set<string>();
+  for (const e of listed.keys()) if (!e.includes('/')) top.add(e);
   const excludes = (await fsp.readdir(src)).filter((n) => !top.has(n)).map(rootExclude);
+  const entries = (function* () {
+    yield '.';
+    yield* listed.keys();
+  })();
   await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: entries, excludes });
 }
 
@@ -141,14 +232,19 @@ async function unlistedTreeFiles(dir: string, m: Manifest): Promise<string[]> {
 export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOptions = {}): Promise<VerifyResult> {
   await mustExist(root, ref);
   const dir = backupDir(root, ref);
-  const m = await readManifest(dir);
   const share = o.quick ? 0 : Math.max(0, o.sample ?? 1);
-  // contentOnly (a restore): fetchTree copies only listed entries, so unlisted files do not matter.
+  const readData = share >= 1 ? undefined : () => Math.random() < share;
+  if (o.contentOnly) {
+    // A restore's: the manifest read as the files are checked, never whole in memory; no
+    // search for unlisted files (fetchTree copies only listed entries, so they do not matter).
+    const { manifest, ...r } = await verifyBackupDirStreamed(dir, o.onProgress, 4, readData, o.signal);
+    void manifest;
+    return r;
+  }
+  const m = await readManifest(dir);
   const [r, unlisted] = await Promise.all([
-    share >= 1 && !o.contentOnly
-      ? verifyBackupDeep(dir, m, o.onProgress, o.signal)
-      : verifyBackupDir(dir, m, o.onProgress, 4, share >= 1 ? undefined : () => Math.random() < share, o.signal),
-    o.contentOnly ? [] : unlistedTreeFiles(dir, m),
+    share >= 1 ? verifyBackupDeep(dir, m, o.onProgress, o.signal) : verifyBackupDir(dir, m, o.onProgress, 4, readData, o.signal),
+    unlistedTreeFiles(dir, m),
   ]);
   if (!unlisted.length) return r;
   const problems = [...r.problems, ...unlisted];

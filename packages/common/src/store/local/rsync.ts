@@ -17,6 +17,8 @@
  * left on device" is BOXBACK_ERR_DISK_FULL; anything else BOXBACK_ERR_SYNC_FAILED.
  */
 import { promises as fsp } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import { BoxbackError } from '../../errors.js';
 
@@ -43,7 +45,7 @@ export interface SyncOptions {
    * and nothing else: `--files-from` (a restore copies only what the manifest lists). No
    * --delete (the destination is a fresh directory) and no --link-dest.
    */
-  filesFrom?: string[];
+  filesFrom?: Iterable<string> | AsyncIterable<string>;
 }
 
 export interface SyncResult {
@@ -87,6 +89,19 @@ export function rsyncArgs(o: SyncOptions, linkDestExists: boolean): string[] {
   return args;
 }
 
+/** Entries as NUL-terminated text (--from0), about 64 KiB a chunk. */
+async function* nulBatches(entries: Iterable<string> | AsyncIterable<string>): AsyncGenerator<string> {
+  let buf = '';
+  for await (const e of entries) {
+    buf += `${e}\0`;
+    if (buf.length >= 65_536) {
+      yield buf;
+      buf = '';
+    }
+  }
+  if (buf) yield buf;
+}
+
 export async function syncTree(o: SyncOptions): Promise<SyncResult> {
   const started = Date.now();
   try {
@@ -106,11 +121,13 @@ export async function syncTree(o: SyncOptions): Promise<SyncResult> {
   const sub = execa(o.rsync ?? 'rsync', argv, {
     reject: false,
     buffer: false,
-    ...(o.filesFrom ? { input: Buffer.from(o.filesFrom.map((f) => `${f}\0`).join('')) } : { stdin: 'ignore' as const }),
+    ...(o.filesFrom ? { stdin: 'pipe' as const } : { stdin: 'ignore' as const }),
     cancelSignal: o.signal,
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },
   });
+  // The list goes to rsync's stdin as it is read (a restore's: from the manifest, a line at a time).
+  const feeding = o.filesFrom && sub.stdin ? pipeline(Readable.from(nulBatches(o.filesFrom)), sub.stdin).catch(() => undefined) : undefined;
   let pending = '';
   let stderrTail = '';
   let bytesTransferred = 0;
@@ -136,6 +153,7 @@ export async function syncTree(o: SyncOptions): Promise<SyncResult> {
     stderrTail = (stderrTail + chunk).slice(-4000);
   });
   const r = await sub;
+  await feeding;
   const warnings: string[] = [];
   const lastLine = stderrTail.trim().split('\n').filter(Boolean).pop() ?? '';
   if (r.isCanceled) {

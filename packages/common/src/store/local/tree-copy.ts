@@ -20,9 +20,8 @@ import { promises as fsp, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { BoxbackError } from '../../errors.js';
-import type { Manifest } from '../../manifest.js';
 
-type EntryType = 'file' | 'symlink' | 'dir';
+export type EntryType = 'file' | 'symlink' | 'dir';
 
 function typeOf(d: Dirent): EntryType | undefined {
   if (d.isFile()) return 'file';
@@ -31,11 +30,8 @@ function typeOf(d: Dirent): EntryType | undefined {
   return undefined; // fifos, sockets, devices: never listed
 }
 
-/** Whether the stored tree `src` (the backup's `dir`) holds exactly the manifest's entries under dir/, each of its listed type. */
-export async function holdsExactly(src: string, m: Manifest, dir: string): Promise<boolean> {
-  const prefix = `${dir}/`;
-  const listed = new Map<string, EntryType>();
-  for (const f of m.files) if (f.path.startsWith(prefix)) listed.set(f.path.slice(prefix.length), f.type);
+/** Whether the stored tree `src` holds exactly the `listed` entries (paths relative to it), each of its listed type. */
+export async function holdsExactly(src: string, listed: Map<string, EntryType>): Promise<boolean> {
   let seen = 0;
   const walk = async (rel: string): Promise<boolean> => {
     for (const d of await fsp.readdir(rel ? path.join(src, rel) : src, { withFileTypes: true })) {
