@@ -2,6 +2,7 @@
 // boxback fleet bench: a real controller process against N lightweight agents on loopback.
 //
 //   npm run bench:fleet -- [--hosts 200] [--concurrency 50] [--backup-ms 500] [--status-calls 300] [--json] [--keep]
+//                          [--cpu-prof DIR]  (the controller's CPU profile of the fleet backup, step 4)
 //
 // Steps, in order:
 //   1. a temp dir with a fleet CA, the controller's certificate, and one certificate per agent
@@ -58,6 +59,8 @@ const { values: args } = parseArgs({
     sample: { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    // a V8 CPU profile of the controller during the fleet backup, written to DIR/fleet-backup.cpuprofile
+    'cpu-prof': { type: 'string' },
   },
 });
 const N = Number(args.hosts);
@@ -118,6 +121,11 @@ async function startAgent(name, tls, store) {
     VerifyBackup: (_c, cb) => cb(null, { ok: true, filesChecked: 1, bytesChecked: 1, problems: [], durationMs: 1 }),
     DeleteBackup: (_c, cb) => cb(null, { deleted: true, freedBytes: 0 }),
     ConfirmRestore: (_c, cb) => cb(null, { removed: 0, freedBytes: 0 }),
+    // the controller acknowledges every recorded backup (agent-outbox.ts): answered as a real agent
+    // does, not with UNIMPLEMENTED (an error per backup the controller would log)
+    CancelJob: (_c, cb) => cb(null, { cancelling: false, runningJobId: current }),
+    UnsentResults: (_c, cb) => cb(null, { results: [] }),
+    AckResults: (c, cb) => cb(null, { removed: c.request.jobIds.length }),
   });
   const port = await new Promise((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', serverCredentials({ ca: tls.ca, key: tls.key, cert: tls.certOf(name) }, true), (err, p) =>
@@ -133,8 +141,12 @@ async function startAgent(name, tls, store) {
 function startController(configFile) {
   const extra = process.env.BB_CONTROLLER_NODE_ARGS ? process.env.BB_CONTROLLER_NODE_ARGS.split(' ') : [];
   // the controller's own V8 flags (as its shebang and the installed wrapper), then the bench's extra ones
-  const argv = [...CONTROLLER_NODE_FLAGS, ...extra, CONTROLLER_MAIN, '--config', configFile];
-  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const prof = args['cpu-prof'] ? ['--import', path.join(here, 'lib/phase-profile.mjs')] : [];
+  const argv = [...CONTROLLER_NODE_FLAGS, ...extra, ...prof, CONTROLLER_MAIN, '--config', configFile];
+  const env = args['cpu-prof']
+    ? { ...process.env, BB_PHASE_PROFILE_DIR: path.resolve(args['cpu-prof']), BB_PHASE_PROFILE_NAME: 'fleet-backup' }
+    : process.env;
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`controller did not start:\n${out.slice(-2000)}`)), 30_000);
@@ -431,6 +443,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     });
     await sampler.ready;
     phases.set('fleet-backup');
+    if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // start the profile (lib/phase-profile.mjs)
     let withProgress = 0;
     const tb = performance.now();
     const { jobs } = await client.call('CreateBackup', { all: true }, 60_000);
@@ -446,6 +459,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       throw new Error(`job ${j.id} ended without a result`);
     });
     const fleetS = (performance.now() - tb) / 1000;
+    if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // write it
     const timed = await sampler.stop();
     const busy = timed.status;
     const pageMs = timed.html;

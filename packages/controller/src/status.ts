@@ -14,6 +14,7 @@ import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate } from './cat
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
 import type { AtRiskInput } from './notifications.js';
+import { registerParts, type HostEntry } from './status-encoding.js';
 import { PRESENCE_EVERY_MS } from './store-agreement.js';
 
 interface Seen {
@@ -35,6 +36,12 @@ const POLL_BATCH = 100;
  * reads 2000 catalog rows and makes ~2 MB that lives past a young-generation collection.
  */
 const STATUS_REUSE_MS = 1_000;
+/**
+ * While jobs run, an answer up to this old is given at once when it is older than
+ * STATUS_REUSE_MS, and the next one is built meanwhile (no caller waits behind a build of 1000
+ * hosts; progress shown is then at most STATUS_REUSE_MS plus one build old).
+ */
+const STATUS_STALE_MS = 10_000;
 /** With no job running, an answer is reused this long while nothing it was built from changed (ages are in seconds). */
 const IDLE_REUSE_MS = 1_000;
 
@@ -43,17 +50,33 @@ const seenKey = (s: Seen) =>
   s.info
     ? `up|${s.info.agentVersion}|${s.info.planName}|${s.info.productVersion}|${s.info.safetyCopies.map((c) => c.sizeBytes).join(',')}`
     : `down|${s.error ?? ''}`;
+
+/** Plain values (objects, arrays, scalars) equal field by field. */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (!sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  return true;
+}
 type StatusAnswer = Awaited<ReturnType<HostMonitor['build']>>;
 
 export class HostMonitor {
   private readonly seen = new Map<string, Seen>();
   /** Moves when a poll's answer changes what status shows (reachability, versions, safety copies). */
   private seenVersion = 0;
+  /** Each host's entry in the last answer, reused while nothing in it changes (its encodings are kept). */
+  private entries = new Map<string, HostEntry>();
   private timer?: NodeJS.Timeout;
   private polling?: Promise<void>;
   private stopped = false;
   /** Hosts and their newest Restorable / drilled backups as of a catalog generation. */
   private built?: { atMs: number; answer: StatusAnswer; generation: number; seenVersion: number; busy: boolean };
+  /** Builds started, and which of them made `built` (the newest ended wins). */
+  private builds = 0;
+  private builtSeq = 0;
   /** The answer being built for calls without refresh (shared by the calls arriving meanwhile). */
   private building?: { answer: Promise<StatusAnswer>; generation: number; seenVersion: number };
   private cache?: {
@@ -198,24 +221,49 @@ export class HostMonitor {
     const age = last ? Date.now() - last.atMs : Infinity;
     if (!refresh && last) {
       if (busy && age < STATUS_REUSE_MS) return last.answer;
+      // still busy since that answer: the next one is built aside, this caller does not wait for it
+      if (busy && last.busy && age < STATUS_STALE_MS) {
+        if (!this.building) this.startBuild(busy).answer.catch((err: unknown) => this.log.warn({ err }, 'building the status failed'));
+        return last.answer;
+      }
       const same = last.generation === this.catalog.generation && last.seenVersion === this.seenVersion;
       if (!busy && !last.busy && same && age < IDLE_REUSE_MS) return last.answer;
     }
-    const generation = this.catalog.generation;
-    const seenVersion = this.seenVersion;
     // a call arriving while an answer is being built from the same catalog and polls waits for
     // it rather than build its own (after a write of its own it builds anew: it sees that write)
     const b = this.building;
-    if (!refresh && b && b.generation === generation && b.seenVersion === seenVersion) return b.answer;
-    const building = { answer: this.build(refresh), generation, seenVersion };
-    if (!refresh) this.building = building;
-    try {
-      const answer = await building.answer;
+    if (!refresh && b && b.generation === this.catalog.generation && b.seenVersion === this.seenVersion) return b.answer;
+    if (!refresh) return this.startBuild(busy).answer;
+    const generation = this.catalog.generation;
+    const seenVersion = this.seenVersion;
+    const seq = ++this.builds;
+    const answer = await this.build(true);
+    if (seq >= this.builtSeq) {
+      this.builtSeq = seq;
       this.built = { atMs: Date.now(), answer, generation, seenVersion, busy };
-      return answer;
-    } finally {
-      if (this.building === building) this.building = undefined;
     }
+    return answer;
+  }
+
+  /** Build an answer without refresh; it becomes the one given again (status()). */
+  private startBuild(busy: boolean): NonNullable<HostMonitor['building']> {
+    const building = { answer: this.build(false), generation: this.catalog.generation, seenVersion: this.seenVersion };
+    this.building = building;
+    const seq = ++this.builds;
+    building.answer
+      .then(
+        (answer) => {
+          // an older build ending after a newer one does not replace it
+          if (seq < this.builtSeq) return;
+          this.builtSeq = seq;
+          this.built = { atMs: Date.now(), answer, generation: building.generation, seenVersion: building.seenVersion, busy };
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        if (this.building === building) this.building = undefined;
+      });
+    return building;
   }
 
   private async build(refresh: boolean) {
@@ -249,6 +297,9 @@ export class HostMonitor {
         fresh.set(h.name, (await this.catalog.getHost(h.name)) ?? h);
       },
     );
+    const entries: HostEntry[] = [];
+    const ages: number[] = [];
+    const kept = new Map<string, HostEntry>();
     const out = hosts.map((h) => {
       const s = this.seen.get(h.name) ?? { atMs: now, error: 'not polled yet' };
       const last = lastRestorable.get(h.name);
@@ -266,13 +317,12 @@ export class HostMonitor {
         rpoSeconds: rpo,
         asOfMs: readAtMs,
       });
-      return {
+      const made = {
         host: hostMsg(fresh.get(h.name) ?? h),
         reachable: Boolean(s.info),
         unreachableReason: s.error ?? '',
         runningJob: running ? jobMsg(running.row, running.progress) : null,
         lastGoodBackup: last ? backupMsg(last) : null,
-        lastGoodAgeSeconds: ageS,
         nextRunMs: nextRuns.get(h.name) ?? 0,
         atRisk,
         safetyCopies: copies.length,
@@ -281,8 +331,16 @@ export class HostMonitor {
         lastDrillAtMs: drilled?.atMs ?? 0,
         lastDrillDurationMs: drilled?.durationMs ?? 0,
       };
+      // the previous answer's entry when nothing in it changed: its encodings are kept (status-encoding.ts)
+      const prev = this.entries.get(h.name);
+      const entry = prev && sameValue(prev, made) ? (prev as typeof made) : made;
+      kept.set(h.name, entry);
+      entries.push(entry);
+      ages.push(ageS);
+      return { ...entry, lastGoodAgeSeconds: ageS };
     });
-    return {
+    this.entries = kept;
+    const answer = {
       hosts: out,
       totalHosts: out.length,
       reachableHosts: out.filter((h) => h.reachable).length,
@@ -293,5 +351,7 @@ export class HostMonitor {
       leader: this.leadership?.leader() ?? '',
       controller: this.leadership?.id ?? '',
     };
+    registerParts(answer, entries, ages);
+    return answer;
   }
 }

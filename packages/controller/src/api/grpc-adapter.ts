@@ -6,6 +6,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '@boxback/common';
 import type { Credentials, Dispatcher } from './dispatch.js';
+import { answerProto } from '../status-encoding.js';
 import { SHARED_ANSWERS } from './http-adapter.js';
 import { routeList, type Route } from './routes.js';
 
@@ -70,7 +71,8 @@ export function memoizedDefinition(def: grpc.ServiceDefinition): grpc.ServiceDef
       responseSerialize: (v: unknown) => {
         if (typeof v !== 'object' || v === null) return serialize(v);
         let b = cache.get(v);
-        if (!b) cache.set(v, (b = serialize(v)));
+        // a status answer from its hosts' pieces (status-encoding.ts), else as a whole
+        if (!b) cache.set(v, (b = answerProto(v, serialize) ?? serialize(v)));
         return b;
       },
     };

@@ -13,6 +13,7 @@
 import type http from 'node:http';
 import { BoxbackError, asBoxbackError, loadServices } from '@boxback/common';
 import type { Credentials, Dispatcher } from './dispatch.js';
+import { answerJson } from '../status-encoding.js';
 import { routeFor, routeList, type Route } from './routes.js';
 
 export const API_PREFIX = '/api/v1/';
@@ -48,7 +49,8 @@ export const SHARED_ANSWERS = new Set<string>(['GetStatus']);
 function jsonOf(body: unknown): Buffer {
   if (typeof body !== 'object' || body === null) return Buffer.from(JSON.stringify(body));
   let bytes = encoded.get(body);
-  if (bytes === undefined) encoded.set(body, (bytes = Buffer.from(JSON.stringify(body))));
+  // a status answer from its hosts' pieces (status-encoding.ts), else as a whole
+  if (bytes === undefined) encoded.set(body, (bytes = answerJson(body) ?? Buffer.from(JSON.stringify(body))));
   return bytes;
 }
 

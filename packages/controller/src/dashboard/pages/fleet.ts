@@ -7,6 +7,7 @@
 import type { wire } from '@boxback/common';
 import { humanAge, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, layout, raw, type Html, type PageCtx } from '../html.js';
+import { partsOf } from '../../status-encoding.js';
 import { actionsColumn, dataTable } from '../fragments.js';
 
 type Row = wire.HostStatus & { host: wire.Host };
@@ -20,23 +21,32 @@ export function runningCell(j: wire.Job | null): Html {
     <progress max="100" ${pct === undefined ? '' : html`value="${pct}"`} aria-label="progress of ${j.id}"></progress>`;
 }
 
-function lastGood(h: Row, rpo: number): Html {
+/** How a row shows times relative to now: at once, or as slots of a row template (rowTemplate). */
+interface Times {
+  /** "12s ago" for a time in ms since the epoch. */
+  ago(ms: number): string;
+  /** The host's lastGoodAgeSeconds as the row's sort key. */
+  age(h: Row): string;
+}
+
+const NOW: Times = { ago: (ms) => humanAge(ms), age: (h) => String(h.lastGoodAgeSeconds < 0 ? 1e12 : h.lastGoodAgeSeconds) };
+
+function lastGood(h: Row, rpo: number, t: Times): Html {
   const b = h.lastGoodBackup;
   if (!b || !b.id) return html`<span class="none">none</span>`;
-  return html`<a href="/backups/${encodeURIComponent(b.id)}">${humanAge(b.createdAtMs)}</a>
+  return html`<a href="/backups/${encodeURIComponent(b.id)}">${t.ago(b.createdAtMs)}</a>
     <span class="sub">RPO ${humanDuration(rpo * 1000)}</span>`;
 }
 
-function row(h: Row, p: PageCtx): Html {
+function row(h: Row, p: PageCtx, t: Times = NOW): Html {
   const name = h.host.name;
   const rpo = h.host.rpoSeconds || p.defaultRpoSeconds;
-  const age = h.lastGoodAgeSeconds;
   const verified = h.lastGoodBackup?.verifiedAtMs ?? 0;
   return html`<tr
     data-host="${name}"
     data-group="${h.host.group}"
     data-risk="${h.atRisk ? 1 : 0}"
-    data-age="${age < 0 ? 1e12 : age}"
+    data-age="${t.age(h)}"
     data-next="${h.nextRunMs || 9e15}"
     class="${h.atRisk ? 'at-risk' : ''}"
   >
@@ -44,20 +54,66 @@ function row(h: Row, p: PageCtx): Html {
     <td>
       ${
         h.reachable
-          ? html`<span class="up" title="${h.host.lastSeenMs ? `answered ${humanAge(h.host.lastSeenMs)}` : ''}">up</span>
+          ? html`<span class="up" title="${h.host.lastSeenMs ? `answered ${t.ago(h.host.lastSeenMs)}` : ''}">up</span>
               ${h.host.agentVersion}`
           : html`<span class="down" title="${h.unreachableReason}">DOWN</span>`
       }
     </td>
     <td class="group">${h.host.group || '-'}</td>
     <td class="running" data-running="${name}">${runningCell(h.runningJob)}</td>
-    <td>${lastGood(h, rpo)}</td>
+    <td>${lastGood(h, rpo, t)}</td>
     <td>${h.atRisk ? html`<strong class="risk">AT RISK</strong>` : html`<span class="ok">ok</span>`}</td>
     <td>${h.nextRunMs ? humanDate(h.nextRunMs) : '-'}</td>
-    <td>${h.lastDrillAtMs ? html`passed ${humanAge(h.lastDrillAtMs)}` : '-'}</td>
-    <td>${verified ? humanAge(verified) : '-'}</td>
+    <td>${h.lastDrillAtMs ? html`passed ${t.ago(h.lastDrillAtMs)}` : '-'}</td>
+    <td>${verified ? t.ago(verified) : '-'}</td>
     <td>${can(p.session, 'operator') ? actionButton('Back up now', 'CreateBackup', { hosts: [name] }, { then: 'job' }) : ''}</td>
   </tr>`;
+}
+
+/**
+ * A row rendered once per host entry (status.ts keeps an entry while nothing in it changes)
+ * and role, its times left as slots filled per answer: during a fleet backup only the hosts
+ * whose job, backup or poll changed are rendered again, not 1000 rows a second.
+ */
+interface RowTemplate {
+  /** The markup between the slots (one more than the slots), UTF-8 encoded once. */
+  pieces: Buffer[];
+  slots: Array<(nowMs: number, ageS: number) => string>;
+}
+
+/** Marks a slot in a rendered row; a row whose text holds it already is not templated. */
+const SLOT = '\uE000';
+
+function rowTemplate(h: Row, p: PageCtx): RowTemplate | undefined {
+  const slots: RowTemplate['slots'] = [];
+  const mark = (fill: RowTemplate['slots'][number]) => `${SLOT}${slots.push(fill) - 1}${SLOT}`;
+  const text = row(h, p, {
+    ago: (ms) => mark((now) => humanAge(ms, now)),
+    age: () => mark((_now, age) => String(age < 0 ? 1e12 : age)),
+  }).text;
+  const split = text.split(SLOT);
+  if (split.length !== 2 * slots.length + 1 || slots.some((_, i) => split[2 * i + 1] !== String(i))) return undefined;
+  return { pieces: split.filter((_, i) => i % 2 === 0).map((piece) => Buffer.from(piece)), slots };
+}
+
+const templates = new WeakMap<object, Map<boolean, RowTemplate | null>>();
+
+/** The row's bytes, appended to `out`: from its entry's template (times filled in now), else rendered whole. */
+function templatedRow(out: Buffer[], h: Row, entry: object | undefined, p: PageCtx, nowMs: number): void {
+  let t: RowTemplate | null | undefined = null;
+  if (entry) {
+    const operator = can(p.session, 'operator');
+    let byRole = templates.get(entry);
+    if (!byRole) templates.set(entry, (byRole = new Map()));
+    t = byRole.get(operator);
+    if (t === undefined) byRole.set(operator, (t = rowTemplate(h, p) ?? null));
+  }
+  if (!t) {
+    out.push(Buffer.from(row(h, p).text));
+    return;
+  }
+  out.push(t.pieces[0]);
+  for (let i = 0; i < t.slots.length; i++) out.push(Buffer.from(t.slots[i](nowMs, h.lastGoodAgeSeconds)), t.pieces[i + 1]);
 }
 
 const sortHeader = (key: string, label: string) =>
@@ -70,35 +126,40 @@ const sortHeader = (key: string, label: string) =>
  * ROWS_PER_SLICE at a time with a turn of the event loop between slices (a status call
  * arriving meanwhile is answered, not kept waiting for the whole page).
  */
-const rowCache = new WeakMap<object, Map<boolean, Promise<Html>>>();
+const rowCache = new WeakMap<object, Map<boolean, Promise<Buffer[]>>>();
 const ROWS_PER_SLICE = 100;
 
-function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Html> {
+function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Buffer[]> {
   const operator = can(p.session, 'operator');
   let byRole = rowCache.get(s);
   if (!byRole) rowCache.set(s, (byRole = new Map()));
   let out = byRole.get(operator);
   if (!out) {
-    out = renderRows(
-      s.hosts.filter((h): h is Row => h.host !== null),
-      p,
-    );
+    out = renderRows(s, p);
     byRole.set(operator, out);
   }
   return out;
 }
 
-async function renderRows(rows: Row[], p: PageCtx): Promise<Html> {
-  if (!rows.length)
-    return html`<tr>
-      <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
-    </tr>`;
-  const parts: string[] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_SLICE) {
-    if (i > 0) await new Promise((r) => setImmediate(r));
-    parts.push(html`${rows.slice(i, i + ROWS_PER_SLICE).map((h) => row(h, p))}`.text);
+/** The rows' bytes: the markup of the 1000 rows is never one string, only pieces kept per entry. */
+async function renderRows(s: wire.StatusResponse, p: PageCtx): Promise<Buffer[]> {
+  if (!s.hosts.some((h) => h.host !== null))
+    return [
+      Buffer.from(
+        html`<tr>
+          <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
+        </tr>`.text,
+      ),
+    ];
+  const parts = partsOf(s);
+  const nowMs = Date.now();
+  const out: Buffer[] = [];
+  for (let i = 0; i < s.hosts.length; i++) {
+    if (i > 0 && i % ROWS_PER_SLICE === 0) await new Promise((r) => setImmediate(r));
+    const h = s.hosts[i];
+    if (h.host !== null) templatedRow(out, h as Row, parts?.entries[i], p, nowMs);
   }
-  return raw(parts.join(''));
+  return out;
 }
 
 /**
@@ -114,14 +175,17 @@ export function fleetPage(p: PageCtx): Promise<Buffer> {
     if (!bySession) pageCache.set(s, (bySession = new WeakMap()));
     let out = bySession.get(p.session);
     if (!out) {
-      out = renderFleetPage(s, p).then((text) => Buffer.from(text));
+      out = renderFleetPage(s, p);
       bySession.set(p.session, out);
     }
     return out;
   });
 }
 
-async function renderFleetPage(s: wire.StatusResponse, p: PageCtx): Promise<string> {
+/** Where the rows go in the page's markup (the page around them is rendered as text, the rows are bytes). */
+const ROWS_AT = '\uE000rows\uE000';
+
+async function renderFleetPage(s: wire.StatusResponse, p: PageCtx): Promise<Buffer> {
   const rows = s.hosts.filter((h): h is Row => h.host !== null);
   const groups = [...new Set(rows.map((h) => h.host.group).filter(Boolean))].sort();
   const operator = can(p.session, 'operator');
@@ -163,9 +227,13 @@ async function renderFleetPage(s: wire.StatusResponse, p: PageCtx): Promise<stri
         'Last verify',
         actionsColumn,
       ],
-      rows: await fleetRows(s, p),
+      rows: raw(ROWS_AT),
     })}`;
-  return layout({ title: 'Fleet', session: p.session, body, nav: 'fleet' });
+  const rowBytes = await fleetRows(s, p);
+  const page = layout({ title: 'Fleet', session: p.session, body, nav: 'fleet' });
+  // the last mark: nothing from the catalog (a group name holding the mark) comes after the table's body
+  const at = page.lastIndexOf(ROWS_AT);
+  return Buffer.concat([Buffer.from(page.slice(0, at)), ...rowBytes, Buffer.from(page.slice(at + ROWS_AT.length))]);
 }
 
 export async function auditPage(p: PageCtx): Promise<string> {

@@ -1,0 +1,105 @@
+/**
+ * A status answer's bytes from per-host pieces kept between answers (docs/design/fleet-scale.md).
+ * status.ts keeps one entry object per host while nothing it shows changes, and registers
+ * each answer here with its entries and each host's `lastGoodAgeSeconds` (the one field that
+ * moves every second for every host, so it is kept out of the entries). Encoding an answer:
+ *   1. each entry's JSON text (without its closing brace) and its protobuf HostStatus bytes are
+ *      made once per entry object and cached (WeakMap: dropped with the entry),
+ *   2. per host the age is appended: `,"lastGoodAgeSeconds":N}` in JSON; in protobuf field 6
+ *      after the entry's fields (a field may come in any order on the wire),
+ *   3. the answer's other fields are encoded with no hosts and the pieces joined (protobuf:
+ *      concatenated messages merge, repeated fields append in order).
+ * During a fleet backup of 1000 hosts an answer then costs the hosts whose job, backup or
+ * poll changed, not 1000 hosts' encoding (0.5-0.8 MB a second of garbage and CPU).
+ */
+/** The fields of a host's status (wire.HostStatus) except its age. */
+export type HostEntry = object;
+
+interface Parts {
+  entries: readonly HostEntry[];
+  ages: readonly number[];
+}
+
+const registered = new WeakMap<object, Parts>();
+const jsonHead = new WeakMap<HostEntry, string>();
+const protoBody = new WeakMap<HostEntry, Buffer>();
+
+/** The answer `answer` (its `hosts` built from `entries` and `ages`, in order) is encoded from its parts. */
+export function registerParts(answer: object, entries: readonly HostEntry[], ages: readonly number[]): void {
+  registered.set(answer, { entries, ages });
+}
+
+/** The entries and ages an answer was registered with (the fleet page keeps rows per entry). */
+export function partsOf(answer: object): Parts | undefined {
+  return registered.get(answer);
+}
+
+/** The answer's JSON bytes from its parts, or undefined when it was not registered. */
+export function answerJson(answer: object): Buffer | undefined {
+  const parts = registered.get(answer);
+  if (!parts) return undefined;
+  const hosts = parts.entries.map((e, i) => {
+    let head = jsonHead.get(e);
+    if (head === undefined) {
+      const text = JSON.stringify(e);
+      jsonHead.set(e, (head = text.slice(0, -1)));
+    }
+    return `${head},"lastGoodAgeSeconds":${parts.ages[i]}}`;
+  });
+  const rest = JSON.stringify({ ...answer, hosts: undefined });
+  // rest is '{...}' without hosts (undefined is left out): hosts first, as JSON.stringify(answer) orders them
+  return Buffer.from(`{"hosts":[${hosts.join(',')}]${rest === '{}' ? '' : `,${rest.slice(1, -1)}`}}`);
+}
+
+/** Base-128 varint of a non-negative integer, or of a negative int64 as its two's complement (10 bytes). */
+function varint(n: number | bigint): number[] {
+  let v = BigInt.asUintN(64, BigInt(n));
+  const out: number[] = [];
+  while (v >= 0x80n) {
+    out.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  out.push(Number(v));
+  return out;
+}
+
+/** Tag of StatusResponse.hosts (field 1, length-delimited) and of HostStatus.last_good_age_seconds (field 6, varint). */
+const HOSTS_TAG = 0x0a;
+const AGE_TAG = 0x30;
+
+/**
+ * The answer's protobuf bytes from its parts (`serialize` is the StatusResponse serializer,
+ * used for each entry once and for the answer's other fields), or undefined when it was not
+ * registered.
+ */
+export function answerProto(answer: object, serialize: (v: unknown) => Buffer): Buffer | undefined {
+  const parts = registered.get(answer);
+  if (!parts) return undefined;
+  const bodies = parts.entries.map((e) => {
+    let body = protoBody.get(e);
+    if (!body) {
+      // a StatusResponse with this one host: its tag and length, then the HostStatus bytes
+      const one = serialize({ hosts: [e] });
+      let at = 1;
+      while (one[at] & 0x80) at++;
+      protoBody.set(e, (body = one.subarray(at + 1)));
+    }
+    return body;
+  });
+  const ages = parts.ages.map((a) => (a === 0 ? [] : [AGE_TAG, ...varint(a)]));
+  const heads = bodies.map((b, i) => [HOSTS_TAG, ...varint(b.length + ages[i].length)]);
+  const rest = serialize({ ...answer, hosts: [] });
+  let size = rest.length;
+  for (let i = 0; i < bodies.length; i++) size += heads[i].length + bodies[i].length + ages[i].length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let i = 0; i < bodies.length; i++) {
+    out.set(heads[i], at);
+    at += heads[i].length;
+    at += bodies[i].copy(out, at);
+    out.set(ages[i], at);
+    at += ages[i].length;
+  }
+  rest.copy(out, at);
+  return out;
+}
