@@ -109,6 +109,10 @@ export class ControllerServer {
       if (info.unsentResults && leadership.isLeader())
         void outboxes.collect(h).catch((err) => log.warn({ err, host: h.name }, 'taking unsent results failed'));
     };
+    // the agent asked again on the job's open channel: the poll round skips it (status.ts)
+    jobs.onFinish((row) => {
+      void catalog.getHost(row.host).then((h) => h && monitor.refreshAfterJob(h), () => undefined);
+    });
     jobs.onFinish((row, result) => {
       const recorded = result.status === 'Completed' || result.status === 'PartiallyFailed';
       if (row.kind === 'backup' && result.backupId && recorded) outboxes.ack(row.host, [row.id]);

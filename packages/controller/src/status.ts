@@ -21,6 +21,8 @@ interface Seen {
   atMs: number;
   info?: AgentInfo;
   error?: string;
+  /** Asked right after a job of the host ended (refreshAfterJob): the poll round skips it. */
+  afterJob?: boolean;
 }
 
 /** Polls started per second at most (1000 hosts: one round every 50 s; up to 300 hosts: every pollSeconds). */
@@ -99,6 +101,10 @@ export class HostMonitor {
   /** Checks that each host's newest Restorable backup is still in the store (store-agreement.ts); returns how many it marked. */
   checkPresence?: (backups: Iterable<BackupRow>) => Promise<number>;
   private presenceAtMs = 0;
+  private pollMs = 15_000;
+  /** What the agents asked after their jobs reported, written together (refreshAfterJob). */
+  private afterJobUpdates: Array<{ name: string; update: HostUpdate }> = [];
+  private afterJobFlush?: NodeJS.Timeout;
 
   constructor(
     private readonly catalog: Catalog,
@@ -109,6 +115,7 @@ export class HostMonitor {
   ) {}
 
   start(pollSeconds: number): void {
+    this.pollMs = pollSeconds * 1000;
     const tick = () => {
       this.polling ??= this.pollAll()
         .catch((err) => this.log.warn({ err }, 'polling agents failed'))
@@ -122,6 +129,7 @@ export class HostMonitor {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.afterJobFlush);
     await this.polling;
   }
 
@@ -150,6 +158,9 @@ export class HostMonitor {
     const spacingMs = 1000 / POLLS_PER_SECOND;
     let next = Date.now();
     await mapLimit(hosts, 8, async (h) => {
+      // asked after its job within the last pollSeconds (on the job's channel): not again now
+      const seen = this.seen.get(h.name);
+      if (seen?.afterJob && Date.now() - seen.atMs < this.pollMs) return;
       const wait = next - Date.now();
       next = Math.max(next, Date.now()) + spacingMs;
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -165,17 +176,36 @@ export class HostMonitor {
   }
 
   /**
+   * Ask a host's agent right after a job of it ended, while the job's channel is still open (no
+   * TLS handshake; past 256 hosts a poll of the round would need one, agent-client.ts): its
+   * answer stands for this round's poll, which skips the host. During a fleet backup of 1000
+   * hosts the backups' connections then serve the polls too. The answers reach the catalog
+   * together, once a second.
+   */
+  refreshAfterJob(h: HostRow): void {
+    if (this.stopped) return;
+    void this.poll(h, 3_000, this.afterJobUpdates, true);
+    this.afterJobFlush ??= setTimeout(() => {
+      this.afterJobFlush = undefined;
+      const batch = this.afterJobUpdates;
+      this.afterJobUpdates = [];
+      if (batch.length) this.catalog.updateHosts(batch).catch((err: unknown) => this.log.warn({ err }, 'recording agent answers failed'));
+    }, 1_000);
+    this.afterJobFlush.unref();
+  }
+
+  /**
    * Ask one agent; remember the answer; record what it reports in the catalog (or in `batch`).
    * A host whose channel was closed to make room (agent-client.ts) first needs a new TLS
    * handshake, which a loaded controller may take seconds for: its deadline is
    * NEW_CHANNEL_DEADLINE_MS, so a slow handshake is not reported as the agent being down.
    */
-  async poll(h: HostRow, deadlineMs = 3_000, batch?: Array<{ name: string; update: HostUpdate }>): Promise<Seen> {
+  async poll(h: HostRow, deadlineMs = 3_000, batch?: Array<{ name: string; update: HostUpdate }>, afterJob = false): Promise<Seen> {
     const now = Date.now();
     try {
       const deadline = this.agents.isOpen(h) ? deadlineMs : Math.max(deadlineMs, NEW_CHANNEL_DEADLINE_MS);
       const info = await this.agents.get(h).getInfo(deadline);
-      const s: Seen = { atMs: now, info };
+      const s: Seen = { atMs: now, info, ...(afterJob ? { afterJob } : {}) };
       this.remember(h.name, s);
       this.onInfo(h, info);
       const update = {
@@ -222,7 +252,8 @@ export class HostMonitor {
     if (!refresh && last) {
       if (busy && age < STATUS_REUSE_MS) return last.answer;
       // still busy since that answer: the next one is built aside, this caller does not wait for it
-      if (busy && last.busy && age < STATUS_STALE_MS) {
+      // (not when who leads has changed since: a takeover shows at once)
+      if (busy && last.busy && age < STATUS_STALE_MS && last.answer.leader === (this.leadership?.leader() ?? '')) {
         if (!this.building) this.startBuild(busy).answer.catch((err: unknown) => this.log.warn({ err }, 'building the status failed'));
         return last.answer;
       }
