@@ -111,7 +111,10 @@ export class ControllerServer {
     };
     // the agent asked again on the job's open channel: the poll round skips it (status.ts)
     jobs.onFinish((row) => {
-      void catalog.getHost(row.host).then((h) => h && monitor.refreshAfterJob(h), () => undefined);
+      void catalog.getHost(row.host).then(
+        (h) => h && monitor.refreshAfterJob(h),
+        () => undefined,
+      );
     });
     jobs.onFinish((row, result) => {
       const recorded = result.status === 'Completed' || result.status === 'PartiallyFailed';

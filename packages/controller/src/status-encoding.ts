@@ -38,17 +38,32 @@ export function partsOf(answer: object): Parts | undefined {
 export function answerJson(answer: object): Buffer | undefined {
   const parts = registered.get(answer);
   if (!parts) return undefined;
-  const hosts = parts.entries.map((e, i) => {
+  const out: string[] = ['{"hosts":['];
+  parts.entries.forEach((e, i) => {
     let head = jsonHead.get(e);
     if (head === undefined) {
       const text = JSON.stringify(e);
       jsonHead.set(e, (head = text.slice(0, -1)));
     }
-    return `${head},"lastGoodAgeSeconds":${parts.ages[i]}}`;
+    out.push(i ? ',' : '', head, ',"lastGoodAgeSeconds":', String(parts.ages[i]), '}');
   });
-  const rest = JSON.stringify({ ...answer, hosts: undefined });
   // rest is '{...}' without hosts (undefined is left out): hosts first, as JSON.stringify(answer) orders them
-  return Buffer.from(`{"hosts":[${hosts.join(',')}]${rest === '{}' ? '' : `,${rest.slice(1, -1)}`}}`);
+  const rest = JSON.stringify({ ...answer, hosts: undefined });
+  out.push(']', rest === '{}' ? '' : `,${rest.slice(1, -1)}`, '}');
+  return utf8(out);
+}
+
+/**
+ * Strings written into one buffer of their UTF-8 length: no 0.8 MB string flattened first, and
+ * no small pooled buffers (a kept 100-byte slice of Node's 8 KiB pool keeps the whole slab).
+ */
+export function utf8(parts: readonly string[]): Buffer {
+  let size = 0;
+  for (const s of parts) size += Buffer.byteLength(s);
+  const out = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const s of parts) at += out.write(s, at);
+  return out;
 }
 
 /** Base-128 varint of a non-negative integer, or of a negative int64 as its two's complement (10 bytes). */
@@ -82,7 +97,10 @@ export function answerProto(answer: object, serialize: (v: unknown) => Buffer): 
       const one = serialize({ hosts: [e] });
       let at = 1;
       while (one[at] & 0x80) at++;
-      protoBody.set(e, (body = one.subarray(at + 1)));
+      // a copy of its own: a slice of the pooled serializer output would keep the pool's slab
+      body = Buffer.allocUnsafeSlow(one.length - at - 1);
+      one.copy(body, 0, at + 1);
+      protoBody.set(e, body);
     }
     return body;
   });

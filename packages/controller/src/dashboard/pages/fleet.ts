@@ -7,7 +7,7 @@
 import type { wire } from '@boxback/common';
 import { humanAge, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, layout, raw, type Html, type PageCtx } from '../html.js';
-import { partsOf } from '../../status-encoding.js';
+import { partsOf, utf8 } from '../../status-encoding.js';
 import { actionsColumn, dataTable } from '../fragments.js';
 
 type Row = wire.HostStatus & { host: wire.Host };
@@ -76,8 +76,8 @@ function row(h: Row, p: PageCtx, t: Times = NOW): Html {
  * whose job, backup or poll changed are rendered again, not 1000 rows a second.
  */
 interface RowTemplate {
-  /** The markup between the slots (one more than the slots), UTF-8 encoded once. */
-  pieces: Buffer[];
+  /** The markup between the slots (one more than the slots). */
+  pieces: string[];
   slots: Array<(nowMs: number, ageS: number) => string>;
 }
 
@@ -93,13 +93,13 @@ function rowTemplate(h: Row, p: PageCtx): RowTemplate | undefined {
   }).text;
   const split = text.split(SLOT);
   if (split.length !== 2 * slots.length + 1 || slots.some((_, i) => split[2 * i + 1] !== String(i))) return undefined;
-  return { pieces: split.filter((_, i) => i % 2 === 0).map((piece) => Buffer.from(piece)), slots };
+  return { pieces: split.filter((_, i) => i % 2 === 0), slots };
 }
 
 const templates = new WeakMap<object, Map<boolean, RowTemplate | null>>();
 
-/** The row's bytes, appended to `out`: from its entry's template (times filled in now), else rendered whole. */
-function templatedRow(out: Buffer[], h: Row, entry: object | undefined, p: PageCtx, nowMs: number): void {
+/** The row's markup, appended to `out` in pieces: from its entry's template (times filled in now), else rendered whole. */
+function templatedRow(out: string[], h: Row, entry: object | undefined, p: PageCtx, nowMs: number): void {
   let t: RowTemplate | null | undefined = null;
   if (entry) {
     const operator = can(p.session, 'operator');
@@ -109,11 +109,11 @@ function templatedRow(out: Buffer[], h: Row, entry: object | undefined, p: PageC
     if (t === undefined) byRole.set(operator, (t = rowTemplate(h, p) ?? null));
   }
   if (!t) {
-    out.push(Buffer.from(row(h, p).text));
+    out.push(row(h, p).text);
     return;
   }
   out.push(t.pieces[0]);
-  for (let i = 0; i < t.slots.length; i++) out.push(Buffer.from(t.slots[i](nowMs, h.lastGoodAgeSeconds)), t.pieces[i + 1]);
+  for (let i = 0; i < t.slots.length; i++) out.push(t.slots[i](nowMs, h.lastGoodAgeSeconds), t.pieces[i + 1]);
 }
 
 const sortHeader = (key: string, label: string) =>
@@ -126,10 +126,10 @@ const sortHeader = (key: string, label: string) =>
  * ROWS_PER_SLICE at a time with a turn of the event loop between slices (a status call
  * arriving meanwhile is answered, not kept waiting for the whole page).
  */
-const rowCache = new WeakMap<object, Map<boolean, Promise<Buffer[]>>>();
+const rowCache = new WeakMap<object, Map<boolean, Promise<string[]>>>();
 const ROWS_PER_SLICE = 100;
 
-function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Buffer[]> {
+function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<string[]> {
   const operator = can(p.session, 'operator');
   let byRole = rowCache.get(s);
   if (!byRole) rowCache.set(s, (byRole = new Map()));
@@ -141,19 +141,17 @@ function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<Buffer[]> {
   return out;
 }
 
-/** The rows' bytes: the markup of the 1000 rows is never one string, only pieces kept per entry. */
-async function renderRows(s: wire.StatusResponse, p: PageCtx): Promise<Buffer[]> {
+/** The rows' markup in pieces (most of them kept per entry): the 1000 rows are never joined into one string. */
+async function renderRows(s: wire.StatusResponse, p: PageCtx): Promise<string[]> {
   if (!s.hosts.some((h) => h.host !== null))
     return [
-      Buffer.from(
-        html`<tr>
-          <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
-        </tr>`.text,
-      ),
+      html`<tr>
+        <td colspan="10">no hosts yet: <code>boxback hosts add NAME --address HOST:PORT</code></td>
+      </tr>`.text,
     ];
   const parts = partsOf(s);
   const nowMs = Date.now();
-  const out: Buffer[] = [];
+  const out: string[] = [];
   for (let i = 0; i < s.hosts.length; i++) {
     if (i > 0 && i % ROWS_PER_SLICE === 0) await new Promise((r) => setImmediate(r));
     const h = s.hosts[i];
@@ -229,11 +227,11 @@ async function renderFleetPage(s: wire.StatusResponse, p: PageCtx): Promise<Buff
       ],
       rows: raw(ROWS_AT),
     })}`;
-  const rowBytes = await fleetRows(s, p);
+  const rowParts = await fleetRows(s, p);
   const page = layout({ title: 'Fleet', session: p.session, body, nav: 'fleet' });
   // the last mark: nothing from the catalog (a group name holding the mark) comes after the table's body
   const at = page.lastIndexOf(ROWS_AT);
-  return Buffer.concat([Buffer.from(page.slice(0, at)), ...rowBytes, Buffer.from(page.slice(at + ROWS_AT.length))]);
+  return utf8([page.slice(0, at), ...rowParts, page.slice(at + ROWS_AT.length)]);
 }
 
 export async function auditPage(p: PageCtx): Promise<string> {
