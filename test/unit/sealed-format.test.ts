@@ -1,7 +1,7 @@
 // The object-store format's building blocks without a server: sealed framing (AES-256-GCM, one
 // tag per 64 KiB frame), wrapped data keys, content-defined chunks, packs. Every kind of
 // tampering a server could do (flip a byte, swap objects or frames, truncate) is refused.
-import { randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ import {
   wrapDataKey,
 } from '../../packages/common/src/store/s3/keys.js';
 import { DEFLATED, PackBuilder, openBlob, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
-import { OpenStream, open, seal, sealedSize } from '../../packages/common/src/store/s3/sealed.js';
+import { OpenStream, open, seal, sealInto, sealedSize, subkey } from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
 const keys = deriveKeys(newDataKey());
@@ -51,6 +51,19 @@ describe('sealed framing', () => {
       expect(open(keys.enc, 'x', sealed).equals(plain)).toBe(true);
       for (const piece of [1000, F + 16, 7 * F]) expect((await openStreamed(sealed, 'x', piece)).equals(plain), `${n}/${piece}`).toBe(true);
     }
+  });
+
+  it("derives each object's subkey as HKDF-SHA256 does, and seals in place the bytes seal() gives", () => {
+    for (const salt of [randomBytes(32), Buffer.alloc(32)]) {
+      const want = Buffer.from(hkdfSync('sha256', keys.enc, salt, 'boxback sealed v1', 32));
+      expect(subkey(keys.enc, salt).equals(want)).toBe(true);
+    }
+    const plain = randomBytes(3 * F + 5);
+    const out = Buffer.alloc(sealedSize(plain.length) + 10, 0xaa);
+    expect(sealInto(keys.enc, 'x', plain, out, 7)).toBe(sealedSize(plain.length));
+    expect(open(keys.enc, 'x', out.subarray(7, 7 + sealedSize(plain.length))).equals(plain)).toBe(true);
+    expect([out[6], out[7 + sealedSize(plain.length)]]).toEqual([0xaa, 0xaa]); // nothing written outside
+    expect(() => sealInto(keys.enc, 'x', plain, out, 12)).toThrow(RangeError);
   });
 
   it('never reuses a nonce: the same plaintext seals differently each time', () => {
@@ -160,6 +173,21 @@ describe('packs', () => {
     const bad = Buffer.from(pack.bytes);
     bad[off0 + len0 - 1] ^= 1;
     refused(() => readPackHeader(keys, pack.id, bad));
+  });
+
+  it('are built in one buffer: a blob without room (its entry in the header included) does not fit', () => {
+    const b = new PackBuilder(keys, Buffer.alloc(300_000));
+    const blobs: Buffer[] = [];
+    while (b.fits(50_000)) {
+      const p = randomBytes(50_000);
+      blobs.push(p);
+      b.add(blobId(keys, p), p);
+    }
+    expect(blobs.length).toBe(5);
+    const pack = b.finish();
+    expect(pack.bytes.length).toBeLessThanOrEqual(300_000);
+    const entries = readPackHeader(keys, pack.id, pack.bytes);
+    entries.forEach(([id, off, len], i) => expect(openBlob(keys, id, pack.bytes.subarray(off, off + len)).equals(blobs[i])).toBe(true));
   });
 
   it('a deflated blob opens only as deflated, inflates to its length, and is checked against its id', () => {

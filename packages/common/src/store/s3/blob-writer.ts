@@ -5,23 +5,26 @@
  *      is cut by the keyed content-defined chunker (chunker.ts), its SHA-256 taken on the way
  *   2. blob id = HMAC(id key, plaintext); a blob the index or this writer already holds is not
  *      stored again (across backups and hosts: the index is shared)
- *   3. new blobs are deflated when that pays (compress.ts) and sealed into the current pack; a
- *      pack reaching `packTarget` bytes is uploaded in the background, at most `maxInFlight`
- *      packs held in memory at once
+ *   3. new blobs are deflated when that pays (compress.ts) and sealed straight into the current
+ *      pack's buffer; a pack reaching `packTarget` bytes (or without room for the next blob) is
+ *      uploaded in the background, named by the SHA-256 that also signs its PUT (one hash of
+ *      its bytes); at most `maxInFlight` packs are uploading at once, and their buffers are
+ *      reused (at most maxInFlight + 1 pack buffers per writer: a bounded, GC-free footprint)
  *   4. flush(): the last pack uploaded, every upload awaited; `packs` lists what was stored,
  *      for the index object the commit writes before the snapshot
  */
 import { createHash } from 'node:crypto';
+import { BoxbackError } from '../../errors.js';
 import { cutChunks } from './chunker.js';
 import { maybeDeflate } from './compress.js';
 import { blobId } from './keys.js';
-import { PackBuilder, type PackEntry } from './pack.js';
+import { PackBuilder, packCapacity, type PackEntry } from './pack.js';
 import { packKey, type ContentRef, type Repo } from './repo.js';
 
 export interface BlobWriterOptions {
   /** A pack is closed from this many bytes on (default 8 MiB). */
   packTarget?: number;
-  /** Packs being uploaded at once (default 4). */
+  /** Packs being uploaded at once (default 3). */
   maxInFlight?: number;
 }
 
@@ -40,14 +43,22 @@ export class BlobWriter {
   private failed: unknown = null;
   private readonly packTarget: number;
   private readonly maxInFlight: number;
+  /** Pack buffers whose upload is done, for the next packs. */
+  private readonly free: Buffer[] = [];
+  private readonly capacity: number;
 
   constructor(
     private readonly repo: Repo,
     o: BlobWriterOptions = {},
   ) {
-    this.pack = new PackBuilder(repo.keys);
     this.packTarget = o.packTarget ?? 8 * 1024 * 1024;
-    this.maxInFlight = o.maxInFlight ?? 4;
+    this.maxInFlight = o.maxInFlight ?? 3;
+    this.capacity = packCapacity(this.packTarget, repo.config.chunking.max);
+    this.pack = this.newPack();
+  }
+
+  private newPack(): PackBuilder {
+    return new PackBuilder(this.repo.keys, this.free.pop() ?? Buffer.allocUnsafeSlow(this.capacity));
   }
 
   private has(id: string): boolean {
@@ -65,27 +76,37 @@ export class BlobWriter {
     this.pending.add(id);
     const deflated = await maybeDeflate(plain);
     if (this.failed) throw this.failed;
+    // no await between the last fits() and add(): addFile and syncTree may add at the same time
+    while (!this.pack.fits((deflated ?? plain).length)) {
+      if (this.pack.count === 0) throw new BoxbackError('BOXBACK_ERR_INTERNAL', `a blob of ${plain.length} bytes is larger than a pack`);
+      await this.closePack(this.pack);
+    }
     this.pack.add(id, plain, deflated);
     this.newBlobs++;
     this.newBytes += plain.length;
     this.storedBytes += (deflated ?? plain).length;
-    if (this.pack.bytes >= this.packTarget) await this.closePack();
+    if (this.pack.bytes >= this.packTarget) await this.closePack(this.pack);
     return id;
   }
 
-  private async closePack(): Promise<void> {
-    if (this.pack.count === 0) return;
+  /** Upload the current pack (`which`: only if it is still the current one) once an upload slot is free. */
+  private async closePack(which?: PackBuilder): Promise<void> {
+    while (this.inFlight.length >= this.maxInFlight) await this.inFlight.shift(); // its buffer is back in `free`
+    if (this.pack.count === 0 || (which && this.pack !== which)) return;
     const done = this.pack.finish();
-    this.pack = new PackBuilder(this.repo.keys);
-    while (this.inFlight.length >= this.maxInFlight) await this.inFlight.shift();
-    const p = this.repo.client.put(packKey(done.id), done.bytes).then(
-      () => {
-        this.packs.push([done.id, done.entries]);
-      },
-      (err: unknown) => {
-        this.failed ??= err;
-      },
-    );
+    const buf = this.pack.buf;
+    this.pack = this.newPack();
+    const p = this.repo.client
+      .put(packKey(done.id), done.bytes, done.id)
+      .then(
+        () => {
+          this.packs.push([done.id, done.entries]);
+        },
+        (err: unknown) => {
+          this.failed ??= err;
+        },
+      )
+      .finally(() => this.free.push(buf)); // sent or failed: nothing reads it any more
     this.inFlight.push(p);
     if (this.failed) throw this.failed;
   }

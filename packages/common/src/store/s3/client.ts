@@ -9,8 +9,11 @@
  *                jitter; the SDK's own retry is off (maxAttempts 1) so the set is ours alone
  *   errors       typed BoxbackErrors: STORE_ACCESS_DENIED (wrong key or secret), STORE_NO_BUCKET,
  *                STORE_QUOTA (DISK_FULL-like), STORE_UNREACHABLE (after the retries)
- *   checksums    Content-MD5 on every PUT and every multipart part (the server refuses a body
- *                that does not match); reads are checked by the layer above (SHA-256 names, GCM)
+ *   checksums    every PUT and every multipart part is signed with its body's SHA-256
+ *                (x-amz-content-sha256, SigV4): the server refuses a body that does not match.
+ *                A pack's name is that SHA-256, so its caller passes it in and the body is hashed
+ *                once, not three times (no Content-MD5, no second SHA-256 by the SDK's signer);
+ *                reads are checked by the layer above (SHA-256 names, GCM)
  *   multipart    objects from `multipartThreshold` bytes on are sent in parts, in parallel; any
  *                failure aborts the upload, so no multipart upload is left open
  *   bandwidth    an optional bytes/second limit on uploads (a shared token bucket)
@@ -173,7 +176,44 @@ class Slots {
   }
 }
 
-const md5 = (b: Buffer) => createHash('md5').update(b).digest('base64');
+/** A response body in one buffer: copied once into `into` (or one of its length) when its length is known. */
+async function readBody(body: AsyncIterable<Uint8Array>, length: number | undefined, into?: Buffer): Promise<Buffer> {
+  let out =
+    length === undefined || length < 0 ? null : into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    const b = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+    if (out && n + b.length <= out.length) {
+      n += b.copy(out, n);
+      continue;
+    }
+    if (out) parts.push(out.subarray(0, n)); // longer than it said: joined as it came from here on
+    out = null;
+    parts.push(b);
+    n += b.length;
+  }
+  return out ? out.subarray(0, n) : Buffer.concat(parts, n);
+}
+
+const sha256Hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * A command whose payload hash is `hex` (the signer signs it as it is instead of hashing the
+ * body again; the server hashes what it receives and refuses a mismatch).
+ */
+function withPayloadHash<C extends S3Sdk.PutObjectCommand | S3Sdk.UploadPartCommand>(cmd: C, hex: string): C {
+  // both commands' stacks take the same middleware; typed through one of them
+  (cmd as S3Sdk.PutObjectCommand).middlewareStack.add(
+    (next) => (args) => {
+      const req = args.request as { headers?: Record<string, string> };
+      if (req.headers) req.headers['x-amz-content-sha256'] = hex;
+      return next(args);
+    },
+    { step: 'build', name: 'boxbackPayloadSha256' },
+  );
+  return cmd;
+}
 
 export class ObjectClient {
   readonly counters: ClientCounters = { requests: 0, retries: 0, putBytes: 0, getBytes: 0 };
@@ -283,14 +323,17 @@ export class ObjectClient {
     );
   }
 
-  /** PUT a whole object (multipart from the threshold on), checksummed; resolves once stored. */
-  async put(key: string, body: Buffer): Promise<void> {
+  /**
+   * PUT a whole object (multipart from the threshold on), checksummed; resolves once stored.
+   * `sha256`: the body's SHA-256 in hex when the caller has it already (a pack's name).
+   */
+  async put(key: string, body: Buffer, sha256?: string): Promise<void> {
     if (body.length >= this.multipartThreshold) return this.putMultipart(key, body);
     await this.slots.run(async () => {
       await this.bw.take(body.length);
-      const ContentMD5 = md5(body);
+      const hash = sha256 ?? sha256Hex(body);
       await this.call(`PUT ${key}`, () =>
-        this.s3.send(new this.c.PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body, ContentMD5 })),
+        this.s3.send(withPayloadHash(new this.c.PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: body }), hash)),
       );
       this.counters.putBytes += body.length;
     });
@@ -311,9 +354,11 @@ export class ObjectClient {
           this.slots.run(async () => {
             const part = body.subarray(i * this.partSize, (i + 1) * this.partSize);
             await this.bw.take(part.length);
-            const ContentMD5 = md5(part);
+            const hash = sha256Hex(part);
             const r = await this.call(`PUT ${key} part ${i + 1}`, () =>
-              this.s3.send(new this.c.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: part, ContentMD5 })),
+              this.s3.send(
+                withPayloadHash(new this.c.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: part }), hash),
+              ),
             );
             this.counters.putBytes += part.length;
             return { ETag: r.ETag, PartNumber: i + 1 };
@@ -351,8 +396,12 @@ export class ObjectClient {
     return left;
   }
 
-  /** GET a whole object or a byte range [start, end] (inclusive); null when absent, empty when the range lies past its end. */
-  async get(key: string, range?: { start: number; end: number }): Promise<Buffer | null> {
+  /**
+   * GET a whole object or a byte range [start, end] (inclusive); null when absent, empty when
+   * the range lies past its end. `into`: a buffer to read the body into when it fits (the
+   * result is then a view of it: a restore reuses a few buffers instead of a fresh one per GET).
+   */
+  async get(key: string, range?: { start: number; end: number }, into?: Buffer): Promise<Buffer | null> {
     return this.slots.run(() =>
       this.call(
         `GET ${key}`,
@@ -364,15 +413,7 @@ export class ObjectClient {
               ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
             }),
           );
-          // the body's chunks joined once (transformToByteArray joins them, then Buffer.from copies again)
-          const parts: Buffer[] = [];
-          let n = 0;
-          for await (const c of r.Body as AsyncIterable<Uint8Array>) {
-            const b = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
-            parts.push(b);
-            n += b.length;
-          }
-          const b = parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
+          const b = await readBody(r.Body as AsyncIterable<Uint8Array>, r.ContentLength, into);
           this.counters.getBytes += b.length;
           return b;
         },

@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import { inflateRawSync } from 'node:zlib';
 import { blobId, type StoreKeys } from './keys.js';
-import { open, seal, tampered } from './sealed.js';
+import { open, sealInto, sealedSize, tampered } from './sealed.js';
 
 /** [blob id, offset in pack, sealed length, plaintext length, flags (1: deflated; absent: 0)] */
 export type PackEntry = [string, number, number, number, number?];
@@ -31,15 +31,25 @@ const blobAad = (id: string, deflated: boolean) => `${deflated ? 'blobz' : 'blob
 
 export interface FinishedPack {
   id: string;
+  /** The pack's bytes: a view of the builder's buffer (handed back with `release` once stored). */
   bytes: Buffer;
   entries: PackEntry[];
 }
 
+/**
+ * A pack built in one buffer, blobs sealed straight into it (no copy per blob, per frame or
+ * per pack). `fits` says whether a blob of n plaintext bytes still has room, its header and
+ * the length word included; the caller closes the pack first when it does not.
+ */
 export class PackBuilder {
-  private parts: Buffer[] = [];
   private size = 0;
+  /** Bytes of the header's JSON so far ("[" + entries joined by "," + "]"). */
+  private headerJson = 1;
   readonly entries: PackEntry[] = [];
-  constructor(private readonly keys: StoreKeys) {}
+  constructor(
+    private readonly keys: StoreKeys,
+    readonly buf: Buffer = Buffer.allocUnsafeSlow(packCapacity(8 * 1024 * 1024, 4 * 1024 * 1024)),
+  ) {}
 
   get bytes(): number {
     return this.size;
@@ -49,26 +59,42 @@ export class PackBuilder {
     return this.entries.length;
   }
 
-  /** Add a blob: `plain`, or `deflated` (its raw deflate) when that is smaller. */
+  /** Room for one more blob of `stored` bytes (as sealed: plain or deflated), with the header grown by its entry? */
+  fits(stored: number): boolean {
+    const entry = 64 + 4 * 17 + 12; // the longest entry's JSON: id, four numbers up to 2^53, quotes and commas
+    return this.size + sealedSize(stored) + sealedSize(this.headerJson + entry + 1) + 4 <= this.buf.length;
+  }
+
+  /** Add a blob: `plain`, or `deflated` (its raw deflate) when that is smaller. The caller checked `fits`. */
   add(id: string, plain: Buffer, deflated?: Buffer): void {
-    const sealed = seal(this.keys.enc, blobAad(id, !!deflated), deflated ?? plain);
-    this.entries.push(deflated ? [id, this.size, sealed.length, plain.length, DEFLATED] : [id, this.size, sealed.length, plain.length]);
-    this.parts.push(sealed);
-    this.size += sealed.length;
+    const n = sealInto(this.keys.enc, blobAad(id, !!deflated), deflated ?? plain, this.buf, this.size);
+    const e: PackEntry = deflated ? [id, this.size, n, plain.length, DEFLATED] : [id, this.size, n, plain.length];
+    this.entries.push(e);
+    this.headerJson += JSON.stringify(e).length + (this.entries.length > 1 ? 1 : 0);
+    this.size += n;
   }
 
   finish(): FinishedPack {
-    const header = seal(this.keys.enc, 'pack-header', Buffer.from(JSON.stringify(this.entries)));
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(header.length);
-    const bytes = Buffer.concat([...this.parts, header, len]);
-    this.parts = [];
+    const json = Buffer.from(JSON.stringify(this.entries));
+    const hlen = sealInto(this.keys.enc, 'pack-header', json, this.buf, this.size); // fits() kept room for it
+    const end = this.buf.writeUInt32BE(hlen, this.size + hlen);
+    const bytes = this.buf.subarray(0, end);
     return { id: createHash('sha256').update(bytes).digest('hex'), bytes, entries: this.entries };
   }
 }
 
-/** Open one sealed blob read from a pack (inflating it when its entry says so) and check it is the blob asked for. */
-export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated = false, plainLength?: number): Buffer {
+/** Room a pack buffer needs for `target` bytes of blobs plus the largest blob a chunker cuts. */
+export function packCapacity(target: number, maxBlob: number): number {
+  return Math.max(target, sealedSize(maxBlob) + sealedSize(64 * 1024) + 4);
+}
+
+/**
+ * Open one sealed blob read from a pack (inflating it when its entry says so) and check it is
+ * the blob asked for: GCM with the id in its associated data, then the id recomputed from the
+ * plaintext. `checkId` false skips the recomputation, for a caller that compares the whole
+ * file's SHA-256 with its (authenticated) manifest entry anyway: one hash of every byte, not two.
+ */
+export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated = false, plainLength?: number, checkId = true): Buffer {
   const what = `blob ${id.slice(0, 12)}`;
   let plain = open(keys.enc, blobAad(id, deflated), sealed, what);
   if (deflated) {
@@ -78,7 +104,7 @@ export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated =
       throw tampered(what, 'does not inflate to its length');
     }
   }
-  if (blobId(keys, plain) !== id) throw tampered(what, 'content does not match its id');
+  if (checkId && blobId(keys, plain) !== id) throw tampered(what, 'content does not match its id');
   return plain;
 }
 

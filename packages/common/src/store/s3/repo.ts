@@ -213,26 +213,29 @@ export class Repo {
     return name;
   }
 
-  /** Read, decrypt and check one blob (a ranged GET of its pack). */
-  async readBlob(id: string): Promise<Buffer> {
+  /** Read, decrypt and check one blob (a ranged GET of its pack); `checkId`: see openBlob. */
+  async readBlob(id: string, checkId = true): Promise<Buffer> {
     const loc = this.locate(id);
     if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
     const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 });
     const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
     if (!raw) throw tampered(what, 'its pack is missing');
     if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-    const plain = openBlob(this.keys, id, raw, loc.z, loc.plain);
+    const plain = openBlob(this.keys, id, raw, loc.z, loc.plain, checkId);
     if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
     return plain;
   }
 
-  /** A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel. */
-  async *readContent(blobs: string[], ahead = 4): AsyncGenerator<Buffer> {
+  /**
+   * A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel. `checkIds`
+   * false: the caller checks the whole content's SHA-256 (see openBlob).
+   */
+  async *readContent(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer> {
     const pending: Array<Promise<Buffer>> = [];
     let next = 0;
     const fill = () => {
       while (pending.length < ahead && next < blobs.length) {
-        const p = this.readBlob(blobs[next++]);
+        const p = this.readBlob(blobs[next++], checkIds);
         p.catch(() => undefined); // awaited in order below
         pending.push(p);
       }
@@ -248,7 +251,7 @@ export class Repo {
   async readContentWhole(c: ContentRef, what: string): Promise<Buffer> {
     const parts: Buffer[] = [];
     try {
-      for await (const b of this.readContent(c.blobs)) parts.push(b);
+      for await (const b of this.readContent(c.blobs, 4, false)) parts.push(b); // its SHA-256 checked below
     } catch (err) {
       if (err instanceof BoxbackError && err.code === 'BOXBACK_ERR_STORE_TAMPERED')
         throw new BoxbackError('BOXBACK_ERR_STORE_TAMPERED', `${what}: ${err.message}`, { object: what }, { cause: err });
