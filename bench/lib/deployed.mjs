@@ -139,9 +139,19 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     const events = [];
     let result;
     const t0 = performance.now();
-    for await (const ev of serverStream(agent.client, rpc, req)) {
-      if (ev.progress) events.push({ phase: ev.progress.phase, state: ev.progress.state, at: Date.now() });
-      if (ev.result) result = ev.result;
+    // RSS sampled every 50 ms, the highest per phase (the phase of the last progress event): where the peak is
+    const rssByPhase = {};
+    const sampler = setInterval(() => {
+      const ph = events.at(-1)?.phase ?? 'START';
+      rssByPhase[ph] = Math.max(rssByPhase[ph] ?? 0, agent.memory().rssBytes);
+    }, 50);
+    try {
+      for await (const ev of serverStream(agent.client, rpc, req)) {
+        if (ev.progress) events.push({ phase: ev.progress.phase, state: ev.progress.state, at: Date.now() });
+        if (ev.result) result = ev.result;
+      }
+    } finally {
+      clearInterval(sampler);
     }
     const seconds = (performance.now() - t0) / 1000;
     if (!result) throw new Error(`${rpc} ${req.jobId}: the stream ended without a result`);
@@ -150,7 +160,7 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
     const threads1 = threadCpuSeconds(pid);
     const threadCpu = Object.fromEntries(Object.entries(threads1).map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 100) / 100]));
     const cpu = { agentCpuSeconds: cpu1.self - cpu0.self, childrenCpuSeconds: cpu1.children - cpu0.children, threadCpu };
-    return { seconds, result, events, peakRssBytes: agent.memory().hwmBytes, ...cpu };
+    return { seconds, result, events, peakRssBytes: agent.memory().hwmBytes, rssByPhase, ...cpu };
   }
 
   return {

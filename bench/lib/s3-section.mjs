@@ -305,7 +305,13 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     );
     log(`  ${notes.at(-1)}`);
 
-    // 7. The agent's peak RSS.
+    // 7. The agent's peak RSS, and the highest RSS sampled in each phase (where the peak is).
+    for (const [job, x] of [
+      ['full', a],
+      ['incremental', b],
+      ['restore', r],
+    ])
+      for (const [ph, bytes] of Object.entries(x.rssByPhase ?? {})) figures[`s3_${job}_phase_${ph.toLowerCase()}_rss_mb`] = mb(bytes);
     figures.s3_agent_backup_peak_rss_mb = mb(Math.max(a.peakRssBytes, b.peakRssBytes));
     figures.s3_agent_restore_peak_rss_mb = mb(r.peakRssBytes);
     figures.s3_agent_peak_rss_mb = Math.max(figures.s3_agent_backup_peak_rss_mb, figures.s3_agent_restore_peak_rss_mb);

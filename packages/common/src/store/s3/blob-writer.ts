@@ -9,7 +9,7 @@
  *      pack's buffer; a pack reaching `packTarget` bytes (or without room for the next blob) is
  *      uploaded in the background, named by the SHA-256 that also signs its PUT (one hash of
  *      its bytes); at most `maxInFlight` packs are uploading at once, and their buffers are
- *      reused (at most maxInFlight + 1 pack buffers per writer: a bounded, GC-free footprint)
+ *      reused (maxInFlight + 1 pack buffers per writer: a bounded, GC-free footprint)
  *   4. flush(): the last pack uploaded, every upload awaited; `packs` lists what was stored,
  *      for the index object the commit writes before the snapshot
  */
@@ -22,11 +22,18 @@ import { PackBuilder, packCapacity, type PackEntry } from './pack.js';
 import { packKey, type ContentRef, type Repo } from './repo.js';
 
 export interface BlobWriterOptions {
-  /** A pack is closed from this many bytes on (default 8 MiB). */
+  /** A pack is closed from this many bytes on (default 4 MiB). */
   packTarget?: number;
-  /** Packs being uploaded at once (default 3). */
+  /** Packs being uploaded at once (default 2). */
   maxInFlight?: number;
 }
+
+/**
+ * 4 MiB: a pack's buffer is held until its PUT is confirmed, so the writer's memory is about
+ * (maxInFlight + 1) x this (12 MiB); 8 MiB packs held 32 MiB for no measurable speed on the
+ * bench's radosgw (store-s3-performance.md).
+ */
+export const DEFAULT_PACK_TARGET = 4 * 1024 * 1024;
 
 export class BlobWriter {
   /** Packs stored so far by this writer: [pack id, entries]. */
@@ -51,8 +58,8 @@ export class BlobWriter {
     private readonly repo: Repo,
     o: BlobWriterOptions = {},
   ) {
-    this.packTarget = o.packTarget ?? 8 * 1024 * 1024;
-    this.maxInFlight = o.maxInFlight ?? 3;
+    this.packTarget = o.packTarget ?? DEFAULT_PACK_TARGET;
+    this.maxInFlight = o.maxInFlight ?? 2;
     this.capacity = packCapacity(this.packTarget, repo.config.chunking.max);
     this.pack = this.newPack();
   }

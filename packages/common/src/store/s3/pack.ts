@@ -48,7 +48,7 @@ export class PackBuilder {
   readonly entries: PackEntry[] = [];
   constructor(
     private readonly keys: StoreKeys,
-    readonly buf: Buffer = Buffer.allocUnsafeSlow(packCapacity(8 * 1024 * 1024, 4 * 1024 * 1024)),
+    readonly buf: Buffer = Buffer.allocUnsafeSlow(packCapacity(4 * 1024 * 1024, 4 * 1024 * 1024)),
   ) {}
 
   get bytes(): number {

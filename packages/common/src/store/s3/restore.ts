@@ -92,13 +92,14 @@ export async function downloadChecked(
   want: { sha256?: string; size?: number },
   what: string,
   onBytes?: (n: number) => void,
+  ahead = 4,
 ): Promise<void> {
   const tmp = `${file}.bb-part-${randomBytes(4).toString('hex')}`;
   const h = createHash('sha256');
   let size = 0;
   try {
     await pipeline(
-      Readable.from(repo.readContent(blobs, 4, !want.sha256)), // with a SHA-256 to compare, blob ids are not hashed again
+      Readable.from(repo.readContent(blobs, ahead, !want.sha256)), // with a SHA-256 to compare, blob ids are not hashed again
       async function* (src: AsyncIterable<Buffer>) {
         for await (const b of src) {
           h.update(b);
@@ -157,8 +158,13 @@ interface Span {
 
 /** A GET covers blobs of one pack until the next needed one starts this far past the last. */
 const SPAN_GAP = 1 << 20;
-/** Packs read at once (each holds up to a pack's bytes: sealed, in a reused buffer, and its blobs opened one by one). */
-const PACKS_IN_FLIGHT = 3;
+/** A span is cut before it grows past this (a blob larger than it is a span alone). */
+const SPAN_MAX = 4 << 20;
+/** Spans read at once, each into a reused buffer of up to SPAN_MAX (its blobs opened one by one). */
+const SPANS_IN_FLIGHT = 2;
+/** Files of several blobs downloaded at once, and blobs read ahead in each (each blob up to the chunker's 4 MiB max). */
+const FILES_IN_FLIGHT = 4;
+const BLOBS_AHEAD = 2;
 
 /** A few GET buffers reused span after span (a fresh 8 MiB buffer per GET costs its page faults and the GC's time). */
 class BufferPool {
@@ -199,13 +205,14 @@ async function readByPack(
     let cur: (typeof spans)[number] | undefined;
     for (const e of sorted) {
       const { offset, length } = e[1].loc;
-      if (!cur || offset > cur.end + SPAN_GAP) spans.push((cur = { pack, start: offset, end: offset + length, blobs: [] }));
+      if (!cur || offset > cur.end + SPAN_GAP || offset + length - cur.start > SPAN_MAX)
+        spans.push((cur = { pack, start: offset, end: offset + length, blobs: [] }));
       cur.end = Math.max(cur.end, offset + length);
       cur.blobs.push(e);
     }
   }
   const pool = new BufferPool();
-  await mapLimit(spans, PACKS_IN_FLIGHT, async (span) => {
+  await mapLimit(spans, SPANS_IN_FLIGHT, async (span) => {
     o.signal?.throwIfAborted();
     const buf = pool.take(span.end - span.start);
     try {
@@ -287,11 +294,19 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
         fileDone();
       },
     });
-    await mapLimit(other, x.concurrency, async ({ f, abs, blobs }) => {
+    await mapLimit(other, Math.min(x.concurrency, FILES_IN_FLIGHT), async ({ f, abs, blobs }) => {
       x.signal?.throwIfAborted();
-      await downloadChecked(x.repo, blobs, abs, f, f.path, (n) => {
-        prog.bytesDone += n;
-      });
+      await downloadChecked(
+        x.repo,
+        blobs,
+        abs,
+        f,
+        f.path,
+        (n) => {
+          prog.bytesDone += n;
+        },
+        BLOBS_AHEAD,
+      );
       fileDone();
     });
     for (const f of x.entries) if (f.type === 'symlink') await fsp.symlink(f.target ?? '', inside(stage, f.path.slice(strip)));

@@ -54,7 +54,7 @@ export interface S3StoreOptions extends ObjectClientOptions {
   lockLeaseMs?: number;
   /** prune: objects younger than this are never deleted (default 1 h). */
   graceMs?: number;
-  /** Bytes per pack object (default 8 MiB). */
+  /** Bytes per pack object (default 4 MiB, blob-writer.ts). */
   packTarget?: number;
 }
 
