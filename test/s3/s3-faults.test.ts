@@ -3,7 +3,7 @@
 // its quota: retryable failures are retried and the backup succeeds; the others end in a
 // clear typed error, nothing of the failed backup is ever listed, and no multipart upload is
 // left open.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, writeFileSync } from 'node:fs';
 
 import path from 'node:path';
@@ -113,6 +113,20 @@ describe('S3 store faults', () => {
     expect(err).toMatchObject({ code: 'BOXBACK_ERR_STORE_UNREACHABLE' });
     expect(await t.again().listBackups('h')).toEqual([]);
     await store.close();
+  });
+
+  it('a body that is not the SHA-256 signed into its PUT is refused by the server, not stored', async () => {
+    const t = await makeTestStore(rgw);
+    const body = randomBytes(100_000);
+    const other = createHash('sha256').update('something else').digest('hex');
+    await expect(t.store.client.put('data/zz/changed', body, other)).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_UNREACHABLE' });
+    expect(await t.store.client.head('data/zz/changed')).toBeNull();
+    const right = createHash('sha256').update(body).digest('hex');
+    await t.store.client.put('data/zz/right', body, right);
+    await t.store.client.put('data/zz/hashed-here', body);
+    expect((await t.store.client.get('data/zz/right'))!.equals(body)).toBe(true);
+    expect((await t.store.client.get('data/zz/hashed-here'))!.equals(body)).toBe(true);
+    await t.store.close();
   });
 
   it('wrong credentials: STORE_ACCESS_DENIED, the secret in no message', async () => {
