@@ -132,6 +132,20 @@ describe('content-defined chunks', () => {
     for await (const c of cutChunks(Readable.from(pieces), gear)) out.push(Buffer.from(c));
     return out;
   }
+  /** The same cut with the source reading into one reused buffer and the chunker carrying over in `acc`. */
+  async function cutReusing(data: Buffer, read: number): Promise<Buffer[]> {
+    const buf = Buffer.alloc(read);
+    const src = async function* () {
+      for (let i = 0; i < data.length; i += read) {
+        const n = data.copy(buf, 0, i, i + read);
+        yield buf.subarray(0, n);
+        buf.fill(0xee); // what the next read would do to a piece kept past its turn
+      }
+    };
+    const out: Buffer[] = [];
+    for await (const c of cutChunks(src(), gear, undefined, Buffer.alloc(4 * 1024 * 1024))) out.push(Buffer.from(c));
+    return out;
+  }
   const newBytes = (before: Buffer[], after: Buffer[]) => {
     const seen = new Set(before.map((c) => blobId(keys, c)));
     return after.filter((c) => !seen.has(blobId(keys, c))).reduce((n, c) => n + c.length, 0);
@@ -143,6 +157,11 @@ describe('content-defined chunks', () => {
     const b = await cut(data, 1_000_003);
     expect(a.map((c) => c.length)).toEqual(b.map((c) => c.length));
     expect(Buffer.concat(a).equals(data)).toBe(true);
+    for (const read of [64 * 1024, 1_000_003]) {
+      const r = await cutReusing(data, read); // no allocation per chunk: same cuts, same bytes
+      expect(r.map((c) => c.length)).toEqual(a.map((c) => c.length));
+      expect(Buffer.concat(r).equals(data)).toBe(true);
+    }
     for (const c of a.slice(0, -1)) expect(c.length).toBeGreaterThanOrEqual(256 * 1024);
     for (const c of a) expect(c.length).toBeLessThanOrEqual(4 * 1024 * 1024);
     expect(a.length).toBeGreaterThan(8);

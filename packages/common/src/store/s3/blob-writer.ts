@@ -14,6 +14,7 @@
  *      for the index object the commit writes before the snapshot
  */
 import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
 import { BoxbackError } from '../../errors.js';
 import { cutChunks } from './chunker.js';
 import { maybeDeflate } from './compress.js';
@@ -52,6 +53,9 @@ export class BlobWriter {
   private readonly maxInFlight: number;
   /** Pack buffers whose upload is done, for the next packs. */
   private readonly free: Buffer[] = [];
+  /** Chunk buffers (chunker.ts's `acc`) and file read buffers of streams that ended, for the next ones. */
+  private readonly chunkBufs: Buffer[] = [];
+  private readonly readBufs: Buffer[] = [];
   private readonly capacity: number;
 
   constructor(
@@ -118,7 +122,10 @@ export class BlobWriter {
     if (this.failed) throw this.failed;
   }
 
-  /** Store a stream's content (chunked); its blobs, size and SHA-256. */
+  /**
+   * Store a stream's content (chunked); its blobs, size and SHA-256. Each chunk is stored
+   * before the next is read, so the chunker carries bytes over in a reused buffer.
+   */
   async storeStream(src: AsyncIterable<Buffer>, onBytes?: (n: number) => void): Promise<ContentRef> {
     const h = createHash('sha256');
     let size = 0;
@@ -131,8 +138,23 @@ export class BlobWriter {
         yield b;
       }
     };
-    for await (const chunk of cutChunks(hashed(), this.repo.gear, this.repo.config.chunking)) blobs.push(await this.addBlob(chunk));
+    const acc = this.chunkBufs.pop() ?? Buffer.allocUnsafeSlow(this.repo.config.chunking.max);
+    try {
+      for await (const chunk of cutChunks(hashed(), this.repo.gear, this.repo.config.chunking, acc)) blobs.push(await this.addBlob(chunk));
+    } finally {
+      this.chunkBufs.push(acc);
+    }
     return { blobs, size, sha256: h.digest('hex') };
+  }
+
+  /** Store a file's content, read in 1 MiB reads into a reused buffer (no buffer allocated per read). */
+  async storeFile(file: string, onBytes?: (n: number) => void): Promise<ContentRef> {
+    const buf = this.readBufs.pop() ?? Buffer.allocUnsafeSlow(1 << 20);
+    try {
+      return await this.storeStream(readReusing(file, buf), onBytes);
+    } finally {
+      this.readBufs.push(buf);
+    }
   }
 
   /** Store content held in memory (a small file, a manifest). */
@@ -158,5 +180,19 @@ export class BlobWriter {
   /** Wait for uploads already started, ignoring their outcome (abort). */
   async settle(): Promise<void> {
     while (this.inFlight.length) await this.inFlight.shift();
+  }
+}
+
+/** A file's bytes, each read a view of `buf` (valid until the next one is asked for). */
+async function* readReusing(file: string, buf: Buffer): AsyncGenerator<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) return;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
   }
 }

@@ -43,17 +43,30 @@ function scan(b: Buffer, from: number, to: number, h: number, mask: number, gear
   return -1;
 }
 
-/** Cut a byte stream into chunks; each yielded Buffer is one chunk. */
+/**
+ * Cut a byte stream into chunks; each yielded Buffer is one chunk. With `acc` (a buffer of at
+ * least p.max bytes) nothing is allocated per chunk: a chunk is a view of the read it lies in,
+ * or of `acc` when it spans reads (bytes carried over are copied into `acc`, so `src` may reuse
+ * its buffer too); each chunk is then valid only until the next one is asked for.
+ */
 export async function* cutChunks(
   src: AsyncIterable<Buffer>,
   gearU: Uint32Array,
   p: ChunkParams = DEFAULT_CHUNKING,
+  acc?: Buffer,
 ): AsyncGenerator<Buffer> {
+  if (acc && acc.length < p.max) throw new RangeError('cutChunks: acc is smaller than a chunk');
   const gear = new Int32Array(gearU.buffer, gearU.byteOffset, 256);
   const mask = ((1 << p.bits) - 1) << (32 - p.bits);
   let parts: Buffer[] = [];
-  let len = 0; // bytes of the current chunk held in parts
+  let len = 0; // bytes of the current chunk held in parts (or in acc)
   let h = 0; // carried across reads: cuts must not depend on where reads end
+  const carried = (): Buffer => (acc ? acc.subarray(0, len) : parts.length === 1 ? parts[0] : Buffer.concat(parts));
+  const carry = (piece: Buffer) => {
+    if (acc) piece.copy(acc, len);
+    else parts.push(piece);
+    len += piece.length;
+  };
   for await (const b of src) {
     let start = 0; // start of the current chunk's bytes within b
     let i = 0;
@@ -73,18 +86,18 @@ export async function* cutChunks(
       h = hashState;
       i = cut < 0 ? to : cut;
       if (cut >= 0 || len + (i - start) >= p.max) {
-        parts.push(b.subarray(start, i));
-        yield parts.length === 1 ? parts[0] : Buffer.concat(parts);
+        if (len === 0) yield b.subarray(start, i);
+        else {
+          carry(b.subarray(start, i));
+          yield carried();
+        }
         parts = [];
         len = 0;
         start = i;
         h = 0;
       }
     }
-    if (start < b.length) {
-      parts.push(b.subarray(start));
-      len += b.length - start;
-    }
+    if (start < b.length) carry(b.subarray(start));
   }
-  if (len > 0) yield parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  if (len > 0) yield carried();
 }

@@ -213,17 +213,26 @@ export class Repo {
     return name;
   }
 
-  /** Read, decrypt and check one blob (a ranged GET of its pack); `checkId`: see openBlob. */
-  async readBlob(id: string, checkId = true): Promise<Buffer> {
+  /**
+   * Read, decrypt and check one blob (a ranged GET of its pack); `checkId`: see openBlob.
+   * `pool`: GET buffers to take one from and give it back to (the plaintext never shares it).
+   */
+  async readBlob(id: string, checkId = true, pool?: Buffer[]): Promise<Buffer> {
     const loc = this.locate(id);
     if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
-    const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 });
-    const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
-    if (!raw) throw tampered(what, 'its pack is missing');
-    if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-    const plain = openBlob(this.keys, id, raw, loc.z, loc.plain, checkId);
-    if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
-    return plain;
+    let buf = pool?.pop();
+    if (!buf || buf.length < loc.length) buf = Buffer.allocUnsafeSlow(pool ? Math.max(loc.length, 1 << 20) : loc.length);
+    try {
+      const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 }, buf);
+      const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
+      if (!raw) throw tampered(what, 'its pack is missing');
+      if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
+      const plain = openBlob(this.keys, id, raw, loc.z, loc.plain, checkId);
+      if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
+      return plain;
+    } finally {
+      pool?.push(buf);
+    }
   }
 
   /**
@@ -232,10 +241,11 @@ export class Repo {
    */
   async *readContent(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer> {
     const pending: Array<Promise<Buffer>> = [];
+    const pool: Buffer[] = []; // `ahead` GET buffers reused blob after blob
     let next = 0;
     const fill = () => {
       while (pending.length < ahead && next < blobs.length) {
-        const p = this.readBlob(blobs[next++], checkIds);
+        const p = this.readBlob(blobs[next++], checkIds, pool);
         p.catch(() => undefined); // awaited in order below
         pending.push(p);
       }

@@ -13,7 +13,7 @@
  *   abort     uploads settled; the packs only it wrote deleted (nothing else can name them:
  *             they were never indexed); lock dropped; scratch removed. Never throws.
  */
-import { createReadStream, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { BoxbackError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
@@ -95,7 +95,7 @@ export class S3Staging implements BackupStaging {
   }
 
   async addFile(rel: string, sha256: string): Promise<void> {
-    const c = await this.writer.storeStream(createReadStream(this.pathFor(rel), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>);
+    const c = await this.writer.storeFile(this.pathFor(rel));
     if (c.sha256 !== sha256)
       throw new BoxbackError(
         'BOXBACK_ERR_VERIFY_FAILED',

@@ -10,7 +10,7 @@
  *   3. each entry's manifest line goes to `out` in walk order; the file's blob list goes to
  *      the backup's content map (written at commit)
  */
-import { createReadStream, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { ManifestFile } from '../../manifest.js';
 import { excludeMatcher, walkTree } from '../../walk.js';
@@ -42,7 +42,7 @@ async function storeFile(ctx: TreeUploadContext, abs: string, size: number, onBy
     onBytes(b.length);
     return ctx.writer.storeBuffer(b);
   }
-  return ctx.writer.storeStream(createReadStream(abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, onBytes);
+  return ctx.writer.storeFile(abs, onBytes);
 }
 
 export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): Promise<TreeSyncResult> {
