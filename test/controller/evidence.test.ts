@@ -46,7 +46,7 @@ beforeAll(async () => {
   controller = await startController(configFile);
   env = { controller: controller.address, ca: certs.ca, token };
   for (const a of agents) expect((await cli(['hosts', 'add', a.name, '--address', a.address], env)).code).toBe(0);
-}, 60_000);
+});
 
 afterAll(async () => {
   await controller?.stop();

@@ -44,7 +44,7 @@ beforeAll(async () => {
   controller = await startController(configFile);
   env = { controller: controller.address, ca: certs.ca, token };
   await ok(['hosts', 'add', 'l1', '--address', agent.address]);
-}, 60_000);
+});
 
 afterAll(async () => {
   await controller?.stop();

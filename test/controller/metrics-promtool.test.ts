@@ -72,7 +72,7 @@ beforeAll(async () => {
   // a host whose agent is gone: its backups fail
   expect((await cli(['hosts', 'add', 'gone', '--address', '127.0.0.1:1', '--skip-check'], env)).code).toBe(0);
   await until(() => controller.metricsPort(), 10_000, 'metrics port');
-}, 60_000);
+});
 
 afterAll(async () => {
   client?.close();

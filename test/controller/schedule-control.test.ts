@@ -56,7 +56,7 @@ beforeAll(async () => {
   // a1 is registered at a wrong address and in no group: `hosts set` fixes both
   await ok(['hosts', 'add', 'a1', '--address', '127.0.0.1:1', '--skip-check']);
   await ok(['hosts', 'add', 'spare', '--address', agents[1].address]);
-}, 60_000);
+});
 
 afterAll(async () => {
   await controller?.stop();

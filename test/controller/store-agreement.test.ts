@@ -95,7 +95,7 @@ metrics: { listen: 127.0.0.1:${(metricsPort = await freePort())} }\n`,
   });
   await catalog.close();
   await cluster.restartController();
-}, 90_000);
+});
 
 afterAll(async () => {
   await cluster?.stop();

@@ -69,7 +69,7 @@ beforeAll(async () => {
   configFile = writeControllerYaml(dir, 0);
   admin = await createTokenLocal(configFile, 'ops', 'admin');
   ctl = await startController(configFile);
-}, 60_000);
+});
 
 afterAll(async () => {
   await ctl?.stop();

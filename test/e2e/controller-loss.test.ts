@@ -85,7 +85,7 @@ afterAll(async () => {
   await cluster?.stop();
   await box?.stop().catch(() => undefined);
   if (dir) rmSync(dir, { recursive: true, force: true });
-}, 60_000);
+});
 
 describe('the controller dies during a backup', () => {
   it('SIGKILL inside the window: the agent goes on and publishes; the restarted controller lists the backup, the job Completed', async () => {

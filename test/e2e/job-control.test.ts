@@ -82,7 +82,7 @@ beforeAll(async () => {
   await cluster.addAgent({ name: HOST, box });
   const r = await cluster.cli(['hosts', 'add', HOST, '--address', cluster.agents[HOST].address]);
   expect(r.code, r.stderr).toBe(0);
-}, 60_000);
+});
 
 afterAll(async () => {
   await cluster?.stop();

@@ -105,7 +105,7 @@ afterAll(async () => {
     if (existsSync(store) && readdirSync(store).length) execFileSync('umount', ['-l', store]);
   }
   if (dir) rmSync(dir, { recursive: true, force: true });
-}, 60_000);
+});
 
 describe('exit codes', () => {
   it('an agent SIGKILLed during a backup: the CLI exits 6 with one UNREACHABLE line; the restarted agent resumes the services', async () => {

@@ -79,7 +79,7 @@ beforeAll(async () => {
     const r = await cluster.cli(['hosts', 'add', n, '--address', cluster.agents[n].address]);
     expect(r.code, r.stderr).toBe(0);
   }
-}, 60_000);
+});
 
 afterAll(async () => {
   await cluster?.stop();
