@@ -5,11 +5,12 @@
  * source box, the consistency mode and each phase. See docs/design/store-layout.md.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream, lstatSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { BoxbackError } from './errors.js';
+import { SYNC_HASH_MAX, sha256SmallSync, yieldEvery } from './hash-sync.js';
 import { mapLimit } from './limit.js';
 import { checkBackupZips } from './zip-read.js';
 
@@ -393,6 +394,8 @@ export interface VerifyProgress {
 /** Which files to read and hash (the others: presence and size only). */
 type ReadData = (f: ManifestFile) => boolean;
 
+const pauseAfterSmall = yieldEvery();
+
 /** One entry of a backup directory against the manifest: a problem line pushed when it differs. */
 async function checkEntry(
   dir: string,
@@ -402,6 +405,13 @@ async function checkEntry(
   onBytes: (n: number) => void,
 ): Promise<void> {
   const abs = path.join(dir, ...f.path.split('/'));
+  if (f.type === 'file' && f.size <= SYNC_HASH_MAX && readData(f)) {
+    // A small file: checked synchronously (hash-sync.ts), the event loop given back now and then.
+    const problem = checkSmallSync(abs, f);
+    if (problem) problems.push(problem);
+    else onBytes(f.size);
+    return pauseAfterSmall();
+  }
   try {
     const st = await fsp.lstat(abs);
     if (f.type === 'symlink') {
@@ -431,6 +441,21 @@ function progressOf(onProgress: ((p: VerifyProgress) => void) | undefined, prog:
       onProgress({ ...prog });
     }
   };
+}
+
+/** A small file of a backup against its entry, synchronously: a problem line, or undefined. */
+function checkSmallSync(abs: string, f: ManifestFile): string | undefined {
+  try {
+    const st = lstatSync(abs);
+    if (!st.isFile()) return `${f.path}: expected a regular file`;
+    if (st.size !== f.size) return `${f.path}: size ${st.size}, manifest says ${f.size}`;
+    const sum = sha256SmallSync(abs, f.size);
+    if (sum === undefined) return `${f.path}: size changed while it was read`;
+    return sum === f.sha256 ? undefined : `${f.path}: SHA-256 mismatch`;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return `${f.path}: ${code === 'ENOENT' ? 'missing' : (code ?? (err as Error).message)}`;
+  }
 }
 
 /** Re-hash every file of a backup directory and compare with its manifest. */

@@ -17,6 +17,7 @@ import { createReadStream, lstatSync, promises as fsp, readFileSync, readlinkSyn
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
+import { SYNC_HASH_MAX, sha256SmallSync } from '../../hash-sync.js';
 import { BOXBACK_VERSION } from '../../version.js';
 import { walkTree, type WalkEntry } from '../../walk.js';
 import type { ManifestSink } from '../backup-store.js';
@@ -138,6 +139,13 @@ function cappedPush(list: string[] | undefined, item: string): string[] | undefi
 }
 
 async function sha256Of(file: string, size: number, onBytes: (n: number) => void): Promise<string> {
+  if (size <= SYNC_HASH_MAX) {
+    const sum = sha256SmallSync(file, size);
+    if (sum !== undefined) {
+      onBytes(size);
+      return sum;
+    }
+  }
   if (size <= SMALL_FILE) {
     const buf = await fsp.readFile(file);
     onBytes(buf.length);
