@@ -54,6 +54,9 @@ osd pool default pgp num = 8
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
 osd objectstore = memstore
+# a killed radosgw leaves its watch on the cache-notify objects: with the default 30 s every
+# notify the other gateway sends (a new bucket, a quota change) waits out that dead watch
+osd client watch timeout = 5
 memstore device bytes = ${memBytes}
 run dir = ${dir}/run
 admin socket = ${dir}/run/$name.asok
