@@ -8,7 +8,7 @@
  * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
  * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
-import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger } from '@boxback/common';
+import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type wire } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
@@ -46,6 +46,11 @@ const STATUS_REUSE_MS = 1_000;
 const STATUS_STALE_MS = 10_000;
 /** With no job running, an answer is reused this long while nothing it was built from changed (ages are in seconds). */
 const IDLE_REUSE_MS = 1_000;
+
+/** Hosts built per turn of the event loop (a build of 1000 hosts never holds it for the whole fleet). */
+const BUILD_SLICE = 200;
+const turn = () => new Promise<void>((r) => setImmediate(r));
+const turnIf = (yes: boolean) => (yes ? turn() : Promise.resolve());
 
 /** What of a poll's answer status shows: a change makes the next status call build anew. */
 const seenKey = (s: Seen) =>
@@ -306,12 +311,14 @@ export class HostMonitor {
     if (this.cache?.generation !== this.catalog.generation) {
       const generation = this.catalog.generation;
       const readAtMs = Date.now();
+      const big = (this.cache?.hosts.length ?? 0) > BUILD_SLICE;
       this.cache = {
         generation,
         readAtMs,
         hosts: await this.catalog.listHosts(),
-        backups: await this.catalog.statusBackups(),
-        drills: await this.catalog.lastPassedEvidence('drill'),
+        // past BUILD_SLICE hosts a turn of the event loop between the reads (synchronous on SQLite)
+        backups: await turnIf(big).then(() => this.catalog.statusBackups()),
+        drills: await turnIf(big).then(() => this.catalog.lastPassedEvidence('drill')),
       };
     }
     const { hosts, backups, readAtMs, drills } = this.cache;
@@ -331,7 +338,10 @@ export class HostMonitor {
     const entries: HostEntry[] = [];
     const ages: number[] = [];
     const kept = new Map<string, HostEntry>();
-    const out = hosts.map((h) => {
+    const out: wire.HostStatus[] = [];
+    for (const [i, h] of hosts.entries()) {
+      // BUILD_SLICE hosts per turn of the event loop: calls arriving meanwhile are answered
+      if (i > 0 && i % BUILD_SLICE === 0) await turn();
       const s = this.seen.get(h.name) ?? { atMs: now, error: 'not polled yet' };
       const last = lastRestorable.get(h.name);
       const drilled = drills.get(h.name);
@@ -368,8 +378,8 @@ export class HostMonitor {
       kept.set(h.name, entry);
       entries.push(entry);
       ages.push(ageS);
-      return { ...entry, lastGoodAgeSeconds: ageS };
-    });
+      out.push({ ...entry, lastGoodAgeSeconds: ageS });
+    }
     this.entries = kept;
     const answer = {
       hosts: out,
