@@ -3,7 +3,7 @@
  * deduplicated across backups and hosts, and encrypted on this side (format:
  * docs/design/store-s3-format.md). The pieces, one file each:
  *
- *   client.ts       requests: credentials, retries, typed errors, Content-MD5, multipart, bandwidth
+ *   client.ts       requests: credentials, retries, typed errors, signed SHA-256 bodies, multipart, bandwidth
  *   repo.ts         the objects and what they mean: keys, config, index, snapshots, locks
  *   blob-writer.ts  content -> chunks -> blobs -> packs, each blob stored once
  *   staging.ts      a backup being written (lock, addFile, syncTree, commit with snapshot LAST)
