@@ -33,6 +33,27 @@ function setCompacting(on: boolean): void {
   }
 }
 
+/** Entries a job handled since its last full GC (collectEvery). */
+let handled = 0;
+const ENTRIES_PER_GC = 20_000;
+
+/**
+ * A job going through a backup's entries one by one (a restore's VERIFY) reports how many it
+ * handled; every 20k the daemon runs one full GC. Each entry leaves garbage (its manifest line,
+ * the parsed entry, an lstat result, promises) that outlives the young generation while its
+ * I/O is in flight, and V8 lets the old generation grow to a multiple of what the watcher keeps
+ * live before it collects: a restore at 120k entries went from 100 to 220 MB of JS heap.
+ * A full GC costs a few tens of ms. Without --expose-gc it does nothing.
+ */
+export function collectEvery(entries: number): void {
+  const gc = (globalThis as { gc?: Gc }).gc;
+  if (!gc) return;
+  handled += entries;
+  if (handled < ENTRIES_PER_GC) return;
+  handled = 0;
+  gc();
+}
+
 /** Run one full GC after DELAY_MS (unless one is already due), and log what it freed. */
 export function releaseMemorySoon(log: Logger, why: string): void {
   const gc = (globalThis as { gc?: Gc }).gc;

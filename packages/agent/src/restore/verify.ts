@@ -18,6 +18,7 @@
  */
 import { BoxbackError, checkZipArchive, mapLimit, zipArchivesOf, zipEntries, type Manifest } from '@boxback/common';
 import type { JobContext } from '../job.js';
+import { collectEvery } from '../memory.js';
 import type { BackupFiles } from './backup-files.js';
 import type { RestoreTargets } from './targets.js';
 import { timed } from './timed.js';
@@ -107,6 +108,7 @@ export async function verifyBackup(
         signal: ctx.signal,
         onProgress: (p) => {
           shaDone = p.bytesDone;
+          collectEvery(p.filesDone - filesDone);
           filesDone = p.filesDone;
           emit();
         },
