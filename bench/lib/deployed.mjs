@@ -206,7 +206,8 @@ export async function startDaemon({ dir, name, planFile, store, allowedRoots, st
       const phases = phaseSpans(j.events);
       // The data path: what unzip + rsync stand for (no stop, start or health check of the service).
       const service = ['STOP', 'START', 'HEALTH_CHECK'].reduce((s, k) => s + (phases[k] ?? 0), 0);
-      await unary(agent.client, 'ConfirmRestore', { jobId });
+      // The agent removes the safety copies before it answers: minutes for a large box (the controller allows an hour too).
+      await unary(agent.client, 'ConfirmRestore', { jobId }, { deadlineMs: 3_600_000 });
       return { ...j, phases, dataPathSeconds: Math.max(0, j.seconds - service), steps: restoreSteps(agent.output(), jobId) };
     },
     stop: () => agent.stop(),
