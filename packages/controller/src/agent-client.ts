@@ -70,6 +70,13 @@ export class AgentClient {
 
   /** The channel for one call: counted in flight until `done`. */
   private begin(): grpc.Client {
+    // A channel whose last connect failed (the agent was down) waits out a reconnect backoff and
+    // fails every call at once meanwhile: an agent restarted since would look down. Start afresh.
+    const old = this.channel;
+    if (old && this.inFlight === 0 && old.getChannel().getConnectivityState(false) === grpc.connectivityState.TRANSIENT_FAILURE) {
+      old.close();
+      this.channel = undefined;
+    }
     const ch = this.pool.open(this);
     this.inFlight++;
     return ch;

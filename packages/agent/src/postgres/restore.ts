@@ -27,6 +27,7 @@
  * dropSafetyDatabase() is `restore confirm`. dryRunDescribe() reads only.
  */
 import { promises as fsp } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { BoxbackError, type Logger } from '@boxback/common';
 import {
@@ -214,14 +215,28 @@ async function terminateSessions(conn: PgConnection, db: string, serverNum: numb
   return Number(rows[0]?.[0] ?? 0);
 }
 
+/**
+ * A session we may not end (another role's, an autovacuum worker's) makes the drop fail; such
+ * sessions are short, so the drop is tried again for about 10 s before it fails.
+ */
+const BUSY_DB = /must be a member of the role whose process is being terminated|is being accessed by other users/i;
+
 async function dropDatabase(conn: PgConnection, db: string, serverNum: number, signal?: AbortSignal): Promise<void> {
-  await terminateSessions(conn, db, serverNum, signal);
   const force = serverNum >= 130000 ? ' with (force)' : '';
-  await query(conn, conn.ds.pg.maintenanceDatabase, `drop database if exists ${ident(db)}${force};`, {
-    signal,
-    code: 'BOXBACK_ERR_RESTORE_FAILED',
-    what: `dropping database ${db}`,
-  });
+  for (let attempt = 1; ; attempt++) {
+    await terminateSessions(conn, db, serverNum, signal);
+    try {
+      await query(conn, conn.ds.pg.maintenanceDatabase, `drop database if exists ${ident(db)}${force};`, {
+        signal,
+        code: 'BOXBACK_ERR_RESTORE_FAILED',
+        what: `dropping database ${db}`,
+      });
+      return;
+    } catch (err) {
+      if (attempt >= 20 || !BUSY_DB.test((err as Error).message)) throw err;
+      await sleep(500, undefined, { signal });
+    }
+  }
 }
 
 /** Step 3, recreate: returns the safety copy's name (null when the database did not exist). */

@@ -72,13 +72,27 @@ export async function copyTree(src: string, dest: string, signal?: AbortSignal, 
       )
     : undefined;
   timer?.unref();
-  const r = await execa('cp', [...CP_ARGS, src, dest], {
+  const sub = execa('cp', [...CP_ARGS, src, dest], {
     reject: false,
     stdin: 'ignore',
+    stdout: 'ignore',
     cancelSignal: signal,
     forceKillAfterDelay: 3000,
     env: { LC_ALL: 'C' },
-  }).finally(() => clearInterval(timer));
+  });
+  // cp goes on to the next file after a failed write: on a full disk it is stopped at the first.
+  let full = '';
+  sub.stderr?.on('data', (d: Buffer) => {
+    const line = String(d)
+      .split('\n')
+      .find((l) => /No space left on device|Disk quota exceeded/i.test(l));
+    if (line && !full) {
+      full = line;
+      sub.kill('SIGTERM');
+    }
+  });
+  const r = await sub.finally(() => clearInterval(timer));
+  if (full) throw new BoxbackError('BOXBACK_ERR_DISK_FULL', `copying ${src} to ${dest} failed: ${full.trim()}`);
   if (r.isCanceled) {
     signal?.throwIfAborted();
     throw new BoxbackError('BOXBACK_ERR_CANCELLED', `the copy of ${src} was cancelled`);
