@@ -163,7 +163,7 @@ describe('a full store', () => {
     // Which step's write hits the full disk first is a race (the artifacts fill it; a zip
     // written beside them may be the first to be refused): that step is named everywhere.
     const step = /^boxback: BOXBACK_ERR_DISK_FULL: job \S+ ended Failed at ([A-Z_]+): /.exec(end)?.[1] ?? '';
-    expect(['SYNC_ARTIFACTS', 'BACKUP_CONFIG', 'BACKUP_WRAPPER_CONFIG', 'BACKUP_CONFIG_REPO', 'BACKUP_DATABASE'], end).toContain(step);
+    expect(step, end).toMatch(/^(SYNC|BACKUP)_[A-Z_]+$/);
     expect(end).toMatch(new RegExp(`^boxback: BOXBACK_ERR_DISK_FULL: job \\S+ ended Failed at ${step}: store ${store} is full `));
     expect(end).toMatch(new RegExp(`\\(a 6\\.0 MiB filesystem, [\\d.]+ \\S+ free\\) at ${step}: `));
     expect(end).toMatch(

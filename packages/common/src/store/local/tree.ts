@@ -97,22 +97,20 @@ async function journaledSync(c: TreeContext, req: TreeSyncRequest, dest: string,
 }
 
 async function fullSync(c: TreeContext, req: TreeSyncRequest, dest: string, prevTree: string | undefined, why: string) {
-  if (!prevTree || !(await isDir(prevTree))) {
-    // Nothing to link against (a first backup): a plain copy, rsync's attributes, a third of its CPU.
-    if (!req.excludes?.length) {
-      const startedAt = Date.now();
-      try {
-        await copyTree(req.source, dest, req.signal, (bytesDone) =>
-          req.onProgress?.({ bytesDone, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `full copy: ${why}` }),
-        );
-        c.log.info({ tree: req.dir, copyMs: Date.now() - startedAt }, `tree ${req.dir} copied (no previous tree to link against)`);
-        return { warnings: [], bytesTransferred: -1 };
-      } catch (err) {
-        const be = asBoxbackError(err);
-        if (req.signal?.aborted || be.code !== 'BOXBACK_ERR_SYNC_FAILED') throw err;
-        // A file that vanished or changed type under a live tree: rsync completes the partial copy.
-        c.log.info({ tree: req.dir, err: be.message }, `tree ${req.dir}: the copy did not complete; rsync finishes it`);
-      }
+  // Nothing to link against (a first backup) and nothing to exclude: a plain copy, rsync's attributes, a third of its CPU.
+  if (!req.excludes?.length && !(prevTree && (await isDir(prevTree)))) {
+    const startedAt = Date.now();
+    try {
+      await copyTree(req.source, dest, req.signal, (bytesDone) =>
+        req.onProgress?.({ bytesDone, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `full copy: ${why}` }),
+      );
+      c.log.info({ tree: req.dir, copyMs: Date.now() - startedAt }, `tree ${req.dir} copied (no previous tree to link against)`);
+      return { warnings: [], bytesTransferred: -1 };
+    } catch (err) {
+      const be = asBoxbackError(err);
+      if (req.signal?.aborted || be.code !== 'BOXBACK_ERR_SYNC_FAILED') throw err;
+      // A file that vanished or changed type under a live tree: rsync completes the partial copy.
+      c.log.info({ tree: req.dir, err: be.message }, `tree ${req.dir}: the copy did not complete; rsync finishes it`);
     }
   }
   const synced = await rsyncTree({
