@@ -655,12 +655,13 @@ export async function describeFromPrevious(
  * (a directory that became a symlink or a file, or vanished), as the incremental sync does.
  */
 export async function promoteRoots(changed: string[], tree: string, prevTree: string): Promise<string[]> {
-  const isDir = async (p: string) => (await fsp.lstat(p).catch(() => null))?.isDirectory() === true;
-  const known = new Map<string, Promise<boolean>>();
+  // On the JS thread (inode cache, microseconds): the pool's threads may be busy with 1 MiB archive jobs.
+  const isDir = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+  const known = new Map<string, boolean>();
   const bothDirs = (rel: string) => {
     let v = known.get(rel);
-    if (!v) {
-      v = Promise.all([isDir(path.join(tree, rel)), isDir(path.join(prevTree, rel))]).then(([a, b]) => a && b);
+    if (v === undefined) {
+      v = isDir(path.join(tree, rel)) && isDir(path.join(prevTree, rel));
       known.set(rel, v);
     }
     return v;
@@ -673,7 +674,7 @@ export async function promoteRoots(changed: string[], tree: string, prevTree: st
     let root = p;
     for (let i = 1; i < parts.length; i++) {
       const anc = parts.slice(0, i).join('/');
-      if (!(await bothDirs(anc))) {
+      if (!bothDirs(anc)) {
         root = anc;
         break;
       }
