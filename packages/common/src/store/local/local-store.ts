@@ -25,7 +25,8 @@ import { makeRef, refId } from '../ref.js';
 import { deleteBackupDir, uniqueBytes } from './delete.js';
 import { backupDir, hasBackup, hostDir, listBackupRefs, listHostDirs } from './layout.js';
 import { FARM_DIR, LinkFarms } from './link-farm.js';
-import { readPrevIndex, type PrevIndex } from './manifest-writer.js';
+import { readPrevIndex } from './manifest-writer.js';
+import type { PrevBackup } from './tree.js';
 import * as read from './read.js';
 import { createTempDir, freeTimestamp, removeStaleTemps } from './staging-fs.js';
 import { LocalStaging } from './staging.js';
@@ -121,19 +122,22 @@ export class LocalBackupStore implements BackupStore {
       ts = (await freeTimestamp(this.root, host, o.startedAt, formatTimestamp)).ts;
       tempDir = await createTempDir(this.root, host, ts, o.jobId);
     }
-    const prevCache = new Map<string, Promise<{ dir: string; index: PrevIndex } | undefined>>();
-    const previous = (ref: BackupRef | undefined) => {
-      if (!ref) return Promise.resolve(undefined);
+    // The previous backup's manifest index is read once, in the background: a journaled tree
+    // sync needs only its directory, and waits for the index when it describes the tree.
+    const prevCache = new Map<string, PrevBackup>();
+    const previous = (ref: BackupRef | undefined): PrevBackup | undefined => {
+      if (!ref) return undefined;
       const dir = backupDir(this.root, ref);
       let p = prevCache.get(dir);
       if (!p) {
-        p = readPrevIndex(dir).then(
-          (index) => ({ dir, index }),
+        const index = readPrevIndex(dir).then(
+          (ix) => ix,
           (err: unknown) => {
             o.log.warn({ err, prevDir: dir }, 'previous backup has no readable manifest: trees are copied in full');
             return undefined;
           },
         );
+        p = { dir, index };
         prevCache.set(dir, p);
       }
       return p;

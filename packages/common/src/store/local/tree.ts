@@ -28,11 +28,17 @@ import { PARTS_DIR, collectFiles, describeFromPrevious, promoteRoots, type Colle
 import { syncTree as rsyncTree } from './rsync.js';
 import { copyTree } from './tree-copy.js';
 
+/** The previous backup: its directory, and its manifest's index (undefined when it has no readable manifest). */
+export interface PrevBackup {
+  dir: string;
+  index: Promise<PrevIndex | undefined>;
+}
+
 export interface TreeContext {
   /** The temporary backup directory. */
   tempDir: string;
-  /** The previous backup's directory and manifest index, when it has a readable manifest. */
-  previous: (ref: BackupRef | undefined) => Promise<{ dir: string; index: PrevIndex } | undefined>;
+  /** The previous backup's directory and (read in the background) its manifest index. */
+  previous: (ref: BackupRef | undefined) => PrevBackup | undefined;
   known: Map<string, string>;
   farms?: LinkFarms;
   log: Logger;
@@ -128,10 +134,11 @@ async function fullSync(c: TreeContext, req: TreeSyncRequest, dest: string, prev
 /** Store one tree; returns the result and what it wrote (for commit's flush). */
 export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promise<TreeSyncResult & { col: CollectResult }> {
   const dest = path.join(c.tempDir, ...req.dir.split('/'));
-  const prev = await c.previous(req.previous);
-  const prevTree = prev ? path.join(prev.dir, ...req.dir.split('/')) : undefined;
+  const prevBackup = c.previous(req.previous);
+  let prevTree = prevBackup ? path.join(prevBackup.dir, ...req.dir.split('/')) : undefined;
+  const noManifest = 'there is no previous backup with a readable manifest';
   let reason = req.changed ? '' : (req.fullReason ?? 'no trusted change journal');
-  if (req.changed && !prev) reason = 'there is no previous backup with a readable manifest';
+  if (req.changed && !prevBackup) reason = noManifest;
   else if (req.changed && !(await isDir(prevTree!))) reason = `the previous backup has no ${req.dir}/ tree to link against`;
   let mode: 'full' | 'journal' = reason ? 'full' : 'journal';
   const message = mode === 'journal' ? `${req.changed!.length} changed paths` : `full rsync pass: ${reason}`;
@@ -139,8 +146,14 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
   let bytesTransferred: number;
   if (mode === 'journal') {
     try {
+      // The previous manifest's index is read meanwhile (the describe step needs it, not the sync).
       const s = await journaledSync(c, req, dest, prevTree!, refPath(req.previous!), message);
       ({ warnings, bytesTransferred } = s);
+      if (!(await prevBackup!.index)) {
+        reason = noManifest;
+        await fsp.rm(dest, { recursive: true, force: true });
+        mode = 'full';
+      }
     } catch (err) {
       const be = asBoxbackError(err);
       if (req.signal?.aborted || be.code === 'BOXBACK_ERR_CANCELLED' || be.code === 'BOXBACK_ERR_DISK_FULL') throw err;
@@ -151,6 +164,10 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
       mode = 'full';
     }
   }
+  const index = await prevBackup?.index;
+  const prev = prevBackup && index ? { dir: prevBackup.dir, index } : undefined;
+  // Without a readable previous manifest nothing is linked against it (as before: a plain copy).
+  if (!prev) prevTree = undefined;
   if (mode === 'full') ({ warnings, bytesTransferred } = await fullSync(c, req, dest, prevTree, reason));
   const col = await describeTree(c, req, mode, prev, dest, prevTree);
   if (bytesTransferred! < 0) bytesTransferred = col.bytes; // copied whole: every byte is new
