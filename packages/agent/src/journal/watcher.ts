@@ -15,9 +15,9 @@
  * Start-up: the directories are walked (counted against the inotify limit, inodes and birth
  * times noted), then watched a batch at a time (planChunks: about `chunkEntries` entries per
  * batch), letting events in between. The tree counts as watched once the process holds one
- * inotify watch per directory. Memory: about 1 KB per directory (fs.watch's handle and our
- * map entry); chokidar, used before, kept ~7 KB per directory and lstat-ed every file on its
- * first scan (docs/design/agent-memory.md).
+ * inotify watch per directory. Memory: under 1 KB per directory (Node's bare watch handle,
+ * dir-watch.ts, and our map entries); chokidar, used before, kept ~7 KB per directory and
+ * lstat-ed every file on its first scan (docs/design/agent-memory.md).
  *
  * Cases that make the journal untrusted (the next backup makes a full rsync pass):
  *   - the tree has more directories than inotify watches are left (checked before watching,
@@ -35,10 +35,11 @@
  * Not seen by inotify at all (the periodic full pass catches them): writes through mmap,
  * and a change to a file through a hard link to it from another directory.
  */
-import { promises as fsp, readFileSync, readdirSync, readlinkSync, watch, type FSWatcher } from 'node:fs';
+import { promises as fsp, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '@boxback/common';
 import { compileExcludes, type ExcludeMatcher } from '@boxback/common';
+import { watchDirectory, type DirWatch, type WatchSink } from './dir-watch.js';
 
 export interface TreeWatcherOptions {
   tree: string;
@@ -237,9 +238,9 @@ function watchBatches(chunks: { roots: string[]; skeleton: Set<string> }, dirs: 
   return batches;
 }
 
-export class TreeWatcher {
+export class TreeWatcher implements WatchSink {
   /** rel dir -> its watch, while running. */
-  private watches: Map<string, FSWatcher> | undefined;
+  private watches: Map<string, DirWatch> | undefined;
   private readonly ex: ExcludeMatcher;
   private readonly root: string;
   private inodes = new Map<string, string>();
@@ -372,9 +373,9 @@ export class TreeWatcher {
   private watchDir(rel: string): void {
     const m = this.watches;
     if (!m || m.has(rel)) return;
-    let w: FSWatcher;
+    let w: DirWatch;
     try {
-      w = watch(rel ? path.join(this.root, rel) : this.root, { persistent: true }, (event, name) => this.onRaw(rel, event, name));
+      w = watchDirectory(rel ? path.join(this.root, rel) : this.root, rel, this);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       // Gone (or replaced by a file) since it was listed: its parent's event says so.
@@ -382,7 +383,6 @@ export class TreeWatcher {
       this.onError(e);
       return;
     }
-    w.on('error', (err: unknown) => this.onError(err as NodeJS.ErrnoException));
     m.set(rel, w);
   }
 
@@ -399,7 +399,8 @@ export class TreeWatcher {
     for (const k of this.inodes.keys()) if (k === rel || k.startsWith(`${rel}/`)) this.inodes.delete(k);
   }
 
-  private onError(e: NodeJS.ErrnoException): void {
+  /** A watch failed (WatchSink: dir-watch.ts calls it). */
+  onError(e: NodeJS.ErrnoException): void {
     const why =
       e.code === 'ENOSPC'
         ? `the inotify watch limit was reached while watching ${this.o.tree} (fs.inotify.max_user_watches); raise it`
@@ -408,8 +409,8 @@ export class TreeWatcher {
     void this.restart(why);
   }
 
-  /** An inotify event on directory `dir` about its entry `name`. */
-  private onRaw(dir: string, event: string, name: string | null): void {
+  /** An inotify event on directory `dir` about its entry `name` (WatchSink). */
+  onRaw(dir: string, event: string, name: string | null): void {
     countRawEvent();
     if (!name || !this.watches) return;
     const r = dir ? `${dir}/${name}` : name;
