@@ -18,10 +18,11 @@
 //      a dashboard session (POST /login); N AddHost calls
 //   4. fleet backup: CreateBackup --all, every job followed with WatchJob until its result
 //      (per-host progress: each job must stream progress before its result); meanwhile a third
-//      child process (this file with --sample: its own event loop, so the N watch streams here
-//      never delay a timing) times, every 50 ms, GetStatus over gRPC, and the fleet page's HTML
-//      (GET / with the session) and its JSON (POST /api/v1/GetStatus); every page must list
-//      every host; afterwards no job may be left Queued or Running
+//      and fourth child process (this file with --sample: their own event loops, so the N watch
+//      streams here never delay a timing, nor a page read a status timing) time, every 50 ms,
+//      GetStatus over gRPC (one), and the fleet page's HTML (GET / with the session) and its
+//      JSON (POST /api/v1/GetStatus) (the other); every page must list every host; afterwards no
+//      job may be left Queued or Running; the agents' and timing clients' CPU seconds are reported
 //   5. GetStatus sampled `--status-calls` times back to back (idle, N backups in the catalog),
 //      then the fleet page 20 times: the controller's CPU per call and per page (CPU seconds
 //      from /proc, per phase too: comparable on a loaded machine, unlike wall-clock timings)
@@ -35,6 +36,7 @@ import https from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
@@ -264,39 +266,46 @@ async function timeDashboard(web) {
 }
 
 /**
- * The timing client's process: GetStatus over gRPC and the fleet page (HTML, then JSON) every
- * 50 ms each until stdin ends; prints { status, html, json, pageBytes } (milliseconds).
+ * A timing client's process: `what` 'status' times GetStatus over gRPC, 'page' the fleet page
+ * (HTML, then JSON), every 50 ms until stdin ends; prints { status | html, json, pageBytes }
+ * (milliseconds) and its own event loop's delay (p99 and max, ms: a timing is the controller's
+ * only while this stays small). Two processes: a 0.8 MB page read and checked in the same event
+ * loop would delay a status call's timing.
  */
 async function sample(spec) {
   const o = JSON.parse(spec);
-  const client = new ControllerClient({ controller: o.controller, ca: o.ca, token: o.token });
-  const web = { ...o.web, agent: new https.Agent({ ca: readFileSync(o.ca), servername: 'controller', keepAlive: true }) };
+  const eld = monitorEventLoopDelay({ resolution: 10 });
   const out = { status: [], html: [], json: [], pageBytes: 0 };
   let running = true;
   process.stdin.resume();
   process.stdin.once('end', () => (running = false));
-  await timeStatus(client); // connect before the first timing
-  process.stdout.write('ready\n');
   const pause = () => new Promise((r) => setTimeout(r, 50));
-  await Promise.all([
-    (async () => {
-      while (running) {
-        out.status.push((await timeStatus(client)).ms);
-        await pause();
-      }
-    })(),
-    (async () => {
-      while (running) {
-        const d = await timeDashboard(web);
-        out.html.push(d.html);
-        out.json.push(d.json);
-        out.pageBytes = d.htmlBytes;
-        await pause();
-      }
-    })(),
-  ]);
-  client.close();
-  web.agent.destroy();
+  if (o.what === 'status') {
+    const client = new ControllerClient({ controller: o.controller, ca: o.ca, token: o.token });
+    await timeStatus(client); // connect before the first timing
+    process.stdout.write('ready\n');
+    eld.enable();
+    while (running) {
+      out.status.push((await timeStatus(client)).ms);
+      await pause();
+    }
+    client.close();
+  } else {
+    const web = { ...o.web, agent: new https.Agent({ ca: readFileSync(o.ca), servername: 'controller', keepAlive: true }) };
+    await timeDashboard(web);
+    process.stdout.write('ready\n');
+    eld.enable();
+    while (running) {
+      const d = await timeDashboard(web);
+      out.html.push(d.html);
+      out.json.push(d.json);
+      out.pageBytes = d.htmlBytes;
+      await pause();
+    }
+    web.agent.destroy();
+  }
+  eld.disable();
+  out.eld = { p99: round(eld.percentile(99) / 1e6), max: round(eld.max / 1e6) };
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
@@ -315,11 +324,17 @@ function spawnSampler(spec) {
   });
   return {
     ready,
-    /** Stop sampling; resolves with the timings. */
+    /** Stop sampling; resolves with the timings and the process's CPU seconds. */
     async stop() {
+      let cpuS = NaN;
+      try {
+        cpuS = cpuSeconds(proc.pid);
+      } catch {
+        // it has exited
+      }
       proc.stdin.end();
       await exited;
-      return JSON.parse(out.slice('ready\n'.length));
+      return { ...JSON.parse(out.slice('ready\n'.length)), cpuS };
     },
   };
 }
@@ -435,16 +450,21 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     if (first.reachableHosts !== N) throw new Error(`only ${first.reachableHosts} of ${N} agents reachable`);
 
     // 4. fleet backup, status and the fleet page timed meanwhile by the timing client
-    const sampler = spawnSampler({
+    const spec = {
       controller: `127.0.0.1:${controller.port}`,
       ca: path.join(certsDir, 'ca.crt'),
       token: web.token,
       web: { port: web.port, token: web.token, cookie: web.cookie, hosts: N },
-    });
-    await sampler.ready;
+    };
+    const samplers = [spawnSampler({ ...spec, what: 'status' }), spawnSampler({ ...spec, what: 'page' })];
+    await Promise.all(samplers.map((x) => x.ready));
     phases.set('fleet-backup');
+    const agentsCpu0 = cpuSeconds(agentsProc.pid);
     if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // start the profile (lib/phase-profile.mjs)
-    let withProgress = 0;
+    // a job's progress seen live by its watcher; a job that ended before its watch began (the
+    // watches start after CreateBackup returns, 256 at a time) answers with its result only:
+    // its progress is then the one the controller recorded from the agent's stream (ListJobs)
+    const watchedLive = new Set();
     const tb = performance.now();
     const { jobs } = await client.call('CreateBackup', { all: true }, 60_000);
     const results = await mapLimit(jobs, 256, async (j) => {
@@ -452,7 +472,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       for await (const ev of client.stream('WatchJob', { id: j.id })) {
         if (ev.progress) progressed = true;
         if (ev.result) {
-          if (progressed) withProgress++;
+          if (progressed) watchedLive.add(j.id);
           return ev.result;
         }
       }
@@ -460,12 +480,18 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     });
     const fleetS = (performance.now() - tb) / 1000;
     if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // write it
-    const timed = await sampler.stop();
-    const busy = timed.status;
-    const pageMs = timed.html;
-    const jsonMs = timed.json;
-    const pageBytes = timed.pageBytes;
+    const [timedStatus, timedPage] = await Promise.all(samplers.map((x) => x.stop()));
+    const busy = timedStatus.status;
+    const pageMs = timedPage.html;
+    const jsonMs = timedPage.json;
+    const pageBytes = timedPage.pageBytes;
+    const agentsCpuS = cpuSeconds(agentsProc.pid) - agentsCpu0;
     const leftRunning = (await client.call('ListJobs', { states: ['active'], limit: 10_000 })).jobs.length;
+    const ids = new Set(jobs.map((j) => j.id));
+    const recorded = (await client.call('ListJobs', { limit: 10_000 })).jobs.filter(
+      (j) => ids.has(j.id) && j.progress?.phase === 'PUBLISH' && j.progress.state === 'done',
+    );
+    const withProgress = new Set([...watchedLive, ...recorded.map((j) => j.id)]).size;
     const completed = results.filter((r) => r.status === 'Completed').length;
     log(`  fleet backup: ${completed}/${N} Completed in ${round(fleetS, 2)} s`);
 
@@ -500,6 +526,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       fleet_backup_s: round(fleetS, 2),
       fleet_backups_completed: completed,
       fleet_backups_with_progress: withProgress,
+      fleet_backups_progress_watched_live: watchedLive.size,
       jobs_left_running: leftRunning,
       hosts_per_s: round(N / fleetS, 1),
       add_hosts_s: round(addS, 2),
@@ -520,6 +547,11 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       status_at_risk_hosts: last.atRiskHosts,
       controller_peak_rss_mb: round(rss, 1),
       controller_cpu_s: round(cpuS, 1),
+      // the bench's own processes during the fleet backup: they share the 2 cores with the controller
+      agents_cpu_s_fleet_backup: round(agentsCpuS, 1),
+      timing_clients_cpu_s: [round(timedStatus.cpuS, 1), round(timedPage.cpuS, 1)],
+      // the timing clients' own event-loop delay (status, page): p99 and max in ms
+      timing_clients_eld_ms: [timedStatus.eld, timedPage.eld],
       // the controller's CPU per status call and per fleet page (HTML + JSON), both asked back
       // to back after the backup (answers reused as status.ts says), in ms: what a request
       // costs it, whatever the machine's load

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Where a CPU profile's time went: self time by function and by file, and the wall time the
 // process spent idle (waiting on I/O, child processes or timers).
-//   node bench/prof-summary.mjs FILE.cpuprofile [--top N]
+//   node bench/prof-summary.mjs FILE.cpuprofile [--top N] [--long-turns MS]
+// --long-turns: the stretches of samples with no idle between them longer than MS (the event
+// loop's long turns), their count and time, and the project's functions inclusive in them.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, 'long-turns': { type: 'string' } } });
 const prof = JSON.parse(readFileSync(positionals[0], 'utf8'));
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const self = new Map();
@@ -50,3 +52,47 @@ for (const [id, us] of self) {
   }
 }
 console.log(`\ninclusive, this project's functions:\n${top(incl)}`);
+
+if (values['long-turns']) {
+  // a turn: consecutive samples none of which is (idle) (GC and program samples count as busy)
+  const idleIds = new Set(prof.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id));
+  const limit = Number(values['long-turns']);
+  const turns = [];
+  let cur = null;
+  for (let i = 0; i < prof.samples.length; i++) {
+    const us = prof.timeDeltas[i + 1] ?? 0;
+    if (idleIds.has(prof.samples[i])) {
+      if (cur) turns.push(cur);
+      cur = null;
+      continue;
+    }
+    cur ??= { ms: 0, ids: [] };
+    cur.ms += us / 1000;
+    cur.ids.push([prof.samples[i], us]);
+  }
+  if (cur) turns.push(cur);
+  const long = turns.filter((t) => t.ms >= limit).sort((a, b) => b.ms - a.ms);
+  const inTurns = new Map();
+  for (const t of long)
+    for (const [id, us] of t.ids) {
+      const seen = new Set();
+      for (let c = id; c !== undefined; c = parent.get(c)) {
+        const cf = byId.get(c).callFrame;
+        const k = /\/packages\//.test(cf.url)
+          ? `${cf.functionName || '(anon)'} ${cf.url.replace(/^.*\/packages\//, '')}:${cf.lineNumber + 1}`
+          : c === id
+            ? `[self] ${cf.functionName || '(anon)'} ${cf.url.replace(/^.*\/node_modules\//, '')}`
+            : null;
+        if (!k || seen.has(k)) continue;
+        seen.add(k);
+        inTurns.set(k, (inTurns.get(k) ?? 0) + us / 1000);
+      }
+    }
+  const sum = long.reduce((a, t) => a + t.ms, 0);
+  console.log(
+    `\nturns >= ${limit} ms: ${long.length} of ${turns.length}, ${sum.toFixed(0)} ms; longest ${long
+      .slice(0, 10)
+      .map((t) => t.ms.toFixed(0))
+      .join(', ')} ms\nin them (inclusive):\n${top(inTurns)}`,
+  );
+}
