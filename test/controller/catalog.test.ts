@@ -375,4 +375,32 @@ describe('SQLite group commit', () => {
     expect((await again.getHost('gc1'))?.address).toBe('10.0.0.9:7444');
     await again.close();
   });
+
+  it("joins a job's progress and log lines to the queue: a job's progress queued again replaces the queued one, in order with the other writes", async () => {
+    const file = path.join(dir, 'group-light', 'catalog.db');
+    const c = SqliteCatalog.open(file);
+    await c.createJob(job('backup-p1'));
+    await c.createJob(job('backup-p2'));
+    const before = { ...c.commits };
+    const progress = (n: number) => JSON.stringify({ bytesDone: n });
+    await Promise.all([
+      c.updateJobProgress('backup-p1', 'BACKUP_DATABASE', progress(1)),
+      c.appendJobEvent({ jobId: 'backup-p1', atMs: 1, phase: 'BACKUP_DATABASE', state: 'done', message: 'first' }),
+      c.updateJobProgress('backup-p1', 'BACKUP_TREES', progress(2)),
+      c.updateJobProgress('backup-p2', 'BACKUP_DATABASE', progress(5)),
+      c.appendJobEvent({ jobId: 'backup-p1', atMs: 2, phase: 'BACKUP_TREES', state: 'done', message: 'second' }),
+      c.updateJobProgress('backup-p1', 'PUBLISH', progress(3)),
+      // the job's end, queued after its progress: it is what the row keeps
+      c.updateJob('backup-p2', { state: 'Completed', phase: 'PUBLISH', progressJson: progress(100) }),
+    ]);
+    // p1's three progress updates ran as one statement; one commit for all
+    expect(c.commits.writes - before.writes).toBe(5);
+    expect(c.commits.batches - before.batches).toBe(1);
+    await c.close();
+    const again = SqliteCatalog.open(file);
+    expect(await again.getJob('backup-p1')).toMatchObject({ phase: 'PUBLISH', progressJson: progress(3) });
+    expect(await again.getJob('backup-p2')).toMatchObject({ state: 'Completed', phase: 'PUBLISH', progressJson: progress(100) });
+    expect((await again.listJobEvents('backup-p1')).map((e) => e.message)).toEqual(['first', 'second']);
+    await again.close();
+  });
 });

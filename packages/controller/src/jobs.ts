@@ -201,15 +201,13 @@ export class JobRunner {
     });
     // every row in one catalog commit (the catalog groups writes made together: one fsync, not one per host)
     const created = await Promise.allSettled(made.map(({ row }) => this.catalog.createJob(row)));
+    const queued = made.filter((_, i) => created[i].status === 'fulfilled');
+    // their "queued" log lines in one commit too (awaited one by one, 1000 hosts made 1000 commits
+    // before CreateBackup answered, while the first jobs ran)
+    const via = `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`;
+    await Promise.all(queued.map(({ row }) => this.logEvent(row.id, '', 'queued', via)));
     const rows: JobRow[] = [];
-    for (const [i, { host, row }] of made.entries()) {
-      if (created[i].status === 'rejected') continue;
-      await this.logEvent(
-        row.id,
-        '',
-        'queued',
-        `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`,
-      );
+    for (const { host, row } of queued) {
       rows.push(row);
       this.start(row, async (a) => {
         const releaseBound = await bound.acquire();
