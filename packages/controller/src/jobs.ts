@@ -67,8 +67,13 @@ export interface RestoreOptions {
   afterResult?: (result: JobResult, row: JobRow) => Promise<void>;
 }
 
+/**
+ * A job's id: kind, second, 5 random bytes. A fleet backup of 1000 hosts makes 1000 ids in the
+ * same second: with 3 bytes two of them collided in ~3% of fleet backups (birthday bound) and
+ * CreateBackup --all failed with "already exists"; with 5 bytes ~1 in 2 million.
+ */
 export function newJobId(kind: JobKind): string {
-  return `${kind}-${formatTimestamp(new Date())}-${randomBytes(3).toString('hex')}`;
+  return `${kind}-${formatTimestamp(new Date())}-${randomBytes(5).toString('hex')}`;
 }
 
 export function isFinal(state: string): boolean {
