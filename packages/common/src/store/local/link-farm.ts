@@ -8,6 +8,9 @@
  *
  *   sealed(host/backup_X)  ->  ionice -c3 nice -n19 cp -al <store>/host/backup_X/<dir>/.
  *                                  <store>/host/.journal-farm/<tree>@backup_X.tmp
+ *                              then `ionice -c3 sync --file-system` (its directories are new
+ *                              inodes: flushed now, so the backup that takes it fsyncs only
+ *                              what it changes instead of a syncfs on its critical path),
  *                              then rename to  <store>/host/.journal-farm/<tree>@backup_X
  *   next backup (trusted)  ->  take(tree, host/backup_X): waits for a preparation still
  *                              running (raised to normal priority), then the farm is renamed
@@ -186,6 +189,8 @@ interface Prep {
   done: Promise<boolean>;
   startedAt: number;
   ms?: number;
+  /** Flushed to disk once linked (syncfs): the backup need not flush its directories again. */
+  durable?: boolean;
 }
 
 export class LinkFarms {
@@ -239,6 +244,11 @@ export class LinkFarms {
           );
         return false;
       }
+      const flush = execa('ionice', ['-c3', 'sync', '--file-system', tmp], { reject: false, stdin: 'ignore' });
+      prep.sub = flush;
+      const flushed = await flush;
+      prep.sub = undefined;
+      prep.durable = flushed.exitCode === 0;
       await fsp.rename(tmp, dir);
       prep.ms = Date.now() - prep.startedAt;
       this.log.info({ tree, from, ms: prep.ms }, `link farm for ${tree}'s next backup prepared`);
@@ -255,7 +265,7 @@ export class LinkFarms {
    * The prepared farm of `tree` made from exactly `backupRel` (waits for one still being
    * built), or undefined. The caller renames it into place; it is no longer tracked.
    */
-  async take(tree: string, backupRel: string): Promise<{ dir: string; prepareMs: number } | undefined> {
+  async take(tree: string, backupRel: string): Promise<{ dir: string; prepareMs: number; durable: boolean } | undefined> {
     const prep = this.preps.get(tree);
     if (!prep || prep.backupRel !== backupRel) {
       await this.drop(tree);
@@ -272,10 +282,10 @@ export class LinkFarms {
       ]);
       const ok = await prep.done;
       this.log.info({ tree, waitedMs: Date.now() - t0, ok }, `the backup waited for ${tree}'s link farm to be prepared`);
-      return ok ? { dir: prep.dir, prepareMs: prep.ms ?? 0 } : undefined;
+      return ok ? { dir: prep.dir, prepareMs: prep.ms ?? 0, durable: prep.durable === true } : undefined;
     }
     const ok = await prep.done;
-    return ok ? { dir: prep.dir, prepareMs: prep.ms ?? 0 } : undefined;
+    return ok ? { dir: prep.dir, prepareMs: prep.ms ?? 0, durable: prep.durable === true } : undefined;
   }
 
   /** Forget and remove the farm of `tree` (kills a preparation still running). */

@@ -562,6 +562,12 @@ export async function describeFromPrevious(
     prevManifest: string;
     /** A scratch file for the roots' lines (removed when done). */
     scratch: string;
+    /**
+     * The tree is a link farm flushed when it was made (link-farm.ts): its unchanged
+     * directories are left out of `dirs` (what the backup fsyncs); the roots' ancestors,
+     * whose entries changed, and the roots' own directories stay in.
+     */
+    durableFarm?: boolean;
   },
 ): Promise<CollectResult> {
   const prefix = `${o.subdir}/`;
@@ -632,8 +638,9 @@ export async function describeFromPrevious(
       entry = { ...(JSON.parse(line) as ManifestFile), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
       out = JSON.stringify(entry);
     }
-    if (entry.type === 'dir') res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
-    else {
+    if (entry.type === 'dir') {
+      if (!o.durableFarm || ancestors.has(rel)) res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
+    } else {
       res.files++;
       res.bytes += entry.size;
       tree.files++;

@@ -73,7 +73,8 @@ class CountingSink implements ManifestSink {
 }
 
 async function journaledSync(c: TreeContext, req: TreeSyncRequest, dest: string, prevTree: string, prevRel: string, message: string) {
-  const farm = c.farms ? (await c.farms.take(req.dir, prevRel))?.dir : undefined;
+  const taken = c.farms ? await c.farms.take(req.dir, prevRel) : undefined;
+  const farm = taken?.dir;
   const synced = await syncTreeIncremental({
     source: req.source,
     dest,
@@ -99,7 +100,8 @@ async function journaledSync(c: TreeContext, req: TreeSyncRequest, dest: string,
     },
     `tree ${req.dir} synced from the journal`,
   );
-  return synced;
+  // The prepared farm was flushed when made: only what this sync changed needs flushing.
+  return { ...synced, durableFarm: synced.preparedFarm && taken?.durable === true };
 }
 
 async function fullSync(c: TreeContext, req: TreeSyncRequest, dest: string, prevTree: string | undefined, why: string) {
@@ -144,11 +146,12 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
   const message = mode === 'journal' ? `${req.changed!.length} changed paths` : `full rsync pass: ${reason}`;
   let warnings: string[];
   let bytesTransferred: number;
+  let durableFarm = false;
   if (mode === 'journal') {
     try {
       // The previous manifest's index is read meanwhile (the describe step needs it, not the sync).
       const s = await journaledSync(c, req, dest, prevTree!, refPath(req.previous!), message);
-      ({ warnings, bytesTransferred } = s);
+      ({ warnings, bytesTransferred, durableFarm } = s);
       if (!(await prevBackup!.index)) {
         reason = noManifest;
         await fsp.rm(dest, { recursive: true, force: true });
@@ -169,7 +172,7 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
   // Without a readable previous manifest nothing is linked against it (as before: a plain copy).
   if (!prev) prevTree = undefined;
   if (mode === 'full') ({ warnings, bytesTransferred } = await fullSync(c, req, dest, prevTree, reason));
-  const col = await describeTree(c, req, mode, prev, dest, prevTree);
+  const col = await describeTree(c, req, mode, prev, dest, prevTree, mode === 'journal' && durableFarm);
   if (bytesTransferred! < 0) bytesTransferred = col.bytes; // copied whole: every byte is new
   const tree = col.trees.get(req.dir) ?? { files: 0, bytes: 0, linkedFiles: 0 };
   return {
@@ -194,6 +197,8 @@ async function describeTree(
   prev: { dir: string; index: PrevIndex } | undefined,
   dest: string,
   prevTree: string | undefined,
+  /** The tree was a flushed link farm: of its unchanged directories none needs an fsync. */
+  durableFarm = false,
 ): Promise<CollectResult> {
   const startedAt = Date.now();
   const out = new CountingSink(req.out);
@@ -214,7 +219,7 @@ async function describeTree(
     try {
       const roots = await promoteRoots(req.changed!, dest, prevTree!);
       const scratch = path.join(c.tempDir, PARTS_DIR, `roots-${req.dir.replace(/\//g, '_')}.jsonl`);
-      col = await describeFromPrevious({ ...opts, roots, prevManifest: path.join(prev.dir, MANIFEST_FILE), scratch });
+      col = await describeFromPrevious({ ...opts, roots, prevManifest: path.join(prev.dir, MANIFEST_FILE), scratch, durableFarm });
       c.log.info({ tree: req.dir, roots: roots.length }, `tree ${req.dir}: described from the previous manifest and the journal's roots`);
     } catch (err) {
       req.signal?.throwIfAborted();
