@@ -691,24 +691,28 @@ async function syncOneTree(r: Run, t: PlanTree, index: number, signal: AbortSign
 async function settleJournals(r: Run, finalRef: BackupRef | undefined): Promise<void> {
   const journals = r.ctx.journals;
   if (!journals) return;
-  for (const tree of r.snapshotted) {
-    if (!finalRef) {
-      journals.abandoned(tree);
-      continue;
-    }
-    try {
-      await journals.sealed(tree, refPath(finalRef));
-      const t = r.ctx.config.plan.trees.find((x) => x.name === tree);
-      // The store prepares what the next journaled sync of this tree needs (local: its link farm).
-      if (t) agentStore(r.ctx.config).prepareNext?.(finalRef.host, finalRef, tree, t.dir ?? t.name);
-    } catch (err) {
-      r.ctx.log.warn(
-        { tree, err: (err as Error).message },
-        `sealing the change journal of ${tree} failed; its next backup makes a full rsync pass`,
-      );
-      journals.abandoned(tree);
-    }
+  if (!finalRef) {
+    for (const tree of r.snapshotted) journals.abandoned(tree);
+    return;
   }
+  const ref = finalRef;
+  // Each tree's journal is its own file (rewritten, fsynced, renamed): sealed side by side.
+  await Promise.all(
+    r.snapshotted.map(async (tree) => {
+      try {
+        await journals.sealed(tree, refPath(ref));
+        const t = r.ctx.config.plan.trees.find((x) => x.name === tree);
+        // The store prepares what the next journaled sync of this tree needs (local: its link farm).
+        if (t) agentStore(r.ctx.config).prepareNext?.(ref.host, ref, tree, t.dir ?? t.name);
+      } catch (err) {
+        r.ctx.log.warn(
+          { tree, err: (err as Error).message },
+          `sealing the change journal of ${tree} failed; its next backup makes a full rsync pass`,
+        );
+        journals.abandoned(tree);
+      }
+    }),
+  );
 }
 
 async function versionFile(r: Run): Promise<void> {
