@@ -492,8 +492,11 @@ export async function* manifestPieces(m: Manifest, parts: string[]): AsyncGenera
  * its subdirectories, which follow one subdirectory after the other in name order.
  */
 export function walkOrder(a: string, b: string): number {
-  const x = a.split('/');
-  const y = b.split('/');
+  return walkOrderParts(a.split('/'), b.split('/'));
+}
+
+/** walkOrder of two paths already split at "/". */
+function walkOrderParts(x: string[], y: string[]): number {
   for (let i = 0; i < x.length && i < y.length; i++) {
     if (x[i] === y[i]) continue;
     const aHere = i === x.length - 1;
@@ -601,12 +604,14 @@ export async function describeFromPrevious(
     .filter(Boolean)
     .map((line) => {
       const entry = JSON.parse(line) as ManifestFile;
-      return { line, entry, path: entry.path };
+      return { line, entry, path: entry.path, parts: entry.path.split('/') };
     })
-    .sort((a, b) => walkOrder(a.path, b.path));
+    .sort((a, b) => walkOrderParts(a.parts, b.parts));
   let next = 0;
   const emitFreshBefore = async (p: string | undefined) => {
-    while (next < freshLines.length && (p === undefined || walkOrder(freshLines[next].path, p) < 0)) {
+    // Called for every kept line: the line's path is split once, the fresh lines' were split up front.
+    const parts = p === undefined || next >= freshLines.length ? undefined : p.split('/');
+    while (next < freshLines.length && (parts === undefined || walkOrderParts(freshLines[next].parts, parts) < 0)) {
       const l = freshLines[next++];
       await emitLine(o.out, l.line, l.entry);
       res.entries++;
