@@ -66,8 +66,28 @@ export function utf8(parts: readonly string[]): Buffer {
   return out;
 }
 
-/** Base-128 varint of a non-negative integer, or of a negative int64 as its two's complement (10 bytes). */
-function varint(n: number | bigint): number[] {
+/** Bytes of the base-128 varint of a non-negative integer below 2^53 (ages, lengths). */
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+/** Write that varint at `at`; returns the offset after it (no array or BigInt per host: this runs 1000 times an answer). */
+function writeVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** A negative int64's varint: its two's complement, 10 bytes (rare: a host with no backup). */
+function varint64(n: number): number[] {
   let v = BigInt.asUintN(64, BigInt(n));
   const out: number[] = [];
   while (v >= 0x80n) {
@@ -104,19 +124,26 @@ export function answerProto(answer: object, serialize: (v: unknown) => Buffer): 
     }
     return body;
   });
-  const ages = parts.ages.map((a) => (a === 0 ? [] : [AGE_TAG, ...varint(a)]));
-  const heads = bodies.map((b, i) => [HOSTS_TAG, ...varint(b.length + ages[i].length)]);
+  // an age of 0 is left out (proto3 default); a negative age (-1: no backup) is an int64's 10 bytes
+  const ageBytes = (a: number) => (a === 0 ? 0 : 1 + (a < 0 ? 10 : varintSize(a)));
   const rest = serialize({ ...answer, hosts: [] });
   let size = rest.length;
-  for (let i = 0; i < bodies.length; i++) size += heads[i].length + bodies[i].length + ages[i].length;
+  for (let i = 0; i < bodies.length; i++) {
+    const len = bodies[i].length + ageBytes(parts.ages[i]);
+    size += 1 + varintSize(len) + len;
+  }
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (let i = 0; i < bodies.length; i++) {
-    out.set(heads[i], at);
-    at += heads[i].length;
+    const age = parts.ages[i];
+    out[at++] = HOSTS_TAG;
+    at = writeVarint(out, at, bodies[i].length + ageBytes(age));
     at += bodies[i].copy(out, at);
-    out.set(ages[i], at);
-    at += ages[i].length;
+    if (age !== 0) {
+      out[at++] = AGE_TAG;
+      if (age < 0) at += Buffer.from(varint64(age)).copy(out, at);
+      else at = writeVarint(out, at, age);
+    }
   }
   rest.copy(out, at);
   return out;

@@ -16,8 +16,9 @@ export const snakeToCamel = (k: string): string => {
 };
 
 export function fromDb(row: Row): Row {
+  // for-in, not Object.entries: no [key, value] array per column (status reads 2000 rows a second during a fleet backup)
   const out: Row = {};
-  for (const [k, v] of Object.entries(row)) out[snakeToCamel(k)] = v;
+  for (const k in row) out[snakeToCamel(k)] = row[k];
   return out;
 }
 
