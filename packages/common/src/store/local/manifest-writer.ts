@@ -13,9 +13,11 @@
  *   4. buildManifest puts the whole document together.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { openFileText } from '../../file-text.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
 import { SYNC_HASH_MAX, sha256SmallSync } from '../../hash-sync.js';
 import { BOXBACK_VERSION } from '../../version.js';
@@ -240,11 +242,10 @@ export async function readPrevIndex(dir: string): Promise<PrevIndex> {
   const head: string[] = [];
   let inFiles = false;
   let lineBased = true;
+  let input: Readable | undefined;
   try {
-    const rl = createInterface({
-      input: createReadStream(path.join(dir, MANIFEST_FILE), { encoding: 'utf8', highWaterMark: 256 * 1024 }),
-      crlfDelay: Infinity,
-    });
+    input = await openFileText(path.join(dir, MANIFEST_FILE));
+    const rl = createInterface({ input, crlfDelay: Infinity });
     for await (const line of rl) {
       if (inFiles) {
         if (line.startsWith('  {')) {
@@ -268,6 +269,8 @@ export async function readPrevIndex(dir: string): Promise<PrevIndex> {
     if (inFiles || m.format !== MANIFEST_FORMAT || !Array.isArray(m.files)) throw new Error('not a manifest');
   } catch {
     lineBased = false;
+  } finally {
+    input?.destroy(); // closes the file when the loop stopped early
   }
   if (lineBased) return index;
   // Another layout, or not a manifest: readManifest says which (and throws its error).
@@ -477,11 +480,15 @@ export async function* manifestPieces(m: Manifest, parts: string[]): AsyncGenera
   const at = head.indexOf('"@FILES@"');
   let first = true;
   for (const part of parts) {
-    const rl = createInterface({ input: createReadStream(part, { encoding: 'utf8', highWaterMark: 256 * 1024 }), crlfDelay: Infinity });
-    for await (const line of rl) {
-      if (!line) continue;
-      yield first ? `${head.slice(0, at)}[\n  ${line}` : `,\n  ${line}`;
-      first = false;
+    const input = await openFileText(part);
+    try {
+      for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+        if (!line) continue;
+        yield first ? `${head.slice(0, at)}[\n  ${line}` : `,\n  ${line}`;
+        first = false;
+      }
+    } finally {
+      input.destroy(); // closes the file when the consumer stopped early
     }
   }
   yield first ? `${head.slice(0, at)}[]${head.slice(at + 9)}\n` : `\n ]${head.slice(at + 9)}\n`;
@@ -619,41 +626,49 @@ export async function describeFromPrevious(
   };
   let inFiles = false;
   let lineBased = false;
-  const prev = createInterface({
-    input: createReadStream(o.prevManifest, { encoding: 'utf8', highWaterMark: 256 * 1024 }),
-    crlfDelay: Infinity,
-  });
-  for await (const raw of prev) {
-    if (!inFiles) {
-      if (raw === ' "files": [') inFiles = lineBased = true;
-      continue;
+  const prevInput = await openFileText(o.prevManifest);
+  const prev = createInterface({ input: prevInput, crlfDelay: Infinity });
+  try {
+    for await (const raw of prev) {
+      if (!inFiles) {
+        if (raw === ' "files": [') inFiles = lineBased = true;
+        continue;
+      }
+      if (!raw.startsWith('  {')) break;
+      const line = raw.endsWith(',') ? raw.slice(2, -1) : raw.slice(2);
+      // Most lines are kept as they are: only their path, type and size are read (no JSON.parse).
+      const f = (o.out.addLine && quickEntry(line)) || (JSON.parse(line) as ManifestFile);
+      if (!f.path.startsWith(prefix)) continue;
+      const rel = f.path.slice(prefix.length);
+      if (inRoots(rel)) continue;
+      await emitFreshBefore(f.path);
+      let out = line;
+      let entry = f;
+      if (ancestors.has(rel)) {
+        const st = lstatSync(path.join(o.dir, ...f.path.split('/')));
+        entry = {
+          ...(JSON.parse(line) as ManifestFile),
+          mode: st.mode & 0o7777,
+          uid: st.uid,
+          gid: st.gid,
+          mtimeMs: Math.round(st.mtimeMs),
+        };
+        out = JSON.stringify(entry);
+      }
+      if (entry.type === 'dir') {
+        if (!o.durableFarm || ancestors.has(rel)) res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
+      } else {
+        res.files++;
+        res.bytes += entry.size;
+        tree.files++;
+        tree.bytes += entry.size;
+        if (entry.type === 'file') tree.linkedFiles++;
+      }
+      await emitLine(o.out, out, entry);
+      res.entries++;
     }
-    if (!raw.startsWith('  {')) break;
-    const line = raw.endsWith(',') ? raw.slice(2, -1) : raw.slice(2);
-    // Most lines are kept as they are: only their path, type and size are read (no JSON.parse).
-    const f = (o.out.addLine && quickEntry(line)) || (JSON.parse(line) as ManifestFile);
-    if (!f.path.startsWith(prefix)) continue;
-    const rel = f.path.slice(prefix.length);
-    if (inRoots(rel)) continue;
-    await emitFreshBefore(f.path);
-    let out = line;
-    let entry = f;
-    if (ancestors.has(rel)) {
-      const st = lstatSync(path.join(o.dir, ...f.path.split('/')));
-      entry = { ...(JSON.parse(line) as ManifestFile), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.round(st.mtimeMs) };
-      out = JSON.stringify(entry);
-    }
-    if (entry.type === 'dir') {
-      if (!o.durableFarm || ancestors.has(rel)) res.dirs = cappedPush(res.dirs, path.join(o.dir, ...entry.path.split('/')));
-    } else {
-      res.files++;
-      res.bytes += entry.size;
-      tree.files++;
-      tree.bytes += entry.size;
-      if (entry.type === 'file') tree.linkedFiles++;
-    }
-    await emitLine(o.out, out, entry);
-    res.entries++;
+  } finally {
+    prevInput.destroy(); // the loop stops at the end of the file list, before the end of the file
   }
   if (!lineBased) throw new Error(`${o.prevManifest} is not one line per file`);
   await emitFreshBefore(undefined);

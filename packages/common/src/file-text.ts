@@ -1,0 +1,56 @@
+/**
+ * A file's text as a stream of strings, read through ONE reused buffer (manifests and their
+ * part files, read a line at a time with readline).
+ *
+ * `fs.createReadStream` allocates a fresh buffer for every read: a 120k-entry manifest (~30 MB)
+ * read in 256 KiB chunks leaves ~120 dead ArrayBuffers, and V8 collects dead ArrayBuffers only
+ * once external memory has grown by ~64 MB since its last full GC. A backup reads the previous
+ * manifest twice and its own part files once; the agent's ArrayBuffers peaked at 75-80 MB in an
+ * incremental at the default file counts (docs/design/agent-memory.md). Here each chunk is
+ * decoded at once (StringDecoder keeps a split UTF-8 sequence) and the buffer read into again.
+ */
+import { promises as fsp } from 'node:fs';
+import { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+
+const CHUNK = 256 * 1024;
+
+/** The text of open file `fh` from its current position; the stream closes `fh` at its end or when destroyed. */
+export function fileTextStream(fh: fsp.FileHandle, chunk = CHUNK): Readable {
+  const buf = Buffer.allocUnsafeSlow(chunk);
+  const dec = new StringDecoder('utf8');
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= fh.close().catch(() => undefined));
+  return new Readable({
+    encoding: 'utf8',
+    highWaterMark: chunk,
+    read() {
+      void (async () => {
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) {
+            const rest = dec.end();
+            if (rest) this.push(rest, 'utf8');
+            await close();
+            this.push(null);
+            return;
+          }
+          const text = dec.write(buf.subarray(0, bytesRead));
+          // Only part of a UTF-8 sequence so far: read on (a push of '' would end nothing).
+          if (text) {
+            this.push(text, 'utf8');
+            return;
+          }
+        }
+      })().catch((err: unknown) => this.destroy(err as Error));
+    },
+    destroy(err, cb) {
+      void close().then(() => cb(err));
+    },
+  });
+}
+
+/** The text of `file` (open errors thrown here, as fsp.open throws them). */
+export async function openFileText(file: string, chunk = CHUNK): Promise<Readable> {
+  return fileTextStream(await fsp.open(file, 'r'), chunk);
+}
