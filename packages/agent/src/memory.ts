@@ -86,3 +86,42 @@ export function releaseMemorySoon(log: Logger, why: string): void {
   }, DELAY_MS);
   pending.unref();
 }
+
+/** Garbage a job may pile up in the JS heap before boundHeap collects it. */
+const HEAP_BUDGET = 40 * 1024 * 1024;
+const HEAP_CHECK_MS = 250;
+
+/**
+ * Run job `fn` with its JS heap bounded: every HEAP_CHECK_MS, when the heap has grown by more
+ * than HEAP_BUDGET since the lowest it was seen (after our GC or V8's), one full GC.
+ *
+ * A backup or a restore at the default file counts makes its garbage by the 120k-entry pass
+ * (manifest lines, parsed entries, lstat results, promises), and the pieces outlive the young
+ * generation while their I/O is in flight; V8 then lets the old generation grow to several
+ * times what is live before a major GC: the heap reached 137-150 MB in an incremental and a
+ * restore with ~50 MB live (docs/design/agent-memory.md). Without --expose-gc it just runs `fn`.
+ */
+export async function boundHeap<T>(log: Logger, fn: () => Promise<T>): Promise<T> {
+  const gc = (globalThis as { gc?: Gc }).gc;
+  if (!gc) return fn();
+  let floor = v8.getHeapStatistics().used_heap_size;
+  let runs = 0;
+  let ms = 0;
+  const timer = setInterval(() => {
+    const used = v8.getHeapStatistics().used_heap_size;
+    if (used < floor) floor = used;
+    if (used - floor <= HEAP_BUDGET) return;
+    const t0 = performance.now();
+    gc();
+    ms += performance.now() - t0;
+    runs++;
+    floor = v8.getHeapStatistics().used_heap_size;
+  }, HEAP_CHECK_MS);
+  timer.unref();
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+    log.debug({ gcs: runs, gcMs: Math.round(ms) }, 'heap bounded during the job');
+  }
+}

@@ -37,7 +37,7 @@ import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
-import { releaseMemorySoon } from './memory.js';
+import { boundHeap, releaseMemorySoon } from './memory.js';
 import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
 import { Outbox } from './outbox.js';
@@ -215,8 +215,8 @@ export class AgentServer {
     log.info({ req }, `${kind} started`);
     let result: JobResult;
     try {
-      result = await profiledJob(jobId, log, () =>
-        kind === 'backup' ? runBackup(ctx, req as BackupRequest) : runRestore(ctx, req as RestoreRequest),
+      result = await boundHeap(log, () =>
+        profiledJob(jobId, log, () => (kind === 'backup' ? runBackup(ctx, req as BackupRequest) : runRestore(ctx, req as RestoreRequest))),
       );
     } catch (err) {
       const be = asBoxbackError(err);
