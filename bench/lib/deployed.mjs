@@ -49,7 +49,7 @@ export function steps(text, jobId) {
       s[`${t}_farm_s`] = l.linkMs / 1000;
       s[`${t}_journal_sync_s`] = l.syncMs / 1000;
       s[`${t}_rsync_copy_s`] = (l.copyMs ?? 0) / 1000;
-      s[`${t}_dir_attributes_s`] = (l.dirsMs ?? 0) / 1000;
+      s[`${t}_rsync_dirs_s`] = (l.dirsMs ?? 0) / 1000;
       s[`${t}_changed_roots`] = l.roots;
     } else if (/^tree .* synced by rsync$/.test(l.msg)) {
       s[`${l.tree.replace(/[^a-z0-9]+/gi, '_')}_rsync_full_s`] = l.rsyncMs / 1000;

@@ -18,13 +18,12 @@
  *               --delete-missing-args` for the roots: a file equal to the previous one is
  *               linked, anything else is written as a new inode (the root was removed first,
  *               so nothing is ever written through a link into prevTree).
- *   5. DIRS     the attributes `rsync -a -d` would give (owner, group, mode, mtime) of the
- *               directories whose entries changed (the root and every root's ancestors),
- *               set from the source's in place on the JS thread (copyDirAttributes): no
- *               rsync start-up, and never an entry touched (an attribute-only change of a
- *               linked file chmod-ed in place would reach prevTree through the link).
+ *   5. DIRS     `rsync -a -d --files-from=<every root's ancestors>` and, for the root itself,
+ *               `rsync -a -d --exclude='/*'`: the attributes (mode, owner, mtime) of the
+ *               directories whose entries changed. (Listing "." with -d would copy the top
+ *               level's entries too, and chmod an attribute-only change through the link.)
  *
- * The rsync runs use --modify-window=-1 (nanosecond mtimes): with the default, rsync
+ * All rsync runs use --modify-window=-1 (nanosecond mtimes): with the default, rsync
  * treats mtimes in the same second as equal, leaves such a directory's mtime alone and
  * --link-dest links a same-size file rewritten within the second.
  *
@@ -32,8 +31,6 @@
  * directory": a superset of the real changes is always correct, only slower.
  */
 import {
-  chmodSync,
-  lchownSync,
   lstatSync,
   mkdirSync,
   promises as fsp,
@@ -42,7 +39,6 @@ import {
   rmdirSync,
   rmSync,
   unlinkSync,
-  utimesSync,
   writeFileSync,
   type Stats,
 } from 'node:fs';
@@ -261,49 +257,6 @@ function ancestorsOf(roots: string[]): string[] {
   return [...dirs].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
 }
 
-/**
- * DIRS: the attributes `rsync -a -d` gives a directory (owner and group by number, mode,
- * mtime to the nanosecond as far as a double carries it: ~0.2 us) copied from source to dest
- * for each of `rels` ("" is the root), in place, on the JS thread: two rsync start-ups per
- * tree were most of a small sync's fixed cost. Only attributes are set, never an entry, so
- * nothing is written through a link into prevTree. A directory that is no longer one on
- * either side (the tree changed during the sync) is left as it was: its new state is in the
- * journal's next segment.
- */
-function copyDirAttributes(source: string, dest: string, rels: string[], warnings: string[]): void {
-  const changed: string[] = [];
-  for (const rel of rels) {
-    const to = path.join(dest, rel);
-    try {
-      const s = lstatSync(path.join(source, rel), { bigint: true, throwIfNoEntry: false });
-      const d = lstatNow(to);
-      if (!s?.isDirectory() || !d?.isDirectory()) {
-        changed.push(rel || '.');
-        continue;
-      }
-      const uid = Number(s.uid);
-      const gid = Number(s.gid);
-      // As rsync -o -g: the owner only as root (rsync does not try otherwise).
-      if ((d.uid !== uid || d.gid !== gid) && process.getuid?.() === 0) lchownSync(to, uid, gid);
-      const mode = Number(s.mode) & 0o7777;
-      if ((d.mode & 0o7777) !== mode) chmodSync(to, mode);
-      utimesSync(to, d.atime, Number(s.mtimeNs) / 1e9);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') {
-        changed.push(rel || '.');
-        continue;
-      }
-      const msg = `setting the attributes of ${to} failed: ${e.message}`;
-      throw new BoxbackError(e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'BOXBACK_ERR_DISK_FULL' : 'BOXBACK_ERR_SYNC_FAILED', msg);
-    }
-  }
-  if (changed.length)
-    warnings.push(
-      `some directory attributes of ${source} could not be set; the tree changed during the sync (${changed.slice(0, 3).join(', ')})`,
-    );
-}
-
 export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<IncrementalSyncResult> {
   const started = Date.now();
   const source = path.resolve(o.source);
@@ -401,7 +354,33 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   const dirsAt = Date.now();
   // Directory attributes last: creating and removing entries changed dest's directory mtimes.
   o.onProgress?.({ step: 'dirs', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 });
-  copyDirAttributes(source, dest, ['', ...ancestorsOf(roots.filter((r) => r !== '.'))], warnings);
+  // Never list "." with -d: rsync then copies the top level's entries too, and an entry that
+  // only changed its mode would be chmod-ed in place, through the link, in prevTree. The
+  // root's own attributes come from a run whose filter leaves out every top-level entry.
+  const dirs = ancestorsOf(roots.filter((r) => r !== '.'));
+  // The two touch different directories (the root is never in `dirs`): run them at once.
+  const [top, d] = await Promise.all([
+    execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], {
+      reject: false,
+      stdin: 'ignore',
+      cancelSignal: o.signal,
+      env: { LC_ALL: 'C' },
+    }),
+    dirs.length
+      ? runRsync(rsync, [...common, '-d', '--ignore-missing-args', `${source}/`, `${dest}/`], dirs, o.signal)
+      : Promise.resolve({ exitCode: 0, stderr: '', stdout: '' }),
+  ]);
+  if (top.isCanceled) o.signal?.throwIfAborted();
+  failOn({ exitCode: top.exitCode ?? -1, stderr: String(top.stderr ?? ''), stdout: '' }, `${source} (root directory attributes)`, warnings);
+  if (d.exitCode === 23 && !/No space left on device|Disk quota exceeded/i.test(d.stderr)) {
+    // A listed directory became something else while the sync ran (a live tree): its new
+    // state is in the journal's next segment; this backup keeps the directory as it was.
+    const last = d.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' / ');
+    warnings.push(`some directory attributes of ${source} could not be set; the tree changed during the sync (${last})`);
+  } else {
+    failOn(d, `${source} (directory attributes)`, warnings);
+  }
+  exitCode ||= d.exitCode;
   const dirsMs = Date.now() - dirsAt;
   return {
     roots: roots.length,
