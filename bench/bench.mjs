@@ -54,7 +54,7 @@ import { startDaemon } from './lib/deployed.mjs';
 import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
 import { guard, onCleanup, run, spawnTracked, stopEverything } from './lib/procs.mjs';
 import { printTable } from './lib/report.mjs';
-import { s3Section } from './lib/s3-section.mjs';
+import { s3SectionFor } from './lib/s3-section.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -443,15 +443,7 @@ try {
         'S3 store section skipped at --size large: the test radosgw keeps objects in memory (memstore), two copies of a 10 GB box do not fit',
       );
     else {
-      const s3 = await s3Section({
-        root,
-        size: args.size,
-        seed: Number(args.seed),
-        hasRestic,
-        nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
-        env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
-        log: say,
-      });
+      const s3 = await s3SectionFor(args, { root, hasRestic, log: say });
       Object.assign(figures, s3.figures);
       notes.push(...s3.notes);
     }

@@ -103,6 +103,19 @@ function treeTotals(dir) {
   return { files, bytes };
 }
 
+/** s3Section run with the bench's flags (--size, --seed; --cpu-prof DIR: one daemon profile, --job-prof DIR: one per job). */
+export function s3SectionFor(args, { root, hasRestic, log }) {
+  return s3Section({
+    root,
+    size: args.size,
+    seed: Number(args.seed),
+    hasRestic,
+    nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
+    env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
+    log,
+  });
+}
+
 export async function s3Section({ root, size = 'small', seed = 42, hasRestic = true, nodeArgs = [], env = {}, log = () => {} }) {
   const figures = {};
   const notes = [];
@@ -364,15 +377,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       () => false,
     ));
   try {
-    const { figures, notes } = await s3Section({
-      root,
-      size: args.size,
-      seed: Number(args.seed),
-      hasRestic,
-      nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
-      env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
-      log: say,
-    });
+    const { figures, notes } = await s3SectionFor(args, { root, hasRestic, log: say });
     for (const k of Object.keys(figures)) if (!Number.isInteger(figures[k])) figures[k] = Math.round(figures[k] * 1000) / 1000;
     if (args.json) process.stdout.write(`${JSON.stringify(figures)}\n`);
     else for (const [k, v] of Object.entries(figures)) process.stdout.write(`${k.padEnd(44)} ${v}\n`);
