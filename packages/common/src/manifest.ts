@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { BoxbackError } from './errors.js';
-import { fileTextStream } from './file-text.js';
+import { openFileText } from './file-text.js';
 import { SYNC_HASH_MAX, sha256SmallSync, yieldEvery } from './hash-sync.js';
 import { mapLimit } from './limit.js';
 import { checkBackupZips } from './zip-read.js';
@@ -351,7 +351,7 @@ export async function scanManifest(
 export async function scanManifestFile(file: string, onFile: (json: string) => void | Promise<void>, where = file): Promise<Manifest> {
   const open = async () => {
     try {
-      return fileTextStream(await fsp.open(file, 'r'));
+      return await openFileText(file);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new BoxbackError(

@@ -130,13 +130,10 @@ export class LocalBackupStore implements BackupStore {
       const dir = backupDir(this.root, ref);
       let p = prevCache.get(dir);
       if (!p) {
-        const index = readPrevIndex(dir).then(
-          (ix) => ix,
-          (err: unknown) => {
-            o.log.warn({ err, prevDir: dir }, 'previous backup has no readable manifest: trees are copied in full');
-            return undefined;
-          },
-        );
+        const index = readPrevIndex(dir).catch((err: unknown) => {
+          o.log.warn({ err, prevDir: dir }, 'previous backup has no readable manifest: trees are copied in full');
+          return undefined;
+        });
         p = { dir, index };
         prevCache.set(dir, p);
       }

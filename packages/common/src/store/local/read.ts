@@ -20,7 +20,7 @@ import {
   type Manifest,
   type VerifyResult,
 } from '../../manifest.js';
-import { fileTextStream } from '../../file-text.js';
+import { openFileText } from '../../file-text.js';
 import { refId } from '../ref.js';
 import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions } from '../backup-store.js';
 import { backupDir, backupDirExists, storedPath } from './layout.js';
@@ -55,7 +55,7 @@ export async function readManifestText(root: string, ref: BackupRef): Promise<st
 export async function openManifest(root: string, ref: BackupRef): Promise<Readable> {
   const file = storedPath(root, ref, MANIFEST_FILE);
   try {
-    return fileTextStream(await fsp.open(file, 'r'));
+    return await openFileText(file);
   } catch (err) {
     return manifestUnreadable(root, ref, file, err);
   }
