@@ -336,7 +336,10 @@ describe('the password', () => {
             const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
             if (!/pg_dump|psql|pg_restore/.test(cmd) || !cmd.includes('--username=app')) continue;
             seen.cmdlines.push(cmd.split('\0').join(' '));
-            seen.environs.push(readFileSync(`/proc/${pid}/environ`, 'utf8'));
+            // A process that has exited but not been reaped yet (a zombie) still shows its
+            // command line but reads an empty environment: that is "gone", not "no PGPASSFILE".
+            const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+            if (environ !== '') seen.environs.push(environ);
           } catch {
             /* gone */
           }
@@ -362,6 +365,7 @@ describe('the password', () => {
     await poll;
     expect(seen.cmdlines.some((c) => c.includes('pg_dump'))).toBe(true);
     for (const c of seen.cmdlines) expect(c).not.toContain(PASSWORD);
+    expect(seen.environs.length).toBeGreaterThan(0);
     for (const e of seen.environs) {
       expect(e).not.toContain(PASSWORD);
       expect(e).toMatch(/PGPASSFILE=/);
