@@ -5,7 +5,8 @@
  *   PRE_BACKUP_SCRIPT      the plan's pre-backup hooks (onError fail stops here)
  *   CREATING_DIR           the host's newest backup (previous), its block index; store.begin: the
  *                          staging (local: `<store>/<host>/.tmp-backup_<ts>-<job>/`, stale ones removed)
- *   QUIESCE                take the lease (recorded on disk first), stop the services or enter
+ *   QUIESCE                read the window's datasets into the page cache (prefetch.ts), take
+ *                          the lease (recorded on disk first), stop the services or enter
  *                          maintenance mode, run the in-window commands, then each driver
  *                          whose dataset needs the window takes its copy (a reflink or copy
  *                          into the stage, a dump)
@@ -77,6 +78,7 @@ import type { JobContext, ProgressUpdate } from '../job.js';
 import { agentStore, localBackupDir, localHostDir } from '../store.js';
 import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
+import { prefetchWindow } from './prefetch.js';
 import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
 import { diskFullMessage } from './disk-full.js';
@@ -402,6 +404,10 @@ async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
   let primary: unknown;
   try {
     await r.phases.run('QUIESCE', async (h) => {
+      const readAt = Date.now();
+      h.update({ message: "reading the window's datasets into the page cache" });
+      const read = await prefetchWindow(windowSets, ctx.signal);
+      ctx.log.debug({ ...read, ms: Date.now() - readAt }, "window's datasets read before the window");
       const services = r.mode === 'stop' ? await runningServices(plan) : [];
       lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
       const signal = AbortSignal.any([ctx.signal, lease.expired]);
