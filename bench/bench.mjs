@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // boxback bench: our backup and restore, run the way the agent runs as deployed, against the
-// plain tools and restic, on the same generated box, in one run (warm page cache; everything
+// plain tools and restic, on the same generated box, in one run (each timed run starts with
+// nothing dirty and, as root, the page cache dropped: bench/lib/settle.mjs; everything
 // on one filesystem).
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
@@ -55,6 +56,7 @@ import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
 import { guard, onCleanup, run, spawnTracked, stopEverything } from './lib/procs.mjs';
 import { printTable } from './lib/report.mjs';
 import { s3SectionFor } from './lib/s3-section.mjs';
+import { pageCache, settle, warm } from './lib/settle.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -97,9 +99,6 @@ const time = async (fn) => {
 // The store's link farms (.journal-farm, renamed while du runs) are not a backup's bytes.
 const du = async (p) => Number((await sh('du', ['-s', '--block-size=1', '--exclude=.journal-farm', p])).split('\t')[0]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// Before every timed step: nothing left dirty, so that no one's flush (our syncfs, the plain
-// tools' sync) pays for what an earlier step wrote.
-const settle = () => sh('sync', []);
 const f2 = (x) => (x === undefined ? '-' : x.toFixed(2));
 const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
 const hasRestic =
@@ -246,6 +245,10 @@ try {
     // 3. Quiesce window vs cp -a of the window's datasets.
     Object.assign(figures, windowFigures('', full.manifest.quiesce));
     const cpDir = path.join(root, 'cp');
+    // cp -a with the datasets' pages cached: as our copy finds them (it reads them before the
+    // window), and the strictest baseline for it.
+    await settle();
+    await warm(datasets.filter((x) => x.window).map((d) => d.dir));
     figures.cp_datasets_s = (
       await time(async () => {
         mkdirSync(cpDir);
@@ -479,7 +482,16 @@ try {
 await stopEverything(say);
 if (process.exitCode === 1) process.exit(1);
 
-const out = { bench: 'boxback', size: args.size, seed: Number(args.seed), cpus: os.cpus().length, node: process.version, ...figures };
+notes.push(`page cache: ${pageCache}`);
+const out = {
+  bench: 'boxback',
+  size: args.size,
+  seed: Number(args.seed),
+  cpus: os.cpus().length,
+  node: process.version,
+  page_cache: pageCache,
+  ...figures,
+};
 for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
 for (const k of Object.keys(out)) if (typeof out[k] === 'number' && !Number.isInteger(out[k])) out[k] = Math.round(out[k] * 1000) / 1000;
 if (args.json) {

@@ -36,6 +36,7 @@ import { bucketBytes, freePort, makeBucket, radosgwInstalled, startRadosgw } fro
 import { cpuSeconds, startDaemon } from './deployed.mjs';
 import { generateBox, simulateCiDay, SIZES } from './gen-box.mjs';
 import { guard, onCleanup, run, stopEverything, track } from './procs.mjs';
+import { settle } from './settle.mjs';
 
 const HOST = 'bench-s3';
 const mb = (b) => Math.round((b / 1e6) * 10) / 10;
@@ -187,7 +188,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     else notes.push('S3 section: restic not installed (or --no-restic): its figures skipped');
 
     // 3. Full backup.
-    await run('sync', []);
+    await settle();
     log(`s3: full backup, boxback to S3 (load ${load()})...`);
     const a = await daemonA.backup('s3-full');
     figures.s3_full_s = a.seconds;
@@ -196,7 +197,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     const ca = committedLine(daemonA.agent.output(), 's3-full');
     if (ca) Object.assign(figures, { s3_full_new_bytes: ca.newBytes, s3_full_deflated_bytes: ca.storedBytes, s3_full_packs: ca.packs });
     if (hasRestic) {
-      await run('sync', []);
+      await settle();
       log(`s3: full backup, restic to S3 (load ${load()})...`);
       const t = await timed(() => restic(['backup', '-q', ...resticPaths]));
       figures.restic_s3_full_s = t.s;
@@ -210,7 +211,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     const day = simulateCiDay(gen);
     log(`s3: simulated a CI day (${day.newArtifacts} new artifacts, +2% database)...`);
     await sleep(2000); // the watcher's last events; a new backup timestamp
-    await run('sync', []);
+    await settle();
     log(`s3: incremental backup, boxback to S3 (load ${load()})...`);
     const b = await daemonA.backup('s3-incr');
     figures.s3_incremental_s = b.seconds;
@@ -227,7 +228,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
         s3_incremental_packs: cb.packs,
       });
     if (hasRestic) {
-      await run('sync', []);
+      await settle();
       log(`s3: incremental backup, restic to S3 (load ${load()})...`);
       const t = await timed(() => restic(['backup', '-q', ...resticPaths]));
       figures.restic_s3_incremental_s = t.s;
@@ -283,7 +284,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
       readManifest,
       log,
     });
-    await run('sync', []);
+    await settle();
     log(`s3: restore onto an empty box, boxback from S3 (load ${load()})...`);
     const r = await daemonB.restore('s3-restore', b.result.backupPath, HOST);
     figures.s3_restore_s = r.dataPathSeconds;
@@ -298,7 +299,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
       );
     if (hasRestic) {
       const out = path.join(dir, 'restore-restic');
-      await run('sync', []);
+      await settle();
       log(`s3: restore into an empty directory, restic from S3 (load ${load()})...`);
       const t = await timed(async () => {
         await restic(['restore', 'latest', '-q', '--target', out]);
