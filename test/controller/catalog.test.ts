@@ -328,6 +328,9 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
     const lastDrill = await again.lastPassedEvidence('drill');
     expect(lastDrill.get('ev1')).toMatchObject({ atMs: 1_000, passed: true, jobId: 'drill-1' });
     expect((await again.lastPassedEvidence('verify')).get('ev1')?.atMs).toBe(3_000);
+    // one host's (status reads a changed host alone)
+    expect([...(await again.lastPassedEvidence('drill', 'ev1')).values()].map((e) => e.jobId)).toEqual(['drill-1']);
+    expect((await again.lastPassedEvidence('drill', 'ev2')).size).toBe(0);
     await again.close();
   });
 
@@ -402,5 +405,40 @@ describe('SQLite group commit', () => {
     expect(await again.getJob('backup-p2')).toMatchObject({ state: 'Completed', phase: 'PUBLISH', progressJson: progress(100) });
     expect((await again.listJobEvents('backup-p1')).map((e) => e.message)).toEqual(['first', 'second']);
     await again.close();
+  });
+
+  it('marks each host its writes changed with the generation they moved to; a host added or removed marks every host', async () => {
+    const c = SqliteCatalog.open(path.join(dir, 'marks', 'catalog.db'));
+    for (const n of ['m1', 'm2', 'm3']) await c.addHost(host(n));
+    await c.putBackup(backup('m3@20261120-010000', { host: 'm3', path: 'm3/backup_20261120-010000' }));
+    const g0 = c.generation;
+    expect([...c.changedHosts(g0)!]).toEqual([]);
+    await c.putBackup(backup('m1@20261120-010000', { host: 'm1', path: 'm1/backup_20261120-010000' }));
+    const g1 = c.generation;
+    expect(g1).toBeGreaterThan(g0);
+    expect([...c.changedHosts(g0)!]).toEqual(['m1']);
+    await c.updateHost('m2', { rpoSeconds: 60 });
+    await c.updateBackup('m3@20261120-010000', { pinned: true });
+    expect([...c.changedHosts(g0)!].sort()).toEqual(['m1', 'm2', 'm3']);
+    expect([...c.changedHosts(g1)!].sort()).toEqual(['m2', 'm3']);
+    const g2 = c.generation;
+    await c.updateHosts([{ name: 'm1', update: { lastSeenMs: 5 } }]);
+    expect([...c.changedHosts(g2)!]).toEqual(['m1']);
+    const g3 = c.generation;
+    expect(await c.deleteBackup('m3@20261120-010000')).toBe(true);
+    await c.appendEvidence({ host: 'm2', kind: 'drill', backupId: 'x', atMs: 1, passed: true, durationMs: 1, target: '', jobId: '', detail: '' });
+    expect([...c.changedHosts(g3)!].sort()).toEqual(['m2', 'm3']);
+    // a write that changes no host's rows moves nothing
+    const g4 = c.generation;
+    await c.appendAudit({ atMs: 1, who: 'alice', action: 'X', target: '', result: 'ok', detail: '' });
+    await c.updateBackup('no-such@1', { pinned: true });
+    expect(c.generation).toBe(g4);
+    await c.addHost(host('m4'));
+    expect(c.changedHosts(g4)).toBeUndefined();
+    const g5 = c.generation;
+    expect([...c.changedHosts(g5)!]).toEqual([]);
+    await c.removeHost('m4');
+    expect(c.changedHosts(g5)).toBeUndefined();
+    await c.close();
   });
 });

@@ -1,8 +1,9 @@
 // Monitoring through the real controller daemon with stub agents: the at-risk flag turning
 // on when a host's RPO passes and the webhook POSTed to a local HTTP server (plus the
 // success and failure events), a restore drill recording its result and duration on the
-// backup (status and `backups` show it), and GetStatus latency at 30 hosts answered from the
-// background poll.
+// backup (status and `backups` show it), GetStatus latency at 30 hosts answered from the
+// background poll, and status keeping each host's entry between answers (only the hosts whose
+// catalog rows changed are read again) while showing a change the moment it is committed.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -35,7 +36,8 @@ const posts: Array<{ event: string; host: string; jobId: string | null; status: 
 const agents: StubAgent[] = [];
 
 interface HostStatus {
-  host: { name: string };
+  host: { name: string; rpoSeconds: number; group: string };
+  lastGoodBackup: { id: string; pinned: boolean } | null;
   reachable: boolean;
   atRisk: boolean;
   lastDrillBackupId: string;
@@ -168,5 +170,42 @@ describe('status at 30 hosts', () => {
     const live = await status(true);
     expect(live.reachableHosts).toBe(30);
     expect(performance.now() - t).toBeLessThan(5_000);
+  });
+});
+
+describe('status kept per host', () => {
+  const one = async (name: string) => (await status()).hosts.find((h) => h.host.name === name)!;
+
+  it('shows a host\'s new backup, pin, RPO, group and deletion in the next answer, and the other hosts as they were', async () => {
+    const before = await status();
+    const f05 = before.hosts.find((h) => h.host.name === 'f05')!;
+    expect(f05.lastGoodBackup).toBeNull();
+    expect(f05.atRisk).toBe(true); // no backup at all
+    const id = await backupNow('f05');
+    // asked right after the job ended, no refresh: the catalog's change is read at once
+    let now = await one('f05');
+    expect(now.lastGoodBackup?.id).toBe(id);
+    expect(now.atRisk).toBe(false);
+    expect(now.lastGoodBackup?.pinned).toBe(false);
+    await client.call('PinBackup', { backupId: id, pinned: true });
+    expect((await one('f05')).lastGoodBackup?.pinned).toBe(true);
+    await client.call('UpdateHost', { name: 'f05', rpoSeconds: -1, setRpo: true, group: 'kept', setGroup: true });
+    now = await one('f05');
+    expect(now.host.rpoSeconds).toBe(-1);
+    expect(now.host.group).toBe('kept');
+    await client.call('PinBackup', { backupId: id, pinned: false });
+    expect((await one('f05')).lastGoodBackup?.pinned).toBe(false);
+    await client.call('DeleteBackup', { backupId: id });
+    now = await one('f05');
+    expect(now.lastGoodBackup).toBeNull();
+    expect(now.atRisk).toBe(false); // RPO none: never at risk
+    // a host not touched meanwhile reads as it did (its rows were not read again, nor needed to be)
+    const after = await status();
+    const f06 = (s: typeof after) => s.hosts.find((h) => h.host.name === 'f06')!;
+    expect({ ...f06(after), host: { ...f06(after).host, lastSeenMs: 0 } }).toEqual({ ...f06(before), host: { ...f06(before).host, lastSeenMs: 0 } });
+    // and the whole answer agrees with one built afresh from the catalog (refresh reads every host)
+    const fresh = await status(true);
+    const shape = (s: typeof after) => s.hosts.map((h) => [h.host.name, h.host.rpoSeconds, h.host.group, h.lastGoodBackup?.id ?? '', h.atRisk]);
+    expect(shape(await status())).toEqual(shape(fresh));
   });
 });

@@ -8,11 +8,11 @@
  * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
  * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
-import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type wire } from '@boxback/common';
+import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
-import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate } from './catalog/types.js';
+import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate, JobRow } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
-import type { JobRunner } from './jobs.js';
+import type { ActiveJob, JobRunner } from './jobs.js';
 import type { AtRiskInput } from './notifications.js';
 import { registerParts, type HostEntry } from './status-encoding.js';
 import { PRESENCE_EVERY_MS } from './store-agreement.js';
@@ -47,6 +47,8 @@ const STATUS_STALE_MS = 10_000;
 /** With no job running, an answer is reused this long while nothing it was built from changed (ages are in seconds). */
 const IDLE_REUSE_MS = 1_000;
 
+/** At most this many hosts changed since the rows held are read one by one (more: every host is read again). */
+const REREAD_AT_MOST = 200;
 /** Hosts built per turn of the event loop (a build of 1000 hosts never holds it for the whole fleet). */
 const BUILD_SLICE = 200;
 const turn = () => new Promise<void>((r) => setImmediate(r));
@@ -91,10 +93,17 @@ export class HostMonitor {
     /** When the rows below were read (an at-risk verdict is as old as its data). */
     readAtMs: number;
     hosts: HostRow[];
-    backups: Awaited<ReturnType<Catalog['statusBackups']>>;
+    /** Each host's place in `hosts`. */
+    index: Map<string, number>;
+    /** Per host, its newest Restorable backup. */
+    lastRestorable: Map<string, BackupRow>;
     /** Per host, its newest passed drill (evidence: still there when that backup is deleted). */
     drills: Map<string, EvidenceRow>;
   };
+  /** Per host, what its entry in the last answer was made from (an entry is made again only when one of them moved). */
+  private inputs = new Map<string, EntryInputs>();
+  /** Per host, the seenVersion at which its poll's verdict last changed what status shows. */
+  private readonly seenRevs = new Map<string, number>();
   /** Next scheduled backup per host (the scheduler's). */
   nextRuns: (hosts: readonly HostRow[]) => Map<string, number> = () => new Map();
   /** Who leads (status shows it). */
@@ -140,12 +149,12 @@ export class HostMonitor {
 
   forget(name: string): void {
     this.seen.delete(name);
-    this.seenVersion++;
+    this.seenRevs.set(name, ++this.seenVersion);
   }
 
   private remember(name: string, s: Seen): void {
     const before = this.seen.get(name);
-    if (!before || seenKey(before) !== seenKey(s)) this.seenVersion++;
+    if (!before || seenKey(before) !== seenKey(s)) this.seenRevs.set(name, ++this.seenVersion);
     this.seen.set(name, s);
   }
 
@@ -238,8 +247,8 @@ export class HostMonitor {
   async checkStore(refresh: boolean, now = Date.now()): Promise<void> {
     if (!this.checkPresence || (!refresh && now - this.presenceAtMs < PRESENCE_EVERY_MS)) return;
     this.presenceAtMs = now;
-    const newest = this.cache?.generation === this.catalog.generation ? this.cache.backups : await this.catalog.statusBackups();
-    await this.checkPresence(newest.lastRestorable.values()).catch((err: unknown) => this.log.warn({ err }, 'store presence check failed'));
+    const newest = this.cache?.generation === this.catalog.generation ? this.cache.lastRestorable : (await this.catalog.statusBackups()).lastRestorable;
+    await this.checkPresence(newest.values()).catch((err: unknown) => this.log.warn({ err }, 'store presence check failed'));
   }
 
   /**
@@ -302,27 +311,59 @@ export class HostMonitor {
     return building;
   }
 
+  /**
+   * The catalog rows status is built from, as of the catalog's generation now. A catalog that
+   * tracks which hosts changed (SQLite: `changedHosts`) has only those read again: during a
+   * fleet backup one finished job changes one host, and reading 1000 hosts and their newest
+   * backups a second made ~2 MB of rows that outlived a young-generation collection.
+   */
+  private async readRows(): Promise<NonNullable<HostMonitor['cache']>> {
+    const generation = this.catalog.generation;
+    const c = this.cache;
+    if (c?.generation === generation) return c;
+    const readAtMs = Date.now();
+    const changed = c && this.catalog.changedHosts?.(c.generation);
+    if (c && changed && changed.size <= REREAD_AT_MOST) {
+      // new arrays and maps (a build under way keeps reading the ones it has)
+      const hosts = c.hosts.slice();
+      const lastRestorable = new Map(c.lastRestorable);
+      const drills = new Map(c.drills);
+      for (const name of changed) {
+        const i = c.index.get(name);
+        const row = await this.catalog.getHost(name);
+        // a host added or removed moves the whole list (changedHosts says undefined): not here
+        if (i === undefined || !row) return this.readAll(generation, readAtMs);
+        hosts[i] = row;
+        const last = await this.catalog.lastRestorable(name);
+        if (last) lastRestorable.set(name, last);
+        else lastRestorable.delete(name);
+        const drill = (await this.catalog.lastPassedEvidence('drill', name)).get(name);
+        if (drill) drills.set(name, drill);
+        else drills.delete(name);
+      }
+      this.cache = { generation, readAtMs, hosts, index: c.index, lastRestorable, drills };
+      return this.cache;
+    }
+    return this.readAll(generation, readAtMs);
+  }
+
+  private async readAll(generation: number, readAtMs: number): Promise<NonNullable<HostMonitor['cache']>> {
+    const big = (this.cache?.hosts.length ?? 0) > BUILD_SLICE;
+    const hosts = await this.catalog.listHosts();
+    // past BUILD_SLICE hosts a turn of the event loop between the reads (synchronous on SQLite)
+    const { lastRestorable } = await turnIf(big).then(() => this.catalog.statusBackups());
+    const drills = await turnIf(big).then(() => this.catalog.lastPassedEvidence('drill'));
+    this.cache = { generation, readAtMs, hosts, index: new Map(hosts.map((h, i) => [h.name, i])), lastRestorable, drills };
+    return this.cache;
+  }
+
   private async build(refresh: boolean) {
     const now = Date.now();
     // with refresh the store is checked first; else in the background (1000 hosts: 1000 stats
     // no caller waits for): a backup found missing moves the generation, the next answer shows it
     if (refresh) await this.checkStore(true, now);
     else this.checkStore(false, now).catch((err: unknown) => this.log.warn({ err }, 'store presence check failed'));
-    if (this.cache?.generation !== this.catalog.generation) {
-      const generation = this.catalog.generation;
-      const readAtMs = Date.now();
-      const big = (this.cache?.hosts.length ?? 0) > BUILD_SLICE;
-      this.cache = {
-        generation,
-        readAtMs,
-        hosts: await this.catalog.listHosts(),
-        // past BUILD_SLICE hosts a turn of the event loop between the reads (synchronous on SQLite)
-        backups: await turnIf(big).then(() => this.catalog.statusBackups()),
-        drills: await turnIf(big).then(() => this.catalog.lastPassedEvidence('drill')),
-      };
-    }
-    const { hosts, backups, readAtMs, drills } = this.cache;
-    const { lastRestorable } = backups;
+    const { hosts, lastRestorable, readAtMs, drills } = await this.readRows();
     const nextRuns = this.nextRuns(hosts);
     // only the hosts never polled yet (or all, on refresh) are asked now; the rest is built
     // synchronously from memory (1000 hosts: no await per host)
@@ -337,18 +378,15 @@ export class HostMonitor {
     );
     const entries: HostEntry[] = [];
     const ages: number[] = [];
-    const kept = new Map<string, HostEntry>();
+    const inputs = new Map<string, EntryInputs>();
     const out: wire.HostStatus[] = [];
     for (const [i, h] of hosts.entries()) {
       // BUILD_SLICE hosts per turn of the event loop: calls arriving meanwhile are answered
       if (i > 0 && i % BUILD_SLICE === 0) await turn();
       const s = this.seen.get(h.name) ?? { atMs: now, error: 'not polled yet' };
       const last = lastRestorable.get(h.name);
-      const drilled = drills.get(h.name);
       const ageS = last ? Math.max(0, Math.floor((now - last.createdAtMs) / 1000)) : -1;
       const rpo = h.rpoSeconds > 0 ? h.rpoSeconds : this.defaultRpoSeconds;
-      const running = this.jobs.activeJobFor(h.name);
-      const copies = s.info?.safetyCopies ?? [];
       const atRisk = h.rpoSeconds >= 0 && (!last || ageS > rpo); // rpo none: a drill-only spare is never at risk
       this.onAtRisk({
         host: h.name,
@@ -358,29 +396,24 @@ export class HostMonitor {
         rpoSeconds: rpo,
         asOfMs: readAtMs,
       });
-      const made = {
-        host: hostMsg(fresh.get(h.name) ?? h),
-        reachable: Boolean(s.info),
-        unreachableReason: s.error ?? '',
-        runningJob: running ? jobMsg(running.row, running.progress) : null,
-        lastGoodBackup: last ? backupMsg(last) : null,
+      const x: Omit<EntryInputs, 'entry'> = {
+        host: fresh.get(h.name) ?? h,
+        seen: this.seen.has(h.name) ? (this.seenRevs.get(h.name) ?? -1) : -1,
+        last,
+        drilled: drills.get(h.name),
+        job: this.jobs.activeJobFor(h.name),
         nextRunMs: nextRuns.get(h.name) ?? 0,
         atRisk,
-        safetyCopies: copies.length,
-        safetyCopyBytes: copies.reduce((n, c) => n + Number(c.sizeBytes), 0),
-        lastDrillBackupId: drilled?.backupId ?? '',
-        lastDrillAtMs: drilled?.atMs ?? 0,
-        lastDrillDurationMs: drilled?.durationMs ?? 0,
       };
-      // the previous answer's entry when nothing in it changed: its encodings are kept (status-encoding.ts)
-      const prev = this.entries.get(h.name);
-      const entry = prev && sameValue(prev, made) ? (prev as typeof made) : made;
-      kept.set(h.name, entry);
+      const prev = this.inputs.get(h.name);
+      const made = prev && sameInputs(prev, x) ? prev : { ...x, entry: this.entry(x, s, prev?.entry), ...jobMark(x.job) };
+      inputs.set(h.name, made);
+      const entry = made.entry;
       entries.push(entry);
       ages.push(ageS);
-      out.push({ ...entry, lastGoodAgeSeconds: ageS });
+      out.push({ ...(entry as Omit<wire.HostStatus, 'lastGoodAgeSeconds'>), lastGoodAgeSeconds: ageS });
     }
-    this.entries = kept;
+    this.inputs = inputs;
     const answer = {
       hosts: out,
       totalHosts: out.length,
@@ -395,4 +428,62 @@ export class HostMonitor {
     registerParts(answer, entries, ages);
     return answer;
   }
+
+  /** A host's entry made from its inputs; the previous one when equal field by field (its encodings are kept, status-encoding.ts). */
+  private entry(x: Omit<EntryInputs, 'entry'>, s: Seen, prev: HostEntry | undefined): HostEntry {
+    const copies = s.info?.safetyCopies ?? [];
+    const running = x.job;
+    const made = {
+      host: hostMsg(x.host),
+      reachable: Boolean(s.info),
+      unreachableReason: s.error ?? '',
+      runningJob: running ? jobMsg(running.row, running.progress) : null,
+      lastGoodBackup: x.last ? backupMsg(x.last) : null,
+      nextRunMs: x.nextRunMs,
+      atRisk: x.atRisk,
+      safetyCopies: copies.length,
+      safetyCopyBytes: copies.reduce((n, c) => n + Number(c.sizeBytes), 0),
+      lastDrillBackupId: x.drilled?.backupId ?? '',
+      lastDrillAtMs: x.drilled?.atMs ?? 0,
+      lastDrillDurationMs: x.drilled?.durationMs ?? 0,
+    };
+    return prev && sameValue(prev, made) ? prev : made;
+  }
+}
+
+/**
+ * What one host's entry is made from: rows by identity (the catalog's rows of a host are read
+ * again only when it changed, readRows), the poll's verdict by revision, the running job by
+ * what jobMsg copies from it. Equal inputs make an equal entry: it is not made again.
+ */
+interface EntryInputs {
+  host: HostRow;
+  /** seenRevs of the host (-1: never polled). */
+  seen: number;
+  last: BackupRow | undefined;
+  drilled: EvidenceRow | undefined;
+  job: ActiveJob | undefined;
+  nextRunMs: number;
+  atRisk: boolean;
+  entry: HostEntry;
+  /** The job's fields as its message was made (jobMark). */
+  jobRow?: Partial<JobRow>;
+  jobProgress?: Progress;
+}
+
+/** The fields of a running job's row jobMsg reads, and its live progress, as they are now. */
+function jobMark(a: ActiveJob | undefined): Pick<EntryInputs, 'jobRow' | 'jobProgress'> {
+  return a ? { jobRow: { ...a.row }, jobProgress: a.progress } : {};
+}
+
+function sameInputs(a: EntryInputs, b: Omit<EntryInputs, 'entry'>): boolean {
+  if (a.host !== b.host || a.seen !== b.seen || a.last !== b.last || a.drilled !== b.drilled) return false;
+  if (a.job !== b.job || a.nextRunMs !== b.nextRunMs || a.atRisk !== b.atRisk) return false;
+  if (!b.job) return true;
+  // the job's row is changed in place (jobs.ts): compared field by field with the copy taken when the entry was made
+  if (a.jobProgress !== b.job.progress || !a.jobRow) return false;
+  const row = b.job.row as unknown as Record<string, unknown>;
+  const was = a.jobRow as Record<string, unknown>;
+  for (const k in row) if (row[k] !== was[k]) return false;
+  return true;
 }

@@ -526,10 +526,11 @@ export class PgCatalog implements Catalog {
     return r.rows.map(toEvidence);
   }
 
-  async lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>> {
+  async lastPassedEvidence(kind: EvidenceKind, host?: string): Promise<Map<string, EvidenceRow>> {
     const r = await this.q(
-      `SELECT DISTINCT ON (host) ${EVIDENCE_COLUMNS} FROM evidence WHERE kind = $1 AND passed = 1 ORDER BY host, at_ms DESC, id DESC`,
-      [kind],
+      `SELECT DISTINCT ON (host) ${EVIDENCE_COLUMNS} FROM evidence WHERE kind = $1 AND passed = 1 AND ($2 = '' OR host = $2)
+         ORDER BY host, at_ms DESC, id DESC`,
+      [kind, host ?? ''],
     );
     return new Map(r.rows.map((row) => [String(row.host), toEvidence(row)]));
   }

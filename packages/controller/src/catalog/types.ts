@@ -208,6 +208,13 @@ export interface Catalog {
   readonly schemaVersion: number;
   /** Changes whenever a host or backup row changes (status caches what it read until then). */
   readonly generation: number;
+  /**
+   * The hosts whose rows (host, backups, evidence) changed after generation `since`, or
+   * undefined when that is not known (hosts added or removed, or a catalog that does not track
+   * it): status then reads every host again. A host named here is read again; one not named
+   * has the rows read at `since`.
+   */
+  changedHosts?(since: number): ReadonlySet<string> | undefined;
 
   addHost(h: HostRow): Promise<void>;
   getHost(name: string): Promise<HostRow | undefined>;
@@ -246,8 +253,8 @@ export interface Catalog {
   appendEvidence(e: Omit<EvidenceRow, 'id'>): Promise<void>;
   /** Drills and verifies, newest first. */
   listEvidence(f?: EvidenceFilter): Promise<EvidenceRow[]>;
-  /** Per host, the newest passed drill or verify of `kind` (status, metrics). */
-  lastPassedEvidence(kind: EvidenceKind): Promise<Map<string, EvidenceRow>>;
+  /** Per host (or for one host), the newest passed drill or verify of `kind` (status, metrics). */
+  lastPassedEvidence(kind: EvidenceKind, host?: string): Promise<Map<string, EvidenceRow>>;
   /**
    * Ended work counted by source host, kind and state (metrics): a drill under the host whose
    * backup it drilled, restore dry runs left out, verifies (no jobs) from the evidence.
