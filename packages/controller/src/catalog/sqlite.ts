@@ -20,7 +20,7 @@
  * update per job per batch). A fleet backup made ~5 single-statement commits per host of them,
  * each with two PRAGMA switches, on the event loop.
  */
-import { mkdirSync } from 'node:fs';
+import { closeSync, fsync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
@@ -104,9 +104,21 @@ export class SqliteCatalog implements Catalog {
   /** Prepared statements by SQL text: preparing costs more than running (status asks hundreds per call). */
   private readonly stmts = new Map<string, Database.Statement>();
 
-  private constructor(db: Database.Database, version: number) {
+  /** The WAL file's descriptor: the group commit's fsync, off the event loop (syncWal). */
+  private walFd?: number;
+  /** The catalog is in WAL mode (else the group commit is a FULL commit, fsync on the event loop). */
+  private readonly wal: boolean;
+  /** The WAL fsyncs under way (close waits for them). */
+  private readonly syncing = new Set<Promise<void>>();
+
+  private constructor(
+    db: Database.Database,
+    version: number,
+    private readonly file: string,
+  ) {
     this.db = db;
     this.schemaVersion = version;
+    this.wal = db.pragma('journal_mode', { simple: true }) === 'wal';
   }
 
   private stmt(sql: string): Database.Statement {
@@ -139,7 +151,14 @@ export class SqliteCatalog implements Catalog {
     });
   }
 
-  /** One transaction (one fsync) for every queued write; each write in its own savepoint. */
+  /**
+   * One transaction (one fsync) for every queued write; each write in its own savepoint. The
+   * commit writes the WAL without an fsync (synchronous = NORMAL) and the WAL file is then
+   * fsynced in libuv's thread pool (syncWal): the callers' promises resolve after it, as durable
+   * as a FULL commit, but the event loop does not wait for the disk (at 1000 hosts the commit's
+   * fsync was the largest part of the controller's long turns, 2.1 of 21 s of a fleet backup).
+   * Rows are visible to reads (and the generation moves) at the commit.
+   */
   private flush(): void {
     this.flushing = undefined;
     const batch = this.queue;
@@ -157,9 +176,10 @@ export class SqliteCatalog implements Catalog {
           }
         }
       })();
+    const light = batch.every((w) => w.light);
     try {
-      if (batch.every((w) => w.light)) this.withoutFsync(commit);
-      else commit();
+      if (light || this.wal) this.withoutFsync(commit);
+      else commit(); // no WAL (a file system without shared memory): the commit's own fsync
     } catch (err) {
       // the commit itself failed (disk full, I/O error): nothing of the batch is recorded
       for (const w of batch) for (const x of w.waiters) x.reject(err);
@@ -169,12 +189,41 @@ export class SqliteCatalog implements Catalog {
     this.commits.writes += batch.length;
     const changed = batch.filter((w, i) => w.bumps !== false && outcome[i].ok);
     if (changed.length) this.bump(...changed.map((w) => w.bumps));
-    batch.forEach((w, i) => {
-      for (const x of w.waiters) {
-        if (outcome[i].ok) x.resolve(outcome[i].value);
-        else x.reject(outcome[i].value);
-      }
-    });
+    const settle = (syncErr?: unknown) =>
+      batch.forEach((w, i) => {
+        for (const x of w.waiters) {
+          if (syncErr) x.reject(syncErr);
+          else if (outcome[i].ok) x.resolve(outcome[i].value);
+          else x.reject(outcome[i].value);
+        }
+      });
+    // a batch of light writes only (progress, log lines) needs no fsync of its own
+    if (light || !this.wal) settle();
+    else this.syncWal(settle);
+  }
+
+  /**
+   * fsync the WAL file (what a commit with synchronous = FULL does before it returns) in the
+   * thread pool; `done` with the error when it failed (the batch's callers see it: durable or
+   * not is then unknown, as after a failed FULL commit). The WAL keeps its file while this
+   * connection is open (a checkpoint rewrites it from the start, the same file).
+   */
+  private syncWal(done: (err?: unknown) => void): void {
+    let fd: number;
+    try {
+      fd = this.walFd ??= openSync(`${this.file}-wal`, 'r');
+    } catch (err) {
+      done(err);
+      return;
+    }
+    const p = new Promise<void>((resolve) =>
+      fsync(fd, (err) => {
+        this.syncing.delete(p);
+        done(err ?? undefined);
+        resolve();
+      }),
+    );
+    this.syncing.add(p);
   }
 
   /** Move the generation after a change, marking the hosts it changed (true: not one host's). */
@@ -207,7 +256,7 @@ export class SqliteCatalog implements Catalog {
       throw new BoxbackError('BOXBACK_ERR_CATALOG', `cannot open the catalog ${file}: ${(err as Error).message}`, {}, { cause: err });
     }
     try {
-      return new SqliteCatalog(db, migrateSqlite(db, file));
+      return new SqliteCatalog(db, migrateSqlite(db, file), file);
     } catch (err) {
       db.close();
       if (err instanceof BoxbackError) throw err;
@@ -565,6 +614,9 @@ export class SqliteCatalog implements Catalog {
   async close(): Promise<void> {
     if (this.flushing) clearImmediate(this.flushing);
     if (this.db.open) this.flush();
+    await Promise.all(this.syncing);
+    if (this.walFd !== undefined) closeSync(this.walFd);
+    this.walFd = undefined;
     if (this.db.open) this.db.close();
   }
 }
