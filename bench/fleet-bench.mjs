@@ -144,6 +144,7 @@ function startController(configFile) {
   const extra = process.env.BB_CONTROLLER_NODE_ARGS ? process.env.BB_CONTROLLER_NODE_ARGS.split(' ') : [];
   // the controller's own V8 flags (as its shebang and the installed wrapper), then the bench's extra ones
   const prof = args['cpu-prof'] ? ['--import', path.join(here, 'lib/phase-profile.mjs')] : [];
+  if (args['cpu-prof']) mkdirSync(path.resolve(args['cpu-prof']), { recursive: true }); // the controller writes there at the phase's end
   const argv = [...CONTROLLER_NODE_FLAGS, ...extra, ...prof, CONTROLLER_MAIN, '--config', configFile];
   const env = args['cpu-prof']
     ? { ...process.env, BB_PHASE_PROFILE_DIR: path.resolve(args['cpu-prof']), BB_PHASE_PROFILE_NAME: 'fleet-backup' }
@@ -163,9 +164,11 @@ function startController(configFile) {
       }
     });
     proc.stderr.on('data', (d) => (out += d));
-    proc.once('exit', (code) => {
+    proc.once('exit', (code, signal) => {
       clearTimeout(t);
       reject(new Error(`controller exited (${code}):\n${out.slice(-2000)}`));
+      // after it started: the bench's own SIGTERM ends it with 0; anything else is a crash, its last output says why
+      if (code !== 0 && signal !== 'SIGTERM') process.stderr.write(`controller exited (${code ?? signal}):\n${out.slice(-4000)}\n`);
     });
   });
 }
