@@ -27,6 +27,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from '@boxback/common';
+import { DeflatePool, OUT_BYTES } from './zip-deflate.js';
 import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,
@@ -50,8 +51,11 @@ const SAMPLE = 32 * 1024;
 const INCOMPRESSIBLE = 0.97;
 /** Files up to this size are read in one synchronous call. */
 const SMALL_FILE = 64 * 1024;
-/** A block copied from the previous archive is read into a pooled buffer of this size (its deflated size is at most a few KiB over BLOCK_SIZE). */
-const COPY_BUFFER = BLOCK_SIZE + 64 * 1024;
+/**
+ * A block's archive bytes (deflated, or copied from the previous archive) go into a pooled
+ * buffer of this size: a 1 MiB block's deflated size is at most a few hundred bytes over it.
+ */
+const OUT_BUFFER = OUT_BYTES;
 /** Small writes are gathered up to this size before they go to disk. */
 const WRITE_BUFFER = 1 << 20;
 
@@ -133,24 +137,19 @@ function deflateSmall(raw: Buffer, level: number): Buffer {
   return zlib.deflateRawSync(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: Math.max(1024, raw.length + 1024) });
 }
 
-function deflateBlock(raw: Buffer, level: number): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    // One output chunk big enough for the worst case (stored blocks): no concatenation of 16 KiB pieces.
-    zlib.deflateRaw(raw, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: raw.length + 64 * 1024 }, (err, out) =>
-      err ? reject(err) : resolve(out),
-    ),
-  );
-}
+const lengthOf = (data: Buffer[]) => data.reduce((n, b) => n + b.length, 0);
+const crcOf = (data: Buffer[]) => data.reduce((c, b) => zlib.crc32(b, c), 0);
 
 /**
  * The level a block is deflated at: 0 (stored blocks, copy speed) when a sample of it does not
  * compress (random or already-compressed pages of a database), else the archive's level.
  * Deflating such data at level 1 costs as much CPU as text and saves nothing.
  */
-async function levelFor(raw: Buffer, level: number): Promise<number> {
+async function levelFor(deflater: DeflatePool, raw: Buffer, level: number, out: Buffer): Promise<number> {
   if (level === 0 || raw.length < 4 * SAMPLE) return level;
-  const sample = await deflateBlock(raw.subarray(0, SAMPLE), 1);
-  return sample.length > SAMPLE * INCOMPRESSIBLE ? 0 : level;
+  // Into the block's own output buffer: only its length is wanted, the block overwrites it.
+  const sample = lengthOf(await deflater.deflate(raw.subarray(0, SAMPLE), 1, out));
+  return sample > SAMPLE * INCOMPRESSIBLE ? 0 : level;
 }
 
 /** The archive file: appended in order, hashed on the way, small writes gathered. */
@@ -212,8 +211,12 @@ interface Block {
   raw: Buffer;
   /** The pooled buffer `raw` lies in, given back once the block is written. */
   pooled?: Buffer;
-  /** Its bytes in the archive; a reused block also brings its raw CRC-32 from the index. */
-  ready: Promise<{ data: Buffer; sha?: string; reused?: BlockRecord; copy?: Buffer }>;
+  /**
+   * Its bytes in the archive, in pieces (stored blocks are slices of `raw`, the others of
+   * `out`, a pooled buffer given back once they are written); a reused block also brings its
+   * raw CRC-32 from the index.
+   */
+  ready: Promise<{ data: Buffer[]; sha?: string; reused?: BlockRecord; out?: Buffer }>;
 }
 
 /** A file entry being written: its CRC and sizes, known once its last block is written. */
@@ -256,9 +259,12 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   // Raw block buffers are reused: 1 MiB buffers made and dropped per block would leave tens of
   // MiB of dead memory between two garbage collections.
   const pool: Buffer[] = [];
-  // The same for the blocks copied out of the previous archive (an incremental's usual case:
-  // measured 66 MB of ArrayBuffers at the default file counts with a buffer made per block).
-  const copyPool: Buffer[] = [];
+  // The same for the blocks' archive bytes, deflated or copied out of the previous archive (an
+  // incremental's usual case: measured 66 MB of ArrayBuffers at the default file counts with a
+  // buffer made per block).
+  const outPool: Buffer[] = [];
+  // Deflate streams reused block after block (zip-deflate.ts), closed when the archive is done.
+  const deflater = new DeflatePool();
   let blocksQueued = 0;
 
   const drain = async (keepBlocks: number) => {
@@ -269,22 +275,23 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
         await output.append(p.data);
       } else if (p.kind === 'block') {
         blocksQueued--;
-        const { data, sha, reused, copy } = await p.block.ready;
+        const { data, sha, reused, out } = await p.block.ready;
         const f = p.file;
         const n = p.block.raw.length;
+        const clen = lengthOf(data);
         const crc = reused ? reused[5] : zlib.crc32(p.block.raw);
-        if (f.blocks && sha) f.blocks.push([sha, n, output.offset, data.length, reused ? reused[4] : zlib.crc32(data), crc]);
+        if (f.blocks && sha) f.blocks.push([sha, n, output.offset, clen, reused ? reused[4] : crcOf(data), crc]);
         f.crc = f.size === 0 ? crc : crc32Combine(f.crc, crc, n);
         f.size += n;
-        f.csize += data.length;
+        f.csize += clen;
         if (reused) reusedBytes += n;
         prog.bytesDone += p.block.raw.length;
         report();
-        // Deflated or copied, hashed and CRC'd: its buffer takes the next block.
+        for (const d of data) await output.append(d);
+        // Appended (copied into the write buffer or written): the block's buffers take the next
+        // blocks (a stored block's data are slices of its raw buffer).
         if (p.block.pooled && pool.length < IN_FLIGHT + 1) pool.push(p.block.pooled);
-        await output.append(data);
-        // Appended (copied into the write buffer or written): the copy's buffer is free again.
-        if (copy && copyPool.length < IN_FLIGHT + 1) copyPool.push(copy);
+        if (out && outPool.length < IN_FLIGHT + 1) outPool.push(out);
       } else {
         const f = p.file;
         await output.append(DEFLATE_END);
@@ -306,17 +313,20 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   /** A block's archive bytes: copied from the previous archive when its content is known there, else deflated. */
   const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean): Block['ready'] =>
     (async () => {
-      if (!hashIt) return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)) };
-      const sha = Buffer.from(await subtle.digest('SHA-256', raw)).toString('hex');
-      const prev = reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
-      if (prev) {
-        const copy = prev[3] <= COPY_BUFFER ? (copyPool.pop() ?? Buffer.allocUnsafeSlow(COPY_BUFFER)) : undefined;
-        const data = copy ? copy.subarray(0, prev[3]) : Buffer.allocUnsafe(prev[3]);
+      const sha = hashIt ? Buffer.from(await subtle.digest('SHA-256', raw)).toString('hex') : undefined;
+      const prev = sha && reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
+      const out = outPool.pop() ?? Buffer.allocUnsafeSlow(OUT_BUFFER);
+      if (prev && prev[3] <= OUT_BUFFER) {
+        const data = out.subarray(0, prev[3]);
         const { bytesRead } = await reuseFh!.read(data, 0, data.length, prev[2]);
-        if (bytesRead === data.length && zlib.crc32(data) === prev[4]) return { data, sha, reused: prev, copy };
-        if (copy) copyPool.push(copy);
+        if (bytesRead === data.length && zlib.crc32(data) === prev[4]) return { data: [data], sha, reused: prev, out };
       }
-      return { data: await deflateBlock(raw, await levelFor(raw, fileLevel)), sha };
+      try {
+        return { data: await deflater.deflate(raw, await levelFor(deflater, raw, fileLevel, out), out), sha, out };
+      } catch (err) {
+        outPool.push(out);
+        throw err;
+      }
     })();
 
   const addFile = async (e: WalkEntry, st: Stats, grew = false): Promise<void> => {
@@ -350,7 +360,7 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
       if (raw.length <= SMALL_FILE) {
         if (raw.length) {
           const ready =
-            raw.length <= SYNC_DEFLATE ? Promise.resolve({ data: deflateSmall(raw, fileLevel) }) : prepare(raw, fileLevel, false);
+            raw.length <= SYNC_DEFLATE ? Promise.resolve({ data: [deflateSmall(raw, fileLevel)] }) : prepare(raw, fileLevel, false);
           const block: Block = { raw, ready };
           block.ready.catch(() => undefined);
           queue.push({ kind: 'block', file: f, block });
@@ -435,5 +445,6 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     throw err;
   } finally {
     await reuseFh?.close().catch(() => undefined);
+    deflater.close();
   }
 }
