@@ -9,7 +9,7 @@
  * the external attributes (when "version made by" says Unix), the owner in the Info-ZIP
  * "ux" extra field (0x7875). Java's zips (GoCD's) have neither.
  */
-import { createReadStream } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import yauzl from 'yauzl';
@@ -31,8 +31,11 @@ export interface ZipEntryInfo {
   crc32: number;
   mtime: Date;
   encrypted: boolean;
-  /** Open the entry's decompressed data. */
-  open(): Promise<Readable>;
+  /**
+   * Open the entry's decompressed data. A chunk may be a view of a buffer the next chunk is
+   * read or inflated into: use it (or copy it) before asking for the next one.
+   */
+  open(): Promise<AsyncIterable<Buffer>>;
 }
 
 const S_IFMT = 0o170000;
@@ -61,21 +64,90 @@ function unixOwner(extra: Array<{ id: number; data: Buffer }>): { uid?: number; 
   return { uid, gid };
 }
 
+/** An entry's stored bytes are read this much at a time (one buffer per entry, reused). */
+const READ_CHUNK = 1 << 20;
+/** Compressed bytes go to inflate this much at a time: their output mostly fits INFLATE_OUT. */
+const INFLATE_IN = 128 * 1024;
+const INFLATE_OUT = 1 << 20;
+
+/** `size` bytes of `file` from `start`, through one buffer: each chunk is a view of it, valid until the next. */
+async function* readRange(file: string, start: number, size: number): AsyncGenerator<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafeSlow(Math.min(READ_CHUNK, size));
+    for (let pos = start, left = size; left > 0; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), pos);
+      if (bytesRead === 0) throw new Error(`unexpected end of file ${left} bytes before the entry's end`);
+      pos += bytesRead;
+      left -= bytesRead;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The fields of Node's zlib stream (lib/zlib.js) its next write's output goes to. */
+interface ZlibOutput {
+  _outBuffer: Buffer;
+  _outOffset: number;
+}
+
+/**
+ * Raw deflate data inflated through one output buffer: each write's output goes into the
+ * stream's first output buffer again (Node's zlib writes into `_outBuffer` from `_outOffset`,
+ * a field of its streams since Node 0.x; an output that outgrows it continues in a new one),
+ * and each chunk is a view of it, valid until the next. A stream's own output buffers, a new
+ * one per 256 KiB of output, and a read stream's buffer per 1 MiB read, were gigabytes of
+ * ArrayBuffers for a 1 GiB database that V8 collects only every ~64 MB of them.
+ */
+async function* inflateRange(compressed: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const z = zlib.createInflateRaw({ chunkSize: INFLATE_OUT, flush: zlib.constants.Z_SYNC_FLUSH });
+  const out = (z as unknown as ZlibOutput)._outBuffer;
+  let chunks: Buffer[] = [];
+  z.on('data', (c: Buffer) => chunks.push(c));
+  // A failed write rejects below; this keeps the stream's 'error' from being unhandled.
+  z.on('error', () => undefined);
+  const write = (b: Buffer) =>
+    new Promise<Buffer[]>((resolve, reject) => {
+      // A stream destroyed by an error may never call the write back.
+      const onError = (err: Error) => reject(err);
+      z.once('error', onError);
+      const o = z as unknown as ZlibOutput;
+      o._outBuffer = out;
+      o._outOffset = 0;
+      z.write(b, (err) => {
+        // Output pushed but not yet emitted goes out on a next tick: collect after those.
+        setImmediate(() => {
+          z.off('error', onError);
+          const got = chunks;
+          chunks = [];
+          if (err) reject(err);
+          else resolve(got);
+        });
+      });
+    });
+  try {
+    for await (const piece of compressed)
+      for (let off = 0; off < piece.length; off += INFLATE_IN) yield* await write(piece.subarray(off, off + INFLATE_IN));
+  } finally {
+    z.close();
+  }
+}
+
 /**
  * The entry's decompressed data. yauzl finds where it starts (the local header); the bytes
- * are read here in 1 MiB chunks and inflated with 256 KiB chunks (yauzl's own streams use
- * 16 KiB for both: 16 to 64 times the calls). Size and CRC-32 are checked by readEntryChecked.
+ * are read here through one 1 MiB buffer and inflated through one 1 MiB output buffer
+ * (yauzl's own streams use 16 KiB for both, and a new buffer per chunk). Size and CRC-32 are
+ * checked by readEntryChecked.
  */
-async function openData(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<Readable> {
+async function openData(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<AsyncIterable<Buffer>> {
   const stored = entry.compressionMethod === 0;
   if ((!stored && entry.compressionMethod !== 8) || entry.isEncrypted()) return zip.openReadStreamPromise(entry);
   if (entry.compressedSize === 0) return Readable.from([]);
   const { fileDataStart } = await zip.readLocalFileHeaderPromise(entry, { minimal: true });
-  const raw = createReadStream(file, { start: fileDataStart, end: fileDataStart + entry.compressedSize - 1, highWaterMark: 1 << 20 });
-  if (stored) return raw;
-  const inflate = zlib.createInflateRaw({ chunkSize: 256 * 1024 });
-  raw.on('error', (err) => inflate.destroy(err));
-  return raw.pipe(inflate);
+  const raw = readRange(file, fileDataStart, entry.compressedSize);
+  return stored ? raw : inflateRange(raw);
 }
 
 function describe(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): ZipEntryInfo {
@@ -151,9 +223,11 @@ export async function readEntryChecked(e: ZipEntryInfo, where: string, sink?: (c
   let crc = 0;
   let bytes = 0;
   const rs = await e.open();
-  for await (const chunk of rs as AsyncIterable<Buffer>) {
+  for await (const chunk of rs) {
     crc = zlib.crc32(chunk, crc);
     bytes += chunk.length;
+    // More than the archive says (damaged, or a bomb): stop here, not at the end.
+    if (bytes > e.size) break;
     if (sink) await sink(chunk);
   }
   if (bytes !== e.size) {
@@ -175,7 +249,7 @@ export async function readSmallEntry(file: string, name: string, maxBytes = 1024
     if (e.size > maxBytes) return undefined;
     const parts: Buffer[] = [];
     await readEntryChecked(e, file, (c) => {
-      parts.push(c);
+      parts.push(Buffer.from(c));
     });
     return Buffer.concat(parts);
   }

@@ -145,24 +145,25 @@ async function writeEntryFile(
     throw err;
   }
   try {
-    // Batch the decompressor's small chunks into ~1 MiB writes.
-    let batch: Buffer[] = [];
+    // The decompressor's chunks (views of its reused buffer: copied before the next one comes)
+    // gathered into writes of up to 1 MiB, through one buffer per file.
+    const batch = Buffer.allocUnsafe(Math.max(1, Math.min(e.size, 1 << 20)));
     let batched = 0;
     const flush = async () => {
-      if (batched === 0) return;
-      const buf = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
       let off = 0;
-      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+      while (off < batched) off += (await fh.write(batch, off, batched - off)).bytesWritten;
       onBytes(batched);
-      batch = [];
       batched = 0;
     };
     await readEntryChecked(e, archive, async (chunk) => {
-      batch.push(chunk);
-      batched += chunk.length;
-      if (batched >= 1 << 20) await flush();
+      for (let off = 0; off < chunk.length; ) {
+        const n = chunk.copy(batch, batched, off);
+        off += n;
+        batched += n;
+        if (batched === batch.length) await flush();
+      }
     });
-    await flush();
+    if (batched > 0) await flush();
     await fh.chmod((e.mode ?? 0o644) & 0o777);
     const ids = o.chownEntries ? mapped(e, o) : undefined;
     if (ids) await fh.chown(ids.uid, ids.gid);
@@ -212,7 +213,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
       if (e.size > 4096) throw unsafe(archive, e.name, 'is a symlink with an over-long target');
       const parts: Buffer[] = [];
       await readEntryChecked(e, archive, (c) => {
-        parts.push(c);
+        parts.push(Buffer.from(c));
       });
       const target = Buffer.concat(parts).toString('utf8');
       if (!target) throw unsafe(archive, e.name, 'is a symlink with an empty target');
