@@ -17,8 +17,8 @@ import {
   unwrapDataKey,
   wrapDataKey,
 } from '../../packages/common/src/store/s3/keys.js';
-import { DEFLATED, PackBuilder, openBlob, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
-import { OpenStream, open, seal, sealInto, sealedSize, subkey } from '../../packages/common/src/store/s3/sealed.js';
+import { DEFLATED, PackBuilder, openBlob, openBlobParts, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
+import { OpenStream, open, openParts, seal, sealInto, sealedSize, subkey } from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
 const keys = deriveKeys(newDataKey());
@@ -49,6 +49,9 @@ describe('sealed framing', () => {
       const sealed = seal(keys.enc, 'x', plain);
       expect(sealed.length).toBe(sealedSize(n));
       expect(open(keys.enc, 'x', sealed).equals(plain)).toBe(true);
+      const parts = openParts(keys.enc, 'x', sealed); // one per frame, in order, not joined
+      expect(parts.map((p) => p.length)).toEqual(Array.from({ length: Math.floor(n / F) + 1 }, (_, i) => Math.min(F, n - i * F)));
+      expect(Buffer.concat(parts).equals(plain)).toBe(true);
       for (const piece of [1000, F + 16, 7 * F]) expect((await openStreamed(sealed, 'x', piece)).equals(plain), `${n}/${piece}`).toBe(true);
     }
   });
@@ -207,6 +210,31 @@ describe('packs', () => {
     expect(pack.bytes.length).toBeLessThanOrEqual(300_000);
     const entries = readPackHeader(keys, pack.id, pack.bytes);
     entries.forEach(([id, off, len], i) => expect(openBlob(keys, id, pack.bytes.subarray(off, off + len)).equals(blobs[i])).toBe(true));
+    // in frames, not joined: the same bytes, the same refusals
+    const [id0, off0, len0] = entries[0];
+    const parts = openBlobParts(keys, id0, pack.bytes.subarray(off0, off0 + len0));
+    expect(parts.length).toBe(1);
+    expect(Buffer.concat(parts).equals(blobs[0])).toBe(true);
+    const [, off1, len1] = entries[1];
+    refused(() => openBlobParts(keys, id0, pack.bytes.subarray(off1, off1 + len1))); // another blob's bytes under this id
+    refused(() => openBlobParts(keys, id0, pack.bytes.subarray(off1, off1 + len1), false, undefined, false)); // GCM: its id is in the aad
+  });
+
+  it('a blob of several frames opens frame by frame, and its id is checked over all of them', () => {
+    const plain = randomBytes(3 * F + 123);
+    const id = blobId(keys, plain);
+    const b = new PackBuilder(keys);
+    b.add(id, plain);
+    const pack = b.finish();
+    const [[, off, len]] = readPackHeader(keys, pack.id, pack.bytes);
+    const sealed = pack.bytes.subarray(off, off + len);
+    const parts = openBlobParts(keys, id, sealed);
+    expect(parts.map((p) => p.length)).toEqual([F, F, F, 123]);
+    expect(Buffer.concat(parts).equals(plain)).toBe(true);
+    const flipped = Buffer.from(sealed);
+    flipped[flipped.length - 200] ^= 1; // in the last frame
+    refused(() => openBlobParts(keys, id, flipped, false, undefined, false));
+    refused(() => openBlobParts(keys, id, sealed.subarray(0, sealed.length - 123 - 16))); // the last frame cut off
   });
 
   it('a deflated blob opens only as deflated, inflates to its length, and is checked against its id', () => {

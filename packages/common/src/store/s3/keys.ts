@@ -100,7 +100,14 @@ export function deriveKeys(dataKey: Buffer): StoreKeys {
 
 /** A blob's id: HMAC-SHA256 of its plaintext under the store's id key (hex). */
 export function blobId(keys: StoreKeys, plain: Buffer): string {
-  return createHmac('sha256', keys.id).update(plain).digest('hex');
+  return blobIdOfParts(keys, [plain]);
+}
+
+/** blobId of a plaintext held in pieces (a blob's frames, opened one by one). */
+export function blobIdOfParts(keys: StoreKeys, parts: Buffer[]): string {
+  const h = createHmac('sha256', keys.id);
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
 }
 
 /** A manifest object's name: HMAC-SHA256 of the backup ID under the name key (hex). */

@@ -18,8 +18,8 @@
  */
 import { createHash } from 'node:crypto';
 import { inflateRawSync } from 'node:zlib';
-import { blobId, type StoreKeys } from './keys.js';
-import { open, sealInto, sealedSize, tampered } from './sealed.js';
+import { blobIdOfParts, type StoreKeys } from './keys.js';
+import { open, openParts, sealInto, sealedSize, tampered } from './sealed.js';
 
 /** [blob id, offset in pack, sealed length, plaintext length, flags (1: deflated; absent: 0)] */
 export type PackEntry = [string, number, number, number, number?];
@@ -95,17 +95,35 @@ export function packCapacity(target: number, maxBlob: number): number {
  * file's SHA-256 with its (authenticated) manifest entry anyway: one hash of every byte, not two.
  */
 export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated = false, plainLength?: number, checkId = true): Buffer {
+  const parts = openBlobParts(keys, id, sealed, deflated, plainLength, checkId);
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+/**
+ * openBlob's plaintext as the frames it was sealed in (a stored blob: one per 64 KiB), each its
+ * own buffer, for a caller that hashes and writes them in turn: not joined into one (a copy of
+ * every byte). A deflated blob is one buffer (inflated whole). The same checks as openBlob.
+ */
+export function openBlobParts(
+  keys: StoreKeys,
+  id: string,
+  sealed: Buffer,
+  deflated = false,
+  plainLength?: number,
+  checkId = true,
+): Buffer[] {
   const what = `blob ${id.slice(0, 12)}`;
-  let plain = open(keys.enc, blobAad(id, deflated), sealed, what);
+  let parts = openParts(keys.enc, blobAad(id, deflated), sealed, what);
   if (deflated) {
     try {
-      plain = inflateRawSync(plain, plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) });
+      const z = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+      parts = [inflateRawSync(z, plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) })];
     } catch {
       throw tampered(what, 'does not inflate to its length');
     }
   }
-  if (checkId && blobId(keys, plain) !== id) throw tampered(what, 'content does not match its id');
-  return plain;
+  if (checkId && blobIdOfParts(keys, parts) !== id) throw tampered(what, 'content does not match its id');
+  return parts;
 }
 
 /** The entries of a whole pack, from its own header (index rebuild, full verify). */

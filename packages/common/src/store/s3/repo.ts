@@ -21,8 +21,8 @@ import { mapLimit } from '../../limit.js';
 import { DEFAULT_CHUNKING, gearTable, type ChunkParams } from './chunker.js';
 import type { ObjectClient } from './client.js';
 import { deriveKeys, manifestName, unwrapDataKey, type KeyFile, type StoreKeys } from './keys.js';
-import { DEFLATED, openBlob, type PackEntry } from './pack.js';
-import { open, seal, tampered } from './sealed.js';
+import { DEFLATED, openBlobParts, type PackEntry } from './pack.js';
+import { open, seal, sealedSize, tampered } from './sealed.js';
 
 export const STORE_FORMAT = 'boxback/s3-store@1';
 
@@ -93,6 +93,8 @@ export class Repo {
   private readonly fallback = new Map<string, BlobLoc>();
   private readonly records = new Map<string, Array<[string, PackEntry[]]>>();
   readonly gear: Uint32Array;
+  /** The sealed size of the largest blob the chunker cuts (the largest GET buffer a blob read needs). */
+  private readonly maxSealedBlob: number;
   private readonly snapshotCache = new Map<string, SnapshotHeader>();
 
   private constructor(
@@ -101,6 +103,7 @@ export class Repo {
     readonly config: RepoConfig,
   ) {
     this.gear = gearTable(keys.chunk);
+    this.maxSealedBlob = sealedSize(config.chunking.max);
   }
 
   /** Unwrap the data key with `secret` (trying every key file) and read the store's config. */
@@ -218,43 +221,54 @@ export class Repo {
    * `pool`: GET buffers to take one from and give it back to (the plaintext never shares it).
    */
   async readBlob(id: string, checkId = true, pool?: Buffer[]): Promise<Buffer> {
+    const parts = await this.readBlobParts(id, checkId, pool);
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** readBlob's plaintext as its frames' (openBlobParts): not joined, for a caller that streams them. */
+  async readBlobParts(id: string, checkId = true, pool?: Buffer[]): Promise<Buffer[]> {
     const loc = this.locate(id);
     if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
     let buf = pool?.pop();
-    if (!buf || buf.length < loc.length) buf = Buffer.allocUnsafeSlow(pool ? Math.max(loc.length, 1 << 20) : loc.length);
+    // two sizes in a pool, 1 MiB and the largest sealed blob: a buffer too short for the next
+    // blob is dropped, and sizes of the blob's own would be dropped again and again (fresh pages
+    // faulted in while the body is copied into them)
+    if (!buf || buf.length < loc.length)
+      buf = Buffer.allocUnsafeSlow(!pool ? loc.length : loc.length <= 1 << 20 ? 1 << 20 : Math.max(loc.length, this.maxSealedBlob));
     try {
       const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 }, buf);
       const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
       if (!raw) throw tampered(what, 'its pack is missing');
       if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-      const plain = openBlob(this.keys, id, raw, loc.z, loc.plain, checkId);
-      if (plain.length !== loc.plain) throw tampered(what, 'wrong length');
-      return plain;
+      const parts = openBlobParts(this.keys, id, raw, loc.z, loc.plain, checkId);
+      if (parts.reduce((n, p) => n + p.length, 0) !== loc.plain) throw tampered(what, 'wrong length');
+      return parts;
     } finally {
       pool?.push(buf);
     }
   }
 
   /**
-   * A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel. `checkIds`
-   * false: the caller checks the whole content's SHA-256 (see openBlob).
+   * A stored content's plaintext, blob by blob (each as the frames it was sealed in: one buffer
+   * per 64 KiB, not joined), `ahead` blobs fetched in parallel. `checkIds` false: the caller
+   * checks the whole content's SHA-256 (see openBlob).
    */
   async *readContent(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer> {
-    const pending: Array<Promise<Buffer>> = [];
+    const pending: Array<Promise<Buffer[]>> = [];
     const pool: Buffer[] = []; // `ahead` GET buffers reused blob after blob
     let next = 0;
     const fill = () => {
       while (pending.length < ahead && next < blobs.length) {
-        const p = this.readBlob(blobs[next++], checkIds, pool);
+        const p = this.readBlobParts(blobs[next++], checkIds, pool);
         p.catch(() => undefined); // awaited in order below
         pending.push(p);
       }
     };
     fill();
     while (pending.length) {
-      const b = await pending.shift()!;
+      const parts = await pending.shift()!;
       fill();
-      yield b;
+      yield* parts;
     }
   }
 

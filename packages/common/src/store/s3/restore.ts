@@ -13,7 +13,7 @@
  *                     blobs cover, not one per file (readByPack); larger ones blob by blob
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, openSync, writeFileSync, writevSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -22,7 +22,7 @@ import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
 import type { RandomAccessFile, TreeSyncProgress } from '../backup-store.js';
-import { openBlob } from './pack.js';
+import { openBlobParts } from './pack.js';
 import { packKey, type BlobLoc, type Repo } from './repo.js';
 import { tampered } from './sealed.js';
 import { inside } from './tree-upload.js';
@@ -171,7 +171,9 @@ class BufferPool {
   private readonly free: Buffer[] = [];
   take(n: number): Buffer {
     const b = this.free.pop();
-    return b && b.length >= n ? b : Buffer.allocUnsafeSlow(Math.max(n, 1 << 20));
+    // every buffer SPAN_MAX long: one too short for a span would be dropped and another
+    // allocated (fresh pages faulted in while the body is copied into it)
+    return b && b.length >= n ? b : Buffer.allocUnsafeSlow(Math.max(n, SPAN_MAX));
   }
   give(b: Buffer): void {
     this.free.push(b);
@@ -233,15 +235,37 @@ async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: num
     // every target's SHA-256 is compared below: the blob id need not be hashed too
     const checkId = targets.some((t) => !t.f.sha256);
     const sealed = raw.subarray(loc.offset - span.start, loc.offset - span.start + loc.length);
-    const plain = openBlob(repo.keys, id, sealed, loc.z, loc.plain, checkId);
-    if (plain.length !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
-    const sha = createHash('sha256').update(plain).digest('hex');
+    const parts = openBlobParts(repo.keys, id, sealed, loc.z, loc.plain, checkId); // frames not joined: hashed and written as they are
+    const size = parts.reduce((n, p) => n + p.length, 0);
+    if (size !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
+    const h = createHash('sha256');
+    for (const p of parts) h.update(p);
+    const sha = h.digest('hex');
     for (const t of targets) {
-      if (plain.length !== t.f.size) throw tampered(t.f.path, `size ${plain.length}, the manifest says ${t.f.size}`);
+      if (size !== t.f.size) throw tampered(t.f.path, `size ${size}, the manifest says ${t.f.size}`);
       if (t.f.sha256 && sha !== t.f.sha256) throw tampered(t.f.path, 'SHA-256 does not match the manifest');
-      writeFileSync(t.abs, plain, { mode: 0o600 }); // a small file: one thread-pool trip costs more
-      onFile(plain.length);
+      writeParts(t.abs, parts); // a small file: one thread-pool trip costs more
+      onFile(size);
     }
+  }
+}
+
+/** A new file (mode 0600) of these buffers in order: one write of them all (writev), synchronously. */
+function writeParts(file: string, parts: Buffer[]): void {
+  if (parts.length === 1) return writeFileSync(file, parts[0], { mode: 0o600 });
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    let left = parts.reduce((n, p) => n + p.length, 0);
+    let rest = parts.slice(); // shortened below: `parts` is written to every file of this content
+    while (left > 0) {
+      let n = writevSync(fd, rest);
+      left -= n;
+      // a short write (rare on a local file): carry on from where it stopped
+      while (rest.length && n >= rest[0].length) n -= rest.shift()!.length;
+      if (n > 0) rest = [rest[0].subarray(n), ...rest.slice(1)];
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -270,10 +294,11 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
   };
   await fsp.mkdir(stage, { recursive: true });
   try {
-    for (const f of x.entries) if (f.type === 'dir') await fsp.mkdir(inside(stage, f.path.slice(strip)), { recursive: true });
+    // every directory made once, synchronously (a thread-pool round trip each costs more than the call)
+    const dirs = new Set<string>();
+    for (const f of x.entries) if (f.type === 'dir') dirs.add(inside(stage, f.path.slice(strip)));
     const single: Array<{ f: ManifestFile; abs: string; blob: string }> = [];
     const other: Array<{ f: ManifestFile; abs: string; blobs: string[] }> = [];
-    const dirs = new Set<string>();
     for (const f of files) {
       const blobs = x.contents[f.path];
       if (!blobs) throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${f.path}: in the manifest but not in the backup's content map`);

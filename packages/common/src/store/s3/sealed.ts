@@ -107,6 +107,16 @@ export function sealInto(encKey: Buffer, aad: string, plain: Buffer, out: Buffer
 
 /** Open a sealed buffer; throws BOXBACK_ERR_STORE_TAMPERED on any change. */
 export function open(encKey: Buffer, aad: string, sealed: Buffer, what = aad): Buffer {
+  const parts = openParts(encKey, aad, sealed, what);
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+/**
+ * Open a sealed buffer into its frames' plaintexts, in order (one per 64 KiB frame; each its
+ * own buffer): a caller that hashes and writes them need not join them (a copy of every byte
+ * into a fresh buffer). Every frame is authenticated before this returns.
+ */
+export function openParts(encKey: Buffer, aad: string, sealed: Buffer, what = aad): Buffer[] {
   const { frameLog2, salt } = readHeader(sealed, what);
   const key = subkey(encKey, salt);
   const a = Buffer.from(aad);
@@ -117,12 +127,8 @@ export function open(encKey: Buffer, aad: string, sealed: Buffer, what = aad): B
     // a whole number of full frames means the final (short) frame is missing: truncated
     throw tampered(what, 'truncated (no final frame)');
   }
-  // one frame (every blob up to 64 KiB): its plaintext as it is, no copy
-  if (frames === 1) return openFrame(key, 0, true, a, body, what);
-  const out = Buffer.allocUnsafe(body.length - frames * TAG_BYTES);
-  let pos = 0;
-  for (let i = 0; i < frames; i++)
-    pos += openFrame(key, i, i === frames - 1, a, body.subarray(i * step, (i + 1) * step), what).copy(out, pos);
+  const out: Buffer[] = [];
+  for (let i = 0; i < frames; i++) out.push(openFrame(key, i, i === frames - 1, a, body.subarray(i * step, (i + 1) * step), what));
   return out;
 }
 
