@@ -249,11 +249,11 @@ export class Repo {
   }
 
   /**
-   * A stored content's plaintext, blob by blob (each as the frames it was sealed in: one buffer
-   * per 64 KiB, not joined), `ahead` blobs fetched in parallel. `checkIds` false: the caller
-   * checks the whole content's SHA-256 (see openBlob).
+   * A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel; each blob as
+   * the frames it was sealed in (one buffer per 64 KiB, not joined). `checkIds` false: the
+   * caller checks the whole content's SHA-256 (see openBlob).
    */
-  async *readContent(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer> {
+  async *readContentParts(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer[]> {
     const pending: Array<Promise<Buffer[]>> = [];
     const pool: Buffer[] = []; // `ahead` GET buffers reused blob after blob
     let next = 0;
@@ -268,8 +268,13 @@ export class Repo {
     while (pending.length) {
       const parts = await pending.shift()!;
       fill();
-      yield* parts;
+      yield parts;
     }
+  }
+
+  /** readContentParts, one buffer at a time. */
+  async *readContent(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer> {
+    for await (const parts of this.readContentParts(blobs, ahead, checkIds)) yield* parts;
   }
 
   async readContentWhole(c: ContentRef, what: string): Promise<Buffer> {

@@ -13,11 +13,10 @@
  *                     blobs cover, not one per file (readByPack); larger ones blob by blob
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, openSync, writeFileSync, writevSync } from 'node:fs';
+import { chmodSync, closeSync, lchownSync, lutimesSync, mkdirSync, openSync, writeFileSync, writevSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
@@ -84,7 +83,10 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
   };
 }
 
-/** Write a stored file to `file` via a temporary name, checking its SHA-256 (and size) first. */
+/**
+ * Write a stored file to `file` via a temporary name, checking its SHA-256 (and size) first.
+ * Each blob's frames are hashed and written with one writev (one thread-pool trip per blob).
+ */
 export async function downloadChecked(
   repo: Repo,
   blobs: string[],
@@ -98,24 +100,44 @@ export async function downloadChecked(
   const h = createHash('sha256');
   let size = 0;
   try {
-    await pipeline(
-      Readable.from(repo.readContent(blobs, ahead, !want.sha256)), // with a SHA-256 to compare, blob ids are not hashed again
-      async function* (src: AsyncIterable<Buffer>) {
-        for await (const b of src) {
-          h.update(b);
-          size += b.length;
-          onBytes?.(b.length);
-          yield b;
+    const fh = await fsp.open(tmp, 'w', 0o600);
+    try {
+      // with a SHA-256 to compare, blob ids are not hashed again
+      for await (const parts of repo.readContentParts(blobs, ahead, !want.sha256)) {
+        let n = 0;
+        for (const p of parts) {
+          h.update(p);
+          n += p.length;
         }
-      },
-      createWriteStream(tmp, { mode: 0o600 }),
-    );
+        await writeAllv(fh, parts, n);
+        size += n;
+        onBytes?.(n);
+      }
+    } finally {
+      await fh.close();
+    }
     if (want.size !== undefined && size !== want.size) throw tampered(what, `size ${size}, the manifest says ${want.size}`);
     if (want.sha256 && h.digest('hex') !== want.sha256) throw tampered(what, 'SHA-256 does not match the manifest');
     await fsp.rename(tmp, file);
   } catch (err) {
     await fsp.rm(tmp, { force: true });
     throw err;
+  }
+}
+
+/** The buffers after the first `n` bytes of `parts` (what a short write left). */
+function after(parts: Buffer[], n: number): Buffer[] {
+  let i = 0;
+  while (i < parts.length && n >= parts[i].length) n -= parts[i++].length;
+  return i < parts.length && n > 0 ? [parts[i].subarray(n), ...parts.slice(i + 1)] : parts.slice(i);
+}
+
+/** writev of `total` bytes in `parts`, carrying on after a short write. */
+async function writeAllv(fh: fsp.FileHandle, parts: Buffer[], total: number): Promise<void> {
+  for (let left = total; left > 0;) {
+    const { bytesWritten } = await fh.writev(parts);
+    left -= bytesWritten;
+    parts = after(parts, bytesWritten);
   }
 }
 
@@ -255,14 +277,10 @@ function writeParts(file: string, parts: Buffer[]): void {
   if (parts.length === 1) return writeFileSync(file, parts[0], { mode: 0o600 });
   const fd = openSync(file, 'w', 0o600);
   try {
-    let left = parts.reduce((n, p) => n + p.length, 0);
-    let rest = parts.slice(); // shortened below: `parts` is written to every file of this content
-    while (left > 0) {
-      let n = writevSync(fd, rest);
+    for (let left = parts.reduce((n, p) => n + p.length, 0); left > 0;) {
+      const n = writevSync(fd, parts);
       left -= n;
-      // a short write (rare on a local file): carry on from where it stopped
-      while (rest.length && n >= rest[0].length) n -= rest.shift()!.length;
-      if (n > 0) rest = [rest[0].subarray(n), ...rest.slice(1)];
+      parts = after(parts, n); // a short write (rare on a local file): carry on from where it stopped
     }
   } finally {
     closeSync(fd);
