@@ -130,4 +130,35 @@ describe("a restore's manifest read", () => {
     expect(whole.stderr).toMatch(/heap out of memory|Allocation failed/);
     execFileSync('rm', ['-rf', path.join(tmp, 'store')]);
   }, 180_000);
+
+  it("keeps paths read from a manifest's lines without its text (ownString: what fetchTree's list of a tree keeps)", () => {
+    const file = path.join(tmp, 'own-string.json');
+    writeFileSync(file, [...manifestChunks(manifestOf(entries(100_000)))].join(''));
+    const common = JSON.stringify(path.join(repo, 'packages/common/dist/index.js'));
+    // The live heap after a map of the 100k paths is built: paths as cut out of the lines, or as strings of their own.
+    const heapWith = (own: boolean) => {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--expose-gc',
+          '--input-type=module',
+          '-e',
+          `import { scanManifestFile, lineHead, ownString } from ${common};
+           const paths = new Map();
+           await scanManifestFile(${JSON.stringify(file)}, (json) => { const p = lineHead(json).path; paths.set(${own} ? ownString(p) : p, 1); });
+           gc(); gc();
+           console.log(JSON.stringify({ n: paths.size, heap: process.memoryUsage().heapUsed }));`,
+        ],
+        { cwd: repo, encoding: 'utf8', timeout: 120_000 },
+      );
+      expect(r.stderr).toBe('');
+      return JSON.parse(r.stdout) as { n: number; heap: number };
+    };
+    const cut = heapWith(false);
+    const own = heapWith(true);
+    expect(own.n).toBe(100_003);
+    expect(cut.n).toBe(100_003);
+    // The manifest's text is ~22 MB: kept by the cut paths, not by their own strings.
+    expect(cut.heap - own.heap).toBeGreaterThan(10e6);
+  }, 180_000);
 });

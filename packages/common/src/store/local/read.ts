@@ -12,6 +12,7 @@ import { BoxbackError } from '../../errors.js';
 import {
   MANIFEST_FILE,
   lineHead,
+  ownString,
   readManifest,
   scanManifestFile,
   verifyBackupDeep,
@@ -166,10 +167,11 @@ async function listedOf(manifestFile: string, dir: string, m?: Manifest): Promis
     for (const f of m.files) if (f.path.startsWith(prefix)) listed.set(f.path.slice(prefix.length), f.type);
     return listed;
   }
-  // A line at a time: the paths and types only, never the whole manifest as objects.
+  // A line at a time: the paths and types only, never the whole manifest as objects; each
+  // path its own string (ownString), or the map would keep the tree's whole manifest text.
   for await (const json of manifestLines(manifestFile)) {
     const h = lineHead(json);
-    if (h.path.startsWith(prefix)) listed.set(h.path.slice(prefix.length), h.type);
+    if (h.path.startsWith(prefix)) listed.set(ownString(h.path.slice(prefix.length)), h.type);
   }
   return listed;
 }
