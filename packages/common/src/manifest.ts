@@ -199,32 +199,36 @@ export function resolveInStore(store: string, rel: string): string {
   return path.join(store, parts[0], parts[1]);
 }
 
-/** Files up to this size are hashed from one read; larger ones are streamed. */
-const SMALL_FILE = 1 << 20;
+/** hashFile's read buffers, reused file after file (at most HASH_BUFFERS kept). */
+const HASH_BUFFER = 1 << 20;
+const HASH_BUFFERS = 8;
+const hashBuffers: Buffer[] = [];
 
+/**
+ * SHA-256 (hex) of `file`, read through a pooled 1 MiB buffer: a buffer read per file
+ * (fsp.readFile, or one sized to it) was, at 120k tree files, gigabytes of ArrayBuffers that V8
+ * collects only every ~64 MB of them (docs/design/agent-memory.md). `sizeHint` is no longer
+ * needed (kept for callers).
+ */
 export async function hashFile(file: string, onBytes?: (n: number) => void, sizeHint?: number): Promise<string> {
+  void sizeHint;
   const h = createHash('sha256');
-  if (sizeHint !== undefined && sizeHint <= SMALL_FILE) {
-    // One open and one read: a stream per small file costs more than hashing it.
-    const data = await fsp.readFile(file);
-    if (data.length <= SMALL_FILE) {
-      onBytes?.(data.length);
-      return h.update(data).digest('hex');
-    }
-  }
-  // One buffer, sized to the file, read into again and again: a read stream makes a new one
-  // per chunk (a 64 MiB archive hashed by VERIFY: 64 dead 1 MiB ArrayBuffers, file-text.ts).
-  const buf = Buffer.allocUnsafeSlow(sizeHint === undefined ? 1 << 20 : Math.max(16_384, Math.min(1 << 20, sizeHint + 1)));
-  const fh = await fsp.open(file, 'r');
+  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(HASH_BUFFER);
   try {
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      onBytes?.(bytesRead);
+    const fh = await fsp.open(file, 'r');
+    try {
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        h.update(buf.subarray(0, bytesRead));
+        onBytes?.(bytesRead);
+      }
+    } finally {
+      await fh.close();
     }
   } finally {
-    await fh.close();
+    // Hashed (update copies nothing out): the buffer takes the next file.
+    if (hashBuffers.length < HASH_BUFFERS) hashBuffers.push(buf);
   }
   return h.digest('hex');
 }

@@ -27,7 +27,6 @@ import type { ManifestSink } from '../backup-store.js';
 export const STAGE_DIR = '.stage';
 /** Manifest line files written while describing (inside the temporary directory, removed before the rename). */
 export const PARTS_DIR = '.parts';
-const SMALL_FILE = 256 * 1024;
 
 export interface CollectOptions {
   /** The temporary backup directory. */
@@ -147,11 +146,6 @@ async function sha256Of(file: string, size: number, onBytes: (n: number) => void
       onBytes(size);
       return sum;
     }
-  }
-  if (size <= SMALL_FILE) {
-    const buf = await fsp.readFile(file);
-    onBytes(buf.length);
-    return createHash('sha256').update(buf).digest('hex');
   }
   return hashFile(file, onBytes);
 }
