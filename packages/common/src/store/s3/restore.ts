@@ -132,10 +132,13 @@ function after(parts: Buffer[], n: number): Buffer[] {
   return i < parts.length && n > 0 ? [parts[i].subarray(n), ...parts.slice(i + 1)] : parts.slice(i);
 }
 
+/** At most 512 buffers for one writev (the kernel takes up to IOV_MAX, 1024): the rest goes as after a short write. */
+const iov = (parts: Buffer[]) => (parts.length > 512 ? parts.slice(0, 512) : parts);
+
 /** writev of `total` bytes in `parts`, carrying on after a short write. */
 async function writeAllv(fh: fsp.FileHandle, parts: Buffer[], total: number): Promise<void> {
   for (let left = total; left > 0;) {
-    const { bytesWritten } = await fh.writev(parts);
+    const { bytesWritten } = await fh.writev(iov(parts));
     left -= bytesWritten;
     parts = after(parts, bytesWritten);
   }
@@ -278,7 +281,7 @@ function writeParts(file: string, parts: Buffer[]): void {
   const fd = openSync(file, 'w', 0o600);
   try {
     for (let left = parts.reduce((n, p) => n + p.length, 0); left > 0;) {
-      const n = writevSync(fd, parts);
+      const n = writevSync(fd, iov(parts));
       left -= n;
       parts = after(parts, n); // a short write (rare on a local file): carry on from where it stopped
     }
