@@ -13,6 +13,7 @@ import type { AgentClients } from './agent-client.js';
 import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate, JobRow } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { ActiveJob, JobRunner } from './jobs.js';
+import { nextTurn, TimeSlice } from './concurrency.js';
 import type { AtRiskInput } from './notifications.js';
 import { registerParts, type HostEntry } from './status-encoding.js';
 import { PRESENCE_EVERY_MS } from './store-agreement.js';
@@ -49,10 +50,9 @@ const IDLE_REUSE_MS = 1_000;
 
 /** At most this many hosts changed since the rows held are read one by one (more: every host is read again). */
 const REREAD_AT_MOST = 200;
-/** Hosts built per turn of the event loop (a build of 1000 hosts never holds it for the whole fleet). */
-const BUILD_SLICE = 200;
-const turn = () => new Promise<void>((r) => setImmediate(r));
-const turnIf = (yes: boolean) => (yes ? turn() : Promise.resolve());
+/** Past this many hosts a full read of the rows gives the event loop a turn between its queries (synchronous on SQLite). */
+const BIG_FLEET = 200;
+const turnIf = (yes: boolean) => (yes ? nextTurn() : Promise.resolve());
 
 /** What of a poll's answer status shows: a change makes the next status call build anew. */
 const seenKey = (s: Seen) =>
@@ -348,9 +348,9 @@ export class HostMonitor {
   }
 
   private async readAll(generation: number, readAtMs: number): Promise<NonNullable<HostMonitor['cache']>> {
-    const big = (this.cache?.hosts.length ?? 0) > BUILD_SLICE;
+    const big = (this.cache?.hosts.length ?? 0) > BIG_FLEET;
     const hosts = await this.catalog.listHosts();
-    // past BUILD_SLICE hosts a turn of the event loop between the reads (synchronous on SQLite)
+    // past BIG_FLEET hosts a turn of the event loop between the reads (synchronous on SQLite)
     const { lastRestorable } = await turnIf(big).then(() => this.catalog.statusBackups());
     const drills = await turnIf(big).then(() => this.catalog.lastPassedEvidence('drill'));
     this.cache = { generation, readAtMs, hosts, index: new Map(hosts.map((h, i) => [h.name, i])), lastRestorable, drills };
@@ -380,9 +380,10 @@ export class HostMonitor {
     const ages: number[] = [];
     const inputs = new Map<string, EntryInputs>();
     const out: wire.HostStatus[] = [];
-    for (const [i, h] of hosts.entries()) {
-      // BUILD_SLICE hosts per turn of the event loop: calls arriving meanwhile are answered
-      if (i > 0 && i % BUILD_SLICE === 0) await turn();
+    const slice = new TimeSlice();
+    for (const h of hosts) {
+      // a turn of the event loop every TimeSlice.SLICE_MS: calls arriving meanwhile are answered
+      if (slice.over()) await slice.turn();
       const s = this.seen.get(h.name) ?? { atMs: now, error: 'not polled yet' };
       const last = lastRestorable.get(h.name);
       const ageS = last ? Math.max(0, Math.floor((now - last.createdAtMs) / 1000)) : -1;

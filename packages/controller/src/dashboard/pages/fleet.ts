@@ -9,6 +9,7 @@ import { humanAge, humanDate, humanDuration } from '../../cli/format.js';
 import { actionButton, can, html, layout, raw, type Html, type PageCtx } from '../html.js';
 import { partsOf, utf8 } from '../../status-encoding.js';
 import { actionsColumn, dataTable } from '../fragments.js';
+import { TimeSlice } from '../../concurrency.js';
 
 type Row = wire.HostStatus & { host: wire.Host };
 
@@ -123,11 +124,10 @@ const sortHeader = (key: string, label: string) =>
  * The rows of one status answer, per kind of viewer (with or without the operator's buttons).
  * While jobs run, GetStatus hands every caller the same answer for STATUS_REUSE_MS
  * (status.ts): the 1000 rows are rendered once per answer and role, not once per request,
- * ROWS_PER_SLICE at a time with a turn of the event loop between slices (a status call
+ * with a turn of the event loop whenever a slice of time is used up (TimeSlice: a status call
  * arriving meanwhile is answered, not kept waiting for the whole page).
  */
 const rowCache = new WeakMap<object, Map<boolean, Promise<string[]>>>();
-const ROWS_PER_SLICE = 100;
 
 function fleetRows(s: wire.StatusResponse, p: PageCtx): Promise<string[]> {
   const operator = can(p.session, 'operator');
@@ -152,8 +152,9 @@ async function renderRows(s: wire.StatusResponse, p: PageCtx): Promise<string[]>
   const parts = partsOf(s);
   const nowMs = Date.now();
   const out: string[] = [];
+  const slice = new TimeSlice();
   for (let i = 0; i < s.hosts.length; i++) {
-    if (i > 0 && i % ROWS_PER_SLICE === 0) await new Promise((r) => setImmediate(r));
+    if (slice.over()) await slice.turn();
     const h = s.hosts[i];
     if (h.host !== null) templatedRow(out, h as Row, parts?.entries[i], p, nowMs);
   }
