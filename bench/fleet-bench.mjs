@@ -2,7 +2,8 @@
 // boxback fleet bench: a real controller process against N lightweight agents on loopback.
 //
 //   npm run bench:fleet -- [--hosts 200] [--concurrency 50] [--backup-ms 500] [--status-calls 300] [--json] [--keep]
-//                          [--cpu-prof DIR]  (the controller's CPU profile of the fleet backup, step 4)
+//                          [--cpu-prof DIR [--prof-phase fleet-backup|after]]  (the controller's CPU profile of
+//                          the fleet backup, step 4, or of the calls after it, step 5)
 //
 // Steps, in order:
 //   1. a temp dir with a fleet CA, the controller's certificate, and one certificate per agent
@@ -63,6 +64,8 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     // a V8 CPU profile of the controller during the fleet backup, written to DIR/fleet-backup.cpuprofile
     'cpu-prof': { type: 'string' },
+    // the phase --cpu-prof profiles: fleet-backup (step 4) or after (step 5, the calls back to back)
+    'prof-phase': { type: 'string', default: 'fleet-backup' },
   },
 });
 const N = Number(args.hosts);
@@ -147,7 +150,7 @@ function startController(configFile) {
   if (args['cpu-prof']) mkdirSync(path.resolve(args['cpu-prof']), { recursive: true }); // the controller writes there at the phase's end
   const argv = [...CONTROLLER_NODE_FLAGS, ...extra, ...prof, CONTROLLER_MAIN, '--config', configFile];
   const env = args['cpu-prof']
-    ? { ...process.env, BB_PHASE_PROFILE_DIR: path.resolve(args['cpu-prof']), BB_PHASE_PROFILE_NAME: 'fleet-backup' }
+    ? { ...process.env, BB_PHASE_PROFILE_DIR: path.resolve(args['cpu-prof']), BB_PHASE_PROFILE_NAME: args['prof-phase'] }
     : process.env;
   const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
@@ -463,7 +466,8 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     await Promise.all(samplers.map((x) => x.ready));
     phases.set('fleet-backup');
     const agentsCpu0 = cpuSeconds(agentsProc.pid);
-    if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // start the profile (lib/phase-profile.mjs)
+    const profiled = args['cpu-prof'] && args['prof-phase'] === 'fleet-backup';
+    if (profiled) controller.proc.kill('SIGUSR2'); // start the profile (lib/phase-profile.mjs)
     // a job's progress seen live by its watcher; a job that ended before its watch began (the
     // watches start after CreateBackup returns, 256 at a time) answers with its result only:
     // its progress is then the one the controller recorded from the agent's stream (ListJobs)
@@ -482,7 +486,7 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       throw new Error(`job ${j.id} ended without a result`);
     });
     const fleetS = (performance.now() - tb) / 1000;
-    if (args['cpu-prof']) controller.proc.kill('SIGUSR2'); // write it
+    if (profiled) controller.proc.kill('SIGUSR2'); // write it
     const [timedStatus, timedPage] = await Promise.all(samplers.map((x) => x.stop()));
     const busy = timedStatus.status;
     const pageMs = timedPage.html;
@@ -501,6 +505,8 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     // 5. status, idle
     phases.set('after');
     for (let i = 0; i < 10; i++) await timeStatus(client); // warm
+    const profiledAfter = args['cpu-prof'] && args['prof-phase'] === 'after';
+    if (profiledAfter) controller.proc.kill('SIGUSR2');
     const idle = [];
     const idleCpu0 = cpuSeconds(controller.proc.pid);
     let last;
@@ -515,6 +521,10 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     const pageCpu0 = cpuSeconds(controller.proc.pid);
     for (let i = 0; i < PAGE_CALLS; i++) await timeDashboard(web);
     const pageCpuMs = ((cpuSeconds(controller.proc.pid) - pageCpu0) * 1000) / PAGE_CALLS;
+    if (profiledAfter) {
+      controller.proc.kill('SIGUSR2');
+      await new Promise((r) => setTimeout(r, 3_000)); // the profile written before the SIGTERM below
+    }
     idle.sort((a, b) => a - b);
     busy.sort((a, b) => a - b);
     pageMs.sort((a, b) => a - b);

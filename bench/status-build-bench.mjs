@@ -34,7 +34,7 @@ const { values: args } = parseArgs({
 });
 if (typeof globalThis.gc !== 'function') {
   const { spawnSync } = await import('node:child_process');
-  const r = spawnSync(process.execPath, ['--expose-gc', '--max-semi-space-size=64', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+  const r = spawnSync(process.execPath, [...process.execArgv, '--expose-gc', '--max-semi-space-size=64', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
     stdio: 'inherit',
   });
   process.exit(r.status ?? 1);
