@@ -17,6 +17,7 @@ export { initS3Store, addStoreKey, listStoreKeys, removeStoreKey, LOST_KEY_WARNI
 export { loadS3Credentials } from './store/s3/client.js';
 export { readSecretFile } from './store/s3/keys.js';
 export * from './zip-read.js';
+export * from './zlib-pass.js';
 export type * as wire from './wire.js';
 export * from './store/registry.js';
 export * from './excludes.js';

@@ -16,6 +16,7 @@ import yauzl from 'yauzl';
 import { BoxbackError } from './errors.js';
 import type { Manifest } from './manifest.js';
 import { mapLimit } from './limit.js';
+import { ZlibPass } from './zlib-pass.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'device' | 'fifo' | 'socket';
 
@@ -87,51 +88,20 @@ async function* readRange(file: string, start: number, size: number): AsyncGener
   }
 }
 
-/** The fields of Node's zlib stream (lib/zlib.js) its next write's output goes to. */
-interface ZlibOutput {
-  _outBuffer: Buffer;
-  _outOffset: number;
-}
-
 /**
- * Raw deflate data inflated through one output buffer: each write's output goes into the
- * stream's first output buffer again (Node's zlib writes into `_outBuffer` from `_outOffset`,
- * a field of its streams since Node 0.x; an output that outgrows it continues in a new one),
- * and each chunk is a view of it, valid until the next. A stream's own output buffers, a new
- * one per 256 KiB of output, and a read stream's buffer per 1 MiB read, were gigabytes of
- * ArrayBuffers for a 1 GiB database that V8 collects only every ~64 MB of them.
+ * Raw deflate data inflated through one output buffer (zlib-pass.ts): each chunk is a view of
+ * it, valid until the next. A stream's own output buffers, a new one per 256 KiB of output,
+ * and a read stream's buffer per 1 MiB read, were gigabytes of ArrayBuffers for a 1 GiB
+ * database that V8 collects only every ~64 MB of them.
  */
 async function* inflateRange(compressed: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const z = zlib.createInflateRaw({ chunkSize: INFLATE_OUT, flush: zlib.constants.Z_SYNC_FLUSH });
-  const out = (z as unknown as ZlibOutput)._outBuffer;
-  let chunks: Buffer[] = [];
-  z.on('data', (c: Buffer) => chunks.push(c));
-  // A failed write rejects below; this keeps the stream's 'error' from being unhandled.
-  z.on('error', () => undefined);
-  const write = (b: Buffer) =>
-    new Promise<Buffer[]>((resolve, reject) => {
-      // A stream destroyed by an error may never call the write back.
-      const onError = (err: Error) => reject(err);
-      z.once('error', onError);
-      const o = z as unknown as ZlibOutput;
-      o._outBuffer = out;
-      o._outOffset = 0;
-      z.write(b, (err) => {
-        // Output pushed but not yet emitted goes out on a next tick: collect after those.
-        setImmediate(() => {
-          z.off('error', onError);
-          const got = chunks;
-          chunks = [];
-          if (err) reject(err);
-          else resolve(got);
-        });
-      });
-    });
+  const pass = new ZlibPass(zlib.createInflateRaw({ chunkSize: INFLATE_OUT, flush: zlib.constants.Z_SYNC_FLUSH }));
+  const out = Buffer.allocUnsafeSlow(INFLATE_OUT);
   try {
     for await (const piece of compressed)
-      for (let off = 0; off < piece.length; off += INFLATE_IN) yield* await write(piece.subarray(off, off + INFLATE_IN));
+      for (let off = 0; off < piece.length; off += INFLATE_IN) yield* await pass.run(piece.subarray(off, off + INFLATE_IN), out);
   } finally {
-    z.close();
+    pass.close();
   }
 }
 

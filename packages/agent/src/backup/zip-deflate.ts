@@ -1,6 +1,6 @@
 /**
  * A block's compressed bytes without a buffer or a zlib stream made per block
- * (docs/design/agent-memory.md, "The zip writer's blocks").
+ * (docs/design/agent-memory.md, "No dead buffer per block, per chunk or per hashed file").
  *
  *   stored   a block kept as is (level 0: it does not compress) is framed by hand: stored
  *            deflate blocks of up to 65,535 bytes, each a 5-byte header (BFINAL 0, BTYPE 00,
@@ -8,16 +8,16 @@
  *   deflated a block is written to one of a few long-lived raw deflate streams (one per block
  *            in flight and level), each write ended with a sync flush and the stream reset
  *            after it, so every block is still independent (zip-blocks.ts); its output goes
- *            into a buffer the caller lends (OUT_BYTES: the worst case of a block fits), set
- *            as the stream's output buffer before the write (Node's zlib streams write into
- *            `_outBuffer` from `_outOffset`, a field of theirs since Node 0.x), so a
- *            block's compressed bytes are a slice of a pooled buffer, not a new one
+ *            into a buffer the caller lends (OUT_BYTES: the worst case of a block fits;
+ *            common/zlib-pass.ts), so a block's compressed bytes are a slice of a pooled
+ *            buffer, not a new one
  *
  * `zlib.deflateRaw(block)` made per block a stream (~300 KB of native state) and a 1 MiB output
  * buffer, whatever the block compressed to: at 1 GiB of database that is over a GiB of
  * ArrayBuffers that V8 collects only once external memory grew by ~64 MB since its last GC.
  */
 import zlib from 'node:zlib';
+import { ZlibPass } from '@boxback/common';
 
 /** The longest stored deflate block (RFC 1951 3.2.4: LEN is 16 bits). */
 const STORED_MAX = 0xffff;
@@ -26,12 +26,6 @@ const STORED_MAX = 0xffff;
  * few hundred bytes (stored blocks' headers, the sync flush); the 64 KiB over is a margin.
  */
 export const OUT_BYTES = (1 << 20) + 64 * 1024;
-
-/** The fields of Node's zlib stream (lib/zlib.js) its next write's output goes to. */
-interface ZlibOutput {
-  _outBuffer: Buffer;
-  _outOffset: number;
-}
 
 /** `raw` as stored deflate blocks: 5-byte headers and slices of `raw` (valid while `raw` is). */
 export function storedBlocks(raw: Buffer): Buffer[] {
@@ -51,47 +45,24 @@ export function storedBlocks(raw: Buffer): Buffer[] {
   return out;
 }
 
-/** One raw deflate stream taking one block at a time. */
+/** One raw deflate stream taking one block at a time, reset after each (blocks stay independent). */
 class Deflater {
-  private readonly z: zlib.DeflateRaw;
-  private chunks: Buffer[] = [];
+  private readonly pass: ZlibPass;
 
   constructor(readonly level: number) {
-    // Each write ends with a sync flush (byte-aligned, all its output out); its output is read
-    // as it comes ('data'), so the stream never waits on a reader.
-    this.z = zlib.createDeflateRaw({ level, chunkSize: OUT_BYTES, flush: zlib.constants.Z_SYNC_FLUSH });
-    this.z.on('data', (c: Buffer) => this.chunks.push(c));
-    // A failed write rejects its run (below); this keeps the stream's 'error' from being unhandled.
-    this.z.on('error', () => undefined);
+    // Each write ends with a sync flush: byte-aligned, all its output out.
+    this.pass = new ZlibPass(zlib.createDeflateRaw({ level, chunkSize: OUT_BYTES, flush: zlib.constants.Z_SYNC_FLUSH }));
   }
 
-  run(raw: Buffer, out: Buffer): Promise<Buffer[]> {
-    // zlib writes up to chunkSize (OUT_BYTES) bytes from _outOffset: the lent buffer must hold them.
-    if (out.length < OUT_BYTES) throw new Error(`a deflate output buffer of ${out.length} bytes is under ${OUT_BYTES}`);
-    const z = this.z as unknown as ZlibOutput;
-    z._outBuffer = out;
-    z._outOffset = 0;
-    return new Promise((resolve, reject) => {
-      // A stream destroyed by an error may never call the write back.
-      const onError = (err: Error) => reject(err);
-      this.z.once('error', onError);
-      this.z.write(raw, (err) => {
-        // Output pushed but not yet emitted goes out on a next tick: collect after those.
-        setImmediate(() => {
-          this.z.off('error', onError);
-          const out = this.chunks;
-          this.chunks = [];
-          if (err) return reject(err);
-          // The next block starts a fresh deflate stream (no dictionary from this one).
-          this.z.reset();
-          resolve(out);
-        });
-      });
-    });
+  async run(raw: Buffer, out: Buffer): Promise<Buffer[]> {
+    const data = await this.pass.run(raw, out);
+    // The next block starts a fresh deflate stream (no dictionary from this one).
+    (this.pass.z as zlib.DeflateRaw).reset();
+    return data;
   }
 
   close(): void {
-    this.z.close();
+    this.pass.close();
   }
 }
 
