@@ -49,9 +49,9 @@ describe('prefetchWindow', () => {
     expect(resident(db)).toBeLessThan(4 * MiB);
   });
 
-  it('a missing dataset is not its error (the window copy reports it); a cancelled job stops it', async () => {
-    const gone = await prefetchWindow([{ path: path.join(dir, 'nope') }], new AbortController().signal);
-    expect(gone).toEqual({ files: 0, bytes: 0, skipped: false });
+  it('a missing dataset is not its error (the window copy reports it) and the next is still read; a cancelled job stops it', async () => {
+    const gone = await prefetchWindow([{ path: path.join(dir, 'nope') }, { path: path.join(dir, 'config') }], new AbortController().signal);
+    expect(gone).toEqual({ files: 2, bytes: 4 + 3 * MiB + 17, skipped: false });
     const ac = new AbortController();
     ac.abort(new Error('cancelled by the operator'));
     await expect(prefetchWindow([{ path: path.join(dir, 'config') }], ac.signal)).rejects.toThrow('cancelled by the operator');

@@ -62,11 +62,9 @@ export async function prefetchWindow(
 ): Promise<PrefetchResult> {
   const files: { file: string; size: number }[] = [];
   const budget = { left: budgetBytes };
-  try {
-    for (const d of datasets) for (const p of d.path ? [d.path] : (d.files ?? [])) await listFiles(p, files, budget);
-  } catch {
-    /* a dataset that cannot be listed: the window's copy says why */
-  }
+  for (const p of datasets.flatMap((d) => (d.path ? [d.path] : (d.files ?? []))))
+    // A path that cannot be listed is skipped, not the ones after it: the window's copy says why.
+    await listFiles(p, files, budget).catch(() => undefined);
   if (budget.left < 0) return { files: 0, bytes: 0, skipped: true };
   const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
   let bytes = 0;
