@@ -520,7 +520,8 @@ class Lanes {
 
   /** Back up `datasets`, at most 2 archives at a time across both calls. */
   archives(datasets: PlanDataset[]): Promise<unknown> {
-    return Promise.all(datasets.map((d) => this.archiveSlots(() => backupDataset(this.r, d, this.signal))));
+    // A failed archive stops the lanes before its slot goes to the next one (which then starts nothing).
+    return Promise.all(datasets.map((d) => this.archiveSlots(() => this.guard(() => backupDataset(this.r, d, this.signal)))));
   }
 
   /** The archives started beside RESUME (none when nothing was copied in a window). */

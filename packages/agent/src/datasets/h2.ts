@@ -10,7 +10,9 @@
  *   probe: the copy is extracted into a throwaway directory and opened offline by H2 itself
  *     (not read-only: H2 rolls back the transactions that were open at the copy, as the
  *     restored server will; a read-only open refuses such a copy); `SCRIPT` reads every row (a torn copy fails with "File corrupted" or
- *     "Unable to read the page"): the backup fails with H2's words, never Restorable
+ *     "Unable to read the page"); a file larger than an empty store that opens with no table
+ *     fails too (H2 opens a store with no readable chunk as a new empty database): the backup
+ *     fails with H2's words, never Restorable
  *   restore: a zip of the database directory, like kind zip: extracted into staging before
  *     STOP, swapped in by SWAP (a zip dataset's db.zip from before this driver restores too)
  *
@@ -154,6 +156,9 @@ async function onlineBackup(d: H2Dataset, index: number, env: BackupEnv): Promis
   };
 }
 
+/** An empty H2 2.x store is 16 KiB (two headers and one chunk); four times that holds data. */
+const EMPTY_STORE_BYTES = 64 * 1024;
+
 export const h2Driver: DatasetDriver<H2Dataset> = {
   kind: 'h2',
   schema: h2DatasetSchema,
@@ -191,18 +196,28 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
           'BOXBACK_ERR_PROBE_FAILED',
           `${entry.archive} holds no ${db}.mv.db (it holds ${names.join(', ') || 'nothing'})`,
         );
+      const fileBytes = (await fsp.stat(path.join(dir, `${db}.mv.db`))).size;
       const conn = await connection(d, index, `jdbc:h2:file:${path.join(dir, db)};IFEXISTS=TRUE`);
-      const out = await h2Sql(conn, ['SELECT COUNT(*) AS TABLES FROM INFORMATION_SCHEMA.TABLES', "SCRIPT TO '/dev/null'"], {
+      const userTables = "SELECT COUNT(*) AS TABLES FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA <> 'INFORMATION_SCHEMA'";
+      const out = await h2Sql(conn, [userTables, "SCRIPT TO '/dev/null'"], {
         timeoutMs: d.h2.timeoutSeconds * 1000,
         signal: env.signal,
         code: 'BOXBACK_ERR_PROBE_FAILED',
         what: `${entry.archive} does not open in H2`,
       });
-      const tables = /TABLES\s*\n\s*(\d+)/.exec(out)?.[1];
+      const tables = Number(/TABLES\s*\n\s*(\d+)/.exec(out)?.[1] ?? NaN);
+      // H2 opens a store whose chunks are all unreadable as a new empty database, without an
+      // error (2.1.214 truncates the file to its headers): a file larger than an empty store
+      // that opens with no table is such a copy.
+      if (tables === 0 && fileBytes > EMPTY_STORE_BYTES)
+        throw new BoxbackError(
+          'BOXBACK_ERR_PROBE_FAILED',
+          `${entry.archive} does not open in H2: its ${db}.mv.db holds ${fileBytes} bytes but H2 opened it as an empty database (File corrupted: no chunk of it could be read)`,
+        );
       return {
         result: 'ok',
         method: 'H2 opened a throwaway copy and ran SCRIPT (every row read)',
-        message: tables ? `${tables} tables` : undefined,
+        message: Number.isFinite(tables) ? `${tables} tables` : undefined,
       };
     } finally {
       await fsp.rm(root, { recursive: true, force: true });
