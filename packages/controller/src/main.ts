@@ -36,7 +36,7 @@ function needConfig(file: string | undefined): ControllerConfig {
 }
 
 async function runDaemon(config: ControllerConfig): Promise<void> {
-  const log = createLogger('boxback-controller');
+  const log = createLogger('boxback-controller', undefined, { background: true });
   const server = await ControllerServer.start(config, log);
   let stopping = false;
   const stop = (signal: string) => {
