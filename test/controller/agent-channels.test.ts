@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentClients } from '../../packages/controller/src/agent-client.js';
+import { AgentClients, channelTarget } from '../../packages/controller/src/agent-client.js';
 import { makeCerts, type Certs } from './helpers.js';
 import { startStubAgent, type StubAgent } from './stub-agent.js';
 
@@ -93,4 +93,14 @@ describe('agent channels', () => {
     expect(clients.openChannels).toBe(1); // a's channel closed once idle: one idle channel kept
     clients.closeAll();
   }, 60_000);
+});
+
+describe('agent channel targets', () => {
+  it('dials an IP literal through the IP resolver and a name through DNS', () => {
+    expect(channelTarget('127.0.0.1:7444')).toBe('ipv4:127.0.0.1:7444');
+    expect(channelTarget('[::1]:7444')).toBe('ipv6:[::1]:7444');
+    expect(channelTarget('gocd1.example.com:7444')).toBe('gocd1.example.com:7444');
+    expect(channelTarget('localhost:7444')).toBe('localhost:7444');
+    expect(channelTarget('[gocd1]:7444')).toBe('[gocd1]:7444');
+  });
 });

@@ -14,6 +14,7 @@
  * (every poll is a new handshake anyway), so 256 idle channels were ~45 MB held for nothing.
  * Every channel shares ONE credentials object, so one TLS secure context (CA, key, certificate).
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
   BoxbackError,
@@ -149,6 +150,18 @@ export class AgentClient {
   }
 }
 
+/**
+ * The gRPC target of an agent's address: an IP literal through grpc-js' IP resolver
+ * (`ipv4:`/`ipv6:`), a name through its DNS resolver. That one makes a c-ares channel per gRPC
+ * channel even for an IP (`new dns.Resolver()`), and past 256 hosts every backup and poll opens a
+ * channel: 0.8 s of a 1000-host fleet backup's profile.
+ */
+export function channelTarget(address: string): string {
+  const v6 = /^\[(.*)\]:\d+$/.exec(address)?.[1];
+  if (v6 !== undefined) return isIPv6(v6) ? `ipv6:${address}` : address;
+  return isIPv4(address.replace(/:\d+$/, '')) ? `ipv4:${address}` : address;
+}
+
 /** Open channels kept at most (each ~200 KB in the controller); see the module comment. */
 export const MAX_OPEN_AGENT_CHANNELS = 256;
 /** Idle channels kept open when the fleet has more hosts than MAX_OPEN_AGENT_CHANNELS. */
@@ -189,7 +202,7 @@ export class AgentClients implements ChannelPool {
     this.trim(true);
     this.creds ??= mutualClientCredentials(this.tls);
     const { AgentService } = loadServices();
-    c.channel = new AgentService(c.target.address, this.creds, {
+    c.channel = new AgentService(channelTarget(c.target.address), this.creds, {
       ...channelOptions(c.target.name),
       // its own subchannel: closing the channel closes its connection at once
       'grpc.use_local_subchannel_pool': 1,
