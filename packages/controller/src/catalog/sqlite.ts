@@ -25,6 +25,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BoxbackError } from '@boxback/common';
 import { migrateSqlite } from './migrations.js';
+import { WalCheckpointer } from './sqlite-checkpoint.js';
 import {
   BACKUP_LIST_COLUMNS,
   EVIDENCE_COLUMNS,
@@ -110,6 +111,8 @@ export class SqliteCatalog implements Catalog {
   private readonly wal: boolean;
   /** The WAL fsyncs under way (close waits for them). */
   private readonly syncing = new Set<Promise<void>>();
+  /** WAL checkpoints with their fsyncs in the pool (sqlite-checkpoint.ts); none without WAL. */
+  readonly checkpointer?: WalCheckpointer;
 
   private constructor(
     db: Database.Database,
@@ -119,6 +122,7 @@ export class SqliteCatalog implements Catalog {
     this.db = db;
     this.schemaVersion = version;
     this.wal = db.pragma('journal_mode', { simple: true }) === 'wal';
+    if (this.wal) this.checkpointer = new WalCheckpointer(db, file, () => this.openWal());
   }
 
   private stmt(sql: string): Database.Statement {
@@ -211,7 +215,7 @@ export class SqliteCatalog implements Catalog {
   private syncWal(done: (err?: unknown) => void): void {
     let fd: number;
     try {
-      fd = this.walFd ??= openSync(`${this.file}-wal`, 'r');
+      fd = this.openWal();
     } catch (err) {
       done(err);
       return;
@@ -224,6 +228,11 @@ export class SqliteCatalog implements Catalog {
       }),
     );
     this.syncing.add(p);
+  }
+
+  /** The WAL file's descriptor, opened once. */
+  private openWal(): number {
+    return (this.walFd ??= openSync(`${this.file}-wal`, 'r'));
   }
 
   /** Move the generation after a change, marking the hosts it changed (true: not one host's). */
@@ -333,6 +342,7 @@ export class SqliteCatalog implements Catalog {
       return fn();
     } finally {
       this.db.pragma('synchronous = FULL');
+      this.checkpointer?.schedule(); // its frames reach the database file within a second, off the event loop
     }
   }
 
@@ -396,7 +406,11 @@ export class SqliteCatalog implements Catalog {
 
   async updateBackup(id: string, u: BackupUpdate): Promise<void> {
     const { sql, params } = setClause(u);
-    if (sql) await this.write(() => this.stmt(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id }), this.backupHost(id) ?? false);
+    if (sql)
+      await this.write(
+        () => this.stmt(`UPDATE backups SET ${sql} WHERE id = @_id`).run({ ...params, _id: id }),
+        this.backupHost(id) ?? false,
+      );
   }
 
   /** The host a backup row belongs to (a backup never moves to another host), or undefined with no such row. */
@@ -615,6 +629,7 @@ export class SqliteCatalog implements Catalog {
     if (this.flushing) clearImmediate(this.flushing);
     if (this.db.open) this.flush();
     await Promise.all(this.syncing);
+    await this.checkpointer?.close();
     if (this.walFd !== undefined) closeSync(this.walFd);
     this.walFd = undefined;
     if (this.db.open) this.db.close();
