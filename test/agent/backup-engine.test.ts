@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  appendFileSync,
   chmodSync,
   existsSync,
   lstatSync,
@@ -243,11 +244,13 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect(m.totals.bytes).toBe(res.sizeBytes);
   });
 
-  it('second backup hard-links unchanged tree files to the first and reuses their checksums', async () => {
-    const b = await newBox();
+  it("second backup hard-links unchanged tree files to the first, reuses their checksums and the database archive's unchanged blocks", async () => {
+    // A database of 6 MiB: its 1 MiB blocks are indexed for reuse (zip-blocks.ts).
+    const b = await newBox({ dbBytes: 6 * 1024 * 1024 });
     const first = await runBackup(b.job('j1').ctx, req());
     expect(first.status).toBe('Completed');
-    // A CI day in miniature: a new artifact, a changed one, a removed one.
+    // A CI day in miniature: a new artifact, a changed one, a removed one, database growth.
+    appendFileSync(b.box.dbFile, Buffer.alloc(1536 * 1024, 'record growth at a later day\n'));
     const changed = path.join(b.box.artifacts, 'pipelines/pipe-1/1/build/job/out-1.log');
     writeFileSync(changed, 'rebuilt\n');
     writeFileSync(path.join(b.box.artifacts, 'pipelines/pipe-1/1/build/job/new.log'), 'new artifact\n');
@@ -275,6 +278,23 @@ describe('backup engine (runBackup on a real sample box)', () => {
     expect((await verifyBackupDir(d2)).ok).toBe(true);
     const rebuilt = m2.files.find((f) => f.path === 'artifacts/pipelines/pipe-1/1/build/job/out-1.log')!;
     expect(rebuilt.sha256).toBe(createHash('sha256').update('rebuilt\n').digest('hex'));
+    // The database archive: its 6 unchanged MiB copied from the first archive (read back as they
+    // were written: VERIFY does not read it again), and it extracts to the database's bytes (the
+    // file only grows: the copy is a prefix of it, past the growth).
+    const db2 = m2.datasets.find((d) => d.name === 'database')!;
+    expect(db2.extra?.reusedBytes).toBe(6 * 1024 * 1024);
+    expect(m2.files.find((f) => f.path === 'db.zip')!.sha256).toBe(
+      createHash('sha256')
+        .update(readFileSync(path.join(d2, 'db.zip')))
+        .digest('hex'),
+    );
+    const verify = m2.phases.find((p) => p.name === 'VERIFY')!;
+    expect(verify.bytes).toBe(0);
+    const snap = readFileSync(path.join(unzipTo(path.join(d2, 'db.zip')), 'cruise.mv.db'));
+    await b.box.stop();
+    const live = readFileSync(b.box.dbFile);
+    expect(snap.length).toBeGreaterThanOrEqual(7.5 * 1024 * 1024);
+    expect(live.subarray(0, snap.length).equals(snap)).toBe(true);
   });
 
   it('maintenance mode: enter and exit are called around the window; services are never stopped', async () => {

@@ -15,6 +15,7 @@ import {
   utimesSync,
   writeFileSync,
   writeSync,
+  promises as fsp,
 } from 'node:fs';
 import os from 'node:os';
 import zlib from 'node:zlib';
@@ -22,7 +23,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalBackupStore } from '@boxback/common';
 import { BLOCK_SIZE, crc32Combine, readBlockIndex, writeBlockIndex } from '../../packages/agent/src/backup/zip-blocks.js';
-import { writeZip } from '../../packages/agent/src/backup/zip-writer.js';
+import { readBack, writeZip } from '../../packages/agent/src/backup/zip-writer.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-zip-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -130,6 +131,39 @@ describe('zip writer', () => {
     const third = await writeZip({ dir: src }, path.join(root, 'third.zip'), { reuse });
     expect(third.reusedBytes).toBe(10 * BLOCK_SIZE);
     expect(execFileSync('unzip', ['-tq', path.join(root, 'third.zip')], { encoding: 'utf8' })).toMatch(/No errors detected/);
+  });
+
+  it('reads every write back: the SHA-256 is of the file as it reads back; bytes that read back different or short fail with VERIFY_FAILED', async () => {
+    const src = path.join(root, 'src-rb');
+    mkdirSync(src);
+    writeFileSync(path.join(src, 'cruise.mv.db'), dbBytes(5, 7));
+    const res = await writeZip({ dir: src }, path.join(root, 'rb.zip'));
+    const onDisk = readFileSync(path.join(root, 'rb.zip'));
+    expect(res.size).toBe(onDisk.length);
+    expect(res.sha256).toBe(sha(onDisk));
+
+    // The check itself, against a real file whose bytes on disk are not the ones handed to write.
+    const file = path.join(root, 'rb.bin');
+    const written = randomBytes(3 * 1024 * 1024 + 17);
+    writeFileSync(file, written);
+    const scratch = Buffer.alloc(1024 * 1024);
+    const fh = await fsp.open(file, 'r+');
+    try {
+      await readBack(fh, written, 0, scratch, 'rb.bin'); // the same bytes: passes
+      await readBack(fh, written.subarray(100), 100, scratch, 'rb.bin');
+      const flipped = Buffer.from([written[2 * 1024 * 1024 + 5] ^ 1]);
+      await fh.write(flipped, 0, 1, 2 * 1024 * 1024 + 5);
+      await expect(readBack(fh, written, 0, scratch, 'rb.bin')).rejects.toMatchObject({
+        code: 'BOXBACK_ERR_VERIFY_FAILED',
+        message: expect.stringMatching(/rb\.bin reads back different bytes at offset 2097152 .*disk may be failing/),
+      });
+      await fh.truncate(1000);
+      await expect(readBack(fh, written.subarray(0, 2000), 0, scratch, 'rb.bin')).rejects.toMatchObject({
+        code: 'BOXBACK_ERR_VERIFY_FAILED',
+      });
+    } finally {
+      await fh.close();
+    }
   });
 
   it('zip64: a file larger than 4 GiB, and an entry after it', async () => {

@@ -20,6 +20,8 @@
  *   PROBE_DATABASE ...     the driver's consistency probe: the copy opens in its real engine;
  *                          a failure fails the backup with the engine's own message
  *   VERIFY                 then, still beside the trees: re-read and re-hash every archive written
+ *                          that was not already read back as it was written (a zip: each write is
+ *                          read back and compared before it is hashed, zip-writer.ts)
  *   SYNC_ARTIFACTS ...     at the same time (started as soon as the window's copy is done, beside
  *                          RESUME), 2 at a time: each tree stored by staging.syncTree, given the
  *                          journal's changed paths when it is trusted (journal/), else a full pass;
@@ -186,6 +188,8 @@ interface Run {
   warnings: string[];
   /** rel path -> SHA-256 of files hashed as they were written. */
   known: Map<string, string>;
+  /** Those of them whose bytes were already read back and compared as they were written (zip archives). */
+  readBack: Set<string>;
   datasets: ManifestDataset[];
   trees: ManifestTree[];
   /** Dataset name -> what its driver copied inside the window. */
@@ -230,6 +234,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     version: null,
     warnings: [],
     known: new Map(),
+    readBack: new Set(),
     datasets: [],
     trees: [],
     treeFiles: new Map(),
@@ -591,6 +596,7 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
   const out = await driver.backup(d, index, env, r.captured.get(d.name));
   r.captured.delete(d.name);
   r.known.set(out.entry.archive, out.sha256);
+  if (out.readBack) r.readBack.add(out.entry.archive);
   if (out.blocks) r.blocks[out.entry.archive] = out.blocks as BlockIndex[string];
   const entry = { ...out.entry, owner: out.entry.owner ?? d.owner };
   if (driver.probe) {
@@ -819,33 +825,44 @@ async function describe(r: Run): Promise<Manifest> {
   });
 }
 
-/** Re-read every archive written and compare with the hash taken while writing it. */
+/**
+ * Re-read every archive written and compare with the hash taken while writing it; a zip was
+ * read back write by write as it was written (zip-writer.ts) and is not read again.
+ */
 async function verify(r: Run, signal: AbortSignal): Promise<void> {
-  const items = [...r.known.entries()];
-  const total = await Promise.all(items.map(([rel]) => fsp.stat(path.join(r.tempDir, rel)).then((s) => s.size)));
-  const bytesTotal = total.reduce((s, x) => s + x, 0);
-  await r.phases.run('VERIFY', async (h) => {
-    let bytesDone = 0;
-    let filesDone = 0;
-    let last = 0;
-    await mapLimit(items, 2, async ([rel, sha]) => {
-      signal.throwIfAborted();
-      const got = await hashFile(path.join(r.tempDir, rel), (n) => {
-        bytesDone += n;
-        if (Date.now() - last > 250) {
-          last = Date.now();
-          h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
-        }
+  // Every archive is still there (a read-back one too); the others are read again.
+  const sizes = new Map(
+    await Promise.all([...r.known.keys()].map(async (rel) => [rel, (await fsp.stat(path.join(r.tempDir, rel))).size] as const)),
+  );
+  const items = [...r.known.entries()].filter(([rel]) => !r.readBack.has(rel));
+  const bytesTotal = items.reduce((s, [rel]) => s + sizes.get(rel)!, 0);
+  const message = r.readBack.size ? `${r.readBack.size} archives were read back as they were written` : undefined;
+  await r.phases.run(
+    'VERIFY',
+    async (h) => {
+      let bytesDone = 0;
+      let filesDone = 0;
+      let last = 0;
+      await mapLimit(items, 2, async ([rel, sha]) => {
+        signal.throwIfAborted();
+        const got = await hashFile(path.join(r.tempDir, rel), (n) => {
+          bytesDone += n;
+          if (Date.now() - last > 250) {
+            last = Date.now();
+            h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
+          }
+        });
+        if (got !== sha)
+          throw new BoxbackError(
+            'BOXBACK_ERR_VERIFY_FAILED',
+            `${rel} reads back with a different SHA-256 than was written: the store's disk may be failing`,
+          );
+        filesDone++;
       });
-      if (got !== sha)
-        throw new BoxbackError(
-          'BOXBACK_ERR_VERIFY_FAILED',
-          `${rel} reads back with a different SHA-256 than was written: the store's disk may be failing`,
-        );
-      filesDone++;
-    });
-    h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length });
-  });
+      h.update({ bytesDone, bytesTotal, filesDone, filesTotal: items.length, message });
+    },
+    message,
+  );
 }
 
 /** POST_BACKUP_SCRIPT: on success and on failure. Returns the error of a failed `fail` hook. */

@@ -20,14 +20,19 @@
  * dataset's owner and a restore chowns. Deflate level 1 by default (the archive is written
  * while the box is busy again); files that are already compressed (jar, zip, gz...) go
  * through level 0 (stored blocks, at copy speed).
+ *
+ * Every write is read back at once and compared byte for byte with what was written before it is
+ * hashed (readBack): the archive's SHA-256 is of bytes as they read back, so the backup's VERIFY
+ * does not read the archive a second time.
  */
-import { createHash, subtle } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { closeSync, openSync, promises as fsp, readSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from '@boxback/common';
 import { DeflatePool, OUT_BYTES } from './zip-deflate.js';
+import { HashThread, sharedBuffer } from './hash-thread.js';
 import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,
@@ -91,6 +96,7 @@ export interface ZipResult {
   bytes: number;
   /** Size of the archive file. */
   size: number;
+  /** SHA-256 of the archive, over bytes that read back from the file as they were written (Output). */
   sha256: string;
   /** Blocks of the large files, for the next backup (zip-blocks.ts). */
   blocks: Record<string, BlockRecord[]>;
@@ -152,20 +158,78 @@ async function levelFor(deflater: DeflatePool, raw: Buffer, level: number, out: 
   return sample > SAMPLE * INCOMPRESSIBLE ? 0 : level;
 }
 
-/** The archive file: appended in order, hashed on the way, small writes gathered. */
+/**
+ * One piece of a write read back: up to `scratch.length` bytes of `expected` from `position`,
+ * compared byte for byte; returns the view of `scratch` holding them. Throws
+ * BOXBACK_ERR_VERIFY_FAILED when they differ or the file ends early.
+ */
+async function readPiece(fh: fsp.FileHandle, expected: Buffer, position: number, scratch: Buffer, name: string): Promise<Buffer> {
+  const want = Math.min(scratch.length, expected.length);
+  let n = 0;
+  while (n < want) {
+    const { bytesRead } = await fh.read(scratch, n, want - n, position + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  const got = scratch.subarray(0, n);
+  if (n < want || !got.equals(expected.subarray(0, want)))
+    throw new BoxbackError(
+      'BOXBACK_ERR_VERIFY_FAILED',
+      `${name} reads back different bytes at offset ${position} than were written: the store's disk may be failing`,
+    );
+  return got;
+}
+
+/** `written` (at `position` of the file) read back and compared byte for byte (readPiece). */
+export async function readBack(fh: fsp.FileHandle, written: Buffer, position: number, scratch: Buffer, name: string): Promise<void> {
+  for (let done = 0; done < written.length;) done += (await readPiece(fh, written.subarray(done), position + done, scratch, name)).length;
+}
+
+/** The archive's running SHA-256: on the JS thread, or on a HashThread (then its buffers are shared). */
+interface ArchiveHash {
+  update(b: Buffer): Promise<void>;
+  final(): Promise<string>;
+}
+
+function localHash(): ArchiveHash {
+  const h = createHash('sha256');
+  return { update: async (b) => void h.update(b), final: async () => h.digest('hex') };
+}
+
+/**
+ * The archive file: appended in order, small writes gathered. Every write is read back at once
+ * and compared byte for byte with what was written, and the bytes as they read back are hashed:
+ * the archive's SHA-256 is of the file as it reads back, which is what the backup's VERIFY used
+ * to prove by reading the whole archive again (docs/design/zip-reuse.md).
+ */
 class Output {
   offset = 0;
-  private readonly hash = createHash('sha256');
-  private buf = Buffer.allocUnsafe(WRITE_BUFFER);
+  /** Bytes written (and read back) so far. */
+  private written = 0;
+  private buf: Buffer;
+  /** Two read-back buffers: one is hashed while the next piece is read into the other. */
+  private readonly checks: Buffer[];
+  private readonly hashing: (Promise<void> | undefined)[] = [undefined, undefined];
+  private turn = 0;
   private used = 0;
-  private constructor(private readonly fh: fsp.FileHandle) {}
+  private constructor(
+    private readonly fh: fsp.FileHandle,
+    private readonly name: string,
+    private readonly hash: ArchiveHash,
+    alloc: (n: number) => Buffer,
+  ) {
+    this.buf = alloc(WRITE_BUFFER);
+    this.checks = [alloc(WRITE_BUFFER), alloc(WRITE_BUFFER)];
+  }
 
-  static async open(file: string): Promise<Output> {
-    return new Output(await fsp.open(file, 'w', 0o644));
+  /** With `thread`, the archive is hashed on it (its buffers in shared memory). */
+  static async open(file: string, thread?: HashThread): Promise<Output> {
+    const hash: ArchiveHash = thread ? { update: (b) => thread.update(b), final: () => thread.final() } : localHash();
+    // Read and written: each write is read back.
+    return new Output(await fsp.open(file, 'w+', 0o644), path.basename(file), hash, thread ? sharedBuffer : Buffer.allocUnsafeSlow);
   }
 
   async append(b: Buffer): Promise<void> {
-    this.hash.update(b);
     this.offset += b.length;
     if (this.used + b.length <= WRITE_BUFFER) {
       b.copy(this.buf, this.used);
@@ -187,21 +251,35 @@ class Output {
     this.used = 0;
   }
 
+  /** `b` at the end of the file, then read back piece by piece, each piece hashed as it read back (in file order). */
   private async writeAll(b: Buffer): Promise<void> {
     let done = 0;
     while (done < b.length) {
-      const { bytesWritten } = await this.fh.write(b, done, b.length - done);
+      const { bytesWritten } = await this.fh.write(b, done, b.length - done, this.written + done);
       done += bytesWritten;
     }
+    for (let checked = 0; checked < b.length;) {
+      const i = this.turn++ & 1;
+      // The buffer's previous piece is hashed before it is read into again.
+      await this.hashing[i];
+      const piece = await readPiece(this.fh, b.subarray(checked), this.written + checked, this.checks[i], this.name);
+      const hashed = this.hash.update(piece);
+      hashed.catch(() => undefined); // awaited before the buffer's next use or at close
+      this.hashing[i] = hashed;
+      checked += piece.length;
+    }
+    this.written += b.length;
   }
 
   async close(): Promise<string> {
     await this.flush();
+    await Promise.all(this.hashing);
     await this.fh.close();
-    return this.hash.digest('hex');
+    return this.hash.final();
   }
 
   async abort(): Promise<void> {
+    await Promise.allSettled(this.hashing);
     await this.fh.close().catch(() => undefined);
   }
 }
@@ -249,7 +327,12 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     }
   };
 
-  const output = await Output.open(out);
+  // An archive holding a large file (a database) hashes on a thread of its own (hash-thread.ts).
+  const thread = entries.some((e) => e.st.isFile() && e.st.size >= REUSE_MIN) ? new HashThread() : undefined;
+  const output = await Output.open(out, thread).catch(async (err: unknown) => {
+    await thread?.close();
+    throw err;
+  });
   const central: CentralEntry[] = [];
   const blocks: Record<string, BlockRecord[]> = {};
   const reuseFh = o.reuse && o.reuse.bySha.size ? await o.reuse.open().catch(() => undefined) : undefined;
@@ -313,7 +396,7 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   /** A block's archive bytes: copied from the previous archive when its content is known there, else deflated. */
   const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean): Block['ready'] =>
     (async () => {
-      const sha = hashIt ? Buffer.from(await subtle.digest('SHA-256', raw)).toString('hex') : undefined;
+      const sha = !hashIt ? undefined : thread ? await thread.digest(raw) : createHash('sha256').update(raw).digest('hex');
       const prev = sha && reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
       const out = outPool.pop() ?? Buffer.allocUnsafeSlow(OUT_BUFFER);
       if (prev && prev[3] <= OUT_BUFFER) {
@@ -378,7 +461,8 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     const fh = await fsp.open(e.abs, 'r');
     try {
       for (;;) {
-        const raw = pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
+        // In shared memory when a thread hashes it.
+        const raw = pool.pop() ?? (thread ? sharedBuffer(BLOCK_SIZE) : Buffer.allocUnsafeSlow(BLOCK_SIZE));
         let n = 0;
         while (n < BLOCK_SIZE) {
           const { bytesRead } = await fh.read(raw, n, BLOCK_SIZE - n, null);
@@ -446,5 +530,6 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   } finally {
     await reuseFh?.close().catch(() => undefined);
     deflater.close();
+    await thread?.close();
   }
 }

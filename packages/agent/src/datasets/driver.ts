@@ -68,6 +68,11 @@ export interface BackupEnv {
 export interface Captured {
   entry: ManifestDataset;
   sha256: string;
+  /**
+   * True when `sha256` was taken from the archive's bytes as they read back, each write compared
+   * with what was written (zip-writer.ts): VERIFY does not read it again.
+   */
+  readBack?: boolean;
   /** zip archives: their 1 MiB block index, for the next backup's reuse. */
   blocks?: Record<string, unknown>;
 }

@@ -53,6 +53,7 @@ export async function zipInto(
   if (fromStage && src.dir) await fsp.rm(src.dir, { recursive: true, force: true });
   return {
     sha256: res.sha256,
+    readBack: true,
     blocks: Object.keys(res.blocks).length ? res.blocks : undefined,
     entry: {
       name: d.name,
