@@ -23,7 +23,8 @@
  *
  * Every write is read back at once and compared byte for byte with what was written before it is
  * hashed (readBack): the archive's SHA-256 is of bytes as they read back, so the backup's VERIFY
- * does not read the archive a second time.
+ * does not read the archive a second time. A large archive is datasynced in the background every
+ * 64 MiB as it is written (PUBLISH's flush then has little of it left to wait for).
  */
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, promises as fsp, readSync, type Stats } from 'node:fs';
@@ -63,6 +64,12 @@ const SMALL_FILE = 64 * 1024;
 const OUT_BUFFER = OUT_BYTES;
 /** Small writes are gathered up to this size before they go to disk. */
 const WRITE_BUFFER = 1 << 20;
+/**
+ * After this many bytes written since the last one, a datasync of the archive starts in the
+ * background (one at a time): a large archive goes to disk while it is written and the rest of
+ * the backup runs, instead of all at once in PUBLISH's flush, which waits for it.
+ */
+const SYNC_EVERY = 64 << 20;
 
 export interface ZipSource {
   /** A directory whose content becomes the archive's top level. */
@@ -212,6 +219,10 @@ class Output {
   private readonly hashing: (Promise<void> | undefined)[] = [undefined, undefined];
   private turn = 0;
   private used = 0;
+  /** Bytes written when the last background datasync started, that datasync, and the first one's failure. */
+  private synced = 0;
+  private syncing?: Promise<void>;
+  private syncError?: unknown;
   private constructor(
     private readonly fh: fsp.FileHandle,
     private readonly name: string,
@@ -269,17 +280,28 @@ class Output {
       checked += piece.length;
     }
     this.written += b.length;
+    if (!this.syncing && this.written - this.synced >= SYNC_EVERY) {
+      this.synced = this.written;
+      // Its failure is kept and thrown by close: a failed fsync may not be reported again by a later one.
+      this.syncing = this.fh.datasync().then(
+        () => void (this.syncing = undefined),
+        (err: unknown) => void ((this.syncError ??= err), (this.syncing = undefined)),
+      );
+    }
   }
 
   async close(): Promise<string> {
     await this.flush();
     await Promise.all(this.hashing);
+    await this.syncing;
     await this.fh.close();
+    if (this.syncError) throw this.syncError;
     return this.hash.final();
   }
 
   async abort(): Promise<void> {
     await Promise.allSettled(this.hashing);
+    await this.syncing;
     await this.fh.close().catch(() => undefined);
   }
 }
