@@ -4,7 +4,9 @@
 //   - an untouched stored tree comes back whole and as stored; stored files that share an inode
 //     (the store's dedup) come back as separate files, none linked into the store
 //   - a file planted in a stored tree that the manifest does not list is never restored
-//   - a flipped byte in a stored tree file is refused before STOP (VERIFY_FAILED), the box unchanged
+//   - a flipped byte in a stored tree file (same size) is refused before STOP (VERIFY_FAILED,
+//     naming it), the box unchanged: by the dry run's VERIFY, and by a real restore's check of
+//     the staged copy (VERIFY only sizes the tree files), whether cp or rsync made the copy
 //   - symlinks, modes and mtimes (to the nanosecond) come back as the backup has them
 import {
   chmodSync,
@@ -134,28 +136,45 @@ describe('restore: trees from a local store', () => {
     expect(a.ino).not.toBe(lstatSync(path.join(stored, 'same-a.log')).ino);
   });
 
-  it('refuses a flipped byte in a stored tree file before STOP and changes nothing', async () => {
-    const bk = copyBackup(backup, '20261121-160000');
-    const stored = artifacts().stored(bk);
-    const victim = bk.manifest.files.find((f) => f.type === 'file' && f.size > 0 && f.path.startsWith(`${path.basename(stored)}/`))!;
-    const file = path.join(bk.dir, victim.path);
-    const buf = readFileSync(file);
-    buf[Math.floor(buf.length / 2)] ^= 0x01;
-    writeFileSync(file, buf);
-    await b.box.start();
-    // What the running stand-in writes (its database, pid, log) moves on by itself.
-    const db = path.relative(b.box.root, b.box.dbFile);
-    const notLive = (rel: string) => rel === db || rel.startsWith('run') || rel.startsWith('var/log');
-    const before = snapshot(b.box.root, notLive);
-    const { ctx, events } = job(b.config, 'r-flipped');
-    const r = await runRestore(ctx, restoreReq(bk.rel));
-    expect(r.status).toBe('Failed');
-    expect(r.errorCode).toBe('BOXBACK_ERR_VERIFY_FAILED');
-    expect(r.failedStep).toBe('VERIFY');
-    expect(r.errorMessage).toContain(`${victim.path}: SHA-256 mismatch`);
-    expect(events.some((e) => e.phase === 'STOP')).toBe(false);
-    expect(await b.box.healthy()).toBe(true);
-    expect(snapshot(b.box.root, notLive)).toEqual(before);
-    await b.box.stop();
-  });
+  // VERIFY only sizes the tree files a restore fetches; the local store hashes each staged
+  // copy (read from disk once). Same size, other bytes: found there, still before STOP.
+  for (const [name, ts, plant] of [
+    ['copied whole (cp)', '20261121-160000', false],
+    ['copied by rsync --files-from (a planted file beside it)', '20261121-170000', true],
+  ] as const) {
+    it(`refuses a flipped byte in a stored tree file before STOP and changes nothing: ${name}`, async () => {
+      const bk = copyBackup(backup, ts);
+      const stored = artifacts().stored(bk);
+      if (plant) writeFileSync(path.join(stored, 'planted.sh'), 'evil');
+      const victim = bk.manifest.files.find((f) => f.type === 'file' && f.size > 0 && f.path.startsWith(`${path.basename(stored)}/`))!;
+      const file = path.join(bk.dir, victim.path);
+      const buf = readFileSync(file);
+      buf[Math.floor(buf.length / 2)] ^= 0x01;
+      writeFileSync(file, buf);
+      expect(lstatSync(file).size).toBe(victim.size);
+      // A dry run copies nothing: its VERIFY reads every stored file.
+      const dry = await runRestore(job(b.config, `r-flipped-dry-${ts}`).ctx, restoreReq(bk.rel, { dryRun: true }));
+      expect([dry.status, dry.errorCode, dry.failedStep]).toEqual(['Failed', 'BOXBACK_ERR_VERIFY_FAILED', 'VERIFY']);
+      expect(dry.errorMessage).toContain(`${victim.path}: SHA-256 mismatch`);
+      await b.box.start();
+      // What the running stand-in writes (its database, pid, log) moves on by itself.
+      const db = path.relative(b.box.root, b.box.dbFile);
+      const notLive = (rel: string) => rel === db || rel.startsWith('run') || rel.startsWith('var/log');
+      const before = snapshot(b.box.root, notLive);
+      const { ctx, events } = job(b.config, `r-flipped-${ts}`);
+      const r = await runRestore(ctx, restoreReq(bk.rel));
+      expect(r.status).toBe('Failed');
+      expect(r.errorCode).toBe('BOXBACK_ERR_VERIFY_FAILED');
+      expect(r.failedStep).toBe('VERIFY');
+      expect(r.errorMessage).toContain(`${victim.path}: SHA-256 mismatch`);
+      expect(r.errorMessage).toContain('nothing was changed');
+      // Found in the staged copy (the tree was fetched), which is gone again.
+      expect(events.some((e) => e.phase === 'SYNC_TREES' && e.state === 'started')).toBe(true);
+      expect(events.some((e) => e.phase === 'VERIFY' && e.state === 'failed')).toBe(true);
+      expect(events.some((e) => e.phase === 'STOP')).toBe(false);
+      expect(await b.box.healthy()).toBe(true);
+      expect(snapshot(b.box.root, notLive)).toEqual(before);
+      await b.box.stop();
+    });
+  }
 });

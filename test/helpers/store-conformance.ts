@@ -253,6 +253,13 @@ export function describeBackupStoreConformance(name: string, makeStore: () => Pr
       expect(v.ok).toBe(false);
       expect(v.problems.join('\n')).toMatch(/artifacts\/big\.bin: SHA-256 mismatch/);
       expect((await store.verify(second, { quick: true })).ok).toBe(true);
+      // A restore's verify leaves the tree files it fetches next to fetchTree, which checks
+      // every file it writes (local: its copy hashed; s3: each download) and refuses the tree.
+      const restoreVerify = await store.verify(second, { contentOnly: true, checkedOnRead: (rel) => rel.startsWith('artifacts/') });
+      expect(restoreVerify.ok).toBe(true);
+      await expect(store.fetchTree(second, 'artifacts', path.join(work, 'flipped'))).rejects.toMatchObject({
+        code: expect.stringMatching(/^BOXBACK_ERR_(VERIFY_FAILED|STORE_TAMPERED)$/),
+      });
     });
 
     it('refuses bad names, exact timestamps taken, and says NOT_FOUND for what is not there', async () => {

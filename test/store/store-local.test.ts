@@ -29,6 +29,34 @@ describeBackupStoreConformance('local', async () => {
   };
 });
 
+describe('local store: fetchTree checks its copy', () => {
+  it('refuses a stored tree file with the same size and other bytes, naming it; a restore verify only sizes it', async () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-store-fetchcheck-'));
+    const src = mkdtempSync(path.join(os.tmpdir(), 'boxback-store-src-'));
+    try {
+      execFileSync('sh', ['-c', `mkdir -p ${src}/d && echo one > ${src}/d/f && echo two > ${src}/g && ln -s g ${src}/l`]);
+      const store = new LocalBackupStore(root);
+      const s = await store.begin({ host: 'gocd1', startedAt: new Date('2026-04-02T00:00:00Z'), jobId: 'j', log: silent });
+      const lines: string[] = [];
+      await s.syncTree({ dir: 'artifacts', source: src, out: { add: (f) => void lines.push(JSON.stringify(f)) } });
+      const { ref } = await s.commit(`{"format":"boxback/manifest@1","files":[\n${lines.join(',\n')}\n]}`);
+      const dest = (n: string) => path.join(root, `restored-${n}`);
+      await store.fetchTree(ref, 'artifacts', dest('ok'));
+      flipByteAt(path.join(root, 'gocd1', `backup_${ref.timestamp}`, 'artifacts', 'd', 'f'), 1);
+      const checkedOnRead = (rel: string) => rel.startsWith('artifacts/');
+      expect((await store.verify(ref, { contentOnly: true, checkedOnRead })).ok).toBe(true);
+      expect((await store.verify(ref, { contentOnly: true })).problems).toEqual(['artifacts/d/f: SHA-256 mismatch']);
+      await expect(store.fetchTree(ref, 'artifacts', dest('bad'))).rejects.toMatchObject({
+        code: 'BOXBACK_ERR_VERIFY_FAILED',
+        message: expect.stringContaining('artifacts/d/f: SHA-256 mismatch'),
+      });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(src, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('local store: layout and registry', () => {
   it('keeps the GoCD layout: <host>/backup_<ts>/ with manifest.json, trees as hard links to the previous backup', async () => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-store-layout-'));

@@ -425,8 +425,9 @@ async function checkEntry(
   readData: ReadData,
   problems: string[],
   onBytes: (n: number) => void,
+  /** Where the entry's copy is read (default: its place in `dir`); problem lines still name `f.path`. */
+  abs = path.join(dir, ...f.path.split('/')),
 ): Promise<void> {
-  const abs = path.join(dir, ...f.path.split('/'));
   if (f.type === 'file' && f.size <= SYNC_HASH_MAX && readData(f)) {
     // A small file: checked synchronously (hash-sync.ts), the event loop given back now and then.
     const problem = checkSmallSync(abs, f);
@@ -560,6 +561,45 @@ export async function verifyBackupDirStreamed(
   }).finally(() => Promise.all(inFlight));
   emit(true);
   return { ...verifyResult(problems, prog, started), manifest };
+}
+
+/**
+ * A copy of stored tree `dir` at `dest` (a restore's staging, in the page cache just after the
+ * copy) against the manifest's `entries` of that tree: each file's size and SHA-256, each
+ * symlink's target; directories are not checked. Problem lines name the backup's paths
+ * (`artifacts/a/b.jar: SHA-256 mismatch`). `entries` may be streamed: at most `concurrency`
+ * are held at once.
+ */
+export async function verifyTreeCopy(
+  entries: AsyncIterable<ManifestFile> | Iterable<ManifestFile>,
+  dir: string,
+  dest: string,
+  o: { concurrency?: number; signal?: AbortSignal } = {},
+): Promise<VerifyResult> {
+  const started = Date.now();
+  const problems: string[] = [];
+  const prog: VerifyProgress = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0 };
+  const onBytes = (n: number) => void (prog.bytesDone += n);
+  const prefix = `${dir}/`;
+  const inFlight = new Set<Promise<void>>();
+  try {
+    for await (const f of entries) {
+      if (f.type === 'dir' || !f.path.startsWith(prefix)) continue;
+      prog.filesTotal++;
+      while (inFlight.size >= (o.concurrency ?? 4)) await Promise.race(inFlight);
+      o.signal?.throwIfAborted();
+      const abs = path.join(dest, ...f.path.slice(prefix.length).split('/'));
+      // checkEntry never throws: a problem is a line in `problems`.
+      const p: Promise<void> = checkEntry(dest, f, () => true, problems, onBytes, abs).then(() => {
+        inFlight.delete(p);
+        prog.filesDone++;
+      });
+      inFlight.add(p);
+    }
+  } finally {
+    await Promise.all(inFlight);
+  }
+  return verifyResult(problems, prog, started);
 }
 
 /**

@@ -9,6 +9,7 @@
  *   -- dry run: VERIFY every checksum and zip CRC, report the steps and every host
  *      file's diff, change nothing, stop here --                               dry-run.ts
  *   VERIFY         every backup file against the manifest, every zip opens     verify.ts
+ *                  (tree files: their sizes; their bytes as SYNC_TREES fetches them)
  *     beside it, writing only staging siblings (nothing swapped until VERIFY passed):
  *   EXTRACT        each driver's stage: zips into staging siblings, safely,   datasets/zip.ts
  *                  every CRC checked                                          extract.ts
@@ -193,7 +194,9 @@ async function stageAll(
 /**
  * VERIFY beside EXTRACT, SYNC_TREES and CHOWN: both only read the backup and write staging
  * siblings, so the box is untouched until both are done and the verification passed. A
- * failed verification stops the staging, and is what the result reports.
+ * failed verification stops the staging, and is what the result reports. The tree files a
+ * store checks as it fetches them (local: each staged copy hashed; s3: each download) are
+ * only sized by VERIFY; a mismatch found by SYNC_TREES is reported as VERIFY's failure.
  */
 async function verifyAndStage(
   run: Run,
@@ -222,7 +225,11 @@ async function verifyAndStage(
     throw verified.reason;
   }
   if (staging.status === 'rejected') {
-    run.step = stageRun.step;
+    // A fetched tree file that differs from the manifest (the local store hashes the copies
+    // it makes, VERIFY only their sizes): the verification's failure.
+    const verifyFailed = staging.reason instanceof BoxbackError && staging.reason.code === 'BOXBACK_ERR_VERIFY_FAILED';
+    run.step = verifyFailed ? 'VERIFY' : stageRun.step;
+    if (verifyFailed) ctx.emit({ phase: 'VERIFY', state: 'failed', message: (staging.reason as Error).message });
     throw staging.reason;
   }
   return staging.value;

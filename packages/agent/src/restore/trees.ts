@@ -5,7 +5,10 @@
  *   local  cp of the stored tree when it holds exactly the manifest's entries, else
  *          rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
  *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
- *          restored box can never alter a backup; a file the manifest does not list is not copied)
+ *          restored box can never alter a backup; a file the manifest does not list is not copied);
+ *          then every copied file hashed against the manifest (VERIFY only looked at the stored
+ *          files' sizes: each is read from disk once); a mismatch is VERIFY_FAILED, reported
+ *          as the VERIFY step's failure
  *   s3     each file downloaded and checked against the manifest's SHA-256, symlinks,
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
@@ -33,6 +36,8 @@ export async function syncTrees(
       await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal }));
     } catch (err) {
       if (ctx.signal.aborted) throw err;
+      // A copied file that differs from the manifest: the verification's failure, as it is.
+      if (err instanceof BoxbackError && err.code === 'BOXBACK_ERR_VERIFY_FAILED') throw err;
       const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');
       throw new BoxbackError(be.code, `restoring tree ${t.name}: ${be.message}`, be.details, { cause: err });
     }

@@ -3,9 +3,11 @@
  * is read through the store (BackupStore), never from a store path:
  *   1. every file of the backup against its manifest entry: `store.verify` with contentOnly
  *      (local: size, SHA-256, symlink targets; no walk for unlisted files in a tree: fetchTree
- *      copies only the manifest's entries; s3: every file's content re-read and hashed, but
- *      for the parts and trees a real restore downloads next: their presence and sizes here,
- *      their bytes checked as they are downloaded, still before STOP)
+ *      copies only the manifest's entries; s3: every file's content re-read and hashed), but
+ *      what a real restore reads next through a store that checks it then, still before STOP,
+ *      only for presence and sizes here: on s3 the parts and trees (checked as downloaded),
+ *      on local the trees (fetchTree hashes each staged copy, in the page cache just after
+ *      the copy: each stored tree file is read from disk once). A dry run reads everything.
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
  *   3. every zip archive of the backup (not only those this box's plan restores) opens and
  *      its central directory reads to the end, from the local file `files.get` gives (the

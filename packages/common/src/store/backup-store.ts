@@ -188,10 +188,11 @@ export interface StoreVerifyOptions {
    */
   contentOnly?: boolean;
   /**
-   * Files the caller reads next through localFile or fetchTree (a restore). A backend whose
-   * reads check every byte against the manifest before handing it out (s3) only looks at
-   * their presence and sizes here, rather than downloading them twice; the local store reads
-   * them all (rsync copies what it is given).
+   * Files the caller reads next through localFile or fetchTree (a restore). Where a backend's
+   * reads check every byte against the manifest before handing it out, it only looks at their
+   * presence and sizes here, rather than reading them twice: s3 for both (each download is
+   * checked); local for tree files (fetchTree hashes its copy), not for archives (localFile
+   * hands out the stored file itself, unchecked).
    */
   checkedOnRead?: (rel: string) => boolean;
   signal?: AbortSignal;
@@ -233,8 +234,9 @@ export interface BackupStore {
   ): Promise<{ path: string; release(): Promise<void> }>;
   /**
    * Write stored tree `dir` into local directory `dest` (created if missing; owners, modes,
-   * mtimes and symlinks as stored, every file checked against the manifest's SHA-256 by a
-   * backend that downloads). Only the entries the manifest lists are written.
+   * mtimes and symlinks as stored, every file checked against the manifest's SHA-256 before
+   * this resolves: s3 as it downloads (STORE_TAMPERED), local by hashing the copy
+   * (VERIFY_FAILED naming the files)). Only the entries the manifest lists are written.
    */
   fetchTree(ref: BackupRef, dir: string, dest: string, o?: FetchTreeOptions): Promise<void>;
 

@@ -1,9 +1,12 @@
 /**
  * Reading a local store's backups: the manifest's text, a stored file (as a stream, for
  * random reads, or the file itself), a tree copied out (cp when it holds exactly the
- * manifest's entries, else rsync of the listed entries only), and verify (every file re-hashed against the manifest, every zip entry CRC-checked,
- * no unlisted file in a tree; `quick`: presence and sizes; `sample`: a random share of the
- * files read, the rest quick; `contentOnly`, a restore's: the hashes only).
+ * manifest's entries, else rsync of the listed entries only; then every copied file checked
+ * against the manifest, VERIFY_FAILED naming the first few that differ), and verify (every
+ * file re-hashed against the manifest, every zip entry CRC-checked, no unlisted file in a
+ * tree; `quick`: presence and sizes; `sample`: a random share of the files read, the rest
+ * quick; `contentOnly`, a restore's: the hashes only, and of the tree files it fetches next
+ * (`checkedOnRead`) their presence and sizes only, fetchTree checking their bytes).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -18,7 +21,9 @@ import {
   verifyBackupDeep,
   verifyBackupDir,
   verifyBackupDirStreamed,
+  verifyTreeCopy,
   type Manifest,
+  type ManifestFile,
   type VerifyResult,
 } from '../../manifest.js';
 import { openFileText } from '../../file-text.js';
@@ -177,6 +182,10 @@ async function listedOf(manifestFile: string, dir: string, m?: Manifest): Promis
 }
 
 /**
+ * Then every file of the copy is hashed against its manifest entry (verifyTreeCopy: the copy
+ * is in the page cache, so the stored file is read from disk once, by the copy) and a symlink's
+ * target compared; any difference throws VERIFY_FAILED naming the paths, the copy left for the
+ * caller to remove (a restore's staging).
  * A tree holding exactly the manifest's entries is copied whole by `cp` (tree-copy.ts);
  * any other by rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
  * <dest>/: a real copy (no hard links into the store) of exactly what the manifest lists, the
@@ -192,8 +201,22 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     await mustExist(root, ref);
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
-  const listed = await listedOf(path.join(backupDir(root, ref), MANIFEST_FILE), dir, o.manifest);
-  // The usual case, a tree holding exactly its listed entries: cp (tree-copy.ts).
+  const manifestFile = path.join(backupDir(root, ref), MANIFEST_FILE);
+  await copyListed(src, dest, await listedOf(manifestFile, dir, o.manifest), o);
+  // Each stored tree file is read once, by the copy; its copy is checked (in the page cache now).
+  const r = await verifyTreeCopy(treeEntries(manifestFile, dir, o.manifest), dir, dest, { signal: o.signal });
+  if (r.problems.length)
+    throw new BoxbackError(
+      'BOXBACK_ERR_VERIFY_FAILED',
+      `backup ${refId(ref)} failed verification, nothing was changed: ${r.problems.slice(0, 5).join('; ')}${
+        r.problems.length > 5 ? ` (and ${r.problems.length - 5} more)` : ''
+      }`,
+      { problems: r.problems },
+    );
+}
+
+/** The usual case, a tree holding exactly its listed entries, by cp (tree-copy.ts); any other by rsync --files-from. */
+async function copyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
   if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal);
   const top = new Set<string>();
   for (const e of listed.keys()) if (!e.includes('/')) top.add(e);
@@ -203,6 +226,16 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     yield* listed.keys();
   })();
   await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: entries, excludes });
+}
+
+/** The manifest's entries under tree `dir`, whole ones (verifyTreeCopy's), one line parsed at a time. */
+async function* treeEntries(manifestFile: string, dir: string, m?: Manifest): AsyncGenerator<ManifestFile> {
+  const prefix = `${dir}/`;
+  if (m) {
+    for (const f of m.files) if (f.path.startsWith(prefix)) yield f;
+    return;
+  }
+  for await (const json of manifestLines(manifestFile)) if (lineHead(json).path.startsWith(prefix)) yield JSON.parse(json) as ManifestFile;
 }
 
 async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {
@@ -239,7 +272,13 @@ export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOp
   if (o.contentOnly) {
     // A restore's: the manifest read as the files are checked, never whole in memory; no
     // search for unlisted files (fetchTree copies only listed entries, so they do not matter).
-    const { manifest, ...r } = await verifyBackupDirStreamed(dir, o.onProgress, 4, readData, o.signal);
+    // A tree file the restore fetches next (a path in a tree, named by checkedOnRead): its
+    // presence and size only; fetchTree checks its copy's bytes before it resolves, so each
+    // stored tree file is read once. Archives (no '/') are hashed here: localFile hands out
+    // the stored file itself, unchecked.
+    const fetched = o.checkedOnRead;
+    const read = fetched ? (f: ManifestFile) => !(f.path.includes('/') && fetched(f.path)) && (readData?.() ?? true) : readData;
+    const { manifest, ...r } = await verifyBackupDirStreamed(dir, o.onProgress, 4, read, o.signal);
     void manifest;
     return r;
   }
