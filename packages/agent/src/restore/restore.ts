@@ -157,23 +157,25 @@ async function stageAll(
     warnings: run.warnings,
   });
   const lanes = [side('EXTRACT'), side('SYNC_TREES')];
+  let firstFailed = -1;
   const results = await Promise.allSettled(
     [
       step(lanes[0], 'EXTRACT', () => extractAll(lanes[0], rec, targets, staged, chown)),
       step(lanes[1], 'SYNC_TREES', () =>
         syncTrees(lanes[1].ctx, files.store, files.ref, targets.trees, (t) => sibling.staging(t.target, run.ctx.jobId)),
       ),
-    ].map((p) =>
+    ].map((p, i) =>
       p.catch((err: unknown) => {
+        if (!stop.signal.aborted) firstFailed = i;
         stop.abort(err);
         throw err;
       }),
     ),
   );
-  // Report the lane that failed first (its error stopped the other one).
+  // Report the lane that failed first (its error stopped the other one, which may rethrow it).
   const rejected = results.map((x, i) => ({ x, i })).filter(({ x }) => x.status === 'rejected');
   if (rejected.length) {
-    const first = rejected.find(({ x }) => (x as PromiseRejectedResult).reason === stop.signal.reason) ?? rejected[0];
+    const first = rejected.find(({ i }) => i === firstFailed) ?? rejected[0];
     run.step = lanes[first.i].step;
     throw (first.x as PromiseRejectedResult).reason;
   }
@@ -226,8 +228,10 @@ async function verifyAndStage(
   }
   if (staging.status === 'rejected') {
     // A fetched tree file that differs from the manifest (the local store hashes the copies
-    // it makes, VERIFY only their sizes): the verification's failure.
-    const verifyFailed = staging.reason instanceof BoxbackError && staging.reason.code === 'BOXBACK_ERR_VERIFY_FAILED';
+    // it makes, VERIFY only their sizes): the verification's failure. (A zip entry's CRC is
+    // EXTRACT's, as the docs' outcomes table says.)
+    const verifyFailed =
+      stageRun.step === 'SYNC_TREES' && staging.reason instanceof BoxbackError && staging.reason.code === 'BOXBACK_ERR_VERIFY_FAILED';
     run.step = verifyFailed ? 'VERIFY' : stageRun.step;
     if (verifyFailed) ctx.emit({ phase: 'VERIFY', state: 'failed', message: (staging.reason as Error).message });
     throw staging.reason;
