@@ -65,6 +65,12 @@ const OUT_BUFFER = OUT_BYTES;
 /** Small writes are gathered up to this size before they go to disk. */
 const WRITE_BUFFER = 1 << 20;
 /**
+ * The same for an archive holding a large file: every block is gathered, so each 4 MiB cost one
+ * write and one read-back (through libuv's pool, two round trips that wait for a free core on a
+ * busy box) instead of a write and a read-back per block.
+ */
+const LARGE_WRITE_BUFFER = 4 << 20;
+/**
  * After this many bytes written since the last one, a datasync of the archive starts in the
  * background (one at a time): a large archive goes to disk while it is written and the rest of
  * the backup runs, instead of all at once in PUBLISH's flush, which waits for it.
@@ -227,28 +233,32 @@ class Output {
     private readonly fh: fsp.FileHandle,
     private readonly name: string,
     private readonly hash: ArchiveHash,
+    /** The write buffer's size (and each read-back buffer's). */
+    private readonly size: number,
     alloc: (n: number) => Buffer,
   ) {
-    this.buf = alloc(WRITE_BUFFER);
-    this.checks = [alloc(WRITE_BUFFER), alloc(WRITE_BUFFER)];
+    this.buf = alloc(this.size);
+    this.checks = [alloc(this.size), alloc(this.size)];
   }
 
-  /** With `thread`, the archive is hashed on it (its buffers in shared memory). */
+  /** With `thread` (an archive holding a large file), hashed on it, its buffers in shared memory and larger. */
   static async open(file: string, thread?: HashThread): Promise<Output> {
     const hash: ArchiveHash = thread ? { update: (b) => thread.update(b), final: () => thread.final() } : localHash();
     // Read and written: each write is read back.
-    return new Output(await fsp.open(file, 'w+', 0o644), path.basename(file), hash, thread ? sharedBuffer : Buffer.allocUnsafeSlow);
+    const fh = await fsp.open(file, 'w+', 0o644);
+    if (!thread) return new Output(fh, path.basename(file), hash, WRITE_BUFFER, Buffer.allocUnsafeSlow);
+    return new Output(fh, path.basename(file), hash, LARGE_WRITE_BUFFER, sharedBuffer);
   }
 
   async append(b: Buffer): Promise<void> {
     this.offset += b.length;
-    if (this.used + b.length <= WRITE_BUFFER) {
+    if (this.used + b.length <= this.size) {
       b.copy(this.buf, this.used);
       this.used += b.length;
       return;
     }
     await this.flush();
-    if (b.length >= WRITE_BUFFER / 2) await this.writeAll(b);
+    if (b.length >= this.size / 2) await this.writeAll(b);
     else {
       b.copy(this.buf, 0);
       this.used = b.length;
