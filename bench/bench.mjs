@@ -323,6 +323,11 @@ try {
   for (const [k, v] of Object.entries(incr.steps)) if (typeof v === 'number') figures[`deployed_incremental_step_${k}`] = v;
   if (incr.steps.publish_flush_how) notes.push(`deployed incremental flushed with ${incr.steps.publish_flush_how}`);
   Object.assign(figures, windowFigures('deployed_incremental_', incr.manifest.quiesce));
+  // The daemon's RSS sampled at each progress event of the incremental, its highest, and the
+  // daemon's VmHWM so far (since its start: the full backup's peak included).
+  figures.deployed_incremental_peak_rss_mb = Math.max(0, ...Object.values(incr.rssByPhase)) / 1e6;
+  figures.deployed_incremental_rss_by_phase_mb = Object.fromEntries(Object.entries(incr.rssByPhase).map(([k, v]) => [k, +(v / 1e6).toFixed(1)]));
+  figures.agent_hwm_after_incremental_mb = incr.peakRssBytes / 1e6;
   if (args['job-prof']) writeFileSync(path.join(args['job-prof'], 'daemon.log'), daemon.agent.output());
   let fb;
   if (all) {
