@@ -215,9 +215,13 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     );
 }
 
+/** cp processes a tree's restore copy runs at once (tree-copy.ts copySplit). */
+const RESTORE_COPY_STREAMS = 4;
+
 /** The usual case, a tree holding exactly its listed entries, by cp (tree-copy.ts); any other by rsync --files-from. */
 async function copyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
-  if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal);
+  // Four cp processes at once: a restore reads cold small files, one at a time per process.
+  if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
   const top = new Set<string>();
   for (const e of listed.keys()) if (!e.includes('/')) top.add(e);
   const excludes = (await fsp.readdir(src)).filter((n) => !top.has(n)).map(rootExclude);

@@ -1,0 +1,90 @@
+// The local store's tree copy (store/local/tree-copy.ts) by several cp processes at once, as a
+// restore runs it, against one cp of the same tree: real files, real cp and touch. What a
+// restore keeps must come out the same: contents, types, symlink targets, modes (setgid and
+// sticky directories too), numeric owners, mtimes to the nanosecond, for the directories the
+// split copy makes itself as for the rest.
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { copyTree } from '../../packages/common/src/store/local/tree-copy.js';
+
+const work = mkdtempSync(path.join(os.tmpdir(), 'boxback-tree-copy-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** Every entry under `root`: type, mode, owner, mtime in ns, and content or link target. */
+function listing(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const visit = (rel: string) => {
+    const p = rel ? path.join(root, rel) : root;
+    const st = lstatSync(p, { bigint: true });
+    const what = st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : st.isFile() ? readFileSync(p, 'utf8') : 'dir';
+    out[rel || '.'] = `${(st.mode & 0o7777n).toString(8)} ${st.uid}:${st.gid} ${st.isSymbolicLink() ? '' : st.mtimeNs} ${what}`;
+    if (st.isDirectory()) for (const n of readdirSync(p).sort()) visit(rel ? `${rel}/${n}` : n);
+  };
+  visit('');
+  return out;
+}
+
+describe('copyTree by several cp processes', () => {
+  it('copies a tree exactly as one cp does: the directories it makes itself get their stored owner, mode and ns times', async () => {
+    const src = path.join(work, 'src');
+    // Few directories at the top (the split goes down a level), many further down, files at every level.
+    mkdirSync(path.join(src, 'pipelines'), { recursive: true });
+    writeFileSync(path.join(src, 'top.txt'), 'top\n');
+    symlinkSync('top.txt', path.join(src, 'latest'));
+    for (let i = 0; i < 12; i++) {
+      const d = path.join(src, 'pipelines', `pipe-${i}`, 'stage', `${i}`);
+      mkdirSync(d, { recursive: true });
+      writeFileSync(path.join(d, 'a.log'), `log ${i}\n`);
+      writeFileSync(path.join(src, 'pipelines', `pipe-${i}`, 'b.txt'), `b ${i}\n`);
+    }
+    writeFileSync(path.join(src, 'pipelines', 'index.json'), '{}\n');
+    chmodSync(path.join(src, 'pipelines'), 0o2750);
+    chmodSync(src, 0o1775);
+    lchownSync(path.join(src, 'pipelines'), 1234, 5678);
+    lchownSync(path.join(src, 'top.txt'), 4321, 8765);
+    // Times with nanoseconds, on the directories the split makes (set last: creating entries moves them).
+    execFileSync('touch', ['-m', '-d', '2020-02-02 02:02:02.123456789', path.join(src, 'pipelines', 'pipe-3')]);
+    execFileSync('touch', ['-m', '-d', '2021-03-03 03:03:03.987654321', path.join(src, 'pipelines')]);
+    execFileSync('touch', ['-m', '-d', '2022-04-04 04:04:04.111111111', src]);
+    const one = path.join(work, 'one');
+    const four = path.join(work, 'four');
+    await copyTree(src, one);
+    await copyTree(src, four, undefined, undefined, 4);
+    const want = listing(src);
+    expect(listing(one)).toEqual(want);
+    expect(listing(four)).toEqual(want);
+    expect(want['pipelines']).toMatch(/^2750 1234:5678 \d+987654321 dir$/);
+    expect(want['pipelines/pipe-3']).toMatch(/^755 0:0 \d+123456789 dir$/);
+    expect(want['.']).toMatch(/^1775 0:0 \d+111111111 dir$/);
+    // No hard links into the source.
+    expect(lstatSync(path.join(four, 'top.txt')).ino).not.toBe(lstatSync(path.join(src, 'top.txt')).ino);
+  });
+
+  it('a cp that fails is SYNC_FAILED naming the tree', async () => {
+    const src = path.join(work, 'src-bad');
+    for (let i = 0; i < 9; i++) mkdirSync(path.join(src, `d${i}`, 'x'), { recursive: true });
+    // A file where one directory's copy must go: that cp fails, the copy with it.
+    const dest = path.join(work, 'blocked');
+    mkdirSync(dest);
+    writeFileSync(path.join(dest, 'd4'), 'in the way');
+    await expect(copyTree(src, dest, undefined, undefined, 4)).rejects.toMatchObject({
+      code: 'BOXBACK_ERR_SYNC_FAILED',
+      message: expect.stringContaining(`copying ${src} to ${dest} failed`),
+    });
+  });
+});
