@@ -136,7 +136,11 @@ export class JobRunner {
 
   /** The job of a host that is Queued or Running (this process's, else the catalog's). */
   async busyWith(host: string): Promise<string | undefined> {
-    return this.activeJobFor(host)?.row.id ?? (await this.catalog.listJobs({ host, states: ACTIVE_JOB_STATES, limit: 1 }))[0]?.id;
+    // A job that has its final state is over for the agent (its stream ended), while its
+    // runner may still be writing the job's last event: a caller who saw it end is not refused.
+    const a = this.activeJobFor(host);
+    if (a && !FINAL_STATES.has(a.row.state)) return a.row.id;
+    return (await this.catalog.listJobs({ host, states: ACTIVE_JOB_STATES, limit: 1 }))[0]?.id;
   }
 
   /** Jobs this process runs or watches now. */
