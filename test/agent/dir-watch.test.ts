@@ -1,13 +1,16 @@
 // The journal's per-directory inotify watch (journal/dir-watch.ts) on real directories: it
 // reports a directory's entries by name as fs.watch does, throws fs.watch's errno errors,
-// stops reporting once closed, and costs less memory than fs.watch (the reason it exists).
+// stops reporting once closed, and costs less memory than fs.watch (the reason it exists);
+// and a TreeWatcher's rewatch during a restart waits for the tree to be watched again.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Logger } from '@boxback/common';
 import { DIR_WATCH_KIND, watchDirectory, type WatchSink } from '../../packages/agent/src/journal/dir-watch.js';
+import { TreeWatcher } from '../../packages/agent/src/journal/watcher.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'boxback-dirwatch-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -70,5 +73,30 @@ describe('watchDirectory', () => {
     const fsWatch = heap('fs.watch');
     expect(raw).toBeGreaterThan(0);
     expect(raw).toBeLessThan(fsWatch / 3);
+  });
+});
+
+describe('TreeWatcher', () => {
+  it("a rewatch while the watcher is restarting resolves when the tree is watched again, not before", async () => {
+    // A restore's rewatch usually finds the watcher restarting (it saw its root replaced); the
+    // daemon collects the scan's garbage when the rewatch resolves, so it must resolve after
+    // the scan, with the tree watched.
+    const root = path.join(tmp, 'rewatch');
+    for (let i = 0; i < 300; i++) mkdirSync(path.join(root, `d${i}`, 'sub'), { recursive: true });
+    const quiet = () => undefined;
+    const log = { info: quiet, warn: quiet, error: quiet, debug: quiet, child: () => log } as unknown as Logger;
+    const untrusted: string[] = [];
+    const w = new TreeWatcher({ tree: 't', source: root, excludes: [], log, onChange: quiet, onUntrusted: (r) => untrusted.push(r), chunkEntries: 50 });
+    try {
+      expect((await w.start()).state).toBe('watching');
+      const restarting = w.restartAfter('events were lost');
+      await w.rewatch('a restore replaced the tree');
+      expect(w.stats().state).toBe('watching');
+      expect(w.stats().directories).toBe(601);
+      await restarting;
+      expect(untrusted).toEqual(['events were lost']);
+    } finally {
+      await w.close();
+    }
   });
 });
