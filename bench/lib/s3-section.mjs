@@ -21,7 +21,8 @@
 //   7. the agent's peak RSS (VmHWM, reset before each job) during the backups and the restore
 // Figures: s3_full_s, restic_s3_full_s, s3_full_vs_restic_ratio, the same for incremental and
 // restore, s3_stored_bytes, restic_s3_stored_bytes, s3_stored_bytes_vs_restic_ratio,
-// s3_agent_peak_rss_mb, per-phase figures (s3_<job>_phase_<name>_s) and the agent's CPU seconds
+// s3_agent_peak_rss_mb, per-phase figures (s3_<job>_phase_<name>_s), the restore's timed steps
+// (s3_restore_step_<name>_s: verify_sha256, verify_zips, extract_<archive>, fetch_<tree>, ...) and the agent's CPU seconds
 // per job (s3_<job>_agent_cpu_s: what the load does not change), restic's beside them
 // (restic_s3_<job>_cpu_s).
 import { randomBytes } from 'node:crypto';
@@ -291,6 +292,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     figures.s3_restore_job_s = r.seconds;
     figures.s3_restore_agent_cpu_s = r.agentCpuSeconds;
     for (const [k, v] of Object.entries(r.phases)) figures[`s3_restore_phase_${k.toLowerCase()}_s`] = v;
+    for (const [k, v] of Object.entries(r.steps ?? {})) figures[`s3_restore_step_${k}_s`] = v;
     const artifactsB = treeTotals(boxB.artifacts);
     const reportsB = treeTotals(boxB.shine);
     if (JSON.stringify([artifactsA, reportsA]) !== JSON.stringify([artifactsB, reportsB]))

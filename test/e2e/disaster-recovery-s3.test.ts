@@ -3,18 +3,22 @@
 // real `boxback` CLI: box A is backed up; box A is then lost (its agent stopped, every file of
 // it deleted, and no local store directory exists anywhere); `boxback backup restore
 // gocd-a@latest --target gocd-b` puts A's bytes on box B, with B's host file rewritten for B's
-// own hostname and address, and B's service healthy.
+// own hostname and address, and B's service healthy. Then a flipped byte in the pack holding
+// db.zip (which a restore unzips straight from the bucket, no download): the restore is
+// refused before STOP, box B unchanged (no safety copy: nothing was swapped), still healthy.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packKey } from '../../packages/common/src/store/s3/repo.js';
+import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
 import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { liveParts as live, snapshotTree as snapshot } from '../../scripts/lib/tree-snapshot.mjs';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { creds, s3Config } from '../helpers/s3-store.js';
+import { bucketObjects, creds, putRaw, quiet, s3Config } from '../helpers/s3-store.js';
 
 type Box = Awaited<ReturnType<typeof createSampleBox>>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -24,12 +28,14 @@ let dir: string;
 let cluster: Cluster;
 let boxA: Box;
 let boxB: Box;
+let bucket: string;
+let secret: Buffer;
 
 beforeAll(async () => {
   rgw = await sharedRadosgw();
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-dr-s3-'));
-  const bucket = await makeBucket(rgw, 'dr');
-  const secret = Buffer.from(randomBytes(32).toString('hex'));
+  bucket = await makeBucket(rgw, 'dr');
+  secret = Buffer.from(randomBytes(32).toString('hex'));
   await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
   const credFile = path.join(dir, 's3.cred');
   const keyFile = path.join(dir, 'store.key');
@@ -118,5 +124,36 @@ describe('disaster recovery from an S3 store', () => {
     expect(await boxB.healthy()).toBe(true);
     // The downloads were released; still no local copy of any backup.
     expect(localBackupDirs(dir)).toEqual([]);
+  });
+
+  it('a flipped byte in the pack holding db.zip is refused before STOP: box B unchanged and healthy', async () => {
+    // where db.zip's blobs are, read with the store's own key
+    const store = new S3BackupStore(s3Config(rgw, bucket), { credentials: creds(rgw), secret, log: quiet });
+    const [ref] = (await store.listBackups('gocd-a')).slice(-1);
+    const repo = await store.repo();
+    const h = (await repo.readSnapshot(repo.snapshotName(ref.host, ref.timestamp)))!;
+    const blobs = (await repo.readContents(h))['db.zip'];
+    const loc = repo.index.get(blobs[0])!; // the first blob: the database's bytes, read by EXTRACT (VERIFY reads only the end)
+    await store.close();
+    const key = `fleet1/${packKey(loc.pack)}`;
+    const pack = (await bucketObjects(rgw, bucket)).find((o) => o.key === key)!;
+    const bad = Buffer.from(pack.body);
+    bad[loc.offset + Math.floor(loc.length / 2)] ^= 0x20;
+    await putRaw(rgw, bucket, key, bad);
+
+    const before = snapshot(boxB.root, live(boxB));
+    // the first restore's safety copies (kept until confirmed), and nothing of this one's after it
+    const aside = () => readdirSync(path.dirname(boxB.db)).filter((n) => n.includes('.boxback-'));
+    const asideBefore = aside();
+    const r = await cluster.cli(['backup', 'restore', 'gocd-a@latest', '--target', 'gocd-b', '--yes', '--json']);
+    expect(r.code).not.toBe(0);
+    const { result } = JSON.parse(r.stdout);
+    expect(result.status).toBe('Failed');
+    expect(['VERIFY', 'EXTRACT']).toContain(result.failedStep);
+    expect(result.errorMessage).toMatch(/db\.zip|refusing it/);
+    expect(snapshot(boxB.root, live(boxB))).toEqual(before);
+    expect(aside()).toEqual(asideBefore);
+    expect(await boxB.healthy()).toBe(true);
+    await putRaw(rgw, bucket, key, pack.body);
   });
 });

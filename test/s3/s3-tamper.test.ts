@@ -79,6 +79,14 @@ async function expectRefused(s: Setup, ref = s.a.ref): Promise<void> {
   const scratch = tmp('scratch');
   await expect(store.localFile(ref, 'db.zip', { scratchDir: scratch })).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_TAMPERED' });
   expect(readdirSync(scratch)).toEqual([]);
+  // read at random positions (how a restore's EXTRACT reads a zip, straight from the store): refused too
+  const raf = await store.openRandomAccess(ref, 'db.zip');
+  const whole = async () => {
+    const buf = Buffer.alloc(64 * 1024);
+    for (let pos = 0; pos < raf.size; ) pos += (await raf.read(buf, 0, buf.length, pos)).bytesRead || raf.size;
+  };
+  await expect(whole()).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_TAMPERED' });
+  await raf.close();
   const parent = tmp('dest');
   const dest = path.join(parent, 'artifacts');
   await expect(store.fetchTree(ref, 'artifacts', dest)).rejects.toMatchObject({

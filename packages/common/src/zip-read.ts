@@ -8,6 +8,10 @@
  * Unix facts come from where Info-ZIP and yazl put them: the mode in the high 16 bits of
  * the external attributes (when "version made by" says Unix), the owner in the Info-ZIP
  * "ux" extra field (0x7875). Java's zips (GoCD's) have neither.
+ *
+ * A zip is read from a local file or from any random-access source (`ZipSource`): a restore
+ * from a remote store extracts an archive straight from the store (`openRandomAccess`, every
+ * blob authenticated and checked against its id as it is read), with no download of it first.
  */
 import { promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
@@ -16,6 +20,7 @@ import yauzl from 'yauzl';
 import { BoxbackError } from './errors.js';
 import type { Manifest } from './manifest.js';
 import { mapLimit } from './limit.js';
+import type { RandomAccessFile } from './store/backup-store.js';
 import { ZlibPass } from './zlib-pass.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'device' | 'fifo' | 'socket';
@@ -71,9 +76,15 @@ const READ_CHUNK = 1 << 20;
 const INFLATE_IN = 128 * 1024;
 const INFLATE_OUT = 1 << 20;
 
-/** `size` bytes of `file` from `start`, through one buffer: each chunk is a view of it, valid until the next. */
-async function* readRange(file: string, start: number, size: number): AsyncGenerator<Buffer> {
-  const fh = await fsp.open(file, 'r');
+/**
+ * Where a zip is read from: a local file's path, or a random-access source of `size` bytes
+ * (a stored file read through its store: BackupStore.openRandomAccess). The caller closes a source.
+ */
+export type ZipSource = string | RandomAccessFile;
+
+/** `size` bytes of `src` from `start`, through one buffer: each chunk is a view of it, valid until the next. */
+async function* readRange(src: ZipSource, start: number, size: number): AsyncGenerator<Buffer> {
+  const fh = typeof src === 'string' ? await fsp.open(src, 'r') : src;
   try {
     const buf = Buffer.allocUnsafeSlow(Math.min(READ_CHUNK, size));
     for (let pos = start, left = size; left > 0; ) {
@@ -84,7 +95,36 @@ async function* readRange(file: string, start: number, size: number): AsyncGener
       yield buf.subarray(0, bytesRead);
     }
   } finally {
-    await fh.close();
+    if (typeof src === 'string') await fh.close();
+  }
+}
+
+/** yauzl's reader over a random-access source (closing the zip does not close the source: its owner does). */
+class SourceReader extends yauzl.RandomAccessReader {
+  constructor(private readonly src: RandomAccessFile) {
+    super();
+  }
+
+  override _readStreamForRange(start: number, end: number): Readable {
+    const src = this.src;
+    async function* copies(): AsyncGenerator<Buffer> {
+      for await (const b of readRange(src, start, end - start)) yield Buffer.from(b); // a stream's chunks must stay valid
+    }
+    return Readable.from(copies(), { objectMode: false });
+  }
+
+  override read(buffer: Buffer, offset: number, length: number, position: number, cb: (err: Error | null) => void): void {
+    const fill = async () => {
+      for (let done = 0; done < length; ) {
+        const { bytesRead } = await this.src.read(buffer, offset + done, length - done, position + done);
+        if (bytesRead === 0) throw new Error(`unexpected end of the archive at ${position + done}`);
+        done += bytesRead;
+      }
+    };
+    fill().then(
+      () => cb(null),
+      (err: Error) => cb(err),
+    );
   }
 }
 
@@ -111,7 +151,7 @@ async function* inflateRange(compressed: AsyncIterable<Buffer>): AsyncGenerator<
  * (yauzl's own streams use 16 KiB for both, and a new buffer per chunk). Size and CRC-32 are
  * checked by readEntryChecked.
  */
-async function openData(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<AsyncIterable<Buffer>> {
+async function openData(file: ZipSource, zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<AsyncIterable<Buffer>> {
   const stored = entry.compressionMethod === 0;
   if ((!stored && entry.compressionMethod !== 8) || entry.isEncrypted()) return zip.openReadStreamPromise(entry);
   if (entry.compressedSize === 0) return Readable.from([]);
@@ -120,7 +160,7 @@ async function openData(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): P
   return stored ? raw : inflateRange(raw);
 }
 
-function describe(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): ZipEntryInfo {
+function describe(file: ZipSource, zip: yauzl.ZipFile, entry: yauzl.Entry): ZipEntryInfo {
   const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
   const madeByUnix = entry.versionMadeBy >> 8 === 3;
   const attr = entry.externalFileAttributes >>> 16;
@@ -153,13 +193,18 @@ function describe(file: string, zip: yauzl.ZipFile, entry: yauzl.Entry): ZipEntr
 /**
  * Iterate the entries of a zip file in central-directory order. The consumer must finish
  * with one entry (read its stream to the end, or not open it) before asking for the next.
+ * `label` names a source that is not a path in errors (default: the path).
  */
-export async function* zipEntries(file: string): AsyncGenerator<ZipEntryInfo> {
+export async function* zipEntries(file: ZipSource, label = typeof file === 'string' ? file : 'archive'): AsyncGenerator<ZipEntryInfo> {
   let zip: yauzl.ZipFile;
+  const options = { lazyEntries: true, decodeStrings: false, autoClose: false, validateEntrySizes: true };
   try {
-    zip = await yauzl.openPromise(file, { lazyEntries: true, decodeStrings: false, autoClose: false, validateEntrySizes: true });
+    zip =
+      typeof file === 'string'
+        ? await yauzl.openPromise(file, options)
+        : await yauzl.fromRandomAccessReaderPromise(new SourceReader(file), file.size, options);
   } catch (err) {
-    throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${file} is not a readable zip: ${(err as Error).message}`);
+    throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${label} is not a readable zip: ${(err as Error).message}`);
   }
   try {
     for (;;) {
@@ -178,7 +223,7 @@ export async function* zipEntries(file: string): AsyncGenerator<ZipEntryInfo> {
         zip.on('error', onError);
         zip.readEntry();
       }).catch((err: Error) => {
-        throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${file}: unreadable zip: ${err.message}`);
+        throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${label}: unreadable zip: ${err.message}`);
       });
       if (!entry) return;
       yield describe(file, zip, entry);
@@ -213,12 +258,17 @@ export async function readEntryChecked(e: ZipEntryInfo, where: string, sink?: (c
 }
 
 /** Read one small entry into memory by name (host-file previews for dry-run). */
-export async function readSmallEntry(file: string, name: string, maxBytes = 1024 * 1024): Promise<Buffer | undefined> {
-  for await (const e of zipEntries(file)) {
+export async function readSmallEntry(
+  file: ZipSource,
+  name: string,
+  maxBytes = 1024 * 1024,
+  label = typeof file === 'string' ? file : 'archive',
+): Promise<Buffer | undefined> {
+  for await (const e of zipEntries(file, label)) {
     if (e.name !== name || e.type !== 'file') continue;
     if (e.size > maxBytes) return undefined;
     const parts: Buffer[] = [];
-    await readEntryChecked(e, file, (c) => {
+    await readEntryChecked(e, label, (c) => {
       parts.push(Buffer.from(c));
     });
     return Buffer.concat(parts);

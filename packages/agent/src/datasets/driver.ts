@@ -19,7 +19,7 @@
  * backup.ts and restore.ts only loop over drivers: adding a kind touches one new file here
  * and one line in registry.ts.
  */
-import type { Logger, ManifestDataset, ManifestProbe } from '@boxback/common';
+import type { Logger, ManifestDataset, ManifestProbe, ZipSource } from '@boxback/common';
 import type { z } from 'zod';
 import type { AgentConfig } from '../config.js';
 import type { PlanDataset } from '../plan.js';
@@ -94,7 +94,12 @@ export interface RestorePart {
   kind: DatasetKind;
   name: string;
   archive: string;
-  archivePath: string;
+  /**
+   * The archive as a local file, for the drivers that read it before the staging (dumps:
+   * VERSION_CHECK reads them back). Zip parts have none: their `zip.archiveFile()` is fetched
+   * on first use, so a remote store's download runs beside SYNC_TREES, not before it.
+   */
+  archivePath?: string;
   entries: number;
   bytes: number;
   /** Index of the plan dataset. */
@@ -132,6 +137,19 @@ export interface ApplyEnv extends RestoreEnv {
   progress(message: string): void;
 }
 
+/** A backup's stored files as a restore reads them (restore/backup-files.ts, BackupFiles). */
+export interface StoredFiles {
+  /** A local path holding stored file `rel` (the stored file, or a download checked against the manifest). */
+  get(rel: string): Promise<string>;
+  /** Stored zip `rel` to read entries from, without a download (see BackupFiles.openArchive); close it after. */
+  openArchive(rel: string): Promise<{ src: ZipSource; close(): Promise<void> }>;
+}
+
+/** A part whose archive is a local file from the mapping on (dumps). */
+export interface DumpPart extends RestorePart {
+  archivePath: string;
+}
+
 export interface DatasetDriver<D extends PlanDataset = PlanDataset, P extends RestorePart = RestorePart> {
   readonly kind: D['kind'];
   /** Its member of the plan's dataset union (kind: <this kind>). */
@@ -150,8 +168,8 @@ export interface DatasetDriver<D extends PlanDataset = PlanDataset, P extends Re
   backup(d: D, index: number, env: BackupEnv, captured: unknown): Promise<Captured>;
   probe?(d: D, index: number, entry: ManifestDataset, env: ProbeEnv): Promise<ProbeOutcome | undefined>;
 
-  /** `file(rel)`: a local path holding the backup's stored file `rel` (restore/backup-files.ts). */
-  target(entry: ManifestDataset, d: D, index: number, file: (rel: string) => Promise<string>): Promise<P>;
+  /** `files`: the backup's stored files, as local files or zip sources (restore/backup-files.ts). */
+  target(entry: ManifestDataset, d: D, index: number, files: StoredFiles): Promise<P>;
   preflight?(part: P, d: D, env: RestoreEnv): Promise<string[]>;
   stage?(part: P, env: StageEnv): Promise<StageOut>;
   apply?(part: P, d: D, env: ApplyEnv): Promise<string[]>;

@@ -179,7 +179,7 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
         kind: 'dir' as const,
         name: d.name,
         archive: entry.archive,
-        archivePath: path.join(env.tempDir, entry.archive),
+        openArchive: async () => ({ src: path.join(env.tempDir, entry.archive), close: async () => undefined }),
         target: dir,
         entries: entry.entries,
         bytes: entry.bytes,
@@ -223,6 +223,6 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
       await fsp.rm(root, { recursive: true, force: true });
     }
   },
-  target: (entry, d, i, file) => zipTarget(entry, d, i, file),
+  target: (entry, d, i, files) => zipTarget(entry, d, i, files),
   stage: stageZip,
 };

@@ -26,7 +26,7 @@ import type { PlanDataset } from '../plan.js';
 import { recordsDir } from '../restore/record.js';
 import { describeFailure, runCommand } from '../run-command.js';
 import { absPath, datasetBase, foreignBlocks, noPathNoFiles, requiredBlock } from './base.js';
-import type { DatasetDriver, RestorePart } from './driver.js';
+import type { DatasetDriver, DumpPart } from './driver.js';
 import { readSecretFile, withPrivateDir } from './secrets.js';
 
 const myName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_$]{0,63}$/, 'letters, digits, _ and $ (at most 64)');
@@ -147,7 +147,7 @@ async function dumpComplete(file: string): Promise<boolean> {
 
 const safetyFile = (stateDir: string, jobId: string, database: string) => path.join(recordsDir(stateDir), `${jobId}-${database}.sql`);
 
-export const mysqlDriver: DatasetDriver<MysqlDataset, RestorePart> = {
+export const mysqlDriver: DatasetDriver<MysqlDataset, DumpPart> = {
   kind: 'mysql',
   schema: mysqlDatasetSchema,
   accepts: ['mysql'],
@@ -216,8 +216,8 @@ export const mysqlDriver: DatasetDriver<MysqlDataset, RestorePart> = {
       );
     }
   },
-  async target(entry, _d, index, file) {
-    const archivePath = await file(entry.archive);
+  async target(entry, _d, index, files) {
+    const archivePath = await files.get(entry.archive);
     return {
       kind: 'mysql',
       name: entry.name,

@@ -22,9 +22,9 @@ import {
   type PgDumpMeta,
 } from '../postgres/restore.js';
 import type { Move } from '../restore/record.js';
-import type { DatasetDriver, RestorePart } from './driver.js';
+import type { DatasetDriver, DumpPart } from './driver.js';
 
-interface PgPart extends RestorePart {
+interface PgPart extends DumpPart {
   ds: PostgresDataset;
   meta: PgDumpMeta;
 }
@@ -98,10 +98,10 @@ export const postgresDriver: DatasetDriver<PlanPostgresDataset, PgPart> = {
     return { result: 'ok', method: meta.format === 'custom' ? 'pg_restore --list' : 'plain script complete' };
   },
 
-  async target(entry, d, index, file) {
+  async target(entry, d, index, files) {
     // The plan's connection settings, the backup's file name (the messages name the file restored).
     const ds: PostgresDataset = { ...toPostgresDataset(d, index), archive: entry.archive };
-    const archivePath = await file(entry.archive);
+    const archivePath = await files.get(entry.archive);
     const meta = entry.extra ? metaFromManifest(entry.extra, entry.archive) : await inspectDump(ds, archivePath);
     const bytes = entry.bytes ?? meta.sizeBytes ?? 0;
     return {

@@ -126,7 +126,7 @@ export const sqliteDriver: DatasetDriver<SqliteDataset> = {
       );
     return { result: 'ok', method: `PRAGMA ${pragma}` };
   },
-  target: (entry, d, i, file) => zipTarget(entry, { ...d, files: [d.sqlite.file] }, i, file),
+  target: (entry, d, i, files) => zipTarget(entry, { ...d, files: [d.sqlite.file] }, i, files),
   stage: stageZip,
   async apply(_part, d, env) {
     for (const suffix of SIDECARS) {

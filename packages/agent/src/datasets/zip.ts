@@ -18,7 +18,7 @@ import { idMaps, resolveOwner } from '../restore/ownership.js';
 import { saveRecord, sibling } from '../restore/record.js';
 import { currentOwner, type DatasetTarget } from '../restore/targets.js';
 import { datasetBase, foreignBlocks, pathOrFiles } from './base.js';
-import type { BackupEnv, Captured, DatasetDriver, RestorePart, StageEnv, StageOut, WindowEnv } from './driver.js';
+import type { BackupEnv, Captured, DatasetDriver, RestorePart, StageEnv, StoredFiles, StageOut, WindowEnv } from './driver.js';
 
 export const zipSchema = datasetBase
   .extend({ kind: z.literal('zip') })
@@ -80,11 +80,13 @@ export async function zipTarget(
   entry: ManifestDataset,
   d: PlanDataset,
   index: number,
-  file: (rel: string) => Promise<string>,
+  files: StoredFiles,
 ): Promise<RestorePart> {
   const owner = d.owner ?? entry.owner;
-  const archivePath = await file(entry.archive);
-  const base = { name: d.name, archive: entry.archive, archivePath, owner, entries: entry.entries ?? 0, bytes: entry.bytes ?? 0 };
+  // Nothing read here: EXTRACT reads the archive straight from the store (no download first),
+  // beside SYNC_TREES.
+  const openArchive = () => files.openArchive(entry.archive);
+  const base = { name: d.name, archive: entry.archive, openArchive, owner, entries: entry.entries ?? 0, bytes: entry.bytes ?? 0 };
   let zip: DatasetTarget;
   if (d.path) {
     zip = { kind: 'dir', ...base, target: path.resolve(d.path) };
@@ -101,7 +103,6 @@ export async function zipTarget(
     kind: d.kind,
     name: d.name,
     archive: entry.archive,
-    archivePath,
     entries: base.entries,
     bytes: base.bytes,
     index,
@@ -165,6 +166,6 @@ export const zipDriver: DatasetDriver<ZipDataset> = {
     const capture = staged ? 'quiesced' : d.quiesce ? 'live-unverified' : 'live';
     return zipInto(d, src, env, 'zip', capture);
   },
-  target: (entry, d, i, file) => zipTarget(entry, d, i, file),
+  target: (entry, d, i, files) => zipTarget(entry, d, i, files),
   stage: stageZip,
 };

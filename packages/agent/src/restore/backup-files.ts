@@ -6,10 +6,15 @@
  * (the same filesystem as the data it restores), `<target>.boxback-download-<job>`; it is
  * listed among the restore's staging paths, so a failure or a crashed agent removes it too,
  * and `releaseAll` removes it once the restore no longer needs the files.
+ *
+ * Zip archives are read through `openArchive` instead: the stored file itself (local), or a
+ * random-access reader of the remote store (every blob authenticated and checked against its
+ * id as it is read, its size against the manifest's): EXTRACT unzips straight from the store
+ * into staging, with no download (no second full copy on disk, nothing to wait for first).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { BackupRef, BackupStore, Manifest } from '@boxback/common';
+import { BoxbackError, type BackupRef, type BackupStore, type Manifest, type ZipSource } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { sibling } from './record.js';
 
@@ -25,6 +30,7 @@ export function scratchDirFor(config: AgentConfig, jobId: string): string {
 export class BackupFiles {
   private readonly got = new Map<string, Promise<{ path: string; release(): Promise<void> }>>();
   private readonly sha = new Map<string, string>();
+  private readonly size = new Map<string, number>();
 
   constructor(
     readonly store: BackupStore,
@@ -34,6 +40,22 @@ export class BackupFiles {
     private readonly signal?: AbortSignal,
   ) {
     for (const f of manifest.files) if (f.type === 'file' && f.sha256) this.sha.set(f.path, f.sha256);
+    for (const f of manifest.files) if (f.type === 'file') this.size.set(f.path, f.size);
+  }
+
+  /**
+   * Stored zip `rel` to read entries from (see the header): a local store's file, or a reader
+   * of the remote store's blobs, refused when its size is not the manifest's. Close it after.
+   */
+  async openArchive(rel: string): Promise<{ src: ZipSource; close(): Promise<void> }> {
+    if (this.store.describe().kind === 'local') return { src: await this.get(rel), close: async () => undefined };
+    const raf = await this.store.openRandomAccess(this.ref, rel);
+    const want = this.size.get(rel);
+    if (want !== undefined && raf.size !== want) {
+      await raf.close();
+      throw new BoxbackError('BOXBACK_ERR_VERIFY_FAILED', `${rel}: stored ${raf.size} bytes, the manifest says ${want}`);
+    }
+    return { src: raf, close: () => raf.close() };
   }
 
   /** A local path holding stored file `rel` (checked against the manifest's SHA-256 when downloaded). */

@@ -75,7 +75,7 @@ export async function dryRunReport(
   steps.forEach((s, i) => lines.push(`${String(i + 1).padStart(3)}. ${s}`));
   const modeWarnings: string[] = [];
   for (const d of targets.datasets) {
-    const names = await entriesDroppingBits(d.archivePath);
+    const names = await entriesDroppingBits(d);
     if (names.length) modeWarnings.push(droppedBitsWarning(d.archive, names));
   }
   for (const w of [...targets.warnings, ...modeWarnings, ...version.warnings, ...dbWarnings, ...warnings]) lines.push(`warning: ${w}`);
@@ -88,7 +88,8 @@ export async function dryRunReport(
       if (d.kind !== 'files') continue;
       for (const [base, target] of d.files) {
         if (target !== file) continue;
-        const buf = await readSmallEntry(d.archivePath, base);
+        const a = await d.openArchive();
+        const buf = await readSmallEntry(a.src, base, undefined, d.archive).finally(() => a.close());
         if (buf) afterSwap = buf.toString('utf8');
       }
     }

@@ -26,7 +26,7 @@ import path from 'node:path';
 import { BoxbackError, isInside, readEntryChecked, zipEntries, type ZipEntryInfo } from '@boxback/common';
 import type { IdMaps, Ids } from './ownership.js';
 import { sibling } from './record.js';
-import type { DirDatasetTarget, FilesDatasetTarget } from './targets.js';
+import type { DatasetTarget, DirDatasetTarget, FilesDatasetTarget } from './targets.js';
 
 export interface ExtractOptions {
   jobId: string;
@@ -67,10 +67,20 @@ export function droppedBitsWarning(archive: string, names: string[]): string {
 }
 
 /** The entries of a zip whose bits a restore would drop (the dry run's warning); reads names and modes only. */
-export async function entriesDroppingBits(file: string): Promise<string[]> {
+export async function entriesDroppingBits(d: DatasetTarget): Promise<string[]> {
   const out: string[] = [];
-  for await (const e of zipEntries(file)) if (dropsBits(e)) out.push(e.name);
+  for await (const e of archiveEntries(d)) if (dropsBits(e)) out.push(e.name);
   return out;
+}
+
+/** The entries of dataset `d`'s archive (the stored file, or read straight from a remote store), its source closed after. */
+export async function* archiveEntries(d: DatasetTarget): AsyncGenerator<ZipEntryInfo> {
+  const a = await d.openArchive();
+  try {
+    yield* zipEntries(a.src, d.archive);
+  } finally {
+    await a.close();
+  }
 }
 
 /** An entry name as a message shows it: at most 120 characters (a crafted name may have thousands). */
@@ -193,7 +203,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
       dirs.set(rel, undefined);
     }
   };
-  for await (const e of zipEntries(d.archivePath)) {
+  for await (const e of archiveEntries(d)) {
     if (o.signal?.aborted) throw o.signal.reason ?? new BoxbackError('BOXBACK_ERR_CANCELLED', 'cancelled');
     const segs = entrySegments(archive, e.name);
     res.entries++;
@@ -269,7 +279,7 @@ export async function extractFilesDataset(d: FilesDatasetTarget, o: ExtractOptio
   const res: ExtractResult = { entries: 0, bytes: 0, strippedModeBits: 0, warnings: [] };
   const dropped: string[] = [];
   const seen = new Set<string>();
-  for await (const e of zipEntries(d.archivePath)) {
+  for await (const e of archiveEntries(d)) {
     const segs = entrySegments(archive, e.name);
     res.entries++;
     if (e.type === 'dir') continue;

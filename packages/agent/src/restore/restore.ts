@@ -360,7 +360,7 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
       const m = await readManifestOutline(store, ref);
       files = new BackupFiles(store, ref, m, scratchDirFor(ctx.config, ctx.jobId), ctx.signal);
       const f = files;
-      return { manifest: m, targets: await mapTargets(m, ctx.config.plan, (rel) => f.get(rel)) };
+      return { manifest: m, targets: await mapTargets(m, ctx.config.plan, f) };
     });
     const bf = files!;
     result.backupId = manifest.id;

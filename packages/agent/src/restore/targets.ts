@@ -12,9 +12,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, isInside, type Manifest, type ManifestDataset } from '@boxback/common';
+import { BoxbackError, isInside, type Manifest, type ManifestDataset, type ZipSource } from '@boxback/common';
 import type { Plan } from '../plan.js';
-import type { RestorePart } from '../datasets/driver.js';
+import type { RestorePart, StoredFiles } from '../datasets/driver.js';
 import { accepts, driverOf } from '../datasets/registry.js';
 
 export interface Owner {
@@ -26,7 +26,8 @@ export interface DirDatasetTarget {
   kind: 'dir';
   name: string;
   archive: string;
-  archivePath: string;
+  /** The archive to read entries from (BackupFiles.openArchive: the stored file, or a reader of the remote store); close it after. */
+  openArchive(): Promise<{ src: ZipSource; close(): Promise<void> }>;
   target: string;
   owner?: Owner;
   entries: number;
@@ -37,7 +38,8 @@ export interface FilesDatasetTarget {
   kind: 'files';
   name: string;
   archive: string;
-  archivePath: string;
+  /** The archive to read entries from (BackupFiles.openArchive: the stored file, or a reader of the remote store); close it after. */
+  openArchive(): Promise<{ src: ZipSource; close(): Promise<void> }>;
   /** Entry base name -> absolute path on this box. */
   files: Map<string, string>;
   owner?: Owner;
@@ -94,8 +96,8 @@ export function liveUnverified(parts: RestorePart[]): string[] {
     );
 }
 
-/** `file(rel)`: a local path holding stored file `rel` (BackupFiles.get: the stored file, or a checked download). */
-export async function mapTargets(manifest: Manifest, plan: Plan, file: (rel: string) => Promise<string>): Promise<RestoreTargets> {
+/** `files`: the backup's stored files (BackupFiles: local files, or zips read from the store). */
+export async function mapTargets(manifest: Manifest, plan: Plan, files: StoredFiles): Promise<RestoreTargets> {
   const warnings: string[] = [];
   const parts: RestorePart[] = [];
   const taken = new Set<number>();
@@ -116,7 +118,7 @@ export async function mapTargets(manifest: Manifest, plan: Plan, file: (rel: str
     if (taken.has(i))
       throw new BoxbackError('BOXBACK_ERR_PLAN_INVALID', `two datasets of the backup restore onto plan dataset ${pd.name} (${pd.archive})`);
     taken.add(i);
-    parts.push(await driverOf(pd).target(d, pd, i, file));
+    parts.push(await driverOf(pd).target(d, pd, i, files));
   }
   plan.datasets.forEach((pd, i) => {
     if (!taken.has(i) && !(manifest.datasets ?? []).some((d) => d.archive === pd.archive))

@@ -10,9 +10,10 @@
  *      the copy: each stored tree file is read from disk once). A dry run reads everything.
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
  *   3. every zip archive of the backup (not only those this box's plan restores) opens and
- *      its central directory reads to the end, from the local file `files.get` gives (the
- *      stored file, or a checked download); with `crc` (dry run, where nothing is extracted
- *      after) also every entry's data is read and CRC-checked. pg_dump files are no zips:
+ *      its central directory reads to the end (`files.openArchive`: the stored file, or read
+ *      from a remote store without a download); with `crc` (dry run, where nothing is extracted
+ *      after) also every entry's data is read and CRC-checked, from `files.get` (the stored
+ *      file, or a download checked against the manifest's SHA-256). pg_dump files are no zips:
  *      the SHA-256 of 1 is their check (and pg_restore reads them back at VERSION_CHECK)
  * A real restore checks every entry's CRC-32 as it extracts, into staging, before the
  * swap: a damaged one still changes nothing.
@@ -44,14 +45,20 @@ async function checkZips(
   await mapLimit(archives, 2, async (rel) => {
     let local = '';
     try {
-      local = await files.get(rel);
       if (crc) {
+        local = await files.get(rel);
         entries += (await checkZipArchive(local, rel, onBytes)).entries;
         return;
       }
-      for await (const e of zipEntries(local)) {
-        void e;
-        entries++;
+      // the central directory only: from a remote store its last blobs, not a download
+      const a = await files.openArchive(rel);
+      try {
+        for await (const e of zipEntries(a.src, rel)) {
+          void e;
+          entries++;
+        }
+      } finally {
+        await a.close();
       }
     } catch (err) {
       const msg = local ? (err as Error).message.split(local).join(rel) : (err as Error).message;

@@ -50,6 +50,15 @@ export function blobStream(repo: Repo, blobs: string[], range: { start?: number;
   return Readable.from(gen(), { objectMode: false });
 }
 
+/** Blobs a random-access reader fetches ahead of the one read, while reads go forward (a zip extracted from the store). */
+const RANDOM_AHEAD = 2;
+
+/**
+ * Reads at any position of a stored file: the blob covering it is read (GCM, its HMAC id
+ * checked: every byte handed out is authenticated). While reads move forward blob by blob (an
+ * archive extracted straight from the store), the next RANDOM_AHEAD blobs are fetched
+ * meanwhile; at most RANDOM_AHEAD + 1 blobs (each up to the chunker's 4 MiB) are held.
+ */
 export function randomAccess(repo: Repo, blobs: string[], size: number): RandomAccessFile {
   const offsets: number[] = [];
   let pos = 0;
@@ -57,10 +66,24 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
     offsets.push(pos);
     pos += repo.locate(b)?.plain ?? 0;
   }
-  let cached: { i: number; data: Buffer } | null = null;
-  const blob = async (i: number) => {
-    if (cached?.i !== i) cached = { i, data: await repo.readBlob(blobs[i]) };
-    return cached.data;
+  const held = new Map<number, Promise<Buffer>>();
+  const pool: Buffer[] = []; // GET buffers reused blob after blob
+  let last = -1;
+  const fetch = (i: number) => {
+    let p = held.get(i);
+    if (!p) {
+      p = repo.readBlob(blobs[i], true, pool);
+      p.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
+      held.set(i, p);
+    }
+    return p;
+  };
+  const blob = (i: number) => {
+    const p = fetch(i);
+    if (i === last + 1 || i === 0) for (let j = i + 1; j <= Math.min(i + RANDOM_AHEAD, blobs.length - 1); j++) void fetch(j);
+    for (const k of held.keys()) if (k < i || k > i + RANDOM_AHEAD) held.delete(k);
+    last = i;
+    return p;
   };
   return {
     size,
@@ -78,7 +101,7 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
       return { bytesRead: done };
     },
     async close() {
-      cached = null;
+      held.clear();
     },
   };
 }
