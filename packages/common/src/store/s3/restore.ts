@@ -50,6 +50,21 @@ export function blobStream(repo: Repo, blobs: string[], range: { start?: number;
   return Readable.from(gen(), { objectMode: false });
 }
 
+/** Up to `max` bytes of the buffers `parts` (one after another) from byte `from` into `out` at `at`; the bytes copied. */
+function copyParts(parts: Buffer[], from: number, out: Buffer, at: number, max: number): number {
+  let n = 0;
+  for (const p of parts) {
+    if (n >= max) break;
+    if (from >= p.length) {
+      from -= p.length;
+      continue;
+    }
+    n += p.copy(out, at + n, from, Math.min(p.length, from + max - n));
+    from = 0;
+  }
+  return n;
+}
+
 /** Blobs a random-access reader fetches ahead of the one read, while reads go forward (a zip extracted from the store). */
 const RANDOM_AHEAD = 2;
 
@@ -66,13 +81,14 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
     offsets.push(pos);
     pos += repo.locate(b)?.plain ?? 0;
   }
-  const held = new Map<number, Promise<Buffer>>();
+  // each blob as its frames (not joined: a copy of every byte, into fresh pages)
+  const held = new Map<number, Promise<Buffer[]>>();
   const pool: Buffer[] = []; // GET buffers reused blob after blob
   let last = -1;
   const fetch = (i: number) => {
     let p = held.get(i);
     if (!p) {
-      p = repo.readBlob(blobs[i], true, pool);
+      p = repo.readBlobParts(blobs[i], true, pool);
       p.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
       held.set(i, p);
     }
@@ -93,8 +109,7 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
         const at = position + done;
         let i = offsets.length - 1;
         while (i > 0 && offsets[i] > at) i--;
-        const data = await blob(i);
-        const n = data.copy(buffer, offset + done, at - offsets[i], Math.min(data.length, at - offsets[i] + length - done));
+        const n = copyParts(await blob(i), at - offsets[i], buffer, offset + done, length - done);
         if (n === 0) break;
         done += n;
       }
