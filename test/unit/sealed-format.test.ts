@@ -3,7 +3,7 @@
 // tampering a server could do (flip a byte, swap objects or frames, truncate) is refused.
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { deflateRawSync } from 'node:zlib';
+import { brotliCompressSync, deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { BoxbackError } from '../../packages/common/src/errors.js';
 import { cutChunks, gearTable } from '../../packages/common/src/store/s3/chunker.js';
@@ -17,7 +17,8 @@ import {
   unwrapDataKey,
   wrapDataKey,
 } from '../../packages/common/src/store/s3/keys.js';
-import { DEFLATED, PackBuilder, openBlob, openBlobParts, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
+import { BROTLI, DEFLATED, PackBuilder, openBlob, openBlobParts, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
+import { maybeCompress } from '../../packages/common/src/store/s3/compress.js';
 import { OpenStream, open, openParts, seal, sealInto, sealedSize, subkey } from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
@@ -237,11 +238,11 @@ describe('packs', () => {
     refused(() => openBlobParts(keys, id, sealed.subarray(0, sealed.length - 123 - 16))); // the last frame cut off
   });
 
-  it('a deflated blob opens only as deflated, inflates to its length, and is checked against its id', () => {
+  it('a deflated blob (stores written before brotli) opens only as deflated, inflates to its length, and is checked against its id', () => {
     const plain = Buffer.from('INFO step finished\n'.repeat(2000));
     const id = blobId(keys, plain);
     const b = new PackBuilder(keys);
-    b.add(id, plain, deflateRawSync(plain));
+    b.add(id, plain, { bytes: deflateRawSync(plain), codec: DEFLATED });
     const pack = b.finish();
     const [[, off, len, size, flags]] = readPackHeader(keys, pack.id, pack.bytes);
     expect([size, flags]).toEqual([plain.length, DEFLATED]);
@@ -252,9 +253,35 @@ describe('packs', () => {
     refused(() => openBlob(keys, id, sealed, true, size - 1)); // inflates past its entry's length
     const other = Buffer.from('WARN'.repeat(10));
     const b2 = new PackBuilder(keys);
-    b2.add(id, plain, deflateRawSync(other)); // a deflated body that is not the blob its id names
+    b2.add(id, plain, { bytes: deflateRawSync(other), codec: DEFLATED }); // a deflated body that is not the blob its id names
     const p2 = b2.finish();
     const [[, o2, l2]] = readPackHeader(keys, p2.id, p2.bytes);
     refused(() => openBlob(keys, id, p2.bytes.subarray(o2, o2 + l2), true, plain.length));
+  });
+
+  it('new blobs are stored brotli-compressed (flag 2): they open only as brotli, to their length, checked against their id', async () => {
+    const plain = Buffer.from(Array.from({ length: 3000 }, (_, i) => `INFO step ${i % 17} finished in ${i % 1000} ms\n`).join(''));
+    const packed = (await maybeCompress(plain))!;
+    expect(packed.codec).toBe(BROTLI);
+    expect(packed.bytes.length).toBeLessThan(deflateRawSync(plain, { level: 1 }).length);
+    expect(await maybeCompress(randomBytes(100_000))).toBeUndefined(); // incompressible: stored as it is
+    const id = blobId(keys, plain);
+    const b = new PackBuilder(keys);
+    b.add(id, plain, packed);
+    const pack = b.finish();
+    const [[, off, len, size, flags]] = readPackHeader(keys, pack.id, pack.bytes);
+    expect([size, flags]).toEqual([plain.length, BROTLI]);
+    const sealed = pack.bytes.subarray(off, off + len);
+    expect(openBlob(keys, id, sealed, BROTLI, size).equals(plain)).toBe(true);
+    expect(Buffer.concat(openBlobParts(keys, id, sealed, BROTLI, size, false)).equals(plain)).toBe(true);
+    refused(() => openBlob(keys, id, sealed, DEFLATED, size)); // the codec is in the associated data
+    refused(() => openBlob(keys, id, sealed)); // nor as plain
+    refused(() => openBlob(keys, id, sealed, BROTLI, size - 1)); // decompresses past its entry's length
+    expect(refused(() => openBlob(keys, id, sealed, 3, size)).message).toMatch(/unknown codec 3/); // a newer codec: said, not misread
+    const b2 = new PackBuilder(keys);
+    b2.add(id, plain, { bytes: brotliCompressSync(Buffer.from('WARN'.repeat(10))), codec: BROTLI }); // not the blob its id names
+    const p2 = b2.finish();
+    const [[, o2, l2]] = readPackHeader(keys, p2.id, p2.bytes);
+    refused(() => openBlob(keys, id, p2.bytes.subarray(o2, o2 + l2), BROTLI, plain.length));
   });
 });

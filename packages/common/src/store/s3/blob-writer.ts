@@ -5,7 +5,7 @@
  *      is cut by the keyed content-defined chunker (chunker.ts), its SHA-256 taken on the way
  *   2. blob id = HMAC(id key, plaintext); a blob the index or this writer already holds is not
  *      stored again (across backups and hosts: the index is shared)
- *   3. new blobs are deflated when that pays (compress.ts) and sealed straight into the current
+ *   3. new blobs are compressed (brotli) when that pays (compress.ts) and sealed straight into the current
  *      pack's buffer; a pack reaching `packTarget` bytes (or without room for the next blob) is
  *      uploaded in the background, named by the SHA-256 that also signs its PUT (one hash of
  *      its bytes); at most `maxInFlight` packs are uploading at once, and their buffers are
@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import { BoxbackError } from '../../errors.js';
 import { cutChunks } from './chunker.js';
-import { maybeDeflate } from './compress.js';
+import { maybeCompress } from './compress.js';
 import { blobId } from './keys.js';
 import { PackBuilder, packCapacity, type PackEntry } from './pack.js';
 import { packKey, type ContentRef, type Repo } from './repo.js';
@@ -42,7 +42,7 @@ export class BlobWriter {
   /** Blobs new to the store / bytes of them (plaintext) / blobs already there. */
   newBlobs = 0;
   newBytes = 0;
-  /** Bytes of the new blobs as stored (deflated where that paid), before sealing. */
+  /** Bytes of the new blobs as stored (compressed where that paid), before sealing. */
   storedBytes = 0;
   dedupBlobs = 0;
   private readonly pending = new Set<string>();
@@ -85,17 +85,17 @@ export class BlobWriter {
       return id;
     }
     this.pending.add(id);
-    const deflated = await maybeDeflate(plain);
+    const packed = await maybeCompress(plain);
     if (this.failed) throw this.failed;
     // no await between the last fits() and add(): addFile and syncTree may add at the same time
-    while (!this.pack.fits((deflated ?? plain).length)) {
+    while (!this.pack.fits((packed?.bytes ?? plain).length)) {
       if (this.pack.count === 0) throw new BoxbackError('BOXBACK_ERR_INTERNAL', `a blob of ${plain.length} bytes is larger than a pack`);
       await this.closePack(this.pack);
     }
-    this.pack.add(id, plain, deflated);
+    this.pack.add(id, plain, packed);
     this.newBlobs++;
     this.newBytes += plain.length;
-    this.storedBytes += (deflated ?? plain).length;
+    this.storedBytes += (packed?.bytes ?? plain).length;
     if (this.pack.bytes >= this.packTarget) await this.closePack(this.pack);
     return id;
   }

@@ -4,12 +4,15 @@
  *
  *   pack   = blob_1 | ... | blob_n | header | headerLength (u32 BE)
  *   blob_i = seal(enc, "blob:<id>", plaintext)          (id = HMAC-SHA256(idKey, plaintext))
- *          | seal(enc, "blobz:<id>", deflateRaw(plaintext))   (compressed: entry flag 1)
+ *          | seal(enc, "blobb:<id>", brotli(plaintext))       (compressed: entry flag 2, written now)
+ *          | seal(enc, "blobz:<id>", deflateRaw(plaintext))   (compressed: entry flag 1, read only:
+ *                                                            stores written before brotli)
  *   header = seal(enc, "pack-header", JSON [[id, offset, length, plainLength, flags?], ...])
  *
- * A blob is compressed (raw deflate) only when that saves space (compress.ts decides); the
- * flag is in its entry and in its associated data, so a compressed blob never opens as a plain
- * one or the reverse, and inflating stops at the entry's plaintext length.
+ * A blob is compressed only when that saves space (compress.ts decides); the codec's flag is
+ * in its entry and in its associated data, so a compressed blob never opens as a plain one or
+ * under another codec, and decompressing stops at the entry's plaintext length. A flag this
+ * version does not know (a newer codec) is refused by name, never read as plain.
  *
  * The pack's object name is the SHA-256 of all its bytes (checkable without the key); the index
  * objects repeat each header so a restore never reads headers, but a lost index can be rebuilt
@@ -17,17 +20,35 @@
  * with its id as associated data, then its HMAC is checked: a blob from another place fails.
  */
 import { createHash } from 'node:crypto';
-import { inflateRawSync } from 'node:zlib';
+import { brotliDecompressSync, inflateRawSync } from 'node:zlib';
 import { blobIdOfParts, type StoreKeys } from './keys.js';
 import { open, openParts, sealInto, sealedSize, tampered } from './sealed.js';
 
-/** [blob id, offset in pack, sealed length, plaintext length, flags (1: deflated; absent: 0)] */
+/** [blob id, offset in pack, sealed length, plaintext length, flags (the codec: 1 deflate, 2 brotli; absent: 0, none)] */
 export type PackEntry = [string, number, number, number, number?];
 
-/** The entry flag of a blob sealed deflated. */
+/** The entry flag of a blob sealed raw-deflated (stores written before brotli: read, no longer written). */
 export const DEFLATED = 1;
+/** The entry flag of a blob sealed brotli-compressed. */
+export const BROTLI = 2;
+/** How a blob's plaintext was compressed before it was sealed (its entry's flag; 0: not at all). */
+export type Codec = 0 | typeof DEFLATED | typeof BROTLI;
 
-const blobAad = (id: string, deflated: boolean) => `${deflated ? 'blobz' : 'blob'}:${id}`;
+/** A blob's plaintext compressed (compress.ts), and how. */
+export interface Packed {
+  bytes: Buffer;
+  codec: typeof DEFLATED | typeof BROTLI;
+}
+
+const AAD_STEM = ['blob', 'blobz', 'blobb'];
+const blobAad = (id: string, codec: number) => `${AAD_STEM[codec]}:${id}`;
+
+/** A codec flag (or the boolean `deflated` of older callers) checked: one this version reads. */
+function codecOf(flag: number | boolean, what: string): Codec {
+  const c = flag === true ? DEFLATED : flag === false ? 0 : flag;
+  if (c !== 0 && c !== DEFLATED && c !== BROTLI) throw tampered(what, `unknown codec ${c} (written by a newer boxback?)`);
+  return c;
+}
 
 export interface FinishedPack {
   id: string;
@@ -65,10 +86,11 @@ export class PackBuilder {
     return this.size + sealedSize(stored) + sealedSize(this.headerJson + entry + 1) + 4 <= this.buf.length;
   }
 
-  /** Add a blob: `plain`, or `deflated` (its raw deflate) when that is smaller. The caller checked `fits`. */
-  add(id: string, plain: Buffer, deflated?: Buffer): void {
-    const n = sealInto(this.keys.enc, blobAad(id, !!deflated), deflated ?? plain, this.buf, this.size);
-    const e: PackEntry = deflated ? [id, this.size, n, plain.length, DEFLATED] : [id, this.size, n, plain.length];
+  /** Add a blob: `plain`, or `packed` (its bytes compressed by a codec) when that is smaller. The caller checked `fits`. */
+  add(id: string, plain: Buffer, packed?: Packed): void {
+    const codec = packed?.codec ?? 0;
+    const n = sealInto(this.keys.enc, blobAad(id, codec), packed?.bytes ?? plain, this.buf, this.size);
+    const e: PackEntry = codec ? [id, this.size, n, plain.length, codec] : [id, this.size, n, plain.length];
     this.entries.push(e);
     this.headerJson += JSON.stringify(e).length + (this.entries.length > 1 ? 1 : 0);
     this.size += n;
@@ -94,32 +116,42 @@ export function packCapacity(target: number, maxBlob: number): number {
  * plaintext. `checkId` false skips the recomputation, for a caller that compares the whole
  * file's SHA-256 with its (authenticated) manifest entry anyway: one hash of every byte, not two.
  */
-export function openBlob(keys: StoreKeys, id: string, sealed: Buffer, deflated = false, plainLength?: number, checkId = true): Buffer {
-  const parts = openBlobParts(keys, id, sealed, deflated, plainLength, checkId);
+export function openBlob(
+  keys: StoreKeys,
+  id: string,
+  sealed: Buffer,
+  codec: number | boolean = 0,
+  plainLength?: number,
+  checkId = true,
+): Buffer {
+  const parts = openBlobParts(keys, id, sealed, codec, plainLength, checkId);
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
 /**
  * openBlob's plaintext as the frames it was sealed in (a stored blob: one per 64 KiB), each its
  * own buffer, for a caller that hashes and writes them in turn: not joined into one (a copy of
- * every byte). A deflated blob is one buffer (inflated whole). The same checks as openBlob.
+ * every byte). A compressed blob is one buffer (decompressed whole). The same checks as openBlob.
+ * `codec`: its entry's flag (0 none, 1 deflate, 2 brotli; true and false: deflate or none).
  */
 export function openBlobParts(
   keys: StoreKeys,
   id: string,
   sealed: Buffer,
-  deflated = false,
+  codec: number | boolean = 0,
   plainLength?: number,
   checkId = true,
 ): Buffer[] {
   const what = `blob ${id.slice(0, 12)}`;
-  let parts = openParts(keys.enc, blobAad(id, deflated), sealed, what);
-  if (deflated) {
+  const c = codecOf(codec, what);
+  let parts = openParts(keys.enc, blobAad(id, c), sealed, what);
+  if (c !== 0) {
     try {
       const z = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-      parts = [inflateRawSync(z, plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) })];
+      const o = plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) };
+      parts = [c === BROTLI ? brotliDecompressSync(z, o) : inflateRawSync(z, o)];
     } catch {
-      throw tampered(what, 'does not inflate to its length');
+      throw tampered(what, 'does not decompress to its length');
     }
   }
   if (checkId && blobIdOfParts(keys, parts) !== id) throw tampered(what, 'content does not match its id');

@@ -21,7 +21,7 @@ import { mapLimit } from '../../limit.js';
 import { DEFAULT_CHUNKING, gearTable, type ChunkParams } from './chunker.js';
 import type { ObjectClient } from './client.js';
 import { deriveKeys, manifestName, unwrapDataKey, type KeyFile, type StoreKeys } from './keys.js';
-import { DEFLATED, openBlobParts, type PackEntry } from './pack.js';
+import { openBlobParts, type PackEntry } from './pack.js';
 import { open, seal, sealedSize, tampered } from './sealed.js';
 
 export const STORE_FORMAT = 'boxback/s3-store@1';
@@ -38,8 +38,8 @@ export interface BlobLoc {
   offset: number;
   length: number;
   plain: number;
-  /** Sealed deflated (its entry's flag). */
-  z: boolean;
+  /** How it was compressed before sealing: its entry's flag (0 none, 1 deflate, 2 brotli; pack.ts). */
+  codec: number;
 }
 
 /** Where an index entry says its blob is. */
@@ -48,7 +48,7 @@ export const locOf = (pack: string, [, offset, length, plain, flags]: PackEntry)
   offset,
   length,
   plain,
-  z: flags === DEFLATED,
+  codec: flags ?? 0,
 });
 
 /** Content stored as a list of blobs, with its size and SHA-256. */
@@ -240,7 +240,7 @@ export class Repo {
       const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
       if (!raw) throw tampered(what, 'its pack is missing');
       if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-      const parts = openBlobParts(this.keys, id, raw, loc.z, loc.plain, checkId);
+      const parts = openBlobParts(this.keys, id, raw, loc.codec, loc.plain, checkId);
       if (parts.reduce((n, p) => n + p.length, 0) !== loc.plain) throw tampered(what, 'wrong length');
       return parts;
     } finally {

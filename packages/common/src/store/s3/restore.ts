@@ -298,7 +298,7 @@ async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: num
     // every target's SHA-256 is compared below: the blob id need not be hashed too
     const checkId = targets.some((t) => !t.f.sha256);
     const sealed = raw.subarray(loc.offset - span.start, loc.offset - span.start + loc.length);
-    const parts = openBlobParts(repo.keys, id, sealed, loc.z, loc.plain, checkId); // frames not joined: hashed and written as they are
+    const parts = openBlobParts(repo.keys, id, sealed, loc.codec, loc.plain, checkId); // frames not joined: hashed and written as they are
     const size = parts.reduce((n, p) => n + p.length, 0);
     if (size !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
     const h = createHash('sha256');
