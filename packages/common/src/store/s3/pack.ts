@@ -116,15 +116,8 @@ export function packCapacity(target: number, maxBlob: number): number {
  * plaintext. `checkId` false skips the recomputation, for a caller that compares the whole
  * file's SHA-256 with its (authenticated) manifest entry anyway: one hash of every byte, not two.
  */
-export function openBlob(
-  keys: StoreKeys,
-  id: string,
-  sealed: Buffer,
-  codec: number | boolean = 0,
-  plainLength?: number,
-  checkId = true,
-): Buffer {
-  const parts = openBlobParts(keys, id, sealed, codec, plainLength, checkId);
+export function openBlob(...args: Parameters<typeof openBlobParts>): Buffer {
+  const parts = openBlobParts(...args);
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
