@@ -88,34 +88,45 @@ export function releaseMemorySoon(log: Logger, why: string): void {
 }
 
 /** Garbage a job may pile up in the JS heap before boundHeap collects it. */
-const HEAP_BUDGET = 40 * 1024 * 1024;
+const HEAP_BUDGET = 24 * 1024 * 1024;
+/** Dead buffers (ArrayBuffers' memory, outside the JS heap) a job may pile up before boundHeap collects them. */
+const BUFFER_BUDGET = 24 * 1024 * 1024;
 const HEAP_CHECK_MS = 250;
 
 /**
- * Run job `fn` with its JS heap bounded: every HEAP_CHECK_MS, when the heap has grown by more
- * than HEAP_BUDGET since the lowest it was seen (after our GC or V8's), one full GC.
+ * Run job `fn` with its memory bounded: every HEAP_CHECK_MS, when the JS heap has grown by more
+ * than HEAP_BUDGET since the lowest it was seen (after our GC or V8's), or the ArrayBuffers'
+ * memory by more than BUFFER_BUDGET since theirs, one full GC.
  *
  * A backup or a restore at the default file counts makes its garbage by the 120k-entry pass
  * (manifest lines, parsed entries, lstat results, promises), and the pieces outlive the young
  * generation while their I/O is in flight; V8 then lets the old generation grow to several
  * times what is live before a major GC: the heap reached 137-150 MB in an incremental and a
- * restore with ~50 MB live (docs/design/agent-memory.md). Without --expose-gc it just runs `fn`.
+ * restore with ~50 MB live (docs/design/agent-memory.md). Buffers die the same way (each archive
+ * written leaves its write, read-back and block buffers, 3-25 MiB), and V8 collects dead
+ * ArrayBuffers only once external memory has grown by ~64 MB since its last full GC: a backup's
+ * ArrayBuffers reached 54 MB, most of them dead. Without --expose-gc it just runs `fn`.
  */
 export async function boundHeap<T>(log: Logger, fn: () => Promise<T>): Promise<T> {
   const gc = (globalThis as { gc?: Gc }).gc;
   if (!gc) return fn();
+  const buffers = () => process.memoryUsage().arrayBuffers;
   let floor = v8.getHeapStatistics().used_heap_size;
+  let bufferFloor = buffers();
   let runs = 0;
   let ms = 0;
   const timer = setInterval(() => {
     const used = v8.getHeapStatistics().used_heap_size;
+    const ab = buffers();
     if (used < floor) floor = used;
-    if (used - floor <= HEAP_BUDGET) return;
+    if (ab < bufferFloor) bufferFloor = ab;
+    if (used - floor <= HEAP_BUDGET && ab - bufferFloor <= BUFFER_BUDGET) return;
     const t0 = performance.now();
     gc();
     ms += performance.now() - t0;
     runs++;
     floor = v8.getHeapStatistics().used_heap_size;
+    bufferFloor = buffers();
   }, HEAP_CHECK_MS);
   timer.unref();
   try {
