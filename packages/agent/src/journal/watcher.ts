@@ -126,6 +126,9 @@ function countRawEvent(): void {
   }
 }
 
+/** The last scan queued in this process: a watcher's scan starts once the one before it ended. */
+let scanTurn: Promise<unknown> = Promise.resolve();
+
 /** A directory's identity: inode and birth time (an inode number is reused at once). */
 const identity = (st: { ino: number; birthtimeMs: number }): string => `${st.ino}:${st.birthtimeMs}`;
 
@@ -175,10 +178,20 @@ async function walkDirs(root: string, ex: ExcludeMatcher, limit: number): Promis
  * skeleton.
  */
 export function planChunks(dirs: Iterable<string>, entries: Map<string, number>, max: number): { roots: string[]; skeleton: Set<string> } {
-  const all = [...dirs];
   const size = new Map<string, number>();
-  // Deepest first, so each directory's subtree size is known before its parent's.
-  all.sort((a, b) => (b === '' ? -1 : b.split('/').length) - (a === '' ? -1 : a.split('/').length));
+  // Deepest first, so each directory's subtree size is known before its parent's. Each depth is
+  // counted once (splitting both paths in the comparator made ~2 arrays per comparison: ~1.3M
+  // for 40k directories, garbage of the first scan and of every re-scan).
+  const depthOf = (d: string) => {
+    if (d === '') return -1;
+    let n = 1;
+    for (let i = d.indexOf('/'); i !== -1; i = d.indexOf('/', i + 1)) n++;
+    return n;
+  };
+  const all = [...dirs]
+    .map((d) => ({ d, depth: depthOf(d) }))
+    .sort((a, b) => b.depth - a.depth)
+    .map((x) => x.d);
   for (const d of all) {
     size.set(d, (size.get(d) ?? 0) + (entries.get(d) ?? 0));
     if (d !== '') {
@@ -273,8 +286,21 @@ export class TreeWatcher implements WatchSink {
     this.o.onUntrusted(reason);
   }
 
-  /** Start watching; resolves once the whole tree is watched (or the watcher gave up). */
-  async start(): Promise<WatcherStats> {
+  /**
+   * Start watching; resolves once the whole tree is watched (or the watcher gave up). Scans
+   * run one at a time in the process (scanTurn): a restore replaces every tree at once, and
+   * their re-scans side by side doubled the daemon's peak at the default file counts (heap
+   * 151 MB, RSS 390 MB).
+   */
+  start(): Promise<WatcherStats> {
+    const run = scanTurn.then(() => this.scan());
+    scanTurn = run.catch(() => undefined);
+    return run;
+  }
+
+  private async scan(): Promise<WatcherStats> {
+    // Closed while its turn was coming: nothing to watch.
+    if (this.statsNow.state === 'closed') return this.stats();
     const t0 = Date.now();
     const { tree, log } = this.o;
     if (this.ex.unsupported.length) {
