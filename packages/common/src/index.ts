@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './fs-atomic.js';
+export * from './remove-tree.js';
 export * from './config-file.js';
 export * from './proto.js';
 export * from './tls.js';

@@ -42,6 +42,7 @@ import {
   asBoxbackError,
   emptyResult,
   refFromPath,
+  removeTree,
   type JobResult,
   type Manifest,
   type RestoreRequest,
@@ -296,7 +297,7 @@ async function applyAll(
 }
 
 async function removeStaging(rec: RestoreRecord): Promise<void> {
-  for (const p of rec.staging) await fsp.rm(p, { recursive: true, force: true }).catch(() => undefined);
+  for (const p of rec.staging) await removeTree(p).catch(() => undefined);
 }
 
 /** Turn a failure into the result: roll back when the box was changed, else clean up. */

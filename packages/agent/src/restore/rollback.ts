@@ -14,7 +14,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BoxbackError, fsyncDir, type Logger } from '@boxback/common';
+import { BoxbackError, fsyncDir, removeTree, type Logger } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import type { JobContext } from '../job.js';
 import { driverOf, planDataset } from '../datasets/registry.js';
@@ -30,10 +30,10 @@ async function undoDatabase(config: AgentConfig, m: Move, log: Logger): Promise<
 
 async function undoMove(config: AgentConfig, m: Move, jobId: string, log: Logger): Promise<void> {
   if (m.kind === 'database') return undoDatabase(config, m, log);
-  if (m.staging && (await exists(m.staging))) await fsp.rm(m.staging, { recursive: true, force: true });
+  if (m.staging && (await exists(m.staging))) await removeTree(m.staging);
   if (m.safety === null) {
     // Nothing was there before: remove what the restore put there.
-    if (await exists(m.target)) await fsp.rm(m.target, { recursive: true, force: true });
+    if (await exists(m.target)) await removeTree(m.target);
     return;
   }
   if (!(await exists(m.safety))) return; // never moved, or already put back
@@ -43,7 +43,7 @@ async function undoMove(config: AgentConfig, m: Move, jobId: string, log: Logger
     const rejected = sibling.rejected(m.target, jobId);
     if (await exists(m.target)) await fsp.rename(m.target, rejected);
     await fsp.rename(m.safety, m.target);
-    await fsp.rm(rejected, { recursive: true, force: true });
+    await removeTree(rejected);
   }
   await fsyncDir(path.dirname(m.target));
 }
@@ -70,7 +70,7 @@ export async function undoMoves(
     onMove?.(done, moves.length, m);
   }
   for (const p of rec.staging) {
-    await fsp.rm(p, { recursive: true, force: true }).catch((err: Error) => problems.push(`${p}: ${err.message}`));
+    await removeTree(p).catch((err: Error) => problems.push(`${p}: ${err.message}`));
   }
   if (problems.length) {
     rec.status = 'rollback-failed';

@@ -9,6 +9,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import type { Logger, SafetyCopyInfo } from '@boxback/common';
+import { removeTree } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { runCommand } from '../run-command.js';
 import { startServices, stopServices } from '../services.js';
@@ -82,7 +83,7 @@ export async function listSafetyCopies(config: AgentConfig): Promise<SafetyCopyI
 async function dropCopies(config: AgentConfig, rec: RestoreRecord, log: Logger): Promise<{ removed: number; freedBytes: number }> {
   const paths = await existingSafetyPaths(rec);
   const freedBytes = rec.sizeBytes ?? (await sizeOf(paths));
-  for (const p of paths) await fsp.rm(p, { recursive: true, force: true });
+  for (const p of paths) await removeTree(p);
   const dbs = safetyDatabases(config, rec);
   for (const d of dbs) await d.drop(log);
   rec.status = 'confirmed';

@@ -13,6 +13,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { BackupRef } from '../backup-store.js';
 import { DELETING_PREFIX, backupDir } from './layout.js';
+import { removeTree } from '../../remove-tree.js';
 
 /** Bytes held only by this tree (files with no other hard link). */
 export async function uniqueBytes(dir: string): Promise<number> {
@@ -41,6 +42,6 @@ export async function deleteBackupDir(root: string, ref: BackupRef): Promise<{ d
   const freedBytes = await uniqueBytes(dir);
   const aside = path.join(path.dirname(dir), `${DELETING_PREFIX}${path.basename(dir)}-${process.pid}`);
   await fsp.rename(dir, aside);
-  await fsp.rm(aside, { recursive: true, force: true });
+  await removeTree(aside);
   return { deleted: true, freedBytes };
 }

@@ -28,6 +28,7 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { BoxbackError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
+import { removeTree } from '../../remove-tree.js';
 
 export const FARM_DIR = '.journal-farm';
 
@@ -209,7 +210,7 @@ export class LinkFarms {
 
   /** Remove every farm (agent start). */
   async reset(): Promise<void> {
-    await fsp.rm(this.root, { recursive: true, force: true });
+    await removeTree(this.root);
   }
 
   farmPath(tree: string, backupRel: string): string {
@@ -225,7 +226,7 @@ export class LinkFarms {
     const tmp = `${dir}.tmp`;
     const prep: Prep = { backupRel, dir, startedAt: Date.now(), done: Promise.resolve(false) };
     prep.done = (async () => {
-      await fsp.rm(tmp, { recursive: true, force: true });
+      await removeTree(tmp);
       await fsp.mkdir(tmp, { recursive: true });
       const sub = execa('ionice', ['-c3', 'nice', '-n', '19', this.cp, '-a', '-l', '--', `${from}/.`, `${tmp}/`], {
         reject: false,
@@ -236,7 +237,7 @@ export class LinkFarms {
       const r = await sub;
       prep.sub = undefined;
       if (r.exitCode !== 0) {
-        await fsp.rm(tmp, { recursive: true, force: true });
+        await removeTree(tmp);
         if (!this.closed && !r.isTerminated)
           this.log.warn(
             { tree, from, err: String(r.stderr ?? '').slice(-500) },
@@ -254,7 +255,7 @@ export class LinkFarms {
       this.log.info({ tree, from, ms: prep.ms }, `link farm for ${tree}'s next backup prepared`);
       return true;
     })().catch(async (err: unknown) => {
-      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(tmp).catch(() => undefined);
       this.log.warn({ tree, err: (err as Error).message }, 'preparing a link farm failed');
       return false;
     });
@@ -295,8 +296,8 @@ export class LinkFarms {
     if (!prep) return;
     prep.sub?.kill('SIGKILL');
     await prep.done.catch(() => false);
-    await fsp.rm(prep.dir, { recursive: true, force: true });
-    await fsp.rm(`${prep.dir}.tmp`, { recursive: true, force: true });
+    await removeTree(prep.dir);
+    await removeTree(`${prep.dir}.tmp`);
   }
 
   async close(): Promise<void> {
@@ -305,7 +306,7 @@ export class LinkFarms {
       const prep = this.preps.get(tree);
       prep?.sub?.kill('SIGKILL');
       await prep?.done.catch(() => false);
-      if (prep) await fsp.rm(`${prep.dir}.tmp`, { recursive: true, force: true });
+      if (prep) await removeTree(`${prep.dir}.tmp`);
     }
   }
 }
