@@ -1,14 +1,17 @@
 /**
  * Step SYNC_TREES: each synced tree (artifacts, test reports) is written from the store
  * into a fresh staging sibling of its target with `store.fetchTree`, so the target ends up
- * holding exactly the backup:
+ * holding exactly the backup. The trees are fetched side by side (a cold copy of small files
+ * waits on the disk's latency: the other tree's reads fill its gaps); the first failure stops
+ * the others and is the one thrown.
  *   local  cp of the stored tree when it holds exactly the manifest's entries, else
  *          rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
  *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
  *          restored box can never alter a backup; a file the manifest does not list is not copied);
- *          then every copied file hashed against the manifest (VERIFY only looked at the stored
- *          files' sizes: each is read from disk once); a mismatch is VERIFY_FAILED, reported
- *          as the VERIFY step's failure
+ *          every copied file hashed against the manifest as soon as the cp that copied it has
+ *          ended, beside the rest of the copy (VERIFY only looked at the stored files' sizes:
+ *          each is read from disk once); a mismatch is VERIFY_FAILED, reported as the VERIFY
+ *          step's failure
  *   s3     each file downloaded and checked against the manifest's SHA-256, symlinks,
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
@@ -30,19 +33,35 @@ export async function syncTrees(
   let bytesDone = 0;
   let filesDone = 0;
   ctx.emit({ phase: 'SYNC_TREES', state: 'started', bytesTotal, filesTotal });
-  for (const t of trees) {
-    ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
-    try {
-      await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal: ctx.signal }));
-    } catch (err) {
-      if (ctx.signal.aborted) throw err;
-      // A copied file that differs from the manifest: the verification's failure, as it is.
-      if (err instanceof BoxbackError && err.code === 'BOXBACK_ERR_VERIFY_FAILED') throw err;
-      const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');
-      throw new BoxbackError(be.code, `restoring tree ${t.name}: ${be.message}`, be.details, { cause: err });
-    }
-    bytesDone += t.bytes;
-    filesDone += t.files;
-  }
+  // The trees side by side: each copy waits on the disk's latency for cold small files, not
+  // its bandwidth, so the second tree's reads fill the gaps of the first's. The first failure
+  // stops the others and is the one thrown.
+  const stop = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, stop.signal]);
+  let first: unknown;
+  const results = await Promise.allSettled(
+    trees.map(async (t) => {
+      ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
+      try {
+        await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal }));
+      } catch (err) {
+        first ??= fetchError(ctx, t, err);
+        stop.abort(first);
+        throw first;
+      }
+      bytesDone += t.bytes;
+      filesDone += t.files;
+      ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} done` });
+    }),
+  );
+  if (results.some((r) => r.status === 'rejected')) throw first;
   ctx.emit({ phase: 'SYNC_TREES', state: 'done', bytesDone, bytesTotal, filesDone, filesTotal });
+}
+
+/** What a failed fetch of tree `t` throws: a cancel as it is, a copied file that differs from the manifest as it is (the verification's failure), else SYNC_FAILED naming the tree. */
+function fetchError(ctx: JobContext, t: TreeTarget, err: unknown): unknown {
+  if (ctx.signal.aborted) return err;
+  if (err instanceof BoxbackError && err.code === 'BOXBACK_ERR_VERIFY_FAILED') return err;
+  const be = asBoxbackError(err, 'BOXBACK_ERR_SYNC_FAILED');
+  return new BoxbackError(be.code, `restoring tree ${t.name}: ${be.message}`, be.details, { cause: err });
 }
