@@ -1,9 +1,9 @@
 /**
  * Step SYNC_TREES: each synced tree (artifacts, test reports) is written from the store
  * into a fresh staging sibling of its target with `store.fetchTree`, so the target ends up
- * holding exactly the backup. The trees are fetched side by side (a cold copy of small files
- * waits on the disk's latency: the other tree's reads fill its gaps); the first failure stops
- * the others and is the one thrown.
+ * holding exactly the backup. The trees are fetched `store.treesAtOnce` at a time (local: side
+ * by side, a cold copy of small files waits on the disk's latency and the other tree's reads
+ * fill its gaps); the first failure stops the others and is the one thrown.
  *   local  cp of the stored tree when it holds exactly the manifest's entries, else
  *          rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
  *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
@@ -16,7 +16,7 @@
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
  */
-import { BoxbackError, asBoxbackError, type BackupRef, type BackupStore } from '@boxback/common';
+import { BoxbackError, asBoxbackError, limiter, type BackupRef, type BackupStore } from '@boxback/common';
 import type { JobContext } from '../job.js';
 import type { TreeTarget } from './targets.js';
 import { timed } from './timed.js';
@@ -33,14 +33,13 @@ export async function syncTrees(
   let bytesDone = 0;
   let filesDone = 0;
   ctx.emit({ phase: 'SYNC_TREES', state: 'started', bytesTotal, filesTotal });
-  // The trees side by side: each copy waits on the disk's latency for cold small files, not
-  // its bandwidth, so the second tree's reads fill the gaps of the first's. The first failure
-  // stops the others and is the one thrown.
+  // store.treesAtOnce at a time; the first failure stops the others and is the one thrown.
   const stop = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
   let first: unknown;
   const results = await Promise.allSettled(
-    trees.map(async (t) => {
+    gated(trees, store.treesAtOnce ?? 1, async (t) => {
+      if (stop.signal.aborted) throw first;
       ctx.emit({ phase: 'SYNC_TREES', bytesDone, bytesTotal, filesDone, filesTotal, message: `${t.name} -> ${t.target}` });
       try {
         await timed(ctx, `fetch_${t.name}`, () => store.fetchTree(ref, t.dir, stagingOf(t), { signal }));
@@ -56,6 +55,12 @@ export async function syncTrees(
   );
   if (results.some((r) => r.status === 'rejected')) throw first;
   ctx.emit({ phase: 'SYNC_TREES', state: 'done', bytesDone, bytesTotal, filesDone, filesTotal });
+}
+
+/** `fn` over `items`, at most `n` at once: one promise per item. */
+function gated<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void>[] {
+  const gate = limiter(n);
+  return items.map((x) => gate(() => fn(x)));
 }
 
 /** What a failed fetch of tree `t` throws: a cancel as it is, a copied file that differs from the manifest as it is (the verification's failure), else SYNC_FAILED naming the tree. */

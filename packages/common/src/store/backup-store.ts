@@ -239,6 +239,12 @@ export interface BackupStore {
    * (VERIFY_FAILED naming the files)). Only the entries the manifest lists are written.
    */
   fetchTree(ref: BackupRef, dir: string, dest: string, o?: FetchTreeOptions): Promise<void>;
+  /**
+   * How many fetchTree calls a restore runs at once (default 1). local: 2 (a cold copy of small
+   * files waits on the disk's latency; a second tree's reads fill the gaps); s3 keeps 1 (each
+   * fetch holds its tree's entries and downloads in memory).
+   */
+  readonly treesAtOnce?: number;
 
   /** Re-read (or, quick, look at) every file the manifest lists and compare. */
   verify(ref: BackupRef, o?: StoreVerifyOptions): Promise<VerifyResult>;
