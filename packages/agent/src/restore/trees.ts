@@ -8,10 +8,9 @@
  *          rsync -a --numeric-ids --files-from=<the manifest's entries> <backup>/<dir>/
  *          <target>.boxback-staging-<job>/ (a real copy, no hard links into the store: the
  *          restored box can never alter a backup; a file the manifest does not list is not copied);
- *          every copied file hashed against the manifest as soon as the cp that copied it has
- *          ended, beside the rest of the copy (VERIFY only looked at the stored files' sizes:
- *          each is read from disk once); a mismatch is VERIFY_FAILED, reported as the VERIFY
- *          step's failure
+ *          then every copied file hashed against the manifest (VERIFY only looked at the stored
+ *          files' sizes: each is read from disk once); a mismatch is VERIFY_FAILED, reported
+ *          as the VERIFY step's failure
  *   s3     each file downloaded and checked against the manifest's SHA-256, symlinks,
  *          modes and mtimes as stored
  * Numeric ids are kept as the backup has them; the CHOWN step maps or replaces them.
