@@ -95,6 +95,34 @@ describe('agent channels', () => {
   }, 60_000);
 });
 
+describe('TLS sessions resumed on a reopened channel (tls-resumption.ts)', () => {
+  it("resumes a host's session when its channel is opened again, and offers it to no other name or address", async () => {
+    const clients = new AgentClients(certs.controller, 1);
+    const [a, b, c] = agents;
+    expect((await clients.get(a).getInfo()).name).toBe('ch-a');
+    expect(clients.sessions.counts).toEqual({ full: 1, resumed: 0 });
+    await expect.poll(() => clients.sessions.size).toBe(1); // the agent's ticket arrives after the handshake
+    expect((await clients.get(b).getInfo()).name).toBe('ch-b'); // closes a's channel (bound 1)
+    expect(clients.isOpen(a)).toBe(false);
+    await expect.poll(() => clients.sessions.size).toBe(2);
+    // a again: a new connection that resumes a's session, and the agent still answers as itself
+    expect((await clients.get(a).getInfo()).name).toBe('ch-a');
+    expect(clients.sessions.counts).toEqual({ full: 2, resumed: 1 });
+    // on the resumed session the agent still reads the controller's certificate, as its access check does
+    expect(a.callers.at(-1)).toBe('controller');
+
+    // the name ch-c at a's address: no session is held for that pair, so a full handshake checks
+    // a's certificate against ch-c and refuses it
+    clients.closeAll();
+    const wrong = new AgentClients(certs.controller, 1);
+    expect((await wrong.get(a).getInfo()).name).toBe('ch-a');
+    await expect.poll(() => wrong.sessions.size).toBe(1);
+    await expect(wrong.get({ name: c.name, address: a.address }).getInfo()).rejects.toThrow(/ch-c/);
+    expect(wrong.sessions.counts.resumed).toBe(0);
+    wrong.closeAll();
+  }, 60_000);
+});
+
 describe('agent channel targets', () => {
   it('dials an IP literal through the IP resolver and a name through DNS', () => {
     expect(channelTarget('127.0.0.1:7444')).toBe('ipv4:127.0.0.1:7444');

@@ -26,6 +26,8 @@ export interface StubAgent {
   stop(): Promise<void>;
   /** Drop off the network at once, leaving held jobs unfinished (a crashed box). */
   kill(): void;
+  /** The certificate name of each GetInfo's caller, as the real agent reads it (access.ts checkCaller). */
+  callers: string[];
 }
 
 /** Counts backups in flight across several stub agents. */
@@ -54,6 +56,7 @@ export async function startStubAgent(o: {
     address: '',
     running: new Set(),
     maxConcurrent: 0,
+    callers: [],
     hold: Boolean(o.hold),
     releaseAll: () => waiters.splice(0).forEach((w) => w()),
     kill: () => {
@@ -74,7 +77,8 @@ export async function startStubAgent(o: {
 
   const { AgentService } = loadServices();
   server.addService(AgentService.service, {
-    GetInfo: (_call: unknown, cb: grpc.sendUnaryData<object>) =>
+    GetInfo: (call: grpc.ServerUnaryCall<unknown, object>, cb: grpc.sendUnaryData<object>) => {
+      stub.callers.push(String(call.getAuthContext()?.sslPeerCertificate?.subject?.CN ?? ''));
       cb(null, {
         name: o.name,
         agentVersion: 'stub-1',
@@ -87,7 +91,8 @@ export async function startStubAgent(o: {
         runningJobKind: currentJob ? 'backup' : '',
         runningProgress: currentJob ? { ...emptyProgress(currentJob, 'BACKUP_DATABASE'), state: 'running' } : null,
         safetyCopies: [],
-      }),
+      });
+    },
     Backup: (call: grpc.ServerWritableStream<{ jobId: string }, JobEvent>) => {
       void (async () => {
         const jobId = call.request.jobId;

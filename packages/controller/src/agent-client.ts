@@ -12,7 +12,8 @@
  * fleet keeps at most `largeFleetOpen` idle channels: the monitor polls the hosts round the
  * fleet, and a least-recently-used set smaller than the round never holds the next host polled
  * (every poll is a new handshake anyway), so 256 idle channels were ~45 MB held for nothing.
- * Every channel shares ONE credentials object, so one TLS secure context (CA, key, certificate).
+ * Every channel shares ONE credentials object, so one TLS secure context (CA, key, certificate),
+ * and a reopened channel resumes its host's last TLS session (tls-resumption.ts).
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -20,7 +21,6 @@ import {
   BoxbackError,
   channelOptions,
   loadServices,
-  mutualClientCredentials,
   serverStream,
   unary,
   type AgentInfo,
@@ -32,6 +32,7 @@ import {
   type VerifyBackupResponse,
 } from '@boxback/common';
 import { tidyError } from './grpc-errors.js';
+import { resumingClientCredentials, TlsSessions } from './tls-resumption.js';
 
 const tidy = <T>(p: Promise<T>): Promise<T> => p.catch((err) => Promise.reject(tidyError(err)));
 
@@ -175,6 +176,8 @@ export class AgentClients implements ChannelPool {
   private creds?: grpc.ChannelCredentials;
   /** Channels opened and closed to make room so far (the fleet bench and tests read them). */
   readonly counts = { opened: 0, closedForRoom: 0 };
+  /** Each host's newest TLS session, offered when its channel is opened again. */
+  readonly sessions = new TlsSessions();
 
   constructor(
     private readonly tls: TlsFiles,
@@ -200,7 +203,7 @@ export class AgentClients implements ChannelPool {
       return c.channel;
     }
     this.trim(true);
-    this.creds ??= mutualClientCredentials(this.tls);
+    this.creds ??= resumingClientCredentials(this.tls, this.sessions);
     const { AgentService } = loadServices();
     c.channel = new AgentService(channelTarget(c.target.address), this.creds, {
       ...channelOptions(c.target.name),

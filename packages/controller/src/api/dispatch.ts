@@ -27,6 +27,14 @@ export interface Credentials {
   via: 'grpc' | 'http';
 }
 
+/**
+ * The reason a call's AbortSignal gives when its caller went away (an adapter's cancel or close).
+ * One object for every call: \`abort()\` with no reason makes a DOMException and captures its
+ * stack, ~0.2-0.3 s of the controller's CPU over a 1000-host fleet backup (every watch stream
+ * the CLI ends, every HTTP response closed).
+ */
+export const CALLER_GONE: Error = Object.freeze(new Error('the caller cancelled the call or closed the connection'));
+
 const A_OR_AN = (role: RouteRole) => (role === 'admin' || role === 'operator' ? 'an' : 'a');
 
 /** PERMISSION_DENIED unless the caller's role reaches the entry's. */

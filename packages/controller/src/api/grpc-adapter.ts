@@ -5,7 +5,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '@boxback/common';
-import type { Credentials, Dispatcher } from './dispatch.js';
+import { CALLER_GONE, type Credentials, type Dispatcher } from './dispatch.js';
 import { answerProto } from '../status-encoding.js';
 import { SHARED_ANSWERS } from './http-adapter.js';
 import { routeList, type Route } from './routes.js';
@@ -18,7 +18,7 @@ function credentials(call: { metadata: grpc.Metadata; getPeer(): string }): Cred
 function unaryHandler(d: Dispatcher, route: Route): grpc.handleUnaryCall<unknown, unknown> {
   return (call, cb) => {
     const abort = new AbortController();
-    call.on('cancelled', () => abort.abort());
+    call.on('cancelled', () => abort.abort(CALLER_GONE));
     d.unary(route, credentials(call), call.request, abort.signal).then(
       (res) => cb(null, res),
       (err: unknown) => cb(toServiceError(err) as grpc.ServiceError),
@@ -32,7 +32,7 @@ function streamHandler(d: Dispatcher, route: Route): grpc.handleServerStreamingC
     const abort = new AbortController();
     call.on('cancelled', () => {
       cancelled = true;
-      abort.abort();
+      abort.abort(CALLER_GONE);
     });
     void (async () => {
       const it = d.stream(route, credentials(call), call.request, abort.signal);

@@ -12,7 +12,7 @@
  */
 import type http from 'node:http';
 import { BoxbackError, asBoxbackError, loadServices } from '@boxback/common';
-import type { Credentials, Dispatcher } from './dispatch.js';
+import { CALLER_GONE, type Credentials, type Dispatcher } from './dispatch.js';
 import { answerJson } from '../status-encoding.js';
 import { routeFor, routeList, type Route } from './routes.js';
 
@@ -123,7 +123,7 @@ export async function serveApi(
   url: URL,
 ): Promise<void> {
   const abort = new AbortController();
-  res.on('close', () => abort.abort());
+  res.on('close', () => abort.abort(CALLER_GONE));
   try {
     if (route.kind === 'unary') {
       const input = decodeRequest(route, await readJson(req));
