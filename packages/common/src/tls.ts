@@ -27,6 +27,11 @@ function read(file: string, what: string): Buffer {
   }
 }
 
+/** The CA certificate, certificate and key of `tls` as bytes (a clear BOXBACK_ERR_CERTS when one cannot be read). */
+export function tlsFileBytes(tls: TlsFiles): { ca: Buffer; cert: Buffer; key: Buffer } {
+  return { ca: read(tls.ca, 'CA certificate'), cert: read(tls.cert, 'certificate'), key: read(tls.key, 'private key') };
+}
+
 /** Server credentials. `requireClientCert` makes it mutual TLS (the agent always does). */
 export function serverCredentials(tls: TlsFiles, requireClientCert: boolean): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(

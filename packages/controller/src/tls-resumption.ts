@@ -22,9 +22,7 @@
 import tls from 'node:tls';
 import { isIP, type Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import type { TlsFiles } from '@boxback/common';
-import { readFileSync } from 'node:fs';
-import { BoxbackError } from '@boxback/common';
+import { tlsFileBytes, type TlsFiles } from '@boxback/common';
 
 /** A session older than this is not offered (agents' TLS servers keep tickets for 300 s by default). */
 export const SESSION_MAX_AGE_MS = 10 * 60_000;
@@ -63,17 +61,6 @@ export class TlsSessions {
 
   get size(): number {
     return this.byHost.size;
-  }
-}
-
-function read(file: string, what: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    throw new BoxbackError(
-      'BOXBACK_ERR_CERTS',
-      `cannot read the ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Run \`boxback certs init\` / \`boxback certs issue\`.`,
-    );
   }
 }
 
@@ -151,10 +138,6 @@ class ResumingCredentials extends grpc.ChannelCredentials {
 
 /** Mutual-TLS channel credentials (controller -> agent) that resume each host's last TLS session. */
 export function resumingClientCredentials(files: TlsFiles, sessions: TlsSessions): grpc.ChannelCredentials {
-  const context = tls.createSecureContext({
-    ca: read(files.ca, 'CA certificate'),
-    key: read(files.key, 'private key'),
-    cert: read(files.cert, 'certificate'),
-  });
+  const context = tls.createSecureContext(tlsFileBytes(files));
   return new ResumingCredentials(context, sessions);
 }
