@@ -326,7 +326,9 @@ try {
   // The daemon's RSS sampled at each progress event of the incremental, its highest, and the
   // daemon's VmHWM so far (since its start: the full backup's peak included).
   figures.deployed_incremental_peak_rss_mb = Math.max(0, ...Object.values(incr.rssByPhase)) / 1e6;
-  figures.deployed_incremental_rss_by_phase_mb = Object.fromEntries(Object.entries(incr.rssByPhase).map(([k, v]) => [k, +(v / 1e6).toFixed(1)]));
+  figures.deployed_incremental_rss_by_phase_mb = Object.fromEntries(
+    Object.entries(incr.rssByPhase).map(([k, v]) => [k, +(v / 1e6).toFixed(1)]),
+  );
   figures.agent_hwm_after_incremental_mb = incr.peakRssBytes / 1e6;
   if (args['job-prof']) writeFileSync(path.join(args['job-prof'], 'daemon.log'), daemon.agent.output());
   let fb;

@@ -611,7 +611,10 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       status_p90_ms: busy.length ? round(pct(busy, 90), 2) : null,
       status_p95_ms: busy.length ? round(pct(busy, 95), 2) : null,
       // the five slowest calls during the backup (a p99 of ~200 samples is its second slowest)
-      status_slowest_ms: [...busy].sort((a, b) => b - a).slice(0, 5).map((x) => round(x, 1)),
+      status_slowest_ms: [...busy]
+        .sort((a, b) => b - a)
+        .slice(0, 5)
+        .map((x) => round(x, 1)),
       status_samples: busy.length,
       // the same calls split: request sent -> the answer's bytes received (the controller and the
       // transport), and the timing client decoding them (its own CPU, ~350 KB into 1000 objects)

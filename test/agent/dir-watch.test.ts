@@ -77,7 +77,7 @@ describe('watchDirectory', () => {
 });
 
 describe('TreeWatcher', () => {
-  it("a rewatch while the watcher is restarting resolves when the tree is watched again, not before", async () => {
+  it('a rewatch while the watcher is restarting resolves when the tree is watched again, not before', async () => {
     // A restore's rewatch usually finds the watcher restarting (it saw its root replaced); the
     // daemon collects the scan's garbage when the rewatch resolves, so it must resolve after
     // the scan, with the tree watched.
@@ -86,7 +86,15 @@ describe('TreeWatcher', () => {
     const quiet = () => undefined;
     const log = { info: quiet, warn: quiet, error: quiet, debug: quiet, child: () => log } as unknown as Logger;
     const untrusted: string[] = [];
-    const w = new TreeWatcher({ tree: 't', source: root, excludes: [], log, onChange: quiet, onUntrusted: (r) => untrusted.push(r), chunkEntries: 50 });
+    const w = new TreeWatcher({
+      tree: 't',
+      source: root,
+      excludes: [],
+      log,
+      onChange: quiet,
+      onUntrusted: (r) => untrusted.push(r),
+      chunkEntries: 50,
+    });
     try {
       expect((await w.start()).state).toBe('watching');
       const restarting = w.restartAfter('events were lost');

@@ -133,9 +133,16 @@ describe('a manifest too large to send', () => {
     const missing = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', base);
     expect(missing).toEqual(rowFromResult(host, 'job-2', base));
     expect(missing!.manifestJson).toBe('');
-    const failed = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', { ...base, status: 'Failed', backupPath: backupRelPath(host, ts) });
+    const failed = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', {
+      ...base,
+      status: 'Failed',
+      backupPath: backupRelPath(host, ts),
+    });
     expect(failed!.manifestJson).toBe('');
-    const outside = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', { ...base, backupPath: `../${backupRelPath(host, ts)}` });
+    const outside = await rowFromResultInStore(new LocalBackupStore(store), host, 'job-2', {
+      ...base,
+      backupPath: `../${backupRelPath(host, ts)}`,
+    });
     expect(outside!.manifestJson).toBe('');
   });
 });

@@ -426,7 +426,17 @@ describe('SQLite group commit', () => {
     expect([...c.changedHosts(g2)!]).toEqual(['m1']);
     const g3 = c.generation;
     expect(await c.deleteBackup('m3@20261120-010000')).toBe(true);
-    await c.appendEvidence({ host: 'm2', kind: 'drill', backupId: 'x', atMs: 1, passed: true, durationMs: 1, target: '', jobId: '', detail: '' });
+    await c.appendEvidence({
+      host: 'm2',
+      kind: 'drill',
+      backupId: 'x',
+      atMs: 1,
+      passed: true,
+      durationMs: 1,
+      target: '',
+      jobId: '',
+      detail: '',
+    });
     expect([...c.changedHosts(g3)!].sort()).toEqual(['m2', 'm3']);
     // a write that changes no host's rows moves nothing
     const g4 = c.generation;

@@ -176,7 +176,7 @@ describe('status at 30 hosts', () => {
 describe('status kept per host', () => {
   const one = async (name: string) => (await status()).hosts.find((h) => h.host.name === name)!;
 
-  it('shows a host\'s new backup, pin, RPO, group and deletion in the next answer, and the other hosts as they were', async () => {
+  it("shows a host's new backup, pin, RPO, group and deletion in the next answer, and the other hosts as they were", async () => {
     const before = await status();
     const f05 = before.hosts.find((h) => h.host.name === 'f05')!;
     expect(f05.lastGoodBackup).toBeNull();
@@ -202,10 +202,14 @@ describe('status kept per host', () => {
     // a host not touched meanwhile reads as it did (its rows were not read again, nor needed to be)
     const after = await status();
     const f06 = (s: typeof after) => s.hosts.find((h) => h.host.name === 'f06')!;
-    expect({ ...f06(after), host: { ...f06(after).host, lastSeenMs: 0 } }).toEqual({ ...f06(before), host: { ...f06(before).host, lastSeenMs: 0 } });
+    expect({ ...f06(after), host: { ...f06(after).host, lastSeenMs: 0 } }).toEqual({
+      ...f06(before),
+      host: { ...f06(before).host, lastSeenMs: 0 },
+    });
     // and the whole answer agrees with one built afresh from the catalog (refresh reads every host)
     const fresh = await status(true);
-    const shape = (s: typeof after) => s.hosts.map((h) => [h.host.name, h.host.rpoSeconds, h.host.group, h.lastGoodBackup?.id ?? '', h.atRisk]);
+    const shape = (s: typeof after) =>
+      s.hosts.map((h) => [h.host.name, h.host.rpoSeconds, h.host.group, h.lastGoodBackup?.id ?? '', h.atRisk]);
     expect(shape(await status())).toEqual(shape(fresh));
   });
 });

@@ -116,7 +116,8 @@ describe('a controller with an S3 store rebuilds its catalog from it', () => {
     const dataBefore = await bucketBytes(rgw, bucket, 'fleet1/data/');
     const pr = await cluster.cli(['backups', 'prune', '--host', 'gocd-a', '--yes']);
     expect(pr.code, pr.stderr).toBe(0);
-    const left = JSON.parse((await cluster.cli(['--json', 'backups'])).stdout) as Array<{ id: string }> | { backups: Array<{ id: string }> };
+    const left = JSON.parse((await cluster.cli(['--json', 'backups'])).stdout) as
+      Array<{ id: string }> | { backups: Array<{ id: string }> };
     expect((Array.isArray(left) ? left : left.backups).map((b) => b.id).sort()).toEqual([made[1], made[2]].sort());
     // the store's prune is two-stage (forget, then sweep once the record is older than the grace
     // period): a second `backups prune`, with nothing left to delete, still prunes the store

@@ -83,7 +83,7 @@ async function expectRefused(s: Setup, ref = s.a.ref): Promise<void> {
   const raf = await store.openRandomAccess(ref, 'db.zip');
   const whole = async () => {
     const buf = Buffer.alloc(64 * 1024);
-    for (let pos = 0; pos < raf.size; ) pos += (await raf.read(buf, 0, buf.length, pos)).bytesRead || raf.size;
+    for (let pos = 0; pos < raf.size;) pos += (await raf.read(buf, 0, buf.length, pos)).bytesRead || raf.size;
   };
   await expect(whole()).rejects.toMatchObject({ code: 'BOXBACK_ERR_STORE_TAMPERED' });
   await raf.close();

@@ -68,7 +68,9 @@ describe('openFileText', () => {
       console.log(JSON.stringify({ n, maxMb: max / 1e6 }));
     `;
     const run = (chunk: number) => {
-      const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, '--input-type=module', '-e', script, String(chunk)], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, '--input-type=module', '-e', script, String(chunk)], {
+        encoding: 'utf8',
+      });
       if (r.status !== 0) throw new Error(r.stderr);
       return JSON.parse(r.stdout.trim()) as { n: number; maxMb: number };
     };

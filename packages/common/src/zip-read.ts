@@ -87,7 +87,7 @@ async function* readRange(src: ZipSource, start: number, size: number): AsyncGen
   const fh = typeof src === 'string' ? await fsp.open(src, 'r') : src;
   try {
     const buf = Buffer.allocUnsafeSlow(Math.min(READ_CHUNK, size));
-    for (let pos = start, left = size; left > 0; ) {
+    for (let pos = start, left = size; left > 0;) {
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), pos);
       if (bytesRead === 0) throw new Error(`unexpected end of file ${left} bytes before the entry's end`);
       pos += bytesRead;
@@ -115,7 +115,7 @@ class SourceReader extends yauzl.RandomAccessReader {
 
   override read(buffer: Buffer, offset: number, length: number, position: number, cb: (err: Error | null) => void): void {
     const fill = async () => {
-      for (let done = 0; done < length; ) {
+      for (let done = 0; done < length;) {
         const { bytesRead } = await this.src.read(buffer, offset + done, length - done, position + done);
         if (bytesRead === 0) throw new Error(`unexpected end of the archive at ${position + done}`);
         done += bytesRead;

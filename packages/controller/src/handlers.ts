@@ -3,15 +3,7 @@
  * (server.ts does that, and the audit log). Inputs are checked here with messages a person
  * can act on; every failure is a BoxbackError.
  */
-import {
-  BoxbackError,
-  checkName,
-  refFromPath,
-  type BackupStore,
-  type Logger,
-  type VerifyBackupResponse,
-  type wire,
-} from '@boxback/common';
+import { BoxbackError, checkName, refFromPath, type BackupStore, type Logger, type VerifyBackupResponse, type wire } from '@boxback/common';
 import type { AgentClients } from './agent-client.js';
 import { createToken, revokeToken, type Caller } from './auth.js';
 import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate, TokenRow } from './catalog/types.js';

@@ -161,7 +161,14 @@ export class RetentionRunner {
       this.log.warn({ err: be.message }, 'the store prune failed; the next retention run tries again');
     }
     try {
-      await this.catalog.appendAudit({ atMs: Date.now(), who: 'retention', action: 'PruneStore', target: store.describe().location, result, detail });
+      await this.catalog.appendAudit({
+        atMs: Date.now(),
+        who: 'retention',
+        action: 'PruneStore',
+        target: store.describe().location,
+        result,
+        detail,
+      });
     } catch (err) {
       this.log.error({ err }, 'writing the audit log failed');
     }

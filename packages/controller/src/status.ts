@@ -245,7 +245,8 @@ export class HostMonitor {
   async checkStore(refresh: boolean, now = Date.now()): Promise<void> {
     if (!this.checkPresence || (!refresh && now - this.presenceAtMs < PRESENCE_EVERY_MS)) return;
     this.presenceAtMs = now;
-    const newest = this.cache?.generation === this.catalog.generation ? this.cache.lastRestorable : (await this.catalog.statusBackups()).lastRestorable;
+    const newest =
+      this.cache?.generation === this.catalog.generation ? this.cache.lastRestorable : (await this.catalog.statusBackups()).lastRestorable;
     await this.checkPresence(newest.values()).catch((err: unknown) => this.log.warn({ err }, 'store presence check failed'));
   }
 

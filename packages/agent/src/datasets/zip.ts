@@ -76,12 +76,7 @@ export async function zipInto(
 }
 
 /** Where a zip of `d`'s directory or files lands on this box. */
-export async function zipTarget(
-  entry: ManifestDataset,
-  d: PlanDataset,
-  index: number,
-  files: StoredFiles,
-): Promise<RestorePart> {
+export async function zipTarget(entry: ManifestDataset, d: PlanDataset, index: number, files: StoredFiles): Promise<RestorePart> {
   const owner = d.owner ?? entry.owner;
   // Nothing read here: EXTRACT reads the archive straight from the store (no download first),
   // beside SYNC_TREES.

@@ -217,7 +217,12 @@ export function planChunks(dirs: Iterable<string>, entries: Map<string, number>,
  * The order the first scan watches directories in: the skeleton, then the chunks' subtrees,
  * a batch of chunks (at most `max` entries, or one chunk) at a time.
  */
-function watchBatches(chunks: { roots: string[]; skeleton: Set<string> }, dirs: Iterable<string>, entries: Map<string, number>, max: number): string[][] {
+function watchBatches(
+  chunks: { roots: string[]; skeleton: Set<string> },
+  dirs: Iterable<string>,
+  entries: Map<string, number>,
+  max: number,
+): string[][] {
   const rootSet = new Set(chunks.roots);
   const under = new Map<string, string[]>(chunks.roots.map((r) => [r, []]));
   const first: string[] = [];

@@ -166,7 +166,7 @@ async function writeEntryFile(
       batched = 0;
     };
     await readEntryChecked(e, archive, async (chunk) => {
-      for (let off = 0; off < chunk.length; ) {
+      for (let off = 0; off < chunk.length;) {
         const n = chunk.copy(batch, batched, off);
         off += n;
         batched += n;

@@ -119,7 +119,8 @@ export const ROUTES: RouteTable = {
     role: 'admin',
     what: 'import backups',
     audit: { target: (r) => r.path, detail: (res) => `as ${res.id}` },
-    handler: async (r, c) => backupMsg(await importBackup({ catalog: c.ctx.catalog, store: c.ctx.store, log: c.ctx.log }, r.path, r.host), false),
+    handler: async (r, c) =>
+      backupMsg(await importBackup({ catalog: c.ctx.catalog, store: c.ctx.store, log: c.ctx.log }, r.path, r.host), false),
   }),
   ExportBackup: stream({
     name: 'ExportBackup',

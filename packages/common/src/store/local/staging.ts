@@ -69,7 +69,9 @@ export class LocalStaging implements BackupStaging {
   ): Promise<{ ref: BackupRef; manifestBytes: number }> {
     if (this.state !== 'open') throw new Error(`backup ${this.ref.host}@${this.ref.timestamp} is already ${this.state}`);
     // (a manifest.json copied in by an import is replaced by the committed one, not scratch)
-    const scratch = (await fsp.readdir(this.dir)).filter((n) => !this.kept.has(n) && n !== MANIFEST_FILE).map((n) => path.join(this.dir, n));
+    const scratch = (await fsp.readdir(this.dir))
+      .filter((n) => !this.kept.has(n) && n !== MANIFEST_FILE)
+      .map((n) => path.join(this.dir, n));
     const files = hint && this.written ? [...hint.files, ...this.written] : undefined;
     const dirs = hint && this.dirs ? [this.dir, ...hint.dirs, ...this.dirs] : undefined;
     const wrote = files && dirs && files.length + dirs.length <= LIST_LIMIT ? { files, dirs } : undefined;
