@@ -36,7 +36,6 @@
  * Every move is in <stateDir>/restores/<job>.json; safety-copies.ts lists, confirms and
  * prunes the copies, and rolls back a restore a crashed agent left half-done.
  */
-import { promises as fsp } from 'node:fs';
 import {
   BoxbackError,
   asBoxbackError,

@@ -7,7 +7,6 @@
  * A restored database's safety copy is a database (<db>_boxback_safety_<job>): listed as
  * its driver names it (postgresql://host:port/<name>), dropped on confirm and prune.
  */
-import { promises as fsp } from 'node:fs';
 import type { Logger, SafetyCopyInfo } from '@boxback/common';
 import { removeTree } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
