@@ -7,8 +7,9 @@
  * turns: streams, answers being built) the small young generation promoted that garbage and
  * the GC took 4.2-4.7 s of the backup's 20-21 CPU-s; at 16 MiB 1.6 s of 13-16 CPU-s, the
  * status p50 and p99 lower, peak RSS 192-197 -> 218-222 MB (the target is 250), two pairs
- * back to back (docs/design/fleet-scale.md). `--heap-growing-percent=50`: the old generation may grow by half
- * its live size before the next full GC, not V8's default (up to 4x at a small heap): in the
+ * back to back (docs/design/fleet-scale.md).
+ * `--heap-growing-percent=50`: the old generation may grow by half its live size before the
+ * next full GC, not V8's default (up to 4x at a small heap): in the
  * 1000-host fleet bench the controller's peak RSS went 290.9 -> 186.9 MB (the target is 250),
  * its CPU 23.3 -> 24.1 s, the same minutes. Measured at 1000 hosts (docs/design/fleet-scale.md).
  */

@@ -39,8 +39,11 @@ export class BackupFiles {
     readonly scratchDir: string,
     private readonly signal?: AbortSignal,
   ) {
-    for (const f of manifest.files) if (f.type === 'file' && f.sha256) this.sha.set(f.path, f.sha256);
-    for (const f of manifest.files) if (f.type === 'file') this.size.set(f.path, f.size);
+    for (const f of manifest.files) {
+      if (f.type !== 'file') continue;
+      this.size.set(f.path, f.size);
+      if (f.sha256) this.sha.set(f.path, f.sha256);
+    }
   }
 
   /**

@@ -7,8 +7,7 @@
  * A restored database's safety copy is a database (<db>_boxback_safety_<job>): listed as
  * its driver names it (postgresql://host:port/<name>), dropped on confirm and prune.
  */
-import type { Logger, SafetyCopyInfo } from '@boxback/common';
-import { removeTree } from '@boxback/common';
+import { removeTree, type Logger, type SafetyCopyInfo } from '@boxback/common';
 import type { AgentConfig } from '../config.js';
 import { runCommand } from '../run-command.js';
 import { startServices, stopServices } from '../services.js';

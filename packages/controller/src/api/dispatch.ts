@@ -29,7 +29,7 @@ export interface Credentials {
 
 /**
  * The reason a call's AbortSignal gives when its caller went away (an adapter's cancel or close).
- * One object for every call: \`abort()\` with no reason makes a DOMException and captures its
+ * One object for every call: `abort()` with no reason makes a DOMException and captures its
  * stack, ~0.2-0.3 s of the controller's CPU over a 1000-host fleet backup (every watch stream
  * the CLI ends, every HTTP response closed).
  */
