@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
+import { plainDecoder } from './plain-decoder.js';
 
 /** int64 as numbers in protobufjs' reader and writer (see above); before any message type is used. */
 function withoutLongJs(): void {
@@ -51,14 +52,34 @@ export interface BoxbackServices {
 
 let cached: BoxbackServices | undefined;
 
+const PROTO_FILES = ['boxback/v1/agent.proto', 'boxback/v1/controller.proto'];
+
+/**
+ * Each method's answer decoded in one pass into the objects proto-loader would give
+ * (plain-decoder.ts), where the answer's type allows it; before the client constructors are
+ * made, since they capture the deserializers.
+ */
+function withPlainDecoders(def: protoLoader.PackageDefinition, dir: string): void {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => path.join(dir, target);
+  root.loadSync(PROTO_FILES, { keepCase: LOADER_OPTIONS.keepCase });
+  root.resolveAll();
+  for (const name of ['AgentService', 'ControllerService']) {
+    const service = root.lookupService(`boxback.v1.${name}`);
+    const methods = def[`boxback.v1.${name}`] as protoLoader.ServiceDefinition;
+    for (const [m, method] of Object.entries(service.methods)) {
+      const decode = methods[m] && method.resolvedResponseType ? plainDecoder(method.resolvedResponseType) : undefined;
+      if (decode) (methods[m] as { responseDeserialize: (b: Buffer) => unknown }).responseDeserialize = decode;
+    }
+  }
+}
+
 export function loadServices(): BoxbackServices {
   if (cached) return cached;
   withoutLongJs();
   const dir = protoDir();
-  const def = protoLoader.loadSync(['boxback/v1/agent.proto', 'boxback/v1/controller.proto'], {
-    ...LOADER_OPTIONS,
-    includeDirs: [dir],
-  });
+  const def = protoLoader.loadSync(PROTO_FILES, { ...LOADER_OPTIONS, includeDirs: [dir] });
+  withPlainDecoders(def, dir);
   const pkg = grpc.loadPackageDefinition(def) as unknown as { boxback: { v1: BoxbackServices } };
   cached = pkg.boxback.v1;
   return cached;
