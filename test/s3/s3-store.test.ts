@@ -2,7 +2,7 @@
 // bytes, owners, modes, mtimes and symlinks; dedup across backups and hosts measured on the
 // server; nothing readable on the server; listing, delete and verify.
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 
 import path from 'node:path';
@@ -208,6 +208,79 @@ describe('S3 store dedup', () => {
     console.log(`two hosts: host A stored ${one.bytes} bytes; host B with the same artifacts added ${two.bytes - one.bytes} bytes`);
     expect(await hostB.listHosts()).toEqual(['gocd1', 'gocd2']);
     await hostB.close();
+    await t.store.close();
+  });
+});
+
+describe('S3 store journaled tree sync', () => {
+  it('with a trusted journal only the changed paths are read, and the tree is described exactly as a full walk describes it', async () => {
+    const t = await makeTestStore(rgw);
+    const src = tmp('journaled');
+    makeTree(src, 3, 400 * 1024);
+    const excludes = ['*.tmp', 'cache/'];
+    const first = await writeBackup(t.store, { host: 'gocd1', trees: [{ name: 'artifacts', source: src, excludes }] });
+    const at = (rel: string) => path.join(src, rel);
+    // a day of changes: a new run (with an excluded file), a report rewritten, a file and a
+    // directory deleted, a symlink that became a directory, a directory's mode, an excluded tree
+    mkdirSync(at('pipelines/build-43/sub'), { recursive: true });
+    writeFileSync(at('pipelines/build-43/out.log'), 'built\n'.repeat(500));
+    writeFileSync(at('pipelines/build-43/sub/x.txt'), 'x\n');
+    writeFileSync(at('pipelines/build-43/skip.tmp'), 'scratch\n');
+    writeFileSync(at('pipelines/build-42/reports/TEST-report-5.xml'), '<testsuite name="again"/>\n');
+    rmSync(at('empty.txt'));
+    rmSync(at('empty-dir'), { recursive: true });
+    rmSync(at('latest.jar'));
+    mkdirSync(at('latest.jar'));
+    writeFileSync(at('latest.jar/inside.txt'), 'now a directory\n');
+    chmodSync(at('pipelines/build-42/reports'), 0o700);
+    mkdirSync(at('cache'));
+    writeFileSync(at('cache/c.bin'), 'cached\n');
+    const changed = [
+      'pipelines/build-43',
+      'pipelines/build-43/out.log',
+      'pipelines/build-43/skip.tmp',
+      'pipelines/build-42/reports/TEST-report-5.xml',
+      'pipelines/build-42/reports',
+      'empty.txt',
+      'empty-dir',
+      'latest.jar/inside.txt',
+      'cache/c.bin',
+      'gone-dir/file',
+    ];
+    const journaled = await writeBackup(t.store, {
+      host: 'gocd1',
+      previous: first.ref,
+      trees: [{ name: 'artifacts', source: src, excludes, changed }],
+    });
+    const full = await writeBackup(t.store, { host: 'gocd1', previous: first.ref, trees: [{ name: 'artifacts', source: src, excludes }] });
+    expect(journaled.trees.artifacts.mode).toBe('journal');
+    expect(full.trees.artifacts.mode).toBe('full');
+    // the same entries in the same order (walk order), with the same content
+    expect(journaled.files).toEqual(full.files);
+    expect(journaled.files.some((f) => f.path === 'artifacts/pipelines/build-43/skip.tmp' || f.path.startsWith('artifacts/cache'))).toBe(
+      false,
+    );
+    expect(journaled.files.find((f) => f.path === 'artifacts/latest.jar')).toMatchObject({ type: 'dir' });
+    expect(journaled.files.find((f) => f.path === 'artifacts/pipelines/build-42/reports')).toMatchObject({ mode: 0o700 });
+    expect(journaled.trees.artifacts).toMatchObject({ files: full.trees.artifacts.files, bytes: full.trees.artifacts.bytes });
+    // unchanged files were not read (nor looked at): not the 400 KiB jar, only the new and rewritten ones
+    expect(journaled.trees.artifacts.hashedBytes).toBeLessThan(8 * 1024);
+    expect(journaled.trees.artifacts.reusedHashes).toBe(full.trees.artifacts.reusedHashes);
+    const a = tmp('journaled-restore');
+    const b = tmp('full-restore');
+    await t.store.fetchTree(journaled.ref, 'artifacts', path.join(a, 'x'));
+    await t.store.fetchTree(full.ref, 'artifacts', path.join(b, 'x'));
+    expect(diffTrees(without(await snapshotTree(path.join(a, 'x')), '.'), without(await snapshotTree(path.join(b, 'x')), '.'))).toEqual([]);
+    expect(await t.store.verify(journaled.ref)).toMatchObject({ ok: true, problems: [] });
+
+    // a journal naming the whole tree: a full pass, and it says why
+    const whole = await writeBackup(t.store, {
+      host: 'gocd1',
+      previous: journaled.ref,
+      trees: [{ name: 'artifacts', source: src, excludes, changed: ['.'] }],
+    });
+    expect(whole.trees.artifacts).toMatchObject({ mode: 'full', reason: expect.stringMatching(/journaled sync failed/) });
+    expect(whole.files).toEqual(full.files);
     await t.store.close();
   });
 });

@@ -98,3 +98,18 @@ export async function walkTree(
   }
   return out;
 }
+
+/**
+ * walkTree's order for two paths split at "/": a directory's entries (names sorted) all come
+ * before the content of any of its subdirectories, which follow one after the other in name order.
+ */
+export function walkOrderOfParts(x: string[], y: string[]): number {
+  for (let i = 0; i < x.length && i < y.length; i++) {
+    if (x[i] === y[i]) continue;
+    const aHere = i === x.length - 1;
+    const bHere = i === y.length - 1;
+    if (aHere !== bHere) return aHere ? -1 : 1;
+    return x[i] < y[i] ? -1 : 1;
+  }
+  return x.length - y.length;
+}

@@ -2,7 +2,9 @@
  * syncTree for the S3 store: a live tree uploaded as content-addressed blobs, read straight
  * from the source (no copy on the box).
  *
- *   1. walk the source (walk.ts: rsync-style excludes, parents first, names sorted)
+ *   1. walk the source (walk.ts: rsync-style excludes, parents first, names sorted); or, with
+ *      a trusted change journal, only the journal's roots: the rest is the previous backup's
+ *      entries as they were (describeJournaled)
  *   2. per regular file: the previous backup's blobs and SHA-256 are reused when its size and
  *      mtime are unchanged and the journal (when trusted) does not name it; otherwise the file
  *      is read: small ones whole (one blob), large ones through the chunker; a blob the store
@@ -10,10 +12,10 @@
  *   3. each entry's manifest line goes to `out` in walk order; the file's blob list goes to
  *      the backup's content map (written at commit)
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { lstatSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { ManifestFile } from '../../manifest.js';
-import { excludeMatcher, walkTree } from '../../walk.js';
+import { excludeMatcher, walkOrderOfParts, walkTree } from '../../walk.js';
 import type { TreeSyncProgress, TreeSyncRequest, TreeSyncResult } from '../backup-store.js';
 import type { BlobWriter } from './blob-writer.js';
 import type { Repo } from './repo.js';
@@ -45,11 +47,124 @@ async function storeFile(ctx: TreeUploadContext, abs: string, size: number, onBy
   return ctx.writer.storeFile(abs, onBytes);
 }
 
+/** One pass over a tree: its result, progress and the journal's changed paths (a file named there is read again). */
+interface Pass {
+  ctx: TreeUploadContext;
+  req: TreeSyncRequest;
+  res: TreeSyncResult;
+  prog: TreeSyncProgress;
+  changed?: Set<string>;
+  emit(force?: boolean): void;
+}
+
+/**
+ * The manifest entry of one source entry (`rel` relative to the tree's source), its content
+ * stored when it is a file: the previous backup's blobs and SHA-256 are reused when its size and
+ * mtime are unchanged, the journal does not name it and the index still holds its blobs; else it
+ * is read. undefined for what a tree does not hold (a warning says so).
+ */
+async function describeEntry(pass: Pass, rel: string, abs: string, st: Stats): Promise<ManifestFile | undefined> {
+  const { ctx, req, res, prog } = pass;
+  if (!st.isFile() && !st.isDirectory() && !st.isSymbolicLink()) {
+    res.warnings.push(`${rel}: not a file, directory or symlink; skipped`);
+    return undefined;
+  }
+  const full = `${req.dir}/${rel}`;
+  const type: ManifestFile['type'] = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
+  const f: ManifestFile = {
+    path: full,
+    type,
+    size: type === 'file' ? st.size : 0,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    mtimeMs: Math.floor(st.mtimeMs),
+  };
+  if (type === 'symlink') f.target = readlinkSync(abs);
+  if (type !== 'file') return f;
+  prog.filesTotal++;
+  prog.bytesTotal += st.size;
+  const p = ctx.previous?.files.get(full);
+  const pBlobs = ctx.previous?.contents[full];
+  const reusable =
+    p &&
+    pBlobs &&
+    p.type === 'file' &&
+    p.size === f.size &&
+    p.mtimeMs === f.mtimeMs &&
+    p.sha256 &&
+    !pass.changed?.has(rel) &&
+    pBlobs.every((b) => ctx.repo.index.has(b));
+  if (reusable) {
+    f.sha256 = p.sha256;
+    ctx.contents[full] = pBlobs;
+    res.reusedHashes++;
+    res.linkedFiles++;
+  } else {
+    const before = ctx.writer.newBytes;
+    const c = await storeFile(ctx, abs, st.size, (n) => {
+      res.hashedBytes += n;
+      prog.bytesDone += n;
+      pass.emit();
+    });
+    if (c.size !== st.size) res.warnings.push(`${rel} changed size while it was read (${st.size} -> ${c.size})`);
+    f.size = c.size;
+    f.sha256 = c.sha256;
+    ctx.contents[full] = c.blobs;
+    if (ctx.writer.newBytes === before) res.linkedFiles++;
+  }
+  prog.filesDone++;
+  return f;
+}
+
+/** An entry goes to the manifest: counted as rsync counts (symlinks with the files). */
+async function output(pass: Pass, f: ManifestFile): Promise<void> {
+  if (f.type !== 'dir') {
+    pass.res.files++;
+    pass.res.bytes += f.size;
+  }
+  pass.res.entries++;
+  await pass.req.out.add(f);
+}
+
 export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): Promise<TreeSyncResult> {
-  const changed = req.changed && req.previous && ctx.previous ? new Set(req.changed) : undefined;
+  const newBytesBefore = ctx.writer.newBytes;
+  let reason = req.fullReason ?? (ctx.previous ? 'no trusted journal: every file looked at' : 'no previous backup');
+  let res: TreeSyncResult | undefined;
+  if (req.changed && req.previous && ctx.previous) {
+    const pass = newPass(ctx, req, 'journal', new Set(req.changed));
+    try {
+      const entries = await describeJournaled(pass, ctx.previous, req.changed);
+      for (const f of entries) await output(pass, f);
+      res = pass.res;
+    } catch (err) {
+      req.signal?.throwIfAborted();
+      if (pass.res.entries > 0) throw err; // lines already written: no second pass into the same part
+      reason = `the journaled sync failed (${(err as Error).message})`;
+    }
+  }
+  if (!res) {
+    const pass = newPass(ctx, req, 'full');
+    pass.res.reason = reason;
+    await walkTree(req.source, {
+      exclude: excludeMatcher(req.excludes ?? []),
+      signal: req.signal,
+      collect: false,
+      onEntry: async (e) => {
+        const f = await describeEntry(pass, e.rel, e.abs, e.st);
+        if (f) await output(pass, f);
+      },
+    });
+    pass.emit(true);
+    res = pass.res;
+  }
+  res.bytesTransferred = ctx.writer.newBytes - newBytesBefore;
+  return res;
+}
+
+function newPass(ctx: TreeUploadContext, req: TreeSyncRequest, mode: 'full' | 'journal', changed?: Set<string>): Pass {
   const res: TreeSyncResult = {
-    mode: changed ? 'journal' : 'full',
-    ...(changed ? {} : { reason: req.fullReason ?? (ctx.previous ? 'no trusted journal: every file looked at' : 'no previous backup') }),
+    mode,
     warnings: [],
     entries: 0,
     files: 0,
@@ -67,75 +182,113 @@ export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): 
       req.onProgress({ ...prog });
     }
   };
-  const newBytesBefore = ctx.writer.newBytes;
-  await walkTree(req.source, {
-    exclude: excludeMatcher(req.excludes ?? []),
-    signal: req.signal,
-    collect: false,
-    onEntry: async (e) => {
-      const st = e.st;
-      if (!st.isFile() && !st.isDirectory() && !st.isSymbolicLink()) {
-        res.warnings.push(`${e.rel}: not a file, directory or symlink; skipped`);
-        return;
+  return { ctx, req, res, prog, changed, emit };
+}
+
+/**
+ * A journaled pass (the change journal trusted, the previous backup's tree loaded): no walk of
+ * the tree. The previous backup's entries of this tree are kept as they are, except
+ *
+ *   - under a root (the changed paths, each promoted to its highest ancestor that is not a
+ *     directory both in the source and in the previous tree, as the local store's incremental
+ *     sync does; a root under an excluded directory dropped): described afresh from the source
+ *     (gone from the source: gone from the backup), a directory root walked with the excludes
+ *   - the roots' ancestor directories (their entries changed, so their mtimes): lstat-ed again
+ *   - a kept file whose blobs the index no longer holds (a prune): read again
+ *
+ * and all of it sorted into walk order: the same entries, in the same order, as a full pass
+ * over the same source gives (test/s3/s3-store.test.ts compares them). Throws when the journal
+ * names the whole tree, or an ancestor vanished meanwhile: the caller then walks.
+ */
+async function describeJournaled(pass: Pass, previous: PreviousTree, changed: string[]): Promise<ManifestFile[]> {
+  const { req, ctx } = pass;
+  const prefix = `${req.dir}/`;
+  const prevDirs = new Set<string>();
+  for (const [p, f] of previous.files) if (f.type === 'dir' && p.startsWith(prefix)) prevDirs.add(p.slice(prefix.length));
+  const exclude = excludeMatcher(req.excludes ?? []);
+  const isDir = (rel: string) => lstatSync(path.join(req.source, rel), { throwIfNoEntry: false })?.isDirectory() === true;
+  const bothDirs = new Map<string, boolean>();
+  const roots = new Set<string>();
+  for (const raw of changed) {
+    const p = path.posix.normalize(raw.split(path.sep).join('/')).replace(/^\/+|\/+$/g, '');
+    if (p === '' || p === '.' || p === '..' || p.startsWith('../')) throw new Error('the journal names the whole tree');
+    const parts = p.split('/');
+    let root: string | undefined = p;
+    for (let i = 1; i < parts.length; i++) {
+      const anc = parts.slice(0, i).join('/');
+      if (exclude(anc, true)) {
+        root = undefined; // under an excluded directory: never in the tree
+        break;
       }
-      const rel = `${req.dir}/${e.rel}`;
-      const type: ManifestFile['type'] = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
-      const f: ManifestFile = {
-        path: rel,
-        type,
-        size: type === 'file' ? st.size : 0,
-        mode: st.mode & 0o7777,
-        uid: st.uid,
-        gid: st.gid,
-        mtimeMs: Math.floor(st.mtimeMs),
-      };
-      if (type === 'symlink') {
-        f.target = readlinkSync(e.abs);
-        res.files++; // counted as rsync counts them, with the files
+      let both = bothDirs.get(anc);
+      if (both === undefined) bothDirs.set(anc, (both = prevDirs.has(anc) && isDir(anc)));
+      if (!both) {
+        root = anc;
+        break;
       }
-      if (type === 'file') {
-        prog.filesTotal++;
-        prog.bytesTotal += st.size;
-        const p = ctx.previous?.files.get(rel);
-        const pBlobs = ctx.previous?.contents[rel];
-        const reusable =
-          p &&
-          pBlobs &&
-          p.type === 'file' &&
-          p.size === f.size &&
-          p.mtimeMs === f.mtimeMs &&
-          p.sha256 &&
-          !changed?.has(e.rel) &&
-          pBlobs.every((b) => ctx.repo.index.has(b));
-        if (reusable) {
-          f.sha256 = p.sha256;
-          ctx.contents[rel] = pBlobs;
-          res.reusedHashes++;
-          res.linkedFiles++;
-        } else {
-          const before = ctx.writer.newBytes;
-          const c = await storeFile(ctx, e.abs, st.size, (n) => {
-            res.hashedBytes += n;
-            prog.bytesDone += n;
-            emit();
-          });
-          if (c.size !== st.size) res.warnings.push(`${e.rel} changed size while it was read (${st.size} -> ${c.size})`);
-          f.size = c.size;
-          f.sha256 = c.sha256;
-          ctx.contents[rel] = c.blobs;
-          if (ctx.writer.newBytes === before) res.linkedFiles++;
-        }
-        res.files++;
-        res.bytes += f.size;
-        prog.filesDone++;
+    }
+    if (root !== undefined) roots.add(root);
+  }
+  const under = (rel: string): boolean => {
+    for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) if (roots.has(rel.slice(0, i))) return true;
+    return false;
+  };
+  for (const r of [...roots]) if (under(r)) roots.delete(r); // a root under another is described with it
+  const covered = (rel: string): boolean => roots.has(rel) || under(rel);
+  const ancestors = new Set<string>();
+  for (const r of roots) for (let i = r.indexOf('/'); i !== -1; i = r.indexOf('/', i + 1)) ancestors.add(r.slice(0, i));
+
+  const out: Array<{ f: ManifestFile; parts: string[] }> = [];
+  const keep = (f: ManifestFile) => out.push({ f, parts: f.path.split('/') });
+  const again: string[] = [];
+  for (const [p, f] of previous.files) {
+    if (!p.startsWith(prefix)) continue;
+    const rel = p.slice(prefix.length);
+    if (covered(rel)) continue;
+    if (ancestors.has(rel)) {
+      const st = lstatSync(path.join(req.source, rel)); // throws if it vanished: the caller walks
+      if (!st.isDirectory()) throw new Error(`${rel} is no longer a directory`);
+      keep({ ...f, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs) });
+      continue;
+    }
+    if (f.type === 'file') {
+      const blobs = previous.contents[p];
+      if (!f.sha256 || !blobs || !blobs.every((b) => ctx.repo.index.has(b))) {
+        again.push(rel);
+        continue;
       }
-      res.entries++;
-      await req.out.add(f);
-    },
-  });
-  res.bytesTransferred = ctx.writer.newBytes - newBytesBefore;
-  emit(true);
-  return res;
+      ctx.contents[p] = blobs;
+      pass.res.reusedHashes++;
+      pass.res.linkedFiles++;
+    }
+    keep(f);
+  }
+  for (const rel of again) {
+    const abs = path.join(req.source, rel);
+    const st = lstatSync(abs);
+    const f = await describeEntry(pass, rel, abs, st);
+    if (f) keep(f);
+  }
+  for (const root of roots) {
+    const abs = path.join(req.source, root);
+    const st = lstatSync(abs, { throwIfNoEntry: false });
+    if (!st || exclude(root, st.isDirectory())) continue; // gone (or excluded): not in this backup
+    const f = await describeEntry(pass, root, abs, st);
+    if (!f) continue;
+    keep(f);
+    if (f.type !== 'dir') continue;
+    await walkTree(abs, {
+      exclude: (r, dir) => exclude(`${root}/${r}`, dir),
+      signal: req.signal,
+      collect: false,
+      onEntry: async (e) => {
+        const g = await describeEntry(pass, `${root}/${e.rel}`, e.abs, e.st);
+        if (g) keep(g);
+      },
+    });
+  }
+  pass.emit(true);
+  return out.sort((a, b) => walkOrderOfParts(a.parts, b.parts)).map((x) => x.f);
 }
 
 /** Resolve `rel` inside `dir` (the caller checked rel). */
