@@ -117,9 +117,11 @@ export class S3BackupStore implements BackupStore {
       p = (async () => {
         const repo = await this.repo();
         const h = await this.snapshot(ref);
-        const manifest = JSON.parse(await this.readManifestText(ref)) as Manifest;
+        // one read of the snapshot object; its manifest and content map fetched side by side
+        const [text, contents] = await Promise.all([this.manifestOf(repo, h, ref), repo.readContents(h)]);
+        const manifest = JSON.parse(text) as Manifest;
         const files = new Map((manifest.files ?? []).map((f) => [f.path, f]));
-        return { h, manifest, files, contents: await repo.readContents(h) };
+        return { h, manifest, files, contents };
       })();
       p.catch(() => this.loaded.delete(id));
       if (this.loaded.size > 8) this.loaded.delete(this.loaded.keys().next().value!);
@@ -151,7 +153,10 @@ export class S3BackupStore implements BackupStore {
 
   async readManifestText(ref: BackupRef): Promise<string> {
     const repo = await this.repo();
-    const h = await this.snapshot(ref);
+    return this.manifestOf(repo, await this.snapshot(ref), ref);
+  }
+
+  private async manifestOf(repo: Repo, h: SnapshotHeader, ref: BackupRef): Promise<string> {
     return (await repo.readContentWhole(h.manifest, `manifest of ${refId(ref)}`)).toString('utf8');
   }
 
