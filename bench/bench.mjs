@@ -183,6 +183,13 @@ function phaseFigures(prefix, manifest) {
   return out;
 }
 
+/** Each phase of a backup's manifest as `NAME start-end`, seconds from the job's start (what runs beside what). */
+function timeline(manifest) {
+  const t0 = Date.parse(manifest.createdAt);
+  const at = (iso) => ((Date.parse(iso) - t0) / 1000).toFixed(2);
+  return manifest.phases.map((p) => `${p.name} ${at(p.startedAt)}-${at(p.endedAt)}`).join(', ');
+}
+
 /** The quiesce window of a backup's manifest: whole, the service's own stop and start, our part. */
 function windowFigures(prefix, q) {
   const own = Math.max(0, (q.windowMs - (q.stopMs ?? 0) - (q.startMs ?? 0)) / 1000);
@@ -364,6 +371,9 @@ try {
     `  deployed incremental CPU: agent ${f2(incr.agentCpuSeconds)} s, its children ${f2(incr.childrenCpuSeconds)} s (full: ${f2(full.agentCpuSeconds)} s + ${f2(full.childrenCpuSeconds)} s); by thread ${JSON.stringify(incr.threadCpu)}`,
   );
   say(`  deployed incremental phases (s): ${incr.manifest.phases.map((p) => `${p.name} ${f2(p.durationMs / 1000)}`).join(', ')}`);
+  say(
+    `  its timeline (s from the job's start, start-end; the RPC took ${f2(figures.deployed_incremental_s)} s): ${timeline(incr.manifest)}`,
+  );
   say(
     `  inside them (s): ${Object.entries(incr.steps)
       .map(([k, v]) => `${k} ${typeof v === 'number' ? f2(v) : v}`)

@@ -149,6 +149,32 @@ describe('incremental sync from a journal equals a full rsync --link-dest pass',
     expect(r.filesTransferred).toBeGreaterThanOrEqual(1);
   });
 
+  it('counts the files under the roots that --link-dest linked (the describe needs their checksums)', async () => {
+    const dir = path.join(tmp, 'linked');
+    const src = path.join(dir, 'src');
+    await fsp.mkdir(path.join(src, 'd'), { recursive: true });
+    writeFileSync(path.join(src, 'd', 'same'), 'unchanged');
+    writeFileSync(path.join(src, 'd', 'changed'), 'old');
+    const prev = path.join(dir, 'prev');
+    fullRsync(src, prev, undefined);
+    writeFileSync(path.join(src, 'd', 'changed'), 'new bytes');
+    await fsp.mkdir(path.join(src, 'run2'));
+    writeFileSync(path.join(src, 'run2', 'a'), 'a');
+    writeFileSync(path.join(src, 'run2', 'b'), 'b');
+    // The directory as the root: its unchanged file is linked, the other written.
+    const whole = await syncTreeIncremental({ source: src, dest: path.join(dir, 'dest1'), prevTree: prev, changed: ['d', 'run2'] });
+    expect(whole.filesTransferred).toBe(3);
+    expect(whole.linkedFiles).toBe(1);
+    expect(lstatSync(path.join(dir, 'dest1', 'd', 'same')).ino).toBe(lstatSync(path.join(prev, 'd', 'same')).ino);
+    // Only the changed file and a new directory: nothing linked under the roots.
+    const exact = await syncTreeIncremental({ source: src, dest: path.join(dir, 'dest2'), prevTree: prev, changed: ['d/changed', 'run2'] });
+    expect(exact.filesTransferred).toBe(3);
+    expect(exact.linkedFiles).toBe(0);
+    // Nothing to copy: nothing linked either.
+    const none = await syncTreeIncremental({ source: src, dest: path.join(dir, 'dest3'), prevTree: prev, changed: [] });
+    expect(none.linkedFiles).toBe(0);
+  });
+
   it('refuses a non-empty destination and a missing previous tree', async () => {
     const dir = path.join(tmp, 'refuse');
     await fsp.mkdir(path.join(dir, 'src'), { recursive: true });

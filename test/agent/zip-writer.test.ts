@@ -23,6 +23,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalBackupStore } from '@boxback/common';
 import { BLOCK_SIZE, crc32Combine, readBlockIndex, writeBlockIndex } from '../../packages/agent/src/backup/zip-blocks.js';
+import { sharedKeptBytes } from '../../packages/agent/src/backup/hash-thread.js';
 import { readBack, writeZip } from '../../packages/agent/src/backup/zip-writer.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-zip-'));
@@ -109,6 +110,9 @@ describe('zip writer', () => {
     writeFileSync(path.join(src, 'cruise.mv.db'), v1);
     const first = await writeZip({ dir: src }, path.join(dir1, 'db.zip'));
     expect(first.reusedBytes).toBe(0);
+    // Its shared buffers (write, read-back and raw blocks) are kept: the next archives below
+    // are written through the same memory, and must still extract to their own bytes.
+    expect(sharedKeptBytes()).toBeGreaterThanOrEqual(BLOCK_SIZE);
     const idx = await writeBlockIndex(dir1, { 'db.zip': first.blocks });
     // A day later: one block rewritten in place, 2.5 MiB appended.
     const v2 = Buffer.concat([v1, dbBytes(3, 3).subarray(0, 2.5 * BLOCK_SIZE)]);

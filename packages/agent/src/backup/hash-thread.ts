@@ -33,13 +33,47 @@ parentPort.on('message', (m) => {
 });
 `;
 
-/** A Buffer in shared memory (what HashThread can read without a copy). */
+/** Whether `buf` lies in shared memory. */
+export const isShared = (buf: Buffer): boolean => buf.buffer instanceof SharedArrayBuffer;
+
+/**
+ * Shared buffers given back (releaseShared), by size, kept for the next archive: a
+ * SharedArrayBuffer is zero-filled when made, on the JS thread, and on this project's test VM
+ * each new page costs ~5 ms per MiB to fault in (a database archive's 17 MiB of them took
+ * 0.15 s of the JS thread as an incremental's trees and archives started, measured in a CPU
+ * profile at load 9). At most SHARED_KEEP bytes are kept, between jobs too: the daemon holds
+ * them while idle (what one large archive uses), instead of paying for them each backup.
+ */
+const sharedFree = new Map<number, Buffer[]>();
+let sharedKept = 0;
+export const SHARED_KEEP = 20 << 20;
+
+/** A Buffer in shared memory (what HashThread can read without a copy): a kept one when there is one of this size. */
 export function sharedBuffer(size: number): Buffer {
+  const kept = sharedFree.get(size)?.pop();
+  if (kept) {
+    sharedKept -= size;
+    return kept;
+  }
   return Buffer.from(new SharedArrayBuffer(size));
 }
 
-/** Whether `buf` lies in shared memory. */
-export const isShared = (buf: Buffer): boolean => buf.buffer instanceof SharedArrayBuffer;
+/**
+ * Give back a whole buffer from sharedBuffer for a later one (kept up to SHARED_KEEP). Only
+ * once nothing reads or writes it any more: no hash request, read or write of it in flight.
+ */
+export function releaseShared(buf: Buffer): void {
+  if (!isShared(buf) || buf.byteOffset !== 0 || buf.length !== buf.buffer.byteLength) return;
+  if (sharedKept + buf.length > SHARED_KEEP) return;
+  let list = sharedFree.get(buf.length);
+  if (!list) sharedFree.set(buf.length, (list = []));
+  if (list.includes(buf)) return;
+  list.push(buf);
+  sharedKept += buf.length;
+}
+
+/** Bytes of shared buffers kept for reuse (tests, memory reports). */
+export const sharedKeptBytes = (): number => sharedKept;
 
 interface Waiter {
   resolve(hex: string): void;

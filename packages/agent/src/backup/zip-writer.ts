@@ -33,7 +33,7 @@ import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from '@boxback/common';
 import { DeflatePool, OUT_BYTES } from './zip-deflate.js';
-import { HashThread, sharedBuffer } from './hash-thread.js';
+import { HashThread, releaseShared, sharedBuffer } from './hash-thread.js';
 import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,
@@ -306,7 +306,10 @@ class Output {
     await this.syncing;
     await this.fh.close();
     if (this.syncError) throw this.syncError;
-    return this.hash.final();
+    const sha = await this.hash.final();
+    // Nothing reads, writes or hashes them now: shared ones go back for the next archive.
+    for (const b of [this.buf, ...this.checks]) releaseShared(b);
+    return sha;
   }
 
   async abort(): Promise<void> {
@@ -554,6 +557,8 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     for (const c of central) await output.append(centralRecord(c));
     await output.append(endRecords(central.length, cdOffset, output.offset - cdOffset));
     const sha256 = await output.close();
+    // Every block is written and hashed: the raw buffers are free (shared ones are kept for the next archive).
+    for (const b of pool.splice(0)) releaseShared(b);
     report(true);
     return { entries: entries.length, bytes: prog.bytesTotal, size: output.offset, sha256, blocks, reusedBytes };
   } catch (err) {

@@ -87,6 +87,12 @@ export interface IncrementalSyncResult {
   removed: number;
   /** Regular files rsync wrote (new inodes) and their bytes. */
   filesTransferred: number;
+  /**
+   * Regular files under the roots that --link-dest hard-linked to the previous tree (rsync's
+   * listed regular files minus those it wrote); undefined when rsync's stats did not say. A
+   * describe needs the previous manifest's checksums only for these.
+   */
+  linkedFiles: number | undefined;
   bytesTransferred: number;
   /** Whether a prepared link farm was used (else `cp -al` ran now). */
   preparedFarm: boolean;
@@ -248,6 +254,20 @@ function failOn(r: RsyncRun, what: string, warnings: string[]): void {
   throw new BoxbackError('BOXBACK_ERR_SYNC_FAILED', msg);
 }
 
+/**
+ * Regular files of the run that --link-dest hard-linked: its listed regular files ("Number of
+ * files: 151 (reg: 100, dir: 51)", no "reg:" when there are none) minus those it wrote. The
+ * roots were removed from dest first, so every listed regular file was either written or
+ * linked. Undefined when the stats are not there to say.
+ */
+function linkedOf(stdout: string, transferred: RegExpExecArray | null): number | undefined {
+  const files = /^Number of files: [\d,]+(?: \(([^)]*)\))?$/m.exec(stdout);
+  if (!files || !transferred) return undefined;
+  const reg = /(?:^|, )reg: ([\d,]+)/.exec(files[1] ?? '');
+  const listed = reg ? Number(reg[1].replace(/,/g, '')) : 0;
+  return Math.max(0, listed - Number(transferred[1].replace(/,/g, '')));
+}
+
 function ancestorsOf(roots: string[]): string[] {
   const dirs = new Set<string>();
   for (const r of roots) {
@@ -330,6 +350,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   const common = ['-a', '--numeric-ids', '--modify-window=-1', ...(o.excludes ?? []).map((x) => `--exclude=${x}`)];
   let filesTransferred = 0;
   let bytesTransferred = 0;
+  let linkedFiles: number | undefined = 0;
   let exitCode = 0;
   const copyAt = Date.now();
   if (present.length) {
@@ -342,6 +363,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     const b = /Total transferred file size: ([\d,]+)/.exec(r.stdout);
     filesTransferred = n ? Number(n[1].replace(/,/g, '')) : 0;
     bytesTransferred = b ? Number(b[1].replace(/,/g, '')) : 0;
+    linkedFiles = linkedOf(r.stdout, n);
     o.onProgress?.({
       step: 'copy',
       bytesDone: bytesTransferred,
@@ -387,6 +409,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     removed,
     preparedFarm,
     filesTransferred,
+    linkedFiles,
     bytesTransferred,
     linkMs,
     syncMs: Date.now() - started - linkMs,

@@ -7,10 +7,11 @@
  * incremental-sync.ts), and a delete frees only what no other backup links (delete.ts).
  */
 import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BoxbackError } from '../../errors.js';
 import { createLogger, type Logger } from '../../logger.js';
-import { formatTimestamp, type VerifyResult } from '../../manifest.js';
+import { MANIFEST_FILE, formatTimestamp, type VerifyResult } from '../../manifest.js';
 import type {
   BackupRef,
   BackupStaging,
@@ -30,6 +31,23 @@ import type { PrevBackup } from './tree.js';
 import * as read from './read.js';
 import { createTempDir, freeTimestamp, removeStaleTemps } from './staging-fs.js';
 import { LocalStaging } from './staging.js';
+
+/**
+ * Read `file` once, its bytes dropped (1 MiB reads into one buffer): its pages cached for a
+ * reader that comes later in small reads. Any failure is that reader's to report.
+ */
+async function readThrough(file: string): Promise<void> {
+  const fh = await fsp.open(file, 'r').catch(() => undefined);
+  if (!fh) return;
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    while ((await fh.read(buf, 0, buf.length, null)).bytesRead > 0);
+  } catch {
+    /* the reader sees it */
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
 
 /** Staging directories of imports (an exact timestamp): a backup's begin never removes them. */
 const IMPORT_PREFIX = '.tmp-import_';
@@ -125,19 +143,24 @@ export class LocalBackupStore implements BackupStore {
       ts = (await freeTimestamp(this.root, host, o.startedAt, formatTimestamp)).ts;
       tempDir = await createTempDir(this.root, host, ts, o.jobId);
     }
-    // The previous backup's manifest index is read once, in the background: a journaled tree
-    // sync needs only its directory, and waits for the index when it describes the tree.
+    // The previous backup's manifest index is read once, when a tree first asks for it: a full
+    // pass asks as it starts (the index is read while rsync runs), a journaled sync only when
+    // --link-dest linked files under its changed roots (their checksums are in the index).
     const prevCache = new Map<string, PrevBackup>();
     const previous = (ref: BackupRef | undefined): PrevBackup | undefined => {
       if (!ref) return undefined;
       const dir = backupDir(this.root, ref);
       let p = prevCache.get(dir);
       if (!p) {
-        const index = readPrevIndex(dir).catch((err: unknown) => {
-          o.log.warn({ err, prevDir: dir }, 'previous backup has no readable manifest: trees are copied in full');
-          return undefined;
-        });
-        p = { dir, index };
+        let index: ReturnType<PrevBackup['index']> | undefined;
+        const read = () =>
+          (index ??= readPrevIndex(dir).catch((err: unknown) => {
+            o.log.warn({ err, prevDir: dir }, 'previous backup has no readable manifest: trees are copied in full');
+            return undefined;
+          }));
+        let warmed: Promise<void> | undefined;
+        const warm = () => (warmed ??= readThrough(path.join(dir, MANIFEST_FILE)));
+        p = { dir, index: read, warm };
         prevCache.set(dir, p);
       }
       return p;

@@ -217,7 +217,8 @@ export interface PrevIndex {
   byPath: Map<string, PrevFile>;
 }
 
-const emptyIndex = (): PrevIndex => ({ byIno: new CompactFiles(), byPath: new Map() });
+/** An index with nothing in it: every file is hashed. */
+export const emptyIndex = (): PrevIndex => ({ byIno: new CompactFiles(), byPath: new Map() });
 
 function addPrev(index: PrevIndex, f: Partial<ManifestFile>): void {
   if (f.type !== 'file' || typeof f.sha256 !== 'string' || !f.sha256 || typeof f.path !== 'string') return;

@@ -13,7 +13,9 @@
  *      vanished under a live tree, is finished by rsync)
  *   4. describe (manifest-writer.ts): journaled, from the previous manifest's lines plus the
  *      changed roots afresh (no walk of the tree); full, a walk that takes a hard-linked
- *      file's SHA-256 from the previous manifest and hashes the rest
+ *      file's SHA-256 from the previous manifest and hashes the rest. The previous manifest's
+ *      index of checksums (read once per backup) is read for a full pass, and for a journaled
+ *      one only when --link-dest linked files under its roots (new runs and reports link none)
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -24,14 +26,25 @@ import type { BackupRef, ManifestSink, TreeSyncRequest, TreeSyncResult } from '.
 import { refPath } from '../ref.js';
 import { syncTreeIncremental } from './incremental-sync.js';
 import type { LinkFarms } from './link-farm.js';
-import { PARTS_DIR, collectFiles, describeFromPrevious, promoteRoots, type CollectResult, type PrevIndex } from './manifest-writer.js';
+import {
+  PARTS_DIR,
+  collectFiles,
+  describeFromPrevious,
+  emptyIndex,
+  promoteRoots,
+  type CollectResult,
+  type PrevIndex,
+} from './manifest-writer.js';
 import { syncTree as rsyncTree } from './rsync.js';
 import { copyTree } from './tree-copy.js';
 
 /** The previous backup: its directory, and its manifest's index (undefined when it has no readable manifest). */
 export interface PrevBackup {
   dir: string;
-  index: Promise<PrevIndex | undefined>;
+  /** Read on the first call (once for every tree). */
+  index: () => Promise<PrevIndex | undefined>;
+  /** Its manifest read once into the page cache (once for every tree), for a describe's line-by-line read later. */
+  warm: () => Promise<void>;
 }
 
 export interface TreeContext {
@@ -92,6 +105,7 @@ async function journaledSync(c: TreeContext, req: TreeSyncRequest, dest: string,
       removed: synced.removed,
       filesTransferred: synced.filesTransferred,
       bytesTransferred: synced.bytesTransferred,
+      linkedUnderRoots: synced.linkedFiles,
       preparedFarm: synced.preparedFarm,
       linkMs: synced.linkMs,
       syncMs: synced.syncMs,
@@ -147,12 +161,19 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
   let warnings: string[];
   let bytesTransferred: number;
   let durableFarm = false;
+  /** The previous manifest's checksums are needed: for files hard-linked under the changed roots, or a full pass. */
+  let needIndex = true;
   if (mode === 'journal') {
+    // The describe reads the previous manifest in 64 KiB pieces after the sync: cached meanwhile
+    // (a backup starts with the manifest's pages cold, and each piece waited on a busy disk).
+    void prevBackup!.warm();
     try {
-      // The previous manifest's index is read meanwhile (the describe step needs it, not the sync).
       const s = await journaledSync(c, req, dest, prevTree!, refPath(req.previous!), message);
       ({ warnings, bytesTransferred, durableFarm } = s);
-      if (!(await prevBackup!.index)) {
+      // Nothing linked under the roots (new runs, new reports): every root file is hashed
+      // anyway, and the untouched rest is described from the previous manifest's lines.
+      needIndex = s.linkedFiles !== 0;
+      if (needIndex && !(await prevBackup!.index())) {
         reason = noManifest;
         await fsp.rm(dest, { recursive: true, force: true });
         mode = 'full';
@@ -167,12 +188,18 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
       mode = 'full';
     }
   }
-  const index = await prevBackup?.index;
+  if (mode === 'full') void prevBackup?.index(); // read while rsync runs
+  const index = mode === 'journal' && !needIndex ? emptyIndex() : await prevBackup?.index();
   const prev = prevBackup && index ? { dir: prevBackup.dir, index } : undefined;
   // Without a readable previous manifest nothing is linked against it (as before: a plain copy).
   if (!prev) prevTree = undefined;
   if (mode === 'full') ({ warnings, bytesTransferred } = await fullSync(c, req, dest, prevTree, reason));
-  const col = await describeTree(c, req, mode, prev, dest, prevTree, mode === 'journal' && durableFarm);
+  // A description that cannot use the previous manifest's lines walks the tree: with its checksums.
+  const forWalk = async () => {
+    const whole = needIndex ? index : await prevBackup?.index();
+    return prevBackup && whole ? { dir: prevBackup.dir, index: whole } : undefined;
+  };
+  const col = await describeTree(c, req, mode, prev, dest, prevTree, mode === 'journal' && durableFarm, forWalk);
   if (bytesTransferred! < 0) bytesTransferred = col.bytes; // copied whole: every byte is new
   const tree = col.trees.get(req.dir) ?? { files: 0, bytes: 0, linkedFiles: 0 };
   return {
@@ -199,6 +226,8 @@ async function describeTree(
   prevTree: string | undefined,
   /** The tree was a flushed link farm: of its unchanged directories none needs an fsync. */
   durableFarm = false,
+  /** `prev` with the whole index, for a walk of the tree (`prev` may hold only what the roots need). */
+  forWalk: () => Promise<{ dir: string; index: PrevIndex } | undefined> = async () => prev,
 ): Promise<CollectResult> {
   const startedAt = Date.now();
   const out = new CountingSink(req.out);
@@ -225,6 +254,7 @@ async function describeTree(
       req.signal?.throwIfAborted();
       if (out.n > 0) throw err;
       c.log.warn({ tree: req.dir, err: (err as Error).message }, `tree ${req.dir}: described by a full walk instead`);
+      opts.prev = await forWalk();
     }
   }
   col ??= await collectFiles(opts);
