@@ -18,6 +18,7 @@
  */
 import v8 from 'node:v8';
 import type { Logger } from '@boxback/common';
+import { trimNativeHeap } from './native.js';
 
 const DELAY_MS = 1000;
 let pending: NodeJS.Timeout | undefined;
@@ -71,6 +72,8 @@ export function releaseMemorySoon(log: Logger, why: string): void {
     } finally {
       setCompacting(false);
     }
+    // glibc keeps the memory a job freed (its arenas' free chunks) mapped: give it back.
+    const trimmed = trimNativeHeap();
     const after = process.memoryUsage();
     const mb = (b: number) => Math.round(b / 1e5) / 10;
     log.debug(
@@ -80,6 +83,7 @@ export function releaseMemorySoon(log: Logger, why: string): void {
         heapUsedMb: [mb(before.heapUsed), mb(after.heapUsed)],
         heapTotalMb: [mb(before.heapTotal), mb(after.heapTotal)],
         rssMb: [mb(before.rss), mb(after.rss)],
+        trimmed,
       },
       'memory released',
     );

@@ -1,6 +1,6 @@
 /**
  * Watching one synced tree for the change journal: one inotify watch per directory, through
- * Node's fs.watch (one inotify instance per process).
+ * our inotify addon or Node's watch handles (dir-watch.ts; one inotify instance per process).
  *
  * A watch on a directory reports every change to its entries by name (create, write, chmod/
  * chown/utimes, delete, move in and out), as a "rename" or "change" event. Files get no watch
@@ -15,17 +15,18 @@
  * Start-up: the directories are walked (counted against the inotify limit, inodes and birth
  * times noted), then watched a batch at a time (planChunks: about `chunkEntries` entries per
  * batch), letting events in between. The tree counts as watched once the process holds one
- * inotify watch per directory. Memory: under 1 KB per directory (Node's bare watch handle,
- * dir-watch.ts, and our map entries); chokidar, used before, kept ~7 KB per directory and
+ * inotify watch per directory. Memory: ~120 B per directory with our addon, under 1 KB with
+ * Node's bare watch handle (dir-watch.ts), and our map entries; chokidar, used before, kept ~7 KB per directory and
  * lstat-ed every file on its first scan (docs/design/agent-memory.md).
  *
  * Cases that make the journal untrusted (the next backup makes a full rsync pass):
  *   - the tree has more directories than inotify watches are left (checked before watching,
  *     against /proc/sys/fs/inotify/max_user_watches; one log line says what to raise);
  *   - a watch fails (ENOSPC: the watch limit was hit while the tree grew);
- *   - possible queue overflow: libuv drops IN_Q_OVERFLOW silently, so every raw event of the
- *     process is counted per event-loop turn, and a turn that drains at least
- *     max_queued_events events may have lost some;
+ *   - queue overflow: our inotify addon (dir-watch.ts) reports IN_Q_OVERFLOW; with Node's
+ *     watches (the fallback) libuv drops it silently, so every raw event of the process is
+ *     counted per event-loop turn, and a turn that drains at least max_queued_events events
+ *     may have lost some;
  *   (after an error or overflow a directory may be left unwatched: the watcher re-scans)
  *   - a watched directory was replaced (deleted or moved away and recreated under the same
  *     name) before the watcher noticed: the dead watch stays and the new directory is not
@@ -39,7 +40,7 @@ import { promises as fsp, readFileSync, readdirSync, readlinkSync } from 'node:f
 import path from 'node:path';
 import type { Logger } from '@boxback/common';
 import { compileExcludes, type ExcludeMatcher } from '@boxback/common';
-import { watchDirectory, type DirWatch, type WatchSink } from './dir-watch.js';
+import { DIR_WATCH_KIND, watchDirectory, type DirWatch, type WatchSink } from './dir-watch.js';
 
 export interface TreeWatcherOptions {
   tree: string;
@@ -102,12 +103,17 @@ export function inotifyWatchesInUse(): number {
   return n;
 }
 
-/** Every raw inotify event of this process, counted per event-loop turn (overflow check). */
+/**
+ * Every raw inotify event of this process, counted per event-loop turn (overflow check), when
+ * the watches are Node's (libuv drops IN_Q_OVERFLOW); our addon reports the overflow itself.
+ */
 const live = new Set<TreeWatcher>();
 let turnEvents = 0;
 let turnScheduled = false;
 const MAX_QUEUED = readNumber('/proc/sys/fs/inotify/max_queued_events', 16384);
+const COUNT_EVENTS = DIR_WATCH_KIND !== 'inotify';
 function countRawEvent(): void {
+  if (!COUNT_EVENTS) return;
   turnEvents++;
   if (!turnScheduled) {
     turnScheduled = true;
@@ -439,6 +445,11 @@ export class TreeWatcher implements WatchSink {
         : `watcher error on ${this.o.tree}: ${e.message}`;
     // A watch that could not be added leaves a directory unwatched: re-scan (and re-check the limit).
     void this.restart(why);
+  }
+
+  /** The kernel's inotify queue overflowed (WatchSink, our addon only): events were lost. */
+  onOverflow(): void {
+    void this.restart(`inotify queue overflow (IN_Q_OVERFLOW, fs.inotify.max_queued_events=${MAX_QUEUED}): events were lost`);
   }
 
   /** An inotify event on directory `dir` about its entry `name` (WatchSink). */

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "boxback_inotify",
+      "sources": ["inotify.c"],
+      "cflags": ["-O2", "-Wall"]
+    }
+  ]
+}

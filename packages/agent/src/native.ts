@@ -1,0 +1,52 @@
+/**
+ * The agent's native addon (packages/agent/native/inotify.c, built by node-gyp at `npm ci`
+ * with this Node's headers, nothing downloaded): the change journal's inotify watches
+ * (journal/dir-watch.ts) and glibc's `malloc_trim` (memory.ts). Optional: on a host where it
+ * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
+ * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
+ * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeAddon {
+  /** Open the process's inotify instance and poll it: `cb(Buffer)` per read of raw events, `cb(-errno)` if reading fails; 0 or -errno. */
+  start(cb: (data: Buffer | number) => void): number;
+  /** inotify_add_watch: a watch descriptor, or -errno. */
+  add(path: string, mask: number): number;
+  /** inotify_rm_watch: 0 or -errno. */
+  rm(wd: number): number;
+  /** Whether the watches keep the process alive. */
+  ref(on: boolean): void;
+  /** malloc_trim(0): 1 if memory went back to the system. */
+  trim(): number;
+}
+
+function load(): NativeAddon | undefined {
+  const env = process.env.BOXBACK_INOTIFY_ADDON;
+  if (process.platform !== 'linux' || env === 'off') return undefined;
+  const req = createRequire(import.meta.url);
+  const candidates = env
+    ? [env]
+    : [
+        // packages/agent/{src,dist}/ -> packages/agent/native/build/Release (npm ci builds it there)
+        fileURLToPath(new URL('../native/build/Release/boxback_inotify.node', import.meta.url)),
+        // a bundle (scripts/bundle.mjs): native/ beside it
+        fileURLToPath(new URL('./native/boxback_inotify.node', import.meta.url)),
+      ];
+  for (const c of candidates) {
+    try {
+      return req(c) as NativeAddon;
+    } catch {
+      // not there: the next one, then none
+    }
+  }
+  return undefined;
+}
+
+export const nativeAddon: NativeAddon | undefined = load();
+
+/** Give the native heap's free memory back to the system (glibc `malloc_trim`); false without the addon. */
+export function trimNativeHeap(): boolean {
+  return nativeAddon ? nativeAddon.trim() === 1 : false;
+}
