@@ -121,6 +121,9 @@ export function openBlob(...args: Parameters<typeof openBlobParts>): Buffer {
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
+/** A decompressed blob's output buffer at most (a chunk is at most 4 MiB; larger output comes in more buffers). */
+const OUT_MAX = 8 << 20;
+
 /**
  * openBlob's plaintext as the frames it was sealed in (a stored blob: one per 64 KiB), each its
  * own buffer, for a caller that hashes and writes them in turn: not joined into one (a copy of
@@ -141,7 +144,12 @@ export function openBlobParts(
   if (c !== 0) {
     try {
       const z = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-      const o = plainLength === undefined ? {} : { maxOutputLength: Math.max(1, plainLength) };
+      // Output into one buffer sized to the entry's length (a byte over: zlib asks for another
+      // buffer when the output fills one exactly), not one per 16 KiB of output then joined.
+      const o =
+        plainLength === undefined
+          ? {}
+          : { maxOutputLength: Math.max(1, plainLength), chunkSize: Math.max(64, Math.min(plainLength, OUT_MAX) + 1) };
       parts = [c === BROTLI ? brotliDecompressSync(z, o) : inflateRawSync(z, o)];
     } catch {
       throw tampered(what, 'does not decompress to its length');
