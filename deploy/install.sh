@@ -210,7 +210,7 @@ EOF
 wrapper boxback boxback.mjs
 # The daemons' V8 flags: packages/agent/src/node-flags.ts, packages/controller/src/node-flags.ts.
 wrapper boxback-agent boxback-agent.mjs "" "--max-semi-space-size=4 --expose-gc"
-wrapper boxback-controller boxback-controller.mjs boxback "--max-semi-space-size=16 --heap-growing-percent=50"
+wrapper boxback-controller boxback-controller.mjs boxback "--max-semi-space-size=8 --heap-growing-percent=50"
 
 # --- 4. the controller's user (before its files get a group) ------------------------------
 if [ "$ROLE" = controller ]; then

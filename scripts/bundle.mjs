@@ -12,6 +12,8 @@
 //                              kept outside the bundles, because it is a native addon
 //     lib/plan-info.mjs        deploy/install.sh's helper: allowedRoots and the systemd drop-in
 //                              for a plan (scripts/deploy/plan-info.ts)
+//     lib/agent-worker.mjs     the controller's agents' thread (packages/controller/src/agent-worker.ts),
+//                              started by the controller bundle from lib/ beside it
 //     deploy/, docs/           install.sh, the systemd units and plans; operating.md, errors.md
 //     BUILD-INFO.json          version, Node version and ABI it was built with, entry points
 //
@@ -44,6 +46,11 @@ const ENTRIES = {
 /** Helpers deploy/install.sh runs from the bundle (built with the agent). */
 const HELPERS = {
   'plan-info': { src: 'scripts/deploy/plan-info.ts', out: 'lib/plan-info.mjs', name: 'plan-info' },
+};
+
+/** Worker threads the controller bundle starts (built with the controller; agent-thread.ts finds lib/ beside it). */
+const CONTROLLER_WORKERS = {
+  'agent-worker': { src: 'packages/controller/src/agent-worker.ts', out: 'lib/agent-worker.mjs', name: 'boxback-controller agents thread' },
 };
 
 /** The native addon and what it requires at run time (checked against its package.json below). */
@@ -178,6 +185,12 @@ export async function bundle({ outdir = path.join(repo, 'dist-bundle'), only } =
     for (const h of Object.values(HELPERS)) {
       const outfile = path.join(outdir, h.out);
       await esbuild.build(esbuildOptions(h, outfile, banner(h.name), true));
+    }
+  }
+  if (names.includes('controller')) {
+    for (const w of Object.values(CONTROLLER_WORKERS)) {
+      const outfile = path.join(outdir, w.out);
+      await esbuild.build(esbuildOptions(w, outfile, banner(w.name), true));
     }
   }
   cpSync(path.join(repo, 'proto'), path.join(outdir, 'proto'), { recursive: true });

@@ -379,6 +379,32 @@ describe('SQLite group commit', () => {
     await again.close();
   });
 
+  it('fsyncs once for the batches committed while an fsync runs; each write resolves after an fsync begun after its commit', async () => {
+    const file = path.join(dir, 'group-fsync', 'catalog.db');
+    const c = SqliteCatalog.open(file);
+    await c.createJob(job('backup-f0'));
+    const before = { ...c.commits };
+    // 40 durable writes, each in a turn of its own: 40 batches
+    const writes: Promise<unknown>[] = [];
+    for (let i = 1; i <= 40; i++) {
+      writes.push(c.createJob(job(`backup-f${i}`)));
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(writes);
+    const batches = c.commits.batches - before.batches;
+    const fsyncs = c.commits.fsyncs - before.fsyncs;
+    expect(batches).toBe(40);
+    expect(fsyncs).toBeGreaterThanOrEqual(1);
+    expect(fsyncs).toBeLessThan(batches); // coalesced (one fsync per batch before)
+    // a write made after the others settled gets an fsync of its own
+    await c.createJob(job('backup-f41'));
+    expect(c.commits.fsyncs - before.fsyncs).toBe(fsyncs + 1);
+    await c.close();
+    const again = SqliteCatalog.open(file);
+    for (let i = 0; i <= 41; i++) expect((await again.getJob(`backup-f${i}`))?.id).toBe(`backup-f${i}`);
+    await again.close();
+  });
+
   it("joins a job's progress and log lines to the queue: a job's progress queued again replaces the queued one, in order with the other writes", async () => {
     const file = path.join(dir, 'group-light', 'catalog.db');
     const c = SqliteCatalog.open(file);

@@ -102,8 +102,13 @@ export class AgentClient {
     }
   }
 
-  getInfo(deadlineMs = 5_000): Promise<AgentInfo> {
-    return this.call((ch) => unary<object, AgentInfo>(ch, 'GetInfo', {}, { deadlineMs, what: this.what }));
+  /**
+   * The agent's info. `newChannelDeadlineMs`: the deadline when the channel is closed now (a new
+   * TLS handshake first, which a loaded controller may take seconds for).
+   */
+  getInfo(deadlineMs = 5_000, newChannelDeadlineMs = deadlineMs): Promise<AgentInfo> {
+    const d = this.channel ? deadlineMs : Math.max(deadlineMs, newChannelDeadlineMs);
+    return this.call((ch) => unary<object, AgentInfo>(ch, 'GetInfo', {}, { deadlineMs: d, what: this.what }));
   }
 
   backup(req: BackupRequest, signal?: AbortSignal): AsyncGenerator<JobEvent> {
@@ -168,8 +173,48 @@ export const MAX_OPEN_AGENT_CHANNELS = 256;
 /** Idle channels kept open when the fleet has more hosts than MAX_OPEN_AGENT_CHANNELS. */
 export const LARGE_FLEET_IDLE_CHANNELS = 32;
 
+/** What the controller calls on one agent (AgentClient, or its proxy in agent-thread.ts). */
+export type AgentCalls = Pick<
+  AgentClient,
+  | 'getInfo'
+  | 'backup'
+  | 'restore'
+  | 'verifyBackup'
+  | 'deleteBackup'
+  | 'confirmRestore'
+  | 'cancelJob'
+  | 'unsentResults'
+  | 'ackResults'
+  | 'close'
+>;
+
+/** The controller's agents: AgentClients in this thread, or ThreadAgents (agent-thread.ts). */
+export interface Agents {
+  get(target: AgentTarget): AgentCalls;
+  /** Forget a host's channel (host removed). */
+  drop(name: string): void;
+  closeAll(): void;
+}
+
+/** A target the controller can call, else the error a person can act on. */
+export function checkTarget(target: AgentTarget): void {
+  if (!target.address) {
+    // registered by a store scan (store-scan.ts): the controller cannot know where its agent runs
+    throw new BoxbackError(
+      'BOXBACK_ERR_UNREACHABLE',
+      `host ${target.name} has no agent address (found in the store): \`boxback hosts set ${target.name} --address HOST:PORT\``,
+    );
+  }
+  if (!/^[^\s]+:\d{1,5}$/.test(target.address)) {
+    throw new BoxbackError(
+      'BOXBACK_ERR_INVALID_ARGUMENT',
+      `host ${target.name} has a bad agent address "${target.address}": want host:port`,
+    );
+  }
+}
+
 /** Channels to every agent, keyed by host name and address; at most `maxOpen` open at once. */
-export class AgentClients implements ChannelPool {
+export class AgentClients implements ChannelPool, Agents {
   private readonly clients = new Map<string, AgentClient>();
   /** The clients whose channel is open, least recently used first (a Map keeps insertion order). */
   private readonly openOrder = new Map<AgentClient, true>();
@@ -258,19 +303,7 @@ export class AgentClients implements ChannelPool {
           this.clients.delete(k);
         }
       }
-      if (!target.address) {
-        // registered by a store scan (store-scan.ts): the controller cannot know where its agent runs
-        throw new BoxbackError(
-          'BOXBACK_ERR_UNREACHABLE',
-          `host ${target.name} has no agent address (found in the store): \`boxback hosts set ${target.name} --address HOST:PORT\``,
-        );
-      }
-      if (!/^[^\s]+:\d{1,5}$/.test(target.address)) {
-        throw new BoxbackError(
-          'BOXBACK_ERR_INVALID_ARGUMENT',
-          `host ${target.name} has a bad agent address "${target.address}": want host:port`,
-        );
-      }
+      checkTarget(target);
       c = new AgentClient({ name: target.name, address: target.address }, this);
       this.clients.set(key, c);
     }

@@ -14,14 +14,14 @@
  * After a backup job it recorded itself, the controller acknowledges at once (`ack`).
  */
 import { isErrorCode, type BackupStore, type JobResult, type Logger } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import { rowFromResult, rowFromResultInStore } from './backup-record.js';
 import type { Catalog, HostRow, JobRow } from './catalog/types.js';
 import { isFinal } from './jobs.js';
 
 export interface OutboxDeps {
   catalog: Catalog;
-  agents: AgentClients;
+  agents: Agents;
   log: Logger;
   /** The backup store, where a manifest too large for the result is read (absent: the result's manifest only). */
   store?: BackupStore;

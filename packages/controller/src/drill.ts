@@ -16,13 +16,13 @@
  *      put D back as it was.
  */
 import { BoxbackError, type JobResult, type Logger } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import type { BackupRow, Catalog, HostRow, JobRow } from './catalog/types.js';
 import type { JobRunner } from './jobs.js';
 
 export class DrillRunner {
   constructor(
-    private readonly d: { catalog: Catalog; jobs: JobRunner; agents: AgentClients },
+    private readonly d: { catalog: Catalog; jobs: JobRunner; agents: Agents },
     private readonly log: Logger,
   ) {}
 

@@ -4,7 +4,7 @@
  * can act on; every failure is a BoxbackError.
  */
 import { BoxbackError, checkName, refFromPath, type BackupStore, type Logger, type VerifyBackupResponse, type wire } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import { createToken, revokeToken, type Caller } from './auth.js';
 import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate, TokenRow } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
@@ -22,7 +22,7 @@ export interface Ctx {
   /** Every read and write of stored backups (or ask the host's agent). */
   store: BackupStore;
   catalog: Catalog;
-  agents: AgentClients;
+  agents: Agents;
   jobs: JobRunner;
   monitor: HostMonitor;
   log: Logger;

@@ -27,7 +27,7 @@ import {
   type Logger,
   type Progress,
 } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import { rowFromResult, rowFromResultInStore } from './backup-record.js';
 import type { BackupRow, Catalog, HostRow, JobKind, JobRow, JobState } from './catalog/types.js';
 import { ACTIVE_JOB_STATES } from './catalog/types.js';
@@ -113,7 +113,7 @@ export class JobRunner {
 
   constructor(
     private readonly catalog: Catalog,
-    private readonly agents: AgentClients,
+    private readonly agents: Agents,
     private readonly log: Logger,
     fleetConcurrency: number,
     /** The backup store, where a manifest too large to send (JobResult.manifestJson empty) is read. */

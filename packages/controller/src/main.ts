@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=16 --heap-growing-percent=50
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=50
 /**
  * boxback-controller --config controller.yaml            run the daemon
  * boxback-controller --config FILE --check-config        validate the config (a PostgreSQL catalog: connect and

@@ -12,14 +12,14 @@
  *      with a warning that the controller did not see its result); otherwise Failed.
  */
 import { emptyResult, mapLimit, refFromPath, type AgentInfo, type BackupStore, type JobResult, type Logger } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import { listStoreBackups, rowFromStore } from './backup-record.js';
 import type { Catalog, HostRow, JobRow } from './catalog/types.js';
 import type { ActiveJob, JobRunner } from './jobs.js';
 
 export interface ReconcileDeps {
   catalog: Catalog;
-  agents: AgentClients;
+  agents: Agents;
   jobs: JobRunner;
   log: Logger;
   store: BackupStore;

@@ -19,7 +19,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { BoxbackError, createLogger, loadServices, openStore, serverCredentials, type Logger } from '@boxback/common';
-import { AgentClients } from './agent-client.js';
+import { ThreadAgents } from './agent-thread.js';
 import { Dispatcher } from './api/dispatch.js';
 import { grpcImplementation, memoizedDefinition } from './api/grpc-adapter.js';
 import { Dashboard } from './dashboard/server.js';
@@ -71,7 +71,7 @@ export class ControllerServer {
 
   private constructor(config: ControllerConfig, catalog: Catalog, log: Logger, leadership: Leadership) {
     this.leadership = leadership;
-    const agents = new AgentClients(config.tls);
+    const agents = ThreadAgents.start(config.tls);
     const store = openStore(config.store, { log: log.child({ part: 'store' }), prepareFarms: false });
     const jobs = new JobRunner(catalog, agents, log, config.concurrency, store);
     jobs.owner = leadership.id;

@@ -9,7 +9,7 @@
  * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
 import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
-import type { AgentClients } from './agent-client.js';
+import type { Agents } from './agent-client.js';
 import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate, JobRow } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { ActiveJob, JobRunner } from './jobs.js';
@@ -120,7 +120,7 @@ export class HostMonitor {
 
   constructor(
     private readonly catalog: Catalog,
-    private readonly agents: AgentClients,
+    private readonly agents: Agents,
     private readonly jobs: JobRunner,
     private readonly log: Logger,
     private readonly defaultRpoSeconds: number,
@@ -215,8 +215,7 @@ export class HostMonitor {
   async poll(h: HostRow, deadlineMs = 3_000, batch?: Array<{ name: string; update: HostUpdate }>, afterJob = false): Promise<Seen> {
     const now = Date.now();
     try {
-      const deadline = this.agents.isOpen(h) ? deadlineMs : Math.max(deadlineMs, NEW_CHANNEL_DEADLINE_MS);
-      const info = await this.agents.get(h).getInfo(deadline);
+      const info = await this.agents.get(h).getInfo(deadlineMs, NEW_CHANNEL_DEADLINE_MS);
       const s: Seen = { atMs: now, info, ...(afterJob ? { afterJob } : {}) };
       this.remember(h.name, s);
       this.onInfo(h, info);
