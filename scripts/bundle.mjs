@@ -10,6 +10,9 @@
 //     node_modules/            better-sqlite3 (its .node file, lib/, package.json) and its
 //                              run-time deps bindings and file-uri-to-path: the only package
 //                              kept outside the bundles, because it is a native addon
+//     native/                  boxback_inotify.node: the agent's inotify addon (Node-API, any
+//                              Node >= 20.19; packages/agent/native), when npm ci built it: the
+//                              agent falls back to Node's own watch handles without it
 //     lib/plan-info.mjs        deploy/install.sh's helper: allowedRoots and the systemd drop-in
 //                              for a plan (scripts/deploy/plan-info.ts)
 //     lib/agent-worker.mjs     the controller's agents' thread (packages/controller/src/agent-worker.ts),
@@ -199,6 +202,12 @@ export async function bundle({ outdir = path.join(repo, 'dist-bundle'), only } =
   const health = path.join(repo, 'node_modules/grpc-health-check/proto/health');
   cpSync(health, path.join(outdir, 'proto/health'), { recursive: true });
   copyNative(outdir);
+  const inotify = path.join(repo, 'packages/agent/native/build/Release/boxback_inotify.node');
+  if (names.includes('agent') && existsSync(inotify)) {
+    mkdirSync(path.join(outdir, 'native'), { recursive: true });
+    cpSync(inotify, path.join(outdir, 'native/boxback_inotify.node'));
+  } else if (names.includes('agent'))
+    process.stderr.write(`bundle: warning: ${inotify} was not built (npm ci): the agent will use more memory per watched directory\n`);
   // What installs it (deploy/install.sh, units, plans) and the operator's docs, so the
   // bundle directory is the whole release.
   for (const d of ['deploy/install.sh', 'deploy/systemd', 'deploy/plans', 'docs/operating.md', 'docs/errors.md']) {
