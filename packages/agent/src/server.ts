@@ -38,6 +38,7 @@ import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
 import { boundHeap, releaseMemorySoon } from './memory.js';
+import { dropSharedBuffers } from './backup/hash-thread.js';
 import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
 import { Outbox } from './outbox.js';
@@ -213,6 +214,9 @@ export class AgentServer {
     const done = new Promise<void>((r) => (resolveDone = r));
     this.running = { id: jobId, kind, abort, tracker, done };
     log.info({ req }, `${kind} started`);
+    // A restore writes no archive: the shared buffers kept for the next backup's would sit
+    // under its peak (docs/design/agent-memory.md). One GC frees them before it starts.
+    if (kind === 'restore' && dropSharedBuffers() > 0) (globalThis as { gc?: () => void }).gc?.();
     let result: JobResult;
     try {
       result = await boundHeap(log, () =>

@@ -75,6 +75,17 @@ export function releaseShared(buf: Buffer): void {
 /** Bytes of shared buffers kept for reuse (tests, memory reports). */
 export const sharedKeptBytes = (): number => sharedKept;
 
+/**
+ * Let the kept buffers go (a restore, which writes no archive: their ~17-20 MiB would sit under
+ * its peak). They are freed by the next GC. Returns the bytes let go.
+ */
+export function dropSharedBuffers(): number {
+  const n = sharedKept;
+  sharedFree.clear();
+  sharedKept = 0;
+  return n;
+}
+
 interface Waiter {
   resolve(hex: string): void;
   reject(err: Error): void;
