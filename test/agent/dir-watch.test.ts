@@ -26,7 +26,7 @@ function sink(): WatchSink & { events: string[]; errors: string[] } {
 
 describe('watchDirectory', () => {
   it("uses our inotify addon (built by npm ci), and Node's bare watch handle without it", () => {
-    expect(DIR_WATCH_KIND).toBe('inotify');
+    expect(DIR_WATCH_KIND, 'packages/agent/native is built by npm ci (or: npm rebuild -w @boxback/agent)').toBe('inotify');
     const kind = spawnSync(
       process.execPath,
       ['--input-type=module', '-e', `console.log((await import(${JSON.stringify(distDirWatch)})).DIR_WATCH_KIND)`],

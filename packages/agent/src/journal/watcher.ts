@@ -357,6 +357,8 @@ export class TreeWatcher implements WatchSink {
           files: walk.files,
           watches: inotifyWatchesInUse(),
           watchLimit: limit,
+          // 'inotify' (our addon), or Node's handles where it was not built (more memory per directory)
+          watchKind: DIR_WATCH_KIND,
           ms: this.statsNow.startMs,
         },
         `watching ${tree} for the change journal`,
