@@ -116,9 +116,11 @@ const healthProtoPlugin = {
 const workspaceSourcePlugin = {
   name: 'workspace-sources',
   setup(build) {
-    build.onResolve({ filter: /^@boxback\/(common|agent|controller)$/ }, (args) => ({
-      path: path.join(repo, 'packages', args.path.split('/')[1], 'src/index.ts'),
-    }));
+    // '@boxback/common' -> its src/index.ts, '@boxback/common/rpc' -> src/rpc.ts (never dist/: one copy of each module)
+    build.onResolve({ filter: /^@boxback\/(common|agent|controller)(\/[a-z-]+)?$/ }, (args) => {
+      const [, pkg, sub] = args.path.split('/');
+      return { path: path.join(repo, 'packages', pkg, 'src', `${sub ?? 'index'}.ts`) };
+    });
   },
 };
 

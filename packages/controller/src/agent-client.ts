@@ -30,7 +30,7 @@ import {
   type RestoreRequest,
   type TlsFiles,
   type VerifyBackupResponse,
-} from '@boxback/common';
+} from '@boxback/common/rpc';
 import { tidyError } from './grpc-errors.js';
 import { resumingClientCredentials, TlsSessions } from './tls-resumption.js';
 

@@ -9,8 +9,8 @@
  * details.
  *
  * A target's address is checked here, at once, as AgentClients does (a bad address throws from
- * `get`). When the worker's file cannot be found (a build without it) the agents run in this
- * thread, as before.
+ * `get`). When the worker's file cannot be found (a build without it), or with
+ * BOXBACK_AGENTS_THREAD=off in the environment, the agents run in this thread, as before.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -99,7 +99,7 @@ export class ThreadAgents implements Agents {
 
   /** Agents in a thread of their own, or in this one when the worker's file is not there. */
   static start(tls: TlsFiles): Agents {
-    const file = workerFile();
+    const file = process.env.BOXBACK_AGENTS_THREAD === 'off' ? undefined : workerFile();
     return file ? new ThreadAgents(file, tls) : new AgentClients(tls);
   }
 

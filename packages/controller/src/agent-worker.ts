@@ -6,7 +6,7 @@
  * one call or stream on one host's client, and each answer, event or error goes back as it is.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { BoxbackError, type TlsFiles } from '@boxback/common';
+import { BoxbackError, type TlsFiles } from '@boxback/common/rpc';
 import { AgentClients, type AgentCalls, type AgentTarget } from './agent-client.js';
 import type { FromAgents, ToAgents, WireError } from './agent-thread.js';
 

@@ -3,7 +3,7 @@
  * Error: connect ECONNREFUSED 10.0.0.5:7444. Resolution note: "). This keeps the part a
  * person can act on and adds a hint.
  */
-import { BoxbackError } from '@boxback/common';
+import { BoxbackError } from '@boxback/common/rpc';
 
 export function tidyMessage(msg: string): string {
   let m = msg.replace(/No connection established\. Last error: (Error: )?/, '').replace(/\.?\s*Resolution note:.*$/s, '');

@@ -22,7 +22,7 @@
 import tls from 'node:tls';
 import { isIP, type Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { tlsFileBytes, type TlsFiles } from '@boxback/common';
+import { tlsFileBytes, type TlsFiles } from '@boxback/common/rpc';
 
 /** A session older than this is not offered (agents' TLS servers keep tickets for 300 s by default). */
 export const SESSION_MAX_AGE_MS = 10 * 60_000;
