@@ -202,7 +202,7 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
   const manifestFile = path.join(backupDir(root, ref), MANIFEST_FILE);
-  await copyListed(src, dest, () => listedOf(manifestFile, dir, o.manifest), o);
+  await copyListed(src, dest, await listedOf(manifestFile, dir, o.manifest), o);
   // Each stored tree file is read once, by the copy; its copy is checked (in the page cache now).
   const r = await verifyTreeCopy(treeEntries(manifestFile, dir, o.manifest), dir, dest, { signal: o.signal });
   if (r.problems.length)
@@ -218,44 +218,10 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
 /** cp processes a tree's restore copy runs at once (tree-copy.ts copySplit). */
 const RESTORE_COPY_STREAMS = 4;
 
-/**
- * The usual case, a tree holding exactly its listed entries, by cp (tree-copy.ts); any other by
- * rsync --files-from. Into a fresh `dest` (a restore's staging) the cp starts at once, beside
- * reading the manifest's list and the walk that compares the stored tree with it (its cold
- * directories, one synchronous read each); a tree found not to hold exactly its entries has
- * that copy stopped and removed before rsync copies only the listed ones.
- */
-async function copyListed(src: string, dest: string, listedOf: () => Promise<Map<string, EntryType>>, o: FetchTreeOptions): Promise<void> {
-  const fresh = (await fsp.lstat(dest).catch(() => undefined)) === undefined;
-  if (!fresh) {
-    const listed = await listedOf();
-    if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
-    return copyOnlyListed(src, dest, listed, o);
-  }
-  const stop = new AbortController();
+/** The usual case, a tree holding exactly its listed entries, by cp (tree-copy.ts); any other by rsync --files-from. */
+async function copyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
   // Four cp processes at once: a restore reads cold small files, one at a time per process.
-  const copy = copyTree(src, dest, o.signal ? AbortSignal.any([o.signal, stop.signal]) : stop.signal, undefined, RESTORE_COPY_STREAMS);
-  copy.catch(() => undefined); // awaited below on every path
-  let listed: Map<string, EntryType>;
-  let exact: boolean;
-  try {
-    listed = await listedOf();
-    exact = await holdsExactly(src, listed);
-  } catch (err) {
-    stop.abort(err);
-    await copy.catch(() => undefined);
-    throw err;
-  }
-  if (exact) return copy;
-  // Something planted in (or missing from) the stored tree: the cp's copy is not used.
-  stop.abort(new BoxbackError('BOXBACK_ERR_CANCELLED', 'the stored tree does not hold exactly its listed entries'));
-  await copy.catch(() => undefined);
-  await fsp.rm(dest, { recursive: true, force: true });
-  return copyOnlyListed(src, dest, listed, o);
-}
-
-/** rsync --files-from the manifest's entries: never an entry it does not list. */
-async function copyOnlyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
+  if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
   const top = new Set<string>();
   for (const e of listed.keys()) if (!e.includes('/')) top.add(e);
   const excludes = (await fsp.readdir(src)).filter((n) => !top.has(n)).map(rootExclude);
