@@ -167,6 +167,7 @@ export class ThreadAgents implements Agents {
     const onAbort = () => this.post({ t: 'abort', id });
     signal?.addEventListener('abort', onAbort, { once: true });
     this.post({ t: 'stream', id, target, method, req });
+    if (signal?.aborted) onAbort(); // aborted before it started: its listener would never fire
     try {
       for (;;) {
         if (p.events!.length) {

@@ -21,7 +21,7 @@ import { openFileText } from '../../file-text.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
 import { SYNC_HASH_MAX, sha256SmallSync } from '../../hash-sync.js';
 import { BOXBACK_VERSION } from '../../version.js';
-import { walkTree, type WalkEntry } from '../../walk.js';
+import { walkOrderOfParts, walkTree, type WalkEntry } from '../../walk.js';
 import type { ManifestSink } from '../backup-store.js';
 
 export const STAGE_DIR = '.stage';
@@ -494,19 +494,7 @@ export async function* manifestPieces(m: Manifest, parts: string[]): AsyncGenera
  * its subdirectories, which follow one subdirectory after the other in name order.
  */
 export function walkOrder(a: string, b: string): number {
-  return walkOrderParts(a.split('/'), b.split('/'));
-}
-
-/** walkOrder of two paths already split at "/". */
-function walkOrderParts(x: string[], y: string[]): number {
-  for (let i = 0; i < x.length && i < y.length; i++) {
-    if (x[i] === y[i]) continue;
-    const aHere = i === x.length - 1;
-    const bHere = i === y.length - 1;
-    if (aHere !== bHere) return aHere ? -1 : 1;
-    return x[i] < y[i] ? -1 : 1;
-  }
-  return x.length - y.length;
+  return walkOrderOfParts(a.split('/'), b.split('/'));
 }
 
 /** Paths reduced to roots (none under another), in walk order. */
@@ -608,12 +596,12 @@ export async function describeFromPrevious(
       const entry = JSON.parse(line) as ManifestFile;
       return { line, entry, path: entry.path, parts: entry.path.split('/') };
     })
-    .sort((a, b) => walkOrderParts(a.parts, b.parts));
+    .sort((a, b) => walkOrderOfParts(a.parts, b.parts));
   let next = 0;
   const emitFreshBefore = async (p: string | undefined) => {
     // Called for every kept line: the line's path is split once, the fresh lines' were split up front.
     const parts = p === undefined || next >= freshLines.length ? undefined : p.split('/');
-    while (next < freshLines.length && (parts === undefined || walkOrderParts(freshLines[next].parts, parts) < 0)) {
+    while (next < freshLines.length && (parts === undefined || walkOrderOfParts(freshLines[next].parts, parts) < 0)) {
       const l = freshLines[next++];
       await emitLine(o.out, l.line, l.entry);
       res.entries++;
