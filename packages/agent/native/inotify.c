@@ -5,10 +5,19 @@
  * this costs the kernel's watch and nothing here; Node's fs.watch costs ~700 B of native
  * memory per directory (an FSEventWrap, libuv's uv_fs_event_t, its watcher list entry and
  * path) and drops IN_Q_OVERFLOW, which this passes on (wd -1, mask IN_Q_OVERFLOW).
- * Also malloc_trim(0), for the daemon to give freed native memory back after a job.
+ * Also malloc_trim(0), for the daemon to give freed native memory back after a job, and
+ * SHA-256 on libuv's thread pool (sha256 / hashUpdate / hashFinal) for the zip writer's
+ * database archive (backup/hash-thread.ts): the hash runs over the Buffer's own bytes, no
+ * copy and no worker thread (a worker costs ~16 MB of RSS while it runs). The hash is
+ * OpenSSL's, the one Node itself links: its SHA256_* functions are looked up in the process
+ * (dlsym) when first used; a Node that does not export them gets `hashAvailable() === false`
+ * and the agent hashes on a worker thread as before.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <malloc.h>
 #include <node_api.h>
 #include <string.h>
@@ -146,6 +155,185 @@ static napi_value trim(napi_env env, napi_callback_info info) {
   return int_value(env, malloc_trim(0));
 }
 
+
+/* ---- SHA-256 on libuv's pool -------------------------------------------------------------- */
+
+/* OpenSSL's SHA256_CTX is 112 bytes on every ABI Node ships; this reserves more, aligned. */
+typedef struct {
+  uint64_t words[32];
+} sha_ctx;
+typedef int (*sha_init_fn)(void *);
+typedef int (*sha_update_fn)(void *, const void *, size_t);
+typedef int (*sha_final_fn)(unsigned char *, void *);
+static struct {
+  int looked;
+  sha_init_fn init;
+  sha_update_fn update;
+  sha_final_fn final;
+} sha;
+
+static int sha_ready(void) {
+  if (!sha.looked) {
+    sha.looked = 1;
+    sha.init = (sha_init_fn)dlsym(RTLD_DEFAULT, "SHA256_Init");
+    sha.update = (sha_update_fn)dlsym(RTLD_DEFAULT, "SHA256_Update");
+    sha.final = (sha_final_fn)dlsym(RTLD_DEFAULT, "SHA256_Final");
+  }
+  return sha.init && sha.update && sha.final;
+}
+
+/* One hash request: a whole digest (ctx NULL: `own` is used) or an update of a running hash. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buf_ref;
+  napi_ref ctx_ref;
+  const unsigned char *data;
+  size_t len;
+  sha_ctx *ctx;
+  sha_ctx own;
+  unsigned char md[32];
+  int ok;
+} hash_req;
+
+static void to_hex(const unsigned char *md, char *hex) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[md[i] >> 4];
+    hex[2 * i + 1] = digits[md[i] & 15];
+  }
+  hex[64] = 0;
+}
+
+static void hash_execute(napi_env env, void *p) {
+  (void)env;
+  hash_req *r = p;
+  if (r->ctx) {
+    r->ok = sha.update(r->ctx, r->data, r->len) == 1;
+  } else {
+    r->ok = sha.init(&r->own) == 1 && sha.update(&r->own, r->data, r->len) == 1 && sha.final(r->md, &r->own) == 1;
+  }
+}
+
+static void hash_complete(napi_env env, napi_status status, void *p) {
+  hash_req *r = p;
+  napi_value v;
+  if (status == napi_ok && r->ok) {
+    if (r->ctx) {
+      napi_get_undefined(env, &v);
+    } else {
+      char hex[65];
+      to_hex(r->md, hex);
+      napi_create_string_latin1(env, hex, 64, &v);
+    }
+    napi_resolve_deferred(env, r->deferred, v);
+  } else {
+    napi_value msg;
+    napi_create_string_utf8(env, "SHA-256 failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &v);
+    napi_reject_deferred(env, r->deferred, v);
+  }
+  napi_delete_reference(env, r->buf_ref);
+  if (r->ctx_ref) napi_delete_reference(env, r->ctx_ref);
+  napi_delete_async_work(env, r->work);
+  free(r);
+}
+
+/* Queue a request on the pool for `buf` (a Buffer, unchanged until the promise settles). */
+static napi_value queue_hash(napi_env env, napi_value buf, napi_value ctx_value, sha_ctx *ctx) {
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, buf, &data, &len));
+  hash_req *r = calloc(1, sizeof *r);
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  r->data = data;
+  r->len = len;
+  r->ctx = ctx;
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, &r->deferred, &promise));
+  CHECK(napi_create_reference(env, buf, 1, &r->buf_ref));
+  if (ctx_value) CHECK(napi_create_reference(env, ctx_value, 1, &r->ctx_ref));
+  CHECK(napi_create_string_utf8(env, "boxback:sha256", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, hash_execute, hash_complete, r, &r->work));
+  CHECK(napi_queue_async_work(env, r->work));
+  return promise;
+}
+
+/* hashAvailable() -> whether Node's OpenSSL SHA-256 functions were found. */
+static napi_value hash_available(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_get_boolean(env, sha_ready(), &v);
+  return v;
+}
+
+/* sha256(buf) -> Promise<hex>, hashed on the pool. */
+static napi_value sha256(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!sha_ready()) {
+    napi_throw_error(env, NULL, "SHA-256 is not available");
+    return NULL;
+  }
+  return queue_hash(env, argv[0], NULL, NULL);
+}
+
+static void free_ctx(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* hashStart() -> a running SHA-256 (an external). */
+static napi_value hash_start(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (!sha_ready()) {
+    napi_throw_error(env, NULL, "SHA-256 is not available");
+    return NULL;
+  }
+  sha_ctx *ctx = calloc(1, sizeof *ctx);
+  if (!ctx || sha.init(ctx) != 1) {
+    free(ctx);
+    napi_throw_error(env, NULL, "SHA-256 could not start");
+    return NULL;
+  }
+  napi_value v;
+  CHECK(napi_create_external(env, ctx, free_ctx, NULL, &v));
+  return v;
+}
+
+/* hashUpdate(ctx, buf) -> Promise<void>: one update at a time per ctx (the caller waits for the last). */
+static napi_value hash_update(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *ctx;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_external(env, argv[0], &ctx));
+  return queue_hash(env, argv[1], argv[0], ctx);
+}
+
+/* hashFinal(ctx) -> hex; the ctx starts again empty. */
+static napi_value hash_final(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], v;
+  void *ctx;
+  unsigned char md[32];
+  char hex[65];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_external(env, argv[0], &ctx));
+  if (sha.final(md, ctx) != 1 || sha.init(ctx) != 1) {
+    napi_throw_error(env, NULL, "SHA-256 failed");
+    return NULL;
+  }
+  to_hex(md, hex);
+  CHECK(napi_create_string_latin1(env, hex, 64, &v));
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
@@ -153,6 +341,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rm", NULL, rm, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, ref, NULL, NULL, NULL, napi_default, NULL},
       {"trim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
+      {"hashAvailable", NULL, hash_available, NULL, NULL, NULL, napi_default, NULL},
+      {"sha256", NULL, sha256, NULL, NULL, NULL, napi_default, NULL},
+      {"hashStart", NULL, hash_start, NULL, NULL, NULL, napi_default, NULL},
+      {"hashUpdate", NULL, hash_update, NULL, NULL, NULL, napi_default, NULL},
+      {"hashFinal", NULL, hash_final, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

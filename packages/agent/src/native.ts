@@ -1,7 +1,8 @@
 /**
  * The agent's native addon (packages/agent/native/inotify.c, built by node-gyp at `npm ci`
  * with this Node's headers, nothing downloaded): the change journal's inotify watches
- * (journal/dir-watch.ts) and glibc's `malloc_trim` (memory.ts). Optional: on a host where it
+ * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts) and SHA-256 on libuv's pool for a
+ * database archive (backup/hash-thread.ts, which types those functions). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.

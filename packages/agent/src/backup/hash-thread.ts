@@ -14,8 +14,15 @@
  * way the JS thread, which the trees' manifests also need during an incremental, spent 1-2 s
  * per GiB on it. The worker is started per archive (~15 MB while it runs) and ended with it.
  * The worker's code is inline (eval), so the bundled agent (one file) carries it.
+ *
+ * With the agent's native addon (native.ts) the same requests go to libuv's thread pool
+ * instead (`startHasher` -> NativeHasher): OpenSSL's SHA-256 over the buffer's own bytes, no
+ * thread of our own. The worker's ~16 MB of RSS (its isolate, heap and glibc arena, measured
+ * in a bare process) were on the database archive's path at the peak of a deployed
+ * incremental (docs/design/agent-memory.md). The worker stays for a host without the addon.
  */
 import { Worker } from 'node:worker_threads';
+import { nativeAddon } from '../native.js';
 
 const CODE = `
 const { parentPort } = require('node:worker_threads');
@@ -86,12 +93,83 @@ export function dropSharedBuffers(): number {
   return n;
 }
 
+/** A database archive's SHA-256s, off the JS thread (HashThread or NativeHasher). */
+export interface Hasher {
+  /** The SHA-256 (hex) of `buf` (shared memory, unchanged until this resolves). */
+  digest(buf: Buffer): Promise<string>;
+  /** Add `buf` (shared memory, unchanged until this resolves) to the running SHA-256. */
+  update(buf: Buffer): Promise<void>;
+  /** The running SHA-256 (hex) of everything updated so far; it starts again empty. */
+  final(): Promise<string>;
+  /** End it (pending requests are rejected or settle). */
+  close(): Promise<void>;
+}
+
+/** The native addon's hash functions, when its build has them (an older build does not). */
+interface NativeHash {
+  hashAvailable(): boolean;
+  sha256(buf: Buffer): Promise<string>;
+  hashStart(): object;
+  hashUpdate(ctx: object, buf: Buffer): Promise<void>;
+  hashFinal(ctx: object): string;
+}
+
+function nativeHash(): NativeHash | undefined {
+  const a = nativeAddon as (typeof nativeAddon & Partial<NativeHash>) | undefined;
+  if (process.env.BOXBACK_NATIVE_HASH === 'off' || typeof a?.hashAvailable !== 'function') return undefined;
+  return a.hashAvailable() ? (a as NativeHash) : undefined;
+}
+
+/**
+ * SHA-256 on libuv's thread pool through the native addon: `digest`s run side by side (each
+ * over its own buffer), `update`s one after the other in the order they were asked (each waits
+ * for the one before: the running hash is one context).
+ */
+export class NativeHasher implements Hasher {
+  private readonly ctx: object;
+  private tail: Promise<void> = Promise.resolve();
+  private failed?: Error;
+
+  constructor(private readonly n: NativeHash) {
+    this.ctx = n.hashStart();
+  }
+
+  digest(buf: Buffer): Promise<string> {
+    return this.failed ? Promise.reject(this.failed) : this.n.sha256(buf);
+  }
+
+  update(buf: Buffer): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    const next = this.tail.then(() => this.n.hashUpdate(this.ctx, buf));
+    // A failed update fails every later one and final: the running hash is lost.
+    this.tail = next.catch((err: Error) => void (this.failed ??= err));
+    return next;
+  }
+
+  async final(): Promise<string> {
+    await this.tail;
+    if (this.failed) throw this.failed;
+    return this.n.hashFinal(this.ctx);
+  }
+
+  async close(): Promise<void> {
+    await this.tail;
+    this.failed ??= new Error('the hasher was closed');
+  }
+}
+
+/** The hasher for one archive: on the pool through the native addon, else a worker thread. */
+export function startHasher(): Hasher {
+  const n = nativeHash();
+  return n ? new NativeHasher(n) : new HashThread();
+}
+
 interface Waiter {
   resolve(hex: string): void;
   reject(err: Error): void;
 }
 
-export class HashThread {
+export class HashThread implements Hasher {
   private readonly worker: Worker;
   private readonly waiting = new Map<number, Waiter>();
   private nextId = 0;

@@ -33,7 +33,7 @@ import zlib from 'node:zlib';
 import { BoxbackError } from '@boxback/common';
 import { excludeMatcher, walkTree, type WalkEntry } from '@boxback/common';
 import { DeflatePool, OUT_BYTES } from './zip-deflate.js';
-import { HashThread, releaseShared, sharedBuffer } from './hash-thread.js';
+import { releaseShared, sharedBuffer, startHasher, type Hasher } from './hash-thread.js';
 import { BLOCK_SIZE, REUSE_MIN, crc32Combine, type BlockRecord, type ReuseSource } from './zip-blocks.js';
 import {
   DEFLATE_END,
@@ -198,7 +198,7 @@ export async function readBack(fh: fsp.FileHandle, written: Buffer, position: nu
   for (let done = 0; done < written.length;) done += (await readPiece(fh, written.subarray(done), position + done, scratch, name)).length;
 }
 
-/** The archive's running SHA-256: on the JS thread, or on a HashThread (then its buffers are shared). */
+/** The archive's running SHA-256: on the JS thread, or off it (a Hasher: then its buffers are shared). */
 interface ArchiveHash {
   update(b: Buffer): Promise<void>;
   final(): Promise<string>;
@@ -242,7 +242,7 @@ class Output {
   }
 
   /** With `thread` (an archive holding a large file), hashed on it, its buffers in shared memory and larger. */
-  static async open(file: string, thread?: HashThread): Promise<Output> {
+  static async open(file: string, thread?: Hasher): Promise<Output> {
     const hash: ArchiveHash = thread ? { update: (b) => thread.update(b), final: () => thread.final() } : localHash();
     // Read and written: each write is read back.
     const fh = await fsp.open(file, 'w+', 0o644);
@@ -362,8 +362,8 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
     }
   };
 
-  // An archive holding a large file (a database) hashes on a thread of its own (hash-thread.ts).
-  const thread = entries.some((e) => e.st.isFile() && e.st.size >= REUSE_MIN) ? new HashThread() : undefined;
+  // An archive holding a large file (a database) hashes off the JS thread (hash-thread.ts).
+  const thread = entries.some((e) => e.st.isFile() && e.st.size >= REUSE_MIN) ? startHasher() : undefined;
   const output = await Output.open(out, thread).catch(async (err: unknown) => {
     await thread?.close();
     throw err;
