@@ -50,6 +50,12 @@ describe('local store: fetchTree checks its copy', () => {
         code: 'BOXBACK_ERR_VERIFY_FAILED',
         message: expect.stringContaining('artifacts/d/f: SHA-256 mismatch'),
       });
+      // A listed file gone from the stored tree: named by the check of the copy (a restore's VERIFY does not look).
+      rmSync(path.join(root, 'gocd1', `backup_${ref.timestamp}`, 'artifacts', 'g'));
+      await expect(store.fetchTree(ref, 'artifacts', dest('missing'))).rejects.toMatchObject({
+        code: 'BOXBACK_ERR_VERIFY_FAILED',
+        message: expect.stringContaining('artifacts/g: missing'),
+      });
     } finally {
       rmSync(root, { recursive: true, force: true });
       rmSync(src, { recursive: true, force: true });

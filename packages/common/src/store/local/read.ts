@@ -32,6 +32,8 @@ import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions 
 import { backupDir, backupDirExists, storedPath } from './layout.js';
 import { syncTree } from './rsync.js';
 import { copyTree, holdsExactly, type EntryType } from './tree-copy.js';
+import { TreeIndex, checkCopy } from './tree-index.js';
+import { removeTree } from '../../remove-tree.js';
 
 /** NOT_FOUND when the backup is not there at all. */
 async function mustExist(root: string, ref: BackupRef): Promise<void> {
@@ -164,35 +166,56 @@ async function* manifestLines(file: string): AsyncGenerator<string> {
   }
 }
 
-/** The entries under tree `dir` a manifest lists (relative to it, in its order) and their types. */
-async function listedOf(manifestFile: string, dir: string, m?: Manifest): Promise<Map<string, EntryType>> {
+/**
+ * The entries under tree `dir` a manifest lists (relative to it, in its order): their types,
+ * and of files their sizes and SHA-256, of symlinks their targets (tree-index.ts), in one pass.
+ */
+async function indexOf(manifestFile: string, dir: string, m?: Manifest): Promise<TreeIndex> {
   const prefix = `${dir}/`;
-  const listed = new Map<string, EntryType>();
+  const index = new TreeIndex(dir);
   if (m) {
-    for (const f of m.files) if (f.path.startsWith(prefix)) listed.set(f.path.slice(prefix.length), f.type);
-    return listed;
+    for (const f of m.files) if (f.path.startsWith(prefix)) index.add(f.path.slice(prefix.length), f);
+    return index;
   }
-  // A line at a time: the paths and types only, never the whole manifest as objects; each
-  // path its own string (ownString), or the map would keep the tree's whole manifest text.
+  // A line at a time, a tree line parsed, its path its own string (ownString), or the map would
+  // keep the tree's whole manifest text.
   for await (const json of manifestLines(manifestFile)) {
-    const h = lineHead(json);
-    if (h.path.startsWith(prefix)) listed.set(ownString(h.path.slice(prefix.length)), h.type);
+    if (!lineHead(json).path.startsWith(prefix)) continue;
+    const f = JSON.parse(json) as ManifestFile;
+    index.add(ownString(f.path.slice(prefix.length)), f);
   }
-  return listed;
+  return index;
+}
+
+/** VERIFY_FAILED naming the first few problems of a tree's copy. */
+function copyFailed(ref: BackupRef, problems: string[]): BoxbackError {
+  return new BoxbackError(
+    'BOXBACK_ERR_VERIFY_FAILED',
+    `backup ${refId(ref)} failed verification, nothing was changed: ${problems.slice(0, 5).join('; ')}${
+      problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''
+    }`,
+    { problems },
+  );
 }
 
 /**
- * Then every file of the copy is hashed against its manifest entry (verifyTreeCopy: the copy
- * is in the page cache, so the stored file is read from disk once, by the copy) and a symlink's
- * target compared; any difference throws VERIFY_FAILED naming the paths, the copy left for the
- * caller to remove (a restore's staging).
- * A tree holding exactly the manifest's entries is copied whole by `cp` (tree-copy.ts);
- * any other by rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
- * <dest>/: a real copy (no hard links into the store) of exactly what the manifest lists, the
- * root's attributes included; a listed '.' would bring the root's own entries too, so those the
- * manifest does not list are excluded by name: a file planted in a stored tree is never copied.
+ * Then every file of the copy is hashed against its manifest entry (the copy is in the page
+ * cache, so the stored file is read from disk once, by the copy) and a symlink's target
+ * compared; any difference throws VERIFY_FAILED naming the paths, the copy left for the caller
+ * to remove (a restore's staging).
+ * Into a fresh `dest` (a restore's staging) the stored tree is copied whole by `cp` at once
+ * (tree-copy.ts), the manifest's entries of it read meanwhile, and the copy is then walked once
+ * (tree-index.ts checkCopy: hot in the page cache) against them: when it holds exactly the
+ * listed entries, each of its listed type, its files are checked in that walk; when not (a file
+ * planted in the stored tree, a listed one missing), or when cp failed, the copy is removed and
+ * rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
+ * <dest>/ copies only what the manifest lists (the root's attributes included; a listed '.'
+ * would bring the root's own entries too, so those the manifest does not list are excluded by
+ * name), checked after by verifyTreeCopy. Before, the stored tree's cold directories were walked
+ * on the JS thread before cp could start. Into a `dest` that exists, the stored tree is walked
+ * first (holdsExactly) and only then copied, so nothing unlisted is ever put into it.
  * `manifest`: the backup's, whole, as the caller read it; else the manifest file is read a line
- * at a time (the tree's paths and types kept, not its entries as objects).
+ * at a time (the tree's entries kept in a TreeIndex, not as objects).
  */
 export async function fetchTree(root: string, ref: BackupRef, dir: string, dest: string, o: FetchTreeOptions = {}): Promise<void> {
   const src = storedPath(root, ref, dir);
@@ -202,26 +225,54 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `backup ${refId(ref)} has no tree ${dir}/`);
   }
   const manifestFile = path.join(backupDir(root, ref), MANIFEST_FILE);
-  await copyListed(src, dest, await listedOf(manifestFile, dir, o.manifest), o);
-  // Each stored tree file is read once, by the copy; its copy is checked (in the page cache now).
-  const r = await verifyTreeCopy(treeEntries(manifestFile, dir, o.manifest), dir, dest, { signal: o.signal });
-  if (r.problems.length)
-    throw new BoxbackError(
-      'BOXBACK_ERR_VERIFY_FAILED',
-      `backup ${refId(ref)} failed verification, nothing was changed: ${r.problems.slice(0, 5).join('; ')}${
-        r.problems.length > 5 ? ` (and ${r.problems.length - 5} more)` : ''
-      }`,
-      { problems: r.problems },
+  const fresh = (await fsp.lstat(dest).catch(() => undefined)) === undefined;
+  if (fresh) {
+    // Four cp processes at once: a restore reads cold small files, one at a time per process.
+    const stop = new AbortController();
+    const signal = o.signal ? AbortSignal.any([o.signal, stop.signal]) : stop.signal;
+    const copied = copyTree(src, dest, signal, undefined, RESTORE_COPY_STREAMS).then(
+      () => undefined,
+      (err: unknown) => err ?? new Error('cp failed'),
     );
+    let index: TreeIndex;
+    try {
+      index = await indexOf(manifestFile, dir, o.manifest);
+    } catch (err) {
+      // The copy is stopped and waited for (the caller removes the staging).
+      stop.abort(err);
+      await copied;
+      throw err;
+    }
+    const cpErr = await copied;
+    o.signal?.throwIfAborted();
+    if (!cpErr) {
+      const r = await checkCopy(dest, index, o.signal);
+      if (r.exact) {
+        if (r.problems.length) throw copyFailed(ref, r.problems);
+        return;
+      }
+    }
+    // Not exactly the listed entries (or cp failed on something in the stored tree): only those, by rsync.
+    await removeTree(dest);
+    await copyOnlyListed(src, dest, index.listed(), o);
+    const r = await verifyTreeCopy(index.entries(), dir, dest, { signal: o.signal });
+    if (r.problems.length) throw copyFailed(ref, r.problems);
+    return;
+  }
+  const index = await indexOf(manifestFile, dir, o.manifest);
+  const listed = index.listed();
+  if (await holdsExactly(src, listed)) await copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
+  else await copyOnlyListed(src, dest, listed, o);
+  // Each stored tree file is read once, by the copy; its copy is checked (in the page cache now).
+  const r = await verifyTreeCopy(index.entries(), dir, dest, { signal: o.signal });
+  if (r.problems.length) throw copyFailed(ref, r.problems);
 }
 
 /** cp processes a tree's restore copy runs at once (tree-copy.ts copySplit). */
 const RESTORE_COPY_STREAMS = 4;
 
-/** The usual case, a tree holding exactly its listed entries, by cp (tree-copy.ts); any other by rsync --files-from. */
-async function copyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
-  // Four cp processes at once: a restore reads cold small files, one at a time per process.
-  if (await holdsExactly(src, listed)) return copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
+/** rsync --files-from the manifest's entries: never an entry it does not list. */
+async function copyOnlyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {
   const top = new Set<string>();
   for (const e of listed.keys()) if (!e.includes('/')) top.add(e);
   const excludes = (await fsp.readdir(src)).filter((n) => !top.has(n)).map(rootExclude);
@@ -230,16 +281,6 @@ async function copyListed(src: string, dest: string, listed: Map<string, EntryTy
     yield* listed.keys();
   })();
   await syncTree({ source: src, dest, signal: o.signal, onProgress: o.onProgress, filesFrom: entries, excludes });
-}
-
-/** The manifest's entries under tree `dir`, whole ones (verifyTreeCopy's), one line parsed at a time. */
-async function* treeEntries(manifestFile: string, dir: string, m?: Manifest): AsyncGenerator<ManifestFile> {
-  const prefix = `${dir}/`;
-  if (m) {
-    for (const f of m.files) if (f.path.startsWith(prefix)) yield f;
-    return;
-  }
-  for await (const json of manifestLines(manifestFile)) if (lineHead(json).path.startsWith(prefix)) yield JSON.parse(json) as ManifestFile;
 }
 
 async function walkFiles(root: string, rel: string, out: string[]): Promise<void> {
