@@ -8,6 +8,8 @@
  *   1. the manifest's text through the store, streamed when it can (store.openManifest)
  *   2. scanManifest: one file line at a time, paths checked; a top-level entry parsed and kept
  *   3. the manifest returned with `files` = those entries; totals as the manifest has them
+ * `nestedTops(m)`: the first path segments of the entries not kept (the trees' directories),
+ * so VERIFY knows when the kept entries are all it has to read itself.
  */
 import {
   lineHead,
@@ -20,18 +22,30 @@ import {
   type ManifestFile,
 } from '@boxback/common';
 
+const tops = new WeakMap<Manifest, ReadonlySet<string>>();
+
+/** The first segments of the paths of the entries an outline did not keep (`artifacts` of `artifacts/a/b`). */
+export function nestedTops(m: Manifest): ReadonlySet<string> | undefined {
+  return tops.get(m);
+}
+
 export async function readManifestOutline(store: BackupStore, ref: BackupRef): Promise<Manifest> {
   const open = store.openManifest ? () => store.openManifest!(ref) : async () => textStream(await store.readManifestText(ref));
   const files: ManifestFile[] = [];
   let n = 0;
   let bytes = 0;
+  const nested = new Set<string>();
   const m = await scanManifest(open, `the manifest of ${refId(ref)}`, (json) => {
     const h = lineHead(json);
-    if (!h.path.includes('/')) files.push(JSON.parse(json) as ManifestFile);
+    const slash = h.path.indexOf('/');
+    if (slash < 0) files.push(JSON.parse(json) as ManifestFile);
+    else if (!nested.has(h.path.slice(0, slash))) nested.add(h.path.slice(0, slash));
     // Counted in case the manifest has no totals (they are written after the file list).
     if (h.type === 'dir') return;
     n++;
     bytes += h.size;
   });
-  return { ...m, files, totals: m.totals ?? { files: n, bytes } };
+  const outline = { ...m, files, totals: m.totals ?? { files: n, bytes } };
+  tops.set(outline, nested);
+  return outline;
 }

@@ -5,9 +5,12 @@
  *      (local: size, SHA-256, symlink targets; no walk for unlisted files in a tree: fetchTree
  *      copies only the manifest's entries; s3: every file's content re-read and hashed), but
  *      what a real restore reads next through a store that checks it then, still before STOP,
- *      only for presence and sizes here: on s3 the parts and trees (checked as downloaded),
- *      on local the trees (fetchTree hashes each staged copy, in the page cache just after
- *      the copy: each stored tree file is read from disk once). A dry run reads everything.
+ *      not read here: on s3 the parts and trees (sized here, checked as downloaded), on local
+ *      the trees (not looked at here at all: fetchTree checks each staged copy's presence,
+ *      type, size and bytes, in the page cache just after the copy: each stored tree file is
+ *      read from disk once). When every entry below a directory is such a tree file, the
+ *      outline's top-level files are passed as `only` and the manifest is not read again
+ *      (a backend may ignore it). A dry run reads everything.
  *   2. every archive the restore will use is listed in the manifest (so it was checked)
  *   3. every zip archive of the backup (not only those this box's plan restores) opens and
  *      its central directory reads to the end (`files.openArchive`: the stored file, or read
@@ -23,6 +26,7 @@ import { BoxbackError, checkZipArchive, mapLimit, zipArchivesOf, zipEntries, typ
 import type { JobContext } from '../job.js';
 import { collectEvery } from '../memory.js';
 import type { BackupFiles } from './backup-files.js';
+import { nestedTops } from './outline.js';
 import type { RestoreTargets } from './targets.js';
 import { timed } from './timed.js';
 
@@ -80,9 +84,20 @@ export async function verifyBackup(
   const listed = new Set(manifest.files.map((f) => f.path));
   for (const d of targets.parts) if (!listed.has(d.archive)) problems.push(`${d.archive}: not in the manifest, cannot be checked`);
 
-  // The manifest's totals: `manifest` is the outline (outline.ts), its file list the top-level files only.
-  const shaTotal = manifest.totals.bytes;
-  const filesTotal = manifest.totals.files;
+  // A real restore (no CRC pass here) reads every part and tree it restores through the store
+  // right after, each file checked against the manifest before it is used and before STOP:
+  // a backend that checks on read need not download them here too.
+  const trees = targets.trees.map((t) => `${t.dir}/`);
+  const archives = new Set(targets.parts.map((p) => p.archive));
+  const checkedOnRead = crc ? undefined : (rel: string) => archives.has(rel) || trees.some((t) => rel.startsWith(t));
+  // Every entry below a directory is a tree file the restore fetches (and checks as it does):
+  // the outline's top-level files are all VERIFY reads itself, the manifest not read again.
+  const tops = nestedTops(manifest);
+  const only = checkedOnRead && tops && [...tops].every((d) => trees.includes(`${d}/`)) ? manifest.files : undefined;
+  // The manifest's totals: `manifest` is the outline (outline.ts), its file list the top-level
+  // files only; with `only`, those files (a backend may still read more: never shown above 100%).
+  const shaTotal = only ? only.reduce((n, f) => n + (f.type === 'file' ? f.size : 0), 0) : manifest.totals.bytes;
+  const filesTotal = only ? only.filter((f) => f.type !== 'dir').length : manifest.totals.files;
   const checked = { ...manifest, datasets: manifest.datasets.filter((d) => listed.has(d.archive)) };
   const zipTotal = crc ? checked.datasets.reduce((s, d) => s + (d.kind === 'zip' ? d.bytes : 0), 0) : 0;
   let shaDone = 0;
@@ -96,24 +111,19 @@ export async function verifyBackup(
     ctx.emit({
       phase: 'VERIFY',
       bytesDone: shaDone + zipDone,
-      bytesTotal: shaTotal + zipTotal,
+      bytesTotal: Math.max(shaTotal + zipTotal, shaDone + zipDone),
       filesDone,
-      filesTotal,
+      filesTotal: Math.max(filesTotal, filesDone),
       message: crc ? 'checksums and zip CRCs' : 'checksums',
     });
   };
   ctx.emit({ phase: 'VERIFY', state: 'started', bytesTotal: shaTotal + zipTotal, filesTotal });
-  // A real restore (no CRC pass here) reads every part and tree it restores through the store
-  // right after, each file checked against the manifest before it is used and before STOP:
-  // a backend that checks on read need not download them here too.
-  const trees = targets.trees.map((t) => `${t.dir}/`);
-  const archives = new Set(targets.parts.map((p) => p.archive));
-  const checkedOnRead = crc ? undefined : (rel: string) => archives.has(rel) || trees.some((t) => rel.startsWith(t));
   const [sha, zips] = await Promise.all([
     timed(ctx, 'verify_sha256', () =>
       files.store.verify(files.ref, {
         contentOnly: true,
         checkedOnRead,
+        only,
         signal: ctx.signal,
         onProgress: (p) => {
           shaDone = p.bytesDone;

@@ -195,6 +195,12 @@ export interface StoreVerifyOptions {
    * hands out the stored file itself, unchecked).
    */
   checkedOnRead?: (rel: string) => boolean;
+  /**
+   * With contentOnly: the only entries to check, as the caller read them (a restore whose every
+   * file not among them is checkedOnRead: its outline's top-level files), so the manifest need
+   * not be read again. A backend may ignore it and read the manifest.
+   */
+  only?: ManifestFile[];
   signal?: AbortSignal;
   onProgress?: (p: VerifyProgress) => void;
 }

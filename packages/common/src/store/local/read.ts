@@ -315,15 +315,20 @@ export async function verifyLocal(root: string, ref: BackupRef, o: StoreVerifyOp
   const share = o.quick ? 0 : Math.max(0, o.sample ?? 1);
   const readData = share >= 1 ? undefined : () => Math.random() < share;
   if (o.contentOnly) {
-    // A restore's: the manifest read as the files are checked, never whole in memory; no
-    // search for unlisted files (fetchTree copies only listed entries, so they do not matter).
-    // A tree file the restore fetches next (a path in a tree, named by checkedOnRead): its
-    // presence and size only; fetchTree checks its copy's bytes before it resolves, so each
-    // stored tree file is read once. Archives (no '/') are hashed here: localFile hands out
-    // the stored file itself, unchecked.
+    // A restore's: the manifest read as the files are checked, never whole in memory (or not
+    // at all: `only`, the entries the caller names); no search for unlisted files (fetchTree
+    // copies only listed entries, so they do not matter). A tree file the restore fetches next
+    // (a path in a tree, named by checkedOnRead) is not looked at here: fetchTree checks its
+    // copy's presence, type, size and bytes before it resolves, so each stored tree file is read
+    // once and statted once. Archives (no '/') are hashed here: localFile hands out the stored
+    // file itself, unchecked.
     const fetched = o.checkedOnRead;
-    const read = fetched ? (f: ManifestFile) => !(f.path.includes('/') && fetched(f.path)) && (readData?.() ?? true) : readData;
-    const { manifest, ...r } = await verifyBackupDirStreamed(dir, o.onProgress, 4, read, o.signal);
+    const skip = fetched ? (f: Pick<ManifestFile, 'path'>) => f.path.includes('/') && fetched(f.path) : undefined;
+    if (o.only) {
+      const files = skip ? o.only.filter((f) => !skip(f)) : o.only;
+      return verifyBackupDir(dir, { files } as Manifest, o.onProgress, 4, readData, o.signal);
+    }
+    const { manifest, ...r } = await verifyBackupDirStreamed(dir, o.onProgress, 4, readData, o.signal, skip);
     void manifest;
     return r;
   }
