@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../packages/controller/src/catalog/migrations.js';
-import { SqliteCatalog } from '../../packages/controller/src/catalog/sqlite.js';
+import { MAX_WRITES_PER_COMMIT, SqliteCatalog } from '../../packages/controller/src/catalog/sqlite.js';
 import { PgCatalog, pgClientConfig } from '../../packages/controller/src/catalog/postgres.js';
 import type { Catalog, JobRow } from '../../packages/controller/src/catalog/types.js';
 import { createToken, hashToken } from '../../packages/controller/src/auth.js';
@@ -364,7 +364,7 @@ describe('SQLite group commit', () => {
       'BOXBACK_ERR_ALREADY_EXISTS',
     ]);
     expect(c.commits.writes - before.writes).toBe(203);
-    expect(c.commits.batches - before.batches).toBe(1);
+    expect(c.commits.batches - before.batches).toBe(Math.ceil(203 / MAX_WRITES_PER_COMMIT)); // 2: at most 200 a commit
     const gen = c.generation;
     const added = c.addHost({ ...host('gc1'), address: '10.0.0.9:7444' });
     expect(c.generation).toBe(gen); // not before the host is committed: a reader would cache the rows without it
@@ -376,6 +376,33 @@ describe('SQLite group commit', () => {
     expect(await again.getJob('backup-dup2')).toBeUndefined();
     expect((await again.listAudit(5)).map((a) => a.action)).toContain('GroupCommit');
     expect((await again.getHost('gc1'))?.address).toBe('10.0.0.9:7444');
+    await again.close();
+  });
+
+  it('commits a large queue in commits of at most MAX_WRITES_PER_COMMIT with turns of the event loop between them; close commits them all', async () => {
+    const file = path.join(dir, 'group-large', 'catalog.db');
+    const c = SqliteCatalog.open(file);
+    await c.createJob(job('backup-l0'));
+    const before = { ...c.commits };
+    const ids = Array.from({ length: 450 }, (_, i) => `backup-l${i + 1}`);
+    const writes: Promise<unknown>[] = ids.map((id) => c.createJob(job(id)));
+    // a progress update queued after 450 inserts, replaced by a newer one: one statement, in the last commit
+    writes.push(c.updateJobProgress('backup-l450', 'BACKUP_DATABASE', '{"n":1}'));
+    writes.push(c.updateJobProgress('backup-l450', 'PUBLISH', '{"n":2}'));
+    let committedAtTurn = -1;
+    setImmediate(() => (committedAtTurn = c.commits.batches - before.batches));
+    await Promise.all(writes);
+    expect(committedAtTurn).toBe(1); // other work ran after the first commit, before the rest
+    expect(c.commits.batches - before.batches).toBe(3);
+    expect(c.commits.writes - before.writes).toBe(451);
+    expect(await c.getJob('backup-l450')).toMatchObject({ phase: 'PUBLISH', progressJson: '{"n":2}' });
+    // close with 450 writes queued and none awaited: every one is committed
+    const more = Array.from({ length: 450 }, (_, i) => `backup-m${i}`);
+    const pending = more.map((id) => c.createJob(job(id)));
+    await c.close();
+    await Promise.all(pending);
+    const again = SqliteCatalog.open(file);
+    for (const id of [...ids, ...more]) expect((await again.getJob(id))?.id).toBe(id);
     await again.close();
   });
 
