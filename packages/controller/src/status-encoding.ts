@@ -98,6 +98,53 @@ function varint64(n: number): number[] {
   return out;
 }
 
+/**
+ * An entry's HostStatus bytes (without its age), made once per entry object. status.ts makes
+ * them as it builds each new entry, in the build's time slices: a fleet backup's first answer
+ * has 1000 new entries, and encoding them all when the answer is first sent held the event loop
+ * for tens of milliseconds. An entry's `host` and `lastGoodBackup` objects are kept from the
+ * host's previous entry while their rows are the same (status.ts), and their field bytes are
+ * made once per object: a new entry (a job queued, started, progressed) encodes only the rest.
+ * Those two fields are written after the others (a field may come in any order on the wire).
+ */
+export function entryProto(e: HostEntry, serialize: (v: unknown) => Buffer): Buffer {
+  let body = protoBody.get(e);
+  if (body) return body;
+  const { host, lastGoodBackup } = e as { host?: object | null; lastGoodBackup?: object | null };
+  const head = hostStatusBytes({ ...e, host: null, lastGoodBackup: null }, serialize);
+  const hostField = host ? fieldBytes(host, 'host', serialize) : EMPTY;
+  const backupField = lastGoodBackup ? fieldBytes(lastGoodBackup, 'lastGoodBackup', serialize) : EMPTY;
+  // a copy of its own: a slice of the pooled serializer output would keep the pool's slab
+  body = Buffer.allocUnsafeSlow(head.length + hostField.length + backupField.length);
+  head.copy(body, 0);
+  hostField.copy(body, head.length);
+  backupField.copy(body, head.length + hostField.length);
+  protoBody.set(e, body);
+  return body;
+}
+
+const EMPTY = Buffer.alloc(0);
+/** A HostStatus field's bytes (its tag, length and message) per message object. */
+const fieldCache = new WeakMap<object, Buffer>();
+
+function fieldBytes(msg: object, field: 'host' | 'lastGoodBackup', serialize: (v: unknown) => Buffer): Buffer {
+  let b = fieldCache.get(msg);
+  if (!b) {
+    b = Buffer.from(hostStatusBytes({ [field]: msg }, serialize));
+    fieldCache.set(msg, b);
+  }
+  return b;
+}
+
+/** The HostStatus bytes of `hs`: a StatusResponse with this one host, less its tag and length. */
+function hostStatusBytes(hs: object, serialize: (v: unknown) => Buffer): Buffer {
+  const one = serialize({ hosts: [hs] });
+  if (one.length === 0) return EMPTY;
+  let at = 1;
+  while (one[at] & 0x80) at++;
+  return one.subarray(at + 1);
+}
+
 /** Tag of StatusResponse.hosts (field 1, length-delimited) and of HostStatus.last_good_age_seconds (field 6, varint). */
 const HOSTS_TAG = 0x0a;
 const AGE_TAG = 0x30;
@@ -110,20 +157,7 @@ const AGE_TAG = 0x30;
 export function answerProto(answer: object, serialize: (v: unknown) => Buffer): Buffer | undefined {
   const parts = registered.get(answer);
   if (!parts) return undefined;
-  const bodies = parts.entries.map((e) => {
-    let body = protoBody.get(e);
-    if (!body) {
-      // a StatusResponse with this one host: its tag and length, then the HostStatus bytes
-      const one = serialize({ hosts: [e] });
-      let at = 1;
-      while (one[at] & 0x80) at++;
-      // a copy of its own: a slice of the pooled serializer output would keep the pool's slab
-      body = Buffer.allocUnsafeSlow(one.length - at - 1);
-      one.copy(body, 0, at + 1);
-      protoBody.set(e, body);
-    }
-    return body;
-  });
+  const bodies = parts.entries.map((e) => entryProto(e, serialize));
   // an age of 0 is left out (proto3 default); a negative age (-1: no backup) is an int64's 10 bytes
   const ageBytes = (a: number) => (a === 0 ? 0 : 1 + (a < 0 ? 10 : varintSize(a)));
   const rest = serialize({ ...answer, hosts: [] });

@@ -8,14 +8,14 @@
  * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
  * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
-import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
+import { BOXBACK_VERSION, loadServices, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
 import type { Agents } from './agent-client.js';
 import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate, JobRow } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { ActiveJob, JobRunner } from './jobs.js';
 import { nextTurn, TimeSlice } from './concurrency.js';
 import type { AtRiskInput } from './notifications.js';
-import { registerParts } from './status-encoding.js';
+import { entryProto, registerParts } from './status-encoding.js';
 import { PRESENCE_EVERY_MS } from './store-agreement.js';
 
 interface Seen {
@@ -53,6 +53,9 @@ const REREAD_AT_MOST = 200;
 /** Past this many hosts a full read of the rows gives the event loop a turn between its queries (synchronous on SQLite). */
 const BIG_FLEET = 200;
 const turnIf = (yes: boolean) => (yes ? nextTurn() : Promise.resolve());
+
+/** GetStatus's answer serializer (the one the gRPC server encodes answers with). */
+const serializeStatus = (): ((v: unknown) => Buffer) => loadServices().ControllerService.service.GetStatus.responseSerialize;
 
 /** What of a poll's answer status shows: a change makes the next status call build anew. */
 const seenKey = (s: Seen) =>
@@ -405,7 +408,9 @@ export class HostMonitor {
         atRisk,
       };
       const prev = this.inputs.get(h.name);
-      const made = prev && sameInputs(prev, x) ? prev : { ...x, entry: this.entry(x, s, prev?.entry), ...jobMark(x.job) };
+      const made = prev && sameInputs(prev, x) ? prev : { ...x, entry: this.entry(x, s, prev), ...jobMark(x.job) };
+      // a new entry's bytes made now, in this slice (the answer is then joined from them, status-encoding.ts)
+      if (made.entry !== prev?.entry) entryProto(made.entry, serializeStatus());
       inputs.set(h.name, made);
       const entry = made.entry;
       entries.push(entry);
@@ -428,16 +433,22 @@ export class HostMonitor {
     return answer;
   }
 
-  /** A host's entry made from its inputs; the previous one when equal field by field (its encodings are kept, status-encoding.ts). */
-  private entry(x: Omit<EntryInputs, 'entry'>, s: Seen, prev: Entry | undefined): Entry {
+  /**
+   * A host's entry made from its inputs; the previous one when equal field by field (its
+   * encodings are kept, status-encoding.ts). Its host and backup messages are the previous
+   * entry's while their rows are the same objects (their bytes are then made once).
+   */
+  private entry(x: Omit<EntryInputs, 'entry'>, s: Seen, prevInputs: EntryInputs | undefined): Entry {
+    const prev = prevInputs?.entry;
     const copies = s.info?.safetyCopies ?? [];
     const running = x.job;
     const made: Entry = {
-      host: hostMsg(x.host),
+      host: prev?.host && prevInputs?.host === x.host ? prev.host : hostMsg(x.host),
       reachable: Boolean(s.info),
       unreachableReason: s.error ?? '',
       runningJob: running ? jobMsg(running.row, running.progress) : null,
-      lastGoodBackup: x.last ? backupMsg(x.last) : null,
+      lastGoodBackup:
+        prev?.lastGoodBackup && x.last && prevInputs?.last === x.last ? prev.lastGoodBackup : x.last ? backupMsg(x.last) : null,
       nextRunMs: x.nextRunMs,
       atRisk: x.atRisk,
       safetyCopies: copies.length,
