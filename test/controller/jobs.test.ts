@@ -2,7 +2,7 @@
 // agents over real mutual TLS (stub-agent.ts): the fleet concurrency bound, --no-wait and
 // job watch, BUSY, restore confirmations, a failed job's exit code, and reconciliation
 // after the controller is SIGKILLed mid-job.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -73,6 +73,16 @@ describe('fleet backups', () => {
     expect(tracker.max).toBe(1);
   });
 
+  it("runs the agents' channels in a thread 5 nice levels below the thread that answers status calls", () => {
+    // /proc/PID/task/TID/stat: the 19th field is the thread's nice (after the command's parenthesis: the 17th)
+    const nice = (tid: string) =>
+      Number(readFileSync(`/proc/${controller.proc.pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+    const main = nice(String(controller.proc.pid));
+    const lowered = readdirSync(`/proc/${controller.proc.pid}/task`).filter((t) => nice(t) !== main);
+    if (main > 14) return; // the test runner itself at nice 15 or more: no room to see the difference
+    expect(lowered.map(nice)).toEqual([main + 5]); // one thread (the agents'), started by the backups above
+  });
+
   it('--no-wait prints the jobs; job watch follows one to its result; a finished job answers at once', async () => {
     const r = await cli(['--json', 'backup', 'create', '--host', 'box1', '--no-wait'], env);
     expect(r.code, r.stderr).toBe(0);
@@ -92,6 +102,10 @@ describe('fleet backups', () => {
     const second = await cli(['backup', 'create', '--host', 'box2'], env);
     expect(second.code).toBe(7);
     expect(second.stderr).toMatch(/^boxback: BOXBACK_ERR_BUSY: already running a backup or restore: box2 \(job backup-/);
+    // several hosts at once (their active jobs read in one query): the whole request is refused, naming the busy one
+    const group = await cli(['backup', 'create', '--group', 'fleet', '--yes'], env);
+    expect(group.code).toBe(7);
+    expect(group.stderr).toMatch(/^boxback: BOXBACK_ERR_BUSY: already running a backup or restore: box2 \(job backup-[^)]*\); wait for it/);
     const status = json((await cli(['--json', 'status'], env)).stdout);
     const box2 = status.hosts.find((h: { host: { name: string } }) => h.host.name === 'box2');
     expect(box2.runningJob).toMatchObject({ kind: 'backup', state: 'Running' });

@@ -5,6 +5,8 @@
  * dashboard (docs/design/fleet-scale.md). It only relays: each message from the main thread is
  * one call or stream on one host's client, and each answer, event or error goes back as it is.
  */
+import { readlinkSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { BoxbackError, type TlsFiles } from '@boxback/common/rpc';
 import { AgentClients, type AgentCalls, type AgentTarget } from './agent-client.js';
@@ -31,11 +33,32 @@ function plainDetails(d: Record<string, unknown>): Record<string, unknown> {
   }
 }
 
+/**
+ * Nice levels this thread runs below the controller's main thread: when both want a core, the
+ * main thread's status calls and dashboard pages (a person or a monitor waits on them) go first;
+ * the channels' handshakes and job streams (agents that wait on a backup of minutes) next.
+ */
+export const AGENTS_THREAD_NICE = 5;
+
+/** Lower this thread's priority (Linux: a thread's nice is its own; elsewhere, or when refused, nothing changes). */
+export function lowerThreadPriority(by: number): number | undefined {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) return undefined;
+    setPriority(tid, Math.min(19, getPriority(tid) + by));
+    return getPriority(tid);
+  } catch {
+    return undefined;
+  }
+}
+
 type Method = keyof AgentCalls;
 const UNARY = new Set<Method>(['getInfo', 'verifyBackup', 'deleteBackup', 'confirmRestore', 'cancelJob', 'unsentResults', 'ackResults']);
 const STREAMS = new Set<Method>(['backup', 'restore']);
 
 function serve(port: NonNullable<typeof parentPort>, tls: TlsFiles): void {
+  const nice = Number(process.env.BOXBACK_AGENTS_THREAD_NICE ?? AGENTS_THREAD_NICE);
+  if (Number.isInteger(nice) && nice > 0) lowerThreadPriority(nice);
   const clients = new AgentClients(tls);
   const aborts = new Map<number, AbortController>();
   const send = (m: FromAgents) => port.postMessage(m);
