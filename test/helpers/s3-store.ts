@@ -100,6 +100,8 @@ export async function writeBackup(
     host: string;
     at?: Date;
     files?: Record<string, Buffer | string>;
+    /** Per file: where its independently compressed blocks start and end (addFile's `cuts`). */
+    cuts?: Record<string, number[]>;
     trees?: TreeSpec[];
     previous?: BackupRef;
     beforeCommit?: (s: BackupStaging) => Promise<void>;
@@ -112,7 +114,7 @@ export async function writeBackup(
       const data = Buffer.from(content);
       writeFileSync(s.pathFor(rel), data);
       const sha256 = createHash('sha256').update(data).digest('hex');
-      await s.addFile(rel, sha256);
+      await s.addFile(rel, sha256, { cuts: o.cuts?.[rel] });
       files.push({ path: rel, type: 'file', size: data.length, sha256, mode: 0o640, uid: 0, gid: 0, mtimeMs: Date.now() });
     }
     const trees: Record<string, TreeSyncResult> = {};

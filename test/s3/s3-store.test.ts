@@ -190,6 +190,60 @@ describe('S3 store dedup', () => {
     await t.store.close();
   });
 
+  it("an archive cut at its blocks' edges stores a repeated or moved block once, whatever precedes it", async () => {
+    const t = await makeTestStore(rgw);
+    const K = 1024;
+    // db.zip-like: a header, independently compressed blocks (700 KiB and just over 1 MiB), a tail
+    const x = randomBytes(700 * K);
+    const y = randomBytes(1024 * K + 5);
+    const archive = (head: Buffer, blocks: Buffer[], tail: Buffer) => {
+      const cuts: number[] = [];
+      let at = head.length;
+      for (const b of blocks) {
+        cuts.push(at);
+        at += b.length;
+      }
+      cuts.push(at);
+      return { data: Buffer.concat([head, ...blocks, tail]), cuts };
+    };
+    const a = archive(randomBytes(100), [x, y, x, y], randomBytes(300));
+    const put0 = t.store.client.counters.putBytes;
+    const first = await writeBackup(t.store, { host: 'gocd1', files: { 'db.zip': a.data }, cuts: { 'db.zip': a.cuts } });
+    const put1 = t.store.client.counters.putBytes - put0;
+    // each block once (no compression: random bytes), not the 3.4 MiB of the file
+    expect(put1).toBeGreaterThan(x.length + y.length);
+    expect(put1).toBeLessThan(x.length + y.length + 64 * K);
+
+    // the next archive: a longer header moves every block, one block is new
+    const z = randomBytes(50 * K);
+    const b = archive(randomBytes(777), [y, x, x, z], randomBytes(300));
+    const second = await writeBackup(t.store, { host: 'gocd1', files: { 'db.zip': b.data }, cuts: { 'db.zip': b.cuts } });
+    const put2 = t.store.client.counters.putBytes - put0 - put1;
+    // the new block, header and tail, and the backup's own objects; a chunker cutting by content
+    // alone would store at least its 256 KiB minimum again around the moved header
+    expect(put2).toBeLessThan(z.length + 100 * K);
+    console.log(`archive cut at its blocks: first PUT ${put1} bytes (file ${a.data.length}); moved blocks + 50 KiB new PUT ${put2} bytes`);
+
+    const other = t.again();
+    for (const [w, data] of [
+      [first, a.data],
+      [second, b.data],
+    ] as const) {
+      const lf = await other.localFile(w.ref, 'db.zip', { scratchDir: tmp('cuts') });
+      expect(sha(readFileSync(lf.path))).toBe(sha(data));
+      await lf.release();
+      const ra = await other.openRandomAccess(w.ref, 'db.zip');
+      const buf = Buffer.alloc(2000);
+      for (const at of [0, 99, 776, 700 * K + 50, data.length - 1000]) {
+        const { bytesRead } = await ra.read(buf, 0, buf.length, at);
+        expect(buf.subarray(0, bytesRead).equals(data.subarray(at, at + 2000)), `at ${at}`).toBe(true);
+      }
+      await ra.close();
+    }
+    await other.close();
+    await t.store.close();
+  });
+
   it('two hosts with the same artifacts store them once', async () => {
     const t = await makeTestStore(rgw);
     const a = tmp('hostA');

@@ -742,6 +742,18 @@ async function versionFile(r: Run): Promise<void> {
   });
 }
 
+/** Where an archive's compressed blocks start and end (the store cuts its blobs there), ascending; undefined without blocks. */
+function blockCuts(entries: BlockIndex[string] | undefined): number[] | undefined {
+  if (!entries) return undefined;
+  const cuts = new Set<number>();
+  for (const blocks of Object.values(entries))
+    for (const [, , offset, csize] of blocks) {
+      cuts.add(offset);
+      cuts.add(offset + csize);
+    }
+  return cuts.size ? [...cuts].sort((a, b) => a - b) : undefined;
+}
+
 /** Walk the finished directory and build the manifest (hashes of new tree files are read here). */
 async function describe(r: Run): Promise<Manifest> {
   const { config } = r.ctx;
@@ -750,7 +762,7 @@ async function describe(r: Run): Promise<Manifest> {
   const staging = r.staging!;
   const sink: ManifestSink = {
     add: async (e) => {
-      if (e.type === 'file' && e.sha256) await staging.addFile(e.path, e.sha256);
+      if (e.type === 'file' && e.sha256) await staging.addFile(e.path, e.sha256, { cuts: blockCuts(r.blocks[e.path]) });
       await out.add(e);
     },
   };

@@ -150,8 +150,13 @@ export interface BackupStaging {
   readonly dir: string;
   /** The local path to write stored file `rel` ('/'-separated, inside `dir`); its parent exists. */
   pathFor(rel: string): string;
-  /** `rel` is written and closed, with this SHA-256: it belongs to the backup. */
-  addFile(rel: string, sha256: string): Promise<void>;
+  /**
+   * `rel` is written and closed, with this SHA-256: it belongs to the backup. `o.cuts`: byte
+   * offsets where independently compressed pieces of it start and end (an archive's 1 MiB
+   * blocks, agent/backup/zip-blocks.ts); a content-addressed backend starts a stored piece at
+   * each, so an unchanged block is stored once whatever precedes it (s3); others ignore them.
+   */
+  addFile(rel: string, sha256: string, o?: { cuts?: readonly number[] }): Promise<void>;
   /** Store a tree (see TreeSyncRequest); its entries go to `req.out`. */
   syncTree(req: TreeSyncRequest): Promise<TreeSyncResult>;
   /**

@@ -147,13 +147,64 @@ export class BlobWriter {
     return { blobs, size, sha256: h.digest('hex') };
   }
 
-  /** Store a file's content, read in 1 MiB reads into a reused buffer (no buffer allocated per read). */
-  async storeFile(file: string, onBytes?: (n: number) => void): Promise<ContentRef> {
+  /**
+   * Store a file's content, read in 1 MiB reads into a reused buffer (no buffer allocated per read).
+   * `cuts`: offsets where a blob must start (an archive's independently compressed blocks,
+   * BackupStaging.addFile): the file is chunked piece by piece between them, so an unchanged
+   * block is the same blob wherever it lies and whatever the chunker's key; a piece up to the
+   * chunker's maximum is one blob.
+   */
+  async storeFile(file: string, onBytes?: (n: number) => void, cuts?: readonly number[]): Promise<ContentRef> {
     const buf = this.readBufs.pop() ?? Buffer.allocUnsafeSlow(1 << 20);
     try {
-      return await this.storeStream(readReusing(file, buf), onBytes);
+      if (!cuts?.length) return await this.storeStream(readReusing(file, buf), onBytes);
+      return await this.storePieces(file, buf, cuts, onBytes);
     } finally {
       this.readBufs.push(buf);
+    }
+  }
+
+  private async storePieces(file: string, buf: Buffer, cuts: readonly number[], onBytes?: (n: number) => void): Promise<ContentRef> {
+    const h = createHash('sha256');
+    const blobs: string[] = [];
+    const fh = await fsp.open(file, 'r');
+    const acc = this.chunkBufs.pop() ?? Buffer.allocUnsafeSlow(this.repo.config.chunking.max);
+    try {
+      const size = (await fh.stat()).size;
+      const bounds = [...new Set([0, ...cuts.filter((c) => c > 0 && c < size), size])].sort((a, b) => a - b);
+      let pos = 0;
+      // the bytes of [pos, end), hashed in file order as they are read (pieces come in order)
+      const piece = async function* (end: number): AsyncGenerator<Buffer> {
+        while (pos < end) {
+          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
+          if (bytesRead === 0) return; // shorter than at open: its SHA-256 will not match
+          const b = buf.subarray(0, bytesRead);
+          pos += bytesRead;
+          h.update(b);
+          onBytes?.(bytesRead);
+          yield b;
+        }
+      };
+      for (let i = 1; i < bounds.length; i++) {
+        const n = bounds[i] - bounds[i - 1];
+        if (n <= this.repo.config.chunking.max) {
+          // one blob: gathered in acc (reads reuse buf)
+          let got = 0;
+          for await (const b of piece(bounds[i])) got += b.copy(acc, got);
+          if (got > 0) blobs.push(await this.addBlob(acc.subarray(0, got)));
+        } else {
+          for await (const chunk of cutChunks(piece(bounds[i]), this.repo.gear, this.repo.config.chunking, acc))
+            blobs.push(await this.addBlob(chunk));
+        }
+        if (pos < bounds[i]) break;
+      }
+      // bytes appended since the stat: read and hashed too, so the SHA-256 check sees them
+      for await (const chunk of cutChunks(piece(Number.MAX_SAFE_INTEGER), this.repo.gear, this.repo.config.chunking, acc))
+        blobs.push(await this.addBlob(chunk));
+      return { blobs, size: pos, sha256: h.digest('hex') };
+    } finally {
+      this.chunkBufs.push(acc);
+      await fh.close();
     }
   }
 

@@ -26,6 +26,13 @@ import { open, seal, sealedSize, tampered } from './sealed.js';
 
 export const STORE_FORMAT = 'boxback/s3-store@1';
 
+/**
+ * A pooled GET buffer's smaller size: 1 MiB and 64 KiB, so that an archive's incompressible
+ * 1 MiB block (stored deflate blocks: a few bytes over 1 MiB, sealed) fits it, not the largest
+ * blob's 4 MiB buffer.
+ */
+const POOLED_GET = (1 << 20) + (64 << 10);
+
 export interface RepoConfig {
   format: typeof STORE_FORMAT;
   chunking: ChunkParams;
@@ -230,11 +237,11 @@ export class Repo {
     const loc = this.locate(id);
     if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
     let buf = pool?.pop();
-    // two sizes in a pool, 1 MiB and the largest sealed blob: a buffer too short for the next
-    // blob is dropped, and sizes of the blob's own would be dropped again and again (fresh pages
-    // faulted in while the body is copied into them)
+    // two sizes in a pool, POOLED_GET and the largest sealed blob: a buffer too short for the
+    // next blob is dropped, and sizes of the blob's own would be dropped again and again (fresh
+    // pages faulted in while the body is copied into them)
     if (!buf || buf.length < loc.length)
-      buf = Buffer.allocUnsafeSlow(!pool ? loc.length : loc.length <= 1 << 20 ? 1 << 20 : Math.max(loc.length, this.maxSealedBlob));
+      buf = Buffer.allocUnsafeSlow(!pool ? loc.length : loc.length <= POOLED_GET ? POOLED_GET : Math.max(loc.length, this.maxSealedBlob));
     try {
       const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 }, buf);
       const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;

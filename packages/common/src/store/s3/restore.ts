@@ -65,41 +65,84 @@ function copyParts(parts: Buffer[], from: number, out: Buffer, at: number, max: 
   return n;
 }
 
-/** Blobs a random-access reader fetches ahead of the one read, while reads go forward (a zip extracted from the store). */
+/**
+ * How far a random-access reader fetches ahead while reads go forward (a zip extracted from the
+ * store): at least RANDOM_AHEAD blobs and AHEAD_BYTES of plaintext, at most AHEAD_MAX blobs. By
+ * bytes, not only by blobs: an archive is stored cut at its compressed blocks (a few hundred
+ * KiB each), and a GET's latency, not its bytes, is what a reader of small blobs waits for.
+ */
 const RANDOM_AHEAD = 2;
+const AHEAD_BYTES = 4 << 20;
+const AHEAD_MAX = 8;
 
 /**
  * Reads at any position of a stored file: the blob covering it is read (GCM, its HMAC id
  * checked: every byte handed out is authenticated). While reads move forward blob by blob (an
- * archive extracted straight from the store), the next RANDOM_AHEAD blobs are fetched
- * meanwhile; at most RANDOM_AHEAD + 1 blobs (each up to the chunker's 4 MiB) are held.
+ * archive extracted straight from the store), the next blobs (RANDOM_AHEAD and AHEAD_BYTES at
+ * least) are fetched meanwhile; a blob that repeats in the file (an archive's unchanged block
+ * stored once) is fetched once while it is held.
  */
 export function randomAccess(repo: Repo, blobs: string[], size: number): RandomAccessFile {
   const offsets: number[] = [];
+  const plains: number[] = [];
   let pos = 0;
   for (const b of blobs) {
     offsets.push(pos);
-    pos += repo.locate(b)?.plain ?? 0;
+    const n = repo.locate(b)?.plain ?? 0;
+    plains.push(n);
+    pos += n;
   }
-  // each blob as its frames (not joined: a copy of every byte, into fresh pages)
+  // each blob as its frames (not joined: a copy of every byte, into fresh pages), by index and by id
   const held = new Map<number, Promise<Buffer[]>>();
+  const byId = new Map<string, { p: Promise<Buffer[]>; uses: number }>();
   const pool: Buffer[] = []; // GET buffers reused blob after blob
   let last = -1;
   const fetch = (i: number) => {
     let p = held.get(i);
     if (!p) {
-      p = repo.readBlobParts(blobs[i], true, pool);
-      p.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
+      const id = blobs[i];
+      const same = byId.get(id);
+      if (same) {
+        same.uses++;
+        p = same.p;
+      } else {
+        p = repo.readBlobParts(id, true, pool);
+        p.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
+        byId.set(id, { p, uses: 1 });
+      }
       held.set(i, p);
     }
     return p;
   };
+  const drop = (k: number) => {
+    held.delete(k);
+    const id = blobs[k];
+    const e = byId.get(id);
+    if (e && --e.uses === 0) byId.delete(id);
+  };
   const blob = (i: number) => {
     const p = fetch(i);
-    if (i === last + 1 || i === 0) for (let j = i + 1; j <= Math.min(i + RANDOM_AHEAD, blobs.length - 1); j++) void fetch(j);
-    for (const k of held.keys()) if (k < i || k > i + RANDOM_AHEAD) held.delete(k);
+    if (i === last + 1 || i === 0) {
+      let ahead = 0;
+      for (let j = i + 1; j < blobs.length && j <= i + AHEAD_MAX && (j <= i + RANDOM_AHEAD || ahead < AHEAD_BYTES); j++) {
+        void fetch(j);
+        ahead += plains[j];
+      }
+    }
+    for (const k of [...held.keys()]) if (k < i || k > i + AHEAD_MAX) drop(k);
     last = i;
     return p;
+  };
+  /** The blob holding byte `at` (offsets ascending). */
+  const find = (at: number) => {
+    let lo = 0;
+    let hi = offsets.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (offsets[mid] <= at) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
   };
   return {
     size,
@@ -107,8 +150,7 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
       let done = 0;
       while (done < length && position + done < size) {
         const at = position + done;
-        let i = offsets.length - 1;
-        while (i > 0 && offsets[i] > at) i--;
+        const i = find(at);
         const n = copyParts(await blob(i), at - offsets[i], buffer, offset + done, length - done);
         if (n === 0) break;
         done += n;
@@ -117,6 +159,7 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
     },
     async close() {
       held.clear();
+      byId.clear();
     },
   };
 }

@@ -4,7 +4,8 @@
  *   begin     a lock object (locks/<random>, refreshed every lease/3 while the backup runs: a
  *             prune leaves alone what a running backup may use); a scratch directory on this box
  *   addFile   the finished local file is read, chunked and its new blobs uploaded at once;
- *             its SHA-256 must match the caller's
+ *             its SHA-256 must match the caller's; an archive is cut at its blocks' edges
+ *             (the caller's `cuts`), so each unchanged compressed block is the same blob
  *   syncTree  tree-upload.ts: straight from the source, unchanged content not uploaded
  *   commit    manifest and content map stored as blobs -> every pack upload confirmed ->
  *             every pack it reuses confirmed present (HEAD), re-indexed if a prune forgot it
@@ -94,8 +95,8 @@ export class S3Staging implements BackupStaging {
     return p;
   }
 
-  async addFile(rel: string, sha256: string): Promise<void> {
-    const c = await this.writer.storeFile(this.pathFor(rel));
+  async addFile(rel: string, sha256: string, o?: { cuts?: readonly number[] }): Promise<void> {
+    const c = await this.writer.storeFile(this.pathFor(rel), undefined, o?.cuts);
     if (c.sha256 !== sha256)
       throw new BoxbackError(
         'BOXBACK_ERR_VERIFY_FAILED',
