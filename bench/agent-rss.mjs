@@ -12,13 +12,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { startDaemon } from './lib/deployed.mjs';
 import { generateBox, simulateCiDay } from './lib/gen-box.mjs';
 import { guard, onCleanup, stopEverything } from './lib/procs.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     size: { type: 'string', default: 'files' },
     dir: { type: 'string' },

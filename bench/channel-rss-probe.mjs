@@ -9,13 +9,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { initCerts, mapLimit } from '@boxback/common';
 import { issueBenchAgentCerts } from './lib/agent-certs.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { AgentClients } = await import(path.join(here, '../packages/controller/dist/agent-client.js'));
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: { hosts: { type: 'string', default: '500' }, 'max-open': { type: 'string', default: '100000' } },
 });
 const N = Number(args.hosts);

@@ -41,11 +41,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { emptyProgress, emptyResult, initCerts, loadServices, mapLimit, serverCredentials, tokenClientCredentials } from '@boxback/common';
 import { writeFakeBackup } from '../test/helpers/fake-backup.mjs';
 import { issueBenchAgentCerts } from './lib/agent-certs.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -53,7 +53,7 @@ const CONTROLLER_MAIN = path.join(repo, 'packages/controller/dist/main.js');
 const { ControllerClient } = await import(path.join(repo, 'packages/controller/dist/cli/connection.js'));
 const { CONTROLLER_NODE_FLAGS } = await import(path.join(repo, 'packages/controller/dist/node-flags.js'));
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     hosts: { type: 'string', default: '200' },
     'backup-ms': { type: 'string', default: '500' },

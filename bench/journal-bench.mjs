@@ -44,13 +44,13 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { createJournals } from '../packages/agent/dist/journal/index.js';
 import { syncTreeIncremental } from '../packages/common/dist/index.js';
 import { inotifyWatchesInUse } from '../packages/agent/dist/journal/watcher.js';
 import { rsyncArgs } from '../packages/common/dist/index.js';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { guard, onCleanup, run as runProcess, spawnTracked } from './lib/procs.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const thisFile = fileURLToPath(import.meta.url);
 const secs = (t0) => Number(((performance.now() - t0) / 1000).toFixed(3));
@@ -554,7 +554,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === thisFile) {
       },
     );
   } else {
-    const { values: args } = parseArgs({
+    const { values: args } = benchArgs(import.meta.url, {
       options: {
         files: { type: 'string', default: '200000' },
         'per-dir': { type: 'string', default: '100' },

@@ -5,9 +5,9 @@
 // --long-turns: the stretches of samples with no idle between them longer than MS (the event
 // loop's long turns), their count and time, and the project's functions inclusive in them.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/cli-args.mjs';
 
-const { values, positionals } = parseArgs({
+const { values, positionals } = benchArgs(import.meta.url, {
   allowPositionals: true,
   options: { top: { type: 'string', default: '25' }, 'long-turns': { type: 'string' } },
 });

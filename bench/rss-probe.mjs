@@ -7,12 +7,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { SIZES, generateBox } from './lib/gen-box.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: { files: { type: 'string', default: '60000' }, dir: { type: 'string' }, keep: { type: 'boolean', default: false } },
 });
 const nFiles = Number(args.files);
