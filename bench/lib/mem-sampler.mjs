@@ -1,6 +1,7 @@
 // A preload for the agent daemon (`node --import bench/lib/mem-sampler.mjs ...`): every
 // BOXBACK_MEM_SAMPLE_MS (250) ms, one line of process.memoryUsage() and the thread count,
-// appended to the file BOXBACK_MEM_SAMPLE_FILE. bench/agent-rss.mjs reads it per job.
+// appended to the file BOXBACK_MEM_SAMPLE_FILE (with the pid: several processes may share it,
+// e.g. through NODE_OPTIONS=--import). bench/agent-rss.mjs reads it per job.
 // BOXBACK_MEM_SNAPSHOT_MB=N: the first time the JS heap holds more than N MB, one heap snapshot
 // is written beside the samples file (what holds it: open it in Chrome's DevTools).
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -23,6 +24,6 @@ if (file) {
     } catch {
       /* not Linux */
     }
-    appendFileSync(file, `${JSON.stringify({ t: Date.now(), ...m, threads })}\n`);
+    appendFileSync(file, `${JSON.stringify({ t: Date.now(), pid: process.pid, ...m, threads })}\n`);
   }, every).unref();
 }
