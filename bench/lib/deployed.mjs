@@ -59,6 +59,13 @@ export function steps(text, jobId) {
       s.publish_manifest_rename_s = l.ms / 1000;
     } else if (l.msg === 'change journals settled') {
       s.journals_seal_s = l.ms / 1000;
+    } else if (l.msg === 'heap bounded during the job') {
+      // memory.ts boundHeap: its full GCs and malloc_trims during the job, and the RSS the trims gave back
+      s.bound_gcs = l.gcs;
+      s.bound_gc_s = l.gcMs / 1000;
+      s.bound_trims = l.trims;
+      s.bound_trim_s = (l.trimMs ?? 0) / 1000;
+      s.bound_trimmed_mb = l.trimmedMb;
     } else if (l.msg === 'backup flushed to disk') {
       s.publish_flush_s = l.ms / 1000;
       s.publish_flush_how = l.how;
