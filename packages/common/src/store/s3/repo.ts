@@ -234,25 +234,59 @@ export class Repo {
 
   /** readBlob's plaintext as its frames' (openBlobParts): not joined, for a caller that streams them. */
   async readBlobParts(id: string, checkId = true, pool?: Buffer[]): Promise<Buffer[]> {
-    const loc = this.locate(id);
-    if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
+    return (await this.readBlobRun([id], checkId, pool))[0];
+  }
+
+  /**
+   * Blobs lying one right after the other in one pack (the caller checked: `runLength`), read
+   * with one ranged GET and opened one by one (each as readBlobParts gives it).
+   */
+  async readBlobRun(ids: string[], checkId = true, pool?: Buffer[]): Promise<Buffer[][]> {
+    const locs = ids.map((id) => {
+      const loc = this.locate(id);
+      if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
+      return loc;
+    });
+    const start = locs[0].offset;
+    const n = locs[locs.length - 1].offset + locs[locs.length - 1].length - start;
     let buf = pool?.pop();
     // two sizes in a pool, POOLED_GET and the largest sealed blob: a buffer too short for the
-    // next blob is dropped, and sizes of the blob's own would be dropped again and again (fresh
+    // next GET is dropped, and sizes of the GET's own would be dropped again and again (fresh
     // pages faulted in while the body is copied into them)
-    if (!buf || buf.length < loc.length)
-      buf = Buffer.allocUnsafeSlow(!pool ? loc.length : loc.length <= POOLED_GET ? POOLED_GET : Math.max(loc.length, this.maxSealedBlob));
+    if (!buf || buf.length < n) buf = Buffer.allocUnsafeSlow(!pool ? n : n <= POOLED_GET ? POOLED_GET : Math.max(n, this.maxSealedBlob));
     try {
-      const raw = await this.client.get(packKey(loc.pack), { start: loc.offset, end: loc.offset + loc.length - 1 }, buf);
-      const what = `blob ${id.slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
-      if (!raw) throw tampered(what, 'its pack is missing');
-      if (raw.length !== loc.length) throw tampered(what, `truncated (${raw.length} of ${loc.length} bytes)`);
-      const parts = openBlobParts(this.keys, id, raw, loc.codec, loc.plain, checkId);
-      if (parts.reduce((n, p) => n + p.length, 0) !== loc.plain) throw tampered(what, 'wrong length');
-      return parts;
+      const raw = await this.client.get(packKey(locs[0].pack), { start, end: start + n - 1 }, buf);
+      return locs.map((loc, k) => {
+        const what = `blob ${ids[k].slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
+        if (!raw) throw tampered(what, 'its pack is missing');
+        if (loc.pack !== locs[0].pack || loc.offset - start + loc.length > raw.length)
+          throw tampered(what, `truncated (${raw.length} of ${n} bytes)`);
+        const sealed = raw.subarray(loc.offset - start, loc.offset - start + loc.length);
+        const parts = openBlobParts(this.keys, ids[k], sealed, loc.codec, loc.plain, checkId);
+        if (parts.reduce((x, p) => x + p.length, 0) !== loc.plain) throw tampered(what, 'wrong length');
+        return parts;
+      });
     } finally {
       pool?.push(buf);
     }
+  }
+
+  /**
+   * How many of `ids` from `from` on (at most `max`, `maxBytes` sealed) lie one right after the
+   * other in one pack: one GET reads them all (readBlobRun). At least 1.
+   */
+  runLength(ids: string[], from: number, max: number, maxBytes: number): number {
+    const first = this.locate(ids[from]);
+    if (!first) return 1;
+    let end = first.offset + first.length;
+    let n = 1;
+    while (n < max && from + n < ids.length) {
+      const l = this.locate(ids[from + n]);
+      if (!l || l.pack !== first.pack || l.offset !== end || end + l.length - first.offset > maxBytes) break;
+      end += l.length;
+      n++;
+    }
+    return n;
   }
 
   /**

@@ -2,7 +2,7 @@
  * Reading stored files back from the S3 store, every byte authenticated:
  *
  *   openFile          blobs in order (each a ranged GET, opened and checked against its id)
- *   openRandomAccess  the blobs covering a read, the last one kept for the next read
+ *   openRandomAccess  the blobs covering a read, and ahead of it while reads go forward
  *   localFile         download into a temporary name in the scratch directory, SHA-256
  *                     compared, then renamed: nothing half-checked ever has the final name
  *   fetchTree         the tree rebuilt in a sibling `<dest>.bb-fetch-*` directory (files
@@ -74,13 +74,17 @@ function copyParts(parts: Buffer[], from: number, out: Buffer, at: number, max: 
 const RANDOM_AHEAD = 2;
 const AHEAD_BYTES = 4 << 20;
 const AHEAD_MAX = 8;
+/** Blobs lying one after the other in a pack are read with one GET, up to this many bytes. */
+const RUN_BYTES = 4 << 20;
 
 /**
  * Reads at any position of a stored file: the blob covering it is read (GCM, its HMAC id
  * checked: every byte handed out is authenticated). While reads move forward blob by blob (an
  * archive extracted straight from the store), the next blobs (RANDOM_AHEAD and AHEAD_BYTES at
- * least) are fetched meanwhile; a blob that repeats in the file (an archive's unchanged block
- * stored once) is fetched once while it is held.
+ * least) are fetched meanwhile, those lying one after the other in a pack with one GET (up to
+ * RUN_BYTES: a GET's fixed cost, a few ms of CPU on this VM, is more than a block's GCM); a
+ * blob that repeats in the file (an archive's unchanged block stored once) is fetched once
+ * while it is held.
  */
 export function randomAccess(repo: Repo, blobs: string[], size: number): RandomAccessFile {
   const offsets: number[] = [];
@@ -97,22 +101,32 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
   const byId = new Map<string, { p: Promise<Buffer[]>; uses: number }>();
   const pool: Buffer[] = []; // GET buffers reused blob after blob
   let last = -1;
-  const fetch = (i: number) => {
-    let p = held.get(i);
-    if (!p) {
-      const id = blobs[i];
-      const same = byId.get(id);
-      if (same) {
-        same.uses++;
-        p = same.p;
-      } else {
-        p = repo.readBlobParts(id, true, pool);
-        p.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
-        byId.set(id, { p, uses: 1 });
-      }
-      held.set(i, p);
+  // blob i, and with it the blobs right after it in its pack up to `upTo` (one GET for all)
+  const fetch = (i: number, upTo: number) => {
+    const p = held.get(i);
+    if (p) return p;
+    const same = byId.get(blobs[i]);
+    if (same) {
+      same.uses++;
+      held.set(i, same.p);
+      return same.p;
     }
-    return p;
+    let n = repo.runLength(blobs, i, Math.max(1, upTo - i + 1), RUN_BYTES);
+    for (let k = 1; k < n; k++)
+      if (held.has(i + k) || byId.has(blobs[i + k])) {
+        n = k; // already fetched or fetching: the run stops before it
+        break;
+      }
+    const run = blobs.slice(i, i + n);
+    const all = repo.readBlobRun(run, true, pool);
+    all.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
+    for (let k = 0; k < n; k++) {
+      const pk = all.then((r) => r[k]);
+      pk.catch(() => undefined);
+      held.set(i + k, pk);
+      byId.set(run[k], { p: pk, uses: 1 });
+    }
+    return held.get(i)!;
   };
   const drop = (k: number) => {
     held.delete(k);
@@ -121,11 +135,12 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
     if (e && --e.uses === 0) byId.delete(id);
   };
   const blob = (i: number) => {
-    const p = fetch(i);
-    if (i === last + 1 || i === 0) {
+    const forward = i === last + 1 || i === 0;
+    const p = fetch(i, forward ? i + AHEAD_MAX : i);
+    if (forward) {
       let ahead = 0;
       for (let j = i + 1; j < blobs.length && j <= i + AHEAD_MAX && (j <= i + RANDOM_AHEAD || ahead < AHEAD_BYTES); j++) {
-        void fetch(j);
+        void fetch(j, i + AHEAD_MAX);
         ahead += plains[j];
       }
     }
