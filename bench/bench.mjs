@@ -47,7 +47,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { AGENT_NODE_FLAGS } from '../packages/agent/dist/node-flags.js';
 import { run as journalBench } from './journal-bench.mjs';
 import { daemonWatchRss } from './lib/daemon-rss.mjs';
@@ -57,9 +56,10 @@ import { guard, onCleanup, run, spawnTracked, stopEverything } from './lib/procs
 import { printTable } from './lib/report.mjs';
 import { s3SectionFor } from './lib/s3-section.mjs';
 import { pageCache, settle, warm } from './lib/settle.mjs';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     size: { type: 'string', default: 'small' },
     seed: { type: 'string', default: '42' },

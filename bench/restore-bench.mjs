@@ -14,7 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/cli-args.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const load = (rel) => import(pathToFileURL(path.join(repo, rel)).href);
@@ -192,7 +192,7 @@ export function formatRestoreBench(r) {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: { artifacts: { type: 'string' }, 'db-mib': { type: 'string' }, runs: { type: 'string' }, json: { type: 'boolean' } },
   });
   const r = await benchRestore({

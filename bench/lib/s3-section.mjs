@@ -30,7 +30,6 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { S3BackupStore, createLogger, initS3Store, refFromPath } from '@boxback/common';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { bucketBytes, freePort, makeBucket, radosgwInstalled, startRadosgw } from '../../scripts/lib/radosgw.mjs';
@@ -38,6 +37,7 @@ import { cpuSeconds, startDaemon } from './deployed.mjs';
 import { generateBox, simulateCiDay, SIZES } from './gen-box.mjs';
 import { guard, onCleanup, run, stopEverything, track } from './procs.mjs';
 import { settle } from './settle.mjs';
+import { benchArgs } from './cli-args.mjs';
 
 const HOST = 'bench-s3';
 const mb = (b) => Math.round((b / 1e6) * 10) / 10;
@@ -355,7 +355,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
 
 // Run alone: node bench/lib/s3-section.mjs [--size small] [--seed 42] [--dir DIR] [--no-restic] [--cpu-prof DIR] [--job-prof DIR] [--json]
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values: args } = parseArgs({
+  const { values: args } = benchArgs(import.meta.url, {
     options: {
       size: { type: 'string', default: 'small' },
       seed: { type: 'string', default: '42' },

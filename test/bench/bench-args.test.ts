@@ -9,7 +9,16 @@ import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SCRIPTS = ['fleet-bench.mjs', 'journal-bench.mjs', 'agent-rss.mjs', 'status-build-bench.mjs', 'prof-summary.mjs'];
+const SCRIPTS = [
+  'bench.mjs',
+  'restore-bench.mjs',
+  'lib/s3-section.mjs',
+  'fleet-bench.mjs',
+  'journal-bench.mjs',
+  'agent-rss.mjs',
+  'status-build-bench.mjs',
+  'prof-summary.mjs',
+];
 
 test.each(SCRIPTS)('%s: --help prints its usage; an unknown option is one line and exit 2', (script) => {
   const run = (...args: string[]) =>
@@ -20,7 +29,7 @@ test.each(SCRIPTS)('%s: --help prints its usage; an unknown option is one line a
   expect(help.stdout).not.toMatch(/^\/\//m);
   const bad = run('--no-such-option');
   expect(bad.status).toBe(2);
-  expect(bad.stderr).toMatch(new RegExp(`^${script.replace('.', '\\.')}: Unknown option '--no-such-option'`));
+  expect(bad.stderr).toMatch(new RegExp(`^${path.basename(script).replace('.', '\\.')}: Unknown option '--no-such-option'`));
   expect(bad.stderr.trim().split('\n')).toHaveLength(1);
   expect(bad.stdout).toBe('');
 });
