@@ -191,7 +191,7 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
     await c.putBackup(
       backup('gocd1@20261121-211000', { createdAtMs: Date.parse('2026-11-21T21:10:00Z'), status: 'Failed', manifestJson: '' }),
     );
-    await c.createJob(job('backup-1'));
+    await c.createJob(job('backup-1'), { jobId: 'backup-1', atMs: 3, phase: '', state: 'queued', message: 'requested by alice via grpc' });
     const { token } = await createToken(c, 'ci-bot', 'viewer');
     await expect(createToken(c, 'ci-bot', 'admin')).rejects.toMatchObject({ code: 'BOXBACK_ERR_ALREADY_EXISTS' });
     await c.appendAudit({ atMs: 5, who: 'alice', action: 'AddHost', target: 'gocd1', result: 'ok', detail: '' });
@@ -208,6 +208,9 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
     expect((await c.lastRestorable('gocd1'))?.id).toBe('gocd1@20261121-201000');
     expect((await c.listJobs({ states: ['Running'] })).map((j) => j.id)).toEqual(['backup-1']);
     expect(await c.getJob('backup-1')).toMatchObject({ schedule: '', slotMs: 0, attempt: 0, owner: '' });
+    expect(await c.listJobEvents('backup-1')).toEqual([
+      { jobId: 'backup-1', atMs: 3, phase: '', state: 'queued', message: 'requested by alice via grpc' },
+    ]);
     const t = await c.findTokenByHash(hashToken(token));
     expect(t).toMatchObject({ name: 'ci-bot', role: 'viewer' });
     expect(typeof t?.id).toBe('number');
@@ -348,9 +351,12 @@ describe.each([sqliteBackend(), postgresBackend()])('catalog on $name', (be) => 
 });
 
 describe('SQLite group commit', () => {
+  // the commits' time slice off where a test counts commits (a loaded machine would split them)
+  const unsliced = { commitSliceMs: Number.POSITIVE_INFINITY };
+
   it('commits writes made together in one transaction; a refused one rejects alone; the rows survive a reopen', async () => {
     const file = path.join(dir, 'group', 'catalog.db');
-    const c = SqliteCatalog.open(file);
+    const c = SqliteCatalog.open(file, unsliced);
     const before = { ...c.commits };
     const ids = Array.from({ length: 200 }, (_, i) => `backup-g${i}`);
     const slot = { schedule: 'nightly', slotMs: 1_000, attempt: 1 };
@@ -381,7 +387,7 @@ describe('SQLite group commit', () => {
 
   it('commits a large queue in commits of at most MAX_WRITES_PER_COMMIT with turns of the event loop between them; close commits them all', async () => {
     const file = path.join(dir, 'group-large', 'catalog.db');
-    const c = SqliteCatalog.open(file);
+    const c = SqliteCatalog.open(file, unsliced);
     await c.createJob(job('backup-l0'));
     const before = { ...c.commits };
     const ids = Array.from({ length: 450 }, (_, i) => `backup-l${i + 1}`);
@@ -394,6 +400,7 @@ describe('SQLite group commit', () => {
     await Promise.all(writes);
     expect(committedAtTurn).toBe(1); // other work ran after the first commit, before the rest
     expect(c.commits.batches - before.batches).toBe(3);
+    expect(c.commits.largest).toBe(MAX_WRITES_PER_COMMIT);
     expect(c.commits.writes - before.writes).toBe(451);
     expect(await c.getJob('backup-l450')).toMatchObject({ phase: 'PUBLISH', progressJson: '{"n":2}' });
     // close with 450 writes queued and none awaited: every one is committed
@@ -403,6 +410,32 @@ describe('SQLite group commit', () => {
     await Promise.all(pending);
     const again = SqliteCatalog.open(file);
     for (const id of [...ids, ...more]) expect((await again.getJob(id))?.id).toBe(id);
+    await again.close();
+  });
+
+  it("stops a commit's writes once its time slice is used: the rest, in order, at the next turns; a job's first log line in its row's write", async () => {
+    const file = path.join(dir, 'group-slice', 'catalog.db');
+    const c = SqliteCatalog.open(file, { commitSliceMs: 0 }); // every write's time is over the slice: one write a commit
+    await c.createJob(job('backup-s0'));
+    const before = { ...c.commits };
+    const ids = Array.from({ length: 30 }, (_, i) => `backup-s${i + 1}`);
+    const order: string[] = [];
+    const writes: Promise<unknown>[] = ids.map((id) =>
+      c.createJob(job(id), { jobId: id, atMs: 1, phase: '', state: 'queued', message: `first line of ${id}` }).then(() => order.push(id)),
+    );
+    writes.push(c.updateJobProgress('backup-s30', 'BACKUP_DATABASE', '{"n":1}'));
+    let committedAtTurn = -1;
+    setImmediate(() => (committedAtTurn = c.commits.batches - before.batches));
+    writes.push(c.updateJobProgress('backup-s30', 'PUBLISH', '{"n":2}')); // replaces the queued one, still queued
+    await Promise.all(writes);
+    expect(committedAtTurn).toBe(1); // a turn of the event loop after the first write's commit
+    expect(c.commits.batches - before.batches).toBe(31);
+    expect(c.commits.largest).toBe(1);
+    expect(order).toEqual(ids); // committed in the order queued
+    expect(await c.getJob('backup-s30')).toMatchObject({ phase: 'PUBLISH', progressJson: '{"n":2}' });
+    await c.close();
+    const again = SqliteCatalog.open(file);
+    for (const id of ids) expect((await again.listJobEvents(id)).map((e) => e.message)).toEqual([`first line of ${id}`]);
     await again.close();
   });
 
@@ -434,7 +467,7 @@ describe('SQLite group commit', () => {
 
   it("joins a job's progress and log lines to the queue: a job's progress queued again replaces the queued one, in order with the other writes", async () => {
     const file = path.join(dir, 'group-light', 'catalog.db');
-    const c = SqliteCatalog.open(file);
+    const c = SqliteCatalog.open(file, unsliced);
     await c.createJob(job('backup-p1'));
     await c.createJob(job('backup-p2'));
     const before = { ...c.commits };

@@ -44,6 +44,8 @@ export interface ActiveJob {
   cancelled: boolean;
   done: Promise<void>;
   lastPersistMs: number;
+  /** The result its watchers were given (a watcher that comes after, while the job is still listed here, gets it at once). */
+  result?: JobResult;
 }
 
 export interface BackupOptions {
@@ -230,26 +232,19 @@ export class JobRunner {
       if (opts.slot) Object.assign(row, opts.slot);
       return { host, row };
     });
-    // the rows in few catalog commits (the catalog groups writes made together: not one fsync per
-    // host), with a turn of the event loop whenever a slice of time is used up (1000 hosts: status
-    // calls arriving meanwhile are answered, not kept behind every insert)
+    // the rows, each with its "queued" log line in the same write, in few catalog commits (the
+    // catalog groups writes made together: not one fsync per host), with a turn of the event loop
+    // whenever a slice of time is used up (1000 hosts: status calls arriving meanwhile are
+    // answered, not kept behind every insert)
+    const via = `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`;
     const slice = new TimeSlice();
     const writes: Array<Promise<void>> = [];
     for (const { row } of made) {
       if (slice.over()) await slice.turn();
-      writes.push(this.catalog.createJob(row));
+      writes.push(this.catalog.createJob(row, { jobId: row.id, atMs: row.createdAtMs, phase: '', state: 'queued', message: via }));
     }
     const created = await Promise.allSettled(writes);
     const queued = made.filter((_, i) => created[i].status === 'fulfilled');
-    // their "queued" log lines in one commit too (awaited one by one, 1000 hosts made 1000 commits
-    // before CreateBackup answered, while the first jobs ran)
-    const via = `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`;
-    const logged: Array<Promise<void>> = [];
-    for (const { row } of queued) {
-      if (slice.over()) await slice.turn();
-      logged.push(this.logEvent(row.id, '', 'queued', via));
-    }
-    await Promise.all(logged);
     const rows: JobRow[] = [];
     for (const { host, row } of queued) {
       if (slice.over()) await slice.turn();
@@ -278,13 +273,8 @@ export class JobRunner {
     const params = { backupPath: backup.path, dryRun: opts.dryRun, force: opts.force };
     const row = this.newRow(opts.drill ? 'drill' : 'restore', target.name, opts.requestedBy, params);
     row.backupId = backup.id;
-    await this.catalog.createJob(row);
-    await this.logEvent(
-      row.id,
-      '',
-      'queued',
-      `${backup.id} onto ${target.name}, requested by ${opts.requestedBy || 'unknown'}${opts.dryRun ? ', dry run' : ''}`,
-    );
+    const message = `${backup.id} onto ${target.name}, requested by ${opts.requestedBy || 'unknown'}${opts.dryRun ? ', dry run' : ''}`;
+    await this.catalog.createJob(row, { jobId: row.id, atMs: row.createdAtMs, phase: '', state: 'queued', message });
     this.start(row, async (a) => {
       if (!a.cancelled) await this.runRestore(a, target, backup, opts);
     });
@@ -442,7 +432,8 @@ export class JobRunner {
       state,
       [result.backupId, result.errorCode, result.errorMessage, ...result.warnings.map((w) => `warning: ${w}`)].filter(Boolean).join('; '),
     );
-    this.emit(a.row.id, { result: { ...result, manifestJson: '' } });
+    a.result = { ...result, manifestJson: '' };
+    this.emit(a.row.id, { result: a.result });
     for (const q of this.watchers.get(a.row.id) ?? []) q.end();
     this.watchers.delete(a.row.id);
     for (const fn of this.finishListeners) {
@@ -460,12 +451,16 @@ export class JobRunner {
 
   /** WatchJob: the last progress, live events, then the result. A finished job yields its result at once. */
   async *watch(jobId: string, signal?: AbortSignal): AsyncGenerator<JobEvent> {
-    const row = await this.catalog.getJob(jobId);
-    if (!row) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job ${jobId}: list jobs with \`boxback status\``);
+    // a job this process runs is followed from memory (a fleet backup's 1000 watchers read no row)
     const a = this.active.get(jobId);
     if (!a) {
-      const now = isFinal(row.state) ? row : await this.catalog.getJob(jobId);
-      yield { result: resultOfRow(now ?? row) };
+      const row = await this.catalog.getJob(jobId);
+      if (!row) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', `no job ${jobId}: list jobs with \`boxback status\``);
+      yield { result: resultOfRow(row) };
+      return;
+    }
+    if (a.result) {
+      yield { result: a.result };
       return;
     }
     const q = new AsyncQueue<JobEvent>();

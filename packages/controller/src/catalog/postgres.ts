@@ -372,7 +372,7 @@ export class PgCatalog implements Catalog {
 
   // ---- jobs
 
-  async createJob(j: JobRow): Promise<void> {
+  async createJob(j: JobRow, first?: JobEventRow): Promise<void> {
     const cols = Object.keys(j).filter((k) => (j as unknown as Row)[k] !== undefined);
     try {
       await this.q(
@@ -383,6 +383,7 @@ export class PgCatalog implements Catalog {
       if (pgCode(err) === UNIQUE_VIOLATION) throw jobExists(j);
       throw err;
     }
+    if (first) await this.appendJobEvent(first);
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {

@@ -238,7 +238,8 @@ export interface Catalog {
   updateBackup(id: string, u: BackupUpdate): Promise<void>;
   deleteBackup(id: string): Promise<boolean>;
 
-  createJob(j: JobRow): Promise<void>;
+  /** A new job's row, with its first log line (`first`) in the same write when given. */
+  createJob(j: JobRow, first?: JobEventRow): Promise<void>;
   getJob(id: string): Promise<JobRow | undefined>;
   updateJob(id: string, u: JobUpdate): Promise<void>;
   /** A job's latest phase and progress: not worth a disk flush of its own (the next durable write carries it). */
