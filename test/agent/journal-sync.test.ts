@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileExcludes } from '@boxback/common';
-import { reduceToRoots, syncTreeIncremental } from '@boxback/common';
+import { reduceToRoots, syncTreeIncremental, useNanosecondMtimes } from '@boxback/common';
+import { nativeAddon } from '../../packages/agent/src/native.js';
 import { planChunks } from '../../packages/agent/src/journal/watcher.js';
 import { Mutator, diffTrees, fullRsync, prng, snapshotTree } from '../helpers/journal-trees.js';
 
@@ -18,7 +19,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const EXCLUDES = ['*.tmp', '/cache/'];
 
 /** One seeded history: populate, full backup, then rounds of changes and incremental backups. */
-async function history(seed: number, rounds: number, opts: { noise?: boolean; during?: boolean } = {}) {
+async function history(seed: number, rounds: number, opts: { noise?: boolean; during?: boolean; rsyncDirs?: boolean } = {}) {
   const rnd = prng(seed);
   const dir = path.join(tmp, `s${seed}`);
   const src = path.join(dir, 'src');
@@ -43,7 +44,7 @@ async function history(seed: number, rounds: number, opts: { noise?: boolean; du
       const first = [...changed][0];
       if (first?.includes('/')) changed.add(path.posix.dirname(first));
     }
-    const before = await snapshotTree(prev);
+    const before = await snapshotTree(prev, { ns: true });
     const inc = path.join(dir, `inc${round}`);
     const full = path.join(dir, `full${round}`);
     const during: string[] = [];
@@ -58,13 +59,16 @@ async function history(seed: number, rounds: number, opts: { noise?: boolean; du
     const concurrent = opts.during && round % 2 === 0 ? mutateDuring() : undefined;
     let res;
     try {
+      // Without the agent's nanosecond mtime setter, the directories' attributes by rsync.
+      if (opts.rsyncDirs) useNanosecondMtimes(undefined);
       res = await syncTreeIncremental({ source: src, dest: inc, prevTree: prev, changed, excludes: EXCLUDES });
     } finally {
+      if (opts.rsyncDirs) useNanosecondMtimes(nativeAddon?.setMtime?.bind(nativeAddon));
       stop = true;
       await concurrent;
     }
     // The previous backup's tree is untouched: bytes, modes, mtimes, owners, link targets.
-    expect(diffTrees(before, await snapshotTree(prev)), `seed ${seed} round ${round}: prevTree changed`).toEqual([]);
+    expect(diffTrees(before, await snapshotTree(prev, { ns: true })), `seed ${seed} round ${round}: prevTree changed`).toEqual([]);
     if (concurrent) {
       // Changes made while the sync ran belong to the next backup's journal.
       carried = during;
@@ -73,7 +77,9 @@ async function history(seed: number, rounds: number, opts: { noise?: boolean; du
     }
     carried = [];
     fullRsync(src, full, prev, EXCLUDES);
-    const diffs = diffTrees(await snapshotTree(full), await snapshotTree(inc), 20, await snapshotTree(src));
+    // Every mtime to the nanosecond, as the journal bench compares the two trees.
+    const snap = (t: string) => snapshotTree(t, { ns: true });
+    const diffs = diffTrees(await snap(full), await snap(inc), 20, await snap(src));
     expect(diffs, `seed ${seed} round ${round} after ${ops.join('; ')}`).toEqual([]);
     expect(res.warnings).toEqual([]);
     prev = inc;
@@ -117,6 +123,17 @@ describe('incremental sync from a journal equals a full rsync --link-dest pass',
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     it(`random change sequence, seed ${seed}`, async () => {
       await history(seed, 6, { noise: seed % 2 === 0 });
+    });
+  }
+
+  it("sets the directories' mtimes in place when the agent's addon is built (no rsync run for them)", () => {
+    // npm ci builds the addon where there is a compiler (CI has one): the setter is registered.
+    expect(typeof nativeAddon?.setMtime).toBe('function');
+  });
+
+  for (const seed of [9, 10]) {
+    it(`random change sequence, directory attributes by rsync (no addon), seed ${seed}`, async () => {
+      await history(seed, 6, { noise: seed % 2 === 0, rsyncDirs: true });
     });
   }
 

@@ -3,7 +3,7 @@
 // a perfect journal would record), and a tree snapshot to compare two trees by value.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fsp, type Stats } from 'node:fs';
+import { promises as fsp, type BigIntStats, type Stats } from 'node:fs';
 import path from 'node:path';
 
 export function prng(seed: number): () => number {
@@ -24,6 +24,8 @@ export interface Entry {
   uid: number;
   gid: number;
   mtimeMs?: number;
+  /** With snapshotTree's `ns`: the mtime to the nanosecond. */
+  mtimeNs?: string;
   sha256?: string;
   target?: string;
 }
@@ -34,25 +36,30 @@ const exists = (p: string) =>
     () => false,
   );
 
-/** Every entry of a tree by relative path (the root itself as "."). */
-export async function snapshotTree(root: string): Promise<Map<string, Entry>> {
+/**
+ * Every entry of a tree by relative path (the root itself as "."). With `ns`, mtimes to the
+ * nanosecond (mtimeNs) instead of the millisecond.
+ */
+export async function snapshotTree(root: string, opts: { ns?: boolean } = {}): Promise<Map<string, Entry>> {
   const out = new Map<string, Entry>();
-  const describe = async (abs: string, st: Stats): Promise<Entry> => {
-    const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+  const time = (st: BigIntStats | Stats) =>
+    opts.ns ? { mtimeNs: String((st as BigIntStats).mtimeNs) } : { mtimeMs: Math.floor(Number(st.mtimeMs)) };
+  const describe = async (abs: string, st: BigIntStats | Stats): Promise<Entry> => {
+    const base = { mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) };
     if (st.isSymbolicLink()) return { type: 'symlink', ...base, size: 0, target: await fsp.readlink(abs) };
-    if (st.isDirectory()) return { type: 'dir', ...base, size: 0, mtimeMs: Math.floor(st.mtimeMs) };
+    if (st.isDirectory()) return { type: 'dir', ...base, size: 0, ...time(st) };
     const data = await fsp.readFile(abs);
     return {
       type: 'file',
       ...base,
-      size: st.size,
-      mtimeMs: Math.floor(st.mtimeMs),
+      size: Number(st.size),
+      ...time(st),
       sha256: createHash('sha256').update(data).digest('hex'),
     };
   };
   const walk = async (rel: string): Promise<void> => {
     const abs = path.join(root, rel);
-    const st = await fsp.lstat(abs);
+    const st = opts.ns ? await fsp.lstat(abs, { bigint: true }) : await fsp.lstat(abs);
     out.set(rel || '.', await describe(abs, st));
     if (!st.isDirectory()) return;
     for (const n of await fsp.readdir(abs)) await walk(rel ? `${rel}/${n}` : n);
@@ -73,9 +80,9 @@ export function diffTrees(a: Map<string, Entry>, b: Map<string, Entry>, limit = 
     let x = a.get(k);
     let y = b.get(k);
     const s = source?.get(k);
-    if (source && x?.type === 'dir' && y?.type === 'dir' && s?.mtimeMs !== x.mtimeMs) {
-      x = { ...x, mtimeMs: 0 };
-      y = { ...y, mtimeMs: 0 };
+    if (source && x?.type === 'dir' && y?.type === 'dir' && (s?.mtimeMs !== x.mtimeMs || s?.mtimeNs !== x.mtimeNs)) {
+      x = { ...x, mtimeMs: 0, mtimeNs: '' };
+      y = { ...y, mtimeMs: 0, mtimeNs: '' };
     }
     if (!x || !y) diffs.push(`${k}: ${x ? 'only in first' : 'only in second'}`);
     else if (JSON.stringify(x) !== JSON.stringify(y)) diffs.push(`${k}: ${JSON.stringify(x)} != ${JSON.stringify(y)}`);

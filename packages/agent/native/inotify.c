@@ -5,7 +5,8 @@
  * this costs the kernel's watch and nothing here; Node's fs.watch costs ~700 B of native
  * memory per directory (an FSEventWrap, libuv's uv_fs_event_t, its watcher list entry and
  * path) and drops IN_Q_OVERFLOW, which this passes on (wd -1, mask IN_Q_OVERFLOW).
- * Also malloc_trim(0), for the daemon to give freed native memory back after a job, and
+ * Also setMtime (utimensat: a journaled sync's directories' mtimes to the nanosecond),
+ * malloc_trim(0), for the daemon to give freed native memory back after a job, and
  * SHA-256 on libuv's thread pool (sha256 / hashUpdate / hashFinal) for the zip writer's
  * database archive (backup/hash-thread.ts): the hash runs over the Buffer's own bytes, no
  * copy and no worker thread (a worker costs ~16 MB of RSS while it runs). The hash is
@@ -21,7 +22,9 @@
 #include <malloc.h>
 #include <node_api.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -155,6 +158,29 @@ static napi_value trim(napi_env env, napi_callback_info info) {
   return int_value(env, malloc_trim(0));
 }
 
+
+/*
+ * setMtime(path, sec, nsec) -> 0 or -errno: the path's mtime to the nanosecond (utimensat, the
+ * atime left as it is, a symlink itself not followed). Node's utimes carries a time as a double
+ * (~0.24 us now); a journaled sync sets its directories' mtimes with this instead of an rsync
+ * run (store/local/incremental-sync.ts).
+ */
+static napi_value set_mtime(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[4097];
+  size_t len;
+  int64_t sec;
+  int32_t nsec;
+  CHECK(napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len));
+  CHECK(napi_get_value_int64(env, argv[1], &sec));
+  CHECK(napi_get_value_int32(env, argv[2], &nsec));
+  if (len >= sizeof path - 1) return int_value(env, -ENAMETOOLONG);
+  if (nsec < 0 || nsec > 999999999) return int_value(env, -EINVAL);
+  struct timespec ts[2] = {{.tv_sec = 0, .tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)sec, .tv_nsec = nsec}};
+  return int_value(env, utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0);
+}
 
 /* ---- SHA-256 on libuv's pool -------------------------------------------------------------- */
 
@@ -341,6 +367,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rm", NULL, rm, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, ref, NULL, NULL, NULL, napi_default, NULL},
       {"trim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
+      {"setMtime", NULL, set_mtime, NULL, NULL, NULL, napi_default, NULL},
       {"hashAvailable", NULL, hash_available, NULL, NULL, NULL, napi_default, NULL},
       {"sha256", NULL, sha256, NULL, NULL, NULL, napi_default, NULL},
       {"hashStart", NULL, hash_start, NULL, NULL, NULL, napi_default, NULL},

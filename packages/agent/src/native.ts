@@ -1,13 +1,16 @@
 /**
  * The agent's native addon (packages/agent/native/inotify.c, built by node-gyp at `npm ci`
  * with this Node's headers, nothing downloaded): the change journal's inotify watches
- * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts) and SHA-256 on libuv's pool for a
- * database archive (backup/hash-thread.ts, which types those functions). Optional: on a host where it
+ * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts), SHA-256 on libuv's pool for a
+ * database archive (backup/hash-thread.ts, which types those functions) and a nanosecond
+ * mtime setter (utimensat) that a journaled sync sets its directories' mtimes with
+ * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
+import { useNanosecondMtimes } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -21,6 +24,8 @@ export interface NativeAddon {
   ref(on: boolean): void;
   /** malloc_trim(0): 1 if memory went back to the system. */
   trim(): number;
+  /** utimensat: the path's mtime to the nanosecond, atime and a symlink's target untouched; 0 or -errno. Absent from builds before it. */
+  setMtime?(path: string, sec: number, nsec: number): number;
 }
 
 function load(): NativeAddon | undefined {
@@ -46,6 +51,9 @@ function load(): NativeAddon | undefined {
 }
 
 export const nativeAddon: NativeAddon | undefined = load();
+
+// A journaled sync's directories' mtimes set in place (store/local/incremental-sync.ts).
+if (typeof nativeAddon?.setMtime === 'function') useNanosecondMtimes(nativeAddon.setMtime.bind(nativeAddon));
 
 /** Give the native heap's free memory back to the system (glibc `malloc_trim`); false without the addon. */
 export function trimNativeHeap(): boolean {
