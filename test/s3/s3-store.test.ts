@@ -150,6 +150,22 @@ describe('S3 store framing', () => {
     expect(zeros.length).toBe(4 * M + 6);
     expect(await other.verify(w.ref, { sample: 0.5 })).toMatchObject({ ok: true, filesChecked: sizes.length + 1 });
     await other.close();
+
+    // a tree's files of one blob (written by the fetch thread): one and several frames, raw and
+    // compressed, one content in two files; several blobs (written here)
+    const src = tmp('frames-tree');
+    const text = Buffer.from(Array.from({ length: 6000 }, (_, i) => `line ${i % 97} of a build log\n`).join(''));
+    const tree: Record<string, Buffer> = { 'log.txt': text, 'copy/log.txt': text, 'big.bin': randomBytes(5 * M) };
+    for (const n of sizes.filter((x) => x <= 256 * K + 1)) tree[`d${n}/f.bin`] = randomBytes(n);
+    for (const [rel, data] of Object.entries(tree)) {
+      mkdirSync(path.dirname(path.join(src, rel)), { recursive: true });
+      writeFileSync(path.join(src, rel), data, { mode: 0o751 });
+    }
+    const wt = await writeBackup(t.store, { host: 'h', trees: [{ name: 'artifacts', source: src }] });
+    const dest = path.join(tmp('frames-restore'), 'artifacts');
+    await t.again().fetchTree(wt.ref, 'artifacts', dest);
+    expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(dest), '.'))).toEqual([]);
+    for (const [rel, data] of Object.entries(tree)) expect(sha(readFileSync(path.join(dest, rel))), rel).toBe(sha(data));
   });
 });
 
