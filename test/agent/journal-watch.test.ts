@@ -248,6 +248,43 @@ describe('change journal with the real watcher', () => {
     }
   });
 
+  it('held while a restore swaps the tree: no watches and no re-scan until invalidateAll, then watched again', async () => {
+    const b = await makeBox('held');
+    await fsp.mkdir(path.join(b.src, 'd'), { recursive: true });
+    await fsp.writeFile(path.join(b.src, 'd', 'f'), 'x');
+    const log = testLog();
+    const j = await open(b, log, { carryMs: 0 });
+    try {
+      await j.ready();
+      await backup(b, j);
+      j.hold('restore of h@20261121-120000 is replacing the trees');
+      expect(j.status()[0]).toMatchObject({ state: 'starting' });
+      // The swap: the tree renamed aside, a new one in its place.
+      const aside = path.join(b.dir, 'aside');
+      await fsp.rename(b.src, aside);
+      await fsp.mkdir(path.join(b.src, 'd'), { recursive: true });
+      await fsp.writeFile(path.join(b.src, 'd', 'g'), 'y');
+      await sleep(300);
+      // Nothing re-scanned the new tree meanwhile: still held, no watch added back.
+      expect(j.status()[0].state).toBe('starting');
+      expect(log.lines.filter((l) => /^watching artifacts/.test(l))).toHaveLength(1);
+      j.invalidateAll('restore of h@20261121-120000 replaced the trees');
+      await j.ready();
+      expect(j.status()[0].state).toBe('watching');
+      expect(log.lines.filter((l) => /^watching artifacts/.test(l))).toHaveLength(2);
+      const r = await backup(b, j);
+      expect(r.snap).toMatchObject({ trusted: false, reason: 'restore of h@20261121-120000 replaced the trees' });
+      // The new tree's watches follow it: a change after is journaled.
+      await fsp.writeFile(path.join(b.src, 'd', 'later'), 'z');
+      await settle(j);
+      const next = await backup(b, j);
+      expect(next.snap.trusted, next.snap.reason).toBe(true);
+      expect(next.snap.changed).toEqual(['d/later']);
+    } finally {
+      await j.close();
+    }
+  });
+
   it('a directory replaced under its watch is noticed: untrusted, and watched again', async () => {
     const b = await makeBox('replaced');
     await fsp.mkdir(path.join(b.src, 'd', 'sub'), { recursive: true });

@@ -46,6 +46,12 @@ export interface Journals {
   /** For a trusted snapshot: the link farm prepared from `previousBackup` (pass as `farm`), or undefined. */
   takeLinkFarm(tree: string, previousBackup: string): Promise<string | undefined>;
   abandoned(tree: string): void;
+  /**
+   * A restore is about to swap the trees: every journal untrusted, every watcher's watches
+   * closed, no re-scan until invalidateAll (which the restore calls when it ends, swapped or
+   * rolled back).
+   */
+  hold(reason: string): void;
   invalidateAll(reason: string): void;
   status(): WatcherStats[];
   /** Resolves when every watcher has finished starting (tests, bench). */
@@ -161,14 +167,22 @@ export async function createJournals(config: ConfigPart, log: Logger, o: Journal
     abandoned(tree) {
       entries.get(tree)?.journal.abandoned();
     },
+    hold(reason) {
+      for (const e of entries.values()) {
+        e.journal.markUntrusted(reason, true);
+        e.watcher?.hold(reason);
+      }
+    },
     invalidateAll(reason) {
       for (const e of entries.values()) {
         e.journal.markUntrusted(reason, true);
         // A restore renames the tree's directory aside and puts another in its place: the
-        // old watches follow the old inodes, so watch the path again.
-        if (e.watcher)
-          e.started = e.watcher
-            .rewatch(reason)
+        // old watches follow the old inodes, so watch the path again, once the restore's
+        // garbage is collected (the GC after a job: the scan does not pile onto it).
+        const watcher = e.watcher;
+        if (watcher)
+          e.started = new Promise<void>((resolve) => releaseMemorySoon(log, 'before re-watching the trees', resolve))
+            .then(() => watcher.rewatch(reason))
             .then(() => releaseMemorySoon(log, 'trees watched again'))
             .catch((err: unknown) => e.journal.markUntrusted(`re-watching failed: ${(err as Error).message}`));
       }

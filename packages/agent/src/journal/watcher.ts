@@ -270,6 +270,8 @@ export class TreeWatcher implements WatchSink {
   private inodes = new Map<string, string>();
   /** The restart under way, if any. */
   private restarting: Promise<void> | undefined;
+  /** Why the watcher is held (hold: a restore is replacing the tree), until rewatch. */
+  private held: string | undefined;
   private restarts: number[] = [];
   private statsNow: WatcherStats;
 
@@ -344,6 +346,8 @@ export class TreeWatcher implements WatchSink {
       );
       return this.stats();
     }
+    // Held meanwhile (a restore is replacing the tree): rewatch scans it again.
+    if (this.held !== undefined) return this.stats();
     this.inodes = walk.dirs;
     const chunks = planChunks(walk.dirs.keys(), walk.entries, this.o.chunkEntries ?? 1000);
     this.statsNow.chunks = chunks.roots.length;
@@ -510,9 +514,29 @@ export class TreeWatcher implements WatchSink {
     return this.restart(reason);
   }
 
+  /**
+   * A restore is about to replace the tree (SWAP): untrusted, every watch closed, and no
+   * re-scan until rewatch. Before, the watcher saw its root replaced and re-scanned the new
+   * tree at once, while the restore still held its own memory: at the default file counts that
+   * scan under the restore's SWAP..HEALTH_CHECK was the restore's peak (docs/design/agent-memory.md).
+   */
+  hold(reason: string): void {
+    if (this.statsNow.state === 'closed' || this.statsNow.state === 'too-large' || this.statsNow.state === 'failed') return;
+    this.held = reason;
+    this.untrusted(reason);
+    void this.stopWatching();
+    this.statsNow.state = 'starting';
+    this.o.onWatching?.(false, `the watcher of ${this.o.tree} is held: ${reason}`);
+  }
+
   /** Watch the tree again from scratch (after a restore swapped the tree's directory). */
-  rewatch(reason: string): Promise<void> {
-    if (this.statsNow.state === 'too-large') return Promise.resolve();
+  async rewatch(reason: string): Promise<void> {
+    if (this.statsNow.state === 'too-large') return;
+    if (this.held !== undefined) {
+      this.held = undefined;
+      // A scan under way when the hold came stops after its walk: wait for it, then scan afresh.
+      await this.restarting?.catch(() => undefined);
+    }
     return this.restart(reason);
   }
 

@@ -387,6 +387,9 @@ export async function runRestore(ctx: JobContext, req: RestoreRequest): Promise<
     phase = 'stopping';
     await step(run, 'STOP', () => stopAndConfirm(ctx));
     phase = 'after-stop';
+    // The trees are about to be swapped: their watchers stop here and scan the new trees once
+    // the restore is over (the finally below), not beside its last steps (agent-memory.md).
+    ctx.journals?.hold(`restore of ${manifest.id} (job ${ctx.jobId}) is replacing the trees`);
     await applyAll(run, rec, manifest, targets, staged, req.force);
     rec.status = 'completed';
     await saveRecord(ctx.config.stateDir, rec);

@@ -15,7 +15,6 @@ import { BoxbackError } from '../../errors.js';
 import {
   MANIFEST_FILE,
   lineHead,
-  ownString,
   readManifest,
   scanManifestFile,
   verifyBackupDeep,
@@ -177,12 +176,12 @@ async function indexOf(manifestFile: string, dir: string, m?: Manifest): Promise
     for (const f of m.files) if (f.path.startsWith(prefix)) index.add(f.path.slice(prefix.length), f);
     return index;
   }
-  // A line at a time, a tree line parsed, its path its own string (ownString), or the map would
-  // keep the tree's whole manifest text.
+  // A line at a time, a tree line parsed (the index copies its path's bytes: nothing of the
+  // line is kept).
   for await (const json of manifestLines(manifestFile)) {
     if (!lineHead(json).path.startsWith(prefix)) continue;
     const f = JSON.parse(json) as ManifestFile;
-    index.add(ownString(f.path.slice(prefix.length)), f);
+    index.add(f.path.slice(prefix.length), f);
   }
   return index;
 }

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../../fs-atomic.js';
 import { mapLimit } from '../../limit.js';
+import { removeTree } from '../../remove-tree.js';
 import type { Logger } from '../../logger.js';
 import { BACKUP_DIR_RE, MANIFEST_FILE } from '../../manifest.js';
 import { TEMP_PREFIX, hostDir } from './layout.js';
@@ -38,7 +39,7 @@ export async function removeStaleTemps(store: string, host: string, log: Logger)
   for (const name of names) {
     if (!name.startsWith(TEMP_PREFIX)) continue;
     log.warn({ dir: path.join(dir, name) }, 'removing an unfinished backup left by an earlier run');
-    await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+    await removeTree(path.join(dir, name));
     n++;
   }
   return n;
@@ -76,7 +77,7 @@ export async function createTempDir(store: string, host: string, ts: string, job
 
 export async function removeTemp(dir: string, log: Logger): Promise<void> {
   try {
-    await fsp.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    await removeTree(dir);
   } catch (err) {
     log.error({ err, dir }, 'could not remove the partial backup directory; it is never listed and is removed at the next backup');
   }

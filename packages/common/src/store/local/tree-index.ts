@@ -5,7 +5,8 @@
  *
  *   TreeIndex     each listed path (relative to the tree) -> its type, and of a file its size
  *                 and SHA-256 (32 bytes in one growing buffer, not a hex string per entry), of
- *                 a symlink its target: the paths the copy needs anyway, ~41 bytes more each
+ *                 a symlink its target: in typed arrays and one buffer of the paths' bytes, no
+ *                 string or object per entry (~100 bytes each, outside the JS heap)
  *   checkCopy     one walk of the copy (`cp` just wrote it: its directories and files are in
  *                 the page cache), each entry compared with the index: an entry it does not
  *                 list, or of another type than listed, and the copy is `exact: false` (the
@@ -23,33 +24,132 @@ import type { EntryType } from './tree-copy.js';
 
 const TYPES: EntryType[] = ['file', 'symlink', 'dir'];
 
+/** FNV-1a over `n` bytes of `b`. */
+function hashBytes(b: Buffer, from: number, n: number): number {
+  let h = 0x811c9dc5;
+  for (let k = from; k < from + n; k++) h = Math.imul(h ^ b[k], 0x01000193);
+  return h >>> 0;
+}
+
+/** A typed array of the same kind holding `a`'s elements, with room for `n`. */
+function grown<T extends Uint8Array | Uint32Array | Float64Array>(a: T, n: number): T {
+  const out = new (a.constructor as new (n: number) => T)(n);
+  out.set(a);
+  return out;
+}
+
+/**
+ * The entries live in typed arrays and one buffer of their paths' UTF-8 bytes, found through
+ * an open-addressing table of entry numbers: ~70 bytes per entry outside the JS heap, against
+ * ~160 bytes of JS heap for a Map of path strings (its string, the map's slot, two array slots),
+ * which at the default file counts (100k artifact files, 40k directories) held ~25 MB of heap
+ * through the whole copy of the tree (docs/design/agent-memory.md). Looking a path up encodes
+ * it into one reused buffer: no allocation per lookup.
+ */
 export class TreeIndex {
-  /** Listed path (relative to the tree) -> its index in the arrays below. */
-  readonly at = new Map<string, number>();
-  private readonly types: number[] = [];
-  private readonly sizes: number[] = [];
-  private sha = Buffer.alloc(0);
+  private n = 0;
+  /** Entry i's path is names[starts[i] .. starts[i + 1]). */
+  private names = Buffer.allocUnsafeSlow(64 * 1024);
+  private starts = new Uint32Array(1025);
+  private hashes = new Uint32Array(1024);
+  private types = new Uint8Array(1024);
+  private sizes = new Float64Array(1024);
+  private sha = Buffer.allocUnsafeSlow(1024 * 32);
+  /** Entry number + 1 in each slot (0: empty); twice the entries at least, a power of two. */
+  private slots = new Uint32Array(2048);
   private readonly targets = new Map<number, string>();
+  /** One path's bytes, for a lookup. */
+  private key = Buffer.allocUnsafeSlow(4096);
 
   constructor(readonly dir: string) {}
 
   get size(): number {
-    return this.at.size;
+    return this.n;
   }
 
-  /** Add manifest entry `f` (its path under the tree, `rel`). */
-  add(rel: string, f: Pick<ManifestFile, 'type' | 'size' | 'sha256' | 'target'>): void {
-    const i = this.types.length;
-    this.at.set(rel, i);
-    this.types.push(TYPES.indexOf(f.type));
-    this.sizes.push(f.size);
-    if ((i + 1) * 32 > this.sha.length) {
-      const grown = Buffer.alloc(Math.max(1024, this.sha.length * 2));
-      this.sha.copy(grown);
-      this.sha = grown;
+  /** The path's bytes in `key`: their length. */
+  private encode(rel: string): number {
+    const len = Buffer.byteLength(rel);
+    if (len > this.key.length) this.key = Buffer.allocUnsafeSlow(len * 2);
+    return this.key.write(rel, 0, len, 'utf8');
+  }
+
+  /** The slot of the path in `key` (`len` bytes, hash `h`): its entry, or the empty slot where it would go. */
+  private slotOf(len: number, h: number): number {
+    const mask = this.slots.length - 1;
+    for (let s = h & mask; ; s = (s + 1) & mask) {
+      const e = this.slots[s];
+      if (e === 0) return s;
+      const i = e - 1;
+      if (
+        this.hashes[i] === h &&
+        this.starts[i + 1] - this.starts[i] === len &&
+        this.names.compare(this.key, 0, len, this.starts[i], this.starts[i + 1]) === 0
+      )
+        return s;
     }
+  }
+
+  /** Entry number of path `rel` (relative to the tree), or -1. */
+  indexOf(rel: string): number {
+    const len = this.encode(rel);
+    return this.slots[this.slotOf(len, hashBytes(this.key, 0, len))] - 1;
+  }
+
+  pathOf(i: number): string {
+    return this.names.toString('utf8', this.starts[i], this.starts[i + 1]);
+  }
+
+  /** Add manifest entry `f` (its path under the tree, `rel`; a path listed twice: the last one counts, as in a Map). */
+  add(rel: string, f: Pick<ManifestFile, 'type' | 'size' | 'sha256' | 'target'>): void {
+    const len = this.encode(rel);
+    const h = hashBytes(this.key, 0, len);
+    let s = this.slotOf(len, h);
+    let i = this.slots[s] - 1;
+    if (i < 0) {
+      i = this.n++;
+      if (this.n > this.types.length) {
+        const cap = this.types.length * 2;
+        this.starts = grown(this.starts, cap + 1);
+        this.hashes = grown(this.hashes, cap);
+        this.types = grown(this.types, cap);
+        this.sizes = grown(this.sizes, cap);
+        const sha = Buffer.allocUnsafeSlow(cap * 32);
+        this.sha.copy(sha, 0, 0, i * 32);
+        this.sha = sha;
+      }
+      const at = this.starts[i];
+      if (at + len > this.names.length) {
+        const names = Buffer.allocUnsafeSlow(Math.max(this.names.length * 2, at + len));
+        this.names.copy(names, 0, 0, at);
+        this.names = names;
+      }
+      this.key.copy(this.names, at, 0, len);
+      this.starts[i + 1] = at + len;
+      this.hashes[i] = h;
+      if (this.n * 2 > this.slots.length) {
+        this.rehash();
+        s = this.slotOf(len, h);
+      }
+      this.slots[s] = i + 1;
+    }
+    this.types[i] = TYPES.indexOf(f.type);
+    this.sizes[i] = f.size;
+    this.sha.fill(0, i * 32, i * 32 + 32);
     if (f.type === 'file' && f.sha256) this.sha.write(f.sha256, i * 32, 32, 'hex');
     if (f.type === 'symlink' && f.target !== undefined) this.targets.set(i, f.target);
+    else this.targets.delete(i);
+  }
+
+  private rehash(): void {
+    const slots = new Uint32Array(this.slots.length * 2);
+    const mask = slots.length - 1;
+    for (let i = 0; i < this.n; i++) {
+      let s = this.hashes[i] & mask;
+      while (slots[s] !== 0) s = (s + 1) & mask;
+      slots[s] = i + 1;
+    }
+    this.slots = slots;
   }
 
   typeOf(i: number): EntryType {
@@ -59,15 +159,15 @@ export class TreeIndex {
   /** Listed path -> type (rsync --files-from's list, holdsExactly's map). */
   listed(): Map<string, EntryType> {
     const m = new Map<string, EntryType>();
-    for (const [rel, i] of this.at) m.set(rel, this.typeOf(i));
+    for (let i = 0; i < this.n; i++) m.set(this.pathOf(i), this.typeOf(i));
     return m;
   }
 
   /** Entry `i` as verifyTreeCopy reads it (path, type, size, sha256, target). */
-  entry(rel: string, i: number): ManifestFile {
+  entry(i: number): ManifestFile {
     const type = this.typeOf(i);
     return {
-      path: `${this.dir}/${rel}`,
+      path: `${this.dir}/${this.pathOf(i)}`,
       type,
       size: this.sizes[i],
       sha256: type === 'file' ? this.sha.toString('hex', i * 32, i * 32 + 32) : undefined,
@@ -80,7 +180,7 @@ export class TreeIndex {
   }
 
   *entries(): Generator<ManifestFile> {
-    for (const [rel, i] of this.at) yield this.entry(rel, i);
+    for (let i = 0; i < this.n; i++) yield this.entry(i);
   }
 
   /** Whether the hex digest `hex` is entry i's SHA-256. */
@@ -121,9 +221,9 @@ export async function checkCopy(dest: string, index: TreeIndex, signal?: AbortSi
   const walk = async (rel: string): Promise<boolean> => {
     for (const d of readdirSync(rel ? path.join(dest, rel) : dest, { withFileTypes: true })) {
       const r = rel ? `${rel}/${d.name}` : d.name;
-      const i = index.at.get(r);
+      const i = index.indexOf(r);
       const t = typeOf(d);
-      if (i === undefined || !t || index.typeOf(i) !== t) return false;
+      if (i < 0 || !t || index.typeOf(i) !== t) return false;
       seen[i] = 1;
       const abs = path.join(dest, r);
       if (t === 'dir') {
@@ -163,7 +263,7 @@ export async function checkCopy(dest: string, index: TreeIndex, signal?: AbortSi
     const exact = await walk('');
     await Promise.all(inFlight);
     // Listed entries the stored tree lacks (cp copied what is there): named, as a missing stored file.
-    if (exact && seen.includes(0)) for (const [rel, i] of index.at) if (!seen[i]) problems.push(`${named(rel)}: missing`);
+    if (exact && seen.includes(0)) for (let i = 0; i < index.size; i++) if (!seen[i]) problems.push(`${named(index.pathOf(i))}: missing`);
     problems.sort();
     return { exact, problems };
   } finally {

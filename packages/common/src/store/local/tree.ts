@@ -23,6 +23,7 @@ import { asBoxbackError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { MANIFEST_FILE, type ManifestFile } from '../../manifest.js';
 import type { BackupRef, ManifestSink, TreeSyncRequest, TreeSyncResult } from '../backup-store.js';
+import { removeTree } from '../../remove-tree.js';
 import { refPath } from '../ref.js';
 import { syncTreeIncremental } from './incremental-sync.js';
 import type { LinkFarms } from './link-farm.js';
@@ -175,7 +176,7 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
       needIndex = s.linkedFiles !== 0;
       if (needIndex && !(await prevBackup!.index())) {
         reason = noManifest;
-        await fsp.rm(dest, { recursive: true, force: true });
+        await removeTree(dest);
         mode = 'full';
       }
     } catch (err) {
@@ -184,7 +185,7 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
       // Whatever went wrong, a full pass still makes a correct tree.
       reason = `the journaled sync failed (${be.message})`;
       c.log.warn({ tree: req.dir, err: be.message }, `tree ${req.dir}: ${reason}; making a full rsync pass`);
-      await fsp.rm(dest, { recursive: true, force: true });
+      await removeTree(dest);
       mode = 'full';
     }
   }
