@@ -1,11 +1,18 @@
 // tree-index.ts: a restore's index of a stored tree's manifest entries finds every listed path
 // (any UTF-8, duplicates: the last one counts) and nothing else, gives each entry back as
 // listed, and keeps its entries outside the JS heap (a process with --expose-gc: 150k entries,
-// the default box's artifact tree and its directories, grow the heap by little).
+// the default box's artifact tree and its directories, grow the heap by little). The check of a
+// restore's fresh copy (checkCopy) against it: files of each size class (one synchronous read up
+// to 64 KiB, 64 KiB synchronous reads up to 1 MiB, the thread pool above), one byte flipped or
+// the size changed in each, must be named; an intact copy passes; an unlisted entry makes the
+// copy not exact.
 import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { TreeIndex } from '../../packages/common/src/store/local/tree-index.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { TreeIndex, checkCopy } from '../../packages/common/src/store/local/tree-index.js';
 
 const sha = (i: number) => (i.toString(16).padStart(8, '0') + 'ab').repeat(7).slice(0, 64);
 
@@ -66,5 +73,82 @@ describe('TreeIndex', () => {
     const grew = Number(r.stdout.trim());
     // A Map of path strings and arrays of numbers held ~20-25 MB of heap for as many entries.
     expect(grew).toBeLessThan(4e6);
+  });
+});
+
+const work = mkdtempSync(path.join(os.tmpdir(), 'boxback-tree-index-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const SIZES: Record<string, number> = {
+  'empty.bin': 0,
+  'small.bin': 3000,
+  'edge-64k.bin': 64 * 1024,
+  'over-64k.bin': 64 * 1024 + 1,
+  'mid.bin': 300_000,
+  'edge-1m.bin': 1 << 20,
+  'big.bin': (1 << 20) + 4097,
+};
+
+/** A copy with every size class under sub/, a symlink, and the index the manifest would give. */
+function makeCopy(name: string): { dest: string; index: TreeIndex } {
+  const dest = path.join(work, name);
+  mkdirSync(path.join(dest, 'sub'), { recursive: true });
+  const index = new TreeIndex('artifacts');
+  index.add('sub', { type: 'dir', size: 0 });
+  for (const [file, size] of Object.entries(SIZES)) {
+    const data = randomBytes(size);
+    writeFileSync(path.join(dest, 'sub', file), data);
+    index.add(`sub/${file}`, { type: 'file', size, sha256: createHash('sha256').update(data).digest('hex') });
+  }
+  symlinkSync('sub/small.bin', path.join(dest, 'latest'));
+  index.add('latest', { type: 'symlink', size: 0, target: 'sub/small.bin' });
+  return { dest, index };
+}
+
+describe('checkCopy', () => {
+  it('passes an intact copy', async () => {
+    const { dest, index } = makeCopy('intact');
+    expect(await checkCopy(dest, index)).toEqual({ exact: true, problems: [] });
+  });
+
+  it('names a flipped byte in a file of every size class', async () => {
+    const { dest, index } = makeCopy('flipped');
+    for (const [file, size] of Object.entries(SIZES)) {
+      if (size === 0) continue;
+      const p = path.join(dest, 'sub', file);
+      const buf = readFileSync(p);
+      buf[size - 1] ^= 0x01;
+      writeFileSync(p, buf);
+    }
+    const r = await checkCopy(dest, index);
+    expect(r.exact).toBe(true);
+    expect(r.problems).toEqual(
+      Object.keys(SIZES)
+        .filter((f) => SIZES[f] > 0)
+        .map((f) => `artifacts/sub/${f}: SHA-256 mismatch`)
+        .sort(),
+    );
+  });
+
+  it('names a file one byte short or one byte long in every size class', async () => {
+    const { dest, index } = makeCopy('sizes');
+    const changed = Object.entries(SIZES).map(([file, size]) => {
+      const p = path.join(dest, 'sub', file);
+      const now = size === 0 ? 1 : size - 1;
+      if (size === 0) writeFileSync(p, 'x');
+      else truncateSync(p, now);
+      return `artifacts/sub/${file}: size ${now}, manifest says ${size}`;
+    });
+    const r = await checkCopy(dest, index);
+    expect(r.problems).toEqual(changed.sort());
+  });
+
+  it('a missing listed file is named; an unlisted one makes the copy not exact', async () => {
+    const a = makeCopy('missing');
+    rmSync(path.join(a.dest, 'sub', 'mid.bin'));
+    expect(await checkCopy(a.dest, a.index)).toEqual({ exact: true, problems: ['artifacts/sub/mid.bin: missing'] });
+    const b = makeCopy('unlisted');
+    writeFileSync(path.join(b.dest, 'sub', 'planted.sh'), 'evil');
+    expect((await checkCopy(b.dest, b.index)).exact).toBe(false);
   });
 });

@@ -13,12 +13,13 @@
  *                 caller discards it and copies only the listed entries); else each file's size
  *                 and SHA-256 and each symlink's target checked, and each listed entry the copy
  *                 lacks named `missing`: a problem line per difference, named by the backup's
- *                 path as verifyTreeCopy names them (a restore's VERIFY does not look at them). Small files are read synchronously (hash-sync.ts), larger ones
- *                 through the thread pool, four at a time.
+ *                 path as verifyTreeCopy names them (a restore's VERIFY does not look at them). Files up to 1 MiB (SYNC_COPY_HASH_MAX) are read
+ *                 synchronously (hash-sync.ts sha256DigestSync: the copy is in the page cache),
+ *                 their digests compared as bytes; larger ones through the thread pool, four at a time.
  */
 import { lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import path from 'node:path';
-import { SYNC_HASH_MAX, sha256SmallSync, yieldEvery } from '../../hash-sync.js';
+import { SYNC_COPY_HASH_MAX, sha256DigestSync, yieldEvery } from '../../hash-sync.js';
 import { hashFile, type ManifestFile } from '../../manifest.js';
 import type { EntryType } from './tree-copy.js';
 
@@ -188,6 +189,11 @@ export class TreeIndex {
     return this.sha.toString('hex', i * 32, i * 32 + 32) === hex;
   }
 
+  /** Whether the 32-byte digest `digest` is entry i's SHA-256 (no hex strings made). */
+  shaEquals(i: number, digest: Buffer): boolean {
+    return digest.compare(this.sha, i * 32, i * 32 + 32) === 0;
+  }
+
   sizeOf(i: number): number {
     return this.sizes[i];
   }
@@ -218,24 +224,26 @@ export async function checkCopy(dest: string, index: TreeIndex, signal?: AbortSi
   const inFlight = new Set<Promise<void>>();
   const seen = new Uint8Array(index.size);
   const named = (rel: string) => `${index.dir}/${rel}`;
+  const root = path.resolve(dest);
   const walk = async (rel: string): Promise<boolean> => {
-    for (const d of readdirSync(rel ? path.join(dest, rel) : dest, { withFileTypes: true })) {
+    for (const d of readdirSync(rel ? `${root}/${rel}` : root, { withFileTypes: true })) {
       const r = rel ? `${rel}/${d.name}` : d.name;
       const i = index.indexOf(r);
       const t = typeOf(d);
       if (i < 0 || !t || index.typeOf(i) !== t) return false;
       seen[i] = 1;
-      const abs = path.join(dest, r);
+      // The names are readdir's (no '.', '..' or '/'): joined without path.join's normalizing.
+      const abs = `${root}/${r}`;
       if (t === 'dir') {
         if (!(await walk(r))) return false;
         continue;
       }
       if (t === 'symlink') {
         if (readlinkSync(abs) !== index.targetOf(i)) problems.push(`${named(r)}: symlink target changed`);
-      } else if (index.sizeOf(i) <= SYNC_HASH_MAX) {
-        const sum = sha256SmallSync(abs, index.sizeOf(i));
+      } else if (index.sizeOf(i) <= SYNC_COPY_HASH_MAX) {
+        const sum = sha256DigestSync(abs, index.sizeOf(i));
         if (sum === undefined) problems.push(`${named(r)}: size ${lstatSync(abs).size}, manifest says ${index.sizeOf(i)}`);
-        else if (!index.shaIs(i, sum)) problems.push(`${named(r)}: SHA-256 mismatch`);
+        else if (!index.shaEquals(i, sum)) problems.push(`${named(r)}: SHA-256 mismatch`);
       } else {
         const size = lstatSync(abs).size;
         if (size !== index.sizeOf(i)) problems.push(`${named(r)}: size ${size}, manifest says ${index.sizeOf(i)}`);
