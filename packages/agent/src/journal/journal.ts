@@ -7,7 +7,8 @@
  *   {"t":"cut"}                        a backup took a snapshot: a new segment begins
  *   {"t":"sealed","backup":"host/backup_Y"}   then the file is rewritten: header follows Y
  *
- * Lines are appended and fdatasync-ed every ~200 ms and before a snapshot is read.
+ * Lines are appended and fdatasync-ed every ~200 ms; a snapshot's cut is appended at once
+ * (flushSync) and made durable by the next flush or the seal's rewrite.
  *
  * Segments. Changes go into the open segment. `snapshotForBackup` cuts: the snapshot covers
  * every segment since the last sealed backup, and a new segment takes the changes made while
@@ -287,10 +288,13 @@ export class TreeJournal {
   }
 
   /**
-   * Append and fdatasync now, without the libuv thread pool (a busy watcher can queue
-   * thousands of lstat calls there): once per backup, so blocking for it is fine. A line
-   * of an async flush still in flight may land after it; the file is the run's record,
-   * trust decisions come from memory.
+   * Append now, without the libuv thread pool (a busy watcher can queue thousands of lstat
+   * calls there): once per backup. A line of an async flush still in flight may land after
+   * it; the file is the run's record, trust decisions come from memory. Not fdatasync-ed
+   * here: that blocked the JS thread 0.5-48 ms per tree at a backup's start, while the
+   * archives write, and the cut's durability buys nothing: the journal is never trusted
+   * across agent runs (a new epoch makes a full pass), and the next flush, the seal's
+   * rewrite (written, fsynced, renamed) or close makes it durable.
    */
   private flushSync(): void {
     this.flushBatch();
@@ -298,7 +302,6 @@ export class TreeJournal {
     const text = `${this.buffered.join('\n')}\n`;
     this.buffered = [];
     fs.writeSync(this.fh.fd, text);
-    fs.fdatasyncSync(this.fh.fd);
   }
 
   /** Rewrite the file from memory (after a seal), atomically, and reopen it for appends. */
