@@ -194,6 +194,8 @@ interface Run {
   trees: ManifestTree[];
   /** Dataset name -> what its driver copied inside the window. */
   captured: Map<string, unknown>;
+  /** Removals of window copies already archived (backupDataset), awaited before the stage's own removal. */
+  unstaged: Promise<void>[];
   /** Absolute paths of the files this backup wrote (the rest are hard links to the previous one); undefined: too many to list. */
   written: string[] | undefined;
   /** Its directories, likewise. */
@@ -242,6 +244,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     dirs: [],
     parts: [],
     captured: new Map(),
+    unstaged: [],
     snapshotted: [],
     reuse: new Map(),
     blocks: {},
@@ -575,6 +578,7 @@ async function archivesAndTrees(r: Run, lanes: Lanes): Promise<void> {
       );
     r.known.set(BLOCKS_FILE, index.sha256);
   }
+  await Promise.all(r.unstaged);
   await fsp.rm(path.join(r.tempDir, STAGE_DIR), { recursive: true, force: true });
 }
 
@@ -593,6 +597,7 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
     reuse: r.reuse,
     phase: (fn) => r.phases.run(datasetPhase(d.name), fn),
   };
+  const wasStaged = r.captured.has(d.name);
   const out = await driver.backup(d, index, env, r.captured.get(d.name));
   r.captured.delete(d.name);
   r.known.set(out.entry.archive, out.sha256);
@@ -614,6 +619,10 @@ async function backupDataset(r: Run, d: PlanDataset, signal: AbortSignal): Promi
       }
     });
   }
+  // Its window copy is archived (and probed): removed now, beside the other archives and the
+  // trees, rather than all copies after the lanes, on the way to PUBLISH. A failure here is
+  // the stage's own removal's to report (archivesAndTrees).
+  if (wasStaged) r.unstaged.push(fsp.rm(path.join(env.stageRoot, d.name), { recursive: true, force: true }).catch(() => undefined));
   if (entry.capture === 'live-unverified')
     r.ctx.log.warn(
       { dataset: d.name },
