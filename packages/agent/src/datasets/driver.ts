@@ -172,6 +172,8 @@ export interface DatasetDriver<D extends PlanDataset = PlanDataset, P extends Re
   target(entry: ManifestDataset, d: D, index: number, files: StoredFiles): Promise<P>;
   preflight?(part: P, d: D, env: RestoreEnv): Promise<string[]>;
   stage?(part: P, env: StageEnv): Promise<StageOut>;
+  /** The staging siblings `stage` may make (restore/record.ts), recorded with all others in one save before EXTRACT starts. */
+  stagingPaths?(part: P, jobId: string): string[];
   apply?(part: P, d: D, env: ApplyEnv): Promise<string[]>;
   undo?(move: Move, d: D, index: number, log: Logger): Promise<void>;
   /** `restore confirm` or the age limit: drop what apply kept aside. */

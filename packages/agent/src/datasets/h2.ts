@@ -38,7 +38,7 @@ import { absPath, datasetBase, foreignBlocks, requiredBlock } from './base.js';
 import type { BackupEnv, Captured, DatasetDriver } from './driver.js';
 import { h2Sql, notListening, type H2Connection } from './h2-shell.js';
 import { readSecretFile } from './secrets.js';
-import { stageZip, zipInto, zipTarget } from './zip.js';
+import { stageZip, zipInto, zipStagingPaths, zipTarget } from './zip.js';
 
 const h2Schema = z
   .object({
@@ -225,4 +225,5 @@ export const h2Driver: DatasetDriver<H2Dataset> = {
   },
   target: (entry, d, i, files) => zipTarget(entry, d, i, files),
   stage: stageZip,
+  stagingPaths: zipStagingPaths,
 };

@@ -25,7 +25,7 @@ import { exists, sibling, type Move } from '../restore/record.js';
 import { describeFailure, runCommand } from '../run-command.js';
 import { absPath, datasetBase, foreignBlocks, noPathNoFiles, requiredBlock } from './base.js';
 import type { BackupEnv, DatasetDriver } from './driver.js';
-import { stageZip, zipInto, zipTarget } from './zip.js';
+import { stageZip, zipInto, zipStagingPaths, zipTarget } from './zip.js';
 
 const sqliteSchema = z
   .object({
@@ -128,6 +128,7 @@ export const sqliteDriver: DatasetDriver<SqliteDataset> = {
   },
   target: (entry, d, i, files) => zipTarget(entry, { ...d, files: [d.sqlite.file] }, i, files),
   stage: stageZip,
+  stagingPaths: zipStagingPaths,
   async apply(_part, d, env) {
     for (const suffix of SIDECARS) {
       const target = `${d.sqlite.file}${suffix}`;

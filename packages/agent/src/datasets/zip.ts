@@ -106,7 +106,17 @@ export async function zipTarget(entry: ManifestDataset, d: PlanDataset, index: n
   };
 }
 
-/** EXTRACT: the zip into staging siblings of its targets (swapped in by SWAP). */
+/** The staging siblings stageZip makes: the directory's, or each of the plan's files'. */
+export function zipStagingPaths(part: RestorePart, jobId: string): string[] {
+  const d = part.zip!;
+  return d.kind === 'dir' ? [sibling.staging(d.target, jobId)] : [...d.files.values()].map((f) => sibling.staging(f, jobId));
+}
+
+/**
+ * EXTRACT: the zip into staging siblings of its targets (swapped in by SWAP). The restore
+ * records them all before EXTRACT (zipStagingPaths); one not recorded yet is recorded here,
+ * a directory's before it is made.
+ */
 export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageOut> {
   const d = part.zip!;
   const maps = idMaps(env.config.plan);
@@ -115,8 +125,10 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
   const ids = d.owner ? await resolveOwner(d.owner) : undefined;
   if (d.kind === 'dir') {
     const staging = sibling.staging(d.target, env.jobId);
-    env.rec.staging.push(staging);
-    await saveRecord(env.config.stateDir, env.rec);
+    if (!env.rec.staging.includes(staging)) {
+      env.rec.staging.push(staging);
+      await saveRecord(env.config.stateDir, env.rec);
+    }
     const cur = await currentOwner(d.target);
     const r = await extractDirDataset(d, staging, {
       jobId: env.jobId,
@@ -141,8 +153,11 @@ export async function stageZip(part: RestorePart, env: StageEnv): Promise<StageO
     );
     out.warnings.push(...r.warnings);
   } finally {
-    env.rec.staging.push(...files.map((f) => f.staging));
-    await saveRecord(env.config.stateDir, env.rec);
+    const unrecorded = files.map((f) => f.staging).filter((p) => !env.rec.staging.includes(p));
+    if (unrecorded.length) {
+      env.rec.staging.push(...unrecorded);
+      await saveRecord(env.config.stateDir, env.rec);
+    }
   }
   for (const f of files) out.staged.push({ kind: 'file', target: f.target, staging: f.staging });
   return out;
@@ -163,4 +178,5 @@ export const zipDriver: DatasetDriver<ZipDataset> = {
   },
   target: (entry, d, i, files) => zipTarget(entry, d, i, files),
   stage: stageZip,
+  stagingPaths: zipStagingPaths,
 };

@@ -18,10 +18,32 @@
  * Every entry's CRC-32 is checked as it streams. Nothing is fsynced per file: the
  * orchestrator flushes each staging filesystem once (syncfs) before the swap.
  *
+ * An entry of up to 64 KiB (SYNC_WRITE_MAX) is gathered in memory as it inflates, then its
+ * file created, written, given its mode, owner and times and closed by synchronous calls, and
+ * directories are made and given theirs the same way: each of those was a hand-off to the
+ * thread pool and back (six per file), queued behind the hash, inflate and write jobs VERIFY,
+ * SYNC_TREES and the database's extraction keep there; a config repository's few dozen small
+ * files took 0.3-0.7 s after the database's extraction. On the staging filesystem, with
+ * nothing to read, each call returns in microseconds.
+ *
  * A `files:` dataset (env files) holds base names; each maps onto the plan's file with
  * that base name and is staged as `<file>.boxback-staging-<job>`.
  */
-import { constants as C, promises as fsp } from 'node:fs';
+import {
+  closeSync,
+  chmodSync,
+  constants as C,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  promises as fsp,
+  utimesSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { BoxbackError, isInside, readEntryChecked, zipEntries, type ZipEntryInfo } from '@boxback/common';
 import type { IdMaps, Ids } from './ownership.js';
@@ -139,6 +161,30 @@ function checkLink(archive: string, rel: string, target: string, finalRoot: stri
   }
 }
 
+/** Entries up to this size are inflated into memory and written by synchronous calls (see the header). */
+const SYNC_WRITE_MAX = 64 * 1024;
+
+/** Create `file` for entry `e` (O_EXCL|O_NOFOLLOW: a duplicate is refused), write `data`, set its mode, owner and times. */
+function writeSmallFile(file: string, e: ZipEntryInfo, o: ExtractOptions, archive: string, data: Buffer): void {
+  let fd: number;
+  try {
+    fd = openSync(file, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ELOOP') throw unsafe(archive, e.name, 'is a duplicate of an earlier entry');
+    throw err;
+  }
+  try {
+    for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off);
+    fchmodSync(fd, (e.mode ?? 0o644) & 0o777);
+    const ids = o.chownEntries ? mapped(e, o) : undefined;
+    if (ids) fchownSync(fd, ids.uid, ids.gid);
+    futimesSync(fd, e.mtime, e.mtime);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function writeEntryFile(
   file: string,
   e: ZipEntryInfo,
@@ -146,6 +192,17 @@ async function writeEntryFile(
   archive: string,
   onBytes: (n: number) => void,
 ): Promise<void> {
+  if (e.size <= SYNC_WRITE_MAX) {
+    // readEntryChecked hands on no more than e.size bytes (a longer entry fails there).
+    const data = Buffer.allocUnsafe(e.size);
+    let n = 0;
+    await readEntryChecked(e, archive, (chunk) => {
+      n += chunk.copy(data, n);
+    });
+    writeSmallFile(file, e, o, archive, data);
+    onBytes(e.size);
+    return;
+  }
   let fh;
   try {
     fh = await fsp.open(file, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
@@ -191,14 +248,16 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
   const links = new Set<string>();
   const pendingLinks: Array<{ rel: string; target: string; e: ZipEntryInfo }> = [];
   const dirs = new Map<string, ZipEntryInfo | undefined>();
-  const ensureDir = async (segs: string[]) => {
+  const ensureDir = (segs: string[]) => {
     for (let i = 1; i <= segs.length; i++) {
       const rel = segs.slice(0, i).join('/');
       if (dirs.has(rel)) continue;
-      await fsp.mkdir(path.join(staging, rel), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err;
-      });
-      const st = await fsp.lstat(path.join(staging, rel));
+      try {
+        mkdirSync(path.join(staging, rel), { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const st = lstatSync(path.join(staging, rel));
       if (!st.isDirectory()) throw unsafe(archive, rel, 'is both a file and a directory');
       dirs.set(rel, undefined);
     }
@@ -217,7 +276,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
     if (e.encrypted) throw unsafe(archive, e.name, 'is encrypted');
     if (dropsBits(e)) dropped.push(e.name);
     if (e.type === 'dir') {
-      await ensureDir(segs);
+      ensureDir(segs);
       dirs.set(rel, e);
     } else if (e.type === 'symlink') {
       if (e.size > 4096) throw unsafe(archive, e.name, 'is a symlink with an over-long target');
@@ -231,7 +290,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
       links.add(rel);
       pendingLinks.push({ rel, target, e });
     } else {
-      await ensureDir(segs.slice(0, -1));
+      ensureDir(segs.slice(0, -1));
       await writeEntryFile(path.join(staging, rel), e, o, archive, (n) => {
         res.bytes += n;
         o.onProgress?.(n, 0);
@@ -242,7 +301,7 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
   for (const l of pendingLinks) checkLink(archive, l.rel, l.target, d.target, links);
   for (const l of pendingLinks) {
     const p = path.join(staging, l.rel);
-    await ensureDir(l.rel.split('/').slice(0, -1));
+    ensureDir(l.rel.split('/').slice(0, -1));
     try {
       await fsp.symlink(l.target, p);
     } catch (err) {
@@ -257,9 +316,9 @@ export async function extractDirDataset(d: DirDatasetTarget, staging: string, o:
   for (const [rel, e] of ordered) {
     const p = path.join(staging, rel);
     const ids = o.chownEntries ? (e ? mapped(e, o) : (o.ids ?? o.defaultIds)) : undefined;
-    if (ids) await fsp.lchown(p, ids.uid, ids.gid);
-    await fsp.chmod(p, keptMode('dir', e?.mode ?? 0o755));
-    if (e) await fsp.utimes(p, e.mtime, e.mtime);
+    if (ids) lchownSync(p, ids.uid, ids.gid);
+    chmodSync(p, keptMode('dir', e?.mode ?? 0o755));
+    if (e) utimesSync(p, e.mtime, e.mtime);
   }
   const rootIds = o.ids ?? o.defaultIds;
   if (o.chownEntries && rootIds) await fsp.lchown(staging, rootIds.uid, rootIds.gid);
