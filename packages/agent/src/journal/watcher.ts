@@ -579,6 +579,9 @@ export class TreeWatcher implements WatchSink {
     const m = this.watches;
     this.watches = undefined;
     for (const w of m?.values() ?? []) w.close();
+    // The identities are the walk's: a restart walks again. Kept, the re-scan after a restore
+    // held the old tree's map beside the new one's (one entry per directory).
+    this.inodes = new Map();
   }
 
   async close(): Promise<void> {
