@@ -2,7 +2,8 @@
 // restore runs it, against one cp of the same tree: real files, real cp and touch. What a
 // restore keeps must come out the same: contents, types, symlink targets, modes (setgid and
 // sticky directories too), numeric owners, mtimes to the nanosecond, for the directories the
-// split copy makes itself as for the rest.
+// split copy makes itself as for the rest (set by `touch -r`, or by the agent's nanosecond
+// mtime setter when it is registered).
 import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
@@ -20,6 +21,7 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { useNanosecondMtimes } from '../../packages/common/src/store/local/incremental-sync.js';
 import { copyTree } from '../../packages/common/src/store/local/tree-copy.js';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'boxback-tree-copy-'));
@@ -73,6 +75,25 @@ describe('copyTree by several cp processes', () => {
     expect(want['.']).toMatch(/^1775 0:0 \d+111111111 dir$/);
     // No hard links into the source.
     expect(lstatSync(path.join(four, 'top.txt')).ino).not.toBe(lstatSync(path.join(src, 'top.txt')).ino);
+
+    // With the agent's nanosecond mtime setter registered (as the daemon does), the directories
+    // the split makes get their times from it, not from a `touch -r` each: the same copy.
+    const { nativeAddon } = await import('../../packages/agent/src/native.js');
+    const setMtime = nativeAddon?.setMtime?.bind(nativeAddon);
+    expect(typeof setMtime).toBe('function');
+    const set: string[] = [];
+    useNanosecondMtimes((p, sec, nsec) => {
+      set.push(path.relative(work, p));
+      return setMtime!(p, sec, nsec);
+    });
+    const fourNs = path.join(work, 'four-ns');
+    try {
+      await copyTree(src, fourNs, undefined, undefined, 4);
+    } finally {
+      useNanosecondMtimes(undefined);
+    }
+    expect(listing(fourNs)).toEqual(want);
+    expect(set.sort()).toEqual(['four-ns', 'four-ns/pipelines']);
   });
 
   it('a cp that fails is SYNC_FAILED naming the tree', async () => {

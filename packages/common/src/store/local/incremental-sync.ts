@@ -303,6 +303,11 @@ export function useNanosecondMtimes(fn: SetMtimeNs | undefined): void {
   setMtimeNs = fn;
 }
 
+/** The registered nanosecond mtime setter, if any (a restore's split tree copy sets its directories' times with it: tree-copy.ts). */
+export function nanosecondMtimes(): SetMtimeNs | undefined {
+  return setMtimeNs;
+}
+
 const errnoError = (code: number, what: string): NodeJS.ErrnoException => {
   const name = Object.entries(os.constants.errno).find(([, n]) => n === -code)?.[0] ?? `errno ${-code}`;
   return Object.assign(new Error(`${name}: ${what}`), { code: name, errno: code });
