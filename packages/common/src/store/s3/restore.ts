@@ -13,7 +13,7 @@
  *                     blobs cover, not one per file (readByPack); larger ones blob by blob
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, lchownSync, lutimesSync, mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, lchownSync, lutimesSync, mkdirSync, openSync, writeFileSync, writevSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -21,7 +21,7 @@ import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
 import type { RandomAccessFile, TreeSyncProgress } from '../backup-store.js';
-import { FetchThread, type FetchBlob, type FetchTarget } from './fetch-thread.js';
+import { openBlobParts } from './pack.js';
 import { packKey, type BlobLoc, type Repo } from './repo.js';
 import { tampered } from './sealed.js';
 import { inside } from './tree-upload.js';
@@ -245,8 +245,8 @@ async function writeAllv(fh: fsp.FileHandle, parts: Buffer[], total: number): Pr
  * where the promise API's three thread-pool round trips per file cost more than the calls
  * (a CI tree is thousands of small files).
  */
-function applyMeta(abs: string, f: ManifestFile, root = process.getuid?.() === 0): void {
-  if (root) lchownSync(abs, f.uid, f.gid);
+function applyMeta(abs: string, f: ManifestFile): void {
+  if (process.getuid?.() === 0) lchownSync(abs, f.uid, f.gid);
   if (f.type !== 'symlink') chmodSync(abs, f.mode);
   // seconds as a number, half a millisecond in: a Date's milliseconds can land a nanosecond
   // short in floating point, and the restored mtime would floor to the millisecond before
@@ -297,16 +297,15 @@ class BufferPool {
     return b && b.length >= n ? b : Buffer.allocUnsafeSlow(Math.max(n, SPAN_MAX));
   }
   give(b: Buffer): void {
-    if (b.length > 0) this.free.push(b); // (a buffer transferred away and not handed back is empty)
+    this.free.push(b);
   }
 }
 
 /**
  * Files of one blob each, written by pack: for every pack, the spans of it their blobs cover
- * are read with one GET each, and handed to a fetch thread (fetch-thread.ts) that opens every
- * blob (GCM, its HMAC id), compares each file's size and SHA-256 with its manifest entry, writes
- * it and sets its owner, mode and mtime. A blob several files share (the same content) is read
- * once. `onFile` is called per file written.
+ * are read with one GET each, every blob opened (GCM, its HMAC id) and each file's size and
+ * SHA-256 compared with its manifest entry before it is written. A blob several files share
+ * (the same content) is read once.
  */
 async function readByPack(
   repo: Repo,
@@ -335,43 +334,56 @@ async function readByPack(
       cur.blobs.push(e);
     }
   }
-  if (spans.length === 0) return;
   const pool = new BufferPool();
-  const thread = new FetchThread(repo.keys);
-  try {
-    await mapLimit(spans, SPANS_IN_FLIGHT, async (span) => {
-      o.signal?.throwIfAborted();
-      let buf = pool.take(span.end - span.start);
-      try {
-        buf = await readSpan(repo, span, buf, thread, o.onFile);
-      } finally {
-        pool.give(buf);
-      }
-    });
-  } finally {
-    await thread.close();
-  }
+  await mapLimit(spans, SPANS_IN_FLIGHT, async (span) => {
+    o.signal?.throwIfAborted();
+    const buf = pool.take(span.end - span.start);
+    try {
+      await readSpan(repo, span, buf, o.onFile);
+    } finally {
+      pool.give(buf);
+    }
+  });
 }
 
-/** One GET of a pack's span into `buf`, written by the fetch thread; the GET buffer back. */
-async function readSpan(repo: Repo, span: Span, buf: Buffer, thread: FetchThread, onFile: (bytes: number) => void): Promise<Buffer> {
+/** One GET of a pack's span into `buf`; each blob opened, checked against its files' manifest entries and written. */
+async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: number) => void): Promise<void> {
   const raw = await repo.client.get(packKey(span.pack), { start: span.start, end: span.end - 1 }, buf);
   const where = `pack ${span.pack.slice(0, 12)}`;
   if (!raw) throw tampered(where, 'its pack is missing');
   if (raw.length !== span.end - span.start) throw tampered(where, `truncated (${raw.length} of ${span.end - span.start} bytes)`);
-  const blobs: FetchBlob[] = span.blobs.map(([id, { loc, files: targets }]) => [
-    id,
-    loc.offset - span.start,
-    loc.length,
-    loc.codec,
-    loc.plain,
-    // every target's SHA-256 is compared: the blob id need not be hashed too
-    targets.some((t) => !t.f.sha256),
-    targets.map((t): FetchTarget => [t.abs, t.f.size, t.f.sha256 ?? '', t.f.mode, t.f.uid, t.f.gid, t.f.mtimeMs, t.f.path]),
-  ]);
-  const r = await thread.write(span.pack, raw, blobs);
-  for (const n of r.sizes) onFile(n);
-  return r.buf ?? buf; // the GET buffer, back from the thread (or raw was a copy: buf stayed here)
+  for (const [id, { loc, files: targets }] of span.blobs) {
+    // every target's SHA-256 is compared below: the blob id need not be hashed too
+    const checkId = targets.some((t) => !t.f.sha256);
+    const sealed = raw.subarray(loc.offset - span.start, loc.offset - span.start + loc.length);
+    const parts = openBlobParts(repo.keys, id, sealed, loc.codec, loc.plain, checkId); // frames not joined: hashed and written as they are
+    const size = parts.reduce((n, p) => n + p.length, 0);
+    if (size !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
+    const h = createHash('sha256');
+    for (const p of parts) h.update(p);
+    const sha = h.digest('hex');
+    for (const t of targets) {
+      if (size !== t.f.size) throw tampered(t.f.path, `size ${size}, the manifest says ${t.f.size}`);
+      if (t.f.sha256 && sha !== t.f.sha256) throw tampered(t.f.path, 'SHA-256 does not match the manifest');
+      writeParts(t.abs, parts); // a small file: one thread-pool trip costs more
+      onFile(size);
+    }
+  }
+}
+
+/** A new file (mode 0600) of these buffers in order: one write of them all (writev), synchronously. */
+function writeParts(file: string, parts: Buffer[]): void {
+  if (parts.length === 1) return writeFileSync(file, parts[0], { mode: 0o600 });
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    for (let left = parts.reduce((n, p) => n + p.length, 0); left > 0;) {
+      const n = writevSync(fd, iov(parts));
+      left -= n;
+      parts = after(parts, n); // a short write (rare on a local file): carry on from where it stopped
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface FetchTreeInput {
@@ -440,17 +452,9 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
       fileDone();
     });
     for (const f of x.entries) if (f.type === 'symlink') await fsp.symlink(f.target ?? '', inside(stage, f.path.slice(strip)));
-    // deepest first, so a directory's mtime is set after its children are in place; files of
-    // one blob have theirs already (the fetch thread set them on the open file)
-    const depth = (p: string) => {
-      let n = 0;
-      for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++;
-      return n;
-    };
-    const rest = x.entries.filter((f) => f.type !== 'file' || x.contents[f.path].length !== 1).map((f) => ({ f, d: depth(f.path) }));
-    rest.sort((a, b) => b.d - a.d);
-    const root = process.getuid?.() === 0;
-    for (const { f } of rest) applyMeta(inside(stage, f.path.slice(strip)), f, root);
+    // deepest first, so a directory's mtime is set after its children are in place
+    const byDepth = [...x.entries].sort((a, b) => b.path.split('/').length - a.path.split('/').length);
+    for (const f of byDepth) applyMeta(inside(stage, f.path.slice(strip)), f);
     await fsp.mkdir(path.dirname(x.dest), { recursive: true });
     await moveInto(stage, x.dest);
   } catch (err) {

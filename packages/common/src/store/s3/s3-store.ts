@@ -9,7 +9,6 @@
  *   staging.ts      a backup being written (lock, addFile, syncTree, commit with snapshot LAST)
  *   tree-upload.ts  syncTree straight from the source
  *   restore.ts      reading back: streams, random access, checked downloads, fetchTree
- *   fetch-thread.ts fetchTree's blob opening and file writing, on a worker thread
  *   prune.ts        removing what no backup needs, safe against running backups
  *   store-keys.ts   init, add/list/remove keys
  *
