@@ -13,19 +13,7 @@ const scratch = Buffer.allocUnsafe(SYNC_HASH_MAX + 1);
 
 /** SHA-256 (hex) of `file`, expected to hold `size` (≤ SYNC_HASH_MAX) bytes; undefined when it holds another count. */
 export function sha256SmallSync(file: string, size: number): string | undefined {
-  const fd = openSync(file, 'r');
-  let n = 0;
-  try {
-    for (;;) {
-      const got = readSync(fd, scratch, n, scratch.length - n, null);
-      if (got === 0) break;
-      n += got;
-      if (n === scratch.length) break;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return n === size ? createHash('sha256').update(scratch.subarray(0, n)).digest('hex') : undefined;
+  return sha256DigestSync(file, size)?.toString('hex');
 }
 
 /** Files up to this size the check of a restore's fresh copy (tree-index.ts) reads synchronously, SYNC_HASH_MAX at a time. */
