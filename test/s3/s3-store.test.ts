@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises';
 
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useReadAhead } from '../../packages/common/src/store/read-ahead.js';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
 import { bucketBytes, bucketObjects, makeTestStore, makeTree, removeTestDirs, testDir, writeBackup } from '../helpers/s3-store.js';
@@ -103,6 +104,56 @@ describe('S3 store round trip', () => {
       code: 'BOXBACK_ERR_NOT_FOUND',
     });
     await t.store.close();
+  });
+});
+
+describe('S3 store read-ahead', () => {
+  it("a first backup reads its tree ahead on the agent's thread, consumed in full; a backup with a previous one does not", async () => {
+    const { nativeAddon } = await import('../../packages/agent/src/native.js');
+    const a = nativeAddon;
+    expect(typeof a?.prefetchStart).toBe('function');
+    const runs: Array<{ root: string; consumed: number; stopped: number; ahead?: { files: number; bytes: number } }> = [];
+    useReadAhead((root, windowBytes) => {
+      const h = a!.prefetchStart!(root, windowBytes);
+      const run: (typeof runs)[number] = { root, consumed: 0, stopped: 0 };
+      runs.push(run);
+      return {
+        consumed: (n) => {
+          run.consumed += n;
+          a!.prefetchConsumed!(h, n);
+        },
+        stop: () => {
+          run.stopped++;
+          const [files, bytes] = a!.prefetchStop!(h);
+          return (run.ahead = { files, bytes });
+        },
+      };
+    });
+    try {
+      const t = await makeTestStore(rgw);
+      const src = tmp('read-ahead');
+      makeTree(src, 3);
+      const fileBytes = (await snapshotTree(src)).values();
+      let total = 0;
+      let files = 0;
+      for (const e of fileBytes) {
+        if (e.type !== 'file') continue;
+        total += e.size;
+        files++;
+      }
+      const first = await writeBackup(t.store, { host: 'ra', trees: [{ name: 'artifacts', source: src }] });
+      expect(runs).toHaveLength(1);
+      // every file consumed once, the thread stopped once, and it had read ahead the files that have bytes
+      expect(runs[0]).toMatchObject({ root: src, consumed: total, stopped: 1, ahead: { files: files - 1, bytes: total } });
+      await writeBackup(t.store, { host: 'ra', previous: first.ref, trees: [{ name: 'artifacts', source: src }] });
+      expect(runs).toHaveLength(1);
+      const dest = path.join(tmp('read-ahead-restore'), 'artifacts');
+      await t.store.fetchTree(first.ref, 'artifacts', dest);
+      expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(dest), '.'))).toEqual([]);
+      await t.store.close();
+    } finally {
+      useReadAhead(undefined);
+    }
   });
 });
 

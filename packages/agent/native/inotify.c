@@ -12,7 +12,8 @@
  * copy and no worker thread (a worker costs ~16 MB of RSS while it runs). The hash is
  * OpenSSL's, the one Node itself links: its SHA256_* functions are looked up in the process
  * (dlsym) when first used; a Node that does not export them gets `hashAvailable() === false`
- * and the agent hashes on a worker thread as before.
+ * and the agent hashes on a worker thread as before. prefetch.c: a tree's read-ahead on a
+ * thread of its own (prefetchStart / prefetchConsumed / prefetchStop).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -360,6 +361,11 @@ static napi_value hash_final(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* prefetch.c: a tree's read-ahead on its own thread. */
+napi_value prefetch_start(napi_env env, napi_callback_info info);
+napi_value prefetch_consumed(napi_env env, napi_callback_info info);
+napi_value prefetch_stop(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
@@ -373,6 +379,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashStart", NULL, hash_start, NULL, NULL, NULL, napi_default, NULL},
       {"hashUpdate", NULL, hash_update, NULL, NULL, NULL, napi_default, NULL},
       {"hashFinal", NULL, hash_final, NULL, NULL, NULL, napi_default, NULL},
+      {"prefetchStart", NULL, prefetch_start, NULL, NULL, NULL, napi_default, NULL},
+      {"prefetchConsumed", NULL, prefetch_consumed, NULL, NULL, NULL, napi_default, NULL},
+      {"prefetchStop", NULL, prefetch_stop, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

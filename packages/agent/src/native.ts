@@ -4,13 +4,15 @@
  * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts), SHA-256 on libuv's pool for a
  * database archive (backup/hash-thread.ts, which types those functions) and a nanosecond
  * mtime setter (utimensat) that a journaled sync sets its directories' mtimes with
- * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them). Optional: on a host where it
+ * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them), and a
+ * tree's read-ahead on a thread of its own (prefetch.c; registered with useReadAhead: a first S3
+ * backup's trees). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
-import { useNanosecondMtimes } from '@boxback/common';
+import { useNanosecondMtimes, useReadAhead } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -26,6 +28,12 @@ export interface NativeAddon {
   trim(): number;
   /** utimensat: the path's mtime to the nanosecond, atime and a symlink's target untouched; 0 or -errno. Absent from builds before it. */
   setMtime?(path: string, sec: number, nsec: number): number;
+  /** A tree's read-ahead on a thread of its own (prefetch.c): starts at once. Absent from builds before it. */
+  prefetchStart?(root: string, windowBytes: number): object;
+  /** The reader has consumed this many more bytes of the tree. */
+  prefetchConsumed?(handle: object, bytes: number): void;
+  /** Stop and join the thread: [files, bytes] read ahead. */
+  prefetchStop?(handle: object): [number, number];
 }
 
 function load(): NativeAddon | undefined {
@@ -54,6 +62,22 @@ export const nativeAddon: NativeAddon | undefined = load();
 
 // A journaled sync's directories' mtimes set in place (store/local/incremental-sync.ts).
 if (typeof nativeAddon?.setMtime === 'function') useNanosecondMtimes(nativeAddon.setMtime.bind(nativeAddon));
+
+// A first S3 backup's trees read ahead on the addon's thread (store/read-ahead.ts).
+const addon = nativeAddon;
+if (addon?.prefetchStart && addon.prefetchConsumed && addon.prefetchStop) {
+  const { prefetchStart, prefetchConsumed, prefetchStop } = addon as Required<NativeAddon>;
+  useReadAhead((root, windowBytes) => {
+    const h = prefetchStart(root, windowBytes);
+    return {
+      consumed: (bytes) => prefetchConsumed(h, bytes),
+      stop: () => {
+        const [files, bytes] = prefetchStop(h);
+        return { files, bytes };
+      },
+    };
+  });
+}
 
 /** Give the native heap's free memory back to the system (glibc `malloc_trim`); false without the addon. */
 export function trimNativeHeap(): boolean {

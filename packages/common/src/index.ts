@@ -25,3 +25,4 @@ export * from './excludes.js';
 export * from './walk.js';
 export * from './store/local/index.js';
 export * from './store/tar.js';
+export * from './store/read-ahead.js';

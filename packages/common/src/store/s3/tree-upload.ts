@@ -11,11 +11,15 @@
  *      already holds is not uploaded (BlobWriter)
  *   3. each entry's manifest line goes to `out` in walk order; the file's blob list goes to
  *      the backup's content map (written at commit)
+ *
+ * A full pass with no previous backup (every file read) reads the tree ahead on a thread of
+ * its own when the agent registered one (read-ahead.ts).
  */
 import { lstatSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { ManifestFile } from '../../manifest.js';
 import { excludeMatcher, walkOrderOfParts, walkTree } from '../../walk.js';
+import { startReadAhead } from '../read-ahead.js';
 import type { TreeSyncProgress, TreeSyncRequest, TreeSyncResult } from '../backup-store.js';
 import type { BlobWriter } from './blob-writer.js';
 import type { Repo } from './repo.js';
@@ -146,15 +150,23 @@ export async function uploadTree(ctx: TreeUploadContext, req: TreeSyncRequest): 
   if (!res) {
     const pass = newPass(ctx, req, 'full');
     pass.res.reason = reason;
-    await walkTree(req.source, {
-      exclude: excludeMatcher(req.excludes ?? []),
-      signal: req.signal,
-      collect: false,
-      onEntry: async (e) => {
-        const f = await describeEntry(pass, e.rel, e.abs, e.st);
-        if (f) await output(pass, f);
-      },
-    });
+    // with no previous backup every file is read: the tree is read ahead on a thread of its own
+    // (read-ahead.ts); with one, most files are passed over unread and nothing is read ahead
+    const ahead = ctx.previous ? undefined : startReadAhead(req.source);
+    try {
+      await walkTree(req.source, {
+        exclude: excludeMatcher(req.excludes ?? []),
+        signal: req.signal,
+        collect: false,
+        onEntry: async (e) => {
+          const f = await describeEntry(pass, e.rel, e.abs, e.st);
+          if (f) await output(pass, f);
+          if (ahead && e.st.isFile()) ahead.consumed(e.st.size);
+        },
+      });
+    } finally {
+      ahead?.stop();
+    }
     pass.emit(true);
     res = pass.res;
   }
