@@ -13,7 +13,19 @@
  *                     blobs cover, not one per file (readByPack); larger ones blob by blob
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, lchownSync, lutimesSync, mkdirSync, openSync, writeFileSync, writevSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  writeSync,
+  writevSync,
+} from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -246,12 +258,25 @@ async function writeAllv(fh: fsp.FileHandle, parts: Buffer[], total: number): Pr
  * (a CI tree is thousands of small files).
  */
 function applyMeta(abs: string, f: ManifestFile): void {
-  if (process.getuid?.() === 0) lchownSync(abs, f.uid, f.gid);
+  if (IS_ROOT) lchownSync(abs, f.uid, f.gid);
   if (f.type !== 'symlink') chmodSync(abs, f.mode);
-  // seconds as a number, half a millisecond in: a Date's milliseconds can land a nanosecond
-  // short in floating point, and the restored mtime would floor to the millisecond before
-  const t = (Math.floor(f.mtimeMs) + 0.5) / 1000;
-  lutimesSync(abs, t, t);
+  lutimesSync(abs, mtimeOf(f), mtimeOf(f));
+}
+
+/** Owners are restored only as root (asked once: a call per file showed in the restore's profile). */
+const IS_ROOT = process.getuid?.() === 0;
+
+/**
+ * An entry's mtime in seconds, half a millisecond in: a Date's milliseconds can land a
+ * nanosecond short in floating point, and the restored mtime would floor to the millisecond before.
+ */
+const mtimeOf = (f: ManifestFile) => (Math.floor(f.mtimeMs) + 0.5) / 1000;
+
+/** applyMeta on the open descriptor of a file just written (no path looked up three more times). */
+function applyMetaFd(fd: number, f: ManifestFile): void {
+  if (IS_ROOT) fchownSync(fd, f.uid, f.gid);
+  fchmodSync(fd, f.mode);
+  futimesSync(fd, mtimeOf(f), mtimeOf(f));
 }
 
 /** Move everything in `from` into `dest` (created or empty: one rename; else entry by entry). */
@@ -365,22 +390,25 @@ async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: num
     for (const t of targets) {
       if (size !== t.f.size) throw tampered(t.f.path, `size ${size}, the manifest says ${t.f.size}`);
       if (t.f.sha256 && sha !== t.f.sha256) throw tampered(t.f.path, 'SHA-256 does not match the manifest');
-      writeParts(t.abs, parts); // a small file: one thread-pool trip costs more
+      writeParts(t.abs, parts, t.f); // a small file: one thread-pool trip costs more
       onFile(size);
     }
   }
 }
 
-/** A new file (mode 0600) of these buffers in order: one write of them all (writev), synchronously. */
-function writeParts(file: string, parts: Buffer[]): void {
-  if (parts.length === 1) return writeFileSync(file, parts[0], { mode: 0o600 });
+/**
+ * A new file (mode 0600) of these buffers in order: one write of them all (writev), then its
+ * manifest entry's owner, mode and mtime on the descriptor, synchronously.
+ */
+function writeParts(file: string, parts: Buffer[], f: ManifestFile): void {
   const fd = openSync(file, 'w', 0o600);
   try {
     for (let left = parts.reduce((n, p) => n + p.length, 0); left > 0;) {
-      const n = writevSync(fd, iov(parts));
+      const n = parts.length === 1 ? writeSync(fd, parts[0]) : writevSync(fd, iov(parts));
       left -= n;
       parts = after(parts, n); // a short write (rare on a local file): carry on from where it stopped
     }
+    applyMetaFd(fd, f);
   } finally {
     closeSync(fd);
   }
@@ -416,13 +444,16 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
     for (const f of x.entries) if (f.type === 'dir') dirs.add(inside(stage, f.path.slice(strip)));
     const single: Array<{ f: ManifestFile; abs: string; blob: string }> = [];
     const other: Array<{ f: ManifestFile; abs: string; blobs: string[] }> = [];
+    const metaDone = new Set<ManifestFile>();
     for (const f of files) {
       const blobs = x.contents[f.path];
       if (!blobs) throw new BoxbackError('BOXBACK_ERR_MANIFEST_INVALID', `${f.path}: in the manifest but not in the backup's content map`);
       const abs = inside(stage, f.path.slice(strip));
       dirs.add(path.dirname(abs));
-      if (blobs.length === 1) single.push({ f, abs, blob: blobs[0] });
-      else other.push({ f, abs, blobs });
+      if (blobs.length === 1) {
+        single.push({ f, abs, blob: blobs[0] });
+        metaDone.add(f); // set on the descriptor as it is written (writeParts)
+      } else other.push({ f, abs, blobs });
     }
     for (const d of dirs) mkdirSync(d, { recursive: true });
     const fileDone = () => {
@@ -454,7 +485,7 @@ export async function fetchTreeInto(x: FetchTreeInput): Promise<void> {
     for (const f of x.entries) if (f.type === 'symlink') await fsp.symlink(f.target ?? '', inside(stage, f.path.slice(strip)));
     // deepest first, so a directory's mtime is set after its children are in place
     const byDepth = [...x.entries].sort((a, b) => b.path.split('/').length - a.path.split('/').length);
-    for (const f of byDepth) applyMeta(inside(stage, f.path.slice(strip)), f);
+    for (const f of byDepth) if (!metaDone.has(f)) applyMeta(inside(stage, f.path.slice(strip)), f);
     await fsp.mkdir(path.dirname(x.dest), { recursive: true });
     await moveInto(stage, x.dest);
   } catch (err) {
