@@ -3,7 +3,7 @@
  * and files done and total; each one's start, end and bytes go into the manifest):
  *
  *   PRE_BACKUP_SCRIPT      the plan's pre-backup hooks (onError fail stops here)
- *   CREATING_DIR           the host's newest backup (previous), its block index; store.begin: the
+ *   CREATING_DIR           the host's newest backup (previous), its block index (read beside store.begin); store.begin: the
  *                          staging (local: `<store>/<host>/.tmp-backup_<ts>-<job>/`, stale ones removed)
  *   QUIESCE                read the window's datasets into the page cache (prefetch.ts), take
  *                          the lease (recorded on disk first), stop the services or enter
@@ -357,15 +357,25 @@ async function creatingDir(r: Run): Promise<void> {
   await r.phases.run('CREATING_DIR', async () => {
     const t0 = Date.now();
     const store = agentStore(config, log);
-    r.version = await readInstalledVersion(config.plan);
-    r.previous = (await store.listBackups(config.name)).at(-1);
+    const [version, backups] = await Promise.all([readInstalledVersion(config.plan), store.listBackups(config.name)]);
+    r.version = version;
+    r.previous = backups.at(-1);
     const t1 = Date.now();
-    if (r.previous) r.reuse = await readBlockIndex(store, r.previous, await storedSha(store, r.previous, BLOCKS_FILE));
-    const t2 = Date.now();
+    // the previous backup's block index (never throws: nothing to reuse) is read while the
+    // staging is made: each is a few round trips to an S3 store, one after the other before
+    const prev = r.previous;
+    let previousIndexMs = 0;
+    const reuse = prev
+      ? storedSha(store, prev, BLOCKS_FILE)
+          .then((sha) => readBlockIndex(store, prev, sha))
+          .finally(() => (previousIndexMs = Date.now() - t1))
+      : undefined;
     r.staging = await store.begin({ host: config.name, startedAt: r.startedAt, jobId, log, signal: r.ctx.signal });
+    const createMs = Date.now() - t1;
     r.ts = r.staging.ref.timestamp;
     r.tempDir = r.staging.dir;
-    log.debug({ lookupMs: t1 - t0, previousIndexMs: t2 - t1, createMs: Date.now() - t2 }, 'backup directory created');
+    if (reuse) r.reuse = await reuse;
+    log.debug({ lookupMs: t1 - t0, previousIndexMs, createMs }, 'backup directory created');
   });
 }
 
