@@ -29,11 +29,6 @@ export function registerParts(answer: object, entries: readonly HostEntry[], age
   registered.set(answer, { entries, ages });
 }
 
-/** The entries and ages an answer was registered with (the fleet page keeps rows per entry). */
-export function partsOf(answer: object): Parts | undefined {
-  return registered.get(answer);
-}
-
 /** The answer's JSON bytes from its parts, or undefined when it was not registered. */
 export function answerJson(answer: object): Buffer | undefined {
   const parts = registered.get(answer);
