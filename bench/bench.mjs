@@ -234,6 +234,9 @@ try {
   figures.full_agent_cpu_s = full.agentCpuSeconds;
   figures.full_children_cpu_s = full.childrenCpuSeconds;
   figures.full_backup_bytes = await du(path.join(store, full.result.backupPath));
+  // The daemon's RSS sampled every 50 ms, the highest per phase of the full backup (as the incremental's below).
+  figures.full_peak_rss_mb = full.peakRssBytes / 1e6;
+  figures.full_rss_by_phase_mb = Object.fromEntries(Object.entries(full.rssByPhase).map(([k, v]) => [k, +(v / 1e6).toFixed(1)]));
   Object.assign(figures, phaseFigures('full_', full.manifest));
   if (all) {
     await settle();
