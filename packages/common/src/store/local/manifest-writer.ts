@@ -12,7 +12,6 @@
  *      - anything else: read and hashed, 4 files at a time
  *   4. buildManifest puts the whole document together.
  */
-import { createHash } from 'node:crypto';
 import { lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -158,32 +157,69 @@ export interface PrevFile {
 }
 
 /**
- * PrevFiles by inode, compact: a Map from inode to a slot, sizes and mtimes in number
- * arrays, SHA-256s as 32 raw bytes each (a 120k-file tree: about 10 MB instead of 25).
+ * PrevFiles by inode, compact and off the JS heap: an open-addressing table of slots (linear
+ * probing, at most half full) over typed arrays of inodes, sizes and mtimes, and SHA-256s as
+ * 32 raw bytes each: ~64 bytes per file, no object or heap number per entry. A Map from inode
+ * to slot plus number arrays (before) held ~10-14 MB for a 120k-file tree, most of it in the
+ * JS heap, under every full pass that follows a backup (docs/design/agent-memory.md).
  */
 export class CompactFiles {
-  private readonly slots = new Map<number, number>();
-  private readonly sizes: number[] = [];
-  private readonly mtimes: number[] = [];
-  private shas = Buffer.alloc(32 * 1024);
+  private n = 0;
+  private inos = new Float64Array(0);
+  private sizes = new Float64Array(0);
+  private mtimes = new Float64Array(0);
+  private shas = Buffer.alloc(0);
+  /** Slot + 1 per table position (0: empty); its length a power of two, at least twice the slots'. */
+  private table = new Int32Array(0);
 
   get size(): number {
-    return this.slots.size;
+    return this.n;
+  }
+
+  /** A table position for `ino` (inodes are integers up to 2^64, as doubles: both halves mixed). */
+  private static mix(ino: number): number {
+    const lo = ino >>> 0;
+    const hi = Math.floor(ino / 4294967296) >>> 0;
+    let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b);
+    h ^= h >>> 13;
+    return Math.imul(h, 0xc2b2ae35) ^ (h >>> 16);
+  }
+
+  /** The position of `ino` in the table, or of the empty place where it would go. */
+  private place(ino: number): number {
+    const mask = this.table.length - 1;
+    for (let i = CompactFiles.mix(ino) & mask; ; i = (i + 1) & mask) {
+      const slot = this.table[i];
+      if (slot === 0 || this.inos[slot - 1] === ino) return i;
+    }
+  }
+
+  private grow(): void {
+    const cap = Math.max(1024, this.inos.length * 2);
+    const more = <T extends Float64Array>(old: T): T => {
+      const a = new Float64Array(cap) as T;
+      a.set(old);
+      return a;
+    };
+    this.inos = more(this.inos);
+    this.sizes = more(this.sizes);
+    this.mtimes = more(this.mtimes);
+    const shas = Buffer.alloc(cap * 32);
+    this.shas.copy(shas);
+    this.shas = shas;
+    this.table = new Int32Array(cap * 2);
+    for (let slot = 0; slot < this.n; slot++) this.table[this.place(this.inos[slot])] = slot + 1;
   }
 
   set(ino: number, p: PrevFile): void {
     if (!/^[0-9a-f]{64}$/.test(p.sha256)) return;
-    let slot = this.slots.get(ino);
-    if (slot === undefined) {
-      slot = this.sizes.length;
-      this.slots.set(ino, slot);
-      this.sizes.push(0);
-      this.mtimes.push(0);
-      if ((slot + 1) * 32 > this.shas.length) {
-        const bigger = Buffer.alloc(this.shas.length * 2);
-        this.shas.copy(bigger);
-        this.shas = bigger;
-      }
+    if (this.n === this.inos.length) this.grow();
+    const i = this.place(ino);
+    let slot = this.table[i] - 1;
+    if (slot < 0) {
+      slot = this.n++;
+      this.table[i] = slot + 1;
+      this.inos[slot] = ino;
     }
     this.sizes[slot] = p.size;
     this.mtimes[slot] = p.mtimeMs;
@@ -191,8 +227,9 @@ export class CompactFiles {
   }
 
   get(ino: number): PrevFile | undefined {
-    const slot = this.slots.get(ino);
-    if (slot === undefined) return undefined;
+    if (this.n === 0) return undefined;
+    const slot = this.table[this.place(ino)] - 1;
+    if (slot < 0) return undefined;
     return {
       size: this.sizes[slot],
       mtimeMs: this.mtimes[slot],
@@ -201,10 +238,12 @@ export class CompactFiles {
   }
 
   clear(): void {
-    this.slots.clear();
-    this.sizes.length = 0;
-    this.mtimes.length = 0;
+    this.n = 0;
+    this.inos = new Float64Array(0);
+    this.sizes = new Float64Array(0);
+    this.mtimes = new Float64Array(0);
     this.shas = Buffer.alloc(0);
+    this.table = new Int32Array(0);
   }
 }
 
@@ -296,12 +335,17 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   const hash = async (f: ManifestFile, abs: string) => {
     if (f.size <= SMALL_SYNC) {
       // Page cache, a few KiB: one synchronous read costs less than four thread-pool round trips.
-      const buf = readFileSync(abs);
-      prog.bytesDone += buf.length;
-      f.sha256 = createHash('sha256').update(buf).digest('hex');
-      prog.filesDone++;
-      report();
-      return;
+      // Through one shared scratch buffer: readFileSync made a buffer per file (a full pass
+      // over 120k files: ~2 GB of them, dead at once, freed only by the next GC).
+      const sum = sha256SmallSync(abs, f.size);
+      if (sum !== undefined) {
+        prog.bytesDone += f.size;
+        f.sha256 = sum;
+        prog.filesDone++;
+        report();
+        return;
+      }
+      // Its size changed since the walk: hashed as it is now, below.
     }
     if (hashing >= HASHING) await new Promise<void>((r) => waiting.push(r));
     hashing++;
