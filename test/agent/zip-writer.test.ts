@@ -126,6 +126,18 @@ describe('zip writer', () => {
     expect(second.reusedBytes).toBe(11 * BLOCK_SIZE);
     unzipTo(path.join(dir2, 'db.zip'), path.join(root, 'out2'));
     expect(sha(readFileSync(path.join(root, 'out2', 'cruise.mv.db')))).toBe(sha(v2));
+    // Without the addon's block I/O (reads, writes, read-backs and hashes in separate trips):
+    // the same archive, byte for byte, and the same block index.
+    process.env.BOXBACK_NATIVE_BLOCK_IO = 'off';
+    try {
+      const plain = await writeZip({ dir: src }, path.join(root, 'plain.zip'), { reuse });
+      expect(plain.reusedBytes).toBe(11 * BLOCK_SIZE);
+      expect(plain.blocks).toEqual(second.blocks);
+      expect(plain.sha256).toBe(second.sha256);
+      expect(sha(readFileSync(path.join(root, 'plain.zip')))).toBe(sha(readFileSync(path.join(dir2, 'db.zip'))));
+    } finally {
+      delete process.env.BOXBACK_NATIVE_BLOCK_IO;
+    }
 
     // Bit rot in the previous archive, inside block 3: that block is deflated again, not copied.
     const b3 = first.blocks['cruise.mv.db'][3];

@@ -12,13 +12,16 @@
  * copy and no worker thread (a worker costs ~16 MB of RSS while it runs). The hash is
  * OpenSSL's, the one Node itself links: its SHA256_* functions are looked up in the process
  * (dlsym) when first used; a Node that does not export them gets `hashAvailable() === false`
- * and the agent hashes on a worker thread as before. prefetch.c: a tree's read-ahead on a
+ * and the agent hashes on a worker thread as before. readHash / writeCheck do a database
+ * archive's block I/O with those hashes in one trip through the pool each (their section
+ * below). prefetch.c: a tree's read-ahead on a
  * thread of its own (prefetchStart / prefetchConsumed / prefetchStop).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <malloc.h>
 #include <node_api.h>
@@ -361,6 +364,223 @@ static napi_value hash_final(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* ---- A database archive's block I/O on libuv's pool (backup/zip-writer.ts) ---------------- */
+/*
+ * readHash(fd, buf, position) -> Promise<[bytesRead, hex]>: pread until `buf` is full or the
+ *   file ends, then the SHA-256 of the bytes read ('' when none): a raw block read and hashed
+ *   in one trip through the pool instead of two.
+ * writeCheck(ctx, fd, buf, position, scratch) -> Promise<number>: pwrite all of `buf` at
+ *   `position`, read it back piece by piece into `scratch`, compare byte for byte and add the
+ *   bytes as they read back to the running SHA-256 `ctx`: one trip instead of a write, a read
+ *   per piece and a hash update per piece. Resolves -1, or the file offset of the first piece
+ *   that read back different or short (nothing of it or after it is hashed). One request per
+ *   ctx at a time (the caller chains them, as hashUpdate's).
+ * A failed read or write rejects with an Error whose `code` is the errno's name (ENOSPC...).
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[3];
+  int op; /* 0 readHash, 1 writeCheck */
+  int fd;
+  unsigned char *data;
+  size_t len;
+  int64_t pos;
+  unsigned char *scratch;
+  size_t scratch_len;
+  sha_ctx *ctx;
+  size_t done;
+  int64_t bad;
+  int err;
+  const char *syscall;
+  int hash_failed;
+  unsigned char md[32];
+} io_req;
+
+static void io_execute(napi_env env, void *p) {
+  (void)env;
+  io_req *r = p;
+  if (r->op == 0) {
+    while (r->done < r->len) {
+      ssize_t n = pread(r->fd, r->data + r->done, r->len - r->done, r->pos + (int64_t)r->done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        r->err = errno;
+        r->syscall = "read";
+        return;
+      }
+      if (n == 0) break;
+      r->done += (size_t)n;
+    }
+    if (r->done) {
+      sha_ctx c;
+      r->hash_failed = !(sha.init(&c) == 1 && sha.update(&c, r->data, r->done) == 1 && sha.final(r->md, &c) == 1);
+    }
+    return;
+  }
+  r->bad = -1;
+  while (r->done < r->len) {
+    ssize_t n = pwrite(r->fd, r->data + r->done, r->len - r->done, r->pos + (int64_t)r->done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      r->err = errno;
+      r->syscall = "write";
+      return;
+    }
+    r->done += (size_t)n;
+  }
+  for (size_t checked = 0; checked < r->len;) {
+    size_t want = r->len - checked < r->scratch_len ? r->len - checked : r->scratch_len;
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = pread(r->fd, r->scratch + got, want - got, r->pos + (int64_t)(checked + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        r->err = errno;
+        r->syscall = "read";
+        return;
+      }
+      if (n == 0) break;
+      got += (size_t)n;
+    }
+    if (got < want || memcmp(r->scratch, r->data + checked, want) != 0) {
+      r->bad = r->pos + (int64_t)checked;
+      return;
+    }
+    if (sha.update(r->ctx, r->scratch, want) != 1) {
+      r->hash_failed = 1;
+      return;
+    }
+    checked += want;
+  }
+}
+
+static void io_complete(napi_env env, napi_status status, void *p) {
+  io_req *r = p;
+  napi_value v;
+  if (status == napi_ok && !r->err && !r->hash_failed) {
+    if (r->op == 0) {
+      napi_value n, hex;
+      char text[65] = "";
+      if (r->done) to_hex(r->md, text);
+      napi_create_array_with_length(env, 2, &v);
+      napi_create_double(env, (double)r->done, &n);
+      napi_create_string_latin1(env, text, r->done ? 64 : 0, &hex);
+      napi_set_element(env, v, 0, n);
+      napi_set_element(env, v, 1, hex);
+    } else {
+      napi_create_double(env, (double)r->bad, &v);
+    }
+    napi_resolve_deferred(env, r->deferred, v);
+  } else {
+    napi_value msg, code;
+    char text[256];
+    if (r->err) {
+      snprintf(text, sizeof text, "%s: %s, %s", uv_err_name(-r->err), strerror(r->err), r->syscall);
+      napi_create_string_utf8(env, uv_err_name(-r->err), NAPI_AUTO_LENGTH, &code);
+    } else {
+      snprintf(text, sizeof text, "%s", status == napi_ok ? "SHA-256 failed" : "the request was cancelled");
+      code = NULL;
+    }
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &v);
+    if (r->err) {
+      napi_value no, sys;
+      napi_create_int32(env, -r->err, &no);
+      napi_create_string_utf8(env, r->syscall, NAPI_AUTO_LENGTH, &sys);
+      napi_set_named_property(env, v, "errno", no);
+      napi_set_named_property(env, v, "syscall", sys);
+    }
+    napi_reject_deferred(env, r->deferred, v);
+  }
+  for (int i = 0; i < 3; i++)
+    if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
+  napi_delete_async_work(env, r->work);
+  free(r);
+}
+
+static napi_value queue_io(napi_env env, io_req *r, napi_value *keep, int nkeep) {
+  napi_value promise, name;
+  for (int i = 0; i < nkeep; i++) {
+    if (napi_create_reference(env, keep[i], 1, &r->refs[i]) != napi_ok) {
+      for (int j = 0; j < i; j++) napi_delete_reference(env, r->refs[j]);
+      free(r);
+      napi_throw_error(env, NULL, "napi_create_reference failed");
+      return NULL;
+    }
+  }
+  if (napi_create_promise(env, &r->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "boxback:blockio", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, io_execute, io_complete, r, &r->work) != napi_ok ||
+      napi_queue_async_work(env, r->work) != napi_ok) {
+    napi_throw_error(env, NULL, "queueing block I/O failed");
+    return NULL;
+  }
+  return promise;
+}
+
+static napi_value read_hash(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd;
+  int64_t pos;
+  void *data;
+  size_t len;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!sha_ready()) {
+    napi_throw_error(env, NULL, "SHA-256 is not available");
+    return NULL;
+  }
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
+  CHECK(napi_get_value_int64(env, argv[2], &pos));
+  io_req *r = calloc(1, sizeof *r);
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  r->op = 0;
+  r->fd = fd;
+  r->data = data;
+  r->len = len;
+  r->pos = pos;
+  return queue_io(env, r, &argv[1], 1);
+}
+
+static napi_value write_check(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  void *ctx, *data, *scratch;
+  int32_t fd;
+  int64_t pos;
+  size_t len, scratch_len;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_external(env, argv[0], &ctx));
+  CHECK(napi_get_value_int32(env, argv[1], &fd));
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &len));
+  CHECK(napi_get_value_int64(env, argv[3], &pos));
+  CHECK(napi_get_buffer_info(env, argv[4], &scratch, &scratch_len));
+  if (!scratch_len) {
+    napi_throw_error(env, NULL, "writeCheck: empty scratch buffer");
+    return NULL;
+  }
+  io_req *r = calloc(1, sizeof *r);
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  r->op = 1;
+  r->ctx = ctx;
+  r->fd = fd;
+  r->data = data;
+  r->len = len;
+  r->pos = pos;
+  r->scratch = scratch;
+  r->scratch_len = scratch_len;
+  napi_value keep[3] = {argv[0], argv[2], argv[4]};
+  return queue_io(env, r, keep, 3);
+}
+
 /* prefetch.c: a tree's read-ahead on its own thread. */
 napi_value prefetch_start(napi_env env, napi_callback_info info);
 napi_value prefetch_consumed(napi_env env, napi_callback_info info);
@@ -379,6 +599,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashStart", NULL, hash_start, NULL, NULL, NULL, napi_default, NULL},
       {"hashUpdate", NULL, hash_update, NULL, NULL, NULL, napi_default, NULL},
       {"hashFinal", NULL, hash_final, NULL, NULL, NULL, napi_default, NULL},
+      {"readHash", NULL, read_hash, NULL, NULL, NULL, napi_default, NULL},
+      {"writeCheck", NULL, write_check, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchStart", NULL, prefetch_start, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchConsumed", NULL, prefetch_consumed, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchStop", NULL, prefetch_stop, NULL, NULL, NULL, napi_default, NULL},

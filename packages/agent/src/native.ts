@@ -1,8 +1,9 @@
 /**
  * The agent's native addon (packages/agent/native/inotify.c, built by node-gyp at `npm ci`
  * with this Node's headers, nothing downloaded): the change journal's inotify watches
- * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts), SHA-256 on libuv's pool for a
- * database archive (backup/hash-thread.ts, which types those functions) and a nanosecond
+ * (journal/dir-watch.ts), glibc's `malloc_trim` (memory.ts), SHA-256 and the block reads and
+ * checked writes of a database archive on libuv's pool (backup/hash-thread.ts, which types those
+ * functions) and a nanosecond
  * mtime setter (utimensat) that a journaled sync sets its directories' mtimes with
  * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them), and a
  * tree's read-ahead on a thread of its own (prefetch.c; registered with useReadAhead: a first S3

@@ -103,6 +103,16 @@ export interface Hasher {
   final(): Promise<string>;
   /** End it (pending requests are rejected or settle). */
   close(): Promise<void>;
+  /**
+   * With the native addon (NativeHasher), block I/O in one trip through the pool each:
+   * `readHash` reads `buf` full from `fd` at `position` (or to the end of the file) and
+   * resolves [bytes read, their SHA-256 hex ('' for none)]; `writeCheck` writes `buf` at
+   * `position`, reads it back into `scratch` piece by piece, compares it byte for byte and
+   * adds the bytes as they read back to the running SHA-256 (in order with `update`), resolving
+   * -1 or the offset of the first piece that read back different or short.
+   */
+  readHash?(fd: number, buf: Buffer, position: number): Promise<[number, string]>;
+  writeCheck?(fd: number, buf: Buffer, position: number, scratch: Buffer): Promise<number>;
 }
 
 /** The native addon's hash functions, when its build has them (an older build does not). */
@@ -112,6 +122,9 @@ interface NativeHash {
   hashStart(): object;
   hashUpdate(ctx: object, buf: Buffer): Promise<void>;
   hashFinal(ctx: object): string;
+  /** Absent from builds before them (the zip writer then reads, writes and hashes in separate trips). */
+  readHash?(fd: number, buf: Buffer, position: number): Promise<[number, string]>;
+  writeCheck?(ctx: object, fd: number, buf: Buffer, position: number, scratch: Buffer): Promise<number>;
 }
 
 function nativeHash(): NativeHash | undefined {
@@ -130,8 +143,27 @@ export class NativeHasher implements Hasher {
   private tail: Promise<void> = Promise.resolve();
   private failed?: Error;
 
+  readonly readHash?: (fd: number, buf: Buffer, position: number) => Promise<[number, string]>;
+  readonly writeCheck?: (fd: number, buf: Buffer, position: number, scratch: Buffer) => Promise<number>;
+
   constructor(private readonly n: NativeHash) {
     this.ctx = n.hashStart();
+    if (process.env.BOXBACK_NATIVE_BLOCK_IO === 'off') return;
+    const { readHash, writeCheck } = n;
+    if (typeof readHash === 'function') this.readHash = (fd, buf, position) => readHash.call(n, fd, buf, position);
+    if (typeof writeCheck === 'function')
+      this.writeCheck = (fd, buf, position, scratch) => this.chain(() => writeCheck.call(n, this.ctx, fd, buf, position, scratch));
+  }
+
+  /** `run` after every earlier update of the running hash; a failure fails every later one and final. */
+  private chain<T>(run: () => Promise<T>): Promise<T> {
+    if (this.failed) return Promise.reject(this.failed);
+    const next = this.tail.then(run);
+    this.tail = next.then(
+      () => undefined,
+      (err: Error) => void (this.failed ??= err),
+    );
+    return next;
   }
 
   digest(buf: Buffer): Promise<string> {
@@ -139,11 +171,8 @@ export class NativeHasher implements Hasher {
   }
 
   update(buf: Buffer): Promise<void> {
-    if (this.failed) return Promise.reject(this.failed);
-    const next = this.tail.then(() => this.n.hashUpdate(this.ctx, buf));
     // A failed update fails every later one and final: the running hash is lost.
-    this.tail = next.catch((err: Error) => void (this.failed ??= err));
-    return next;
+    return this.chain(() => this.n.hashUpdate(this.ctx, buf));
   }
 
   async final(): Promise<string> {

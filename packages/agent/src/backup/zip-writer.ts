@@ -23,7 +23,9 @@
  *
  * Every write is read back at once and compared byte for byte with what was written before it is
  * hashed (readBack): the archive's SHA-256 is of bytes as they read back, so the backup's VERIFY
- * does not read the archive a second time. A large archive is datasynced in the background every
+ * does not read the archive a second time. With the agent's native addon a large file's raw
+ * blocks are read and hashed in one trip through libuv's pool each (read ahead), and each write
+ * is written, read back, compared and hashed in one (hash-thread.ts, docs/design/zip-reuse.md). A large archive is datasynced in the background every
  * 64 MiB as it is written (PUBLISH's flush then has little of it left to wait for).
  */
 import { createHash } from 'node:crypto';
@@ -52,6 +54,10 @@ export const DEFAULT_LEVEL = 1;
 const STORED_EXT = /\.(jar|war|ear|zip|gz|tgz|bz2|xz|zst|7z|png|jpe?g|gif|webp|mp4|woff2?)$/i;
 /** Blocks in flight (read, hashed, deflated or copied) per archive: libuv's pool has 4 threads. */
 const IN_FLIGHT = 4;
+/** Raw blocks of a large file read (and hashed) ahead of the one being queued, with the native addon. */
+const READ_AHEAD = 2;
+/** Raw block buffers kept for the next blocks: every one that can be in use at once. */
+const RAW_KEEP = IN_FLIGHT + READ_AHEAD;
 /** A block is sampled this much to tell whether it compresses, and stored when the sample saves under 3%. */
 const SAMPLE = 32 * 1024;
 const INCOMPRESSIBLE = 0.97;
@@ -243,6 +249,8 @@ class Output {
     /** The write buffer's size. */
     private readonly size: number,
     alloc: (n: number) => Buffer,
+    /** Write, read back, compare and hash in one trip through the pool (the native addon's Hasher). */
+    private readonly writeCheck?: Hasher['writeCheck'],
   ) {
     this.buf = alloc(this.size);
     const check = Math.min(this.size, CHECK_PIECE);
@@ -255,7 +263,7 @@ class Output {
     // Read and written: each write is read back.
     const fh = await fsp.open(file, 'w+', 0o644);
     if (!thread) return new Output(fh, path.basename(file), hash, WRITE_BUFFER, Buffer.allocUnsafeSlow);
-    return new Output(fh, path.basename(file), hash, LARGE_WRITE_BUFFER, sharedBuffer);
+    return new Output(fh, path.basename(file), hash, LARGE_WRITE_BUFFER, sharedBuffer, thread.writeCheck);
   }
 
   async append(b: Buffer): Promise<void> {
@@ -282,6 +290,21 @@ class Output {
 
   /** `b` at the end of the file, then read back piece by piece, each piece hashed as it read back (in file order). */
   private async writeAll(b: Buffer): Promise<void> {
+    if (this.writeCheck) {
+      // One request: written, read back piece by piece into checks[0], compared and hashed on
+      // the pool (hash-thread.ts); the JS thread's turns per 4 MiB go from nine to one.
+      const checked = this.writeCheck(this.fh.fd, b, this.written, this.checks[0]);
+      this.hashing[0] = checked.then(() => undefined);
+      this.hashing[0].catch(() => undefined); // settled by abort; the error is thrown here
+      const bad = await checked;
+      if (bad >= 0)
+        throw new BoxbackError(
+          'BOXBACK_ERR_VERIFY_FAILED',
+          `${this.name} reads back different bytes at offset ${bad} than were written: the store's disk may be failing`,
+        );
+      this.wrote(b.length);
+      return;
+    }
     let done = 0;
     while (done < b.length) {
       const { bytesWritten } = await this.fh.write(b, done, b.length - done, this.written + done);
@@ -297,7 +320,12 @@ class Output {
       this.hashing[i] = hashed;
       checked += piece.length;
     }
-    this.written += b.length;
+    this.wrote(b.length);
+  }
+
+  /** `n` more bytes written and read back; a background datasync every SYNC_EVERY bytes. */
+  private wrote(n: number): void {
+    this.written += n;
     if (!this.syncing && this.written - this.synced >= SYNC_EVERY) {
       this.synced = this.written;
       // Its failure is kept and thrown by close: a failed fsync may not be reported again by a later one.
@@ -416,7 +444,7 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
         for (const d of data) await output.append(d);
         // Appended (copied into the write buffer or written): the block's buffers take the next
         // blocks (a stored block's data are slices of its raw buffer).
-        if (p.block.pooled && pool.length < IN_FLIGHT + 1) pool.push(p.block.pooled);
+        if (p.block.pooled && pool.length < RAW_KEEP) pool.push(p.block.pooled);
         if (out && outPool.length < IN_FLIGHT + 1) outPool.push(out);
       } else {
         const f = p.file;
@@ -437,9 +465,9 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
   };
 
   /** A block's archive bytes: copied from the previous archive when its content is known there, else deflated. */
-  const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean): Block['ready'] =>
+  const prepare = (raw: Buffer, fileLevel: number, hashIt: boolean, known?: string): Block['ready'] =>
     (async () => {
-      const sha = !hashIt ? undefined : thread ? await thread.digest(raw) : createHash('sha256').update(raw).digest('hex');
+      const sha = !hashIt ? undefined : (known ?? (thread ? await thread.digest(raw) : createHash('sha256').update(raw).digest('hex')));
       const prev = sha && reuseFh && raw.length === BLOCK_SIZE ? o.reuse!.bySha.get(sha) : undefined;
       const out = outPool.pop() ?? Buffer.allocUnsafeSlow(OUT_BUFFER);
       if (prev && prev[3] <= OUT_BUFFER) {
@@ -502,31 +530,62 @@ export async function writeZip(src: ZipSource, out: string, o: ZipOptions = {}):
       return addFile(e, st, true);
     }
     const fh = await fsp.open(e.abs, 'r');
+    // With the native addon a large file's blocks are read and hashed in one trip each, at
+    // explicit positions, READ_AHEAD of them at once: the next blocks are read while this one
+    // waits for its turn in the archive (its reads and hashes run side by side on the pool).
+    const readHash = large ? thread?.readHash : undefined;
+    const ahead: { raw: Buffer; read: Promise<[number, string]> }[] = [];
+    let position = 0;
+    const readAhead = (): void => {
+      // Within the size the walk saw; past it (a file that grew) one block at a time, to its end.
+      while (readHash && ahead.length < READ_AHEAD && (position < st.size || ahead.length === 0)) {
+        const raw = pool.pop() ?? sharedBuffer(BLOCK_SIZE);
+        const read = readHash(fh.fd, raw, position);
+        read.catch(() => undefined); // awaited in order below, or settled before the file is closed
+        ahead.push({ raw, read });
+        position += BLOCK_SIZE;
+      }
+    };
     try {
       for (;;) {
-        // In shared memory when a thread hashes it.
-        const raw = pool.pop() ?? (thread ? sharedBuffer(BLOCK_SIZE) : Buffer.allocUnsafeSlow(BLOCK_SIZE));
+        let raw: Buffer;
         let n = 0;
-        while (n < BLOCK_SIZE) {
-          const { bytesRead } = await fh.read(raw, n, BLOCK_SIZE - n, null);
-          if (bytesRead === 0) break;
-          n += bytesRead;
+        let sha: string | undefined;
+        if (readHash) {
+          readAhead();
+          const next = ahead.shift()!;
+          raw = next.raw;
+          [n, sha] = await next.read;
+        } else {
+          // In shared memory when a thread hashes it.
+          raw = pool.pop() ?? (thread ? sharedBuffer(BLOCK_SIZE) : Buffer.allocUnsafeSlow(BLOCK_SIZE));
+          while (n < BLOCK_SIZE) {
+            const { bytesRead } = await fh.read(raw, n, BLOCK_SIZE - n, null);
+            if (bytesRead === 0) break;
+            n += bytesRead;
+          }
         }
         if (n === 0) {
           pool.push(raw);
           break;
         }
         const chunk = n === BLOCK_SIZE ? raw : raw.subarray(0, n);
-        const block: Block = { raw: chunk, pooled: raw, ready: prepare(chunk, fileLevel, large) };
+        const block: Block = { raw: chunk, pooled: raw, ready: prepare(chunk, fileLevel, large, sha) };
         // A rejected block is awaited by drain(); until then keep Node from calling it unhandled.
         block.ready.catch(() => undefined);
         queue.push({ kind: 'block', file: f, block });
         blocksQueued++;
         await drain(IN_FLIGHT - 1);
         o.signal?.throwIfAborted();
+        // A short block is the file's end: blocks read ahead past it are dropped.
         if (n < BLOCK_SIZE) break;
       }
     } finally {
+      // No read of the file may be in flight when it is closed (its descriptor could be reused).
+      for (const a of ahead.splice(0)) {
+        await a.read.catch(() => undefined);
+        if (pool.length < RAW_KEEP) pool.push(a.raw);
+      }
       await fh.close();
     }
     queue.push({ kind: 'end', file: f });
