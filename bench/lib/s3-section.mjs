@@ -24,7 +24,8 @@
 // s3_agent_peak_rss_mb, per-phase figures (s3_<job>_phase_<name>_s), the restore's timed steps
 // (s3_restore_step_<name>_s: verify_sha256, verify_zips, extract_<archive>, fetch_<tree>, ...) and the agent's CPU seconds
 // per job (s3_<job>_agent_cpu_s: what the load does not change), restic's beside them
-// (restic_s3_<job>_cpu_s).
+// (restic_s3_<job>_cpu_s); the daemon's memory work per job (s3_<job>_bound_gcs, _gc_s,
+// _trims, _trim_s, _trimmed_mb: memory.ts boundHeap's full GCs and malloc_trims).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -33,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { S3BackupStore, createLogger, initS3Store, refFromPath } from '@boxback/common';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { bucketBytes, freePort, makeBucket, radosgwInstalled, startRadosgw } from '../../scripts/lib/radosgw.mjs';
-import { cpuSeconds, startDaemon } from './deployed.mjs';
+import { cpuSeconds, startDaemon, steps } from './deployed.mjs';
 import { generateBox, simulateCiDay, SIZES } from './gen-box.mjs';
 import { guard, onCleanup, run, stopEverything, track } from './procs.mjs';
 import { settle } from './settle.mjs';
@@ -121,6 +122,10 @@ export function s3SectionFor(args, { root, hasRestic, log }) {
 export async function s3Section({ root, size = 'small', seed = 42, hasRestic = true, nodeArgs = [], env = {}, log = () => {} }) {
   const figures = {};
   const notes = [];
+  /** memory.ts boundHeap's full and minor GCs and malloc_trims during a job, from its daemon's log: s3_<job>_bound_*. */
+  const boundFigures = (job, d, jobId) => {
+    for (const [k, v] of Object.entries(steps(d.agent.output(), jobId))) if (k.startsWith('bound_')) figures[`s3_${job}_${k}`] = v;
+  };
   if (!(await radosgwInstalled())) {
     notes.push('S3 store section skipped: radosgw (Debian packages radosgw ceph-mon ceph-osd) is not installed');
     return { figures, notes };
@@ -195,6 +200,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     figures.s3_full_s = a.seconds;
     figures.s3_full_agent_cpu_s = a.agentCpuSeconds;
     Object.assign(figures, phaseFigures('s3_full_', a.manifest));
+    boundFigures('full', daemonA, 's3-full');
     const ca = committedLine(daemonA.agent.output(), 's3-full');
     if (ca) Object.assign(figures, { s3_full_new_bytes: ca.newBytes, s3_full_deflated_bytes: ca.storedBytes, s3_full_packs: ca.packs });
     if (hasRestic) {
@@ -221,6 +227,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     figures.s3_incremental_journaled_trees = b.manifest.trees.filter((t) => t.syncMode === 'journal').length;
     for (const t of b.manifest.trees)
       if (t.syncMode !== 'journal') notes.push(`S3 INCREMENTAL: tree ${t.name} made a full pass: ${t.syncReason}`);
+    boundFigures('incremental', daemonA, 's3-incr');
     const cb = committedLine(daemonA.agent.output(), 's3-incr');
     if (cb)
       Object.assign(figures, {
@@ -321,13 +328,15 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     );
     log(`  ${notes.at(-1)}`);
 
-    // 7. The agent's peak RSS, and the highest RSS sampled in each phase (where the peak is).
+    // 7. The agent's peak RSS, and the highest RSS sampled in each phase (where the peak is);
+    // memory.ts boundHeap's GCs (full and minor) and trims during each job (boundFigures).
     for (const [job, x] of [
       ['full', a],
       ['incremental', b],
       ['restore', r],
     ])
       for (const [ph, bytes] of Object.entries(x.rssByPhase ?? {})) figures[`s3_${job}_phase_${ph.toLowerCase()}_rss_mb`] = mb(bytes);
+    boundFigures('restore', daemonB, 's3-restore');
     figures.s3_agent_backup_peak_rss_mb = mb(Math.max(a.peakRssBytes, b.peakRssBytes));
     figures.s3_agent_restore_peak_rss_mb = mb(r.peakRssBytes);
     figures.s3_agent_peak_rss_mb = Math.max(figures.s3_agent_backup_peak_rss_mb, figures.s3_agent_restore_peak_rss_mb);

@@ -6,7 +6,8 @@
  * memory per directory (an FSEventWrap, libuv's uv_fs_event_t, its watcher list entry and
  * path) and drops IN_Q_OVERFLOW, which this passes on (wd -1, mask IN_Q_OVERFLOW).
  * Also setMtime (utimensat: a journaled sync's directories' mtimes to the nanosecond),
- * malloc_trim(0), for the daemon to give freed native memory back after a job, and
+ * malloc_trim(0), for the daemon to give freed native memory back after a job, mallopt's
+ * M_MMAP_THRESHOLD (fixed, so large buffers are unmapped when freed: memory.ts), and
  * SHA-256 on libuv's thread pool (sha256 / hashUpdate / hashFinal) for the zip writer's
  * database archive (backup/hash-thread.ts): the hash runs over the Buffer's own bytes, no
  * copy and no worker thread (a worker costs ~16 MB of RSS while it runs). The hash is
@@ -160,6 +161,25 @@ static napi_value ref(napi_env env, napi_callback_info info) {
 static napi_value trim(napi_env env, napi_callback_info info) {
   (void)info;
   return int_value(env, malloc_trim(0));
+}
+
+/*
+ * mmapThreshold(bytes) -> 1 if set, else 0: glibc's M_MMAP_THRESHOLD fixed at `bytes`. By default
+ * glibc raises the threshold to the size of each mmapped chunk freed (up to 32 MiB), so after the
+ * first 4 MiB buffer is freed, every buffer up to 4 MiB comes from the heap, and its pages stay
+ * there once freed until a trim (docs/design/agent-memory.md). Fixed, a buffer of `bytes` or more
+ * is its own mapping, unmapped when V8 frees it.
+ */
+static napi_value mmap_threshold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t bytes = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_int64(env, argv[0], &bytes) != napi_ok || bytes <= 0 || bytes > (1 << 30)) {
+    napi_throw_type_error(env, NULL, "mmapThreshold(bytes): bytes must be a positive integer up to 1 GiB");
+    return NULL;
+  }
+  return int_value(env, mallopt(M_MMAP_THRESHOLD, (int)bytes));
 }
 
 
@@ -593,6 +613,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rm", NULL, rm, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, ref, NULL, NULL, NULL, napi_default, NULL},
       {"trim", NULL, trim, NULL, NULL, NULL, napi_default, NULL},
+      {"mmapThreshold", NULL, mmap_threshold, NULL, NULL, NULL, napi_default, NULL},
       {"setMtime", NULL, set_mtime, NULL, NULL, NULL, napi_default, NULL},
       {"hashAvailable", NULL, hash_available, NULL, NULL, NULL, napi_default, NULL},
       {"sha256", NULL, sha256, NULL, NULL, NULL, napi_default, NULL},

@@ -14,6 +14,7 @@ import { recoverQuiesce } from './backup/quiesce-record.js';
 import { ownCertWarning } from './access.js';
 import { loadAgentConfig } from './config.js';
 import { createJournals } from './journal/index.js';
+import { fixNativeHeap } from './memory.js';
 import { agentStore } from './store.js';
 import { pruneSafetyCopies } from './restore/safety-copies.js';
 import { AgentServer } from './server.js';
@@ -63,6 +64,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const log = createLogger('boxback-agent').child({ agent: config.name });
+  fixNativeHeap(log);
   const certWarning = ownCertWarning(config);
   if (certWarning) log.warn(certWarning);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });

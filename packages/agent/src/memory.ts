@@ -18,7 +18,7 @@
  */
 import v8 from 'node:v8';
 import type { Logger } from '@boxback/common';
-import { trimNativeHeap } from './native.js';
+import { fixMmapThreshold, trimNativeHeap } from './native.js';
 
 const DELAY_MS = 1000;
 let pending: NodeJS.Timeout | undefined;
@@ -124,6 +124,29 @@ function collectNow(log: Logger, why: string): void {
     },
     'memory released',
   );
+}
+
+/** glibc's initial mmap threshold, which the daemon keeps (fixNativeHeap). */
+const MMAP_THRESHOLD = 128 * 1024;
+
+/**
+ * At the daemon's start: glibc's mmap threshold fixed at 128 KiB (its initial value), so that
+ * every buffer of 128 KiB or more (a GET's, a pack's, a zip block's, a decompressed blob's) is
+ * a mapping of its own, given back to the system as soon as V8 frees its ArrayBuffer.
+ *
+ * By default glibc raises the threshold to the size of each mmapped chunk that is freed (up to
+ * 32 MiB): after the first 4 MiB buffer is freed, every later one up to that size comes from
+ * the main heap, whose freed pages stay resident until a malloc_trim (boundHeap runs one every
+ * second) and fragment around live ones. In the S3 restore the main heap grew to 54 MB while
+ * the ArrayBuffers fell from 45 to 26 MB, and the peak was there (store-s3-performance.md).
+ * BOXBACK_MMAP_THRESHOLD=0 leaves glibc's default; MALLOC_MMAP_THRESHOLD_ in the environment
+ * (glibc's own setting) is left alone too. Without the addon it does nothing.
+ */
+export function fixNativeHeap(log: Logger, env: NodeJS.ProcessEnv = process.env): void {
+  if (env.MALLOC_MMAP_THRESHOLD_ !== undefined) return;
+  const want = env.BOXBACK_MMAP_THRESHOLD === undefined ? MMAP_THRESHOLD : Number(env.BOXBACK_MMAP_THRESHOLD);
+  if (!Number.isInteger(want) || want <= 0) return;
+  if (fixMmapThreshold(want)) log.debug({ bytes: want }, 'native heap: mmap threshold fixed');
 }
 
 /** Garbage a job may pile up in the JS heap before boundHeap collects it. */

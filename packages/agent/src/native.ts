@@ -27,6 +27,8 @@ export interface NativeAddon {
   ref(on: boolean): void;
   /** malloc_trim(0): 1 if memory went back to the system. */
   trim(): number;
+  /** mallopt(M_MMAP_THRESHOLD, bytes): 1 if set. Absent from builds before it. */
+  mmapThreshold?(bytes: number): number;
   /** utimensat: the path's mtime to the nanosecond, atime and a symlink's target untouched; 0 or -errno. Absent from builds before it. */
   setMtime?(path: string, sec: number, nsec: number): number;
   /** A tree's read-ahead on a thread of its own (prefetch.c): starts at once. Absent from builds before it. */
@@ -78,6 +80,11 @@ if (addon?.prefetchStart && addon.prefetchConsumed && addon.prefetchStop) {
       },
     };
   });
+}
+
+/** Fix glibc's mmap threshold at `bytes` (`mallopt(M_MMAP_THRESHOLD)`: memory.ts); false without the addon. */
+export function fixMmapThreshold(bytes: number): boolean {
+  return typeof nativeAddon?.mmapThreshold === 'function' ? nativeAddon.mmapThreshold(bytes) === 1 : false;
 }
 
 /** Give the native heap's free memory back to the system (glibc `malloc_trim`); false without the addon. */

@@ -32,6 +32,21 @@ export const STORE_FORMAT = 'boxback/s3-store@1';
  * blob's 4 MiB buffer.
  */
 const POOLED_GET = (1 << 20) + (64 << 10);
+/**
+ * The sealed bytes a random-access reader reads with one GET at most (a run of blobs lying one
+ * after the other: restore.ts), and the pooled buffer size for such a run. 2 MiB, not 4: a
+ * restore extracts the database archive beside the trees' fetch, and each run in flight holds
+ * its buffer (store-s3-performance.md, session 14).
+ */
+export const RUN_BYTES = 2 << 20;
+const POOLED_RUN = RUN_BYTES + (64 << 10);
+
+/** The smallest buffer of `pool` at least `n` bytes long, taken out of it (undefined: none). */
+export function takeBuffer(pool: Buffer[], n: number): Buffer | undefined {
+  let best = -1;
+  for (let i = 0; i < pool.length; i++) if (pool[i].length >= n && (best < 0 || pool[i].length < pool[best].length)) best = i;
+  return best < 0 ? undefined : pool.splice(best, 1)[0];
+}
 
 export interface RepoConfig {
   format: typeof STORE_FORMAT;
@@ -249,11 +264,11 @@ export class Repo {
     });
     const start = locs[0].offset;
     const n = locs[locs.length - 1].offset + locs[locs.length - 1].length - start;
-    let buf = pool?.pop();
-    // two sizes in a pool, POOLED_GET and the largest sealed blob: a buffer too short for the
-    // next GET is dropped, and sizes of the GET's own would be dropped again and again (fresh
-    // pages faulted in while the body is copied into them)
-    if (!buf || buf.length < n) buf = Buffer.allocUnsafeSlow(!pool ? n : n <= POOLED_GET ? POOLED_GET : Math.max(n, this.maxSealedBlob));
+    // three sizes in a pool, POOLED_GET, POOLED_RUN and the largest sealed blob, each GET taking
+    // the smallest that fits: buffers of the GETs' own sizes would be dropped again and again
+    // (fresh pages faulted in while the body is copied into them)
+    const size = n <= POOLED_GET ? POOLED_GET : n <= POOLED_RUN ? POOLED_RUN : Math.max(n, this.maxSealedBlob);
+    const buf = (pool && takeBuffer(pool, n)) ?? Buffer.allocUnsafeSlow(pool ? size : n);
     try {
       const raw = await this.client.get(packKey(locs[0].pack), { start, end: start + n - 1 }, buf);
       return locs.map((loc, k) => {

@@ -34,7 +34,7 @@ import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
 import type { RandomAccessFile, TreeSyncProgress } from '../backup-store.js';
 import { openBlobParts } from './pack.js';
-import { packKey, type BlobLoc, type Repo } from './repo.js';
+import { packKey, RUN_BYTES, takeBuffer, type BlobLoc, type Repo } from './repo.js';
 import { tampered } from './sealed.js';
 import { inside } from './tree-upload.js';
 
@@ -86,8 +86,6 @@ function copyParts(parts: Buffer[], from: number, out: Buffer, at: number, max: 
 const RANDOM_AHEAD = 2;
 const AHEAD_BYTES = 4 << 20;
 const AHEAD_MAX = 8;
-/** Blobs lying one after the other in a pack are read with one GET, up to this many bytes. */
-const RUN_BYTES = 4 << 20;
 
 /**
  * Reads at any position of a stored file: the blob covering it is read (GCM, its HMAC id
@@ -304,22 +302,25 @@ interface Span {
 
 /** A GET covers blobs of one pack until the next needed one starts this far past the last. */
 const SPAN_GAP = 1 << 20;
-/** A span is cut before it grows past this (a blob larger than it is a span alone). */
-const SPAN_MAX = 4 << 20;
+/**
+ * A span is cut before it grows past this (a blob larger than it is a span alone). 2 MiB, not
+ * 4: each span in flight holds its buffer while the database archive is extracted beside the
+ * trees' fetch (store-s3-performance.md, session 14).
+ */
+const SPAN_MAX = 2 << 20;
 /** Spans read at once, each into a reused buffer of up to SPAN_MAX (its blobs opened one by one). */
 const SPANS_IN_FLIGHT = 2;
 /** Files of several blobs downloaded at once, and blobs read ahead in each (each blob up to the chunker's 4 MiB max). */
 const FILES_IN_FLIGHT = 4;
 const BLOBS_AHEAD = 2;
 
-/** A few GET buffers reused span after span (a fresh 8 MiB buffer per GET costs its page faults and the GC's time). */
+/** A few GET buffers reused span after span (a fresh buffer per GET costs its page faults and the GC's time). */
 class BufferPool {
   private readonly free: Buffer[] = [];
   take(n: number): Buffer {
-    const b = this.free.pop();
-    // every buffer SPAN_MAX long: one too short for a span would be dropped and another
-    // allocated (fresh pages faulted in while the body is copied into it)
-    return b && b.length >= n ? b : Buffer.allocUnsafeSlow(Math.max(n, SPAN_MAX));
+    // the smallest that fits, every buffer at least SPAN_MAX long (a span of one larger blob
+    // gets its own size, kept for the next such span)
+    return takeBuffer(this.free, n) ?? Buffer.allocUnsafeSlow(Math.max(n, SPAN_MAX));
   }
   give(b: Buffer): void {
     this.free.push(b);
