@@ -233,7 +233,14 @@ class Output {
   /** Bytes written (and read back) so far. */
   private written = 0;
   private buf: Buffer;
-  /** Two read-back buffers (CHECK_PIECE): one is hashed while the next piece is read into the other. */
+  /**
+   * With writeCheck: the second write buffer, filled while the first one's request runs (made
+   * at the first flush), that request, and the file offset the next write goes to.
+   */
+  private spare?: Buffer;
+  private pending?: Promise<void>;
+  private issued = 0;
+  /** Two read-back buffers (CHECK_PIECE): one is hashed while the next piece is read into the other (one with writeCheck). */
   private readonly checks: Buffer[];
   private readonly hashing: (Promise<void> | undefined)[] = [undefined, undefined];
   private turn = 0;
@@ -254,8 +261,12 @@ class Output {
   ) {
     this.buf = alloc(this.size);
     const check = Math.min(this.size, CHECK_PIECE);
-    this.checks = [alloc(check), alloc(check)];
+    // writeCheck's requests run one after the other (the running hash's order): one scratch.
+    this.checks = writeCheck ? [alloc(check)] : [alloc(check), alloc(check)];
+    this.alloc = alloc;
   }
+
+  private readonly alloc: (n: number) => Buffer;
 
   /** With `thread` (an archive holding a large file), hashed on it, its buffers in shared memory and larger. */
   static async open(file: string, thread?: Hasher): Promise<Output> {
@@ -274,8 +285,11 @@ class Output {
       return;
     }
     await this.flush();
-    if (b.length >= this.size / 2) await this.writeAll(b);
-    else {
+    if (b.length >= this.size / 2) {
+      // The caller's buffer: written (and checked) before append returns.
+      await this.pending;
+      await this.writeAll(b);
+    } else {
       b.copy(this.buf, 0);
       this.used = b.length;
     }
@@ -283,6 +297,18 @@ class Output {
 
   async flush(): Promise<void> {
     if (this.used === 0) return;
+    if (this.writeCheck) {
+      // The other buffer's request done, this one's started and not awaited: the next 4 MiB
+      // are gathered into the other buffer while it is written, read back and hashed.
+      await this.pending;
+      const full = this.buf;
+      this.pending = this.checkedWrite(full.subarray(0, this.used));
+      this.pending.catch(() => undefined); // awaited by the next flush, close or abort
+      this.buf = this.spare ?? this.alloc(this.size);
+      this.spare = full;
+      this.used = 0;
+      return;
+    }
     // Written before the next append (appends are awaited in order): the buffer is then reused.
     await this.writeAll(this.buf.subarray(0, this.used));
     this.used = 0;
@@ -290,21 +316,7 @@ class Output {
 
   /** `b` at the end of the file, then read back piece by piece, each piece hashed as it read back (in file order). */
   private async writeAll(b: Buffer): Promise<void> {
-    if (this.writeCheck) {
-      // One request: written, read back piece by piece into checks[0], compared and hashed on
-      // the pool (hash-thread.ts); the JS thread's turns per 4 MiB go from nine to one.
-      const checked = this.writeCheck(this.fh.fd, b, this.written, this.checks[0]);
-      this.hashing[0] = checked.then(() => undefined);
-      this.hashing[0].catch(() => undefined); // settled by abort; the error is thrown here
-      const bad = await checked;
-      if (bad >= 0)
-        throw new BoxbackError(
-          'BOXBACK_ERR_VERIFY_FAILED',
-          `${this.name} reads back different bytes at offset ${bad} than were written: the store's disk may be failing`,
-        );
-      this.wrote(b.length);
-      return;
-    }
+    if (this.writeCheck) return this.checkedWrite(b);
     let done = 0;
     while (done < b.length) {
       const { bytesWritten } = await this.fh.write(b, done, b.length - done, this.written + done);
@@ -323,6 +335,23 @@ class Output {
     this.wrote(b.length);
   }
 
+  /**
+   * With writeCheck: `b` at the next offset in one request (written, read back piece by piece
+   * into checks[0], compared and hashed on the pool, hash-thread.ts): one turn of the JS thread
+   * per write instead of nine per 4 MiB. Requests run in the order they were made.
+   */
+  private async checkedWrite(b: Buffer): Promise<void> {
+    const position = this.issued;
+    this.issued += b.length;
+    const bad = await this.writeCheck!(this.fh.fd, b, position, this.checks[0]);
+    if (bad >= 0)
+      throw new BoxbackError(
+        'BOXBACK_ERR_VERIFY_FAILED',
+        `${this.name} reads back different bytes at offset ${bad} than were written: the store's disk may be failing`,
+      );
+    this.wrote(b.length);
+  }
+
   /** `n` more bytes written and read back; a background datasync every SYNC_EVERY bytes. */
   private wrote(n: number): void {
     this.written += n;
@@ -338,17 +367,19 @@ class Output {
 
   async close(): Promise<string> {
     await this.flush();
+    await this.pending;
     await Promise.all(this.hashing);
     await this.syncing;
     await this.fh.close();
     if (this.syncError) throw this.syncError;
     const sha = await this.hash.final();
     // Nothing reads, writes or hashes them now: shared ones go back for the next archive.
-    for (const b of [this.buf, ...this.checks]) releaseShared(b);
+    for (const b of [this.buf, ...(this.spare ? [this.spare] : []), ...this.checks]) releaseShared(b);
     return sha;
   }
 
   async abort(): Promise<void> {
+    await this.pending?.catch(() => undefined);
     await Promise.allSettled(this.hashing);
     await this.syncing;
     await this.fh.close().catch(() => undefined);
