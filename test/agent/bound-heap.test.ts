@@ -50,4 +50,33 @@ describe('boundHeap', () => {
     const plain = run('idle', []);
     expect(plain).toMatchObject({ result: 'done', gcs: -1 });
   });
+
+  it("keeps a restore's dead buffers within its smaller budget (RESTORE_BUDGETS)", () => {
+    // 1 MiB buffers, each held across a timer (as a GET's or a blob's buffer is across its I/O), then dropped
+    const buffers = (budgets: string) => {
+      const script = `
+        const { boundHeap, RESTORE_BUDGETS } = await import(${JSON.stringify(memory)});
+        const lines = [];
+        let max = 0;
+        const sample = setInterval(() => { max = Math.max(max, process.memoryUsage().arrayBuffers); }, 10);
+        await boundHeap({ debug: (o) => lines.push(o) }, async () => {
+          for (let i = 0; i < 150; i++) {
+            const b = Buffer.allocUnsafeSlow(1 << 20).fill(i);
+            await new Promise((r) => setTimeout(r, 25));
+            if (b[0] !== (i & 255)) throw new Error('lost');
+          }
+        }, ${budgets});
+        clearInterval(sample);
+        console.log(JSON.stringify({ gcs: lines[0].gcs, maxMb: max / 1e6 }));`;
+      const r = spawnSync(process.execPath, ['--expose-gc', '--max-semi-space-size=4', '--input-type=module', '-e', script], {
+        encoding: 'utf8',
+      });
+      return JSON.parse(r.stdout.trim()) as { gcs: number; maxMb: number };
+    };
+    const restore = buffers('RESTORE_BUDGETS');
+    const backup = buffers('{}');
+    expect(restore.gcs).toBeGreaterThan(0);
+    expect(restore.maxMb).toBeLessThan(32); // 12 MiB budget, plus what a 250 ms check (late under load) lets through
+    expect(backup.maxMb - restore.maxMb).toBeGreaterThan(4); // the backups' 24 MiB budget lets ~12 MiB more pile up
+  });
 });

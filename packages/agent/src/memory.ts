@@ -149,6 +149,20 @@ export function fixNativeHeap(log: Logger, env: NodeJS.ProcessEnv = process.env)
   if (fixMmapThreshold(want)) log.debug({ bytes: want }, 'native heap: mmap threshold fixed');
 }
 
+/** boundHeap's budgets for one job, in bytes (default HEAP_BUDGET and BUFFER_BUDGET). */
+export interface HeapBudgets {
+  heap: number;
+  buffers: number;
+}
+
+/**
+ * A restore's budgets: half the backups'. Its garbage is mostly buffers (every small file's
+ * decrypted and decompressed blob, every GET's socket buffers: ~150-250 MB per small-box
+ * restore), and the database archive's extraction runs beside the trees' fetch, so its peak
+ * was the buffers' and the heap's highs on top of both (store-s3-performance.md, session 14).
+ */
+export const RESTORE_BUDGETS: HeapBudgets = { heap: 16 * 1024 * 1024, buffers: 12 * 1024 * 1024 };
+
 /** Garbage a job may pile up in the JS heap before boundHeap collects it. */
 const HEAP_BUDGET = 24 * 1024 * 1024;
 /** Dead buffers (ArrayBuffers' memory, outside the JS heap) a job may pile up before boundHeap collects them. */
@@ -177,7 +191,9 @@ const TRIM_EVERY = 4;
  * size grew ~10 MB outside the JS heap and ArrayBuffers during an incremental
  * (docs/design/agent-memory.md).
  */
-export async function boundHeap<T>(log: Logger, fn: () => Promise<T>): Promise<T> {
+export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: Partial<HeapBudgets> = {}): Promise<T> {
+  const heapBudget = budgets.heap ?? HEAP_BUDGET;
+  const bufferBudget = budgets.buffers ?? BUFFER_BUDGET;
   const gc = (globalThis as { gc?: Gc }).gc;
   if (!gc) return fn();
   const buffers = () => process.memoryUsage().arrayBuffers;
@@ -200,7 +216,7 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>): Promise<T
     const ab = buffers();
     if (used < floor) floor = used;
     if (ab < bufferFloor) bufferFloor = ab;
-    if (used - floor <= HEAP_BUDGET && ab - bufferFloor <= BUFFER_BUDGET) {
+    if (used - floor <= heapBudget && ab - bufferFloor <= bufferBudget) {
       if (++ticks % TRIM_EVERY === 0) trim();
       return;
     }

@@ -37,7 +37,7 @@ import { runBackup } from './backup/backup.js';
 import { currentQuiesce } from './backup/quiesce-record.js';
 import type { AgentConfig } from './config.js';
 import { acquireHostLock } from './host-lock.js';
-import { boundHeap, releaseMemorySoon } from './memory.js';
+import { boundHeap, releaseMemorySoon, RESTORE_BUDGETS } from './memory.js';
 import { dropSharedBuffers } from './backup/hash-thread.js';
 import type { Journals } from './journal/index.js';
 import { ProgressTracker, type JobContext } from './job.js';
@@ -219,8 +219,13 @@ export class AgentServer {
     if (kind === 'restore' && dropSharedBuffers() > 0) (globalThis as { gc?: () => void }).gc?.();
     let result: JobResult;
     try {
-      result = await boundHeap(log, () =>
-        profiledJob(jobId, log, () => (kind === 'backup' ? runBackup(ctx, req as BackupRequest) : runRestore(ctx, req as RestoreRequest))),
+      result = await boundHeap(
+        log,
+        () =>
+          profiledJob(jobId, log, () =>
+            kind === 'backup' ? runBackup(ctx, req as BackupRequest) : runRestore(ctx, req as RestoreRequest),
+          ),
+        kind === 'restore' ? RESTORE_BUDGETS : {},
       );
     } catch (err) {
       const be = asBoxbackError(err);
