@@ -199,21 +199,30 @@ export function resolveInStore(store: string, rel: string): string {
   return path.join(store, parts[0], parts[1]);
 }
 
-/** hashFile's read buffers, reused file after file (at most HASH_BUFFERS kept). */
+/** hashFile's read buffers, reused file after file (at most HASH_BUFFERS of each size kept). */
 const HASH_BUFFER = 1 << 20;
+/** For a file of up to SMALL_HASH_UP_TO bytes (sizeHint): a tree's files, read in a few pieces. */
+const SMALL_HASH_BUFFER = 256 << 10;
+const SMALL_HASH_UP_TO = 4 << 20;
 const HASH_BUFFERS = 8;
-const hashBuffers: Buffer[] = [];
+const hashBuffers = new Map<number, Buffer[]>([
+  [HASH_BUFFER, []],
+  [SMALL_HASH_BUFFER, []],
+]);
 
 /**
- * SHA-256 (hex) of `file`, read through a pooled 1 MiB buffer: a buffer read per file
- * (fsp.readFile, or one sized to it) was, at 120k tree files, gigabytes of ArrayBuffers that V8
- * collects only every ~64 MB of them (docs/design/agent-memory.md). `sizeHint` is no longer
- * needed (kept for callers).
+ * SHA-256 (hex) of `file`, read through a pooled buffer: a buffer read per file (fsp.readFile,
+ * or one sized to it) was, at 120k tree files, gigabytes of ArrayBuffers that V8 collects only
+ * every ~64 MB of them (docs/design/agent-memory.md). 1 MiB buffers, or 256 KiB ones for a file
+ * whose `sizeHint` is up to 4 MiB: a full pass hashes a tree's files 4 at a time, and the pool
+ * (kept by the daemon between jobs) then holds 1 MiB instead of 4. A file that grew past its
+ * hint is read whole all the same.
  */
 export async function hashFile(file: string, onBytes?: (n: number) => void, sizeHint?: number): Promise<string> {
-  void sizeHint;
   const h = createHash('sha256');
-  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(HASH_BUFFER);
+  const size = sizeHint !== undefined && sizeHint <= SMALL_HASH_UP_TO ? SMALL_HASH_BUFFER : HASH_BUFFER;
+  const pool = hashBuffers.get(size)!;
+  const buf = pool.pop() ?? Buffer.allocUnsafeSlow(size);
   try {
     const fh = await fsp.open(file, 'r');
     try {
@@ -228,7 +237,7 @@ export async function hashFile(file: string, onBytes?: (n: number) => void, size
     }
   } finally {
     // Hashed (update copies nothing out): the buffer takes the next file.
-    if (hashBuffers.length < HASH_BUFFERS) hashBuffers.push(buf);
+    if (pool.length < HASH_BUFFERS) pool.push(buf);
   }
   return h.digest('hex');
 }

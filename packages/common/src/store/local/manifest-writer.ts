@@ -146,7 +146,7 @@ async function sha256Of(file: string, size: number, onBytes: (n: number) => void
       return sum;
     }
   }
-  return hashFile(file, onBytes);
+  return hashFile(file, onBytes, size);
 }
 
 /** What a hard-linked file needs of its entry in the previous manifest. */
