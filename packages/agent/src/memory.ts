@@ -168,7 +168,7 @@ const HEAP_BUDGET = 24 * 1024 * 1024;
 /** Dead buffers (ArrayBuffers' memory, outside the JS heap) a job may pile up before boundHeap collects them. */
 const BUFFER_BUDGET = 24 * 1024 * 1024;
 const HEAP_CHECK_MS = 250;
-/** Every this many checks (1 s), and after each of its GCs, boundHeap gives glibc's free memory back (malloc_trim). */
+/** Every this many checks (1 s), and at the check after each of its GCs, boundHeap gives glibc's free memory back (malloc_trim). */
 const TRIM_EVERY = 4;
 
 /**
@@ -185,7 +185,7 @@ const TRIM_EVERY = 4;
  * ArrayBuffers only once external memory has grown by ~64 MB since its last full GC: a backup's
  * ArrayBuffers reached 54 MB, most of them dead. Without --expose-gc it just runs `fn`.
  *
- * With the native addon it also runs malloc_trim every second and after each of its GCs:
+ * With the native addon it also runs malloc_trim every second and at the check after each of its GCs:
  * what a job frees natively (its buffers' backing stores, zlib streams, the thread pool's
  * arenas) stays mapped in glibc's arenas until a trim, and the daemon's RSS at the default
  * size grew ~10 MB outside the JS heap and ArrayBuffers during an incremental
@@ -203,6 +203,7 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: P
   let ms = 0;
   let ticks = 0;
   const trims = { n: 0, ms: 0, bytes: 0 };
+  let trimNext = false;
   const trim = () => {
     const t0 = performance.now();
     const before = process.memoryUsage.rss();
@@ -217,7 +218,10 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: P
     if (used < floor) floor = used;
     if (ab < bufferFloor) bufferFloor = ab;
     if (used - floor <= heapBudget && ab - bufferFloor <= bufferBudget) {
-      if (++ticks % TRIM_EVERY === 0) trim();
+      if (++ticks % TRIM_EVERY === 0 || trimNext) {
+        trimNext = false;
+        trim();
+      }
       return;
     }
     const t0 = performance.now();
@@ -226,7 +230,10 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: P
     runs++;
     floor = v8.getHeapStatistics().used_heap_size;
     bufferFloor = buffers();
-    trim();
+    // V8 frees the dead buffers' memory after the GC, on its sweeper thread: a trim now would
+    // find little of it free (a restore's peak was ~30 MB of small buffers freed into glibc's
+    // heap just after a GC, kept until the next second's trim). The next check trims.
+    trimNext = true;
   }, HEAP_CHECK_MS);
   timer.unref();
   try {
