@@ -3,7 +3,8 @@
 // restore keeps must come out the same: contents, types, symlink targets, modes (setgid and
 // sticky directories too), numeric owners, mtimes to the nanosecond, for the directories the
 // split copy makes itself as for the rest (set by `touch -r`, or by the agent's nanosecond
-// mtime setter when it is registered).
+// mtime setter when it is registered). A split copy names each entry its cp processes copy
+// (onCopied, for a restore to check it while the rest is copied) once, and only when it is whole.
 import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
@@ -94,6 +95,34 @@ describe('copyTree by several cp processes', () => {
     }
     expect(listing(fourNs)).toEqual(want);
     expect(set.sort()).toEqual(['four-ns', 'four-ns/pipelines']);
+  });
+
+  it('names each entry its cp processes copied once, when it is whole', async () => {
+    const src = path.join(work, 'src-parts');
+    const names: string[] = [];
+    for (let i = 0; i < 24; i++) {
+      const d = `pipelines/p-${i}`;
+      for (let j = 0; j < 40; j++) {
+        mkdirSync(path.join(src, d, `run-${j}`), { recursive: true });
+        for (let k = 0; k < 5; k++) writeFileSync(path.join(src, d, `run-${j}`, `out-${k}.log`), `${d} ${j} ${k}\n`.repeat(200));
+      }
+      names.push(d);
+    }
+    writeFileSync(path.join(src, 'pipelines', 'index.txt'), 'top file');
+    names.push('pipelines/index.txt');
+    const dest = path.join(work, 'dest-parts');
+    const seen: string[] = [];
+    const whole: boolean[] = [];
+    await copyTree(src, dest, undefined, undefined, 4, (rels) => {
+      for (const rel of rels) {
+        seen.push(rel);
+        // Whole when named: the same listing as the stored entry's, every file in it.
+        whole.push(JSON.stringify(listing(path.join(dest, rel))) === JSON.stringify(listing(path.join(src, rel))));
+      }
+    });
+    expect(seen.sort()).toEqual(names.sort());
+    expect(whole.every(Boolean)).toBe(true);
+    expect(listing(dest)).toEqual(listing(src));
   });
 
   it('a cp that fails is SYNC_FAILED naming the tree', async () => {

@@ -5,14 +5,15 @@
 // restore's fresh copy (checkCopy) against it: files of each size class (one synchronous read up
 // to 64 KiB, 64 KiB synchronous reads up to 1 MiB, the thread pool above), one byte flipped or
 // the size changed in each, must be named; an intact copy passes; an unlisted entry makes the
-// copy not exact.
+// copy not exact. The same found when parts of the copy are checked first (CopyCheck.part, as a
+// split copy's cp finishes them) and the rest after: each difference named once, wherever it is.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TreeIndex, checkCopy } from '../../packages/common/src/store/local/tree-index.js';
+import { CopyCheck, TreeIndex, checkCopy } from '../../packages/common/src/store/local/tree-index.js';
 
 const sha = (i: number) => (i.toString(16).padStart(8, '0') + 'ab').repeat(7).slice(0, 64);
 
@@ -150,5 +151,66 @@ describe('checkCopy', () => {
     const b = makeCopy('unlisted');
     writeFileSync(path.join(b.dest, 'sub', 'planted.sh'), 'evil');
     expect((await checkCopy(b.dest, b.index)).exact).toBe(false);
+  });
+});
+
+describe('CopyCheck by parts', () => {
+  /** makeCopy's tree with two more directories, checked as parts `a` and `sub` first, then the rest. */
+  function partsCopy(name: string): { dest: string; index: TreeIndex } {
+    const c = makeCopy(name);
+    for (const d of ['a', 'b']) {
+      mkdirSync(path.join(c.dest, d));
+      c.index.add(d, { type: 'dir', size: 0 });
+      const data = randomBytes(5000);
+      writeFileSync(path.join(c.dest, d, 'f.log'), data);
+      c.index.add(`${d}/f.log`, { type: 'file', size: 5000, sha256: createHash('sha256').update(data).digest('hex') });
+    }
+    return c;
+  }
+  const byParts = async (dest: string, index: TreeIndex) => {
+    const c = new CopyCheck(dest, index);
+    await c.part('a');
+    await c.part('sub');
+    return c.finish();
+  };
+
+  it('passes an intact copy', async () => {
+    const { dest, index } = partsCopy('parts-intact');
+    expect(await byParts(dest, index)).toEqual({ exact: true, problems: [] });
+  });
+
+  it('names each difference once, in a part or in the rest', async () => {
+    const { dest, index } = partsCopy('parts-diff');
+    for (const f of ['sub/mid.bin', 'b/f.log', 'a/f.log']) {
+      const buf = readFileSync(path.join(dest, f));
+      buf[7] ^= 0x80;
+      writeFileSync(path.join(dest, f), buf);
+    }
+    rmSync(path.join(dest, 'sub', 'big.bin'));
+    truncateSync(path.join(dest, 'sub', 'small.bin'), 10);
+    expect(await byParts(dest, index)).toEqual({
+      exact: true,
+      problems: [
+        'artifacts/a/f.log: SHA-256 mismatch',
+        'artifacts/b/f.log: SHA-256 mismatch',
+        'artifacts/sub/big.bin: missing',
+        'artifacts/sub/mid.bin: SHA-256 mismatch',
+        'artifacts/sub/small.bin: size 10, manifest says 3000',
+      ],
+    });
+  });
+
+  it('an unlisted entry in a part, or in the rest, makes the copy not exact', async () => {
+    const a = partsCopy('parts-planted-a');
+    writeFileSync(path.join(a.dest, 'sub', 'planted.sh'), 'evil');
+    expect((await byParts(a.dest, a.index)).exact).toBe(false);
+    const b = partsCopy('parts-planted-b');
+    writeFileSync(path.join(b.dest, 'b', 'planted.sh'), 'evil');
+    expect((await byParts(b.dest, b.index)).exact).toBe(false);
+    // A part of another type than listed.
+    const c = partsCopy('parts-type');
+    rmSync(path.join(c.dest, 'a'), { recursive: true });
+    writeFileSync(path.join(c.dest, 'a'), 'not a directory');
+    expect((await byParts(c.dest, c.index)).exact).toBe(false);
   });
 });

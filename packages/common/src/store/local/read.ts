@@ -31,7 +31,7 @@ import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions 
 import { backupDir, backupDirExists, storedPath } from './layout.js';
 import { syncTree } from './rsync.js';
 import { copyTree, holdsExactly, type EntryType } from './tree-copy.js';
-import { TreeIndex, checkCopy } from './tree-index.js';
+import { CopyCheck, TreeIndex } from './tree-index.js';
 import { removeTree } from '../../remove-tree.js';
 
 /** NOT_FOUND when the backup is not there at all. */
@@ -203,8 +203,9 @@ function copyFailed(ref: BackupRef, problems: string[]): BoxbackError {
  * compared; any difference throws VERIFY_FAILED naming the paths, the copy left for the caller
  * to remove (a restore's staging).
  * Into a fresh `dest` (a restore's staging) the stored tree is copied whole by `cp` at once
- * (tree-copy.ts), the manifest's entries of it read meanwhile, and the copy is then walked once
- * (tree-index.ts checkCopy: hot in the page cache) against them: when it holds exactly the
+ * (tree-copy.ts), the manifest's entries of it read meanwhile, and the copy is walked once
+ * (tree-index.ts CopyCheck: hot in the page cache) against them, each entry a cp has finished
+ * while the others still copy, the rest after the copy: when it holds exactly the
  * listed entries, each of its listed type, its files are checked in that walk; when not (a file
  * planted in the stored tree, a listed one missing), or when cp failed, the copy is removed and
  * rsync -a --numeric-ids --files-from=<'.' and the manifest's entries of dir> <backup>/<dir>/
@@ -229,23 +230,44 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
     // Four cp processes at once: a restore reads cold small files, one at a time per process.
     const stop = new AbortController();
     const signal = o.signal ? AbortSignal.any([o.signal, stop.signal]) : stop.signal;
-    const copied = copyTree(src, dest, signal, undefined, RESTORE_COPY_STREAMS).then(
+    const indexed = indexOf(manifestFile, dir, o.manifest);
+    indexed.catch(() => undefined); // awaited below
+    // The parts the copy has finished are checked while it goes on, one after the other.
+    let check: CopyCheck | undefined;
+    let partFailed: { err: unknown } | undefined;
+    let checking = Promise.resolve();
+    const onCopied = (rels: string[]) => {
+      checking = checking.then(async () => {
+        if (partFailed || stop.signal.aborted) return;
+        try {
+          check ??= new CopyCheck(dest, await indexed, o.signal);
+          for (const rel of rels) await check.part(rel);
+        } catch (err) {
+          partFailed = { err };
+        }
+      });
+    };
+    const copied = copyTree(src, dest, signal, undefined, RESTORE_COPY_STREAMS, onCopied).then(
       () => undefined,
       (err: unknown) => err ?? new Error('cp failed'),
     );
     let index: TreeIndex;
     try {
-      index = await indexOf(manifestFile, dir, o.manifest);
+      index = await indexed;
     } catch (err) {
       // The copy is stopped and waited for (the caller removes the staging).
       stop.abort(err);
       await copied;
+      await checking;
       throw err;
     }
     const cpErr = await copied;
+    await checking;
     o.signal?.throwIfAborted();
     if (!cpErr) {
-      const r = await checkCopy(dest, index, o.signal);
+      // A part's check that failed (not a difference found: an error reading the copy) fails the fetch, as the whole walk would.
+      if (partFailed) throw partFailed.err;
+      const r = await (check ?? new CopyCheck(dest, index, o.signal)).finish();
       if (r.exact) {
         if (r.problems.length) throw copyFailed(ref, r.problems);
         return;

@@ -9,7 +9,10 @@
  *             receiver pair (about a third of rsync's CPU on a tree of small files); hard links
  *             between stored files (the store's dedup) are not carried onto the box. A
  *             restore's copy (`streams` 4) runs four `cp -t` at once on shares of the tree's
- *             top directories (copySplit): one cp reads cold small files one at a time
+ *             top directories (copySplit): one cp reads cold small files one at a time.
+ *             `onCopied` (a fresh dest only) is told each entry a cp has finished whole (cp
+ *             copies its sources in order: the next one's copy exists), for a restore to
+ *             check it while the rest is copied (read.ts fetchTree, tree-index.ts CopyCheck)
  *
  * copyTree is also a first backup's full pass (tree.ts): with no previous tree to link
  * against, rsync has nothing to save, and the tree is copied the same way.
@@ -73,6 +76,7 @@ export async function copyTree(
   signal?: AbortSignal,
   onBytes?: (bytesDone: number) => void,
   streams = 1,
+  onCopied?: (rels: string[]) => void,
 ): Promise<void> {
   await fsp.mkdir(path.dirname(dest), { recursive: true });
   const used = async () => {
@@ -93,7 +97,7 @@ export async function copyTree(
   timer?.unref();
   try {
     if (streams <= 1) return await runCp([...CP_ARGS, src, dest], src, dest, signal);
-    await copySplit(src, dest, streams, signal);
+    await copySplit(src, dest, streams, signal, onCopied);
   } finally {
     clearInterval(timer);
   }
@@ -140,7 +144,13 @@ async function copyDirAttributes(src: string, dest: string, signal?: AbortSignal
  * made directory given the stored one's owner, mode and times last, deepest first (its
  * entries' creation moved its mtime).
  */
-async function copySplit(src: string, dest: string, streams: number, signal?: AbortSignal): Promise<void> {
+async function copySplit(
+  src: string,
+  dest: string,
+  streams: number,
+  signal?: AbortSignal,
+  onCopied?: (rels: string[]) => void,
+): Promise<void> {
   const made: string[] = []; // relative directories made here, parents first
   const calls: Array<{ dir: string; names: string[] }> = [];
   let frontier = [''];
@@ -180,14 +190,35 @@ async function copySplit(src: string, dest: string, streams: number, signal?: Ab
   await mapLimit(jobs, streams, async (j) => {
     const from = j.names.map((n) => path.join(src, j.dir, n));
     const to = j.dir ? path.join(dest, j.dir) : dest;
-    await runCp([...CP_ARGS.slice(0, -2), '-t', to, '--', ...from], src, dest, both).catch((err: unknown) => {
+    const copying = runCp([...CP_ARGS.slice(0, -2), '-t', to, '--', ...from], src, dest, both);
+    // cp copies its sources one after the other: once the next one's copy exists, the one
+    // before it is whole (its entries and attributes), and can be checked while cp goes on.
+    let next = 1;
+    const relOf = (n: string) => (j.dir ? `${j.dir}/${n}` : n);
+    const poll = onCopied
+      ? setInterval(() => {
+          const whole: string[] = [];
+          while (next < j.names.length && lstatSync(path.join(to, j.names[next]), { throwIfNoEntry: false }))
+            whole.push(relOf(j.names[next++ - 1]));
+          if (whole.length) onCopied(whole);
+        }, PART_POLL_MS)
+      : undefined;
+    try {
+      await copying;
+    } catch (err) {
       stop.abort(err);
       throw err;
-    });
+    } finally {
+      clearInterval(poll);
+    }
+    onCopied?.(j.names.slice(next - 1).map(relOf));
   });
   for (const rel of [...made].reverse())
     await copyDirAttributes(rel ? path.join(src, rel) : src, rel ? path.join(dest, rel) : dest, signal);
 }
+
+/** How often a split copy looks for the parts its cp processes have finished (onCopied). */
+const PART_POLL_MS = 100;
 
 /** One cp; a full disk is DISK_FULL (cp stopped at the first failed write), any other failure SYNC_FAILED. */
 async function runCp(args: string[], src: string, dest: string, signal?: AbortSignal): Promise<void> {
