@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <malloc.h>
 #include <node_api.h>
+#include "napi-check.h"
 #include <string.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
@@ -40,14 +41,6 @@ static struct {
   napi_env env;
   napi_ref cb;
 } st = {.fd = -1};
-
-#define CHECK(call)                                         \
-  do {                                                      \
-    if ((call) != napi_ok) {                                \
-      napi_throw_error(env, NULL, #call " failed");         \
-      return NULL;                                          \
-    }                                                       \
-  } while (0)
 
 static napi_value int_value(napi_env env, int32_t v) {
   napi_value r;

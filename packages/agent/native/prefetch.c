@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <node_api.h>
+#include "napi-check.h"
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,14 +41,6 @@ typedef struct {
   int stop;
   int joined;
 } prefetch_t;
-
-#define PCHECK(call)                                        \
-  do {                                                      \
-    if ((call) != napi_ok) {                                \
-      napi_throw_error(env, NULL, #call " failed");         \
-      return NULL;                                          \
-    }                                                       \
-  } while (0)
 
 static int stopped(prefetch_t *p) {
   pthread_mutex_lock(&p->mu);
@@ -150,9 +143,9 @@ napi_value prefetch_start(napi_env env, napi_callback_info info) {
   char root[PATH_MAX];
   size_t len;
   double window;
-  PCHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  PCHECK(napi_get_value_string_utf8(env, argv[0], root, sizeof root, &len));
-  PCHECK(napi_get_value_double(env, argv[1], &window));
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_string_utf8(env, argv[0], root, sizeof root, &len));
+  CHECK(napi_get_value_double(env, argv[1], &window));
   prefetch_t *p = calloc(1, sizeof *p);
   if (!p || !(p->root = strdup(root))) {
     free(p);
@@ -168,7 +161,7 @@ napi_value prefetch_start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "could not start the read-ahead thread");
     return NULL;
   }
-  PCHECK(napi_create_external(env, p, finalize, NULL, &v));
+  CHECK(napi_create_external(env, p, finalize, NULL, &v));
   return v;
 }
 
@@ -177,9 +170,9 @@ napi_value prefetch_consumed(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   void *data;
   double bytes;
-  PCHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  PCHECK(napi_get_value_external(env, argv[0], &data));
-  PCHECK(napi_get_value_double(env, argv[1], &bytes));
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_external(env, argv[0], &data));
+  CHECK(napi_get_value_double(env, argv[1], &bytes));
   prefetch_t *p = data;
   pthread_mutex_lock(&p->mu);
   p->consumed += (int64_t)bytes;
@@ -192,14 +185,14 @@ napi_value prefetch_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out, files, bytes;
   void *data;
-  PCHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  PCHECK(napi_get_value_external(env, argv[0], &data));
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_external(env, argv[0], &data));
   prefetch_t *p = data;
   stop_join(p);
-  PCHECK(napi_create_array_with_length(env, 2, &out));
-  PCHECK(napi_create_double(env, (double)p->files, &files));
-  PCHECK(napi_create_double(env, (double)p->fetched, &bytes));
-  PCHECK(napi_set_element(env, out, 0, files));
-  PCHECK(napi_set_element(env, out, 1, bytes));
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_create_double(env, (double)p->files, &files));
+  CHECK(napi_create_double(env, (double)p->fetched, &bytes));
+  CHECK(napi_set_element(env, out, 0, files));
+  CHECK(napi_set_element(env, out, 1, bytes));
   return out;
 }

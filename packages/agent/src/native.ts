@@ -67,9 +67,8 @@ export const nativeAddon: NativeAddon | undefined = load();
 if (typeof nativeAddon?.setMtime === 'function') useNanosecondMtimes(nativeAddon.setMtime.bind(nativeAddon));
 
 // A first S3 backup's trees read ahead on the addon's thread (store/read-ahead.ts).
-const addon = nativeAddon;
-if (addon?.prefetchStart && addon.prefetchConsumed && addon.prefetchStop) {
-  const { prefetchStart, prefetchConsumed, prefetchStop } = addon as Required<NativeAddon>;
+const { prefetchStart, prefetchConsumed, prefetchStop } = nativeAddon ?? {};
+if (prefetchStart && prefetchConsumed && prefetchStop)
   useReadAhead((root, windowBytes) => {
     const h = prefetchStart(root, windowBytes);
     return {
@@ -80,7 +79,6 @@ if (addon?.prefetchStart && addon.prefetchConsumed && addon.prefetchStop) {
       },
     };
   });
-}
 
 /** Fix glibc's mmap threshold at `bytes` (`mallopt(M_MMAP_THRESHOLD)`: memory.ts); false without the addon. */
 export function fixMmapThreshold(bytes: number): boolean {
