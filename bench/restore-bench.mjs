@@ -78,7 +78,7 @@ export async function benchRestore(o = {}) {
     name: 'bench',
     listen: '127.0.0.1:0',
     tls: { ca: '', cert: '', key: '' },
-    store,
+    store: { kind: 'local', path: store },
     stateDir: path.join(dir, 'state'),
     planFile: box.planFile,
     plan,

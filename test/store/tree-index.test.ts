@@ -7,13 +7,20 @@
 // the size changed in each, must be named; an intact copy passes; an unlisted entry makes the
 // copy not exact. The same found when parts of the copy are checked first (CopyCheck.part, as a
 // split copy's cp finishes them) and the rest after: each difference named once, wherever it is.
+// Both checks run twice: on the JS thread, and with the agent's addon reading and hashing the
+// files in batches on the pool (file-digests.ts, digest-files.c), whose own answers for a file
+// that is missing, a symlink, a directory, short or long are checked first.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { useFileDigests, type DigestFiles } from '../../packages/common/src/file-digests.js';
 import { CopyCheck, TreeIndex, checkCopy } from '../../packages/common/src/store/local/tree-index.js';
+import { nativeAddon } from '../../packages/agent/src/native.js';
+// What the agent registered into (its imports of @boxback/common).
+import { digestBatcher as agentBatcher } from '@boxback/common';
 
 const sha = (i: number) => (i.toString(16).padStart(8, '0') + 'ab').repeat(7).slice(0, 64);
 
@@ -106,111 +113,163 @@ function makeCopy(name: string): { dest: string; index: TreeIndex } {
   return { dest, index };
 }
 
-describe('checkCopy', () => {
-  it('passes an intact copy', async () => {
-    const { dest, index } = makeCopy('intact');
-    expect(await checkCopy(dest, index)).toEqual({ exact: true, problems: [] });
+const addonDigests = nativeAddon?.digestFiles?.bind(nativeAddon) as DigestFiles | undefined;
+
+describe('digestFiles (the addon)', () => {
+  it('is built, and registered by the agent', () => {
+    expect(addonDigests).toBeTypeOf('function');
+    expect(agentBatcher(() => undefined)).toBeDefined();
   });
 
-  it('names a flipped byte in a file of every size class', async () => {
-    const { dest, index } = makeCopy('flipped');
-    for (const [file, size] of Object.entries(SIZES)) {
-      if (size === 0) continue;
-      const p = path.join(dest, 'sub', file);
-      const buf = readFileSync(p);
-      buf[size - 1] ^= 0x01;
-      writeFileSync(p, buf);
-    }
-    const r = await checkCopy(dest, index);
-    expect(r.exact).toBe(true);
-    expect(r.problems).toEqual(
-      Object.keys(SIZES)
-        .filter((f) => SIZES[f] > 0)
-        .map((f) => `artifacts/sub/${f}: SHA-256 mismatch`)
-        .sort(),
+  it("gives each file's SHA-256, or the size found, or -errno", async () => {
+    const dir = path.join(work, 'digests');
+    mkdirSync(path.join(dir, 'd'), { recursive: true });
+    const data = randomBytes(700_000);
+    writeFileSync(path.join(dir, 'ok.bin'), data);
+    writeFileSync(path.join(dir, 'empty'), '');
+    writeFileSync(path.join(dir, 'short'), 'abc');
+    symlinkSync('ok.bin', path.join(dir, 'link'));
+    const files = ['ok.bin', 'empty', 'short', 'link', 'd', 'gone', 'ok.bin'];
+    const wanted = [data.length, 0, 4, data.length, 0, 1, data.length - 1];
+    const paths = Buffer.from(files.map((f) => `${dir}/${f}\0`).join(''));
+    const sizes = Float64Array.from(wanted);
+    const digests = Buffer.alloc(files.length * 32);
+    await addonDigests!(paths, files.length, sizes, digests);
+    expect([...sizes]).toEqual([
+      data.length,
+      0,
+      3,
+      -os.constants.errno.ELOOP,
+      -os.constants.errno.EISDIR,
+      -os.constants.errno.ENOENT,
+      data.length,
+    ]);
+    expect(digests.subarray(0, 32)).toEqual(createHash('sha256').update(data).digest());
+    expect(digests.subarray(32, 64)).toEqual(createHash('sha256').digest());
+    expect(() => addonDigests!(paths, files.length + 1, Float64Array.from([...wanted, 0]), Buffer.alloc(8 * 32))).toThrow(
+      /fewer than count/,
     );
   });
-
-  it('names a file one byte short or one byte long in every size class', async () => {
-    const { dest, index } = makeCopy('sizes');
-    const changed = Object.entries(SIZES).map(([file, size]) => {
-      const p = path.join(dest, 'sub', file);
-      const now = size === 0 ? 1 : size - 1;
-      if (size === 0) writeFileSync(p, 'x');
-      else truncateSync(p, now);
-      return `artifacts/sub/${file}: size ${now}, manifest says ${size}`;
-    });
-    const r = await checkCopy(dest, index);
-    expect(r.problems).toEqual(changed.sort());
-  });
-
-  it('a missing listed file is named; an unlisted one makes the copy not exact', async () => {
-    const a = makeCopy('missing');
-    rmSync(path.join(a.dest, 'sub', 'mid.bin'));
-    expect(await checkCopy(a.dest, a.index)).toEqual({ exact: true, problems: ['artifacts/sub/mid.bin: missing'] });
-    const b = makeCopy('unlisted');
-    writeFileSync(path.join(b.dest, 'sub', 'planted.sh'), 'evil');
-    expect((await checkCopy(b.dest, b.index)).exact).toBe(false);
-  });
 });
 
-describe('CopyCheck by parts', () => {
-  /** makeCopy's tree with two more directories, checked as parts `a` and `sub` first, then the rest. */
-  function partsCopy(name: string): { dest: string; index: TreeIndex } {
-    const c = makeCopy(name);
-    for (const d of ['a', 'b']) {
-      mkdirSync(path.join(c.dest, d));
-      c.index.add(d, { type: 'dir', size: 0 });
-      const data = randomBytes(5000);
-      writeFileSync(path.join(c.dest, d, 'f.log'), data);
-      c.index.add(`${d}/f.log`, { type: 'file', size: 5000, sha256: createHash('sha256').update(data).digest('hex') });
-    }
-    return c;
-  }
-  const byParts = async (dest: string, index: TreeIndex) => {
-    const c = new CopyCheck(dest, index);
-    await c.part('a');
-    await c.part('sub');
-    return c.finish();
-  };
+const MODES = [
+  { mode: 'js', name: 'on the JS thread', digests: undefined },
+  { mode: 'pool', name: "in the addon's batches on the pool", digests: addonDigests },
+];
 
-  it('passes an intact copy', async () => {
-    const { dest, index } = partsCopy('parts-intact');
-    expect(await byParts(dest, index)).toEqual({ exact: true, problems: [] });
-  });
+for (const m of MODES)
+  describe(`checkCopy, ${m.name}`, () => {
+    beforeEach(() => useFileDigests(m.digests));
+    afterEach(() => useFileDigests(addonDigests));
 
-  it('names each difference once, in a part or in the rest', async () => {
-    const { dest, index } = partsCopy('parts-diff');
-    for (const f of ['sub/mid.bin', 'b/f.log', 'a/f.log']) {
-      const buf = readFileSync(path.join(dest, f));
-      buf[7] ^= 0x80;
-      writeFileSync(path.join(dest, f), buf);
-    }
-    rmSync(path.join(dest, 'sub', 'big.bin'));
-    truncateSync(path.join(dest, 'sub', 'small.bin'), 10);
-    expect(await byParts(dest, index)).toEqual({
-      exact: true,
-      problems: [
-        'artifacts/a/f.log: SHA-256 mismatch',
-        'artifacts/b/f.log: SHA-256 mismatch',
-        'artifacts/sub/big.bin: missing',
-        'artifacts/sub/mid.bin: SHA-256 mismatch',
-        'artifacts/sub/small.bin: size 10, manifest says 3000',
-      ],
+    it('passes an intact copy', async () => {
+      const { dest, index } = makeCopy(`${m.mode}-intact`);
+      expect(await checkCopy(dest, index)).toEqual({ exact: true, problems: [] });
+    });
+
+    it('names a flipped byte in a file of every size class', async () => {
+      const { dest, index } = makeCopy(`${m.mode}-flipped`);
+      for (const [file, size] of Object.entries(SIZES)) {
+        if (size === 0) continue;
+        const p = path.join(dest, 'sub', file);
+        const buf = readFileSync(p);
+        buf[size - 1] ^= 0x01;
+        writeFileSync(p, buf);
+      }
+      const r = await checkCopy(dest, index);
+      expect(r.exact).toBe(true);
+      expect(r.problems).toEqual(
+        Object.keys(SIZES)
+          .filter((f) => SIZES[f] > 0)
+          .map((f) => `artifacts/sub/${f}: SHA-256 mismatch`)
+          .sort(),
+      );
+    });
+
+    it('names a file one byte short or one byte long in every size class', async () => {
+      const { dest, index } = makeCopy(`${m.mode}-sizes`);
+      const changed = Object.entries(SIZES).map(([file, size]) => {
+        const p = path.join(dest, 'sub', file);
+        const now = size === 0 ? 1 : size - 1;
+        if (size === 0) writeFileSync(p, 'x');
+        else truncateSync(p, now);
+        return `artifacts/sub/${file}: size ${now}, manifest says ${size}`;
+      });
+      const r = await checkCopy(dest, index);
+      expect(r.problems).toEqual(changed.sort());
+    });
+
+    it('a missing listed file is named; an unlisted one makes the copy not exact', async () => {
+      const a = makeCopy(`${m.mode}-missing`);
+      rmSync(path.join(a.dest, 'sub', 'mid.bin'));
+      expect(await checkCopy(a.dest, a.index)).toEqual({ exact: true, problems: ['artifacts/sub/mid.bin: missing'] });
+      const b = makeCopy(`${m.mode}-unlisted`);
+      writeFileSync(path.join(b.dest, 'sub', 'planted.sh'), 'evil');
+      expect((await checkCopy(b.dest, b.index)).exact).toBe(false);
     });
   });
 
-  it('an unlisted entry in a part, or in the rest, makes the copy not exact', async () => {
-    const a = partsCopy('parts-planted-a');
-    writeFileSync(path.join(a.dest, 'sub', 'planted.sh'), 'evil');
-    expect((await byParts(a.dest, a.index)).exact).toBe(false);
-    const b = partsCopy('parts-planted-b');
-    writeFileSync(path.join(b.dest, 'b', 'planted.sh'), 'evil');
-    expect((await byParts(b.dest, b.index)).exact).toBe(false);
-    // A part of another type than listed.
-    const c = partsCopy('parts-type');
-    rmSync(path.join(c.dest, 'a'), { recursive: true });
-    writeFileSync(path.join(c.dest, 'a'), 'not a directory');
-    expect((await byParts(c.dest, c.index)).exact).toBe(false);
+for (const m of MODES)
+  describe(`CopyCheck by parts, ${m.name}`, () => {
+    beforeEach(() => useFileDigests(m.digests));
+    afterEach(() => useFileDigests(addonDigests));
+
+    /** makeCopy's tree with two more directories, checked as parts `a` and `sub` first, then the rest. */
+    function partsCopy(name: string): { dest: string; index: TreeIndex } {
+      const c = makeCopy(name);
+      for (const d of ['a', 'b']) {
+        mkdirSync(path.join(c.dest, d));
+        c.index.add(d, { type: 'dir', size: 0 });
+        const data = randomBytes(5000);
+        writeFileSync(path.join(c.dest, d, 'f.log'), data);
+        c.index.add(`${d}/f.log`, { type: 'file', size: 5000, sha256: createHash('sha256').update(data).digest('hex') });
+      }
+      return c;
+    }
+    const byParts = async (dest: string, index: TreeIndex) => {
+      const c = new CopyCheck(dest, index);
+      await c.part('a');
+      await c.part('sub');
+      return c.finish();
+    };
+
+    it('passes an intact copy', async () => {
+      const { dest, index } = partsCopy(`${m.mode}-parts-intact`);
+      expect(await byParts(dest, index)).toEqual({ exact: true, problems: [] });
+    });
+
+    it('names each difference once, in a part or in the rest', async () => {
+      const { dest, index } = partsCopy(`${m.mode}-parts-diff`);
+      for (const f of ['sub/mid.bin', 'b/f.log', 'a/f.log']) {
+        const buf = readFileSync(path.join(dest, f));
+        buf[7] ^= 0x80;
+        writeFileSync(path.join(dest, f), buf);
+      }
+      rmSync(path.join(dest, 'sub', 'big.bin'));
+      truncateSync(path.join(dest, 'sub', 'small.bin'), 10);
+      expect(await byParts(dest, index)).toEqual({
+        exact: true,
+        problems: [
+          'artifacts/a/f.log: SHA-256 mismatch',
+          'artifacts/b/f.log: SHA-256 mismatch',
+          'artifacts/sub/big.bin: missing',
+          'artifacts/sub/mid.bin: SHA-256 mismatch',
+          'artifacts/sub/small.bin: size 10, manifest says 3000',
+        ],
+      });
+    });
+
+    it('an unlisted entry in a part, or in the rest, makes the copy not exact', async () => {
+      const a = partsCopy(`${m.mode}-parts-planted-a`);
+      writeFileSync(path.join(a.dest, 'sub', 'planted.sh'), 'evil');
+      expect((await byParts(a.dest, a.index)).exact).toBe(false);
+      const b = partsCopy(`${m.mode}-parts-planted-b`);
+      writeFileSync(path.join(b.dest, 'b', 'planted.sh'), 'evil');
+      expect((await byParts(b.dest, b.index)).exact).toBe(false);
+      // A part of another type than listed.
+      const c = partsCopy(`${m.mode}-parts-type`);
+      rmSync(path.join(c.dest, 'a'), { recursive: true });
+      writeFileSync(path.join(c.dest, 'a'), 'not a directory');
+      expect((await byParts(c.dest, c.index)).exact).toBe(false);
+    });
   });
-});

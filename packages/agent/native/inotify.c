@@ -16,7 +16,8 @@
  * and the agent hashes on a worker thread as before. readHash / writeCheck do a database
  * archive's block I/O with those hashes in one trip through the pool each (their section
  * below). prefetch.c: a tree's read-ahead on a
- * thread of its own (prefetchStart / prefetchConsumed / prefetchStop).
+ * thread of its own (prefetchStart / prefetchConsumed / prefetchStop). digest-files.c: many
+ * files' sizes and SHA-256 in one request on the pool (digestFiles: a restore's copy check).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -27,6 +28,7 @@
 #include <malloc.h>
 #include <node_api.h>
 #include "napi-check.h"
+#include "sha.h"
 #include <string.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
@@ -201,10 +203,6 @@ static napi_value set_mtime(napi_env env, napi_callback_info info) {
 
 /* ---- SHA-256 on libuv's pool -------------------------------------------------------------- */
 
-/* OpenSSL's SHA256_CTX is 112 bytes on every ABI Node ships; this reserves more, aligned. */
-typedef struct {
-  uint64_t words[32];
-} sha_ctx;
 typedef int (*sha_init_fn)(void *);
 typedef int (*sha_update_fn)(void *, const void *, size_t);
 typedef int (*sha_final_fn)(unsigned char *, void *);
@@ -224,6 +222,12 @@ static int sha_ready(void) {
   }
   return sha.init && sha.update && sha.final;
 }
+
+/* sha.h, for digest-files.c (called after bb_sha_ready() said yes). */
+int bb_sha_ready(void) { return sha_ready(); }
+int bb_sha_init(sha_ctx *c) { return sha.init(c); }
+int bb_sha_update(sha_ctx *c, const void *data, size_t len) { return sha.update(c, data, len); }
+int bb_sha_final(unsigned char *md, sha_ctx *c) { return sha.final(md, c); }
 
 /* One hash request: a whole digest (ctx NULL: `own` is used) or an update of a running hash. */
 typedef struct {
@@ -594,6 +598,9 @@ static napi_value write_check(napi_env env, napi_callback_info info) {
   return queue_io(env, r, keep, 3);
 }
 
+/* digest-files.c: many files' SHA-256 in one request on the pool. */
+napi_value digest_files(napi_env env, napi_callback_info info);
+
 /* prefetch.c: a tree's read-ahead on its own thread. */
 napi_value prefetch_start(napi_env env, napi_callback_info info);
 napi_value prefetch_consumed(napi_env env, napi_callback_info info);
@@ -615,6 +622,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashFinal", NULL, hash_final, NULL, NULL, NULL, napi_default, NULL},
       {"readHash", NULL, read_hash, NULL, NULL, NULL, napi_default, NULL},
       {"writeCheck", NULL, write_check, NULL, NULL, NULL, napi_default, NULL},
+      {"digestFiles", NULL, digest_files, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchStart", NULL, prefetch_start, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchConsumed", NULL, prefetch_consumed, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchStop", NULL, prefetch_stop, NULL, NULL, NULL, napi_default, NULL},

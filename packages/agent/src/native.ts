@@ -13,7 +13,7 @@
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
-import { useNanosecondMtimes, useReadAhead } from '@boxback/common';
+import { useFileDigests, useNanosecondMtimes, useReadAhead } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -37,6 +37,10 @@ export interface NativeAddon {
   prefetchConsumed?(handle: object, bytes: number): void;
   /** Stop and join the thread: [files, bytes] read ahead. */
   prefetchStop?(handle: object): [number, number];
+  /** Whether Node's OpenSSL SHA-256 was found (the hashing functions need it). */
+  hashAvailable?(): boolean;
+  /** Many files' sizes and SHA-256 in one request on the pool (digest-files.c; @boxback/common's DigestFiles). Absent from builds before it. */
+  digestFiles?(paths: Buffer, count: number, sizes: Float64Array, digests: Buffer): Promise<void>;
 }
 
 function load(): NativeAddon | undefined {
@@ -65,6 +69,10 @@ export const nativeAddon: NativeAddon | undefined = load();
 
 // A journaled sync's directories' mtimes set in place (store/local/incremental-sync.ts).
 if (typeof nativeAddon?.setMtime === 'function') useNanosecondMtimes(nativeAddon.setMtime.bind(nativeAddon));
+
+// A restore's check of a fresh tree copy reads and hashes its files on the pool (file-digests.ts).
+if (typeof nativeAddon?.digestFiles === 'function' && nativeAddon.hashAvailable?.())
+  useFileDigests(nativeAddon.digestFiles.bind(nativeAddon));
 
 // A first S3 backup's trees read ahead on the addon's thread (store/read-ahead.ts).
 const { prefetchStart, prefetchConsumed, prefetchStop } = nativeAddon ?? {};

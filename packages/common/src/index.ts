@@ -26,3 +26,4 @@ export * from './walk.js';
 export * from './store/local/index.js';
 export * from './store/tar.js';
 export * from './store/read-ahead.js';
+export * from './file-digests.js';
