@@ -133,3 +133,19 @@ export function digestBatcher(onFile: DigestOutcome, inFlight?: number): DigestB
   if (!native || process.env.BOXBACK_NATIVE_DIGESTS === 'off') return undefined;
   return new DigestBatcher(native, onFile, inFlight);
 }
+
+/**
+ * One file of `size` bytes read and hashed in one request on the pool (a backup's archives in a
+ * restore's VERIFY: db.zip's 600 MB no longer hashed on the JS thread beside its extraction):
+ * its SHA-256 (hex), or the problem (`size N, manifest says M`, an errno's name); undefined
+ * when no native function is registered (the caller hashes as before).
+ */
+export async function digestFile(abs: string, size: number): Promise<{ sha256: string } | { problem: string } | undefined> {
+  if (!native || process.env.BOXBACK_NATIVE_DIGESTS === 'off') return undefined;
+  const sizes = Float64Array.of(size);
+  const digest = Buffer.allocUnsafe(32);
+  await native(Buffer.from(`${abs}\0`), 1, sizes, digest);
+  const found = sizes[0];
+  if (found === size) return { sha256: digest.toString('hex') };
+  return { problem: found < 0 ? getSystemErrorName(found) : `size ${found}, manifest says ${size}` };
+}

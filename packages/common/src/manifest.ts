@@ -10,6 +10,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { BoxbackError } from './errors.js';
+import { digestFile } from './file-digests.js';
 import { openFileText } from './file-text.js';
 import { SYNC_HASH_MAX, sha256SmallSync, yieldEvery } from './hash-sync.js';
 import { mapLimit } from './limit.js';
@@ -461,8 +462,14 @@ async function checkEntry(
     } else if (st.size !== f.size) {
       problems.push(`${f.path}: size ${st.size}, manifest says ${f.size}`);
     } else {
-      const sum = await hashFile(abs, onBytes, f.size);
-      if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
+      // On the pool in one request with the agent's addon (file-digests.ts), else here.
+      const native = await digestFile(abs, f.size);
+      if (native && 'problem' in native) problems.push(`${f.path}: ${native.problem === 'ENOENT' ? 'missing' : native.problem}`);
+      else {
+        const sum = native ? native.sha256 : await hashFile(abs, onBytes, f.size);
+        if (native) onBytes(f.size);
+        if (sum !== f.sha256) problems.push(`${f.path}: SHA-256 mismatch`);
+      }
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
