@@ -8,6 +8,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useReadAhead } from '../../packages/common/src/store/read-ahead.js';
+import { useOpenInPlace } from '../../packages/common/src/store/s3/sealed.js';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
 import { bucketBytes, bucketObjects, makeTestStore, makeTree, removeTestDirs, testDir, writeBackup } from '../helpers/s3-store.js';
@@ -213,10 +214,30 @@ describe('S3 store framing', () => {
       writeFileSync(path.join(src, rel), data, { mode: 0o751 });
     }
     const wt = await writeBackup(t.store, { host: 'h', trees: [{ name: 'artifacts', source: src }] });
-    const dest = path.join(tmp('frames-restore'), 'artifacts');
-    await t.again().fetchTree(wt.ref, 'artifacts', dest);
-    expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(dest), '.'))).toEqual([]);
-    for (const [rel, data] of Object.entries(tree)) expect(sha(readFileSync(path.join(dest, rel))), rel).toBe(sha(data));
+    const fetchEqual = async () => {
+      const dest = path.join(tmp('frames-restore'), 'artifacts');
+      await t.again().fetchTree(wt.ref, 'artifacts', dest);
+      expect(diffTrees(without(await snapshotTree(src), '.'), without(await snapshotTree(dest), '.'))).toEqual([]);
+      for (const [rel, data] of Object.entries(tree)) expect(sha(readFileSync(path.join(dest, rel))), rel).toBe(sha(data));
+    };
+    // the agent's native.ts registers its in-place opener when imported (the read-ahead test above did)
+    const { nativeAddon: a } = await import('../../packages/agent/src/native.js');
+    useOpenInPlace(undefined);
+    await fetchEqual(); // Node's Decipher, brotli into the decompressor's buffer
+    // the addon registered (as the daemon does): the files of one blob decrypted in their GET buffers
+    expect(a?.gcmAvailable?.()).toBe(true);
+    let opened = 0;
+    useOpenInPlace((...args) => {
+      opened++;
+      return a!.gcmOpenFrames!(...args);
+    });
+    try {
+      await fetchEqual();
+    } finally {
+      useOpenInPlace(undefined);
+    }
+    // the files of one blob opened in place: log.txt (its copy shares the blob) and d1 .. d256K at least
+    expect(opened).toBeGreaterThanOrEqual(7);
   });
 });
 

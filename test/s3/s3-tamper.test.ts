@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupRef } from '../../packages/common/src/store/backup-store.js';
 import { packKey } from '../../packages/common/src/store/s3/repo.js';
+import { useOpenInPlace } from '../../packages/common/src/store/s3/sealed.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
 import {
   bucketObjects,
@@ -115,6 +116,15 @@ describe('S3 store tampering', () => {
       await putRaw(rgw, s.t.bucket, p.key, bad);
     }
     await expectRefused(s);
+    // the same with the agent's addon opening blobs in their GET buffers (as the daemon does)
+    const { nativeAddon: addon } = await import('../../packages/agent/src/native.js');
+    expect(addon?.gcmAvailable?.()).toBe(true);
+    useOpenInPlace(addon!.gcmOpenFrames!.bind(addon));
+    try {
+      await expectRefused(s);
+    } finally {
+      useOpenInPlace(undefined);
+    }
     // the other backup is untouched and restores
     const other = s.t.again();
     expect(await other.verify(s.b.ref)).toMatchObject({ ok: true });

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "boxback_inotify",
-      "sources": ["inotify.c", "prefetch.c", "digest-files.c"],
+      "sources": ["inotify.c", "prefetch.c", "digest-files.c", "gcm.c"],
       "cflags": ["-O2", "-Wall"]
     }
   ]

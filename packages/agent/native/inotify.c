@@ -18,6 +18,8 @@
  * below). prefetch.c: a tree's read-ahead on a
  * thread of its own (prefetchStart / prefetchConsumed / prefetchStop). digest-files.c: many
  * files' sizes and SHA-256 in one request on the pool (digestFiles: a restore's copy check).
+ * gcm.c: a sealed object's frames decrypted in place (gcmAvailable / gcmOpenFrames: a restore
+ * from S3).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -606,6 +608,10 @@ napi_value prefetch_start(napi_env env, napi_callback_info info);
 napi_value prefetch_consumed(napi_env env, napi_callback_info info);
 napi_value prefetch_stop(napi_env env, napi_callback_info info);
 
+/* gcm.c: a sealed object's frames opened in place (a restore from S3). */
+napi_value gcm_available(napi_env env, napi_callback_info info);
+napi_value gcm_open_frames(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
@@ -626,6 +632,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"prefetchStart", NULL, prefetch_start, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchConsumed", NULL, prefetch_consumed, NULL, NULL, NULL, napi_default, NULL},
       {"prefetchStop", NULL, prefetch_stop, NULL, NULL, NULL, napi_default, NULL},
+      {"gcmAvailable", NULL, gcm_available, NULL, NULL, NULL, napi_default, NULL},
+      {"gcmOpenFrames", NULL, gcm_open_frames, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

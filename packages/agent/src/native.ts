@@ -7,13 +7,14 @@
  * mtime setter (utimensat) that a journaled sync sets its directories' mtimes with
  * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them), and a
  * tree's read-ahead on a thread of its own (prefetch.c; registered with useReadAhead: a first S3
- * backup's trees). Optional: on a host where it
+ * backup's trees), and AES-GCM in place (gcm.c; registered with useOpenInPlace: a restore from S3
+ * decrypts blobs in their GET buffers; BOXBACK_GCM_IN_PLACE=off leaves Node's). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
-import { useFileDigests, useNanosecondMtimes, useReadAhead } from '@boxback/common';
+import { useFileDigests, useNanosecondMtimes, useOpenInPlace, useReadAhead } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -41,6 +42,10 @@ export interface NativeAddon {
   hashAvailable?(): boolean;
   /** Many files' sizes and SHA-256 in one request on the pool (digest-files.c; @boxback/common's DigestFiles). Absent from builds before it. */
   digestFiles?(paths: Buffer, count: number, sizes: Float64Array, digests: Buffer): Promise<void>;
+  /** Whether Node's OpenSSL AES-GCM was found (gcm.c). Absent from builds before it. */
+  gcmAvailable?(): boolean;
+  /** A sealed object's frames in buf[start, end) decrypted in place: -1, or the first frame whose tag failed (gcm.c). */
+  gcmOpenFrames?(key: Buffer, aad: Buffer, buf: Buffer, start: number, end: number, frameLog2: number): number;
 }
 
 function load(): NativeAddon | undefined {
@@ -87,6 +92,10 @@ if (prefetchStart && prefetchConsumed && prefetchStop)
       },
     };
   });
+
+// A restore from S3 decrypts its blobs in their GET buffers (store/s3/sealed.ts openPartsInPlace).
+if (typeof nativeAddon?.gcmOpenFrames === 'function' && nativeAddon.gcmAvailable?.() && process.env.BOXBACK_GCM_IN_PLACE !== 'off')
+  useOpenInPlace(nativeAddon.gcmOpenFrames.bind(nativeAddon));
 
 /** Fix glibc's mmap threshold at `bytes` (`mallopt(M_MMAP_THRESHOLD)`: memory.ts); false without the addon. */
 export function fixMmapThreshold(bytes: number): boolean {

@@ -22,7 +22,8 @@
 import { createHash } from 'node:crypto';
 import { brotliDecompressSync, inflateRawSync } from 'node:zlib';
 import { blobIdOfParts, type StoreKeys } from './keys.js';
-import { open, openParts, sealInto, sealedSize, tampered } from './sealed.js';
+import type { BlobDecompressor } from './decompress.js';
+import { open, openParts, openPartsInPlace, sealInto, sealedSize, tampered } from './sealed.js';
 
 /** [blob id, offset in pack, sealed length, plaintext length, flags (the codec: 1 deflate, 2 brotli; absent: 0, none)] */
 export type PackEntry = [string, number, number, number, number?];
@@ -129,6 +130,9 @@ const OUT_MAX = 8 << 20;
  * own buffer, for a caller that hashes and writes them in turn: not joined into one (a copy of
  * every byte). A compressed blob is one buffer (decompressed whole). The same checks as openBlob.
  * `codec`: its entry's flag (0 none, 1 deflate, 2 brotli; true and false: deflate or none).
+ * `into`: the caller lends `sealed`'s bytes (decrypted in place when the addon can: the frames
+ * are then views of it) and a decompressor (a brotli blob's plaintext is then a view of its
+ * buffer); what is returned is valid until the caller reuses either.
  */
 export function openBlobParts(
   keys: StoreKeys,
@@ -137,11 +141,16 @@ export function openBlobParts(
   codec: number | boolean = 0,
   plainLength?: number,
   checkId = true,
+  into?: { decompressor: BlobDecompressor },
 ): Buffer[] {
   const what = `blob ${id.slice(0, 12)}`;
   const c = codecOf(codec, what);
-  let parts = openParts(keys.enc, blobAad(id, c), sealed, what);
-  if (c !== 0) {
+  let parts = into ? openPartsInPlace(keys.enc, blobAad(id, c), sealed, what) : openParts(keys.enc, blobAad(id, c), sealed, what);
+  if (c === BROTLI && into && plainLength !== undefined) {
+    const plain = into.decompressor.brotli(parts, plainLength);
+    if (!plain) throw tampered(what, 'does not decompress to its length');
+    parts = [plain];
+  } else if (c !== 0) {
     try {
       const z = parts.length === 1 ? parts[0] : Buffer.concat(parts);
       // Output into one buffer sized to the entry's length (a byte over: zlib asks for another

@@ -33,6 +33,7 @@ import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import type { ManifestFile } from '../../manifest.js';
 import type { RandomAccessFile, TreeSyncProgress } from '../backup-store.js';
+import { BlobDecompressor } from './decompress.js';
 import { openBlobParts } from './pack.js';
 import { packKey, RUN_BYTES, takeBuffer, type BlobLoc, type Repo } from './repo.js';
 import { tampered } from './sealed.js';
@@ -361,19 +362,36 @@ async function readByPack(
     }
   }
   const pool = new BufferPool();
-  await mapLimit(spans, SPANS_IN_FLIGHT, async (span) => {
-    o.signal?.throwIfAborted();
-    const buf = pool.take(span.end - span.start);
-    try {
-      await readSpan(repo, span, buf, o.onFile);
-    } finally {
-      pool.give(buf);
-    }
-  });
+  // blobs opened one at a time on this thread: one decoder and output buffer for all of them
+  const decompressor = new BlobDecompressor();
+  try {
+    await mapLimit(spans, SPANS_IN_FLIGHT, async (span) => {
+      o.signal?.throwIfAborted();
+      const buf = pool.take(span.end - span.start);
+      try {
+        await readSpan(repo, span, buf, decompressor, o.onFile);
+      } finally {
+        pool.give(buf);
+      }
+    });
+  } finally {
+    decompressor.close();
+  }
 }
 
-/** One GET of a pack's span into `buf`; each blob opened, checked against its files' manifest entries and written. */
-async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: number) => void): Promise<void> {
+/**
+ * One GET of a pack's span into `buf`; each blob opened, checked against its files' manifest
+ * entries and written. A blob is decrypted in `buf` itself and decompressed into the
+ * decompressor's buffer (openBlobParts' `into`), written before the next one is opened: no
+ * buffer per file.
+ */
+async function readSpan(
+  repo: Repo,
+  span: Span,
+  buf: Buffer,
+  decompressor: BlobDecompressor,
+  onFile: (bytes: number) => void,
+): Promise<void> {
   const raw = await repo.client.get(packKey(span.pack), { start: span.start, end: span.end - 1 }, buf);
   const where = `pack ${span.pack.slice(0, 12)}`;
   if (!raw) throw tampered(where, 'its pack is missing');
@@ -382,7 +400,8 @@ async function readSpan(repo: Repo, span: Span, buf: Buffer, onFile: (bytes: num
     // every target's SHA-256 is compared below: the blob id need not be hashed too
     const checkId = targets.some((t) => !t.f.sha256);
     const sealed = raw.subarray(loc.offset - span.start, loc.offset - span.start + loc.length);
-    const parts = openBlobParts(repo.keys, id, sealed, loc.codec, loc.plain, checkId); // frames not joined: hashed and written as they are
+    // frames not joined: hashed and written as they are, views of `buf` (or of the decompressor's buffer)
+    const parts = openBlobParts(repo.keys, id, sealed, loc.codec, loc.plain, checkId, { decompressor });
     const size = parts.reduce((n, p) => n + p.length, 0);
     if (size !== loc.plain) throw tampered(`blob ${id.slice(0, 12)} in ${where}`, 'wrong length');
     const h = createHash('sha256');

@@ -133,6 +133,51 @@ export function openParts(encKey: Buffer, aad: string, sealed: Buffer, what = aa
 }
 
 /**
+ * Frames opened in place (AES-256-GCM over the buffer's own bytes, each frame's plaintext over
+ * its ciphertext): -1 when every frame of sealed-body range [start, end) authenticated, else the
+ * index of the first that did not. The agent's native addon (packages/agent/native/gcm.c)
+ * registers it; Node's Decipher has no such call, and returns a new buffer per frame.
+ */
+export type OpenFramesInPlace = (key: Buffer, aad: Buffer, buf: Buffer, start: number, end: number, frameLog2: number) => number;
+
+let inPlace: OpenFramesInPlace | undefined;
+
+/** Register (or drop, with undefined) what opens frames in place: the agent's native addon. */
+export function useOpenInPlace(fn: OpenFramesInPlace | undefined): void {
+  inPlace = fn;
+}
+
+/** Whether openPartsInPlace decrypts in place (an opener is registered), not into new buffers. */
+export const opensInPlace = () => inPlace !== undefined;
+
+/**
+ * openParts over the sealed bytes' own memory when an opener is registered: the frames'
+ * plaintexts are views of `sealed` (its bytes overwritten: the caller's to lend), each
+ * authenticated before this returns, none handed out when one fails. A restore's GET buffer
+ * then holds the plaintext it already had room for: no new buffer per 64 KiB frame (in a
+ * restore from S3, every restored byte was one: store-s3-performance.md). Without one,
+ * openParts (new buffers; `sealed` untouched).
+ */
+export function openPartsInPlace(encKey: Buffer, aad: string, sealed: Buffer, what = aad): Buffer[] {
+  if (!inPlace) return openParts(encKey, aad, sealed, what);
+  const { frameLog2, salt } = readHeader(sealed, what);
+  const key = subkey(encKey, salt);
+  const F = 2 ** frameLog2;
+  const step = F + TAG_BYTES;
+  const len = sealed.length - SEALED_HEADER_BYTES;
+  const frames = Math.floor(len / step) + 1;
+  if (len % step === 0 && len > 0) throw tampered(what, 'truncated (no final frame)');
+  if (len - (frames - 1) * step < TAG_BYTES) throw tampered(what, 'truncated frame');
+  const failed = inPlace(key, Buffer.from(aad), sealed, SEALED_HEADER_BYTES, sealed.length, frameLog2);
+  if (failed >= 0)
+    throw tampered(what, failed === frames - 1 ? 'authentication failed (changed, swapped or truncated)' : 'authentication failed');
+  const out: Buffer[] = [];
+  for (let i = 0, at = SEALED_HEADER_BYTES; i < frames; i++, at += step)
+    out.push(sealed.subarray(at, Math.min(at + F, sealed.length - TAG_BYTES)));
+  return out;
+}
+
+/**
  * Streaming open: a Transform from sealed bytes to plaintext. A frame is released only after
  * its tag checks; the end of the stream must come right after a frame flagged last.
  */
