@@ -8,6 +8,7 @@ import type { Agents } from './agent-client.js';
 import { createToken, revokeToken, type Caller } from './auth.js';
 import type { BackupRow, Catalog, EvidenceKind, HostRow, HostUpdate, TokenRow } from './catalog/types.js';
 import type { ControllerConfig } from './config.js';
+import { listAnswer } from './api/answer-bytes.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
 import type { JobRunner } from './jobs.js';
 import type { DrillRunner } from './drill.js';
@@ -208,7 +209,8 @@ export async function createBackup(ctx: Ctx, r: Req<'CreateBackup'>, caller: Cal
     via: via === 'cli' && r.client === 'cli' ? 'cli' : 'api',
     label: checkLabel(r.label ?? ''),
   });
-  return { jobs: rows.map((j) => jobMsg(j)) };
+  // 1000 hosts: the answer's jobs made and encoded in slices of the event loop, not in the turn that sends it
+  return listAnswer('CreateBackup', 'jobs', rows, (j) => jobMsg(j));
 }
 
 function checkLabel(label: string): string {

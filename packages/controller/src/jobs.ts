@@ -31,7 +31,7 @@ import type { Agents } from './agent-client.js';
 import { rowFromResult, rowFromResultInStore } from './backup-record.js';
 import type { BackupRow, Catalog, HostRow, JobKind, JobRow, JobState } from './catalog/types.js';
 import { ACTIVE_JOB_STATES } from './catalog/types.js';
-import { AsyncQueue, Semaphore, TimeSlice } from './concurrency.js';
+import { AsyncQueue, nextTurn, Semaphore, TimeSlice } from './concurrency.js';
 
 const FINAL_STATES = new Set<string>(['Completed', 'PartiallyFailed', 'Failed', 'RolledBack']);
 const PERSIST_EVERY_MS = 1_000;
@@ -96,6 +96,9 @@ export function newJobId(kind: JobKind): string {
 export function isFinal(state: string): boolean {
   return FINAL_STATES.has(state);
 }
+
+/** Past this many hosts CreateBackup gives the event loop a turn after reading them (one synchronous SQLite query). */
+const MANY_HOSTS = 200;
 
 /** The final JobResult of a finished job row (stored, or rebuilt from the row). */
 export function resultOfRow(j: JobRow): JobResult {
@@ -225,19 +228,24 @@ export class JobRunner {
   async createBackups(hosts: HostRow[], opts: BackupOptions): Promise<JobRow[]> {
     this.refuseIfShuttingDown();
     if (hosts.length === 0) throw new BoxbackError('BOXBACK_ERR_NOT_FOUND', 'no hosts to back up: register one with `boxback hosts add`');
+    // a fleet's host list was read in this turn (one synchronous query of every host, SQLite): the
+    // active jobs' query and the rows below come after a turn of the event loop
+    if (hosts.length > MANY_HOSTS) await nextTurn();
     await this.refuseBusy(hosts.map((h) => h.name));
     const bound = new Semaphore(opts.concurrency > 0 ? Math.min(opts.concurrency, this.fleet.permits) : this.fleet.permits);
-    const made = hosts.map((host) => {
+    // the rows (a job id, the params' JSON) and then their writes, each with its "queued" log line
+    // in the same write, in few catalog commits (the catalog groups writes made together: not one
+    // fsync per host), with a turn of the event loop whenever a slice of time is used up (1000
+    // hosts: status calls arriving meanwhile are answered, not kept behind every row)
+    const slice = new TimeSlice();
+    const made: Array<{ host: HostRow; row: JobRow }> = [];
+    for (const host of hosts) {
+      if (slice.over()) await slice.turn();
       const row = this.newRow('backup', host.name, opts.requestedBy, { live: opts.live, via: opts.via });
       if (opts.slot) Object.assign(row, opts.slot);
-      return { host, row };
-    });
-    // the rows, each with its "queued" log line in the same write, in few catalog commits (the
-    // catalog groups writes made together: not one fsync per host), with a turn of the event loop
-    // whenever a slice of time is used up (1000 hosts: status calls arriving meanwhile are
-    // answered, not kept behind every insert)
+      made.push({ host, row });
+    }
     const via = `requested by ${opts.requestedBy || 'unknown'} via ${opts.via}${opts.live ? ', live' : ''}`;
-    const slice = new TimeSlice();
     const writes: Array<Promise<void>> = [];
     for (const { row } of made) {
       if (slice.over()) await slice.turn();

@@ -7,6 +7,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '@boxback/common';
 import { CALLER_GONE, type Credentials, type Dispatcher } from './dispatch.js';
 import { answerProto } from '../status-encoding.js';
+import { madeProto } from './answer-bytes.js';
 import { SHARED_ANSWERS } from './http-adapter.js';
 import { routeList, type Route } from './routes.js';
 
@@ -56,12 +57,14 @@ function streamHandler(d: Dispatcher, route: Route): grpc.handleServerStreamingC
  * The service definition with the answers of SHARED_ANSWERS encoded once per answer object: an answer
  * handed to many callers (GetStatus while jobs run, status.ts) is serialized once, not once
  * per call (1000 hosts: ~0.5 MB of protobuf a time, garbage the controller's RSS grew with).
+ * An answer whose bytes were made aside (answer-bytes.ts: CreateBackup's jobs) is sent as made.
  */
 export function memoizedDefinition(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [name, m] of Object.entries(def as Record<string, grpc.MethodDefinition<unknown, unknown>>)) {
     if (!SHARED_ANSWERS.has(name)) {
-      out[name] = m;
+      const serialize = m.responseSerialize;
+      out[name] = { ...m, responseSerialize: (v: unknown) => madeProto(v) ?? serialize(v) };
       continue;
     }
     const cache = new WeakMap<object, Buffer>();

@@ -14,6 +14,7 @@ import type http from 'node:http';
 import { BoxbackError, asBoxbackError, loadServices } from '@boxback/common';
 import { CALLER_GONE, type Credentials, type Dispatcher } from './dispatch.js';
 import { answerJson } from '../status-encoding.js';
+import { madeJson } from './answer-bytes.js';
 import { routeFor, routeList, type Route } from './routes.js';
 
 export const API_PREFIX = '/api/v1/';
@@ -99,7 +100,8 @@ export async function readJson(req: http.IncomingMessage): Promise<unknown> {
 }
 
 export function sendJson(res: http.ServerResponse, status: number, body: unknown, shared = false): void {
-  const text = shared ? jsonOf(body) : JSON.stringify(body);
+  // an answer's JSON made aside (answer-bytes.ts) is sent as made
+  const text = shared ? jsonOf(body) : (madeJson(body) ?? JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
   res.end(text);
 }
