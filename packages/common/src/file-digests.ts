@@ -60,7 +60,7 @@ function newBatch(): Batch {
 
 /**
  * Files added one by one (`add`), hashed a batch at a time with at most `inFlight` batches on
- * the pool (the rest of the pool stays free for the inflating and hashing beside it); `onFile`
+ * the pool (default one: the rest of the pool, and the CPU, stay free for the inflating beside it); `onFile`
  * is called once per file as its batch comes back; `drain` sends the open batch and waits for
  * all. The batches' buffers are reused.
  */
@@ -73,7 +73,7 @@ export class DigestBatcher {
   constructor(
     private readonly fn: DigestFiles,
     private readonly onFile: DigestOutcome,
-    private readonly inFlight = 2,
+    private readonly inFlight = 1,
   ) {}
 
   /** File `abs` of `size` bytes, the caller's entry number `entry`. */

@@ -19,7 +19,7 @@
  *   CopyCheck     the same check by parts: each entry a split copy's cp has finished checked
  *                 while the copy goes on (`part`), the rest walked after it (`finish`). With
  *                 the agent's addon (file-digests.ts) every file's size and SHA-256 are read
- *                 on libuv's pool, 256 files or 16 MiB a request, two requests at a time: the
+ *                 on libuv's pool, 256 files or 16 MiB a request, one request at a time: the
  *                 JS thread walks, looks entries up and compares digests, nothing more
  */
 import { lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
