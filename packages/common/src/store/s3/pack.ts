@@ -131,8 +131,8 @@ const OUT_MAX = 8 << 20;
  * every byte). A compressed blob is one buffer (decompressed whole). The same checks as openBlob.
  * `codec`: its entry's flag (0 none, 1 deflate, 2 brotli; true and false: deflate or none).
  * `into`: the caller lends `sealed`'s bytes (decrypted in place when the addon can: the frames
- * are then views of it) and a decompressor (a brotli blob's plaintext is then a view of its
- * buffer); what is returned is valid until the caller reuses either.
+ * are then views of it) and maybe a decompressor (a brotli blob's plaintext is then a view of
+ * its buffer); what is returned is valid until the caller reuses either.
  */
 export function openBlobParts(
   keys: StoreKeys,
@@ -141,12 +141,12 @@ export function openBlobParts(
   codec: number | boolean = 0,
   plainLength?: number,
   checkId = true,
-  into?: { decompressor: BlobDecompressor },
+  into?: { decompressor?: BlobDecompressor },
 ): Buffer[] {
   const what = `blob ${id.slice(0, 12)}`;
   const c = codecOf(codec, what);
   let parts = into ? openPartsInPlace(keys.enc, blobAad(id, c), sealed, what) : openParts(keys.enc, blobAad(id, c), sealed, what);
-  if (c === BROTLI && into && plainLength !== undefined) {
+  if (c === BROTLI && into?.decompressor && plainLength !== undefined) {
     const plain = into.decompressor.brotli(parts, plainLength);
     if (!plain) throw tampered(what, 'does not decompress to its length');
     parts = [plain];

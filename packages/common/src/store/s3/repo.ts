@@ -257,6 +257,24 @@ export class Repo {
    * with one ranged GET and opened one by one (each as readBlobParts gives it).
    */
   async readBlobRun(ids: string[], checkId = true, pool?: Buffer[]): Promise<Buffer[][]> {
+    return (await this.openRun(ids, checkId, pool, false)).blobs;
+  }
+
+  /**
+   * readBlobRun with the blobs opened in the GET buffer itself (decrypted in place when the
+   * agent's addon is registered: sealed.ts openPartsInPlace), no new buffer per 64 KiB frame:
+   * the caller calls `release` once done with them, which gives the buffer back to `pool`.
+   */
+  async readBlobRunHeld(ids: string[], checkId: boolean, pool: Buffer[]): Promise<{ blobs: Buffer[][]; release: () => void }> {
+    return this.openRun(ids, checkId, pool, true);
+  }
+
+  private async openRun(
+    ids: string[],
+    checkId: boolean,
+    pool: Buffer[] | undefined,
+    held: boolean,
+  ): Promise<{ blobs: Buffer[][]; release: () => void }> {
     const locs = ids.map((id) => {
       const loc = this.locate(id);
       if (!loc) throw tampered(`blob ${id.slice(0, 12)}`, 'no index entry names it (the store lost it)');
@@ -269,20 +287,28 @@ export class Repo {
     // (fresh pages faulted in while the body is copied into them)
     const size = n <= POOLED_GET ? POOLED_GET : n <= POOLED_RUN ? POOLED_RUN : Math.max(n, this.maxSealedBlob);
     const buf = (pool && takeBuffer(pool, n)) ?? Buffer.allocUnsafeSlow(pool ? size : n);
+    let given = false;
+    const release = () => {
+      if (!given) pool?.push(buf);
+      given = true;
+    };
     try {
       const raw = await this.client.get(packKey(locs[0].pack), { start, end: start + n - 1 }, buf);
-      return locs.map((loc, k) => {
+      const blobs = locs.map((loc, k) => {
         const what = `blob ${ids[k].slice(0, 12)} in pack ${loc.pack.slice(0, 12)}`;
         if (!raw) throw tampered(what, 'its pack is missing');
         if (loc.pack !== locs[0].pack || loc.offset - start + loc.length > raw.length)
           throw tampered(what, `truncated (${raw.length} of ${n} bytes)`);
         const sealed = raw.subarray(loc.offset - start, loc.offset - start + loc.length);
-        const parts = openBlobParts(this.keys, ids[k], sealed, loc.codec, loc.plain, checkId);
+        const parts = openBlobParts(this.keys, ids[k], sealed, loc.codec, loc.plain, checkId, held ? {} : undefined);
         if (parts.reduce((x, p) => x + p.length, 0) !== loc.plain) throw tampered(what, 'wrong length');
         return parts;
       });
-    } finally {
-      pool?.push(buf);
+      if (!held) release();
+      return { blobs, release };
+    } catch (err) {
+      release();
+      throw err;
     }
   }
 
@@ -307,24 +333,39 @@ export class Repo {
   /**
    * A stored content's plaintext, blob by blob, `ahead` blobs fetched in parallel; each blob as
    * the frames it was sealed in (one buffer per 64 KiB, not joined). `checkIds` false: the
-   * caller checks the whole content's SHA-256 (see openBlob).
+   * caller checks the whole content's SHA-256 (see openBlob). `held`: each blob opened in its
+   * GET buffer (readBlobRunHeld), valid only until the caller asks for the next one (a caller
+   * that writes each blob before it goes on: downloadChecked).
    */
-  async *readContentParts(blobs: string[], ahead = 4, checkIds = true): AsyncGenerator<Buffer[]> {
-    const pending: Array<Promise<Buffer[]>> = [];
-    const pool: Buffer[] = []; // `ahead` GET buffers reused blob after blob
+  async *readContentParts(blobs: string[], ahead = 4, checkIds = true, held = false): AsyncGenerator<Buffer[]> {
+    const pending: Array<Promise<{ blobs: Buffer[][]; release: () => void }>> = [];
+    const pool: Buffer[] = []; // `ahead` (+ 1 held) GET buffers reused blob after blob
     let next = 0;
     const fill = () => {
       while (pending.length < ahead && next < blobs.length) {
-        const p = this.readBlobParts(blobs[next++], checkIds, pool);
+        const p = this.openRun([blobs[next++]], checkIds, pool, held);
         p.catch(() => undefined); // awaited in order below
         pending.push(p);
       }
     };
     fill();
-    while (pending.length) {
-      const parts = await pending.shift()!;
-      fill();
-      yield parts;
+    try {
+      while (pending.length) {
+        const r = await pending.shift()!;
+        fill();
+        try {
+          yield r.blobs[0]; // held: views of its GET buffer, which the caller is done with when it asks for the next
+        } finally {
+          r.release();
+        }
+      }
+    } finally {
+      // a caller that stopped early (or failed): the blobs still in flight give their buffers back
+      for (const p of pending)
+        void p.then(
+          (r) => r.release(),
+          () => undefined,
+        );
     }
   }
 

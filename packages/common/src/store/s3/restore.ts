@@ -109,8 +109,18 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
   }
   // each blob as its frames (not joined: a copy of every byte, into fresh pages), by index and by id
   const held = new Map<number, Promise<Buffer[]>>();
-  const byId = new Map<string, { p: Promise<Buffer[]>; uses: number }>();
-  const pool: Buffer[] = []; // GET buffers reused blob after blob
+  const byId = new Map<string, { p: Promise<Buffer[]>; uses: number; run: Run }>();
+  // GET buffers reused run after run; a run's blobs are opened in its buffer (readBlobRunHeld),
+  // which goes back to the pool once none of its blobs is held
+  const pool: Buffer[] = [];
+  interface Run {
+    live: number;
+    release?: () => void;
+  }
+  // on the next turn of the loop: a read that awaited one of the run's blobs copies from it first
+  const unhold = (run: Run) => {
+    if (--run.live === 0 && run.release) setImmediate(run.release);
+  };
   let last = -1;
   // blob i, and with it the blobs right after it in its pack up to `upTo` (one GET for all)
   const fetch = (i: number, upTo: number) => {
@@ -128,14 +138,22 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
         n = k; // already fetched or fetching: the run stops before it
         break;
       }
-    const run = blobs.slice(i, i + n);
-    const all = repo.readBlobRun(run, true, pool);
-    all.catch(() => undefined); // a blob fetched ahead and never read: its failure is not unhandled
+    const ids = blobs.slice(i, i + n);
+    const run: Run = { live: n };
+    const all = repo.readBlobRunHeld(ids, true, pool);
+    all.then(
+      (r) => {
+        if (run.live === 0)
+          setImmediate(r.release); // all dropped before the GET came back
+        else run.release = r.release;
+      },
+      () => undefined, // a blob fetched ahead and never read: its failure is not unhandled
+    );
     for (let k = 0; k < n; k++) {
-      const pk = all.then((r) => r[k]);
+      const pk = all.then((r) => r.blobs[k]);
       pk.catch(() => undefined);
       held.set(i + k, pk);
-      byId.set(run[k], { p: pk, uses: 1 });
+      byId.set(ids[k], { p: pk, uses: 1, run });
     }
     return held.get(i)!;
   };
@@ -143,7 +161,10 @@ export function randomAccess(repo: Repo, blobs: string[], size: number): RandomA
     held.delete(k);
     const id = blobs[k];
     const e = byId.get(id);
-    if (e && --e.uses === 0) byId.delete(id);
+    if (e && --e.uses === 0) {
+      byId.delete(id);
+      unhold(e.run);
+    }
   };
   const blob = (i: number) => {
     const forward = i === last + 1 || i === 0;
@@ -210,7 +231,8 @@ export async function downloadChecked(
     const fh = await fsp.open(tmp, 'w', 0o600);
     try {
       // with a SHA-256 to compare, blob ids are not hashed again
-      for await (const parts of repo.readContentParts(blobs, ahead, !want.sha256)) {
+      // each blob opened in its GET buffer, written before the next is asked for
+      for await (const parts of repo.readContentParts(blobs, ahead, !want.sha256, true)) {
         let n = 0;
         for (const p of parts) {
           h.update(p);
