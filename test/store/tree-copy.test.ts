@@ -137,4 +137,13 @@ describe('copyTree by several cp processes', () => {
       message: expect.stringContaining(`copying ${src} to ${dest} failed`),
     });
   });
+
+  it("a source that is gone (a live tree's directory removed) is SYNC_FAILED by several cp as by one", async () => {
+    const src = path.join(work, 'src-gone');
+    for (const streams of [1, 4])
+      await expect(copyTree(src, path.join(work, `gone-${streams}`), undefined, undefined, streams)).rejects.toMatchObject({
+        code: 'BOXBACK_ERR_SYNC_FAILED',
+        message: expect.stringContaining(src),
+      });
+  });
 });

@@ -30,7 +30,7 @@ import { refId } from '../ref.js';
 import type { BackupRef, FetchTreeOptions, RandomAccessFile, StoreVerifyOptions } from '../backup-store.js';
 import { backupDir, backupDirExists, storedPath } from './layout.js';
 import { syncTree } from './rsync.js';
-import { copyTree, holdsExactly, type EntryType } from './tree-copy.js';
+import { COLD_COPY_STREAMS, copyTree, holdsExactly, type EntryType } from './tree-copy.js';
 import { CopyCheck, TreeIndex } from './tree-index.js';
 import { removeTree } from '../../remove-tree.js';
 
@@ -247,7 +247,7 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
         }
       });
     };
-    const copied = copyTree(src, dest, signal, undefined, RESTORE_COPY_STREAMS, onCopied).then(
+    const copied = copyTree(src, dest, signal, undefined, COLD_COPY_STREAMS, onCopied).then(
       () => undefined,
       (err: unknown) => err ?? new Error('cp failed'),
     );
@@ -282,15 +282,12 @@ export async function fetchTree(root: string, ref: BackupRef, dir: string, dest:
   }
   const index = await indexOf(manifestFile, dir, o.manifest);
   const listed = index.listed();
-  if (await holdsExactly(src, listed)) await copyTree(src, dest, o.signal, undefined, RESTORE_COPY_STREAMS);
+  if (await holdsExactly(src, listed)) await copyTree(src, dest, o.signal, undefined, COLD_COPY_STREAMS);
   else await copyOnlyListed(src, dest, listed, o);
   // Each stored tree file is read once, by the copy; its copy is checked (in the page cache now).
   const r = await verifyTreeCopy(index.entries(), dir, dest, { signal: o.signal });
   if (r.problems.length) throw copyFailed(ref, r.problems);
 }
-
-/** cp processes a tree's restore copy runs at once (tree-copy.ts copySplit). */
-const RESTORE_COPY_STREAMS = 4;
 
 /** rsync --files-from the manifest's entries: never an entry it does not list. */
 async function copyOnlyListed(src: string, dest: string, listed: Map<string, EntryType>, o: FetchTreeOptions): Promise<void> {

@@ -37,7 +37,7 @@ import {
   type PrevIndex,
 } from './manifest-writer.js';
 import { syncTree as rsyncTree } from './rsync.js';
-import { copyTree } from './tree-copy.js';
+import { COLD_COPY_STREAMS, copyTree } from './tree-copy.js';
 
 /** The previous backup: its directory, and its manifest's index (undefined when it has no readable manifest). */
 export interface PrevBackup {
@@ -124,8 +124,12 @@ async function fullSync(c: TreeContext, req: TreeSyncRequest, dest: string, prev
   if (!req.excludes?.length && !(prevTree && (await isDir(prevTree)))) {
     const startedAt = Date.now();
     try {
-      await copyTree(req.source, dest, req.signal, (bytesDone) =>
-        req.onProgress?.({ bytesDone, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `full copy: ${why}` }),
+      await copyTree(
+        req.source,
+        dest,
+        req.signal,
+        (bytesDone) => req.onProgress?.({ bytesDone, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `full copy: ${why}` }),
+        COLD_COPY_STREAMS,
       );
       c.log.info({ tree: req.dir, copyMs: Date.now() - startedAt }, `tree ${req.dir} copied (no previous tree to link against)`);
       return { warnings: [], bytesTransferred: -1 };
