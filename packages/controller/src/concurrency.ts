@@ -91,9 +91,42 @@ export class TimeSlice {
     return performance.now() - this.startMs >= TimeSlice.SLICE_MS;
   }
 
-  /** A turn of the event loop; a new slice starts after it. */
+  /**
+   * A turn of the event loop; a new slice starts after it. The loops waiting for their next slice
+   * take turns, one slice per turn of the event loop between them all (sliceTurn).
+   */
   async turn(): Promise<void> {
-    await nextTurn();
+    await sliceTurn();
     this.startMs = performance.now();
   }
+}
+
+/**
+ * The loops that wait for their next slice (TimeSlice.turn), first come first served: one is
+ * resumed per turn of the event loop, so I/O (a status call's request, a stream's frame) is read
+ * between any two slices. With one setImmediate each, every loop waiting ran its slice in the
+ * same check phase: during a fleet backup's first second the status build, the fleet page's rows,
+ * CreateBackup's rows and its answer held the event loop for 8 ms each, back to back, before a
+ * status call's request was read.
+ */
+const waitingSlices: Array<() => void> = [];
+let slicePump = false;
+
+function resumeNextSlice(): void {
+  const next = waitingSlices.shift();
+  // the next loop's slice in the next turn (an immediate queued now runs after this turn's I/O)
+  if (waitingSlices.length) setImmediate(resumeNextSlice);
+  else slicePump = false;
+  next?.();
+}
+
+/** Resolves in a later turn of the event loop, when this loop's slice comes (one per turn, in order). */
+export function sliceTurn(): Promise<void> {
+  return new Promise((resolve) => {
+    waitingSlices.push(resolve);
+    if (!slicePump) {
+      slicePump = true;
+      setImmediate(resumeNextSlice);
+    }
+  });
 }
