@@ -97,16 +97,28 @@ export class DigestBatcher {
 
   /** Send the open batch (if it holds any file) and wait until every batch has come back. */
   async drain(): Promise<void> {
-    if (this.open.count) await this.send();
+    await this.flush();
     await Promise.all(this.running);
     if (this.failure) throw this.failure;
   }
 
+  /** Send the open batch now if it holds any file (a caller that waits on one of its files). */
+  async flush(): Promise<void> {
+    if (this.open.count) await this.send();
+  }
+
+  /** Whether entry `entry` waits in the open batch (entries added in increasing order). */
+  isOpen(entry: number): boolean {
+    return this.open.count > 0 && entry >= this.open.entries[0];
+  }
+
   private async send(): Promise<void> {
-    while (this.running.size >= this.inFlight) await Promise.race(this.running);
-    if (this.failure) throw this.failure;
+    // The open batch taken at once: files added meanwhile (a caller that does not await add) go
+    // into the next one.
     const b = this.open;
     this.open = this.free.pop() ?? newBatch();
+    while (this.running.size >= this.inFlight) await Promise.race(this.running);
+    if (this.failure) throw this.failure;
     const p: Promise<void> = this.fn(b.paths, b.count, b.sizes, b.digests).then(
       () => {
         this.running.delete(p);
@@ -122,6 +134,8 @@ export class DigestBatcher {
       (err: Error) => {
         this.running.delete(p);
         this.failure ??= err;
+        // Each of its files told (no digest), so no caller waits on one forever.
+        for (let k = 0; k < b.count; k++) this.onFile(b.entries[k], err.message, b.digests, k * 32);
       },
     );
     this.running.add(p);

@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { openFileText } from '../../file-text.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
+import { digestBatcher } from '../../file-digests.js';
 import { SYNC_HASH_MAX, sha256SmallSync } from '../../hash-sync.js';
 import { BOXBACK_VERSION } from '../../version.js';
 import { walkOrderOfParts, walkTree, type WalkEntry } from '../../walk.js';
@@ -329,10 +330,33 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
     }
   };
   // Entries wait here, in walk order, until their hash is known; then their line is written.
-  const window: Array<{ f: ManifestFile; hashed?: Promise<void> }> = [];
+  const window: Array<{ f: ManifestFile; hashed?: Promise<void>; k?: number }> = [];
   let hashing = 0;
   const waiting: Array<() => void> = [];
-  const hash = async (f: ManifestFile, abs: string) => {
+  // With the agent's addon every file is read and hashed on the pool, 256 files a request, two
+  // requests at once (file-digests.ts): the JS thread walks and writes lines. A file whose size
+  // is no longer the walk's is hashed below as it is now, as before.
+  const pending = new Map<number, { f: ManifestFile; abs: string; done: () => void; failed: (err: unknown) => void }>();
+  let seq = 0;
+  const batches = digestBatcher((k, problem, digests, at) => {
+    const p = pending.get(k)!;
+    pending.delete(k);
+    if (problem) return void hashHere(p.f, p.abs).then(p.done, p.failed);
+    p.f.sha256 = digests.toString('hex', at, at + 32);
+    prog.bytesDone += p.f.size;
+    prog.filesDone++;
+    report();
+    p.done();
+  }, 2);
+  const windowSize = batches ? WINDOW * 8 : WINDOW;
+  const hash = (f: ManifestFile, abs: string, k: number): Promise<void> => {
+    if (!batches) return hashHere(f, abs);
+    return new Promise<void>((done, failed) => {
+      pending.set(k, { f, abs, done, failed });
+      batches.add(abs, f.size, k).catch(failed);
+    });
+  };
+  const hashHere = async (f: ManifestFile, abs: string) => {
     if (f.size <= SMALL_SYNC) {
       // Page cache, a few KiB: one synchronous read costs less than four thread-pool round trips.
       // Through one shared scratch buffer: readFileSync made a buffer per file (a full pass
@@ -363,6 +387,8 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   };
   const writeHead = async () => {
     const x = window.shift()!;
+    // Its batch sent before it is waited on.
+    if (x.hashed && batches?.isOpen(x.k!)) await batches.flush();
     if (x.hashed) await x.hashed;
     await o.out.add(x.f);
     res.entries++;
@@ -384,7 +410,7 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
       gid: st.gid,
       mtimeMs: Math.round(st.mtimeMs),
     };
-    const x: { f: ManifestFile; hashed?: Promise<void> } = { f };
+    const x: { f: ManifestFile; hashed?: Promise<void>; k?: number } = { f };
     if (type === 'dir') res.dirs = cappedPush(res.dirs, e.abs);
     if (type === 'symlink') f.target = readlinkSync(e.abs);
     if (type === 'file') {
@@ -403,7 +429,8 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
         prog.filesTotal++;
         prog.bytesTotal += f.size;
         res.written = cappedPush(res.written, e.abs);
-        x.hashed = hash(f, e.abs);
+        x.k = seq++;
+        x.hashed = hash(f, e.abs, x.k);
         // Awaited in order by writeHead; a failure is thrown there.
         x.hashed.catch(() => undefined);
       }
@@ -417,9 +444,9 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
       }
     }
     window.push(x);
-    if (window.length < WINDOW) return undefined;
+    if (window.length < windowSize) return undefined;
     return (async () => {
-      while (window.length >= WINDOW / 2) await writeHead();
+      while (window.length >= windowSize / 2) await writeHead();
     })();
   };
   const skip = new Set(o.skipDirs ?? []);
@@ -448,7 +475,11 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
       collect: false,
     });
   }
-  while (window.length) await writeHead();
+  try {
+    while (window.length) await writeHead();
+  } finally {
+    await batches?.drain().catch(() => undefined);
+  }
   for (const [rel] of o.known) if (!prefix || rel.startsWith(prefix)) res.written = cappedPush(res.written, path.join(o.dir, rel));
   res.hashedBytes = prog.bytesDone;
   report(true);
