@@ -10,7 +10,7 @@
 // Both checks run twice: on the JS thread, and with the agent's addon reading and hashing the
 // files in batches on the pool (file-digests.ts, digest-files.c), whose own answers for a file
 // that is missing, a symlink, a directory, short or long are checked first.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -129,8 +129,9 @@ describe('digestFiles (the addon)', () => {
     writeFileSync(path.join(dir, 'empty'), '');
     writeFileSync(path.join(dir, 'short'), 'abc');
     symlinkSync('ok.bin', path.join(dir, 'link'));
-    const files = ['ok.bin', 'empty', 'short', 'link', 'd', 'gone', 'ok.bin'];
-    const wanted = [data.length, 0, 4, data.length, 0, 1, data.length - 1];
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]); // opened without blocking a pool thread
+    const files = ['ok.bin', 'empty', 'short', 'link', 'd', 'gone', 'ok.bin', 'fifo'];
+    const wanted = [data.length, 0, 4, data.length, 0, 1, data.length - 1, 0];
     const paths = Buffer.from(files.map((f) => `${dir}/${f}\0`).join(''));
     const sizes = Float64Array.from(wanted);
     const digests = Buffer.alloc(files.length * 32);
@@ -143,10 +144,11 @@ describe('digestFiles (the addon)', () => {
       -os.constants.errno.EISDIR,
       -os.constants.errno.ENOENT,
       data.length,
+      -os.constants.errno.EINVAL,
     ]);
     expect(digests.subarray(0, 32)).toEqual(createHash('sha256').update(data).digest());
     expect(digests.subarray(32, 64)).toEqual(createHash('sha256').digest());
-    expect(() => addonDigests!(paths, files.length + 1, Float64Array.from([...wanted, 0]), Buffer.alloc(8 * 32))).toThrow(
+    expect(() => addonDigests!(paths, files.length + 1, Float64Array.from([...wanted, 0]), Buffer.alloc(9 * 32))).toThrow(
       /fewer than count/,
     );
   });

@@ -11,8 +11,8 @@
  *     sizes    a Float64Array: in, the size each file must have; out, left as it was when the
  *              file has that size and was read whole (its digest is then in `digests`), else
  *              the size found (fstat's, or the bytes read when the file changed while read),
- *              or -errno when it could not be opened or read (-ELOOP: a symlink; -EISDIR: not
- *              a regular file)
+ *              or -errno when it could not be opened or read (-ELOOP: a symlink; -EISDIR: a
+ *              directory; -EINVAL: a FIFO, socket or device, opened without blocking)
  *     digests  a Buffer of count * 32 bytes: file i's SHA-256 at i * 32
  * The buffers must not change until the promise settles. It rejects only when SHA-256 itself
  * fails or the request is cancelled; a file's own trouble is in `sizes`.
@@ -46,7 +46,8 @@ typedef struct {
 /* One file: its digest written to `md` and *size left as wanted, or *size the size found / -errno. */
 static void digest_one(const char *file, double *size, unsigned char *buf, unsigned char *md, int *hash_failed) {
   double want = *size;
-  int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO put where a file was (a live tree) must not hold a pool thread forever. */
+  int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     *size = -(double)errno;
     return;
@@ -58,7 +59,7 @@ static void digest_one(const char *file, double *size, unsigned char *buf, unsig
     return;
   }
   if (!S_ISREG(st.st_mode)) {
-    *size = -(double)EISDIR;
+    *size = -(double)(S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
     close(fd);
     return;
   }
