@@ -15,6 +15,7 @@ const addonDigests = nativeAddon?.digestFiles?.bind(nativeAddon) as DigestFiles 
 const root = mkdtempSync(path.join(os.tmpdir(), 'boxback-collect-digests-'));
 afterAll(() => {
   useFileDigests(addonDigests);
+  delete process.env.BOXBACK_DESCRIBE_ON_POOL;
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -22,6 +23,7 @@ const SIZES = [0, 1, 700, 4096, 65_536, 65_537, 200_000, (1 << 20) + 3];
 
 async function describeWith(digests: DigestFiles | undefined, tag: string): Promise<string> {
   useFileDigests(digests);
+  process.env.BOXBACK_DESCRIBE_ON_POOL = digests ? 'on' : ''; // off by default (manifest-writer.ts)
   const out = await PartWriter.create(path.join(root, 'parts', `${tag}.jsonl`));
   await collectFiles({ dir: path.join(root, 'box'), subdir: 'artifacts', known: new Map(), treeDirs: ['artifacts'], out });
   await out.close();

@@ -333,25 +333,29 @@ export async function collectFiles(o: CollectOptions): Promise<CollectResult> {
   const window: Array<{ f: ManifestFile; hashed?: Promise<void>; k?: number }> = [];
   let hashing = 0;
   const waiting: Array<() => void> = [];
-  // A full walk, with the agent's addon: every file read and hashed on the pool, 256 files a
-  // request, two requests at once (file-digests.ts); the JS thread walks and writes lines. A
-  // file whose size is no longer the walk's is hashed below as it is now, as before. A journal's
-  // roots (an incremental's few hundred new files) stay here: their requests would queue behind
-  // the database lane's deflate jobs on the pool, on the incremental's critical path.
+  // A full walk with BOXBACK_DESCRIBE_ON_POOL=on and the agent's addon: every file read and
+  // hashed on the pool, 256 files a request, two requests at once (file-digests.ts); the JS
+  // thread walks and writes lines. A file whose size is no longer the walk's is hashed below as
+  // it is now, as before. Off by default: at the default size it took the full backup 27.5 ->
+  // 24.8 s but its peak RSS 130.2 -> 149.7 MB (the fallback's 158.5), the trees' description
+  // now beside the database lane (docs/design/performance.md, session 18). A journal's roots
+  // (an incremental's few hundred new files) stay here: their requests would queue behind the
+  // database lane's deflate jobs on the pool, on the incremental's critical path.
   const pending = new Map<number, { f: ManifestFile; abs: string; done: () => void; failed: (err: unknown) => void }>();
   let seq = 0;
-  const batches = o.roots
-    ? undefined
-    : digestBatcher((k, problem, digests, at) => {
-        const p = pending.get(k)!;
-        pending.delete(k);
-        if (problem) return void hashHere(p.f, p.abs).then(p.done, p.failed);
-        p.f.sha256 = digests.toString('hex', at, at + 32);
-        prog.bytesDone += p.f.size;
-        prog.filesDone++;
-        report();
-        p.done();
-      }, 2);
+  const batches =
+    o.roots || process.env.BOXBACK_DESCRIBE_ON_POOL !== 'on'
+      ? undefined
+      : digestBatcher((k, problem, digests, at) => {
+          const p = pending.get(k)!;
+          pending.delete(k);
+          if (problem) return void hashHere(p.f, p.abs).then(p.done, p.failed);
+          p.f.sha256 = digests.toString('hex', at, at + 32);
+          prog.bytesDone += p.f.size;
+          prog.filesDone++;
+          report();
+          p.done();
+        }, 2);
   const windowSize = batches ? WINDOW * 8 : WINDOW;
   const hash = (f: ManifestFile, abs: string, k: number): Promise<void> => {
     if (!batches) return hashHere(f, abs);
