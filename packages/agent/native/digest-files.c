@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <node_api.h>
 #include "napi-check.h"
+#include "pool-work.h"
 #include "sha.h"
 
 /* One read buffer per request, freed with it. */
@@ -115,10 +116,7 @@ static void digest_complete(napi_env env, napi_status status, void *p) {
     napi_create_error(env, NULL, msg, &v);
     napi_reject_deferred(env, r->deferred, v);
   }
-  for (int i = 0; i < 3; i++)
-    if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
-  napi_delete_async_work(env, r->work);
-  free(r);
+  bb_release_pool_work(env, r->refs, 3, r->work, r);
 }
 
 napi_value digest_files(napi_env env, napi_callback_info info) {
@@ -155,21 +153,5 @@ napi_value digest_files(napi_env env, napi_callback_info info) {
   r->sizes = sizes_data;
   r->digests = digests;
   napi_value keep[3] = {argv[0], argv[2], argv[3]};
-  napi_value promise, name;
-  for (int i = 0; i < 3; i++) {
-    if (napi_create_reference(env, keep[i], 1, &r->refs[i]) != napi_ok) {
-      for (int j = 0; j < i; j++) napi_delete_reference(env, r->refs[j]);
-      free(r);
-      napi_throw_error(env, NULL, "napi_create_reference failed");
-      return NULL;
-    }
-  }
-  if (napi_create_promise(env, &r->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "boxback:digestFiles", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, digest_execute, digest_complete, r, &r->work) != napi_ok ||
-      napi_queue_async_work(env, r->work) != napi_ok) {
-    napi_throw_error(env, NULL, "queueing digestFiles failed");
-    return NULL;
-  }
-  return promise;
+  return bb_queue_pool_work(env, "digestFiles", keep, 3, r->refs, &r->deferred, &r->work, digest_execute, digest_complete, r);
 }

@@ -30,6 +30,7 @@
 #include <malloc.h>
 #include <node_api.h>
 #include "napi-check.h"
+#include "pool-work.h"
 #include "sha.h"
 #include <string.h>
 #include <fcntl.h>
@@ -512,30 +513,11 @@ static void io_complete(napi_env env, napi_status status, void *p) {
     }
     napi_reject_deferred(env, r->deferred, v);
   }
-  for (int i = 0; i < 3; i++)
-    if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
-  napi_delete_async_work(env, r->work);
-  free(r);
+  bb_release_pool_work(env, r->refs, 3, r->work, r);
 }
 
 static napi_value queue_io(napi_env env, io_req *r, napi_value *keep, int nkeep) {
-  napi_value promise, name;
-  for (int i = 0; i < nkeep; i++) {
-    if (napi_create_reference(env, keep[i], 1, &r->refs[i]) != napi_ok) {
-      for (int j = 0; j < i; j++) napi_delete_reference(env, r->refs[j]);
-      free(r);
-      napi_throw_error(env, NULL, "napi_create_reference failed");
-      return NULL;
-    }
-  }
-  if (napi_create_promise(env, &r->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "boxback:blockio", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, io_execute, io_complete, r, &r->work) != napi_ok ||
-      napi_queue_async_work(env, r->work) != napi_ok) {
-    napi_throw_error(env, NULL, "queueing block I/O failed");
-    return NULL;
-  }
-  return promise;
+  return bb_queue_pool_work(env, "blockio", keep, nkeep, r->refs, &r->deferred, &r->work, io_execute, io_complete, r);
 }
 
 static napi_value read_hash(napi_env env, napi_callback_info info) {
