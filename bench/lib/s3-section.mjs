@@ -19,6 +19,8 @@
 //      minus the service's stop, start and health check) vs `restic restore latest` into an
 //      empty directory; B's restored trees are checked against A's (files and bytes)
 //   7. the agent's peak RSS (VmHWM, reset before each job) during the backups and the restore
+// Alone (see the end of this file): --only incremental leaves out restic's full backup and
+// step 6; each backup's phases are also printed as a timeline from its start.
 // Figures: s3_full_s, restic_s3_full_s, s3_full_vs_restic_ratio, the same for incremental and
 // restore, s3_stored_bytes, restic_s3_stored_bytes, s3_stored_bytes_vs_restic_ratio,
 // s3_agent_peak_rss_mb, per-phase figures (s3_<job>_phase_<name>_s), the restore's timed steps
@@ -74,6 +76,16 @@ function phaseFigures(prefix, manifest) {
   return out;
 }
 
+/** The phases as a timeline from the job's start (the manifest's createdAt): "NAME start-end" in seconds, by start. */
+function timeline(manifest) {
+  const t0 = Date.parse(manifest.createdAt);
+  return (manifest.phases ?? [])
+    .map((p) => [p.name, (Date.parse(p.startedAt) - t0) / 1000, (Date.parse(p.endedAt) - t0) / 1000])
+    .sort((a, b) => a[1] - b[1])
+    .map(([n, s, e]) => `${n} ${s.toFixed(2)}-${e.toFixed(2)}`)
+    .join(', ');
+}
+
 /** What the store logged for a job: new blobs and bytes, packs (its 's3 backup committed' line). */
 function committedLine(output, jobId) {
   for (const l of output.split('\n')) {
@@ -86,6 +98,13 @@ function committedLine(output, jobId) {
     }
   }
   return undefined;
+}
+
+/** The commit's steps (staging.ts: ms from the commit's start at the end of each), as `<prefix>commit_<step>_s`. */
+function commitFigures(prefix, line) {
+  const out = {};
+  for (const [k, v] of Object.entries(line?.ms ?? {})) out[`${prefix}commit_${k}_s`] = v / 1000;
+  return out;
 }
 
 /** Files and bytes of a tree, for the restore's check. */
@@ -115,11 +134,24 @@ export function s3SectionFor(args, { root, hasRestic, log }) {
     hasRestic,
     nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
     env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
+    only: args.only,
+    logDir: args['job-prof'] ? path.resolve(args['job-prof']) : undefined,
     log,
   });
 }
 
-export async function s3Section({ root, size = 'small', seed = 42, hasRestic = true, nodeArgs = [], env = {}, log = () => {} }) {
+export async function s3Section({
+  root,
+  size = 'small',
+  seed = 42,
+  hasRestic = true,
+  nodeArgs = [],
+  env = {},
+  only,
+  logDir,
+  log = () => {},
+}) {
+  if (only !== undefined && only !== 'incremental') throw new Error(`--only ${only}: only 'incremental' is known`);
   const figures = {};
   const notes = [];
   /** memory.ts boundHeap's full and minor GCs and malloc_trims during a job, from its daemon's log: s3_<job>_bound_*. */
@@ -203,7 +235,8 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     boundFigures('full', daemonA, 's3-full');
     const ca = committedLine(daemonA.agent.output(), 's3-full');
     if (ca) Object.assign(figures, { s3_full_new_bytes: ca.newBytes, s3_full_deflated_bytes: ca.storedBytes, s3_full_packs: ca.packs });
-    if (hasRestic) {
+    Object.assign(figures, commitFigures('s3_full_', ca));
+    if (hasRestic && !only) {
       await settle();
       log(`s3: full backup, restic to S3 (load ${load()})...`);
       const t = await timed(() => restic(['backup', '-q', ...resticPaths]));
@@ -212,6 +245,8 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
       figures.s3_full_vs_restic_ratio = figures.s3_full_s / figures.restic_s3_full_s;
     }
     notes.push(`s3 full: ours ${f2(figures.s3_full_s)} s, restic ${f2(figures.restic_s3_full_s)} s (load ${load()})`);
+    log(`  ${notes.at(-1)}`);
+    notes.push(`s3 full timeline (s from its start; job ${f2(a.seconds)}): ${timeline(a.manifest)}`);
     log(`  ${notes.at(-1)}`);
 
     // 4. A CI day, then the incremental as deployed.
@@ -235,6 +270,7 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
         s3_incremental_deflated_bytes: cb.storedBytes,
         s3_incremental_packs: cb.packs,
       });
+    Object.assign(figures, commitFigures('s3_incremental_', cb));
     if (hasRestic) {
       await settle();
       log(`s3: incremental backup, restic to S3 (load ${load()})...`);
@@ -245,6 +281,9 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     }
     notes.push(`s3 incremental: ours ${f2(figures.s3_incremental_s)} s, restic ${f2(figures.restic_s3_incremental_s)} s (load ${load()})`);
     log(`  ${notes.at(-1)}`);
+    notes.push(`s3 incremental timeline (s from its start; job ${f2(b.seconds)}): ${timeline(b.manifest)}`);
+    log(`  ${notes.at(-1)}`);
+    if (logDir) writeFileSync(path.join(logDir, 'daemon-a.log'), daemonA.agent.output());
 
     // 5. Bytes stored on the server.
     const ours = await bucketBytes(rgw, bucket, prefix);
@@ -261,6 +300,11 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
     await daemonA.stop();
     daemonA = undefined;
     await boxA.stop();
+    if (only === 'incremental') {
+      figures.s3_agent_backup_peak_rss_mb = mb(Math.max(a.peakRssBytes, b.peakRssBytes));
+      figures.s3_load_average_1m = os.loadavg()[0];
+      return { figures, notes };
+    }
 
     // 6. Restore onto an empty box B from the bucket alone.
     const boxB = await createSampleBox({
@@ -362,7 +406,11 @@ export async function s3Section({ root, size = 'small', seed = 42, hasRestic = t
   return { figures, notes };
 }
 
-// Run alone: node bench/lib/s3-section.mjs [--size small] [--seed 42] [--dir DIR] [--no-restic] [--cpu-prof DIR] [--job-prof DIR] [--json]
+// Run alone: node bench/lib/s3-section.mjs [--size small] [--seed 42] [--dir DIR] [--no-restic] [--cpu-prof DIR] [--job-prof DIR]
+//   [--only incremental] [--json]
+// --only incremental: restic's full backup and both restores left out (ours' full backup is the
+// incremental's previous one): the incremental's row, its phases and timeline, in a few minutes.
+// --job-prof DIR also keeps box A's daemon log there (daemon-a.log).
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values: args } = benchArgs(import.meta.url, {
     options: {
@@ -373,6 +421,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       'no-restic': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
       'job-prof': { type: 'string' },
+      only: { type: 'string' },
       timeout: { type: 'string', default: '3600' },
     },
   });

@@ -72,6 +72,11 @@ export class BlobWriter {
     return new PackBuilder(this.repo.keys, this.free.pop() ?? Buffer.allocUnsafeSlow(this.capacity));
   }
 
+  /** The ids of the blobs this writer stored (or is storing): in its packs, not in the index. */
+  get stored(): ReadonlySet<string> {
+    return this.pending;
+  }
+
   private has(id: string): boolean {
     return this.pending.has(id) || this.repo.index.has(id);
   }

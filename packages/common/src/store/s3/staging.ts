@@ -110,21 +110,23 @@ export class S3Staging implements BackupStaging {
     return uploadTree({ repo: this.repo, writer: this.writer, contents: this.contents, previous }, req);
   }
 
-  /** Every pack this backup names exists; packs a prune dropped from the index meanwhile are indexed again. */
-  private async confirmReused(mine: Set<string>): Promise<Array<[string, PackEntry[]]>> {
+  /**
+   * Every pack this backup names exists; packs a prune dropped from the index meanwhile are
+   * indexed again. `mine`: the blobs this backup stored (in its own packs, being uploaded:
+   * they are confirmed by their PUTs, and the index does not name them yet).
+   */
+  private async confirmReused(mine: ReadonlySet<string>): Promise<Array<[string, PackEntry[]]>> {
     const where = new Map<string, string>(); // blob -> pack, as this backup saw it
     for (const [pack, p] of this.seenPacks) for (const [id] of p.entries) if (!where.has(id)) where.set(id, pack);
     await this.repo.refreshIndex();
-    const mineBlobs = new Set(this.writer.packs.flatMap(([, e]) => e.map(([id]) => id)));
     const packs = new Set<string>();
     const lost = new Set<string>();
     for (const blobs of Object.values(this.contents))
       for (const b of blobs) {
-        if (mineBlobs.has(b)) continue;
+        if (mine.has(b)) continue;
         const loc = this.repo.index.get(b);
-        if (loc) {
-          if (!mine.has(loc.pack)) packs.add(loc.pack);
-        } else if (where.has(b)) lost.add(where.get(b)!);
+        if (loc) packs.add(loc.pack);
+        else if (where.has(b)) lost.add(where.get(b)!);
         else
           throw new BoxbackError(
             'BOXBACK_ERR_STORE_TAMPERED',
@@ -143,16 +145,23 @@ export class S3Staging implements BackupStaging {
 
   async commit(manifest: string | Iterable<string> | AsyncIterable<string>): Promise<{ ref: BackupRef; manifestBytes: number }> {
     if (this.finished) throw new BoxbackError('BOXBACK_ERR_INTERNAL', 'commit after commit or abort');
+    const t0 = Date.now();
+    const ms: Record<string, number> = {};
+    const step = (name: string) => (ms[name] = Date.now() - t0);
     const text = await manifestBuffer(manifest);
     const manifestRef: ContentRef = await this.writer.storeBuffer(text);
     const contentsRef = await this.writer.storeBuffer(Buffer.from(JSON.stringify(this.contents)));
     // the manifest's and the content map's own blobs are named by the snapshot: count them too
     this.contents['\0manifest'] = manifestRef.blobs;
     this.contents['\0contents'] = contentsRef.blobs;
-    await this.writer.flush();
-    const mine = new Set(this.writer.packs.map(([p]) => p));
-    const resurrected = await this.confirmReused(mine);
+    step('blobs');
+    // the last packs' uploads and the reused packs' HEADs (after an index LIST) side by side:
+    // both only need to be done before the index object is written
+    const confirmed = this.confirmReused(this.writer.stored);
+    const flushed = this.writer.flush().finally(() => step('flush'));
+    const [resurrected] = await Promise.all([confirmed.finally(() => step('confirm')), flushed]);
     await this.repo.writeIndex([...this.writer.packs, ...resurrected]);
+    step('index');
     if (this.lockError || Date.now() - this.lockFreshAt > this.o.lockLeaseMs)
       throw new BoxbackError(
         'BOXBACK_ERR_STORE_UNREACHABLE',
@@ -167,8 +176,10 @@ export class S3Staging implements BackupStaging {
       contents: contentsRef,
     };
     await this.repo.writeSnapshot(h);
+    step('snapshot');
     this.finished = true;
     await this.cleanup();
+    step('cleanup');
     this.o.log.info(
       {
         ref: this.ref,
@@ -176,6 +187,7 @@ export class S3Staging implements BackupStaging {
         newBytes: this.writer.newBytes,
         storedBytes: this.writer.storedBytes,
         packs: this.writer.packs.length,
+        ms,
       },
       's3 backup committed',
     );
@@ -200,10 +212,14 @@ export class S3Staging implements BackupStaging {
     this.lockTimer = null;
     const name = this.lockName;
     this.lockName = null;
-    if (name)
-      await this.repo.client
-        .delete([name])
-        .catch((err: unknown) => this.o.log.warn({ err: String(err) }, 'could not drop the backup lock; it expires'));
-    await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+    // the lock's DELETE and the scratch directory's removal side by side
+    await Promise.all([
+      name
+        ? this.repo.client
+            .delete([name])
+            .catch((err: unknown) => this.o.log.warn({ err: String(err) }, 'could not drop the backup lock; it expires'))
+        : undefined,
+      fsp.rm(this.dir, { recursive: true, force: true }).catch(() => undefined),
+    ]);
   }
 }
