@@ -8,6 +8,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useReadAhead } from '../../packages/common/src/store/read-ahead.js';
+import { ROOTS_AHEAD } from '../../packages/common/src/store/s3/tree-upload.js';
 import { useOpenInPlace } from '../../packages/common/src/store/s3/sealed.js';
 import { diffTrees, snapshotTree } from '../helpers/journal-trees.js';
 import { sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
@@ -389,11 +390,44 @@ describe('S3 store journaled tree sync', () => {
       'cache/c.bin',
       'gone-dir/file',
     ];
-    const journaled = await writeBackup(t.store, {
-      host: 'gocd1',
-      previous: first.ref,
-      trees: [{ name: 'artifacts', source: src, excludes, changed }],
+    // the directory roots are read ahead (the agent's thread, a few at a time), each stopped once
+    const { nativeAddon: addon } = await import('../../packages/agent/src/native.js');
+    const runs: Array<{ root: string; consumed: number; stopped: number }> = [];
+    let running = 0;
+    let most = 0;
+    useReadAhead((root, windowBytes) => {
+      const h = addon!.prefetchStart!(root, windowBytes);
+      const run = { root, consumed: 0, stopped: 0 };
+      runs.push(run);
+      most = Math.max(most, ++running);
+      return {
+        consumed: (n) => {
+          run.consumed += n;
+          addon!.prefetchConsumed!(h, n);
+        },
+        stop: () => {
+          if (run.stopped++ === 0) running--;
+          const [files, bytes] = addon!.prefetchStop!(h);
+          return { files, bytes };
+        },
+      };
     });
+    let journaled: Awaited<ReturnType<typeof writeBackup>>;
+    try {
+      journaled = await writeBackup(t.store, {
+        host: 'gocd1',
+        previous: first.ref,
+        trees: [{ name: 'artifacts', source: src, excludes, changed }],
+      });
+    } finally {
+      useReadAhead(undefined);
+    }
+    expect(runs.map((r) => path.relative(src, r.root)).sort()).toEqual(['latest.jar', 'pipelines/build-42/reports', 'pipelines/build-43']);
+    expect(runs.every((r) => r.stopped >= 1)).toBe(true);
+    expect(running).toBe(0);
+    expect(most).toBeLessThanOrEqual(ROOTS_AHEAD);
+    // what the pass read under a root is what it told that root's read-ahead (skip.tmp excluded)
+    expect(runs.find((r) => r.root.endsWith('build-43'))!.consumed).toBe('built\n'.length * 500 + 2);
     const full = await writeBackup(t.store, { host: 'gocd1', previous: first.ref, trees: [{ name: 'artifacts', source: src, excludes }] });
     expect(journaled.trees.artifacts.mode).toBe('journal');
     expect(full.trees.artifacts.mode).toBe('full');

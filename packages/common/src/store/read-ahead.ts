@@ -10,6 +10,9 @@
  * prefetch.c, registered with useReadAhead), at most `window` bytes ahead of what the caller has
  * consumed, so the JS thread finds the tree's directories, inodes and data in the page cache.
  *
+ * A journaled S3 pass (tree-upload.ts) starts one per directory it must read (a day's new
+ * runs), a few at a time.
+ *
  * Optional: without a registered starter (no addon built, another process using the store), or
  * with BOXBACK_READ_AHEAD=off, nothing is read ahead and the reads are what they were.
  */
