@@ -48,7 +48,9 @@ export function steps(text, jobId) {
       const t = l.tree.replace(/[^a-z0-9]+/gi, '_');
       s[`${t}_farm_s`] = l.linkMs / 1000;
       s[`${t}_journal_sync_s`] = l.syncMs / 1000;
+      // (the name of earlier runs: the roots' copy, by rsync or, since session 19, in the agent: copied_by_rsync 0)
       s[`${t}_rsync_copy_s`] = (l.copyMs ?? 0) / 1000;
+      s[`${t}_copied_by_rsync`] = l.copiedBy === 'rsync' ? 1 : 0;
       s[`${t}_rsync_dirs_s`] = (l.dirsMs ?? 0) / 1000;
       s[`${t}_changed_roots`] = l.roots;
     } else if (/^tree .* synced by rsync$/.test(l.msg)) {

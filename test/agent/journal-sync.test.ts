@@ -4,6 +4,7 @@
 // builds from the same source, and the previous tree must not change by one byte or mode.
 // The journal here is synthetic (exactly the paths each operation touched, sometimes with
 // noise); journal-watch.test.ts drives the real watcher.
+import { execFileSync } from 'node:child_process';
 import { promises as fsp, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,6 +68,8 @@ async function history(seed: number, rounds: number, opts: { noise?: boolean; du
       stop = true;
       await concurrent;
     }
+    // With the addon's mtime setter the roots are copied in this process (root-copy.ts), else by rsync.
+    expect(res.copiedBy ?? (opts.rsyncDirs ? 'rsync' : 'process')).toBe(opts.rsyncDirs ? 'rsync' : 'process');
     // The previous backup's tree is untouched: bytes, modes, mtimes, owners, link targets.
     expect(diffTrees(before, await snapshotTree(prev, { ns: true })), `seed ${seed} round ${round}: prevTree changed`).toEqual([]);
     if (concurrent) {
@@ -142,6 +145,56 @@ describe('incremental sync from a journal equals a full rsync --link-dest pass',
       await history(seed, 6, { during: true });
     });
   }
+
+  it('leaves a root holding a FIFO to rsync, and still equals the full pass', async () => {
+    const dir = path.join(tmp, 'fifo');
+    const src = path.join(dir, 'src');
+    await fsp.mkdir(path.join(src, 'run1'), { recursive: true });
+    writeFileSync(path.join(src, 'run1', 'a.log'), 'a');
+    const prev = path.join(dir, 'prev');
+    fullRsync(src, prev, undefined);
+    await fsp.mkdir(path.join(src, 'run2'));
+    writeFileSync(path.join(src, 'run2', 'b.log'), 'b');
+    execFileSync('mkfifo', [path.join(src, 'run2', 'pipe')]);
+    const inc = path.join(dir, 'inc');
+    const r = await syncTreeIncremental({ source: src, dest: inc, prevTree: prev, changed: ['run2'] });
+    expect(r.copiedBy).toBe('rsync');
+    const full = path.join(dir, 'full');
+    fullRsync(src, full, prev);
+    expect(lstatSync(path.join(inc, 'run2', 'pipe')).isFIFO()).toBe(true);
+    // (a snapshot reads every file: the FIFOs go first, the rest is compared, run2's mtime from full's)
+    for (const t of [src, full, inc]) rmSync(path.join(t, 'run2', 'pipe'));
+    const snap = async (t: string) => {
+      const m = await snapshotTree(t, { ns: true });
+      m.delete('run2');
+      return m;
+    };
+    expect(diffTrees(await snap(full), await snap(inc), 20, await snap(src))).toEqual([]);
+    // Without a FIFO, the same roots are copied here, and BOXBACK_ROOT_COPY=rsync hands them to rsync.
+    // (a file from 1 MiB is copied through libuv's pool, after the small ones)
+    writeFileSync(path.join(src, 'run2', 'big.bin'), Buffer.alloc(3 << 19, 7));
+    await fsp.chmod(path.join(src, 'run2', 'big.bin'), 0o640);
+    const own = await syncTreeIncremental({ source: src, dest: path.join(dir, 'inc2'), prevTree: prev, changed: ['run2'] });
+    expect(own.copiedBy).toBe('process');
+    expect(own.filesTransferred).toBe(2);
+    expect(own.bytesTransferred).toBe(1 + (3 << 19));
+    fullRsync(src, path.join(dir, 'full2'), prev);
+    expect(
+      diffTrees(
+        await snapshotTree(path.join(dir, 'full2'), { ns: true }),
+        await snapshotTree(path.join(dir, 'inc2'), { ns: true }),
+        20,
+        await snapshotTree(src, { ns: true }),
+      ),
+    ).toEqual([]);
+    process.env.BOXBACK_ROOT_COPY = 'rsync';
+    try {
+      const forced = await syncTreeIncremental({ source: src, dest: path.join(dir, 'inc3'), prevTree: prev, changed: ['run2'] });
+      expect(forced.copiedBy).toBe('rsync');
+    } finally {
+      delete process.env.BOXBACK_ROOT_COPY;
+    }
+  });
 
   it('never writes through a hard link into the previous tree', async () => {
     const dir = path.join(tmp, 'links');

@@ -14,10 +14,13 @@
  *               real directory on both sides (a dir that became a symlink or vanished), so
  *               every step below works only below real directories of `dest`.
  *   3. REMOVE   remove each root from `dest` (unlinking a hard link never touches prevTree).
- *   4. COPY     `rsync -a -r -R --files-from=<roots> --from0 --link-dest=<prevTree>
- *               --delete-missing-args` for the roots: a file equal to the previous one is
+ *   4. COPY     the roots as `rsync -a -r -R --files-from=<roots> --from0 --link-dest=<prevTree>
+ *               --delete-missing-args` makes them: a file equal to the previous one is
  *               linked, anything else is written as a new inode (the root was removed first,
- *               so nothing is ever written through a link into prevTree).
+ *               so nothing is ever written through a link into prevTree). Done in this
+ *               process (root-copy.ts: no rsync processes to start) when the agent registered
+ *               its nanosecond mtime setter and the roots hold only directories, files and
+ *               symlinks; else by that rsync run.
  *   5. DIRS     the attributes `rsync -a -d` gives (owner, group, mode, mtime to the
  *               nanosecond) of the directories whose entries changed (the root and every
  *               root's ancestors), set from the source's in place on the JS thread
@@ -55,6 +58,7 @@ import { execa } from 'execa';
 import { BoxbackError } from '../../errors.js';
 import { compileExcludes } from '../../excludes.js';
 import { linkFarm } from './link-farm.js';
+import { copyRoots } from './root-copy.js';
 
 export { linkFarm } from './link-farm.js';
 
@@ -108,6 +112,8 @@ export interface IncrementalSyncResult {
   syncMs: number;
   /** Inside syncMs: the rsync of the roots, and the directory-attribute rsyncs (a small sync's fixed cost). */
   copyMs: number;
+  /** Who copied the roots: this process (root-copy.ts) or rsync; undefined when there was nothing to copy. */
+  copiedBy?: 'process' | 'rsync';
   dirsMs: number;
   durationMs: number;
   exitCode: number;
@@ -443,17 +449,29 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   let linkedFiles: number | undefined = 0;
   let exitCode = 0;
   const copyAt = Date.now();
+  let copiedBy: 'process' | 'rsync' | undefined;
   if (present.length) {
     o.onProgress?.({ step: 'copy', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: present.length });
-    const args = [...common, '-r', '--stats', '--delete-missing-args', `--link-dest=${prevTree}`, `${source}/`, `${dest}/`];
-    const r = await runRsync(rsync, args, present, o.signal);
-    failOn(r, source, warnings);
-    exitCode = r.exitCode;
-    const n = /Number of regular files transferred: ([\d,]+)/.exec(r.stdout);
-    const b = /Total transferred file size: ([\d,]+)/.exec(r.stdout);
-    filesTransferred = n ? Number(n[1].replace(/,/g, '')) : 0;
-    bytesTransferred = b ? Number(b[1].replace(/,/g, '')) : 0;
-    linkedFiles = linkedOf(r.stdout, n);
+    // In this process (root-copy.ts) where it can do what rsync would; else rsync.
+    const own = o.rsync
+      ? undefined
+      : await copyRoots({ source, dest, prevTree, roots: present, excludes: o.excludes ?? [], setMtime: setMtimeNs, signal: o.signal });
+    if (own) {
+      copiedBy = 'process';
+      ({ filesTransferred, bytesTransferred, linkedFiles, exitCode } = own);
+      warnings.push(...own.warnings);
+    } else {
+      copiedBy = 'rsync';
+      const args = [...common, '-r', '--stats', '--delete-missing-args', `--link-dest=${prevTree}`, `${source}/`, `${dest}/`];
+      const r = await runRsync(rsync, args, present, o.signal);
+      failOn(r, source, warnings);
+      exitCode = r.exitCode;
+      const n = /Number of regular files transferred: ([\d,]+)/.exec(r.stdout);
+      const b = /Total transferred file size: ([\d,]+)/.exec(r.stdout);
+      filesTransferred = n ? Number(n[1].replace(/,/g, '')) : 0;
+      bytesTransferred = b ? Number(b[1].replace(/,/g, '')) : 0;
+      linkedFiles = linkedOf(r.stdout, n);
+    }
     o.onProgress?.({
       step: 'copy',
       bytesDone: bytesTransferred,
@@ -511,6 +529,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
       linkMs,
       syncMs: Date.now() - started - linkMs,
       copyMs,
+      copiedBy,
       dirsMs: Date.now() - dirsAt,
       durationMs: Date.now() - started,
       exitCode,
