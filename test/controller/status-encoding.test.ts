@@ -2,14 +2,34 @@
 // gives: the same protobuf message decoded by a gRPC client, the same JSON object; an entry
 // kept between answers keeps its bytes, and a changed age or entry shows in the next answer.
 import { describe, expect, it } from 'vitest';
-import { loadServices } from '@boxback/common';
-import { answerJson, answerProto, registerParts } from '../../packages/controller/src/status-encoding.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { loadServices, protoDir } from '@boxback/common';
+import { answerJson, answerProto, entryProto, registerParts } from '../../packages/controller/src/status-encoding.js';
 
 interface Def {
   responseSerialize(v: unknown): Buffer;
   responseDeserialize(b: Buffer): unknown;
 }
 const def = (loadServices().ControllerService.service as unknown as Record<string, Def>).GetStatus;
+// proto-loader's own serializer (protobufjs fromObject + encode), untouched: the path entries were encoded by before
+const reference = (
+  protoLoader.loadSync(['boxback/v1/controller.proto'], {
+    keepCase: false,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+    includeDirs: [protoDir()],
+  })['boxback.v1.ControllerService'] as unknown as Record<string, Def>
+).GetStatus;
+
+/** A HostStatus's bytes as the old path made them: a one-host answer encoded by proto-loader, less the host's tag and length. */
+function oldHostStatusBytes(hs: object): Buffer {
+  const one = reference.responseSerialize({ hosts: [hs] });
+  let at = 1;
+  while (one[at] & 0x80) at++;
+  return Buffer.from(one.subarray(at + 1));
+}
 
 function entry(i: number, running: boolean) {
   return {
@@ -94,6 +114,16 @@ function answer(entries: object[], ages: number[], atMs: number) {
   return a;
 }
 
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 127) {
+    out.push((n & 127) | 128);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
 describe('status answers encoded from per-host pieces', () => {
   const entries = Array.from({ length: 40 }, (_, i) => entry(i, i % 5 === 1));
   const ages = entries.map((_, i) => (i % 4 === 0 ? -1 : i === 1 ? 0 : i * 1000 + 2 ** 33));
@@ -121,6 +151,35 @@ describe('status answers encoded from per-host pieces', () => {
     expect(decoded.hosts[7].runningJob).not.toBeNull();
     expect(decoded).toEqual(def.responseDeserialize(def.responseSerialize(b)));
     expect(JSON.parse(answerJson(b)!.toString('utf8'))).toEqual(JSON.parse(JSON.stringify(b)));
+  });
+
+  it('encodes each entry to the bytes proto-loader encoded it to (host and backup fields last)', () => {
+    for (const [i, e] of entries.entries()) {
+      const ref = e as { host: object | null; lastGoodBackup: object | null };
+      const old = Buffer.concat([
+        oldHostStatusBytes({ ...e, host: null, lastGoodBackup: null }),
+        ref.host ? oldHostStatusBytes({ host: ref.host }) : Buffer.alloc(0),
+        ref.lastGoodBackup ? oldHostStatusBytes({ lastGoodBackup: ref.lastGoodBackup }) : Buffer.alloc(0),
+      ]);
+      expect(entryProto(e).equals(old), `entry ${i}`).toBe(true);
+    }
+    // the whole answer: byte for byte what proto-loader encodes of the same fields in this order
+    const a = answer(entries, ages, 7);
+    const pieces = answerProto(a, (v) => reference.responseSerialize(v))!;
+    const whole = Buffer.concat([
+      ...entries.map((e, i) => {
+        const ref = e as { host: object | null; lastGoodBackup: object | null };
+        const hs = Buffer.concat([
+          oldHostStatusBytes({ ...e, host: null, lastGoodBackup: null }),
+          ref.host ? oldHostStatusBytes({ host: ref.host }) : Buffer.alloc(0),
+          ref.lastGoodBackup ? oldHostStatusBytes({ lastGoodBackup: ref.lastGoodBackup }) : Buffer.alloc(0),
+          ages[i] ? oldHostStatusBytes({ lastGoodAgeSeconds: ages[i] }) : Buffer.alloc(0),
+        ]);
+        return Buffer.concat([reference.responseSerialize({ hosts: [{}] }).subarray(0, 1), varint(hs.length), hs]);
+      }),
+      reference.responseSerialize({ ...a, hosts: [] }),
+    ]);
+    expect(pieces.equals(whole)).toBe(true);
   });
 
   it('leaves answers it was not given to the whole encoder', () => {

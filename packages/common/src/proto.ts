@@ -16,6 +16,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { plainDecoder } from './plain-decoder.js';
+import { plainEncoder, type PlainEncoder } from './plain-encoder.js';
+
+export { plainEncoder, type PlainEncoder } from './plain-encoder.js';
 
 /** int64 as numbers in protobufjs' reader and writer (see above); before any message type is used. */
 function withoutLongJs(): void {
@@ -54,24 +57,44 @@ let cached: BoxbackServices | undefined;
 
 const PROTO_FILES = ['boxback/v1/agent.proto', 'boxback/v1/controller.proto'];
 
+/** The contracts' types, loaded by protobufjs as proto-loader loads them (plain codecs, messageEncoder). */
+let typesRoot: protobuf.Root | undefined;
+
 /**
  * Each method's answer decoded in one pass into the objects proto-loader would give
- * (plain-decoder.ts), where the answer's type allows it; before the client constructors are
+ * (plain-decoder.ts) and encoded in one pass into the bytes proto-loader would give
+ * (plain-encoder.ts), where the answer's type allows it; before the client constructors are
  * made, since they capture the deserializers.
  */
-function withPlainDecoders(def: protoLoader.PackageDefinition, dir: string): void {
+function withPlainCodecs(def: protoLoader.PackageDefinition, dir: string): void {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => path.join(dir, target);
   root.loadSync(PROTO_FILES, { keepCase: LOADER_OPTIONS.keepCase });
   root.resolveAll();
+  typesRoot = root;
   for (const name of ['AgentService', 'ControllerService']) {
     const service = root.lookupService(`boxback.v1.${name}`);
     const methods = def[`boxback.v1.${name}`] as protoLoader.ServiceDefinition;
     for (const [m, method] of Object.entries(service.methods)) {
-      const decode = methods[m] && method.resolvedResponseType ? plainDecoder(method.resolvedResponseType) : undefined;
-      if (decode) (methods[m] as { responseDeserialize: (b: Buffer) => unknown }).responseDeserialize = decode;
+      const type = method.resolvedResponseType;
+      if (!methods[m] || !type) continue;
+      const one = methods[m] as { responseDeserialize: (b: Buffer) => unknown; responseSerialize: (v: unknown) => Buffer };
+      const decode = plainDecoder(type);
+      if (decode) one.responseDeserialize = decode;
+      const enc = plainEncoder(type);
+      if (enc) one.responseSerialize = (v) => enc.encode(v as object);
     }
   }
+}
+
+/**
+ * The one-pass encoder of a message type of the contracts (`boxback.v1.HostStatus`), or
+ * undefined when plain-encoder.ts does not encode its field kinds: the controller encodes a
+ * status answer's host entries with it (status-encoding.ts).
+ */
+export function messageEncoder(fullName: string): PlainEncoder | undefined {
+  loadServices();
+  return plainEncoder(typesRoot!.lookupType(fullName));
 }
 
 export function loadServices(): BoxbackServices {
@@ -79,7 +102,7 @@ export function loadServices(): BoxbackServices {
   withoutLongJs();
   const dir = protoDir();
   const def = protoLoader.loadSync(PROTO_FILES, { ...LOADER_OPTIONS, includeDirs: [dir] });
-  withPlainDecoders(def, dir);
+  withPlainCodecs(def, dir);
   const pkg = grpc.loadPackageDefinition(def) as unknown as { boxback: { v1: BoxbackServices } };
   cached = pkg.boxback.v1;
   return cached;

@@ -8,7 +8,7 @@
  * computation reports each host's flag to `onAtRisk` (webhooks). Each host also shows its next
  * scheduled backup (`nextRuns`, from the scheduler) and its last passed restore drill.
  */
-import { BOXBACK_VERSION, loadServices, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
+import { BOXBACK_VERSION, mapLimit, type AgentInfo, type Logger, type Progress, type wire } from '@boxback/common';
 import type { Agents } from './agent-client.js';
 import type { BackupRow, Catalog, EvidenceRow, HostRow, HostUpdate, JobRow } from './catalog/types.js';
 import { backupMsg, hostMsg, jobMsg } from './convert.js';
@@ -53,9 +53,6 @@ const REREAD_AT_MOST = 200;
 /** Past this many hosts a full read of the rows gives the event loop a turn between its queries (synchronous on SQLite). */
 const BIG_FLEET = 200;
 const turnIf = (yes: boolean) => (yes ? nextTurn() : Promise.resolve());
-
-/** GetStatus's answer serializer (the one the gRPC server encodes answers with). */
-const serializeStatus = (): ((v: unknown) => Buffer) => loadServices().ControllerService.service.GetStatus.responseSerialize;
 
 /** What of a poll's answer status shows: a change makes the next status call build anew. */
 const seenKey = (s: Seen) =>
@@ -417,7 +414,7 @@ export class HostMonitor {
       const prev = this.inputs.get(h.name);
       const made = prev && sameInputs(prev, x) ? prev : { ...x, entry: this.entry(x, s, prev), ...jobMark(x.job) };
       // a new entry's bytes made now, in this slice (the answer is then joined from them, status-encoding.ts)
-      if (made.entry !== prev?.entry) entryProto(made.entry, serializeStatus());
+      if (made.entry !== prev?.entry) entryProto(made.entry);
       inputs.set(h.name, made);
       const entry = made.entry;
       entries.push(entry);
