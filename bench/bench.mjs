@@ -6,11 +6,12 @@
 //
 //   npm run bench -- [--size small|default|large] [--seed N] [--json] [--dir DIR] [--keep] [--no-restic]
 //                    [--journal-files N] [--no-journal] [--daemon-files N] [--no-daemon-rss] [--timeout S]
-//                    [--cpu-prof DIR] [--job-prof DIR] [--no-s3] [--only incremental]
+//                    [--cpu-prof DIR] [--job-prof DIR] [--no-s3] [--only incremental|s3]
 //
 // --only incremental: steps 1, 2 (ours), 4 (restic), 5 and 6 (ours and restic) only: the deployed
 // incremental's row, its phases and fixed costs, in a few minutes. --job-prof DIR also keeps the
-// daemon's log lines there (daemon.log).
+// daemon's log lines there (daemon.log). --only s3: step 7b alone (its own box, radosgw and
+// daemons), under this script's signal and timeout handling (test/bench/bench-cleanup.test.ts).
 //
 // Steps, in order:
 //   1. generate the box (bench/lib/gen-box.mjs), start its stand-in server and the real
@@ -80,8 +81,12 @@ const { values: args } = benchArgs(import.meta.url, {
   },
 });
 const say = (msg) => process.stderr.write(`${msg}\n`);
-if (args.only !== undefined && args.only !== 'incremental') {
-  say(`--only takes "incremental", not ${args.only}`);
+if (args.only !== undefined && args.only !== 'incremental' && args.only !== 's3') {
+  say(`--only takes "incremental" or "s3", not ${args.only}`);
+  process.exit(2);
+}
+if (args.only === 's3' && (args['no-s3'] || args.size === 'large')) {
+  say('--only s3 runs the S3 section: not with --no-s3, nor at --size large (the section skips it)');
   process.exit(2);
 }
 /** --only incremental: the rows beside the deployed incremental are skipped. */
@@ -116,6 +121,22 @@ onCleanup(() => (args.keep ? say(`kept ${root}`) : rmSync(root, { recursive: tru
 const port = 20000 + Math.floor(Math.random() * 20000);
 const figures = {};
 const notes = [];
+
+if (args.only === 's3') {
+  // 7b alone: s3Section makes its own box, radosgw and daemons (all tracked by procs.mjs).
+  try {
+    const s3 = await s3SectionFor(args, { root, hasRestic, log: say });
+    Object.assign(figures, s3.figures);
+    notes.push(...s3.notes);
+  } catch (err) {
+    say(`bench failed: ${err.stack ?? err}`);
+    process.exitCode = 1;
+  }
+  await stopEverything(say);
+  if (process.exitCode === 1) process.exit(1);
+  report();
+  process.exit(0);
+}
 
 say(`generating a ${args.size} box under ${root} (seed ${args.seed})...`);
 const t0 = performance.now();
@@ -511,19 +532,24 @@ try {
 await stopEverything(say);
 if (process.exitCode === 1) process.exit(1);
 
-notes.push(`page cache: ${pageCache}`);
-const out = {
-  bench: 'boxback',
-  size: args.size,
-  seed: Number(args.seed),
-  cpus: os.cpus().length,
-  node: process.version,
-  page_cache: pageCache,
-  ...figures,
-};
-for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
-for (const k of Object.keys(out)) if (typeof out[k] === 'number' && !Number.isInteger(out[k])) out[k] = Math.round(out[k] * 1000) / 1000;
-if (args.json) {
-  process.stdout.write(`${JSON.stringify(out)}\n`);
-  say(notes.join('\n'));
-} else printTable(out, notes);
+report();
+
+/** The figures as one JSON line (--json) or a table, and the notes. */
+function report() {
+  notes.push(`page cache: ${pageCache}`);
+  const out = {
+    bench: 'boxback',
+    size: args.size,
+    seed: Number(args.seed),
+    cpus: os.cpus().length,
+    node: process.version,
+    page_cache: pageCache,
+    ...figures,
+  };
+  for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
+  for (const k of Object.keys(out)) if (typeof out[k] === 'number' && !Number.isInteger(out[k])) out[k] = Math.round(out[k] * 1000) / 1000;
+  if (args.json) {
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    say(notes.join('\n'));
+  } else printTable(out, notes);
+}
