@@ -4,8 +4,9 @@ import LongestFirstSequencer from './test/helpers/sequencer.js';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // One radosgw per run for the S3 tests (started only when the run includes them).
-    globalSetup: ['test/helpers/radosgw-setup.ts'],
+    // One radosgw per run for the S3 tests, one bundle per run for the deploy tests (each
+    // started only when the run includes them).
+    globalSetup: ['test/helpers/radosgw-setup.ts', 'test/helpers/bundle-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',

@@ -97,7 +97,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-bundled-'));
   root = path.join(dir, 'root');
   opt = path.join(root, 'opt/boxback');
-  const bundle = bundleInto(path.join(dir, 'bundle'));
+  const bundle = await bundleInto(path.join(dir, 'bundle'));
   for (const args of [['--controller'], ['--agent', '--plan', 'gocd', '--name', 'gocd1']]) {
     const r = install(root, bundle, args);
     if (r.code !== 0) throw new Error(`install.sh ${args.join(' ')} failed: ${r.stderr}${r.stdout}`);

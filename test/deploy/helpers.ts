@@ -2,7 +2,7 @@
 // root, and describe a tree (path -> mode and content hash) to compare runs.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 export const repo = path.resolve(import.meta.dirname, '../..');
@@ -19,8 +19,26 @@ export function sh(argv: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string
   return { code: r.status ?? 128, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
-/** `node scripts/bundle.mjs --outdir DIR`; throws with its output when it fails. */
-export function bundleInto(dir: string): string {
+/**
+ * A bundle of today's tree in DIR, as `node scripts/bundle.mjs --outdir DIR` makes it: a copy
+ * of the run's shared bundle (test/helpers/bundle-setup.ts, built once per run) when there is
+ * one, else bundled here. Throws with the bundler's output when it fails.
+ */
+export async function bundleInto(dir: string): Promise<string> {
+  const { inject } = await import('vitest');
+  const shared = inject('sharedBundle');
+  if (shared) {
+    const status = path.join(shared, 'status');
+    for (const end = Date.now() + 600_000; !existsSync(status);) {
+      if (Date.now() > end) throw new Error("the run's shared bundle was not made within 10 min");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const s = readFileSync(status, 'utf8');
+    if (s !== 'ok') throw new Error(s);
+    const cp = sh(['cp', '-a', path.join(shared, 'bundle'), dir]); // modes and times as bundle.mjs left them
+    if (cp.code !== 0) throw new Error(`copying the shared bundle failed: ${cp.stderr}`);
+    return dir;
+  }
   const r = sh([process.execPath, path.join(repo, 'scripts/bundle.mjs'), '--outdir', dir]);
   if (r.code !== 0) throw new Error(`npm run bundle failed (${r.code}): ${r.stderr}${r.stdout}`);
   return dir;

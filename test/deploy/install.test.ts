@@ -12,9 +12,9 @@ import { CONTROLLER_NODE_FLAGS } from '../../packages/controller/src/node-flags.
 let dir: string;
 let bundle: string;
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-install-'));
-  bundle = bundleInto(path.join(dir, 'bundle'));
+  bundle = await bundleInto(path.join(dir, 'bundle'));
 });
 
 afterAll(() => {

@@ -16,10 +16,10 @@ function verify(unit: string, r = root) {
   return sh(['systemd-analyze', 'verify', '--man=no', `--root=${r}`, unit]);
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-units-'));
   root = path.join(dir, 'root');
-  const bundle = bundleInto(path.join(dir, 'bundle'));
+  const bundle = await bundleInto(path.join(dir, 'bundle'));
   for (const args of [['--agent', '--plan', 'gocd', '--name', 'gocd1'], ['--controller']]) {
     const r = install(root, bundle, args);
     if (r.code !== 0) throw new Error(`install.sh ${args.join(' ')} failed: ${r.stderr}${r.stdout}`);
