@@ -54,7 +54,9 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+// execa is imported where it runs (`await import('execa')`), not at load: @boxback/common's index loads
+// this module into every process, the `boxback` CLI too, and execa's ~100 files were ~a quarter of
+// each CLI run's start-up CPU (test suite, session 19).
 import { BoxbackError } from '../../errors.js';
 import { compileExcludes } from '../../excludes.js';
 import { linkFarm } from './link-farm.js';
@@ -200,6 +202,7 @@ async function runRsync(bin: string, args: string[], list: string[], signal?: Ab
   const listFile = path.join(os.tmpdir(), `boxback-files-from-${process.pid}-${Math.random().toString(36).slice(2)}`);
   writeFileSync(listFile, list.map((p) => `${p}\0`).join(''), { mode: 0o600 });
   try {
+    const { execa } = await import('execa');
     const r = await execa(bin, [...args, `--files-from=${listFile}`, '--from0'], {
       reject: false,
       stdin: 'ignore',
@@ -494,6 +497,7 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   // only changed its mode would be chmod-ed in place, through the link, in prevTree. The
   // root's own attributes come from a run whose filter leaves out every top-level entry.
   // The two touch different directories (the root is never in `dirs`): run them at once.
+  const { execa } = await import('execa');
   const [top, d] = await Promise.all([
     execa(rsync, [...common, '-d', '--exclude=/*', `${source}/`, `${dest}/`], {
       reject: false,

@@ -25,7 +25,10 @@
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+// execa is imported where it runs (`await import('execa')`), not at load: @boxback/common's index loads
+// this module into every process, the `boxback` CLI too, and execa's ~100 files were ~a quarter of
+// each CLI run's start-up CPU (test suite, session 19).
+import type { ResultPromise } from 'execa';
 import { BoxbackError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { removeTree } from '../../remove-tree.js';
@@ -103,6 +106,7 @@ export async function linkFarm(prevTree: string, dest: string, o: LinkFarmOption
   }
   const list = plan.skeleton.map((d) => (d === '' ? '.' : d));
   const rsync = o.rsync ?? 'rsync';
+  const { execa } = await import('execa');
   const r = await execa(rsync, ['-a', '-d', '--numeric-ids', '--modify-window=-1', '--files-from=-', '--from0', `${from}/`, `${to}/`], {
     reject: false,
     input: list.map((d) => `${d}\0`).join(''),
@@ -167,6 +171,7 @@ async function splitTree(root: string, want: number): Promise<Split | undefined>
 }
 
 async function runLinker(bin: string, args: string[], signal: AbortSignal | undefined, from: string, to: string): Promise<void> {
+  const { execa } = await import('execa');
   const r = await execa(bin, args, {
     reject: false,
     stdin: 'ignore',
@@ -226,6 +231,7 @@ export class LinkFarms {
     const tmp = `${dir}.tmp`;
     const prep: Prep = { backupRel, dir, startedAt: Date.now(), done: Promise.resolve(false) };
     prep.done = (async () => {
+      const { execa } = await import('execa');
       await removeTree(tmp);
       await fsp.mkdir(tmp, { recursive: true });
       const sub = execa('ionice', ['-c3', 'nice', '-n', '19', this.cp, '-a', '-l', '--', `${from}/.`, `${tmp}/`], {
@@ -277,6 +283,7 @@ export class LinkFarms {
     const pid = prep.sub?.pid;
     if (pid) {
       const t0 = Date.now();
+      const { execa } = await import('execa');
       await Promise.all([
         execa('renice', ['-n', '0', '-p', String(pid)], { reject: false, stdin: 'ignore' }),
         execa('ionice', ['-c', '2', '-n', '4', '-p', String(pid)], { reject: false, stdin: 'ignore' }),

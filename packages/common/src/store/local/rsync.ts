@@ -19,7 +19,9 @@
 import { promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { execa } from 'execa';
+// execa is imported where it runs (`await import('execa')`), not at load: @boxback/common's index loads
+// this module into every process, the `boxback` CLI too, and execa's ~100 files were ~a quarter of
+// each CLI run's start-up CPU (test suite, session 19).
 import { BoxbackError } from '../../errors.js';
 
 export interface SyncProgress {
@@ -118,6 +120,7 @@ export async function syncTree(o: SyncOptions): Promise<SyncResult> {
       .catch(() => false));
   await fsp.mkdir(o.dest, { recursive: true });
   const argv = rsyncArgs(o, linkDestExists);
+  const { execa } = await import('execa');
   const sub = execa(o.rsync ?? 'rsync', argv, {
     reject: false,
     buffer: false,

@@ -15,7 +15,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+// execa is imported where it runs (`await import('execa')`), not at load: @boxback/common's index loads
+// this module into every process, the `boxback` CLI too, and execa's ~100 files were ~a quarter of
+// each CLI run's start-up CPU (test suite, session 19).
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../../fs-atomic.js';
 import { mapLimit } from '../../limit.js';
 import { removeTree } from '../../remove-tree.js';
@@ -125,6 +127,7 @@ export async function syncToDisk(
     await mapLimit([...wrote.dirs].reverse(), 16, (d) => fsyncDir(d));
     return 'fsync-written';
   }
+  const { execa } = await import('execa');
   const r = await execa('sync', ['--file-system', dir], {
     reject: false,
     stdin: 'ignore',

@@ -25,7 +25,9 @@
  */
 import { lstatSync, promises as fsp, readdirSync, type Dirent } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+// execa is imported where it runs (`await import('execa')`), not at load: @boxback/common's index loads
+// this module into every process, the `boxback` CLI too, and execa's ~100 files were ~a quarter of
+// each CLI run's start-up CPU (test suite, session 19).
 import { BoxbackError } from '../../errors.js';
 import { mapLimit } from '../../limit.js';
 import { nanosecondMtimes } from './incremental-sync.js';
@@ -138,6 +140,7 @@ async function copyDirAttributes(src: string, dest: string, signal?: AbortSignal
     if (rc === 0) return;
     // Not set (-errno): touch below says why, or sets it.
   }
+  const { execa } = await import('execa');
   const r = await execa('touch', ['-h', '-r', src, '--', dest], {
     reject: false,
     stdin: 'ignore',
@@ -236,6 +239,7 @@ const PART_POLL_MS = 100;
 
 /** One cp; a full disk is DISK_FULL (cp stopped at the first failed write), any other failure SYNC_FAILED. */
 async function runCp(args: string[], src: string, dest: string, signal?: AbortSignal): Promise<void> {
+  const { execa } = await import('execa');
   const sub = execa('cp', args, {
     reject: false,
     stdin: 'ignore',
