@@ -1,4 +1,5 @@
 export const H2_JAR: string;
+export const H2_JAVA_OPTS: string[];
 export const H2_SCHEMA: string;
 export function startH2(baseDir: string, port: number, pidFile: string, logFile?: string): Promise<number>;
 export function stopH2(pidFile: string): Promise<void>;

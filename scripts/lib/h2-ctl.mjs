@@ -11,6 +11,17 @@ import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:
 import net from 'node:net';
 
 export const H2_JAR = process.env.BOXBACK_H2_JAR || '/usr/share/java/h2.jar';
+/**
+ * JVM options of every java this file starts (the server, the Shell queries, the writer):
+ * C1 only, the serial GC, no perf-data file. A small demo or test database needs neither C2's
+ * compiler threads nor parallel GC threads: with them the server burned 7.2 CPU-s under the
+ * writer's 15 s load (3.2 s with these), and a query on a 6000-row copy 1.12 CPU-s (0.91), on
+ * a 2-core box shared by the test files. BOXBACK_H2_JAVA_OPTS replaces them ("" for none).
+ * The agent's own java runs (kind: h2) are the plan's and do not use these.
+ */
+export const H2_JAVA_OPTS = (process.env.BOXBACK_H2_JAVA_OPTS ?? '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData')
+  .split(' ')
+  .filter(Boolean);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const alive = (pid) => {
@@ -32,7 +43,18 @@ const listening = (port) =>
 /** Start an H2 TCP server for BASEDIR on PORT; resolves with its pid once it listens. */
 export async function startH2(baseDir, port, pidFile, logFile = `${pidFile}.log`) {
   const out = openSync(logFile, 'a');
-  const args = ['-cp', H2_JAR, 'org.h2.tools.Server', '-tcp', '-tcpPort', String(port), '-baseDir', baseDir, '-ifNotExists'];
+  const args = [
+    ...H2_JAVA_OPTS,
+    '-cp',
+    H2_JAR,
+    'org.h2.tools.Server',
+    '-tcp',
+    '-tcpPort',
+    String(port),
+    '-baseDir',
+    baseDir,
+    '-ifNotExists',
+  ];
   const child = spawn('java', args, { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   writeFileSync(pidFile, `${child.pid}\n`);
@@ -59,10 +81,14 @@ export async function stopH2(pidFile) {
 
 /** Run SQL with H2's Shell (demo and tests: the password, empty here, is on the command line); throws on an `Error:` line. */
 export function h2Query(url, sql) {
-  const out = execFileSync('java', ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', '', '-sql', sql], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const out = execFileSync(
+    'java',
+    [...H2_JAVA_OPTS, '-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', '', '-sql', sql],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const err = out.split('\n').find((l) => l.startsWith('Error: '));
   if (err) throw new Error(err);
   return out;
@@ -119,7 +145,20 @@ export function startH2Writer(url, from = 1) {
     if (!running) return;
     execFile(
       'java',
-      ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', '', '-sql', 'SELECT last FROM counter WHERE k = 1'],
+      [
+        ...H2_JAVA_OPTS,
+        '-cp',
+        H2_JAR,
+        'org.h2.tools.Shell',
+        '-url',
+        url,
+        '-user',
+        'sa',
+        '-password',
+        '',
+        '-sql',
+        'SELECT last FROM counter WHERE k = 1',
+      ],
       (err, out) => {
         const last = /^LAST\s*\n\s*(\d+)/m.exec(out ?? '');
         if (err || !last) return void setTimeout(reconnect, 500);
@@ -129,7 +168,7 @@ export function startH2Writer(url, from = 1) {
     );
   };
   const connect = () => {
-    sh = spawn('java', ['-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', ''], {
+    sh = spawn('java', [...H2_JAVA_OPTS, '-cp', H2_JAR, 'org.h2.tools.Shell', '-url', url, '-user', 'sa', '-password', ''], {
       stdio: ['pipe', 'pipe', 'ignore'],
     });
     sh.stdin.on('error', () => undefined);
