@@ -283,6 +283,13 @@ export async function s3Section({
     log(`  ${notes.at(-1)}`);
     notes.push(`s3 incremental timeline (s from its start; job ${f2(b.seconds)}): ${timeline(b.manifest)}`);
     log(`  ${notes.at(-1)}`);
+    // what the archives copied from the previous backup's (zip-blocks.ts) instead of deflating again
+    const reused = b.manifest.datasets.reduce((n, d) => n + (d.extra?.reusedBytes ?? 0), 0);
+    figures.s3_incremental_archive_reused_bytes = reused;
+    notes.push(
+      `s3 incremental archives: ${b.manifest.datasets.map((d) => `${d.archive} ${mb(d.extra?.reusedBytes ?? 0)} of ${mb(d.bytes ?? 0)} MB reused`).join(', ')}`,
+    );
+    log(`  ${notes.at(-1)}`);
     if (logDir) writeFileSync(path.join(logDir, 'daemon-a.log'), daemonA.agent.output());
 
     // 5. Bytes stored on the server.

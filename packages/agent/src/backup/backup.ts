@@ -363,6 +363,13 @@ async function creatingDir(r: Run): Promise<void> {
     const t1 = Date.now();
     // the previous backup's block index (never throws: nothing to reuse) is read while the
     // staging is made: each is a few round trips to an S3 store, one after the other before
+    // On an S3 store this finds nothing to reuse: an S3 backup stores no manifest.json file (its
+    // snapshot names the manifest), so storedSha's openFile is NOT_FOUND and db.zip is deflated
+    // again, its unchanged blocks the same bytes, so the same blobs (not uploaded again). Kept
+    // so: reading the previous archive's blocks back from the bucket measured slower than
+    // deflating them (store-s3-performance.md, session 19: 2.69 vs 1.99 s for 64 MiB), and on a
+    // remote store it would download most of the archive at every backup. The lookup still
+    // loads the previous backup (cached: the trees' journaled passes need it) beside begin.
     const prev = r.previous;
     let previousIndexMs = 0;
     const reuse = prev
