@@ -24,6 +24,10 @@
  *                        its owner and mtime set
  *   DIRS    each directory made, deepest first: owner, mode, mtime (its entries are all in)
  *
+ * All of it on the JS thread (lstat, link, a small file's copy_file_range: a round trip through
+ * libuv's pool waits behind the archives' 1 MiB jobs), given back every 10 ms so that a large set
+ * of roots read cold does not hold the other lanes up.
+ *
  * Owner and group as rsync -o -g sets them: both as root; otherwise the group where the user may
  * set it. A path that vanished or changed type while it was copied is what a live tree does:
  * rsync reports it (exit 24 or 23) and keeps the rest, so this does, with the same warning; the
@@ -84,6 +88,8 @@ export interface RootCopyResult {
  * archive's 1 MiB hashing and deflate jobs.
  */
 const POOL_COPY_FROM = 1 << 20;
+/** The JS thread is given back after this long of copying (between files). */
+const SLICE_MS = 10;
 
 interface Item {
   rel: string;
@@ -99,6 +105,16 @@ const lstatPrev = (p: string): BigIntStats | undefined => {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw err;
+  }
+};
+
+/** A source entry, undefined when it went away (or a directory above it became something else). */
+const lstatLive = (p: string): BigIntStats | undefined => {
+  try {
+    return lstatBig(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw failure(err, p);
   }
 };
 
@@ -122,9 +138,20 @@ export async function copyRoots(o: RootCopyOptions): Promise<RootCopyResult | un
   if (ex.unsupported.length || o.roots.some((r) => r === '.' || r === '')) return undefined;
   let vanished = 0;
 
+  // A large set of roots (thousands of entries, read cold) must not hold the JS thread: the other
+  // lanes' work (the archives' writes, the other tree's describe, gRPC) runs between slices.
+  let sliceAt = performance.now();
+  let calls = 0;
+  const slice = async (): Promise<void> => {
+    if (++calls % 16 !== 0 || performance.now() - sliceAt < SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    o.signal?.throwIfAborted();
+    sliceAt = performance.now();
+  };
+
   // WALK: every entry to make, in walk order (a directory before its content).
   const items: Item[] = [];
-  const walk = (rel: string, st: BigIntStats): boolean => {
+  const walk = async (rel: string, st: BigIntStats): Promise<boolean> => {
     if (ex.excluded(rel, st.isDirectory())) return true;
     if (!st.isDirectory() && !st.isFile() && !st.isSymbolicLink()) return false; // a device, FIFO or socket: rsync's
     items.push({ rel, st });
@@ -139,24 +166,25 @@ export async function copyRoots(o: RootCopyOptions): Promise<RootCopyResult | un
     }
     names.sort();
     for (const n of names) {
+      await slice();
       const child = `${rel}/${n}`;
-      const cst = lstatBig(path.join(o.source, child));
+      const cst = lstatLive(path.join(o.source, child));
       if (!cst) {
         vanished++;
         continue;
       }
-      if (!walk(child, cst)) return false;
+      if (!(await walk(child, cst))) return false;
     }
     return true;
   };
   for (const root of o.roots) {
     o.signal?.throwIfAborted();
-    const st = lstatBig(path.join(o.source, root));
+    const st = lstatLive(path.join(o.source, root));
     if (!st) {
       vanished++;
       continue;
     }
-    if (!walk(root, st)) return undefined;
+    if (!(await walk(root, st))) return undefined;
   }
 
   // ENTRY
@@ -195,9 +223,8 @@ export async function copyRoots(o: RootCopyOptions): Promise<RootCopyResult | un
   };
   const dirs: Item[] = [];
   const copies: { from: string; to: string; st: BigIntStats }[] = [];
-  let n = 0;
   for (const it of items) {
-    if (++n % 256 === 0) o.signal?.throwIfAborted();
+    await slice();
     const from = path.join(o.source, it.rel);
     const to = path.join(o.dest, it.rel);
     const prev = path.join(o.prevTree, it.rel);
