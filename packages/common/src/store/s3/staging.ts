@@ -7,10 +7,10 @@
  *             its SHA-256 must match the caller's; an archive is cut at its blocks' edges
  *             (the caller's `cuts`), so each unchanged compressed block is the same blob
  *   syncTree  tree-upload.ts: straight from the source, unchanged content not uploaded
- *   commit    manifest and content map stored as blobs -> every pack upload confirmed ->
- *             every pack it reuses confirmed present (HEAD), re-indexed if a prune forgot it
- *             meanwhile -> its index object -> lock still fresh? -> the snapshot object, LAST
- *             -> lock dropped, scratch removed
+ *   commit    manifest and content map stored as blobs, every pack upload confirmed, and
+ *             meanwhile every pack it reuses confirmed present (index LIST, HEADs), re-indexed
+ *             if a prune forgot it -> its index object -> lock still fresh? -> the snapshot
+ *             object, LAST -> lock dropped, scratch removed
  *   abort     uploads settled; the packs only it wrote deleted (nothing else can name them:
  *             they were never indexed); lock dropped; scratch removed. Never throws.
  */
@@ -111,17 +111,21 @@ export class S3Staging implements BackupStaging {
   }
 
   /**
-   * Every pack this backup names exists; packs a prune dropped from the index meanwhile are
-   * indexed again. `mine`: the blobs this backup stored (in its own packs, being uploaded:
-   * they are confirmed by their PUTs, and the index does not name them yet).
+   * Every pack that `lists` (blob lists of this backup) reuse exists, read after a fresh index
+   * LIST; packs a prune dropped from the index meanwhile are returned to be indexed again. The
+   * blobs this writer stored are skipped (in its own packs, confirmed by their PUTs; the index
+   * does not name them yet), and so are packs in `done` (confirmed already); those confirmed
+   * here are added to it.
    */
-  private async confirmReused(mine: ReadonlySet<string>): Promise<Array<[string, PackEntry[]]>> {
+  private async confirmReused(lists: string[][], done: Set<string>): Promise<Array<[string, PackEntry[]]>> {
+    const mine = this.writer.stored;
+    if (lists.every((blobs) => blobs.every((b) => mine.has(b)))) return [];
     const where = new Map<string, string>(); // blob -> pack, as this backup saw it
     for (const [pack, p] of this.seenPacks) for (const [id] of p.entries) if (!where.has(id)) where.set(id, pack);
     await this.repo.refreshIndex();
     const packs = new Set<string>();
     const lost = new Set<string>();
-    for (const blobs of Object.values(this.contents))
+    for (const blobs of lists)
       for (const b of blobs) {
         if (mine.has(b)) continue;
         const loc = this.repo.index.get(b);
@@ -133,12 +137,14 @@ export class S3Staging implements BackupStaging {
             `blob ${b.slice(0, 12)} named by ${this.ref.host}@${this.ref.timestamp} is in no pack`,
           );
       }
-    await mapLimit([...packs, ...lost], 8, async (pack) => {
+    const todo = [...packs, ...lost].filter((p) => !done.has(p) || lost.has(p));
+    await mapLimit(todo, 8, async (pack) => {
       if (!(await this.repo.client.head(packKey(pack))))
         throw new BoxbackError(
           'BOXBACK_ERR_STORE_UNREACHABLE',
           `pack ${pack.slice(0, 12)} that this backup reuses is gone from the store (a prune raced it); retry the backup`,
         );
+      done.add(pack);
     });
     return [...lost].map((p) => [p, this.seenPacks.get(p)!.entries]);
   }
@@ -148,6 +154,12 @@ export class S3Staging implements BackupStaging {
     const t0 = Date.now();
     const ms: Record<string, number> = {};
     const step = (name: string) => (ms[name] = Date.now() - t0);
+    // the packs the files reuse confirmed (an index LIST, HEADs) while the manifest and the
+    // content map are stored and the last packs uploaded: all of it only needs to be done
+    // before the index object is written
+    const confirmedPacks = new Set<string>();
+    const files = this.confirmReused(Object.values(this.contents), confirmedPacks).finally(() => step('confirm'));
+    files.catch(() => undefined); // awaited below
     const text = await manifestBuffer(manifest);
     const manifestRef: ContentRef = await this.writer.storeBuffer(text);
     const contentsRef = await this.writer.storeBuffer(Buffer.from(JSON.stringify(this.contents)));
@@ -155,12 +167,11 @@ export class S3Staging implements BackupStaging {
     this.contents['\0manifest'] = manifestRef.blobs;
     this.contents['\0contents'] = contentsRef.blobs;
     step('blobs');
-    // the last packs' uploads and the reused packs' HEADs (after an index LIST) side by side:
-    // both only need to be done before the index object is written
-    const confirmed = this.confirmReused(this.writer.stored);
-    const flushed = this.writer.flush().finally(() => step('flush'));
-    const [resurrected] = await Promise.all([confirmed.finally(() => step('confirm')), flushed]);
-    await this.repo.writeIndex([...this.writer.packs, ...resurrected]);
+    const [resurrected] = await Promise.all([files, this.writer.flush().finally(() => step('flush'))]);
+    // a manifest or content map blob found in the index (unchanged since a previous backup): its pack too
+    const more = await this.confirmReused([manifestRef.blobs, contentsRef.blobs], confirmedPacks);
+    const lost = new Map([...resurrected, ...more]);
+    await this.repo.writeIndex([...this.writer.packs, ...lost]);
     step('index');
     if (this.lockError || Date.now() - this.lockFreshAt > this.o.lockLeaseMs)
       throw new BoxbackError(
