@@ -36,15 +36,15 @@ async function serve(body: string | Buffer): Promise<{ url: string; turns: numbe
 
 describe('large response bodies', () => {
   it('arrive whole, with their length, written over many turns of the event loop', async () => {
-    const body = Buffer.alloc(BODY_PIECE * 12 + 123);
+    const body = Buffer.alloc(BODY_PIECE * 6 + 123);
     for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
     const s = await serve(body);
     const res = await fetch(s.url);
     expect(res.headers.get('content-length')).toBe(String(body.length));
     expect(Buffer.from(await res.arrayBuffer()).equals(body)).toBe(true);
     await new Promise((r) => setTimeout(r, 20));
-    // 13 pieces: at least one turn between each two (res.end of the whole body: one or two in all)
-    expect(s.turns[0]).toBeGreaterThanOrEqual(12);
+    // 7 pieces: at least one turn between each two (res.end of the whole body: one or two in all)
+    expect(s.turns[0]).toBeGreaterThanOrEqual(6);
   });
 
   it('send a string as its UTF-8 bytes, and small bodies at once', async () => {
@@ -59,7 +59,7 @@ describe('large response bodies', () => {
   });
 
   it('stop when the client goes away mid-body', async () => {
-    const body = Buffer.alloc(BODY_PIECE * 400, 0x61); // 25 MiB: more than the socket buffers hold
+    const body = Buffer.alloc(BODY_PIECE * 200, 0x61); // 25 MiB: more than the socket buffers hold
     const s = await serve(body);
     const got = await new Promise<number>((resolve) => {
       const req = http.get(s.url, (res) => {

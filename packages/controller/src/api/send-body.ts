@@ -6,16 +6,20 @@
  * are ~0.8 MB each, and `res.end(body)` of one held the event loop for 4-10 ms (an HTTPS server
  * on this machine, load 7: p50 4.0, max 9.6 ms; in a CPU profile of a fleet backup it was the
  * largest item after idle, 1.6 of 11 busy seconds, the dashboard asked ~9 times a second): a
- * status call arriving meanwhile waited for it (docs/design/fleet-scale.md). Written 64 KiB at a
- * time, one piece per turn (concurrency.ts sliceTurn, shared with the other loops that slice),
- * each write holds it ~0.1 ms, and the socket's back-pressure is respected ('drain').
+ * status call arriving meanwhile waited for it (docs/design/fleet-scale.md). Written 128 KiB at a
+ * time, a piece per turn (setImmediate: the poll phase between two pieces reads the requests that
+ * arrived), each write holds it ~0.2-0.6 ms, and the socket's back-pressure is respected
+ * ('drain'). Not in TimeSlice's queue of slices (concurrency.ts sliceTurn): there each of a
+ * page's 13 pieces of 64 KiB could wait behind the status build's and the rows' 8 ms slices, and
+ * in the two fleet runs of that version (load 6-12) the page's p99 was 335 and 821 ms, against
+ * 107-302 ms in the runs of the code before alternated with them.
  * The body's length is sent in Content-Length as `res.end(body)` sent it.
  */
 import type http from 'node:http';
-import { sliceTurn } from '../concurrency.js';
+import { nextTurn } from '../concurrency.js';
 
 /** Bodies up to this size are written at once; larger ones in pieces of this size. */
-export const BODY_PIECE = 64 * 1024;
+export const BODY_PIECE = 128 * 1024;
 
 /** Write the head and `body` and end the response; a large body in pieces over several turns. */
 export function sendBody(res: http.ServerResponse, status: number, headers: http.OutgoingHttpHeaders, body: string | Buffer): void {
@@ -41,7 +45,7 @@ async function writePieces(res: http.ServerResponse, bytes: Buffer): Promise<voi
     // a write the kernel took at once ends with 'drain' in a microtask, not a later turn: the
     // turn is taken either way (else the whole body went out in one turn, piece after piece)
     if (!res.write(bytes.subarray(at, end)) && res.writableNeedDrain) await drained(res);
-    await sliceTurn();
+    await nextTurn();
   }
 }
 
