@@ -35,13 +35,19 @@
 //   7. a table, or with --json one object (`fleet_hosts`, `fleet_backup_s`, `status_p99_ms`
 //      (during the backup), `status_idle_p99_ms`, `dashboard_p99_ms` (fleet page HTML during the
 //      backup), `dashboard_json_p99_ms`, `controller_peak_rss_mb`, `jobs_left_running`,
-//      `load_avg_1m` (at start and end: the machine is shared), ...)
+//      `load_avg_1m` (at start and end: the machine is shared), `status_slowest_split` (the five
+//      slowest status calls: when, ms, bytes in, decode, and the timing client's own wait for a
+//      CPU (/proc/thread-self/schedstat) and GC during each), `status_p99_less_client_ms` (the
+//      busy p99 of each call less that wait and GC: how much of the tail the measuring process
+//      was, on a loaded machine), ...)
+//   The timing clients' `timing_clients_eld_ms` (monitorEventLoopDelay, resolution 10 ms)
+//   includes the 10 ms interval itself: an idle process reads p50 ~10 ms.
 import { spawn, spawnSync } from 'node:child_process';
 import https from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { emptyProgress, emptyResult, initCerts, loadServices, mapLimit, serverCredentials, tokenClientCredentials } from '@boxback/common';
@@ -275,17 +281,35 @@ function statusTimer(o) {
     'grpc.max_receive_message_length': 256 * 1024 * 1024,
     'grpc-node.flow_control_window': 16 * 1024 * 1024,
   });
+  // this client's own share of a call: how long its thread waited for a core while runnable
+  // (/proc/thread-self/schedstat's run delay) and its GC pauses during the call
+  let gcMs = 0;
+  const gcs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMs += e.duration;
+  });
+  gcs.observe({ entryTypes: ['gc'] });
   const time = () =>
     new Promise((resolve, reject) => {
+      const wait0 = runDelayMs();
+      const gc0 = gcMs;
       const t = performance.now();
       client.GetStatus({ refresh: false }, { deadline: Date.now() + 60_000 }, (err, s) => {
         if (err) return reject(err);
         const end = performance.now();
         if (s.totalHosts !== o.web.hosts) return reject(new Error(`status lists ${s.totalHosts} of ${o.web.hosts} hosts`));
-        resolve({ ms: end - t, bytesMs: bytesAt - t, decodeMs });
+        resolve({ ms: end - t, bytesMs: bytesAt - t, decodeMs, waitMs: runDelayMs() - wait0, gcMs: gcMs - gc0 });
       });
     });
   return { time, close: () => client.close() };
+}
+
+/** The calling thread's time spent runnable but waiting for a CPU, in ms (Linux schedstat; 0 elsewhere). */
+function runDelayMs() {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return 0;
+  }
 }
 
 /** One HTTPS request to the dashboard; resolves { status, ms, body, headers }. */
@@ -337,7 +361,8 @@ async function timeDashboard(web) {
 async function sample(spec) {
   const o = JSON.parse(spec);
   const eld = monitorEventLoopDelay({ resolution: 10 });
-  const out = { status: [], statusBytes: [], statusDecode: [], html: [], json: [], pageBytes: 0 };
+  const out = { status: [], statusBytes: [], statusDecode: [], statusCalls: [], html: [], json: [], pageBytes: 0 };
+  const t0 = performance.now();
   let running = true;
   process.stdin.resume();
   process.stdin.once('end', () => (running = false));
@@ -352,6 +377,8 @@ async function sample(spec) {
       out.status.push(r.ms);
       out.statusBytes.push(r.bytesMs);
       out.statusDecode.push(r.decodeMs);
+      // each call: when it ended (s since sampling began), its ms, bytes in, decode, the client's CPU wait and GC
+      out.statusCalls.push([(performance.now() - t0) / 1000, r.ms, r.bytesMs, r.decodeMs, r.waitMs, r.gcMs].map((x) => round(x, 1)));
       await pause();
     }
     client.close();
@@ -636,6 +663,16 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
         .slice(0, 5)
         .map((x) => round(x, 1)),
       status_samples: busy.length,
+      // the five slowest calls, each [s after sampling began, ms, bytes in ms, decode ms, the timing
+      // client's own wait for a CPU during the call ms, its GC during the call ms]: how much of a
+      // slow call was the measuring process itself
+      status_slowest_split: [...timedStatus.statusCalls].sort((a, b) => b[1] - a[1]).slice(0, 5),
+      // the busy p99 counting only the controller's and the transport's part: each call less the
+      // timing client's own CPU wait and GC during it (an estimate: they may overlap the wait for bytes)
+      status_p99_less_client_ms: (() => {
+        const v = timedStatus.statusCalls.map((c) => Math.max(0, c[1] - c[4] - c[5])).sort((a, b) => a - b);
+        return v.length ? round(pct(v, 99), 2) : null;
+      })(),
       // the same calls split: request sent -> the answer's bytes received (the controller and the
       // transport), and the timing client decoding them (its own CPU, ~350 KB into 1000 objects)
       status_bytes_p50_ms: busyBytes.length ? round(pct(busyBytes, 50), 2) : null,
