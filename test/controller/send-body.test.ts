@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BODY_PIECE, sendBody } from '../../packages/controller/src/api/send-body.js';
+import { BODY_PIECE, sendBody, WRITE_SLICE_MS } from '../../packages/controller/src/api/send-body.js';
 
 let server: http.Server | undefined;
 afterEach(async () => {
@@ -13,9 +13,18 @@ afterEach(async () => {
 });
 
 /** A server answering every request with `body` through sendBody; counts the turns of the event loop while each is written. */
-async function serve(body: string | Buffer): Promise<{ url: string; turns: number[] }> {
+async function serve(body: string | Buffer, writeMs = 0): Promise<{ url: string; turns: number[] }> {
   const turns: number[] = [];
   server = http.createServer((_req, res) => {
+    if (writeMs) {
+      // each write as slow as a loaded core's TLS encryption of a piece
+      const write = res.write.bind(res) as (c: Buffer) => boolean;
+      (res as unknown as { write: (c: Buffer) => boolean }).write = (c) => {
+        const until = performance.now() + writeMs;
+        while (performance.now() < until);
+        return write(c);
+      };
+    }
     let n = 0;
     let done = false;
     const tick = () => {
@@ -35,15 +44,16 @@ async function serve(body: string | Buffer): Promise<{ url: string; turns: numbe
 }
 
 describe('large response bodies', () => {
-  it('arrive whole, with their length, written over many turns of the event loop', async () => {
-    const body = Buffer.alloc(BODY_PIECE * 6 + 123);
+  it('arrive whole, with their length, the event loop given a turn every WRITE_SLICE_MS of writing', async () => {
+    const body = Buffer.alloc(BODY_PIECE * 12 + 123);
     for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
-    const s = await serve(body);
+    const s = await serve(body, WRITE_SLICE_MS / 2);
     const res = await fetch(s.url);
     expect(res.headers.get('content-length')).toBe(String(body.length));
     expect(Buffer.from(await res.arrayBuffer()).equals(body)).toBe(true);
     await new Promise((r) => setTimeout(r, 20));
-    // 7 pieces: at least one turn between each two (res.end of the whole body: one or two in all)
+    // 12 pieces written at WRITE_SLICE_MS / 2 each: a turn after every second piece at the
+    // latest (res.end of the whole body: one or two turns in all)
     expect(s.turns[0]).toBeGreaterThanOrEqual(6);
   });
 
@@ -59,7 +69,7 @@ describe('large response bodies', () => {
   });
 
   it('stop when the client goes away mid-body', async () => {
-    const body = Buffer.alloc(BODY_PIECE * 200, 0x61); // 25 MiB: more than the socket buffers hold
+    const body = Buffer.alloc(BODY_PIECE * 400, 0x61); // 25 MiB: more than the socket buffers hold
     const s = await serve(body);
     const got = await new Promise<number>((resolve) => {
       const req = http.get(s.url, (res) => {

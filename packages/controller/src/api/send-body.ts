@@ -6,20 +6,24 @@
  * are ~0.8 MB each, and `res.end(body)` of one held the event loop for 4-10 ms (an HTTPS server
  * on this machine, load 7: p50 4.0, max 9.6 ms; in a CPU profile of a fleet backup it was the
  * largest item after idle, 1.6 of 11 busy seconds, the dashboard asked ~9 times a second): a
- * status call arriving meanwhile waited for it (docs/design/fleet-scale.md). Written 128 KiB at a
- * time, a piece per turn (setImmediate: the poll phase between two pieces reads the requests that
- * arrived), each write holds it ~0.2-0.6 ms, and the socket's back-pressure is respected
- * ('drain'). Not in TimeSlice's queue of slices (concurrency.ts sliceTurn): there each of a
- * page's 13 pieces of 64 KiB could wait behind the status build's and the rows' 8 ms slices, and
- * in the two fleet runs of that version (load 6-12) the page's p99 was 335 and 821 ms, against
- * 107-302 ms in the runs of the code before alternated with them.
+ * status call arriving meanwhile waited for it (docs/design/fleet-scale.md). Written 64 KiB at a
+ * time (~0.1-0.3 ms each), back to back for WRITE_SLICE_MS, then a turn of the event loop
+ * (setImmediate: the poll phase reads the requests that arrived), and the socket's back-pressure
+ * respected ('drain'). On a quiet core a page goes out in one or two turns; on a loaded one the
+ * event loop is still held at most ~2 ms plus a piece at a time. A turn per piece made a page
+ * wait for 7-13 turns: with each piece in TimeSlice's queue of slices (concurrency.ts sliceTurn,
+ * behind the status build's and the rows' 8 ms slices) the page's p99 was 335 and 821 ms in two
+ * fleet runs at a load of 6-12, with a plain turn per 128 KiB piece 311 ms at a load of 4-5,
+ * against 107-302 ms in the runs of the code before alternated with them.
  * The body's length is sent in Content-Length as `res.end(body)` sent it.
  */
 import type http from 'node:http';
 import { nextTurn } from '../concurrency.js';
 
 /** Bodies up to this size are written at once; larger ones in pieces of this size. */
-export const BODY_PIECE = 128 * 1024;
+export const BODY_PIECE = 64 * 1024;
+/** Pieces are written back to back for this long, then the event loop gets a turn. */
+export const WRITE_SLICE_MS = 2;
 
 /** Write the head and `body` and end the response; a large body in pieces over several turns. */
 export function sendBody(res: http.ServerResponse, status: number, headers: http.OutgoingHttpHeaders, body: string | Buffer): void {
@@ -35,6 +39,7 @@ export function sendBody(res: http.ServerResponse, status: number, headers: http
 }
 
 async function writePieces(res: http.ServerResponse, bytes: Buffer): Promise<void> {
+  let turnAt = performance.now();
   for (let at = 0; at < bytes.length; at += BODY_PIECE) {
     if (res.destroyed) return; // the caller went away: nothing more to send
     const end = Math.min(bytes.length, at + BODY_PIECE);
@@ -42,10 +47,12 @@ async function writePieces(res: http.ServerResponse, bytes: Buffer): Promise<voi
       res.end(bytes.subarray(at, end));
       return;
     }
-    // a write the kernel took at once ends with 'drain' in a microtask, not a later turn: the
-    // turn is taken either way (else the whole body went out in one turn, piece after piece)
+    // a write the kernel took at once ends with 'drain' in a microtask, not a later turn
     if (!res.write(bytes.subarray(at, end)) && res.writableNeedDrain) await drained(res);
-    await nextTurn();
+    if (performance.now() - turnAt >= WRITE_SLICE_MS) {
+      await nextTurn();
+      turnAt = performance.now();
+    }
   }
 }
 
