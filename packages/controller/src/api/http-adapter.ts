@@ -15,7 +15,6 @@ import { BoxbackError, asBoxbackError, loadServices } from '@boxback/common';
 import { CALLER_GONE, type Credentials, type Dispatcher } from './dispatch.js';
 import { answerJson } from '../status-encoding.js';
 import { madeJson } from './answer-bytes.js';
-import { sendBody } from './send-body.js';
 import { routeFor, routeList, type Route } from './routes.js';
 
 export const API_PREFIX = '/api/v1/';
@@ -103,8 +102,8 @@ export async function readJson(req: http.IncomingMessage): Promise<unknown> {
 export function sendJson(res: http.ServerResponse, status: number, body: unknown, shared = false): void {
   // an answer's JSON made aside (answer-bytes.ts) is sent as made
   const text = shared ? jsonOf(body) : (madeJson(body) ?? JSON.stringify(body));
-  // 1000 hosts' status is ~0.8 MB: written in pieces over several turns (send-body.ts)
-  sendBody(res, status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }, text);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(text);
 }
 
 export function sendError(res: http.ServerResponse, err: unknown): void {

@@ -18,7 +18,6 @@ import { fileURLToPath } from 'node:url';
 import { BoxbackError, asBoxbackError, type Logger } from '@boxback/common';
 import type { Credentials, Dispatcher } from '../api/dispatch.js';
 import { decodeRequest, matchApi, sendError, serveApi } from '../api/http-adapter.js';
-import { sendBody } from '../api/send-body.js';
 import { ROUTES, roleAllows, type RpcName } from '../api/routes.js';
 import { type PageCtx } from './html.js';
 import { auditPage, errorPage, fleetPage, loginPage } from './pages/fleet.js';
@@ -203,8 +202,8 @@ export class Dashboard {
   }
 
   private html(res: http.ServerResponse, status: number, body: string | Buffer): void {
-    // the fleet page of 1000 hosts is ~0.8 MB: written in pieces over several turns (send-body.ts)
-    sendBody(res, status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, body);
+    res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(body);
   }
 
   /** /events: running jobs' progress for the fleet and host pages (viewer, as GetStatus). */
