@@ -134,7 +134,8 @@ export function s3SectionFor(args, { root, hasRestic, log }) {
     hasRestic,
     nodeArgs: args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [],
     env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
-    only: args.only,
+    // bench.mjs's --only incremental is the section's too; --only s3 (the section alone) runs all of it.
+    only: args.only === 's3' ? undefined : args.only,
     logDir: args['job-prof'] ? path.resolve(args['job-prof']) : undefined,
     log,
   });
