@@ -2,34 +2,15 @@
 // deserializer gives: the same values, the same keys in the same order (JSON text equal), for
 // every answer type of both services, filled at random, with fields left out, unknown fields,
 // int64 at the edges. The status answer, the one a fleet's CLI decodes most, must get one.
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import protobuf from 'protobufjs';
-import * as protoLoader from '@grpc/proto-loader';
-import { loadServices, protoDir } from '@boxback/common';
+import { loadServices } from '@boxback/common';
+import { prng } from '../helpers/journal-trees.js';
+import { reference, root } from '../helpers/proto-reference.js';
 
 interface Def {
   responseSerialize(v: unknown): Buffer;
   responseDeserialize(b: Buffer): unknown;
-}
-
-const FILES = ['boxback/v1/agent.proto', 'boxback/v1/controller.proto'];
-const OPTIONS = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
-
-// proto-loader's own deserializers, untouched, as the reference
-const reference = protoLoader.loadSync(FILES, { ...OPTIONS, includeDirs: [protoDir()] });
-const root = new protobuf.Root();
-root.resolvePath = (_o, target) => path.join(protoDir(), target);
-root.loadSync(FILES, { keepCase: false });
-root.resolveAll();
-
-/** A deterministic pseudo-random source (a test that fails must fail again). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
 }
 
 const INT64_EDGES = [0, 1, -1, 2 ** 31, -(2 ** 31), 2 ** 32 + 7, 2 ** 53 - 1, -(2 ** 53 - 1), 1_765_000_000_123];
@@ -87,7 +68,7 @@ describe('one-pass answer decoders', () => {
   it('give what proto-loader gives, key order included, for every answer type', () => {
     let compared = 0;
     for (const m of all) {
-      const r = rng(m.name.length * 7919 + 17);
+      const r = prng(m.name.length * 7919 + 17);
       for (let i = 0; i < 40; i++) {
         const value = i === 0 ? {} : randomOf(m.type, r, 3);
         const bytes = Buffer.from(m.type.encode(m.type.fromObject(value)).finish());

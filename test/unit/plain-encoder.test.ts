@@ -2,32 +2,14 @@
 // serializer gives (protobufjs' fromObject, then encode), for every answer type of both
 // services, filled at random: fields left out, null, explicit defaults, int64 at the edges,
 // values of other types that fromObject converts, and the errors it throws.
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import protobuf from 'protobufjs';
-import * as protoLoader from '@grpc/proto-loader';
-import { loadServices, plainEncoder, protoDir } from '@boxback/common';
+import { loadServices, plainEncoder } from '@boxback/common';
+import { prng } from '../helpers/journal-trees.js';
+import { reference, root } from '../helpers/proto-reference.js';
 
 interface Def {
   responseSerialize(v: unknown): Buffer;
-}
-
-const FILES = ['boxback/v1/agent.proto', 'boxback/v1/controller.proto'];
-const OPTIONS = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
-
-// proto-loader's own serializers, untouched, as the reference (the old path)
-const reference = protoLoader.loadSync(FILES, { ...OPTIONS, includeDirs: [protoDir()] });
-const root = new protobuf.Root();
-root.resolvePath = (_o, target) => path.join(protoDir(), target);
-root.loadSync(FILES, { keepCase: false });
-root.resolveAll();
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
 }
 
 const INT64 = [
@@ -111,7 +93,7 @@ describe('one-pass answer encoders', () => {
   it('give the bytes proto-loader gives, for every answer type', () => {
     let compared = 0;
     for (const m of all) {
-      const r = rng(m.name.length * 104729 + 3);
+      const r = prng(m.name.length * 104729 + 3);
       for (let i = 0; i < 60; i++) {
         const value = i === 0 ? {} : randomOf(m.type, r, 3);
         const want = m.ref.responseSerialize(value);

@@ -33,16 +33,20 @@ const SCALAR_READ: Record<string, { read: string; wire: number; zero: string }> 
   double: { read: 'double', wire: 1, zero: '0' },
 };
 
-/** Whether `type` and every type it nests use only the kinds above. */
-function supported(type: protobuf.Type, seen = new Set<protobuf.Type>()): boolean {
+/**
+ * Whether `type` and every type it nests use only the kinds above (strings, bools, 32/64-bit
+ * integers, doubles, nested messages, repeated strings or messages): what plainDecoder and
+ * plain-encoder.ts handle.
+ */
+export function plainSupported(type: protobuf.Type, seen = new Set<protobuf.Type>()): boolean {
   if (seen.has(type)) return true;
   seen.add(type);
   if (type.oneofsArray.length > 0) return false;
   for (const f of type.fieldsArray) {
     f.resolve();
-    if (f.map) return false;
+    if (f.map || f.required || f.delimited) return false;
     if (f.resolvedType instanceof protobuf.Type) {
-      if (!supported(f.resolvedType, seen)) return false;
+      if (!plainSupported(f.resolvedType, seen)) return false;
     } else if (f.resolvedType)
       return false; // an enum
     else if (!SCALAR_READ[f.type]) return false;
@@ -99,7 +103,7 @@ function decoderOf(type: protobuf.Type): Decode {
  * or undefined when the type uses a field kind this module does not decode.
  */
 export function plainDecoder(type: protobuf.Type): ((b: Buffer) => unknown) | undefined {
-  if (!supported(type)) return undefined;
+  if (!plainSupported(type)) return undefined;
   const decode = decoderOf(type);
   return (b: Buffer) => {
     const r = protobuf.Reader.create(b);

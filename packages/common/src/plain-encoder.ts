@@ -26,6 +26,7 @@
  * test/unit/plain-encoder.test.ts compares the bytes with proto-loader's for every answer type.
  */
 import protobuf from 'protobufjs';
+import { plainSupported } from './plain-decoder.js';
 
 export interface PlainEncoder {
   /** The encoded length of `v`. */
@@ -34,26 +35,6 @@ export interface PlainEncoder {
   write(v: object, buf: Buffer, at: number): number;
   /** `v` encoded into a new buffer (proto-loader's serializer's contract). */
   encode(v: object): Buffer;
-}
-
-const SCALARS = new Set(['string', 'bool', 'int32', 'uint32', 'int64', 'uint64', 'double']);
-
-/** Whether `type` and every type it nests use only the kinds above (as plain-decoder.ts). */
-function supported(type: protobuf.Type, seen = new Set<protobuf.Type>()): boolean {
-  if (seen.has(type)) return true;
-  seen.add(type);
-  if (type.oneofsArray.length > 0) return false;
-  for (const f of type.fieldsArray) {
-    f.resolve();
-    if (f.map || f.required || f.delimited) return false;
-    if (f.resolvedType instanceof protobuf.Type) {
-      if (!supported(f.resolvedType, seen)) return false;
-    } else if (f.resolvedType)
-      return false; // an enum
-    else if (!SCALARS.has(f.type)) return false;
-    else if (f.repeated && f.type !== 'string') return false;
-  }
-  return true;
 }
 
 /** Bytes of a uint32's varint. */
@@ -294,7 +275,7 @@ function compile(type: protobuf.Type): Compiled {
  * or undefined when the type uses a field kind this module does not encode.
  */
 export function plainEncoder(type: protobuf.Type): PlainEncoder | undefined {
-  if (!supported(type)) return undefined;
+  if (!plainSupported(type)) return undefined;
   const c = compile(type);
   const top = JSON.stringify(`${type.fullName.replace(/^\./, '')}: object expected`);
   const check = (v: object) => {
