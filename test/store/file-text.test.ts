@@ -1,13 +1,14 @@
 // file-text.ts: a file's text through one reused buffer gives exactly the file's text (UTF-8
-// sequences split across reads included), line by line through readline, and open errors as
-// fs throws them; and a manifest read a line at a time leaves little garbage in the JS heap.
+// sequences split across reads included), line by line through readline or fileLinesSync, and
+// open errors as fs throws them; and a manifest read a line at a time leaves little garbage in
+// the JS heap.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openFileText } from '../../packages/common/src/file-text.js';
+import { fileLinesSync, openFileText } from '../../packages/common/src/file-text.js';
 import { AGENT_NODE_FLAGS } from '../../packages/agent/src/node-flags.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'boxback-filetext-'));
@@ -35,6 +36,26 @@ describe('openFileText', () => {
     for await (const s of await openFileText(empty)) got.push(s);
     expect(got).toEqual([]);
     await expect(openFileText(path.join(tmp, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it("fileLinesSync gives readline's lines, with or without a last newline, and closes the file when left early", () => {
+    const lines = Array.from({ length: 3000 }, (_, i) =>
+      i % 11 === 5 ? '' : `{"path":"tree/dïr-${i}/ファイル-${'é'.repeat(i % 7)}.txt","n":${i}}`,
+    );
+    const file = path.join(tmp, 'lines.json');
+    for (const end of ['\n', '']) {
+      writeFileSync(file, `${lines.join('\n')}${end}`);
+      for (const chunk of [7, 1024, 256 * 1024]) expect([...fileLinesSync(file, chunk)]).toEqual(lines);
+    }
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    for (let i = 0; i < 20; i++) {
+      for (const l of fileLinesSync(file, 1024)) if (l.includes('"n":10}')) break;
+    }
+    expect(fds()).toBe(before);
+    writeFileSync(path.join(tmp, 'empty'), '');
+    expect([...fileLinesSync(path.join(tmp, 'empty'))]).toEqual([]);
+    expect(() => [...fileLinesSync(path.join(tmp, 'missing'))]).toThrow(/ENOENT/);
   });
 
   it('reading two 24 MB manifests at once line by line grows the JS heap by little: its chunks die young', () => {

@@ -12,11 +12,11 @@
  *      - anything else: read and hashed, 4 files at a time
  *   4. buildManifest puts the whole document together.
  */
-import { lstatSync, promises as fsp, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { lstatSync, promises as fsp, readFileSync, readlinkSync, rmSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { openFileText } from '../../file-text.js';
+import { fileLinesSync, openFileText } from '../../file-text.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, hashFile, readManifest, type Manifest, type ManifestFile } from '../../manifest.js';
 import { digestBatcher } from '../../file-digests.js';
 import { SYNC_HASH_MAX, sha256SmallSync } from '../../hash-sync.js';
@@ -714,10 +714,12 @@ export async function describeFromPrevious(
   };
   let inFiles = false;
   let lineBased = false;
-  const prevInput = await openFileText(o.prevManifest);
-  const prev = createInterface({ input: prevInput, crlfDelay: Infinity });
+  // Read on the JS thread: the manifest was read into the page cache while the tree synced
+  // (through the pool each 64 KiB chunk waited behind the archives' 1 MiB jobs: a small
+  // incremental's describe took 0.22-0.37 s, 0.10-0.19 s this way, 3 alternated pairs).
+  const prev = fileLinesSync(o.prevManifest);
   try {
-    for await (const raw of prev) {
+    for (const raw of prev) {
       if (!inFiles) {
         if (raw === ' "files": [') inFiles = lineBased = true;
         continue;
@@ -756,11 +758,11 @@ export async function describeFromPrevious(
       res.entries++;
     }
   } finally {
-    prevInput.destroy(); // the loop stops at the end of the file list, before the end of the file
+    prev.return(); // the loop stops at the end of the file list, before the end of the file: close it
   }
   if (!lineBased) throw new Error(`${o.prevManifest} is not one line per file`);
   await emitFreshBefore(undefined);
-  await fsp.rm(rootsPart.file, { force: true });
+  rmSync(rootsPart.file, { force: true });
   return res;
 }
 

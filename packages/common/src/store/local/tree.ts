@@ -170,8 +170,8 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
   /** The previous manifest's checksums are needed: for files hard-linked under the changed roots, or a full pass. */
   let needIndex = true;
   if (mode === 'journal') {
-    // The describe reads the previous manifest in 64 KiB pieces after the sync: cached meanwhile
-    // (a backup starts with the manifest's pages cold, and each piece waited on a busy disk).
+    // The describe reads the previous manifest on the JS thread after the sync: cached meanwhile
+    // (a backup starts with the manifest's pages cold; the describe awaits this read).
     void prevBackup!.warm();
     try {
       const s = await journaledSync(c, req, dest, prevTree!, refPath(req.previous!), message);
@@ -205,6 +205,7 @@ export async function syncLocalTree(c: TreeContext, req: TreeSyncRequest): Promi
     const whole = needIndex ? index : await prevBackup?.index();
     return prevBackup && whole ? { dir: prevBackup.dir, index: whole } : undefined;
   };
+  if (mode === 'journal') await prevBackup!.warm().catch(() => undefined); // a failed read is the describe's to report
   const col = await describeTree(c, req, mode, prev, dest, prevTree, mode === 'journal' && durableFarm, forWalk);
   if (bytesTransferred! < 0) bytesTransferred = col.bytes; // copied whole: every byte is new
   const tree = col.trees.get(req.dir) ?? { files: 0, bytes: 0, linkedFiles: 0 };
