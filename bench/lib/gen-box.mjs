@@ -139,14 +139,18 @@ export async function generateBox({ root, port, size = 'small', seed = 42 }) {
   return { box, pool, spec: s, artifactBytes };
 }
 
-/** A day of CI: new pipeline runs, new test reports, database growth, config changes. */
-export function simulateCiDay(gen) {
+/**
+ * A day of CI: new pipeline runs, new test reports, database growth, config changes. Day 2, 3...
+ * (the bench's further rounds) add runs, reports and commits of their own after the day before's.
+ */
+export function simulateCiDay(gen, day = 1) {
   const { box, pool, spec } = gen;
   const newArtifacts = Math.max(50, Math.round(spec.artifacts * 0.02));
-  writeArtifacts(box, pool, spec.artifacts, newArtifacts, 1000, spec.smallFiles);
-  writeReports(box, pool, spec.testReports, Math.max(20, Math.round(spec.testReports * 0.02)));
+  const newReports = Math.max(20, Math.round(spec.testReports * 0.02));
+  writeArtifacts(box, pool, spec.artifacts + (day - 1) * newArtifacts, newArtifacts, 1000 + (day - 1), spec.smallFiles);
+  writeReports(box, pool, spec.testReports + (day - 1) * newReports, newReports);
   growDb(box.dbFile, pool, Math.round(spec.dbBytes * 0.02));
   appendFileSync(path.join(box.configDir, 'cruise-config.xml'), '<!-- changed -->\n');
-  gitCommits(box.configRepo, pool.r, 5, spec.commits + 1);
+  gitCommits(box.configRepo, pool.r, 5, spec.commits + 1 + (day - 1) * 5);
   return { newArtifacts };
 }

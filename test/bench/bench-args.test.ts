@@ -33,3 +33,11 @@ test.each(SCRIPTS)('%s: --help prints its usage; an unknown option is one line a
   expect(bad.stderr.trim().split('\n')).toHaveLength(1);
   expect(bad.stdout).toBe('');
 });
+
+test('bench.mjs --rounds takes 1 to 9: anything else is one line and exit 2, before any work', () => {
+  for (const v of ['0', '10', 'two']) {
+    const r = spawnSync(process.execPath, [path.join(repo, 'bench', 'bench.mjs'), '--rounds', v], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe(`--rounds takes 1 to 9, not ${v}`);
+  }
+});
