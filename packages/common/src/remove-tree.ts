@@ -10,9 +10,18 @@
  * MB of its own.
  *
  *   await removeTree(dir);   // as fsp.rm(dir, { recursive: true, force: true }): a missing path is fine
+ *   await removeSmallTree(dir);   // the same, on the JS thread while the tree is small
+ *
+ * removeSmallTree is for paths that are usually small (a journaled sync's changed roots already
+ * in the link farm: a CI run's directory) and are removed while an archive keeps libuv's four
+ * threads busy with 1 MiB jobs: there each lstat, readdir and unlink of fsp.rm waited for a free
+ * thread (50 run directories carried over from the day before took ~0.4 s of a small
+ * incremental's artifacts sync). It removes on the JS thread, microseconds per entry from the
+ * inode cache, and hands a tree larger than its budget to removeTree.
  */
 import { spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { lstatSync, promises as fsp, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import path from 'node:path';
 
 /** Remove `p` (a file or a directory tree); nothing to do when it does not exist. Throws when rm fails. */
 export async function removeTree(p: string): Promise<void> {
@@ -33,4 +42,44 @@ export async function removeTree(p: string): Promise<void> {
       else reject(new Error(`rm -rf ${p} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n')[0] ?? ''}`));
     });
   });
+}
+
+/** Entries removeSmallTree removes on the JS thread before it hands the rest to removeTree. */
+const SMALL_TREE_ENTRIES = 2000;
+
+/**
+ * Remove `p` (a file or a directory tree) as removeTree does, on the JS thread while it has
+ * removed fewer than `budget` entries; a larger tree's rest goes to removeTree (rm -rf).
+ */
+export async function removeSmallTree(p: string, budget = SMALL_TREE_ENTRIES): Promise<void> {
+  let left = budget;
+  const gone = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
+  // true once `q` is gone; false when the budget ran out first.
+  const remove = (q: string): boolean => {
+    const st = lstatSync(q, { throwIfNoEntry: false });
+    if (!st) return true;
+    if (st.isDirectory()) {
+      for (const name of readdirSync(q)) if (left <= 0 || !remove(path.join(q, name))) return false;
+      try {
+        rmdirSync(q);
+      } catch (err) {
+        if (!gone(err)) throw err;
+      }
+    } else {
+      try {
+        unlinkSync(q);
+      } catch (err) {
+        if (!gone(err)) throw err;
+      }
+    }
+    left--;
+    return true;
+  };
+  let done = false;
+  try {
+    done = remove(p);
+  } catch {
+    // What failed on the JS thread (a permission, a race) is rm -rf's to retry and report.
+  }
+  if (!done) await removeTree(p);
 }

@@ -61,6 +61,7 @@ import { BoxbackError } from '../../errors.js';
 import { compileExcludes } from '../../excludes.js';
 import { linkFarm } from './link-farm.js';
 import { copyRoots } from './root-copy.js';
+import { removeSmallTree } from '../../remove-tree.js';
 
 export { linkFarm } from './link-farm.js';
 
@@ -425,7 +426,8 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
   const present: string[] = [];
   o.onProgress?.({ step: 'remove', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: roots.length });
   // Roots are disjoint. Most are new (nothing in dest) or one file: handled on the JS thread;
-  // a directory in dest is removed a few at a time through the pool.
+  // a directory in dest is removed on the JS thread too while it is small (removeSmallTree),
+  // a large one by rm -rf.
   const inSource = new Map<string, boolean>();
   const queue: string[] = [];
   for (const r of roots) {
@@ -436,8 +438,16 @@ export async function syncTreeIncremental(o: IncrementalSyncOptions): Promise<In
     else if (st) unlinkSync(abs);
     inSource.set(r, !!lstatNow(path.join(source, r)));
   }
+  let turn = Date.now();
   const remover = async () => {
-    for (let abs = queue.shift(); abs !== undefined; abs = queue.shift()) await fsp.rm(abs, { recursive: true, force: true });
+    for (let abs = queue.shift(); abs !== undefined; abs = queue.shift()) {
+      await removeSmallTree(abs);
+      // The JS thread is given back every 10 ms (a journal with thousands of such roots).
+      if (Date.now() - turn >= 10) {
+        await new Promise(setImmediate);
+        turn = Date.now();
+      }
+    }
   };
   await Promise.all(Array.from({ length: 8 }, remover));
   for (const r of roots) {
