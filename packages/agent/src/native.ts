@@ -14,7 +14,7 @@
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
-import { useFileDigests, useNanosecondMtimes, useOpenInPlace, useReadAhead } from '@boxback/common';
+import { useFileDigests, useNanosecondMtimes, useOpenInPlace, useReadAhead, useSealInPlace } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -46,6 +46,9 @@ export interface NativeAddon {
   gcmAvailable?(): boolean;
   /** A sealed object's frames in buf[start, end) decrypted in place: -1, or the first frame whose tag failed (gcm.c). */
   gcmOpenFrames?(key: Buffer, aad: Buffer, buf: Buffer, start: number, end: number, frameLog2: number): number;
+  /** gcm.c: `plain`'s frames sealed into out[at..] (AES-256-GCM, each frame's tag after it); the bytes written, -1 on failure. */
+  gcmSealAvailable?(): boolean;
+  gcmSealFrames?(key: Buffer, aad: Buffer, plain: Buffer, out: Buffer, at: number, frameLog2: number): number;
 }
 
 function load(): NativeAddon | undefined {
@@ -96,6 +99,9 @@ if (prefetchStart && prefetchConsumed && prefetchStop)
 // A restore from S3 decrypts its blobs in their GET buffers (store/s3/sealed.ts openPartsInPlace).
 if (typeof nativeAddon?.gcmOpenFrames === 'function' && nativeAddon.gcmAvailable?.() && process.env.BOXBACK_GCM_IN_PLACE !== 'off')
   useOpenInPlace(nativeAddon.gcmOpenFrames.bind(nativeAddon));
+// A backup to S3 seals its blobs straight into the pack's buffer (store/s3/sealed.ts sealInto).
+if (typeof nativeAddon?.gcmSealFrames === 'function' && nativeAddon.gcmSealAvailable?.() && process.env.BOXBACK_GCM_IN_PLACE !== 'off')
+  useSealInPlace(nativeAddon.gcmSealFrames.bind(nativeAddon));
 
 /** Fix glibc's mmap threshold at `bytes` (`mallopt(M_MMAP_THRESHOLD)`: memory.ts); false without the addon. */
 export function fixMmapThreshold(bytes: number): boolean {
