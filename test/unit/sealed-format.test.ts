@@ -19,7 +19,17 @@ import {
 } from '../../packages/common/src/store/s3/keys.js';
 import { BROTLI, DEFLATED, PackBuilder, openBlob, openBlobParts, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
 import { maybeCompress } from '../../packages/common/src/store/s3/compress.js';
-import { OpenStream, open, openParts, seal, sealInto, sealedSize, subkey, useOpenInPlace, useSealInPlace } from '../../packages/common/src/store/s3/sealed.js';
+import {
+  OpenStream,
+  open,
+  openParts,
+  seal,
+  sealInto,
+  sealedSize,
+  subkey,
+  useOpenInPlace,
+  useSealInPlace,
+} from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
 const keys = deriveKeys(newDataKey());

@@ -75,7 +75,12 @@ describe.each(['memory', 'file'] as const)('a zip read from %s', (kind) => {
         (err: Error) => err.message,
       );
     }
-    for (const [name, i] of [['a.txt', 1], ['b.txt', 2], ['c.txt', 3], ['d.txt', 4]] as const)
+    for (const [name, i] of [
+      ['a.txt', 1],
+      ['b.txt', 2],
+      ['c.txt', 3],
+      ['d.txt', 4],
+    ] as const)
       expect((got[name] as Buffer).equals(other(i)), name).toBe(true);
     expect(got['cut.txt']).toMatch(/cut\.txt/);
     expect(typeof got['junk.txt']).toBe('string');
