@@ -8,7 +8,8 @@
  * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them), and a
  * tree's read-ahead on a thread of its own (prefetch.c; registered with useReadAhead: a first S3
  * backup's trees), and AES-GCM in place (gcm.c; registered with useOpenInPlace: a restore from S3
- * decrypts blobs in their GET buffers; BOXBACK_GCM_IN_PLACE=off leaves Node's). Optional: on a host where it
+ * decrypts blobs in their GET buffers; useSealInPlace: a backup to S3 seals them straight into
+ * its packs; BOXBACK_GCM_IN_PLACE=off leaves Node's for both). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
