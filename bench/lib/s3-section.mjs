@@ -136,7 +136,7 @@ export function s3SectionFor(args, { root, hasRestic, log }) {
     env: args['job-prof'] ? { BOXBACK_JOB_CPU_PROFILE_DIR: path.resolve(args['job-prof']) } : {},
     // bench.mjs's --only incremental is the section's too; --only s3 (the section alone) runs all of it.
     only: args.only === 's3' ? undefined : args.only,
-    logDir: args['job-prof'] ? path.resolve(args['job-prof']) : undefined,
+    logDir: args['log-dir'] ? path.resolve(args['log-dir']) : args['job-prof'] ? path.resolve(args['job-prof']) : undefined,
     log,
   });
 }
@@ -348,6 +348,7 @@ export async function s3Section({
     log(`s3: restore onto an empty box, boxback from S3 (load ${load()})...`);
     const r = await daemonB.restore('s3-restore', b.result.backupPath, HOST);
     figures.s3_restore_s = r.dataPathSeconds;
+    if (logDir) writeFileSync(path.join(logDir, 'daemon-b.log'), daemonB.agent.output());
     figures.s3_restore_job_s = r.seconds;
     figures.s3_restore_agent_cpu_s = r.agentCpuSeconds;
     for (const [k, v] of Object.entries(r.phases)) figures[`s3_restore_phase_${k.toLowerCase()}_s`] = v;
@@ -418,7 +419,8 @@ export async function s3Section({
 //   [--only incremental] [--json]
 // --only incremental: restic's full backup and both restores left out (ours' full backup is the
 // incremental's previous one): the incremental's row, its phases and timeline, in a few minutes.
-// --job-prof DIR also keeps box A's daemon log there (daemon-a.log).
+// --job-prof DIR also keeps the daemons' logs there (daemon-a.log, daemon-b.log); --log-dir DIR
+// keeps them without the profiles.
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values: args } = benchArgs(import.meta.url, {
     options: {
@@ -429,6 +431,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       'no-restic': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
       'job-prof': { type: 'string' },
+      'log-dir': { type: 'string' },
       only: { type: 'string' },
       timeout: { type: 'string', default: '3600' },
     },
@@ -437,6 +440,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   guard({ timeoutS: Number(args.timeout), log: say });
   mkdirSync(args.dir ?? os.tmpdir(), { recursive: true });
   if (args['job-prof']) mkdirSync(args['job-prof'], { recursive: true });
+  if (args['log-dir']) mkdirSync(args['log-dir'], { recursive: true });
   const root = mkdtempSync(path.join(args.dir ?? os.tmpdir(), 'boxback-s3-bench-'));
   onCleanup(() => rmSync(root, { recursive: true, force: true }));
   const hasRestic =

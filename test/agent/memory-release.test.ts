@@ -45,6 +45,34 @@ describe('releaseMemorySoon', () => {
     expect(r.before - r.after).toBeGreaterThan(100e6);
   });
 
+  it("waits for a running job's end: no compacting GC under a job's peak, then one after it, and what waited for it runs", () => {
+    // a watcher's first scan ends as a job starts (the daemon's first job): its release GC is
+    // due 1 s later, inside the job; the job runs 2.5 s
+    const job = `
+import { boundHeap, releaseMemorySoon } from ${JSON.stringify(memoryJs)};
+const lines = [];
+const log = { debug: (o, msg) => lines.push({ ...o, msg, at: Date.now() }) };
+const t0 = Date.now();
+let thenAt = 0;
+releaseMemorySoon(log, 'watcher started', () => (thenAt = Date.now()));
+let jobEnd = 0;
+await boundHeap(log, () => new Promise((r) => setTimeout(r, 2500)));
+jobEnd = Date.now();
+setTimeout(() => {
+  const released = lines.filter((l) => l.msg === 'memory released');
+  console.log(JSON.stringify({ released: released.map((l) => ({ why: l.why, afterJob: l.at - jobEnd })), thenAfterJob: thenAt - jobEnd, jobMs: jobEnd - t0 }));
+}, 2000);
+`;
+    const r = spawnSync(process.execPath, [...AGENT_NODE_FLAGS, '--input-type=module', '-e', job], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.jobMs).toBeGreaterThanOrEqual(2400);
+    expect(out.released).toHaveLength(1);
+    expect(out.released[0].why).toBe('watcher started (after the job)');
+    expect(out.released[0].afterJob).toBeGreaterThanOrEqual(900); // the delay again, from the job's end
+    expect(out.thenAfterJob).toBeGreaterThanOrEqual(900);
+  });
+
   it('without --expose-gc it does nothing (no GC, no log line)', () => {
     const r = run(AGENT_NODE_FLAGS.filter((f) => f !== '--expose-gc'));
     expect(r.lines).toHaveLength(0);

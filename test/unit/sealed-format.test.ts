@@ -1,7 +1,7 @@
 // The object-store format's building blocks without a server: sealed framing (AES-256-GCM, one
 // tag per 64 KiB frame), wrapped data keys, content-defined chunks, packs. Every kind of
 // tampering a server could do (flip a byte, swap objects or frames, truncate) is refused.
-import { hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { brotliCompressSync, deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -19,7 +19,17 @@ import {
 } from '../../packages/common/src/store/s3/keys.js';
 import { BROTLI, DEFLATED, PackBuilder, openBlob, openBlobParts, readPackHeader } from '../../packages/common/src/store/s3/pack.js';
 import { maybeCompress } from '../../packages/common/src/store/s3/compress.js';
-import { OpenStream, open, openParts, seal, sealInto, sealedSize, subkey } from '../../packages/common/src/store/s3/sealed.js';
+import {
+  OpenStream,
+  open,
+  openParts,
+  seal,
+  sealInto,
+  sealedSize,
+  subkey,
+  useOpenInPlace,
+  useSealInPlace,
+} from '../../packages/common/src/store/s3/sealed.js';
 
 const F = 64 * 1024;
 const keys = deriveKeys(newDataKey());
@@ -68,6 +78,48 @@ describe('sealed framing', () => {
     expect(open(keys.enc, 'x', out.subarray(7, 7 + sealedSize(plain.length))).equals(plain)).toBe(true);
     expect([out[6], out[7 + sealedSize(plain.length)]]).toEqual([0xaa, 0xaa]); // nothing written outside
     expect(() => sealInto(keys.enc, 'x', plain, out, 12)).toThrow(RangeError);
+  });
+
+  it("the agent's addon seals frames into the caller's buffer: the bytes Node's Cipher gives, nothing written outside", async () => {
+    const { nativeAddon: a } = await import('../../packages/agent/src/native.js'); // registers both: undone below
+    expect(a?.gcmSealAvailable?.()).toBe(true);
+    const key = randomBytes(32);
+    const aad = Buffer.from('blobb:abc');
+    for (const log2 of [16, 10])
+      for (const n of [0, 1, (1 << log2) - 1, 1 << log2, (1 << log2) + 1, 3 * (1 << log2) + 5]) {
+        const plain = randomBytes(n);
+        const frames = Math.floor(n / (1 << log2)) + 1;
+        const want = Buffer.concat(
+          Array.from({ length: frames }, (_, i) => {
+            const nonce = Buffer.alloc(12);
+            nonce.writeUInt32BE(i, 7);
+            nonce[11] = i === frames - 1 ? 1 : 0;
+            const c = createCipheriv('aes-256-gcm', key, nonce);
+            c.setAAD(aad);
+            return Buffer.concat([c.update(plain.subarray(i << log2, (i + 1) << log2)), c.final(), c.getAuthTag()]);
+          }),
+        );
+        const out = Buffer.alloc(want.length + 10, 0xaa);
+        expect(a!.gcmSealFrames!(key, aad, plain, out, 3, log2), `${n}/${log2}`).toBe(want.length);
+        expect(out.subarray(3, 3 + want.length).equals(want), `${n}/${log2}`).toBe(true);
+        expect([out[2], out[3 + want.length]]).toEqual([0xaa, 0xaa]);
+        expect(() => a!.gcmSealFrames!(key, aad, plain, out, 11, log2)).toThrow(RangeError); // no room
+      }
+    // registered (as the daemon does): sealInto's objects open with Node's Decipher, a flipped byte is refused
+    useSealInPlace(a!.gcmSealFrames!.bind(a));
+    try {
+      for (const n of [0, 5, F, 3 * F + 7]) {
+        const plain = randomBytes(n);
+        const sealed = seal(keys.enc, 'blob:n', plain);
+        expect(sealed.length).toBe(sealedSize(n));
+        expect(open(keys.enc, 'blob:n', sealed).equals(plain)).toBe(true);
+        sealed[sealed.length - 20] ^= 1;
+        refused(() => open(keys.enc, 'blob:n', sealed));
+      }
+    } finally {
+      useSealInPlace(undefined); // the other tests here run as they did: Node's Cipher and Decipher
+      useOpenInPlace(undefined);
+    }
   });
 
   it('never reuses a nonce: the same plaintext seals differently each time', () => {

@@ -54,6 +54,38 @@ describe.each(['memory', 'file'] as const)('a zip read from %s', (kind) => {
     expect(got['empty.txt'].length).toBe(0);
   });
 
+  it('gives back entries read after a damaged one right: the read buffers and inflaters kept for the next entries start clean', async () => {
+    const other = (i: number) => Buffer.from(`entry ${i}: `.repeat(30_000)); // ~300 KB each, inflated through inflateRange
+    const midCut = zlib.deflateRawSync(MID);
+    const file = archive(kind, [
+      { name: 'a.txt', data: other(1), deflated: true },
+      { name: 'cut.txt', data: MID, deflated: true, raw: midCut.subarray(0, midCut.length >> 1) },
+      { name: 'b.txt', data: other(2), deflated: true },
+      { name: 'junk.txt', data: MID, deflated: true, raw: Buffer.alloc(300, 0xff) },
+      { name: 'c.txt', data: other(3), deflated: true },
+      { name: 'd.txt', data: other(4), deflated: true },
+    ]);
+    const got: Record<string, Buffer | string> = {};
+    for await (const e of zipEntries(file)) {
+      const parts: Buffer[] = [];
+      got[e.name] = await readEntryChecked(e, 'x.zip', (c) => {
+        parts.push(Buffer.from(c));
+      }).then(
+        () => Buffer.concat(parts),
+        (err: Error) => err.message,
+      );
+    }
+    for (const [name, i] of [
+      ['a.txt', 1],
+      ['b.txt', 2],
+      ['c.txt', 3],
+      ['d.txt', 4],
+    ] as const)
+      expect((got[name] as Buffer).equals(other(i)), name).toBe(true);
+    expect(got['cut.txt']).toMatch(/cut\.txt/);
+    expect(typeof got['junk.txt']).toBe('string');
+  });
+
   const cut = zlib.deflateRawSync(SMALL);
   const damaged: Array<[string, CraftEntry, RegExp]> = [
     [

@@ -9,6 +9,13 @@
  *
  *   gcmOpenFrames(key, aad, buf, start, end, frameLog2) -> -1 (every frame authenticated),
  *                                                          or the index of the frame that failed
+ *   gcmSealFrames(key, aad, plain, out, at, frameLog2)  -> bytes written at out[at..] (frames
+ *                                                          and tags), -1 if OpenSSL failed
+ *
+ * Sealing is the backup's side of the same: Node's Cipher hands out a new buffer per frame (and
+ * one per final and tag), which sealed.ts then copied into the pack being built; here each
+ * frame is encrypted from the plaintext straight into the pack's buffer, with one context keyed
+ * once per object instead of a Cipher (its key schedule) per frame.
  *
  * Frames as sealed.ts writes them: [start, end) holds floor(n / F) + 1 frames of F + 16 bytes
  * (the last shorter), frame i's nonce 7 zero bytes | i (u32 BE) | last (u8). A frame whose tag
@@ -27,6 +34,7 @@
 /* OpenSSL's EVP_CTRL_GCM_SET_IVLEN and EVP_CTRL_GCM_SET_TAG (evp.h: the same in 1.1 and 3.x). */
 #define CTRL_SET_IVLEN 0x9
 #define CTRL_SET_TAG 0x11
+#define CTRL_GET_TAG 0x10
 
 typedef void *(*ctx_new_fn)(void);
 typedef const void *(*cipher_fn)(void);
@@ -43,7 +51,11 @@ static struct {
   ctrl_fn ctrl;
   update_fn update;
   final_fn final;
+  init_fn enc_init;
+  update_fn enc_update;
+  final_fn enc_final;
   void *ctx; /* one context for the process (the JS thread is the only caller), re-keyed per object */
+  void *enc; /* the same for sealing */
 } g;
 
 static int gcm_ready(void) {
@@ -55,9 +67,40 @@ static int gcm_ready(void) {
     g.ctrl = (ctrl_fn)dlsym(RTLD_DEFAULT, "EVP_CIPHER_CTX_ctrl");
     g.update = (update_fn)dlsym(RTLD_DEFAULT, "EVP_DecryptUpdate");
     g.final = (final_fn)dlsym(RTLD_DEFAULT, "EVP_DecryptFinal_ex");
+    g.enc_init = (init_fn)dlsym(RTLD_DEFAULT, "EVP_EncryptInit_ex");
+    g.enc_update = (update_fn)dlsym(RTLD_DEFAULT, "EVP_EncryptUpdate");
+    g.enc_final = (final_fn)dlsym(RTLD_DEFAULT, "EVP_EncryptFinal_ex");
     if (g.ctx_new && g.aes_256_gcm && g.init && g.ctrl && g.update && g.final) g.ctx = g.ctx_new();
+    if (g.ctx && g.enc_init && g.enc_update && g.enc_final) g.enc = g.ctx_new();
   }
   return g.ctx != NULL;
+}
+
+static int seal_ready(void) {
+  return gcm_ready() && g.enc != NULL;
+}
+
+/* The sealing context keyed for one object; 1 if done. */
+static int set_seal_key(const unsigned char *key) {
+  return g.enc_init(g.enc, g.aes_256_gcm(), NULL, NULL, NULL) == 1 && g.ctrl(g.enc, CTRL_SET_IVLEN, 12, NULL) == 1 &&
+         g.enc_init(g.enc, NULL, NULL, key, NULL) == 1;
+}
+
+/* One frame: n plaintext bytes at p encrypted to out, its tag after them; 1 if done. */
+static int seal_frame(const unsigned char *aad, size_t aad_len, uint32_t i, int last, const unsigned char *p, size_t n,
+                      unsigned char *out) {
+  unsigned char nonce[12] = {0};
+  nonce[7] = (unsigned char)(i >> 24);
+  nonce[8] = (unsigned char)(i >> 16);
+  nonce[9] = (unsigned char)(i >> 8);
+  nonce[10] = (unsigned char)i;
+  nonce[11] = last ? 1 : 0;
+  int len = 0;
+  if (g.enc_init(g.enc, NULL, NULL, NULL, nonce) != 1) return 0;
+  if (aad_len && g.enc_update(g.enc, NULL, &len, aad, (int)aad_len) != 1) return 0;
+  if (n && (g.enc_update(g.enc, out, &len, p, (int)n) != 1 || (size_t)len != n)) return 0;
+  if (g.enc_final(g.enc, out + n, &len) != 1 || len != 0) return 0;
+  return g.ctrl(g.enc, CTRL_GET_TAG, TAG, out + n) == 1;
 }
 
 /* The context keyed for one object (the key schedule once, not per frame); 1 if done. */
@@ -83,11 +126,70 @@ static int open_frame(const unsigned char *aad, size_t aad_len, uint32_t i, int 
   return g.final(g.ctx, p + n, &out) == 1;
 }
 
-/* gcmAvailable() -> whether Node's OpenSSL AES-GCM functions were found. */
+/* gcmAvailable() -> whether Node's OpenSSL AES-GCM functions were found (gcmSealAvailable: the sealing ones too). */
 napi_value gcm_available(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
   napi_get_boolean(env, gcm_ready(), &v);
+  return v;
+}
+
+napi_value gcm_seal_available(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_get_boolean(env, seal_ready(), &v);
+  return v;
+}
+
+/*
+ * gcmSealFrames(key, aad, plain, out, at, frameLog2) -> the bytes written at out[at..]: the
+ * frames of `plain` (floor(n / F) + 1 of them, the last one shorter, possibly empty), each
+ * followed by its tag; -1 if OpenSSL failed. The caller checked that out has room (sealed.ts
+ * sealInto); checked again here.
+ */
+napi_value gcm_seal_frames(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "gcmSealFrames(key, aad, plain, out, at, frameLog2)");
+    return NULL;
+  }
+  if (!seal_ready()) {
+    napi_throw_error(env, NULL, "AES-GCM is not available");
+    return NULL;
+  }
+  void *key, *aad, *plain, *out;
+  size_t key_len, aad_len, plain_len, out_len;
+  int64_t at;
+  int32_t log2;
+  CHECK(napi_get_buffer_info(env, argv[0], &key, &key_len));
+  CHECK(napi_get_buffer_info(env, argv[1], &aad, &aad_len));
+  CHECK(napi_get_buffer_info(env, argv[2], &plain, &plain_len));
+  CHECK(napi_get_buffer_info(env, argv[3], &out, &out_len));
+  CHECK(napi_get_value_int64(env, argv[4], &at));
+  CHECK(napi_get_value_int32(env, argv[5], &log2));
+  size_t frame = log2 >= 10 && log2 <= 24 ? (size_t)1 << log2 : 0;
+  size_t frames = frame ? plain_len / frame + 1 : 0;
+  if (key_len != 32 || !frame || at < 0 || aad_len > INT32_MAX || (uint64_t)at > out_len ||
+      out_len - (size_t)at < plain_len + frames * TAG) {
+    napi_throw_range_error(env, NULL, "gcmSealFrames: bad key, frame size or no room");
+    return NULL;
+  }
+  unsigned char *dst = (unsigned char *)out + at;
+  const unsigned char *src = (const unsigned char *)plain;
+  int64_t written = set_seal_key(key) ? 0 : -1;
+  for (size_t i = 0; written >= 0 && i < frames; i++) {
+    int last = i == frames - 1;
+    size_t n = last ? plain_len - i * frame : frame;
+    if (!seal_frame(aad, aad_len, (uint32_t)i, last, src + i * frame, n, dst + written)) {
+      written = -1;
+      break;
+    }
+    written += (int64_t)(n + TAG);
+  }
+  napi_value v;
+  CHECK(napi_create_int64(env, written, &v));
   return v;
 }
 

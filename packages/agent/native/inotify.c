@@ -19,7 +19,7 @@
  * thread of its own (prefetchStart / prefetchConsumed / prefetchStop). digest-files.c: many
  * files' sizes and SHA-256 in one request on the pool (digestFiles: a restore's copy check).
  * gcm.c: a sealed object's frames decrypted in place (gcmAvailable / gcmOpenFrames: a restore
- * from S3).
+ * from S3) and sealed straight into a pack's buffer (gcmSealAvailable / gcmSealFrames: a backup).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -593,6 +593,8 @@ napi_value prefetch_stop(napi_env env, napi_callback_info info);
 /* gcm.c: a sealed object's frames opened in place (a restore from S3). */
 napi_value gcm_available(napi_env env, napi_callback_info info);
 napi_value gcm_open_frames(napi_env env, napi_callback_info info);
+napi_value gcm_seal_available(napi_env env, napi_callback_info info);
+napi_value gcm_seal_frames(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
@@ -616,6 +618,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"prefetchStop", NULL, prefetch_stop, NULL, NULL, NULL, napi_default, NULL},
       {"gcmAvailable", NULL, gcm_available, NULL, NULL, NULL, napi_default, NULL},
       {"gcmOpenFrames", NULL, gcm_open_frames, NULL, NULL, NULL, napi_default, NULL},
+      {"gcmSealAvailable", NULL, gcm_seal_available, NULL, NULL, NULL, napi_default, NULL},
+      {"gcmSealFrames", NULL, gcm_seal_frames, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

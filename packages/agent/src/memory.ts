@@ -62,7 +62,8 @@ let after: Array<() => void> = [];
  * Run one full GC after DELAY_MS (unless one is already due), and log what it freed; then
  * `then`, if given (without --expose-gc: `then` after DELAY_MS all the same). A restore's
  * re-watch of the trees it replaced waits for it: the scan then starts from the heap the
- * restore left collected, not on top of its garbage.
+ * restore left collected, not on top of its garbage. Due while a job runs (boundHeap), it waits
+ * for the job's end: its compaction would add to the job's peak RSS.
  */
 export function releaseMemorySoon(log: Logger, why: string, then?: () => void): void {
   const gc = (globalThis as { gc?: Gc }).gc;
@@ -85,6 +86,15 @@ export function releaseMemorySoon(log: Logger, why: string, then?: () => void): 
   }
   pending = setTimeout(() => {
     pending = undefined;
+    if (jobs > 0) {
+      // A job started meanwhile (the bench's and a controller's first job come right after the
+      // daemon's start, as its watchers' first scans end): a compacting GC now would add its
+      // evacuation pages (+25-30 MB for ~50 ms) to the job's own peak; the job's end collects
+      // (server.ts), and its heap is bounded until then (boundHeap). What waits for this GC
+      // (a re-watch after a restore) waits for that one.
+      deferred ??= { log, why };
+      return;
+    }
     try {
       collectNow(log, why);
     } finally {
@@ -92,6 +102,17 @@ export function releaseMemorySoon(log: Logger, why: string, then?: () => void): 
     }
   }, DELAY_MS);
   pending.unref();
+}
+
+/** Jobs running under boundHeap; a release GC due meanwhile waits for the last one's end (deferred). */
+let jobs = 0;
+let deferred: { log: Logger; why: string } | undefined;
+
+function jobEnded(): void {
+  if (--jobs > 0 || !deferred) return;
+  const d = deferred;
+  deferred = undefined;
+  releaseMemorySoon(d.log, `${d.why} (after the job)`);
 }
 
 /** One full compacting GC now, then malloc_trim, and a log line of what they freed. */
@@ -196,6 +217,7 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: P
   const bufferBudget = budgets.buffers ?? BUFFER_BUDGET;
   const gc = (globalThis as { gc?: Gc }).gc;
   if (!gc) return fn();
+  jobs++;
   const buffers = () => process.memoryUsage().arrayBuffers;
   let floor = v8.getHeapStatistics().used_heap_size;
   let bufferFloor = buffers();
@@ -240,6 +262,7 @@ export async function boundHeap<T>(log: Logger, fn: () => Promise<T>, budgets: P
     return await fn();
   } finally {
     clearInterval(timer);
+    jobEnded();
     log.debug(
       { gcs: runs, gcMs: Math.round(ms), trims: trims.n, trimMs: Math.round(trims.ms), trimmedMb: Math.round(trims.bytes / 1e5) / 10 },
       'heap bounded during the job',

@@ -8,13 +8,14 @@
  * (registered below with @boxback/common's useNanosecondMtimes: no rsync run for them), and a
  * tree's read-ahead on a thread of its own (prefetch.c; registered with useReadAhead: a first S3
  * backup's trees), and AES-GCM in place (gcm.c; registered with useOpenInPlace: a restore from S3
- * decrypts blobs in their GET buffers; BOXBACK_GCM_IN_PLACE=off leaves Node's). Optional: on a host where it
+ * decrypts blobs in their GET buffers; useSealInPlace: a backup to S3 seals them straight into
+ * its packs; BOXBACK_GCM_IN_PLACE=off leaves Node's for both). Optional: on a host where it
  * was not built (no compiler), or with BOXBACK_INOTIFY_ADDON=off, it is undefined and the
  * agent uses Node's own watch handles (more memory, same behaviour) and skips the trim.
  * BOXBACK_INOTIFY_ADDON=/path/to/boxback_inotify.node names another build.
  */
 import { createRequire } from 'node:module';
-import { useFileDigests, useNanosecondMtimes, useOpenInPlace, useReadAhead } from '@boxback/common';
+import { useFileDigests, useNanosecondMtimes, useOpenInPlace, useReadAhead, useSealInPlace } from '@boxback/common';
 import { fileURLToPath } from 'node:url';
 
 export interface NativeAddon {
@@ -46,6 +47,9 @@ export interface NativeAddon {
   gcmAvailable?(): boolean;
   /** A sealed object's frames in buf[start, end) decrypted in place: -1, or the first frame whose tag failed (gcm.c). */
   gcmOpenFrames?(key: Buffer, aad: Buffer, buf: Buffer, start: number, end: number, frameLog2: number): number;
+  /** gcm.c: `plain`'s frames sealed into out[at..] (AES-256-GCM, each frame's tag after it); the bytes written, -1 on failure. */
+  gcmSealAvailable?(): boolean;
+  gcmSealFrames?(key: Buffer, aad: Buffer, plain: Buffer, out: Buffer, at: number, frameLog2: number): number;
 }
 
 function load(): NativeAddon | undefined {
@@ -96,6 +100,9 @@ if (prefetchStart && prefetchConsumed && prefetchStop)
 // A restore from S3 decrypts its blobs in their GET buffers (store/s3/sealed.ts openPartsInPlace).
 if (typeof nativeAddon?.gcmOpenFrames === 'function' && nativeAddon.gcmAvailable?.() && process.env.BOXBACK_GCM_IN_PLACE !== 'off')
   useOpenInPlace(nativeAddon.gcmOpenFrames.bind(nativeAddon));
+// A backup to S3 seals its blobs straight into the pack's buffer (store/s3/sealed.ts sealInto).
+if (typeof nativeAddon?.gcmSealFrames === 'function' && nativeAddon.gcmSealAvailable?.() && process.env.BOXBACK_GCM_IN_PLACE !== 'off')
+  useSealInPlace(nativeAddon.gcmSealFrames.bind(nativeAddon));
 
 /** Fix glibc's mmap threshold at `bytes` (`mallopt(M_MMAP_THRESHOLD)`: memory.ts); false without the addon. */
 export function fixMmapThreshold(bytes: number): boolean {

@@ -17,7 +17,7 @@ export { S3BackupStore, type S3StoreOptions } from './store/s3/s3-store.js';
 export { initS3Store, addStoreKey, listStoreKeys, removeStoreKey, LOST_KEY_WARNING, type StoreKeyInfo } from './store/s3/store-keys.js';
 export { loadS3Credentials } from './store/s3/client.js';
 export { readSecretFile } from './store/s3/keys.js';
-export { useOpenInPlace, type OpenFramesInPlace } from './store/s3/sealed.js';
+export { useOpenInPlace, useSealInPlace, type OpenFramesInPlace, type SealFramesInto } from './store/s3/sealed.js';
 export * from './zip-read.js';
 export * from './zlib-pass.js';
 export type * as wire from './wire.js';

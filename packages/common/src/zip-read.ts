@@ -138,8 +138,11 @@ function dataFromMemory(zip: Buffer, start: number, entry: yauzl.Entry, stored: 
 /** `size` bytes of `src` from `start`, through one buffer: each chunk is a view of it, valid until the next. */
 async function* readRange(src: ZipSource, start: number, size: number): AsyncGenerator<Buffer> {
   const fh = typeof src === 'string' ? await fsp.open(src, 'r') : src;
+  // an entry of READ_CHUNK / 4 or more reads through a whole READ_CHUNK from the pool, given back when read to its end
+  const pooled = size >= READ_CHUNK / 4;
+  const buf = pooled ? (readBufs.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK)) : Buffer.allocUnsafeSlow(size);
+  let done = false;
   try {
-    const buf = Buffer.allocUnsafeSlow(Math.min(READ_CHUNK, size));
     for (let pos = start, left = size; left > 0;) {
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), pos);
       if (bytesRead === 0) throw new Error(`unexpected end of file ${left} bytes before the entry's end`);
@@ -147,10 +150,24 @@ async function* readRange(src: ZipSource, start: number, size: number): AsyncGen
       left -= bytesRead;
       yield buf.subarray(0, bytesRead);
     }
+    done = true;
   } finally {
     if (typeof src === 'string') await fh.close();
+    if (pooled && done && readBufs.length < KEEP) readBufs.push(buf);
   }
 }
+
+/**
+ * Read buffers and inflaters (each with its output buffer) of entries read to their end, for
+ * the next entries: a restore extracts a few hundred entries of the database's and the
+ * config's archives, and each took a 1 MiB read buffer, a 1 MiB output buffer and a zlib
+ * stream with a 1 MiB buffer of its own (unused: ZlibPass lends it `out`), ~3 MiB of
+ * ArrayBuffers per entry (~160 MiB per small-box restore from S3) that V8's GCs then chased
+ * (store-s3-performance.md, session 20). KEEP of each: entries of two archives extracted side by side.
+ */
+const KEEP = 2;
+const readBufs: Buffer[] = [];
+const inflaters: Array<{ pass: ZlibPass; out: Buffer }> = [];
 
 /** yauzl's reader over a random-access source (closing the zip does not close the source: its owner does). */
 class SourceReader extends yauzl.RandomAccessReader {
@@ -188,13 +205,21 @@ class SourceReader extends yauzl.RandomAccessReader {
  * database that V8 collects only every ~64 MB of them.
  */
 async function* inflateRange(compressed: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const pass = new ZlibPass(zlib.createInflateRaw({ chunkSize: INFLATE_OUT, flush: zlib.constants.Z_SYNC_FLUSH }));
-  const out = Buffer.allocUnsafeSlow(INFLATE_OUT);
+  const k = inflaters.pop() ?? {
+    pass: new ZlibPass(zlib.createInflateRaw({ chunkSize: INFLATE_OUT, flush: zlib.constants.Z_SYNC_FLUSH })),
+    out: Buffer.allocUnsafeSlow(INFLATE_OUT),
+  };
+  let done = false;
   try {
     for await (const piece of compressed)
-      for (let off = 0; off < piece.length; off += INFLATE_IN) yield* await pass.run(piece.subarray(off, off + INFLATE_IN), out);
+      for (let off = 0; off < piece.length; off += INFLATE_IN) yield* await k.pass.run(piece.subarray(off, off + INFLATE_IN), k.out);
+    done = true;
   } finally {
-    pass.close();
+    // read to its end without an error: reset for the next entry (whatever state this one's data left it in)
+    if (done && inflaters.length < KEEP && !k.pass.z.destroyed) {
+      k.pass.z.reset();
+      inflaters.push(k);
+    } else k.pass.close();
   }
 }
 

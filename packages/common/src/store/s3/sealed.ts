@@ -88,6 +88,22 @@ export function seal(encKey: Buffer, aad: string, plain: Buffer, frameLog2 = DEF
 }
 
 /**
+ * `plain`'s frames sealed into out[at..] (each frame's ciphertext, then its tag; the nonces and
+ * aad as sealFrameInto's): the bytes written, or -1. The agent's native addon
+ * (packages/agent/native/gcm.c) registers it: Node's Cipher makes a new buffer per frame (and
+ * per final and tag), which sealInto then copied into the pack, and a Cipher (its key schedule)
+ * per frame; in a first backup to S3 that was every stored byte (store-s3-performance.md).
+ */
+export type SealFramesInto = (key: Buffer, aad: Buffer, plain: Buffer, out: Buffer, at: number, frameLog2: number) => number;
+
+let sealFrames: SealFramesInto | undefined;
+
+/** Register (or drop, with undefined) what seals frames into a caller's buffer: the agent's native addon. */
+export function useSealInPlace(fn: SealFramesInto | undefined): void {
+  sealFrames = fn;
+}
+
+/**
  * Seal `plain` straight into out[at .. at + sealedSize(plain.length)) (a pack being built: no
  * intermediate copies); the bytes written.
  */
@@ -101,6 +117,11 @@ export function sealInto(encKey: Buffer, aad: string, plain: Buffer, out: Buffer
   let pos = at + MAGIC.copy(out, at);
   out[pos++] = frameLog2;
   pos += salt.copy(out, pos);
+  if (sealFrames) {
+    const n = sealFrames(key, a, plain, out, pos, frameLog2);
+    if (n !== plain.length + frames * TAG_BYTES) throw new BoxbackError('BOXBACK_ERR_INTERNAL', `sealing ${aad} failed`);
+    return pos + n - at;
+  }
   for (let i = 0; i < frames; i++) pos += sealFrameInto(key, i, i === frames - 1, a, plain.subarray(i * F, (i + 1) * F), out, pos);
   return pos - at;
 }

@@ -16,7 +16,7 @@
  * its own when the agent registered one (read-ahead.ts); a journaled pass reads its directory
  * roots ahead, up to ROOTS_AHEAD of them at a time, one thread each.
  */
-import { lstatSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { ManifestFile } from '../../manifest.js';
 import { excludeMatcher, walkOrderOfParts, walkTree } from '../../walk.js';
@@ -41,15 +41,35 @@ export interface TreeUploadContext {
 
 const HASH_WHOLE = 1 << 20;
 
-async function storeFile(ctx: TreeUploadContext, abs: string, size: number, onBytes: (n: number) => void) {
-  if (size < Math.min(HASH_WHOLE, ctx.repo.config.chunking.min)) {
-    // synchronous: open, fstat, read and close of a small file take microseconds; the promise
-    // API's four thread-pool round trips per file cost more than the reads (thousands of files)
-    const b = readFileSync(abs);
+async function storeFile(pass: Pass, abs: string, size: number, onBytes: (n: number) => void) {
+  const { ctx } = pass;
+  const small = Math.min(HASH_WHOLE, ctx.repo.config.chunking.min);
+  if (size < small) {
+    // synchronous: open, read and close of a small file take microseconds; the promise API's
+    // thread-pool round trips per file cost more than the reads (thousands of files). Read into
+    // the pass's buffer: the blob is stored (hashed, compressed, sealed into the pack) before
+    // the pass reads its next file, so nothing is allocated per file for its bytes
+    const b = readSmall(abs, (pass.small ??= Buffer.allocUnsafeSlow(small)));
     onBytes(b.length);
     return ctx.writer.storeBuffer(b);
   }
   return ctx.writer.storeFile(abs, onBytes);
+}
+
+/** A small file's bytes: a view of `buf`, or a buffer of their own when the file grew past it since its lstat. */
+function readSmall(abs: string, buf: Buffer): Buffer {
+  const fd = openSync(abs, 'r');
+  try {
+    let n = 0;
+    while (n < buf.length) {
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) return buf.subarray(0, n);
+      n += r;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return readFileSync(abs); // it fills the buffer: read it whole
 }
 
 /** One pass over a tree: its result, progress and the journal's changed paths (a file named there is read again). */
@@ -60,6 +80,8 @@ interface Pass {
   prog: TreeSyncProgress;
   changed?: Set<string>;
   emit(force?: boolean): void;
+  /** The buffer its small files are read into (storeFile), one per pass: passes run side by side. */
+  small?: Buffer;
 }
 
 /**
@@ -107,7 +129,7 @@ async function describeEntry(pass: Pass, rel: string, abs: string, st: Stats): P
     res.linkedFiles++;
   } else {
     const before = ctx.writer.newBytes;
-    const c = await storeFile(ctx, abs, st.size, (n) => {
+    const c = await storeFile(pass, abs, st.size, (n) => {
       res.hashedBytes += n;
       prog.bytesDone += n;
       pass.emit();
