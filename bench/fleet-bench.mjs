@@ -39,7 +39,9 @@
 //      slowest status calls: when, ms, bytes in, decode, and the timing client's own wait for a
 //      CPU (/proc/thread-self/schedstat) and GC during each), `status_p99_less_client_ms` (the
 //      busy p99 of each call less that wait and GC: how much of the tail the measuring process
-//      was, on a loaded machine), ...)
+//      was, on a loaded machine), `status_end_wait_p50_ms` / `_p99_ms` (from the answer decoded to the
+//      call's end: the wait for the status trailers the controller sends after the answer's write
+//      completes, and this client's own turn), ...)
 //   The timing clients' `timing_clients_eld_ms` (monitorEventLoopDelay, resolution 10 ms)
 //   includes the 10 ms interval itself: an idle process reads p50 ~10 ms.
 import { spawn, spawnSync } from 'node:child_process';
@@ -589,6 +591,9 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
     if (profiled) controller.proc.kill('SIGUSR2'); // write it
     const [timedStatus, timedPage] = await Promise.all(samplers.map((x) => x.stop()));
     const busy = timedStatus.status;
+    // every timed status call, for percentiles over several runs (BB_FLEET_STATUS_CALLS=FILE: one JSON array,
+    // each call [s after sampling began, ms, bytes in ms, decode ms, client CPU wait ms, client GC ms])
+    if (process.env.BB_FLEET_STATUS_CALLS) writeFileSync(process.env.BB_FLEET_STATUS_CALLS, JSON.stringify(timedStatus.statusCalls));
     const busyBytes = timedStatus.statusBytes.sort((a, b) => a - b);
     const busyDecode = timedStatus.statusDecode.sort((a, b) => a - b);
     const mainCpu = process.cpuUsage(mainCpu0);
@@ -679,6 +684,12 @@ ${process.env.BB_CONTROLLER_EXTRA_YAML ?? ''}
       status_bytes_p99_ms: busyBytes.length ? round(pct(busyBytes, 99), 2) : null,
       status_decode_p50_ms: busyDecode.length ? round(pct(busyDecode, 50), 2) : null,
       status_decode_p99_ms: busyDecode.length ? round(pct(busyDecode, 99), 2) : null,
+      // after the answer was decoded, until the call ended: the wait for the trailers (the status
+      // the controller sends after the answer's write completes) and this client's own turn
+      ...(() => {
+        const v = timedStatus.statusCalls.map((c) => Math.max(0, c[1] - c[2] - c[3])).sort((a, b) => a - b);
+        return v.length ? { status_end_wait_p50_ms: round(pct(v, 50), 2), status_end_wait_p99_ms: round(pct(v, 99), 2) } : {};
+      })(),
       status_idle_p50_ms: round(pct(idle, 50), 2),
       status_idle_p99_ms: round(pct(idle, 99), 2),
       status_idle_max_ms: round(idle[idle.length - 1], 2),
