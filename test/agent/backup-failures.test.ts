@@ -172,7 +172,7 @@ describe('backup failures resume services and leave nothing Restorable', () => {
               'sh',
               [
                 '-c',
-                `for p in /proc/[0-9]*; do ls -l $p/fd $p/cwd 2>/dev/null | grep -q small-store && echo $p $(tr "\\0" " " < $p/cmdline); done; true`,
+                `for p in /proc/[0-9]*; do ls -l $p/fd $p/cwd 2>/dev/null | grep -q small-store && echo $p $(tr "\\0" " " < $p/cmdline) $(ls -l $p/fd $p/cwd 2>/dev/null | grep small-store | sed "s/.*-> //"); done; true`,
               ],
               { encoding: 'utf8' },
             );
