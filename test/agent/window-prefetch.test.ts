@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prefetchWindow } from '../../packages/agent/src/backup/prefetch.js';
+import { prefetchWindow, readBesideStop, recordWindowTimes, resetWindowTimes } from '../../packages/agent/src/backup/prefetch.js';
 
 let dir: string;
 const MiB = 1 << 20;
@@ -55,5 +55,22 @@ describe('prefetchWindow', () => {
     const ac = new AbortController();
     ac.abort(new Error('cancelled by the operator'));
     await expect(prefetchWindow([{ path: path.join(dir, 'config') }], ac.signal)).rejects.toThrow('cancelled by the operator');
+  });
+
+  it("reads beside the stop only when the last backup's read took at most 80% of its stop", () => {
+    resetWindowTimes();
+    expect(readBesideStop()).toBe(false); // the first backup of the process reads first
+    recordWindowTimes(60, 120);
+    expect(readBesideStop()).toBe(true);
+    recordWindowTimes(100, 120);
+    expect(readBesideStop()).toBe(false);
+    recordWindowTimes(10, 120);
+    process.env.BOXBACK_READ_BESIDE_STOP = 'off';
+    try {
+      expect(readBesideStop()).toBe(false);
+    } finally {
+      delete process.env.BOXBACK_READ_BESIDE_STOP;
+      resetWindowTimes();
+    }
   });
 });
