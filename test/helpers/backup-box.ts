@@ -28,6 +28,7 @@ export type PlanDoc = Record<string, any>;
 export interface BackupBox {
   dir: string;
   box: SampleBox;
+  /** The local store's directory (with `store` given as a config object: that object, as YAML wrote it). */
   store: string;
   stateDir: string;
   planFile: string;
@@ -39,14 +40,17 @@ export interface BackupBox {
   cleanup(): Promise<void>;
 }
 
-export async function makeBackupBox(o: Partial<SampleBoxOptions> & { name?: string; store?: string } = {}): Promise<BackupBox> {
+export async function makeBackupBox(
+  o: Partial<SampleBoxOptions> & { name?: string; store?: string | Record<string, unknown> } = {},
+): Promise<BackupBox> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'boxback-bk-'));
   const port = await freePort();
   const box = await createSampleBox({ root: path.join(dir, 'box'), port, artifacts: 40, testReports: 10, ...o });
   const name = o.name ?? 'gocd1';
-  const store = o.store ?? path.join(dir, 'store');
+  const storeConfig = o.store ?? path.join(dir, 'store');
+  const store = typeof storeConfig === 'string' ? storeConfig : JSON.stringify(storeConfig);
   const stateDir = path.join(dir, 'state');
-  mkdirSync(store, { recursive: true });
+  if (typeof storeConfig === 'string') mkdirSync(store, { recursive: true });
   const original = parse(readFileSync(box.planFile, 'utf8')) as PlanDoc;
   const planFile = path.join(dir, 'plan.yaml');
   const agentFile = path.join(dir, 'agent.yaml');
@@ -57,7 +61,7 @@ export async function makeBackupBox(o: Partial<SampleBoxOptions> & { name?: stri
         name,
         listen: '127.0.0.1:0',
         tls: { ca: 'unused', cert: 'unused', key: 'unused' },
-        store,
+        store: storeConfig,
         stateDir,
         plan: planFile,
         allowedRoots: [box.root],

@@ -15,7 +15,9 @@ const stores = new WeakMap<AgentConfig, BackupStore>();
 export function agentStore(config: AgentConfig, log?: Logger): BackupStore {
   let s = stores.get(config);
   if (!s) {
-    s = openStore(config.store, { log });
+    // A non-local store writes each backup's archives to a scratch directory first: under the
+    // state directory, so that the archive cache (backup/archive-cache.ts) can hard-link them.
+    s = openStore(config.store, { log, scratchDir: path.join(config.stateDir, 's3-scratch') });
     stores.set(config, s);
   }
   return s;

@@ -89,6 +89,7 @@ import { enterQuiesce, runInWindow, runningServices } from './quiesce.js';
 import { QuiesceLease } from './quiesce-record.js';
 import type { TreeSnapshot } from '../journal/index.js';
 import { BLOCKS_FILE, readBlockIndex, writeBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
+import { readArchiveCache, stageArchiveCache, type StagedCache } from './archive-cache.js';
 
 const DATASET_PHASES: Record<string, string> = {
   database: 'BACKUP_DATABASE',
@@ -254,6 +255,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
   let manifestJson = '';
   let manifest: Manifest | undefined;
   let publishAt = 0;
+  let cache: StagedCache | undefined;
   const lanes = new Lanes(r);
   try {
     ctx.signal.throwIfAborted();
@@ -270,9 +272,13 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
       h.update({ message: 'flushing to disk' });
       const wrote = r.written && r.dirs ? { files: r.written, dirs: r.dirs } : undefined;
       publishAt = Date.now();
+      // Not a local store: the block-indexed archives are kept on this box for the next backup's reuse.
+      if (agentStore(config).describe().kind !== 'local')
+        cache = await stageArchiveCache(config.stateDir, ctx.jobId, r.tempDir, r.blocks, r.known, ctx.log);
       return r.staging!.commit(manifestPieces(m, r.parts), wrote);
     });
     finalRef = published.ref;
+    await cache?.keep(finalRef);
     ctx.log.debug({ ms: Date.now() - publishAt, manifestBytes: published.manifestBytes }, 'backup committed to the store');
     // A large manifest stays in the store: the controller reads it from there.
     if (published.manifestBytes <= MANIFEST_SEND_LIMIT) manifestJson = await agentStore(config).readManifestText(finalRef);
@@ -281,7 +287,7 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Jo
     error = explain(r, err);
     ctx.log.error({ code: error.code, err: error.message, step: r.phases.failedStep }, 'backup failed');
   } finally {
-    if (!finalRef) await r.staging?.abort();
+    if (!finalRef) await Promise.all([r.staging?.abort(), cache?.drop()]);
   }
   const sealAt = Date.now();
   await settleJournals(r, finalRef);
@@ -361,21 +367,19 @@ async function creatingDir(r: Run): Promise<void> {
     r.version = version;
     r.previous = backups.at(-1);
     const t1 = Date.now();
-    // the previous backup's block index (never throws: nothing to reuse) is read while the
-    // staging is made: each is a few round trips to an S3 store, one after the other before
-    // On an S3 store this finds nothing to reuse: an S3 backup stores no manifest.json file (its
-    // snapshot names the manifest), so storedSha's openFile is NOT_FOUND and db.zip is deflated
-    // again, its unchanged blocks the same bytes, so the same blobs (not uploaded again). Kept
-    // so: reading the previous archive's blocks back from the bucket measured slower than
-    // deflating them (store-s3-performance.md, session 19: 2.69 vs 1.99 s for 64 MiB), and on a
-    // remote store it would download most of the archive at every backup. The lookup still
-    // loads the previous backup (cached: the trees' journaled passes need it) beside begin.
+    // The previous backup's block index (never throws: nothing to reuse) is read while the
+    // staging is made. A local store's from the store; another store's from this box's archive
+    // cache (archive-cache.ts): reading the previous archive's blocks back from a bucket
+    // measured slower than deflating them (store-s3-performance.md, session 19: 2.69 vs 1.99 s
+    // for 64 MiB), and on a remote store it would download most of the archive at every backup.
     const prev = r.previous;
+    const local = store.describe().kind === 'local';
     let previousIndexMs = 0;
     const reuse = prev
-      ? storedSha(store, prev, BLOCKS_FILE)
-          .then((sha) => readBlockIndex(store, prev, sha))
-          .finally(() => (previousIndexMs = Date.now() - t1))
+      ? (local
+          ? storedSha(store, prev, BLOCKS_FILE).then((sha) => readBlockIndex(store, prev, sha))
+          : readArchiveCache(config.stateDir, prev)
+        ).finally(() => (previousIndexMs = Date.now() - t1))
       : undefined;
     r.staging = await store.begin({ host: config.name, startedAt: r.startedAt, jobId, log, signal: r.ctx.signal });
     const createMs = Date.now() - t1;

@@ -62,20 +62,25 @@ export async function readBlockIndex(
   prev: BackupRef,
   expectedSha: string | undefined,
 ): Promise<Map<string, ReuseSource>> {
-  const out = new Map<string, ReuseSource>();
-  if (!expectedSha) return out;
+  if (!expectedSha) return new Map();
   try {
     const text = await buffer(await store.openFile(prev, BLOCKS_FILE));
-    if (createHash('sha256').update(text).digest('hex') !== expectedSha) return out;
-    const doc = JSON.parse(text.toString('utf8')) as { format?: string; blockSize?: number; archives?: BlockIndex };
-    if (doc.format !== BLOCKS_FORMAT || doc.blockSize !== BLOCK_SIZE || !doc.archives) return out;
-    for (const [archive, entries] of Object.entries(doc.archives)) {
-      const bySha = new Map<string, BlockRecord>();
-      for (const blocks of Object.values(entries)) for (const b of blocks) if (b.length === 6 && b[1] === BLOCK_SIZE) bySha.set(b[0], b);
-      out.set(archive, { archive, open: () => store.openRandomAccess(prev, archive), bySha });
-    }
+    if (createHash('sha256').update(text).digest('hex') !== expectedSha) return new Map();
+    return parseBlockIndex(text, (archive) => store.openRandomAccess(prev, archive));
   } catch {
-    /* no index, or not readable: nothing to reuse */
+    return new Map(); // no index, or not readable: nothing to reuse
+  }
+}
+
+/** An index file's archives as reuse sources, each opened by `open` (empty when it is not this format). Throws on bad JSON. */
+export function parseBlockIndex(text: Buffer, open: (archive: string) => Promise<RandomAccessFile>): Map<string, ReuseSource> {
+  const out = new Map<string, ReuseSource>();
+  const doc = JSON.parse(text.toString('utf8')) as { format?: string; blockSize?: number; archives?: BlockIndex };
+  if (doc.format !== BLOCKS_FORMAT || doc.blockSize !== BLOCK_SIZE || !doc.archives) return out;
+  for (const [archive, entries] of Object.entries(doc.archives)) {
+    const bySha = new Map<string, BlockRecord>();
+    for (const blocks of Object.values(entries)) for (const b of blocks) if (b.length === 6 && b[1] === BLOCK_SIZE) bySha.set(b[0], b);
+    out.set(archive, { archive, open: () => open(archive), bySha });
   }
   return out;
 }
