@@ -51,7 +51,10 @@ describe('boundHeap', () => {
     expect(plain).toMatchObject({ result: 'done', gcs: -1 });
   });
 
-  it("keeps a restore's dead buffers within its smaller budget (RESTORE_BUDGETS)", () => {
+  // Timing-based: the peaks depend on when the 250 ms checks fire. Under CPU load a late check lets
+  // both runs pile up more (a clean-clone CI run once measured a 1.05 MB gap): one retry, and a
+  // real regression (equal budgets) fails both tries.
+  it("keeps a restore's dead buffers within its smaller budget (RESTORE_BUDGETS)", { retry: 1 }, () => {
     // 1 MiB buffers, each held across a timer (as a GET's or a blob's buffer is across its I/O), then dropped
     const buffers = (budgets: string) => {
       const script = `

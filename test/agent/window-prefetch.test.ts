@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prefetchWindow, readBesideStop, recordWindowTimes, resetWindowTimes } from '../../packages/agent/src/backup/prefetch.js';
+import { besideStopMs, prefetchWindow, recordStopTime, resetStopTime } from '../../packages/agent/src/backup/prefetch.js';
 
 let dir: string;
 const MiB = 1 << 20;
@@ -57,20 +57,31 @@ describe('prefetchWindow', () => {
     await expect(prefetchWindow([{ path: path.join(dir, 'config') }], ac.signal)).rejects.toThrow('cancelled by the operator');
   });
 
-  it("reads beside the stop only when the last backup's read took at most 80% of its stop", () => {
-    resetWindowTimes();
-    expect(readBesideStop()).toBe(false); // the first backup of the process reads first
-    recordWindowTimes(60, 120);
-    expect(readBesideStop()).toBe(true);
-    recordWindowTimes(100, 120);
-    expect(readBesideStop()).toBe(false);
-    recordWindowTimes(10, 120);
+  it("lets the stop start once the rest of the read fits in 80% of the last stop, at the read's own rate", async () => {
+    resetStopTime();
+    expect(besideStopMs()).toBe(0); // the first backup of the process reads first
+    recordStopTime(120);
+    expect(besideStopMs()).toBe(96);
     process.env.BOXBACK_READ_BESIDE_STOP = 'off';
-    try {
-      expect(readBesideStop()).toBe(false);
-    } finally {
-      delete process.env.BOXBACK_READ_BESIDE_STOP;
-      resetWindowTimes();
-    }
+    expect(besideStopMs()).toBe(0);
+    delete process.env.BOXBACK_READ_BESIDE_STOP;
+    resetStopTime();
+    const db = path.join(dir, 'db', 'cruise.mv.db');
+    // No time to spare: the stop waits for the whole read (ready once, when all of it is resident).
+    evict(db);
+    const at: number[] = [];
+    const r = await prefetchWindow([{ files: [db] }], new AbortController().signal, undefined, {
+      ms: 0,
+      onReady: () => at.push(resident(db)),
+    });
+    expect(r.bytes).toBe(24 * MiB);
+    expect(at).toEqual([24 * MiB]);
+    // Ample time: the stop may start at the first chunk read, long before the read ends.
+    evict(db);
+    at.length = 0;
+    await prefetchWindow([{ files: [db] }], new AbortController().signal, undefined, { ms: 60_000, onReady: () => at.push(resident(db)) });
+    expect(at.length).toBe(1);
+    expect(at[0]).toBeLessThan(24 * MiB);
+    expect(resident(db)).toBe(24 * MiB);
   });
 });

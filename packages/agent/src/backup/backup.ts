@@ -80,7 +80,7 @@ import type { JobContext, ProgressUpdate } from '../job.js';
 import { agentStore, localBackupDir, localHostDir } from '../store.js';
 import type { PlanDataset, PlanTree } from '../plan.js';
 import { readInstalledVersion } from '../product-version.js';
-import { prefetchWindow, readBesideStop, recordWindowTimes } from './prefetch.js';
+import { besideStopMs, prefetchWindow, recordStopTime } from './prefetch.js';
 import type { BackupEnv, PhaseHandle } from '../datasets/driver.js';
 import { driverOf } from '../datasets/registry.js';
 import { diskFullMessage } from './disk-full.js';
@@ -433,17 +433,25 @@ async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
   let primary: unknown;
   try {
     await r.phases.run('QUIESCE', async (h) => {
-      // The window's datasets into the page cache: before the stop, or beside it (prefetch.ts).
+      // The window's datasets into the page cache: before the stop, its rest beside it (prefetch.ts).
       const readAt = Date.now();
-      const beside = readBesideStop();
-      let readMs = 0;
+      let readyAt = 0;
+      let canStop!: () => void;
+      const stoppable = new Promise<void>((resolve) => (canStop = resolve));
       h.update({ message: "reading the window's datasets into the page cache" });
-      const reading = prefetchWindow(windowSets, ctx.signal).then((read) => {
-        readMs = Date.now() - readAt;
-        ctx.log.debug({ ...read, ms: readMs, besideStop: beside }, "window's datasets read before the window's copy");
+      const ms = besideStopMs();
+      const reading = prefetchWindow(windowSets, ctx.signal, undefined, {
+        ms,
+        onReady: () => {
+          readyAt = Date.now();
+          canStop();
+        },
+      }).then((read) => {
+        const besideMs = Date.now() - readyAt;
+        ctx.log.debug({ ...read, ms: Date.now() - readAt, besideStopMs: besideMs }, "window's datasets read before the window's copy");
       });
       reading.catch(() => undefined); // awaited below, unless the stop fails first
-      if (!beside) await reading;
+      await Promise.race([stoppable, reading]);
       const services = r.mode === 'stop' ? await runningServices(plan) : [];
       lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
       const signal = AbortSignal.any([ctx.signal, lease.expired]);
@@ -464,7 +472,7 @@ async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
       }
       await runInWindow(plan, ctx.log, signal, r.warnings);
       await reading;
-      recordWindowTimes(readMs, r.stopMs);
+      recordStopTime(r.stopMs);
       const c0 = Date.now();
       const deadlineMs = lease.record.deadlineMs;
       let done = 0;

@@ -16,13 +16,15 @@
  * error (the window's copy reports its own).
  *
  * Beside the stop: the services' stop is mostly the service's own time (its shutdown, its stop
- * command's start-up), when this box's CPUs and disk are idle. When the last backup of this
- * agent process read its window's datasets in at most STOP_SHARE of the time its stop took, this
- * backup reads them while the services stop; the window's copy still waits for the read to end.
- * The window then stays as long as before (the read ends within the stop) and the backup is
- * shorter by the read (measured on the small bench: QUIESCE 0.19-0.23 s -> 0.14-0.18 s). The
- * first backup after the agent starts, or one whose read took longer than that, reads first.
- * BOXBACK_READ_BESIDE_STOP=off always reads first.
+ * command's start-up), when this box's CPUs and disk are idle. The read starts first; the stop
+ * starts once what is left of the read, at the rate it has gone so far, would take at most
+ * STOP_SHARE of the time this agent process's last stop took (`onReady`); the window's copy still
+ * waits for the read to end. So the window stays as long as before (the rest of the read ends
+ * within the stop) and the backup is shorter by what was read beside it (small bench: QUIESCE
+ * 0.19-0.23 s -> 0.14-0.18 s). Decided by this read's own rate, not by the last backup's read:
+ * a database that was in the page cache last time and is not now (the default bench, 1 GiB)
+ * would otherwise make the window wait for the whole read. The first backup after the agent
+ * starts reads first. BOXBACK_READ_BESIDE_STOP=off always reads first.
  */
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -31,26 +33,26 @@ import { mapLimit } from '@boxback/common';
 import type { PlanDataset } from '../plan.js';
 
 const CHUNK = 1 << 20;
-/** The read runs beside the stop when it last took at most this share of the stop's time. */
+/** The stop starts once the rest of the read should take at most this share of the last stop. */
 const STOP_SHARE = 0.8;
 
-/** This process's last read of the window's datasets and stop of the services (ms). */
-let lastWindow: { readMs: number; stopMs: number } | undefined;
+/** This process's last stop of the services (ms). */
+let lastStopMs: number | undefined;
 
-/** Whether this backup's read of the window's datasets may run beside the services' stop (see the header). */
-export function readBesideStop(): boolean {
-  if (process.env.BOXBACK_READ_BESIDE_STOP === 'off' || !lastWindow) return false;
-  return lastWindow.readMs <= STOP_SHARE * lastWindow.stopMs;
+/** How long the rest of the read may still take when the stop starts (ms): 0 reads first. */
+export function besideStopMs(): number {
+  if (process.env.BOXBACK_READ_BESIDE_STOP === 'off' || lastStopMs === undefined) return 0;
+  return STOP_SHARE * lastStopMs;
 }
 
-/** What this backup's read and stop took: the next backup's readBesideStop decides by them. */
-export function recordWindowTimes(readMs: number, stopMs: number): void {
-  lastWindow = { readMs, stopMs };
+/** What this backup's stop took: the next backup's besideStopMs. */
+export function recordStopTime(stopMs: number): void {
+  lastStopMs = stopMs;
 }
 
-/** Forget the times (tests). */
-export function resetWindowTimes(): void {
-  lastWindow = undefined;
+/** Forget it (tests). */
+export function resetStopTime(): void {
+  lastStopMs = undefined;
 }
 
 export interface PrefetchResult {
@@ -72,44 +74,68 @@ async function listFiles(p: string, out: { file: string; size: number }[], budge
   }
 }
 
-async function readThrough(file: string, buf: Buffer, signal: AbortSignal): Promise<void> {
+async function readThrough(file: string, buf: Buffer, signal: AbortSignal, progress: (n: number) => void): Promise<void> {
   const fh = await fsp.open(file, 'r');
   try {
     while (!signal.aborted) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
+      progress(bytesRead);
     }
   } finally {
     await fh.close();
   }
 }
 
-/** Read the window's datasets into the page cache (see the header); never throws but on abort. */
+/**
+ * Read the window's datasets into the page cache (see the header); never throws but on abort.
+ * `beside`: `onReady` is called once the rest of the read should take at most `ms` at the rate
+ * so far (the services' stop may start), at the latest when the read ends or is skipped.
+ */
 export async function prefetchWindow(
   datasets: Pick<PlanDataset, 'path' | 'files'>[],
   signal: AbortSignal,
   budgetBytes = Math.floor(os.freemem() / 4),
+  beside?: { ms: number; onReady: () => void },
 ): Promise<PrefetchResult> {
-  const files: { file: string; size: number }[] = [];
-  const budget = { left: budgetBytes };
-  for (const p of datasets.flatMap((d) => (d.path ? [d.path] : (d.files ?? []))))
-    // A path that cannot be listed is skipped, not the ones after it: the window's copy says why.
-    await listFiles(p, files, budget).catch(() => undefined);
-  if (budget.left < 0) return { files: 0, bytes: 0, skipped: true };
-  const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
-  let bytes = 0;
-  await mapLimit(files, 2, async (f) => {
+  let ready = false;
+  const readyNow = () => {
+    if (!ready) beside?.onReady();
+    ready = true;
+  };
+  try {
+    const files: { file: string; size: number }[] = [];
+    const budget = { left: budgetBytes };
+    for (const p of datasets.flatMap((d) => (d.path ? [d.path] : (d.files ?? []))))
+      // A path that cannot be listed is skipped, not the ones after it: the window's copy says why.
+      await listFiles(p, files, budget).catch(() => undefined);
+    if (budget.left < 0) return { files: 0, bytes: 0, skipped: true };
+    const total = files.reduce((n, f) => n + f.size, 0);
+    const startedAt = performance.now();
+    let done = 0;
+    const progress = (n: number) => {
+      done += n;
+      if (ready || !beside?.ms) return;
+      const rate = done / Math.max(1, performance.now() - startedAt); // bytes per ms
+      if ((total - done) / rate <= beside.ms) readyNow();
+    };
+    const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+    let bytes = 0;
+    await mapLimit(files, 2, async (f) => {
+      signal.throwIfAborted();
+      const buf = buffers.pop()!;
+      try {
+        await readThrough(f.file, buf, signal, progress);
+        bytes += f.size;
+      } catch {
+        /* gone or unreadable: the window's copy reports it */
+      } finally {
+        buffers.push(buf);
+      }
+    });
     signal.throwIfAborted();
-    const buf = buffers.pop()!;
-    try {
-      await readThrough(f.file, buf, signal);
-      bytes += f.size;
-    } catch {
-      /* gone or unreadable: the window's copy reports it */
-    } finally {
-      buffers.push(buf);
-    }
-  });
-  signal.throwIfAborted();
-  return { files: files.length, bytes, skipped: false };
+    return { files: files.length, bytes, skipped: false };
+  } finally {
+    readyNow();
+  }
 }
