@@ -11,6 +11,7 @@ import {
   closeSync,
   createWriteStream,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -106,6 +107,9 @@ describe('archive cache of an S3-stored agent', () => {
     expect(existsSync(path.join(b.stateDir, 's3-scratch'))).toBe(true);
     expect(readdirSync(path.join(b.stateDir, 's3-scratch'))).toEqual([]); // the scratch copy is gone; the cache holds a link
 
+    // An interrupted backup's staged links (the agent killed before its commit ended) go at the next stage.
+    mkdirSync(path.join(cacheDir(), '.next-killed-job'));
+    writeFileSync(path.join(cacheDir(), '.next-killed-job', 'db.zip'), 'stale');
     // A CI day: the database grows by 1.5 MiB; its 6 whole MiB are unchanged.
     appendFileSync(b.box.dbFile, Buffer.alloc(1536 * 1024, 'a record of a later day\n'));
     const second = await backup('c2');

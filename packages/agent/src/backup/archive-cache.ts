@@ -10,6 +10,7 @@
  *     current/               the archives and boxback-blocks.json of backup `cache.json.ref`
  *     cache.json             { format, ref, blocksSha256, archives: { name: { sha256, size } } }
  *     .next-<job>/           hard links to a running backup's files, taken before its commit
+ *                            (an interrupted backup's are removed by the next one's stage)
  *
  *   stage    before PUBLISH: each block-indexed archive and the index, hard-linked from the
  *            backup's scratch directory (the store's scratch is under stateDir: same file
@@ -105,7 +106,9 @@ export async function stageArchiveCache(
   const archives: CacheMeta['archives'] = {};
   try {
     await fsp.mkdir(base, { recursive: true, mode: 0o700 });
-    await drop();
+    // Links an interrupted backup staged (the agent killed before keep or drop): one backup of
+    // this host runs at a time (the host lock), so any other is stale.
+    for (const e of await fsp.readdir(base)) if (e.startsWith('.next-')) await fsp.rm(path.join(base, e), { recursive: true, force: true });
     await fsp.mkdir(next, { mode: 0o700 });
     for (const name of [...names, BLOCKS_FILE]) {
       await fsp.link(path.join(backupDir, name), path.join(next, name));
