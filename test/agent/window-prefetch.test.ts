@@ -71,12 +71,12 @@ describe('prefetchWindow', () => {
     evict(db);
     const at: number[] = [];
     const r = await prefetchWindow([{ files: [db] }], new AbortController().signal, undefined, {
-      ms: 0.5, // not 0: decided once, after the first 4 MiB, and the rest never looked at again
+      ms: 0.5, // not 0: decided once, after the first quarter (6 MiB), and not looked at again
       onReady: () => at.push(resident(db)),
     });
     expect(r.bytes).toBe(24 * MiB);
     expect(at).toEqual([24 * MiB]);
-    // Ample time: the stop may start at the first chunk read, long before the read ends.
+    // Ample time: the stop may start after the first quarter, long before the read ends.
     evict(db);
     at.length = 0;
     await prefetchWindow([{ files: [db] }], new AbortController().signal, undefined, { ms: 60_000, onReady: () => at.push(resident(db)) });

@@ -18,7 +18,7 @@ import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { liveParts as live, snapshotTree as snapshot } from '../../scripts/lib/tree-snapshot.mjs';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { bucketObjects, creds, putRaw, quiet, s3Config } from '../helpers/s3-store.js';
+import { bucketObjects, creds, putRaw, quiet, s3Config, writeCredentialsFile } from '../helpers/s3-store.js';
 
 type Box = Awaited<ReturnType<typeof createSampleBox>>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -39,7 +39,7 @@ beforeAll(async () => {
   await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
   const credFile = path.join(dir, 's3.cred');
   const keyFile = path.join(dir, 'store.key');
-  writeFileSync(credFile, `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, { mode: 0o600 });
+  writeCredentialsFile(credFile, rgw);
   writeFileSync(keyFile, `${secret.toString()}\n`, { mode: 0o600 });
   const storeYaml = `{ kind: s3, endpoint: ${JSON.stringify(rgw.endpoint)}, bucket: ${bucket}, prefix: fleet1/, pathStyle: true, credentialsFile: ${JSON.stringify(credFile)}, keyFile: ${JSON.stringify(keyFile)} }`;
 

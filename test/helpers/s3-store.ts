@@ -57,6 +57,12 @@ export function s3Config(rgw: RadosgwInfo, bucket: string, over: Partial<S3Store
 
 export const creds = (rgw: RadosgwInfo) => ({ accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
 
+/** The run's radosgw credentials in a 0600 file as an agent or controller reads them (`credentialsFile`): its path. */
+export function writeCredentialsFile(file: string, rgw: RadosgwInfo): string {
+  writeFileSync(file, `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, { mode: 0o600 });
+  return file;
+}
+
 /** A new bucket, initialised as a store; the store object opens it with `secret`. */
 export async function makeTestStore(
   rgw: RadosgwInfo,

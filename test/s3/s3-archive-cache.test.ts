@@ -31,7 +31,7 @@ import { agentStore } from '../../packages/agent/src/store.js';
 import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { makeBackupBox, req, type BackupBox } from '../helpers/backup-box.js';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { creds, s3Config } from '../helpers/s3-store.js';
+import { creds, s3Config, writeCredentialsFile } from '../helpers/s3-store.js';
 
 const MiB = 1024 * 1024;
 let rgw: RadosgwInfo;
@@ -44,9 +44,8 @@ beforeAll(async () => {
   const bucket = await makeBucket(rgw, 'cache');
   const secret = Buffer.from(randomBytes(32).toString('hex'));
   await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
-  const credentialsFile = path.join(dir, 's3.cred');
+  const credentialsFile = writeCredentialsFile(path.join(dir, 's3.cred'), rgw);
   const keyFile = path.join(dir, 'store.key');
-  writeFileSync(credentialsFile, `AWS_ACCESS_KEY_ID=${rgw.accessKeyId}\nAWS_SECRET_ACCESS_KEY=${rgw.secretAccessKey}\n`, { mode: 0o600 });
   writeFileSync(keyFile, `${secret.toString()}\n`, { mode: 0o600 });
   b = await makeBackupBox({ dbBytes: 6 * MiB, store: { ...s3Config(rgw, bucket), credentialsFile, keyFile } });
 }, 120_000);

@@ -29,7 +29,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { refPath, type BackupRef, type Logger, type RandomAccessFile } from '@boxback/common';
+import { refPath, writeFileAtomic, type BackupRef, type Logger, type RandomAccessFile } from '@boxback/common';
 import { BLOCKS_FILE, parseBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
 
 const DIR = 'archive-cache';
@@ -50,7 +50,10 @@ const root = (stateDir: string) => path.join(stateDir, DIR);
 /** A local file opened for random reads, as a store's openRandomAccess gives one. */
 async function openLocal(file: string): Promise<RandomAccessFile> {
   const fh = await fsp.open(file, 'r');
-  const { size } = await fh.stat();
+  const { size } = await fh.stat().catch(async (err: unknown) => {
+    await fh.close();
+    throw err;
+  });
   return {
     size,
     read: (buffer, offset, length, position) => fh.read(buffer, offset, length, position),
@@ -129,15 +132,7 @@ export async function stageArchiveCache(
         await fsp.rm(metaFile, { force: true });
         await fsp.rm(current, { recursive: true, force: true });
         await fsp.rename(next, current);
-        const tmp = `${metaFile}.tmp`;
-        const fh = await fsp.open(tmp, 'w', 0o600);
-        try {
-          await fh.writeFile(JSON.stringify(meta));
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await fsp.rename(tmp, metaFile);
+        await writeFileAtomic(metaFile, JSON.stringify(meta), 0o600);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'archives not kept for the next backup; it deflates its database archive again');
         await drop();

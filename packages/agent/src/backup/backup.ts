@@ -451,7 +451,10 @@ async function quiesceAndCapture(r: Run, copied: () => void): Promise<void> {
         ctx.log.debug({ ...read, ms: Date.now() - readAt, besideStopMs: besideMs }, "window's datasets read before the window's copy");
       });
       reading.catch(() => undefined); // awaited below, unless the stop fails first
-      await Promise.race([stoppable, reading]);
+      // onReady comes at the latest when the read ends, also when it was cancelled: nothing is
+      // stopped for a cancelled job.
+      await stoppable;
+      ctx.signal.throwIfAborted();
       const services = r.mode === 'stop' ? await runningServices(plan) : [];
       lease = await QuiesceLease.acquire({ config: ctx.config, jobId: ctx.jobId, mode: r.mode, services, log: ctx.log });
       const signal = AbortSignal.any([ctx.signal, lease.expired]);

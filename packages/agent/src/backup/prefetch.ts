@@ -17,9 +17,9 @@
  *
  * Beside the stop: the services' stop is mostly the service's own time (its shutdown, its stop
  * command's start-up), when this box's CPUs and disk are idle. The read starts first; after its
- * first quarter (DECIDE_AFTER bytes at least), when the rest at that rate would take at most STOP_SHARE of the time
- * this agent process's last stop took, the stop starts beside it (`onReady`); else the stop waits
- * for the whole read. The window's copy always waits for the read to end. So the window stays as
+ * first quarter (DECIDE_AFTER bytes at least), when the rest at that rate would take at most
+ * STOP_SHARE of the time this agent process's last stop took, the stop starts beside it
+ * (`onReady`); else the stop waits for the whole read. The window's copy always waits for the read to end. So the window stays as
  * long as before (the read ends within the stop) and the backup is shorter by the read (small
  * bench, 71 MB: QUIESCE 0.19-0.23 s -> 0.14-0.18 s). Decided by this read's own rate, not by the
  * last backup's read (a database in the page cache last time and not now, the default bench's
@@ -93,8 +93,9 @@ async function readThrough(file: string, buf: Buffer, signal: AbortSignal, progr
 
 /**
  * Read the window's datasets into the page cache (see the header); never throws but on abort.
- * `beside`: `onReady` is called once the rest of the read should take at most `ms` at the rate
- * so far (the services' stop may start), at the latest when the read ends or is skipped.
+ * `beside`: `onReady` is called once, when the rest of the read should take at most `ms` at its
+ * rate (decided after its first quarter: the services' stop may start), else when the read ends,
+ * is skipped or is cancelled.
  */
 export async function prefetchWindow(
   datasets: Pick<PlanDataset, 'path' | 'files'>[],
