@@ -208,7 +208,15 @@ export async function startRadosgw(opts = {}) {
  */
 export async function startExtraGateway(info) {
   const port = await freePort();
-  const child = daemon(['radosgw', '-c', info.conf, '-n', 'client.rgw.a', '-f', `--rgw_frontends=beast endpoint=127.0.0.1:${port} tcp_nodelay=1`]);
+  const child = daemon([
+    'radosgw',
+    '-c',
+    info.conf,
+    '-n',
+    'client.rgw.a',
+    '-f',
+    `--rgw_frontends=beast endpoint=127.0.0.1:${port} tcp_nodelay=1`,
+  ]);
   const gw = { endpoint: `http://127.0.0.1:${port}`, pid: child.pid, stop: () => killAndWait(child) };
   try {
     await waitFor('extra radosgw', 60_000, () => httpAnswers(port));
