@@ -91,7 +91,9 @@ export async function makeBackupBox(
     },
     async cleanup() {
       await box.stop().catch(() => undefined);
-      rmSync(dir, { recursive: true, force: true });
+      // Retried: an agent killed with SIGKILL by the test leaves its `cp -a -l` (a link farm
+      // being built) running for a moment, still adding entries (ENOTEMPTY, seen once in CI).
+      rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
   bb.editPlan(() => undefined);
