@@ -6,19 +6,17 @@
 // own hostname and address, and B's service healthy. Then a flipped byte in the pack holding
 // db.zip (which a restore unzips straight from the bucket, no download): the restore is
 // refused before STOP, box B unchanged (no safety copy: nothing was swapped), still healthy.
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packKey } from '../../packages/common/src/store/s3/repo.js';
 import { S3BackupStore } from '../../packages/common/src/store/s3/s3-store.js';
-import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { freePort, startCluster } from '../../scripts/lib/cluster.mjs';
 import { createSampleBox } from '../../scripts/lib/sample-box.mjs';
 import { liveParts as live, snapshotTree as snapshot } from '../../scripts/lib/tree-snapshot.mjs';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { bucketObjects, creds, putRaw, quiet, s3Config, writeCredentialsFile } from '../helpers/s3-store.js';
+import { bucketObjects, creds, initStoreFiles, putRaw, quiet, s3Config } from '../helpers/s3-store.js';
 
 type Box = Awaited<ReturnType<typeof createSampleBox>>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
@@ -35,12 +33,9 @@ beforeAll(async () => {
   rgw = await sharedRadosgw();
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-dr-s3-'));
   bucket = await makeBucket(rgw, 'dr');
-  secret = Buffer.from(randomBytes(32).toString('hex'));
-  await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
-  const credFile = path.join(dir, 's3.cred');
-  const keyFile = path.join(dir, 'store.key');
-  writeCredentialsFile(credFile, rgw);
-  writeFileSync(keyFile, `${secret.toString()}\n`, { mode: 0o600 });
+  const files = await initStoreFiles(rgw, bucket, dir);
+  secret = files.secret;
+  const { credentialsFile: credFile, keyFile } = files;
   const storeYaml = `{ kind: s3, endpoint: ${JSON.stringify(rgw.endpoint)}, bucket: ${bucket}, prefix: fleet1/, pathStyle: true, credentialsFile: ${JSON.stringify(credFile)}, keyFile: ${JSON.stringify(keyFile)} }`;
 
   boxA = await createSampleBox({

@@ -63,6 +63,23 @@ export function writeCredentialsFile(file: string, rgw: RadosgwInfo): string {
   return file;
 }
 
+/**
+ * `bucket` initialised as a store with a fresh passphrase, and the two 0600 files an agent or a
+ * controller reads for it (`credentialsFile`, `keyFile`) written into `dir`.
+ */
+export async function initStoreFiles(
+  rgw: RadosgwInfo,
+  bucket: string,
+  dir: string,
+): Promise<{ secret: Buffer; credentialsFile: string; keyFile: string }> {
+  const secret = Buffer.from(randomBytes(32).toString('hex'));
+  await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
+  const credentialsFile = writeCredentialsFile(path.join(dir, 's3.cred'), rgw);
+  const keyFile = path.join(dir, 'store.key');
+  writeFileSync(keyFile, `${secret.toString()}\n`, { mode: 0o600 });
+  return { secret, credentialsFile, keyFile };
+}
+
 /** A new bucket, initialised as a store; the store object opens it with `secret`. */
 export async function makeTestStore(
   rgw: RadosgwInfo,

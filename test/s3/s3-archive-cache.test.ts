@@ -5,7 +5,6 @@
 // what lands in the bucket is still the database (its db.zip, read back from S3, unzips to the
 // live file's bytes); a damaged cache (a flipped byte) costs a deflate, never a wrong backup.
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import {
   appendFileSync,
   closeSync,
@@ -28,10 +27,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '@boxback/common';
 import { runBackup } from '../../packages/agent/src/backup/backup.js';
 import { agentStore } from '../../packages/agent/src/store.js';
-import { initS3Store } from '../../packages/common/src/store/s3/store-keys.js';
 import { makeBackupBox, req, type BackupBox } from '../helpers/backup-box.js';
 import { makeBucket, sharedRadosgw, type RadosgwInfo } from '../helpers/radosgw.js';
-import { creds, s3Config, writeCredentialsFile } from '../helpers/s3-store.js';
+import { initStoreFiles, s3Config } from '../helpers/s3-store.js';
 
 const MiB = 1024 * 1024;
 let rgw: RadosgwInfo;
@@ -42,11 +40,7 @@ beforeAll(async () => {
   rgw = await sharedRadosgw();
   dir = mkdtempSync(path.join(os.tmpdir(), 'bb-archive-cache-'));
   const bucket = await makeBucket(rgw, 'cache');
-  const secret = Buffer.from(randomBytes(32).toString('hex'));
-  await initS3Store(s3Config(rgw, bucket), secret, { credentials: creds(rgw), scryptN: 1024 });
-  const credentialsFile = writeCredentialsFile(path.join(dir, 's3.cred'), rgw);
-  const keyFile = path.join(dir, 'store.key');
-  writeFileSync(keyFile, `${secret.toString()}\n`, { mode: 0o600 });
+  const { credentialsFile, keyFile } = await initStoreFiles(rgw, bucket, dir);
   b = await makeBackupBox({ dbBytes: 6 * MiB, store: { ...s3Config(rgw, bucket), credentialsFile, keyFile } });
 }, 120_000);
 

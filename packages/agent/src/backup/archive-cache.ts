@@ -29,7 +29,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { refPath, writeFileAtomic, type BackupRef, type Logger, type RandomAccessFile } from '@boxback/common';
+import { randomAccessOf, refPath, writeFileAtomic, type BackupRef, type Logger } from '@boxback/common';
 import { BLOCKS_FILE, parseBlockIndex, type BlockIndex, type ReuseSource } from './zip-blocks.js';
 
 const DIR = 'archive-cache';
@@ -47,20 +47,6 @@ interface CacheMeta {
 const enabled = () => process.env.BOXBACK_ARCHIVE_CACHE !== 'off';
 const root = (stateDir: string) => path.join(stateDir, DIR);
 
-/** A local file opened for random reads, as a store's openRandomAccess gives one. */
-async function openLocal(file: string): Promise<RandomAccessFile> {
-  const fh = await fsp.open(file, 'r');
-  const { size } = await fh.stat().catch(async (err: unknown) => {
-    await fh.close();
-    throw err;
-  });
-  return {
-    size,
-    read: (buffer, offset, length, position) => fh.read(buffer, offset, length, position),
-    close: () => fh.close(),
-  };
-}
-
 /** The cached archives of `prev`, by archive name (empty: nothing cached for it, or not usable). */
 export async function readArchiveCache(stateDir: string, prev: BackupRef): Promise<Map<string, ReuseSource>> {
   if (!enabled()) return new Map();
@@ -74,7 +60,7 @@ export async function readArchiveCache(stateDir: string, prev: BackupRef): Promi
       const st = await fsp.stat(path.join(dir, name));
       if (st.size !== a.size) return new Map();
     }
-    const out = parseBlockIndex(text, (archive) => openLocal(path.join(dir, archive)));
+    const out = parseBlockIndex(text, async (archive) => randomAccessOf(await fsp.open(path.join(dir, archive), 'r')));
     for (const name of out.keys()) if (!meta.archives[name]) out.delete(name);
     return out;
   } catch {

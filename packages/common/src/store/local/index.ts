@@ -7,3 +7,4 @@ export * from './link-farm.js';
 export * from './incremental-sync.js';
 export * from './manifest-writer.js';
 export { uniqueBytes, deleteBackupDir } from './delete.js';
+export { randomAccessOf } from './read.js';

@@ -93,8 +93,15 @@ export async function openFile(root: string, ref: BackupRef, rel: string, range?
 }
 
 export async function openRandomAccess(root: string, ref: BackupRef, rel: string): Promise<RandomAccessFile> {
-  const fh = await openStored(root, ref, rel);
-  const { size } = await fh.stat();
+  return randomAccessOf(await openStored(root, ref, rel));
+}
+
+/** An open local file for random reads (closed again if its stat fails): a local store's stored file, or the agent's archive cache. */
+export async function randomAccessOf(fh: fsp.FileHandle): Promise<RandomAccessFile> {
+  const { size } = await fh.stat().catch(async (err: unknown) => {
+    await fh.close();
+    throw err;
+  });
   return {
     size,
     read: (buffer, offset, length, position) => fh.read(buffer, offset, length, position),
